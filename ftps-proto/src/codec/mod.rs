@@ -1,0 +1,13 @@
+//! The control-channel codec: everything that crosses the FTP control connection, as typed values. No I/O.
+
+mod command;
+mod framing;
+mod listing;
+mod reply;
+mod time;
+
+pub use command::*;
+pub use framing::*;
+pub use listing::*;
+pub use reply::*;
+pub use time::*;

@@ -1,0 +1,12 @@
+//! Sans-IO FTPS protocol engine.
+//!
+//! Bytes in, bytes and events out: no sockets, threads, clocks, files or async. See the repository's
+//! `DESIGN.md` for the drive-loop contract every frontend keeps.
+
+pub mod codec;
+mod tls;
+
+pub use tls::TlsInfo;
+
+#[cfg(test)]
+mod test_support;

@@ -1,0 +1,65 @@
+//! Test-only helpers: certificates generated at run time (never committed) and matching rustls configs.
+
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+
+/// A self-signed certificate for `localhost`, with configs that trust it.
+pub(crate) struct TestPki {
+    pub(crate) cert: CertificateDer<'static>,
+    key_der: Vec<u8>,
+}
+
+impl TestPki {
+    pub(crate) fn new() -> Self {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("rcgen");
+        Self {
+            cert: ck.cert.der().clone(),
+            key_der: ck.key_pair.serialize_der(),
+        }
+    }
+
+    fn key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()))
+    }
+
+    /// A server config offering exactly `versions`.
+    pub(crate) fn server_config(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Arc<rustls::ServerConfig> {
+        let config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(versions)
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![self.cert.clone()], self.key())
+            .expect("server cert");
+        Arc::new(config)
+    }
+
+    /// A client config trusting this certificate, offering exactly `versions`, with its own resumption store.
+    pub(crate) fn client_config(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.cert.clone()).expect("root");
+        let config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(versions)
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Arc::new(config)
+    }
+}
+
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+pub(crate) fn localhost() -> ServerName<'static> {
+    ServerName::try_from("localhost").expect("name")
+}
+
+pub(crate) const TLS12: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
+pub(crate) const TLS13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];

@@ -1,0 +1,253 @@
+//! The one seam between the engine and rustls.
+//!
+//! Everything the engine does with TLS goes through [`TlsConn`], a thin wrapper over the rustls 0.23 buffered
+//! API (`read_tls`, `process_new_packets`, `reader`, `writer`, `write_tls`, `send_close_notify`). Only config types
+//! (`Arc<rustls::ServerConfig>`, `Arc<rustls::ClientConfig>`) cross the crate's public API, so a later rustls API
+//! change touches this file alone.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use rustls::pki_types::ServerName;
+use rustls::server::StoresServerSessions;
+
+/// What a finished handshake negotiated, for events and transfer reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// Negotiated protocol version, e.g. `TLSv1_3`.
+    pub version: rustls::ProtocolVersion,
+    /// Negotiated cipher suite.
+    pub cipher_suite: rustls::CipherSuite,
+    /// Whether the handshake resumed an earlier session (abbreviated handshake).
+    pub resumed: bool,
+}
+
+/// How reading plaintext ended, when it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadState {
+    /// More plaintext may come.
+    Open,
+    /// The peer sent close_notify: a clean end of the stream.
+    CleanClose,
+    /// The transport ended without close_notify: possibly a truncation.
+    Truncated,
+}
+
+/// A TLS connection in either role, driven with bytes in and bytes out.
+pub(crate) struct TlsConn {
+    conn: rustls::Connection,
+    /// The transport ended (`handle_eof`): no more ciphertext will come.
+    transport_eof: bool,
+}
+
+impl TlsConn {
+    /// A server-side connection that will accept the client's handshake.
+    pub(crate) fn server(config: Arc<rustls::ServerConfig>) -> Result<Self, rustls::Error> {
+        Ok(Self {
+            conn: rustls::ServerConnection::new(config)?.into(),
+            transport_eof: false,
+        })
+    }
+
+    /// A client-side connection; its first flight is ready in [`TlsConn::write_tls_into`] at once.
+    pub(crate) fn client(
+        config: Arc<rustls::ClientConfig>,
+        server_name: ServerName<'static>,
+    ) -> Result<Self, rustls::Error> {
+        Ok(Self {
+            conn: rustls::ClientConnection::new(config, server_name)?.into(),
+            transport_eof: false,
+        })
+    }
+
+    /// Bounds the plaintext buffered for sending (and so the ciphertext queued after encryption).
+    pub(crate) fn set_send_buffer_limit(&mut self, limit: Option<usize>) {
+        self.conn.set_buffer_limit(limit);
+    }
+
+    /// Feeds ciphertext from the transport and processes it.
+    ///
+    /// Returns how many bytes were taken: fewer than `input.len()` when rustls' receive buffer is full (the caller
+    /// must first read plaintext out, then offer the rest again). A fatal TLS error is returned; the alert that
+    /// tells the peer is then queued for [`TlsConn::write_tls_into`].
+    pub(crate) fn read_tls(&mut self, mut input: &[u8]) -> Result<usize, rustls::Error> {
+        let total = input.len();
+        while !input.is_empty() && self.conn.wants_read() {
+            match self.conn.read_tls(&mut input) {
+                Ok(0) => break,
+                Ok(_) => {
+                    self.conn.process_new_packets()?;
+                }
+                // rustls refuses more input while its plaintext buffer is full: backpressure, not an error.
+                Err(_) => break,
+            }
+        }
+        Ok(total - input.len())
+    }
+
+    /// Tells TLS that the transport delivered EOF: no more ciphertext will come.
+    pub(crate) fn handle_eof(&mut self) -> Result<(), rustls::Error> {
+        if !self.transport_eof {
+            self.transport_eof = true;
+            let mut empty: &[u8] = &[];
+            // Reading 0 bytes is how rustls learns of EOF; it cannot fail on an empty reader.
+            let _ = self.conn.read_tls(&mut empty);
+            self.conn.process_new_packets()?;
+        }
+        Ok(())
+    }
+
+    /// Whether the transport has delivered EOF.
+    pub(crate) fn transport_eof(&self) -> bool {
+        self.transport_eof
+    }
+
+    /// Borrows the next run of received plaintext, without copying. Empty when none is buffered.
+    pub(crate) fn plaintext_chunk(&mut self) -> &[u8] {
+        self.conn.reader().into_first_chunk().unwrap_or(&[])
+    }
+
+    /// Marks `n` bytes of the chunk from [`TlsConn::plaintext_chunk`] as used.
+    pub(crate) fn consume_plaintext(&mut self, n: usize) {
+        io::BufRead::consume(&mut self.conn.reader(), n);
+    }
+
+    /// Copies received plaintext into `out`, returning how many bytes were copied.
+    pub(crate) fn read_plaintext(&mut self, out: &mut [u8]) -> usize {
+        self.conn.reader().read(out).unwrap_or(0)
+    }
+
+    /// How the plaintext stream stands: `Open` while plaintext is buffered or more may come.
+    pub(crate) fn read_state(&mut self) -> ReadState {
+        match self.conn.reader().into_first_chunk() {
+            Ok([]) => ReadState::CleanClose,
+            Ok(_) => ReadState::Open,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => ReadState::Truncated,
+            Err(_) => ReadState::Open,
+        }
+    }
+
+    /// Queues plaintext for sending, up to the send buffer limit. Returns how many bytes were taken.
+    pub(crate) fn write_plaintext(&mut self, data: &[u8]) -> usize {
+        self.conn.writer().write(data).unwrap_or(0)
+    }
+
+    /// Queues a close_notify alert; no plaintext can be written after it.
+    pub(crate) fn send_close_notify(&mut self) {
+        self.conn.send_close_notify();
+    }
+
+    /// Whether ciphertext is waiting for [`TlsConn::write_tls_into`].
+    pub(crate) fn wants_write(&self) -> bool {
+        self.conn.wants_write()
+    }
+
+    /// Appends all pending ciphertext to `out`. Returns the number of bytes appended.
+    pub(crate) fn write_tls_into(&mut self, out: &mut Vec<u8>) -> usize {
+        let mut n = 0;
+        while self.conn.wants_write() {
+            match self.conn.write_tls(out) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => n += k,
+            }
+        }
+        n
+    }
+
+    /// Whether the handshake is still in progress.
+    pub(crate) fn is_handshaking(&self) -> bool {
+        self.conn.is_handshaking()
+    }
+
+    /// What the handshake negotiated, once it has finished.
+    pub(crate) fn info(&self) -> Option<TlsInfo> {
+        if self.conn.is_handshaking() {
+            return None;
+        }
+        Some(TlsInfo {
+            version: self.conn.protocol_version()?,
+            cipher_suite: self.conn.negotiated_cipher_suite()?.suite(),
+            resumed: self.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+        })
+    }
+
+    /// The peer's certificate chain, when it sent one.
+    pub(crate) fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
+        self.conn.peer_certificates()
+    }
+}
+
+/// A per-control-session clone of the server's TLS config whose resumption state is private to that session.
+///
+/// Data connections of the session use this config, so a resumed data handshake
+/// (`handshake_kind() == Resumed`) can only come from a session issued on *this* control connection: this works
+/// for TLS 1.2 (session ids) and 1.3 (stateful tickets) alike, unlike `set_resumption_data`, which rustls carries
+/// for TLS 1.3 only. Each resumed handshake issues fresh tickets, so a client never runs out of them.
+pub(crate) fn session_bound_config(base: &Arc<rustls::ServerConfig>) -> Arc<rustls::ServerConfig> {
+    let mut config = (**base).clone();
+    config.session_storage = Arc::new(PrivateSessionCache::default());
+    // Stateless tickets would be accepted by every session sharing the ticketer: disable them, so TLS 1.3 uses
+    // stateful tickets kept in the private cache.
+    config.ticketer = Arc::new(NoTickets);
+    config.send_tls13_tickets = config.send_tls13_tickets.max(2);
+    Arc::new(config)
+}
+
+/// A small bounded session store owned by one control session.
+#[derive(Debug, Default)]
+struct PrivateSessionCache {
+    entries: std::sync::Mutex<std::collections::VecDeque<(Vec<u8>, Vec<u8>)>>,
+}
+
+impl PrivateSessionCache {
+    /// Enough for a client that keeps a few tickets per data connection; old ones fall out first.
+    const CAPACITY: usize = 32;
+}
+
+impl StoresServerSessions for PrivateSessionCache {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        let Ok(mut entries) = self.entries.lock() else {
+            return false;
+        };
+        entries.retain(|(k, _)| *k != key);
+        if entries.len() == Self::CAPACITY {
+            entries.pop_front();
+        }
+        entries.push_back((key, value));
+        true
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let entries = self.entries.lock().ok()?;
+        entries.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    }
+
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let mut entries = self.entries.lock().ok()?;
+        let at = entries.iter().position(|(k, _)| k == key)?;
+        entries.remove(at).map(|(_, v)| v)
+    }
+
+    fn can_cache(&self) -> bool {
+        true
+    }
+}
+
+/// A ticketer that never issues stateless tickets, so TLS 1.3 resumption goes through the private cache.
+#[derive(Debug)]
+struct NoTickets;
+
+impl rustls::server::ProducesTickets for NoTickets {
+    fn enabled(&self) -> bool {
+        false
+    }
+    fn lifetime(&self) -> u32 {
+        0
+    }
+    fn encrypt(&self, _plain: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+    fn decrypt(&self, _cipher: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+}
