@@ -172,7 +172,9 @@ impl TlsConn {
     }
 
     /// The peer's certificate chain, when it sent one.
-    pub(crate) fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
+    pub(crate) fn peer_certificates(
+        &self,
+    ) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
         self.conn.peer_certificates()
     }
 }
@@ -219,7 +221,10 @@ impl StoresServerSessions for PrivateSessionCache {
 
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
         let entries = self.entries.lock().ok()?;
-        entries.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+        entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
     }
 
     fn take(&self, key: &[u8]) -> Option<Vec<u8>> {

@@ -166,7 +166,10 @@ pub struct Reply {
 impl Reply {
     /// A single-line reply.
     pub fn new(code: ReplyCode, text: impl Into<String>) -> Self {
-        Self { code, lines: vec![text.into()] }
+        Self {
+            code,
+            lines: vec![text.into()],
+        }
     }
 
     /// A multi-line reply (a single line when `lines` has one entry).
