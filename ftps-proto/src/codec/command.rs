@@ -7,9 +7,32 @@
 //! Pathnames and other free text are UTF-8 (RFC 2640). A line whose argument is not valid UTF-8 is refused with
 //! 501 ([`CommandErrorKind::NotUtf8`]) rather than guessed at: the engine never works with a path it cannot show
 //! back to the user exactly.
+//!
+//! # Line grammar and leniency
+//!
+//! - The verb is everything before the first space. It must be 1..=8 ASCII letters or digits (digits for
+//!   extensions such as `XSHA1`); it is case-insensitive. Anything else (an empty line, a leading space, a
+//!   non-ASCII or over-long token, stray TLS bytes) has no verb and is [`CommandErrorKind::Empty`] (500): it is
+//!   not a command at all, unlike a well-formed verb we do not know, which is [`Command::Unknown`].
+//! - The argument is the raw text after the single separating space. Pathnames and other free text keep every
+//!   byte, including further spaces, leading or trailing (RFC 959 pathnames may contain them). A verb that
+//!   requires one refuses an empty argument (501). An optional argument that is empty (`LIST ` with a trailing
+//!   space) counts as absent.
+//! - Keyword and number arguments (`TYPE`, `MODE`, `PORT`, `REST`, `AUTH`, ...) ignore surrounding spaces and are
+//!   case-insensitive; numbers are plain decimal digits within the field's range.
+//! - Verbs without argument tolerate trailing spaces (`PASV `, as sloppy clients send) but refuse any other
+//!   text with 501 (`PWD x`), so a mistyped command is reported rather than half-executed.
+//! - `PASS` without argument is an empty password (anonymous clients send it).
 
 use std::fmt;
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+use nom::branch::alt;
+use nom::bytes::complete::tag_no_case;
+use nom::character::complete::{char, digit1, space1};
+use nom::combinator::{all_consuming, map, map_res, opt, value, verify};
+use nom::sequence::preceded;
+use nom::{IResult, Parser};
 
 use super::time::Timeval;
 
@@ -286,39 +309,682 @@ pub enum CommandErrorKind {
 
 /// Parses one command line (without its line terminator; Telnet IAC sequences already removed by
 /// [`LineFramer`](super::LineFramer)).
+///
+/// See the module documentation for the leniency rules. Unknown verbs are `Ok(Command::Unknown { .. })`, never
+/// an error.
 pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
-    let _ = line;
-    todo!("codec helper")
+    let (verb_bytes, arg_bytes) = match line.iter().position(|&b| b == b' ') {
+        Some(space) => {
+            let (verb, rest) = line.split_at(space);
+            (verb, Some(rest.get(1..).unwrap_or_default()))
+        }
+        None => (line, None),
+    };
+    let mut upper = [0u8; MAX_VERB_LEN];
+    let verb = match upper.get_mut(..verb_bytes.len()) {
+        Some(dst) if !verb_bytes.is_empty() && verb_bytes.iter().all(u8::is_ascii_alphanumeric) => {
+            dst.copy_from_slice(verb_bytes);
+            dst.make_ascii_uppercase();
+            // ASCII by the check above, so this cannot fail.
+            std::str::from_utf8(dst).map_err(|_| CommandError::empty())?
+        }
+        _ => return Err(CommandError::empty()),
+    };
+    let err = |kind| CommandError {
+        verb: Some(verb.to_owned()),
+        kind,
+    };
+    let arg = match arg_bytes {
+        Some(bytes) => {
+            Some(std::str::from_utf8(bytes).map_err(|_| err(CommandErrorKind::NotUtf8))?)
+        }
+        None => None,
+    };
+    parse_verb(verb, arg).map_err(err)
+}
+
+/// The longest verb accepted (RFC 959 verbs have 3 or 4 letters; extensions such as `XSHA256` have more).
+const MAX_VERB_LEN: usize = 8;
+
+/// Dispatches on the upper-cased verb.
+fn parse_verb(verb: &str, arg: Option<&str>) -> Result<Command, CommandErrorKind> {
+    use Command as C;
+    let cmd = match verb {
+        "USER" => C::User(required(arg)?.to_owned()),
+        // `PASS` without argument is an empty password (RFC 959 requires one, but anonymous clients omit it).
+        "PASS" => C::Pass(arg.unwrap_or_default().to_owned()),
+        "ACCT" => C::Acct(required(arg)?.to_owned()),
+        "CWD" | "XCWD" => C::Cwd(required(arg)?.to_owned()),
+        "CDUP" | "XCUP" => no_arg(arg, C::Cdup)?,
+        "SMNT" => C::Smnt(required(arg)?.to_owned()),
+        "REIN" => no_arg(arg, C::Rein)?,
+        "QUIT" => no_arg(arg, C::Quit)?,
+        "PORT" => C::Port(typed(arg, host_port)?),
+        "PASV" => no_arg(arg, C::Pasv)?,
+        "TYPE" => C::Type(typed(arg, representation_type)?),
+        "STRU" => C::Stru(letter(
+            arg,
+            &[
+                ('F', FileStructure::File),
+                ('R', FileStructure::Record),
+                ('P', FileStructure::Page),
+            ],
+        )?),
+        "MODE" => C::Mode(letter(
+            arg,
+            &[
+                ('S', TransferMode::Stream),
+                ('B', TransferMode::Block),
+                ('C', TransferMode::Compressed),
+                ('Z', TransferMode::Deflate),
+            ],
+        )?),
+        "RETR" => C::Retr(required(arg)?.to_owned()),
+        "STOR" => C::Stor(required(arg)?.to_owned()),
+        "STOU" => C::Stou(optional(arg)),
+        "APPE" => C::Appe(required(arg)?.to_owned()),
+        "ALLO" => {
+            let (size, record_size) = typed(arg, allocation)?;
+            C::Allo { size, record_size }
+        }
+        "REST" => C::Rest(typed(arg, decimal::<u64>)?),
+        "RNFR" => C::Rnfr(required(arg)?.to_owned()),
+        "RNTO" => C::Rnto(required(arg)?.to_owned()),
+        "ABOR" => no_arg(arg, C::Abor)?,
+        "DELE" => C::Dele(required(arg)?.to_owned()),
+        "RMD" | "XRMD" => C::Rmd(required(arg)?.to_owned()),
+        "MKD" | "XMKD" => C::Mkd(required(arg)?.to_owned()),
+        "PWD" | "XPWD" => no_arg(arg, C::Pwd)?,
+        "LIST" => C::List(optional(arg)),
+        "NLST" => C::Nlst(optional(arg)),
+        "SITE" => C::Site(required(arg)?.to_owned()),
+        "SYST" => no_arg(arg, C::Syst)?,
+        "STAT" => C::Stat(optional(arg)),
+        "HELP" => C::Help(optional(arg)),
+        "NOOP" => no_arg(arg, C::Noop)?,
+        "AUTH" => C::Auth(auth_mechanism(trimmed(arg)?)),
+        "ADAT" => C::Adat(required(arg)?.to_owned()),
+        "PROT" => C::Prot(letter(
+            arg,
+            &[
+                ('C', ProtectionLevel::Clear),
+                ('S', ProtectionLevel::Safe),
+                ('E', ProtectionLevel::Confidential),
+                ('P', ProtectionLevel::Private),
+            ],
+        )?),
+        "PBSZ" => C::Pbsz(typed(arg, decimal::<u32>)?),
+        "CCC" => no_arg(arg, C::Ccc)?,
+        "MIC" => C::Mic(required(arg)?.to_owned()),
+        "CONF" => C::Conf(required(arg)?.to_owned()),
+        "ENC" => C::Enc(required(arg)?.to_owned()),
+        "FEAT" => no_arg(arg, C::Feat)?,
+        "OPTS" => {
+            let text = required(arg)?;
+            let (name, value) = match text.split_once(' ') {
+                Some((name, value)) => (name, Some(value).filter(|v| !v.is_empty())),
+                None => (text, None),
+            };
+            if name.is_empty() {
+                return Err(CommandErrorKind::Syntax);
+            }
+            C::Opts {
+                name: name.to_ascii_uppercase(),
+                value: value.map(str::to_owned),
+            }
+        }
+        "EPRT" => C::Eprt(extended_address(trimmed(arg)?)?),
+        "EPSV" => C::Epsv(epsv_argument(arg)?),
+        "MDTM" => C::Mdtm(required(arg)?.to_owned()),
+        "SIZE" => C::Size(required(arg)?.to_owned()),
+        "MLST" => C::Mlst(optional(arg)),
+        "MLSD" => C::Mlsd(optional(arg)),
+        "LANG" => C::Lang(optional(arg)),
+        "HOST" => C::Host(required(arg)?.to_owned()),
+        "MFMT" => {
+            let (time, rest) =
+                Timeval::parse_prefix(required(arg)?).ok_or(CommandErrorKind::Syntax)?;
+            let path = rest
+                .strip_prefix(' ')
+                .filter(|p| !p.is_empty())
+                .ok_or(CommandErrorKind::Syntax)?;
+            C::Mfmt {
+                time,
+                path: path.to_owned(),
+            }
+        }
+        "SSCN" => C::Sscn(
+            match arg.map(|a| a.trim_matches(' ')).filter(|a| !a.is_empty()) {
+                None => None,
+                Some(a) if a.eq_ignore_ascii_case("ON") => Some(true),
+                Some(a) if a.eq_ignore_ascii_case("OFF") => Some(false),
+                Some(_) => return Err(CommandErrorKind::Syntax),
+            },
+        ),
+        "CPSV" => no_arg(arg, C::Cpsv)?,
+        _ => C::Unknown {
+            verb: verb.to_owned(),
+            argument: optional(arg),
+        },
+    };
+    Ok(cmd)
+}
+
+/// A required free-text argument, kept exactly (spaces included); empty or absent is a syntax error.
+fn required(arg: Option<&str>) -> Result<&str, CommandErrorKind> {
+    arg.filter(|a| !a.is_empty())
+        .ok_or(CommandErrorKind::Syntax)
+}
+
+/// An optional free-text argument, kept exactly; an empty one (`LIST ` with a trailing space) counts as absent.
+fn optional(arg: Option<&str>) -> Option<String> {
+    arg.filter(|a| !a.is_empty()).map(str::to_owned)
+}
+
+/// A verb without argument. Trailing spaces are tolerated (sloppy clients send `PASV `); any other text is a
+/// syntax error rather than silently ignored.
+fn no_arg(arg: Option<&str>, cmd: Command) -> Result<Command, CommandErrorKind> {
+    match arg {
+        Some(a) if a.bytes().any(|b| b != b' ') => Err(CommandErrorKind::Syntax),
+        _ => Ok(cmd),
+    }
+}
+
+/// A required keyword or number argument with surrounding spaces removed.
+fn trimmed(arg: Option<&str>) -> Result<&str, CommandErrorKind> {
+    arg.map(|a| a.trim_matches(' '))
+        .filter(|a| !a.is_empty())
+        .ok_or(CommandErrorKind::Syntax)
+}
+
+/// A required argument that `parser` must consume entirely (after trimming spaces).
+fn typed<'a, O>(
+    arg: Option<&'a str>,
+    parser: impl Parser<&'a str, Output = O, Error = nom::error::Error<&'a str>>,
+) -> Result<O, CommandErrorKind> {
+    all_consuming(parser)
+        .parse(trimmed(arg)?)
+        .map(|(_, value)| value)
+        .map_err(|_| CommandErrorKind::Syntax)
+}
+
+/// A single-letter code, case-insensitive (`TYPE`-style arguments: `MODE s`).
+fn letter<T: Copy>(arg: Option<&str>, table: &[(char, T)]) -> Result<T, CommandErrorKind> {
+    let text = trimmed(arg)?;
+    let mut chars = text.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) => table
+            .iter()
+            .find(|(code, _)| code.eq_ignore_ascii_case(&c))
+            .map(|&(_, value)| value)
+            .ok_or(CommandErrorKind::Syntax),
+        _ => Err(CommandErrorKind::Syntax),
+    }
+}
+
+/// An unsigned decimal number (digits only: no sign, no spaces), checked against `T`'s range.
+fn decimal<T: std::str::FromStr>(input: &str) -> IResult<&str, T> {
+    map_res(digit1, str::parse::<T>).parse(input)
+}
+
+/// RFC 959 section 4.1.2 host-port: `h1,h2,h3,h4,p1,p2`, each 0..=255.
+fn host_port(input: &str) -> IResult<&str, SocketAddrV4> {
+    let byte = decimal::<u8>;
+    map(
+        (
+            byte,
+            preceded(char(','), byte),
+            preceded(char(','), byte),
+            preceded(char(','), byte),
+            preceded(char(','), byte),
+            preceded(char(','), byte),
+        ),
+        |(h1, h2, h3, h4, p1, p2)| {
+            SocketAddrV4::new(Ipv4Addr::new(h1, h2, h3, h4), u16::from_be_bytes([p1, p2]))
+        },
+    )
+    .parse(input)
+}
+
+/// `TYPE` argument (RFC 959 section 4.1.2): `A [N|T|C]`, `E [N|T|C]`, `I`, `L n`; codes case-insensitive.
+fn representation_type(input: &str) -> IResult<&str, RepresentationType> {
+    let format_control = || {
+        opt(preceded(
+            space1,
+            alt((
+                value(FormatControl::NonPrint, tag_no_case("N")),
+                value(FormatControl::Telnet, tag_no_case("T")),
+                value(FormatControl::Asa, tag_no_case("C")),
+            )),
+        ))
+        .map(Option::unwrap_or_default)
+    };
+    alt((
+        preceded(tag_no_case("A"), format_control()).map(RepresentationType::Ascii),
+        preceded(tag_no_case("E"), format_control()).map(RepresentationType::Ebcdic),
+        value(RepresentationType::Image, tag_no_case("I")),
+        preceded(
+            (tag_no_case("L"), space1),
+            verify(decimal::<u8>, |&bits| bits > 0),
+        )
+        .map(RepresentationType::Local),
+    ))
+    .parse(input)
+}
+
+/// `ALLO n [R m]` (RFC 959 section 4.1.3).
+fn allocation(input: &str) -> IResult<&str, (u64, Option<u64>)> {
+    (
+        decimal::<u64>,
+        opt(preceded((space1, tag_no_case("R"), space1), decimal::<u64>)),
+    )
+        .parse(input)
+}
+
+/// `AUTH` mechanism names are case-insensitive (RFC 2228 section 3).
+fn auth_mechanism(name: &str) -> AuthMechanism {
+    const KNOWN: [(&str, AuthMechanism); 4] = [
+        ("TLS", AuthMechanism::Tls),
+        ("SSL", AuthMechanism::Ssl),
+        ("TLS-C", AuthMechanism::TlsC),
+        ("TLS-P", AuthMechanism::TlsP),
+    ];
+    KNOWN
+        .into_iter()
+        .find(|(known, _)| known.eq_ignore_ascii_case(name))
+        .map_or_else(
+            || AuthMechanism::Other(name.to_ascii_uppercase()),
+            |(_, mechanism)| mechanism,
+        )
+}
+
+/// `EPRT <d><net-prt><d><net-addr><d><tcp-port><d>` (RFC 2428 section 2): the delimiter is any printable
+/// ASCII character (33..=126) that does not occur in the fields.
+fn extended_address(text: &str) -> Result<SocketAddr, CommandErrorKind> {
+    let delimiter = text
+        .chars()
+        .next()
+        .filter(|c| ('!'..='~').contains(c))
+        .ok_or(CommandErrorKind::Syntax)?;
+    let mut fields = text.split(delimiter);
+    let (Some(""), Some(protocol), Some(address), Some(port), Some(""), None) = (
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+    ) else {
+        return Err(CommandErrorKind::Syntax);
+    };
+    let port = all_consuming(decimal::<u16>)
+        .parse(port)
+        .map_err(|_| CommandErrorKind::Syntax)?
+        .1;
+    match protocol {
+        "1" => {
+            let ip: Ipv4Addr = address.parse().map_err(|_| CommandErrorKind::Syntax)?;
+            Ok(SocketAddr::V4(SocketAddrV4::new(ip, port)))
+        }
+        "2" => {
+            let ip: Ipv6Addr = address.parse().map_err(|_| CommandErrorKind::Syntax)?;
+            Ok(SocketAddr::V6(SocketAddrV6::new(ip, port, 0, 0)))
+        }
+        // A well-formed protocol number we do not speak: 522, so the client can fall back (section 2).
+        p if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+            Err(CommandErrorKind::UnsupportedNetworkProtocol)
+        }
+        _ => Err(CommandErrorKind::Syntax),
+    }
+}
+
+/// `EPSV [ALL | net-prt]` (RFC 2428 section 3).
+fn epsv_argument(arg: Option<&str>) -> Result<EpsvArgument, CommandErrorKind> {
+    match arg.map(|a| a.trim_matches(' ')).filter(|a| !a.is_empty()) {
+        None => Ok(EpsvArgument::Default),
+        Some(a) if a.eq_ignore_ascii_case("ALL") => Ok(EpsvArgument::All),
+        Some(a) => typed(Some(a), decimal::<u16>).map(EpsvArgument::Protocol),
+    }
+}
+
+impl CommandError {
+    /// The error for a line without a verb.
+    fn empty() -> Self {
+        Self {
+            verb: None,
+            kind: CommandErrorKind::Empty,
+        }
+    }
+}
+
+/// Writes `VERB` or `VERB arg`.
+fn write_optional(f: &mut fmt::Formatter<'_>, verb: &str, arg: Option<&str>) -> fmt::Result {
+    match arg {
+        Some(arg) => write!(f, "{verb} {arg}"),
+        None => f.write_str(verb),
+    }
 }
 
 impl fmt::Display for Command {
     /// The wire form, without CRLF.
-    fn fmt(&self, _f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        todo!("codec helper")
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Command as C;
+        let verb = self.verb();
+        match self {
+            C::User(a)
+            | C::Acct(a)
+            | C::Cwd(a)
+            | C::Smnt(a)
+            | C::Retr(a)
+            | C::Stor(a)
+            | C::Appe(a)
+            | C::Rnfr(a)
+            | C::Rnto(a)
+            | C::Dele(a)
+            | C::Rmd(a)
+            | C::Mkd(a)
+            | C::Site(a)
+            | C::Adat(a)
+            | C::Mic(a)
+            | C::Conf(a)
+            | C::Enc(a)
+            | C::Mdtm(a)
+            | C::Size(a)
+            | C::Host(a) => write!(f, "{verb} {a}"),
+            C::Pass(a) => write_optional(f, verb, Some(a.as_str()).filter(|a| !a.is_empty())),
+            C::Stou(a)
+            | C::List(a)
+            | C::Nlst(a)
+            | C::Stat(a)
+            | C::Help(a)
+            | C::Mlst(a)
+            | C::Mlsd(a)
+            | C::Lang(a) => write_optional(f, verb, a.as_deref()),
+            C::Cdup
+            | C::Rein
+            | C::Quit
+            | C::Pasv
+            | C::Abor
+            | C::Pwd
+            | C::Syst
+            | C::Noop
+            | C::Ccc
+            | C::Feat
+            | C::Cpsv => f.write_str(verb),
+            C::Port(addr) => {
+                let [h1, h2, h3, h4] = addr.ip().octets();
+                let [p1, p2] = addr.port().to_be_bytes();
+                write!(f, "{verb} {h1},{h2},{h3},{h4},{p1},{p2}")
+            }
+            C::Type(t) => {
+                let fc = |fc: &FormatControl| match fc {
+                    FormatControl::NonPrint => "",
+                    FormatControl::Telnet => " T",
+                    FormatControl::Asa => " C",
+                };
+                match t {
+                    RepresentationType::Ascii(c) => write!(f, "{verb} A{}", fc(c)),
+                    RepresentationType::Ebcdic(c) => write!(f, "{verb} E{}", fc(c)),
+                    RepresentationType::Image => write!(f, "{verb} I"),
+                    RepresentationType::Local(bits) => write!(f, "{verb} L {bits}"),
+                }
+            }
+            C::Stru(s) => {
+                let code = match s {
+                    FileStructure::File => 'F',
+                    FileStructure::Record => 'R',
+                    FileStructure::Page => 'P',
+                };
+                write!(f, "{verb} {code}")
+            }
+            C::Mode(m) => {
+                let code = match m {
+                    TransferMode::Stream => 'S',
+                    TransferMode::Block => 'B',
+                    TransferMode::Compressed => 'C',
+                    TransferMode::Deflate => 'Z',
+                };
+                write!(f, "{verb} {code}")
+            }
+            C::Allo {
+                size,
+                record_size: Some(record),
+            } => write!(f, "{verb} {size} R {record}"),
+            C::Allo {
+                size,
+                record_size: None,
+            } => write!(f, "{verb} {size}"),
+            C::Rest(offset) => write!(f, "{verb} {offset}"),
+            C::Auth(m) => match m {
+                AuthMechanism::Tls => write!(f, "{verb} TLS"),
+                AuthMechanism::Ssl => write!(f, "{verb} SSL"),
+                AuthMechanism::TlsC => write!(f, "{verb} TLS-C"),
+                AuthMechanism::TlsP => write!(f, "{verb} TLS-P"),
+                AuthMechanism::Other(name) => write!(f, "{verb} {name}"),
+            },
+            C::Prot(p) => {
+                let code = match p {
+                    ProtectionLevel::Clear => 'C',
+                    ProtectionLevel::Safe => 'S',
+                    ProtectionLevel::Confidential => 'E',
+                    ProtectionLevel::Private => 'P',
+                };
+                write!(f, "{verb} {code}")
+            }
+            C::Pbsz(size) => write!(f, "{verb} {size}"),
+            C::Opts { name, value } => match value {
+                Some(value) => write!(f, "{verb} {name} {value}"),
+                None => write!(f, "{verb} {name}"),
+            },
+            C::Eprt(SocketAddr::V4(addr)) => write!(f, "{verb} |1|{}|{}|", addr.ip(), addr.port()),
+            C::Eprt(SocketAddr::V6(addr)) => write!(f, "{verb} |2|{}|{}|", addr.ip(), addr.port()),
+            C::Epsv(EpsvArgument::Default) => f.write_str(verb),
+            C::Epsv(EpsvArgument::All) => write!(f, "{verb} ALL"),
+            C::Epsv(EpsvArgument::Protocol(p)) => write!(f, "{verb} {p}"),
+            C::Mfmt { time, path } => write!(f, "{verb} {time} {path}"),
+            C::Sscn(None) => f.write_str(verb),
+            C::Sscn(Some(true)) => write!(f, "{verb} ON"),
+            C::Sscn(Some(false)) => write!(f, "{verb} OFF"),
+            C::Unknown { argument, .. } => write_optional(f, verb, argument.as_deref()),
+        }
     }
 }
 
 impl fmt::Debug for Command {
-    fn fmt(&self, _f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        todo!("codec helper")
+    /// Like a derived `Debug`, except that `PASS` shows `Pass("****")`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Command as C;
+        match self {
+            C::User(a) => f.debug_tuple("User").field(a).finish(),
+            C::Pass(_) => f.debug_tuple("Pass").field(&"****").finish(),
+            C::Acct(a) => f.debug_tuple("Acct").field(a).finish(),
+            C::Cwd(a) => f.debug_tuple("Cwd").field(a).finish(),
+            C::Cdup => f.write_str("Cdup"),
+            C::Smnt(a) => f.debug_tuple("Smnt").field(a).finish(),
+            C::Rein => f.write_str("Rein"),
+            C::Quit => f.write_str("Quit"),
+            C::Port(a) => f.debug_tuple("Port").field(a).finish(),
+            C::Pasv => f.write_str("Pasv"),
+            C::Type(a) => f.debug_tuple("Type").field(a).finish(),
+            C::Stru(a) => f.debug_tuple("Stru").field(a).finish(),
+            C::Mode(a) => f.debug_tuple("Mode").field(a).finish(),
+            C::Retr(a) => f.debug_tuple("Retr").field(a).finish(),
+            C::Stor(a) => f.debug_tuple("Stor").field(a).finish(),
+            C::Stou(a) => f.debug_tuple("Stou").field(a).finish(),
+            C::Appe(a) => f.debug_tuple("Appe").field(a).finish(),
+            C::Allo { size, record_size } => f
+                .debug_struct("Allo")
+                .field("size", size)
+                .field("record_size", record_size)
+                .finish(),
+            C::Rest(a) => f.debug_tuple("Rest").field(a).finish(),
+            C::Rnfr(a) => f.debug_tuple("Rnfr").field(a).finish(),
+            C::Rnto(a) => f.debug_tuple("Rnto").field(a).finish(),
+            C::Abor => f.write_str("Abor"),
+            C::Dele(a) => f.debug_tuple("Dele").field(a).finish(),
+            C::Rmd(a) => f.debug_tuple("Rmd").field(a).finish(),
+            C::Mkd(a) => f.debug_tuple("Mkd").field(a).finish(),
+            C::Pwd => f.write_str("Pwd"),
+            C::List(a) => f.debug_tuple("List").field(a).finish(),
+            C::Nlst(a) => f.debug_tuple("Nlst").field(a).finish(),
+            C::Site(a) => f.debug_tuple("Site").field(a).finish(),
+            C::Syst => f.write_str("Syst"),
+            C::Stat(a) => f.debug_tuple("Stat").field(a).finish(),
+            C::Help(a) => f.debug_tuple("Help").field(a).finish(),
+            C::Noop => f.write_str("Noop"),
+            C::Auth(a) => f.debug_tuple("Auth").field(a).finish(),
+            C::Adat(a) => f.debug_tuple("Adat").field(a).finish(),
+            C::Prot(a) => f.debug_tuple("Prot").field(a).finish(),
+            C::Pbsz(a) => f.debug_tuple("Pbsz").field(a).finish(),
+            C::Ccc => f.write_str("Ccc"),
+            C::Mic(a) => f.debug_tuple("Mic").field(a).finish(),
+            C::Conf(a) => f.debug_tuple("Conf").field(a).finish(),
+            C::Enc(a) => f.debug_tuple("Enc").field(a).finish(),
+            C::Feat => f.write_str("Feat"),
+            C::Opts { name, value } => f
+                .debug_struct("Opts")
+                .field("name", name)
+                .field("value", value)
+                .finish(),
+            C::Eprt(a) => f.debug_tuple("Eprt").field(a).finish(),
+            C::Epsv(a) => f.debug_tuple("Epsv").field(a).finish(),
+            C::Mdtm(a) => f.debug_tuple("Mdtm").field(a).finish(),
+            C::Size(a) => f.debug_tuple("Size").field(a).finish(),
+            C::Mlst(a) => f.debug_tuple("Mlst").field(a).finish(),
+            C::Mlsd(a) => f.debug_tuple("Mlsd").field(a).finish(),
+            C::Lang(a) => f.debug_tuple("Lang").field(a).finish(),
+            C::Host(a) => f.debug_tuple("Host").field(a).finish(),
+            C::Mfmt { time, path } => f
+                .debug_struct("Mfmt")
+                .field("time", time)
+                .field("path", path)
+                .finish(),
+            C::Sscn(a) => f.debug_tuple("Sscn").field(a).finish(),
+            C::Cpsv => f.write_str("Cpsv"),
+            C::Unknown { verb, argument } => f
+                .debug_struct("Unknown")
+                .field("verb", verb)
+                .field("argument", argument)
+                .finish(),
+        }
+    }
+}
+
+/// A command formatted for logs: its wire form with the `PASS` argument replaced by `****`.
+#[derive(Debug, Clone, Copy)]
+pub struct MaskedCommand<'a>(&'a Command);
+
+impl fmt::Display for MaskedCommand<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Command::Pass(_) => f.write_str("PASS ****"),
+            other => other.fmt(f),
+        }
     }
 }
 
 impl Command {
     /// The verb as sent on the wire, upper-case (`Cwd` is `CWD`, `Unknown` its own verb).
     pub fn verb(&self) -> &str {
-        todo!("codec helper")
+        use Command as C;
+        match self {
+            C::User(_) => "USER",
+            C::Pass(_) => "PASS",
+            C::Acct(_) => "ACCT",
+            C::Cwd(_) => "CWD",
+            C::Cdup => "CDUP",
+            C::Smnt(_) => "SMNT",
+            C::Rein => "REIN",
+            C::Quit => "QUIT",
+            C::Port(_) => "PORT",
+            C::Pasv => "PASV",
+            C::Type(_) => "TYPE",
+            C::Stru(_) => "STRU",
+            C::Mode(_) => "MODE",
+            C::Retr(_) => "RETR",
+            C::Stor(_) => "STOR",
+            C::Stou(_) => "STOU",
+            C::Appe(_) => "APPE",
+            C::Allo { .. } => "ALLO",
+            C::Rest(_) => "REST",
+            C::Rnfr(_) => "RNFR",
+            C::Rnto(_) => "RNTO",
+            C::Abor => "ABOR",
+            C::Dele(_) => "DELE",
+            C::Rmd(_) => "RMD",
+            C::Mkd(_) => "MKD",
+            C::Pwd => "PWD",
+            C::List(_) => "LIST",
+            C::Nlst(_) => "NLST",
+            C::Site(_) => "SITE",
+            C::Syst => "SYST",
+            C::Stat(_) => "STAT",
+            C::Help(_) => "HELP",
+            C::Noop => "NOOP",
+            C::Auth(_) => "AUTH",
+            C::Adat(_) => "ADAT",
+            C::Prot(_) => "PROT",
+            C::Pbsz(_) => "PBSZ",
+            C::Ccc => "CCC",
+            C::Mic(_) => "MIC",
+            C::Conf(_) => "CONF",
+            C::Enc(_) => "ENC",
+            C::Feat => "FEAT",
+            C::Opts { .. } => "OPTS",
+            C::Eprt(_) => "EPRT",
+            C::Epsv(_) => "EPSV",
+            C::Mdtm(_) => "MDTM",
+            C::Size(_) => "SIZE",
+            C::Mlst(_) => "MLST",
+            C::Mlsd(_) => "MLSD",
+            C::Lang(_) => "LANG",
+            C::Host(_) => "HOST",
+            C::Mfmt { .. } => "MFMT",
+            C::Sscn(_) => "SSCN",
+            C::Cpsv => "CPSV",
+            C::Unknown { verb, .. } => verb,
+        }
     }
 
     /// The wire form with any password replaced by `****`, for logs.
-    pub fn masked(&self) -> impl fmt::Display + '_ {
-        todo!("codec helper") as String
+    pub fn masked(&self) -> MaskedCommand<'_> {
+        MaskedCommand(self)
     }
 }
 
 impl CommandError {
     /// The reply code a server answers this error with (500, 501 or 522).
     pub fn reply_code(&self) -> super::ReplyCode {
-        todo!("codec helper")
+        match self.kind {
+            CommandErrorKind::Empty => super::ReplyCode::SYNTAX_ERROR,
+            CommandErrorKind::Syntax | CommandErrorKind::NotUtf8 => {
+                super::ReplyCode::SYNTAX_ERROR_ARGUMENTS
+            }
+            CommandErrorKind::UnsupportedNetworkProtocol => {
+                super::ReplyCode::NETWORK_PROTOCOL_NOT_SUPPORTED
+            }
+        }
     }
 }
+
+impl fmt::Display for CommandError {
+    /// A short message suitable as the reply text.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.kind, &self.verb) {
+            (CommandErrorKind::Empty, _) => f.write_str("Syntax error, command unrecognized"),
+            (CommandErrorKind::Syntax, Some(verb)) => {
+                write!(f, "Syntax error in parameters or arguments of {verb}")
+            }
+            (CommandErrorKind::Syntax, None) => {
+                f.write_str("Syntax error in parameters or arguments")
+            }
+            (CommandErrorKind::NotUtf8, _) => f.write_str("Argument is not valid UTF-8"),
+            // The wording and the (1,2) list are prescribed by RFC 2428 section 2.
+            (CommandErrorKind::UnsupportedNetworkProtocol, _) => {
+                f.write_str("Network protocol not supported, use (1,2)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for CommandError {}
