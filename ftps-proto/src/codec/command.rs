@@ -617,24 +617,26 @@ fn extended_address(text: &str) -> Result<SocketAddr, CommandErrorKind> {
     ) else {
         return Err(CommandErrorKind::Syntax);
     };
+    // The protocol is checked first: an unsupported one is answered 522 whatever its address looks like.
+    let is_v6 = match protocol {
+        "1" => false,
+        "2" => true,
+        // A well-formed protocol number we do not speak: 522, so the client can fall back (section 2).
+        p if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+            return Err(CommandErrorKind::UnsupportedNetworkProtocol)
+        }
+        _ => return Err(CommandErrorKind::Syntax),
+    };
     let port = all_consuming(decimal::<u16>)
         .parse(port)
         .map_err(|_| CommandErrorKind::Syntax)?
         .1;
-    match protocol {
-        "1" => {
-            let ip: Ipv4Addr = address.parse().map_err(|_| CommandErrorKind::Syntax)?;
-            Ok(SocketAddr::V4(SocketAddrV4::new(ip, port)))
-        }
-        "2" => {
-            let ip: Ipv6Addr = address.parse().map_err(|_| CommandErrorKind::Syntax)?;
-            Ok(SocketAddr::V6(SocketAddrV6::new(ip, port, 0, 0)))
-        }
-        // A well-formed protocol number we do not speak: 522, so the client can fall back (section 2).
-        p if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
-            Err(CommandErrorKind::UnsupportedNetworkProtocol)
-        }
-        _ => Err(CommandErrorKind::Syntax),
+    if is_v6 {
+        let ip: Ipv6Addr = address.parse().map_err(|_| CommandErrorKind::Syntax)?;
+        Ok(SocketAddr::V6(SocketAddrV6::new(ip, port, 0, 0)))
+    } else {
+        let ip: Ipv4Addr = address.parse().map_err(|_| CommandErrorKind::Syntax)?;
+        Ok(SocketAddr::V4(SocketAddrV4::new(ip, port)))
     }
 }
 
@@ -988,3 +990,603 @@ impl fmt::Display for CommandError {
 }
 
 impl std::error::Error for CommandError {}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::strategy::{BoxedStrategy, Union};
+
+    fn parse(line: &str) -> Result<Command, CommandError> {
+        parse_command(line.as_bytes())
+    }
+
+    fn kind(line: &[u8]) -> CommandErrorKind {
+        parse_command(line).unwrap_err().kind
+    }
+
+    #[test]
+    fn real_world_lines() {
+        use Command as C;
+        let v4 = |a, b, c, d, port| SocketAddrV4::new(Ipv4Addr::new(a, b, c, d), port);
+        assert_eq!(
+            parse("PORT 127,0,0,1,4,1"),
+            Ok(C::Port(v4(127, 0, 0, 1, 1025)))
+        );
+        assert_eq!(
+            parse("EPRT |2|::1|5282|"),
+            Ok(C::Eprt("[::1]:5282".parse().unwrap()))
+        );
+        assert_eq!(
+            parse("EPRT |1|132.235.1.2|6275|"),
+            Ok(C::Eprt("132.235.1.2:6275".parse().unwrap()))
+        );
+        assert_eq!(
+            parse("EPRT !1!10.0.0.1!21!"),
+            Ok(C::Eprt("10.0.0.1:21".parse().unwrap()))
+        );
+        assert_eq!(
+            parse("TYPE A N"),
+            Ok(C::Type(RepresentationType::Ascii(FormatControl::NonPrint)))
+        );
+        assert_eq!(
+            parse("TYPE A"),
+            Ok(C::Type(RepresentationType::Ascii(FormatControl::NonPrint)))
+        );
+        assert_eq!(
+            parse("TYPE E T"),
+            Ok(C::Type(RepresentationType::Ebcdic(FormatControl::Telnet)))
+        );
+        assert_eq!(
+            parse("type a c"),
+            Ok(C::Type(RepresentationType::Ascii(FormatControl::Asa)))
+        );
+        assert_eq!(parse("type i"), Ok(C::Type(RepresentationType::Image)));
+        assert_eq!(parse("TYPE I "), Ok(C::Type(RepresentationType::Image)));
+        assert_eq!(parse("TYPE L 8"), Ok(C::Type(RepresentationType::Local(8))));
+        assert_eq!(
+            parse("MFMT 20200101120000 file name.txt"),
+            Ok(C::Mfmt {
+                time: Timeval::parse("20200101120000").unwrap(),
+                path: "file name.txt".into()
+            })
+        );
+        assert_eq!(
+            parse("SITE CHMOD 755 a b"),
+            Ok(C::Site("CHMOD 755 a b".into()))
+        );
+        assert_eq!(
+            parse("OPTS UTF8 ON"),
+            Ok(C::Opts {
+                name: "UTF8".into(),
+                value: Some("ON".into())
+            })
+        );
+        assert_eq!(
+            parse("opts mlst type;size;"),
+            Ok(C::Opts {
+                name: "MLST".into(),
+                value: Some("type;size;".into())
+            })
+        );
+        assert_eq!(
+            parse("OPTS utf8"),
+            Ok(C::Opts {
+                name: "UTF8".into(),
+                value: None
+            })
+        );
+        assert_eq!(parse("AUTH tls"), Ok(C::Auth(AuthMechanism::Tls)));
+        assert_eq!(parse("AUTH SSL"), Ok(C::Auth(AuthMechanism::Ssl)));
+        assert_eq!(parse("AUTH tls-p"), Ok(C::Auth(AuthMechanism::TlsP)));
+        assert_eq!(parse("AUTH TLS-C"), Ok(C::Auth(AuthMechanism::TlsC)));
+        assert_eq!(
+            parse("AUTH gssapi"),
+            Ok(C::Auth(AuthMechanism::Other("GSSAPI".into())))
+        );
+        assert_eq!(parse("USER anonymous"), Ok(C::User("anonymous".into())));
+        assert_eq!(
+            parse("PASS secret word "),
+            Ok(C::Pass("secret word ".into()))
+        );
+        assert_eq!(parse("PASS"), Ok(C::Pass(String::new())));
+        assert_eq!(parse("PBSZ 0"), Ok(C::Pbsz(0)));
+        assert_eq!(parse("PROT P"), Ok(C::Prot(ProtectionLevel::Private)));
+        assert_eq!(parse("prot c"), Ok(C::Prot(ProtectionLevel::Clear)));
+        assert_eq!(parse("MODE Z"), Ok(C::Mode(TransferMode::Deflate)));
+        assert_eq!(parse("STRU r"), Ok(C::Stru(FileStructure::Record)));
+        assert_eq!(parse("REST 18446744073709551615"), Ok(C::Rest(u64::MAX)));
+        assert_eq!(
+            parse("ALLO 1000"),
+            Ok(C::Allo {
+                size: 1000,
+                record_size: None
+            })
+        );
+        assert_eq!(
+            parse("ALLO 1000 R 512"),
+            Ok(C::Allo {
+                size: 1000,
+                record_size: Some(512)
+            })
+        );
+        assert_eq!(parse("EPSV"), Ok(C::Epsv(EpsvArgument::Default)));
+        assert_eq!(parse("EPSV all"), Ok(C::Epsv(EpsvArgument::All)));
+        assert_eq!(parse("EPSV 2"), Ok(C::Epsv(EpsvArgument::Protocol(2))));
+        assert_eq!(parse("SSCN"), Ok(C::Sscn(None)));
+        assert_eq!(parse("SSCN on"), Ok(C::Sscn(Some(true))));
+        assert_eq!(parse("SSCN OFF"), Ok(C::Sscn(Some(false))));
+        assert_eq!(parse("CPSV"), Ok(C::Cpsv));
+        assert_eq!(
+            parse("HOST ftp.example.com"),
+            Ok(C::Host("ftp.example.com".into()))
+        );
+        assert_eq!(parse("LANG"), Ok(C::Lang(None)));
+        assert_eq!(parse("LANG fr"), Ok(C::Lang(Some("fr".into()))));
+        assert_eq!(parse("MLSD"), Ok(C::Mlsd(None)));
+        assert_eq!(parse("LIST -la"), Ok(C::List(Some("-la".into()))));
+        assert_eq!(parse("LIST "), Ok(C::List(None)));
+        assert_eq!(parse("NLST"), Ok(C::Nlst(None)));
+        assert_eq!(parse("STOU"), Ok(C::Stou(None)));
+        assert_eq!(parse("SIZE /a/b c"), Ok(C::Size("/a/b c".into())));
+        assert_eq!(parse("FEAT"), Ok(C::Feat));
+        assert_eq!(parse("PASV "), Ok(C::Pasv));
+    }
+
+    #[test]
+    fn aliases_and_case() {
+        assert_eq!(parse("XCWD /tmp"), Ok(Command::Cwd("/tmp".into())));
+        assert_eq!(parse("xcup"), Ok(Command::Cdup));
+        assert_eq!(parse("XMKD d"), Ok(Command::Mkd("d".into())));
+        assert_eq!(parse("XRMD d"), Ok(Command::Rmd("d".into())));
+        assert_eq!(parse("XPWD"), Ok(Command::Pwd));
+        assert_eq!(parse("cWd x"), Ok(Command::Cwd("x".into())));
+        assert_eq!(Command::Cwd("x".into()).to_string(), "CWD x");
+    }
+
+    #[test]
+    fn paths_keep_spaces() {
+        assert_eq!(parse("CWD  my dir "), Ok(Command::Cwd(" my dir ".into())));
+        assert_eq!(parse("RETR a  b"), Ok(Command::Retr("a  b".into())));
+        assert_eq!(
+            parse("STOR ünïcødé.txt"),
+            Ok(Command::Stor("ünïcødé.txt".into()))
+        );
+    }
+
+    #[test]
+    fn errors_and_codes() {
+        use CommandErrorKind::*;
+        assert_eq!(
+            parse(""),
+            Err(CommandError {
+                verb: None,
+                kind: Empty
+            })
+        );
+        assert_eq!(kind(b" "), Empty);
+        assert_eq!(kind(b" NOOP"), Empty);
+        assert_eq!(kind(b"TOOLONGVERB x"), Empty);
+        assert_eq!(kind(b"N-OP"), Empty);
+        assert_eq!(kind(b"\x16\x03\x01\x02\x00"), Empty);
+        assert_eq!(kind(b"\xff\xfe"), Empty);
+        assert_eq!(
+            parse("CWD"),
+            Err(CommandError {
+                verb: Some("CWD".into()),
+                kind: Syntax
+            })
+        );
+        assert_eq!(
+            parse("cwd "),
+            Err(CommandError {
+                verb: Some("CWD".into()),
+                kind: Syntax
+            })
+        );
+        assert_eq!(kind(b"PWD x"), Syntax);
+        assert_eq!(kind(b"QUIT now"), Syntax);
+        assert_eq!(kind(b"USER"), Syntax);
+        assert_eq!(kind(b"PORT 256,0,0,1,4,1"), Syntax);
+        assert_eq!(kind(b"PORT 1,2,3,4,5"), Syntax);
+        assert_eq!(kind(b"PORT 1,2,3,4,5,6,7"), Syntax);
+        assert_eq!(kind(b"PORT -1,2,3,4,5,6"), Syntax);
+        assert_eq!(kind(b"REST -1"), Syntax);
+        assert_eq!(kind(b"REST 18446744073709551616"), Syntax);
+        assert_eq!(kind(b"REST +5"), Syntax);
+        assert_eq!(kind(b"PBSZ 4294967296"), Syntax);
+        assert_eq!(kind(b"TYPE X"), Syntax);
+        assert_eq!(kind(b"TYPE AN"), Syntax);
+        assert_eq!(kind(b"TYPE I N"), Syntax);
+        assert_eq!(kind(b"TYPE L 0"), Syntax);
+        assert_eq!(kind(b"TYPE L"), Syntax);
+        assert_eq!(kind(b"MODE SB"), Syntax);
+        assert_eq!(kind(b"PROT X"), Syntax);
+        assert_eq!(kind(b"AUTH"), Syntax);
+        assert_eq!(kind(b"ALLO 10 R"), Syntax);
+        assert_eq!(kind(b"EPSV 1x"), Syntax);
+        assert_eq!(kind(b"SSCN maybe"), Syntax);
+        assert_eq!(kind(b"MFMT 20200101120000"), Syntax);
+        assert_eq!(kind(b"MFMT 20200101120000 "), Syntax);
+        assert_eq!(kind(b"MFMT 20201301120000 f"), Syntax);
+        assert_eq!(kind(b"MFMT 2020010112000 f"), Syntax);
+        assert_eq!(kind(b"OPTS"), Syntax);
+        assert_eq!(kind(b"OPTS  UTF8"), Syntax);
+        assert_eq!(kind(b"SITE"), Syntax);
+        assert_eq!(kind(b"EPRT |1|::1|21|"), Syntax);
+        assert_eq!(kind(b"EPRT |2|1.2.3.4|21|"), Syntax);
+        assert_eq!(kind(b"EPRT |1|1.2.3.4|65536|"), Syntax);
+        assert_eq!(kind(b"EPRT |1|1.2.3.4|21"), Syntax);
+        assert_eq!(kind(b"EPRT |1|1.2.3.4|21|x"), Syntax);
+        assert_eq!(kind(b"EPRT  1 1.2.3.4 21 "), Syntax);
+        assert_eq!(kind(b"EPRT |x|1.2.3.4|21|"), Syntax);
+        assert_eq!(
+            parse("EPRT |3|foo|21|"),
+            Err(CommandError {
+                verb: Some("EPRT".into()),
+                kind: UnsupportedNetworkProtocol
+            })
+        );
+        assert_eq!(kind(b"EPRT |99999999999|x|y|"), UnsupportedNetworkProtocol);
+        assert_eq!(
+            parse_command(b"CWD caf\xe9"),
+            Err(CommandError {
+                verb: Some("CWD".into()),
+                kind: NotUtf8
+            })
+        );
+
+        let code = |line: &[u8]| parse_command(line).unwrap_err().reply_code().get();
+        assert_eq!(code(b""), 500);
+        assert_eq!(code(b"CWD"), 501);
+        assert_eq!(code(b"CWD \xff"), 501);
+        assert_eq!(code(b"EPRT |7|a|1|"), 522);
+        assert_eq!(
+            parse("EPRT |7|a|1|").unwrap_err().to_string(),
+            "Network protocol not supported, use (1,2)"
+        );
+        assert_eq!(
+            parse("").unwrap_err().to_string(),
+            "Syntax error, command unrecognized"
+        );
+        assert_eq!(
+            parse("CWD").unwrap_err().to_string(),
+            "Syntax error in parameters or arguments of CWD"
+        );
+    }
+
+    #[test]
+    fn unknown_verbs_are_not_errors() {
+        assert_eq!(
+            parse("xsha1 file"),
+            Ok(Command::Unknown {
+                verb: "XSHA1".into(),
+                argument: Some("file".into())
+            })
+        );
+        assert_eq!(
+            parse("CLNT"),
+            Ok(Command::Unknown {
+                verb: "CLNT".into(),
+                argument: None
+            })
+        );
+        assert_eq!(
+            Command::Unknown {
+                verb: "CLNT".into(),
+                argument: Some("x y".into())
+            }
+            .verb(),
+            "CLNT"
+        );
+        assert_eq!(
+            Command::Unknown {
+                verb: "CLNT".into(),
+                argument: Some("x y".into())
+            }
+            .to_string(),
+            "CLNT x y"
+        );
+    }
+
+    #[test]
+    fn password_is_masked() {
+        let pass = Command::Pass("hunter2".into());
+        assert_eq!(format!("{pass:?}"), r#"Pass("****")"#);
+        assert_eq!(pass.masked().to_string(), "PASS ****");
+        assert_eq!(pass.to_string(), "PASS hunter2");
+        assert_eq!(Command::User("bob".into()).masked().to_string(), "USER bob");
+        assert_eq!(
+            format!("{:?}", Command::User("bob".into())),
+            r#"User("bob")"#
+        );
+        assert_eq!(format!("{:?}", Command::Quit), "Quit");
+        assert_eq!(format!("{:?}", Command::Rest(5)), "Rest(5)");
+    }
+
+    #[test]
+    fn display_wire_forms() {
+        use Command as C;
+        let cases: Vec<(Command, &str)> = vec![
+            (
+                C::Port(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 1025)),
+                "PORT 127,0,0,1,4,1",
+            ),
+            (C::Eprt("[::1]:5282".parse().unwrap()), "EPRT |2|::1|5282|"),
+            (
+                C::Eprt("132.235.1.2:6275".parse().unwrap()),
+                "EPRT |1|132.235.1.2|6275|",
+            ),
+            (
+                C::Type(RepresentationType::Ascii(FormatControl::NonPrint)),
+                "TYPE A",
+            ),
+            (
+                C::Type(RepresentationType::Ebcdic(FormatControl::Asa)),
+                "TYPE E C",
+            ),
+            (C::Type(RepresentationType::Local(8)), "TYPE L 8"),
+            (
+                C::Allo {
+                    size: 1,
+                    record_size: Some(2),
+                },
+                "ALLO 1 R 2",
+            ),
+            (C::Auth(AuthMechanism::TlsP), "AUTH TLS-P"),
+            (
+                C::Opts {
+                    name: "UTF8".into(),
+                    value: Some("ON".into()),
+                },
+                "OPTS UTF8 ON",
+            ),
+            (C::Epsv(EpsvArgument::All), "EPSV ALL"),
+            (C::Sscn(Some(true)), "SSCN ON"),
+            (
+                C::Mfmt {
+                    time: Timeval::parse("20200101120000.5").unwrap(),
+                    path: "a b".into(),
+                },
+                "MFMT 20200101120000.500 a b",
+            ),
+            (C::Pass(String::new()), "PASS"),
+            (C::List(None), "LIST"),
+            (C::Mkd("x".into()), "MKD x"),
+        ];
+        for (cmd, wire) in cases {
+            assert_eq!(cmd.to_string(), wire);
+            assert_eq!(parse(wire), Ok(cmd));
+        }
+    }
+
+    /// Text a path-like argument may hold: anything printable, spaces (leading and trailing) included.
+    fn text() -> BoxedStrategy<String> {
+        prop_oneof!["[ a-zA-Z0-9./_-]{1,12}", "\\PC{1,12}"].boxed()
+    }
+
+    fn opt_text() -> BoxedStrategy<Option<String>> {
+        proptest::option::of(text()).boxed()
+    }
+
+    fn arb_timeval() -> BoxedStrategy<Timeval> {
+        (
+            0u16..=9999,
+            1u8..=12,
+            1u8..=31,
+            0u8..=23,
+            0u8..=59,
+            0u8..=60,
+            proptest::option::of(0u16..=999),
+        )
+            .prop_filter_map("day out of range", |(y, mo, d, h, mi, s, ms)| {
+                Timeval::new(y, mo, d, h, mi, s, ms)
+            })
+            .boxed()
+    }
+
+    fn is_known_verb(verb: &str) -> bool {
+        !matches!(parse_verb(verb, Some("x")), Ok(Command::Unknown { .. }))
+    }
+
+    /// Every `Command` variant, with values the parser can produce.
+    fn arb_command() -> impl Strategy<Value = Command> {
+        use Command as C;
+        let path = |f: fn(String) -> Command| text().prop_map(f).boxed();
+        let opt_path = |f: fn(Option<String>) -> Command| opt_text().prop_map(f).boxed();
+        let unit = |c: Command| Just(c).boxed();
+        let fc = prop_oneof![
+            Just(FormatControl::NonPrint),
+            Just(FormatControl::Telnet),
+            Just(FormatControl::Asa)
+        ];
+        let rep = prop_oneof![
+            fc.clone().prop_map(RepresentationType::Ascii),
+            fc.prop_map(RepresentationType::Ebcdic),
+            Just(RepresentationType::Image),
+            (1u8..=255).prop_map(RepresentationType::Local),
+        ];
+        let socket_addr = prop_oneof![
+            any::<SocketAddrV4>().prop_map(SocketAddr::V4),
+            (any::<Ipv6Addr>(), any::<u16>())
+                .prop_map(|(ip, port)| SocketAddr::V6(SocketAddrV6::new(ip, port, 0, 0))),
+        ];
+        let auth = prop_oneof![
+            Just(AuthMechanism::Tls),
+            Just(AuthMechanism::Ssl),
+            Just(AuthMechanism::TlsC),
+            Just(AuthMechanism::TlsP),
+            "[A-Z0-9][A-Z0-9 _-]{0,8}[A-Z0-9]"
+                .prop_filter("a known mechanism", |m| !["TLS", "SSL", "TLS-C", "TLS-P"]
+                    .contains(&m.as_str()))
+                .prop_map(AuthMechanism::Other),
+        ];
+        let variants: Vec<BoxedStrategy<Command>> = vec![
+            path(C::User),
+            any::<String>().prop_map(C::Pass).boxed(),
+            path(C::Acct),
+            path(C::Cwd),
+            unit(C::Cdup),
+            path(C::Smnt),
+            unit(C::Rein),
+            unit(C::Quit),
+            any::<SocketAddrV4>().prop_map(C::Port).boxed(),
+            unit(C::Pasv),
+            rep.prop_map(C::Type).boxed(),
+            prop_oneof![
+                Just(FileStructure::File),
+                Just(FileStructure::Record),
+                Just(FileStructure::Page)
+            ]
+            .prop_map(C::Stru)
+            .boxed(),
+            prop_oneof![
+                Just(TransferMode::Stream),
+                Just(TransferMode::Block),
+                Just(TransferMode::Compressed),
+                Just(TransferMode::Deflate)
+            ]
+            .prop_map(C::Mode)
+            .boxed(),
+            path(C::Retr),
+            path(C::Stor),
+            opt_path(C::Stou),
+            path(C::Appe),
+            (any::<u64>(), any::<Option<u64>>())
+                .prop_map(|(size, record_size)| C::Allo { size, record_size })
+                .boxed(),
+            any::<u64>().prop_map(C::Rest).boxed(),
+            path(C::Rnfr),
+            path(C::Rnto),
+            unit(C::Abor),
+            path(C::Dele),
+            path(C::Rmd),
+            path(C::Mkd),
+            unit(C::Pwd),
+            opt_path(C::List),
+            opt_path(C::Nlst),
+            path(C::Site),
+            unit(C::Syst),
+            opt_path(C::Stat),
+            opt_path(C::Help),
+            unit(C::Noop),
+            auth.prop_map(C::Auth).boxed(),
+            path(C::Adat),
+            prop_oneof![
+                Just(ProtectionLevel::Clear),
+                Just(ProtectionLevel::Safe),
+                Just(ProtectionLevel::Confidential),
+                Just(ProtectionLevel::Private)
+            ]
+            .prop_map(C::Prot)
+            .boxed(),
+            any::<u32>().prop_map(C::Pbsz).boxed(),
+            unit(C::Ccc),
+            path(C::Mic),
+            path(C::Conf),
+            path(C::Enc),
+            unit(C::Feat),
+            ("[^ ]{1,8}", opt_text())
+                .prop_map(|(name, value)| C::Opts {
+                    name: name.to_ascii_uppercase(),
+                    value,
+                })
+                .boxed(),
+            socket_addr.prop_map(C::Eprt).boxed(),
+            prop_oneof![
+                Just(EpsvArgument::Default),
+                Just(EpsvArgument::All),
+                any::<u16>().prop_map(EpsvArgument::Protocol)
+            ]
+            .prop_map(C::Epsv)
+            .boxed(),
+            path(C::Mdtm),
+            path(C::Size),
+            opt_path(C::Mlst),
+            opt_path(C::Mlsd),
+            opt_path(C::Lang),
+            path(C::Host),
+            (arb_timeval(), text())
+                .prop_map(|(time, path)| C::Mfmt { time, path })
+                .boxed(),
+            any::<Option<bool>>().prop_map(C::Sscn).boxed(),
+            unit(C::Cpsv),
+            ("[A-Za-z0-9]{1,8}", opt_text())
+                .prop_map(|(verb, argument)| C::Unknown {
+                    verb: verb.to_ascii_uppercase(),
+                    argument,
+                })
+                .prop_filter("a known verb", |c| !is_known_verb(c.verb()))
+                .boxed(),
+        ];
+        Union::new(variants)
+    }
+
+    /// Bytes shaped like command lines, often with a real verb, sometimes not UTF-8.
+    fn arb_line() -> impl Strategy<Value = Vec<u8>> {
+        let verb = prop_oneof![
+            prop::sample::select(vec![
+                "PORT", "EPRT", "TYPE", "MFMT", "OPTS", "AUTH", "ALLO", "REST", "EPSV", "SSCN",
+                "PROT", "CWD", "PASS", "SITE", "PWD"
+            ])
+            .prop_map(String::from),
+            "[A-Za-z]{0,9}",
+        ];
+        let arg = prop::collection::vec(
+            prop_oneof![
+                4 => prop::sample::select(b"0123456789,.|: ANIELRZTC-".to_vec()),
+                1 => any::<u8>(),
+            ],
+            0..40,
+        );
+        (verb, prop::option::of(arg)).prop_map(|(verb, arg)| {
+            let mut line = verb.into_bytes();
+            if let Some(arg) = arg {
+                line.push(b' ');
+                line.extend(arg);
+            }
+            line
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        #[test]
+        fn display_parse_is_identity(cmd in arb_command()) {
+            let wire = cmd.to_string();
+            prop_assert_eq!(parse(&wire), Ok(cmd.clone()));
+            prop_assert!(wire.starts_with(cmd.verb()));
+            if !matches!(cmd, Command::Pass(_)) {
+                prop_assert_eq!(cmd.masked().to_string(), wire);
+            }
+        }
+
+        #[test]
+        fn line_shaped_input_never_panics_and_round_trips(line in arb_line()) {
+            if let Ok(cmd) = parse_command(&line) {
+                prop_assert_eq!(parse(&cmd.to_string()), Ok(cmd));
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(line in prop::collection::vec(any::<u8>(), 0..200)) {
+            if let Ok(cmd) = parse_command(&line) {
+                prop_assert_eq!(parse(&cmd.to_string()), Ok(cmd));
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn long_lines_never_panic(verb in "[A-Z]{1,4}", fill in any::<u8>(), len in 5_000usize..12_000) {
+            let mut line = verb.into_bytes();
+            line.push(b' ');
+            line.resize(len, fill);
+            let _ = parse_command(&line);
+        }
+    }
+}
