@@ -1,1 +1,4 @@
 //! placeholder
+
+pub mod url;
+pub use url::{FtpUrl, Scheme, UrlError};
