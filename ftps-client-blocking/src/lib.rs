@@ -2,3 +2,4 @@
 
 pub mod url;
 pub use url::{FtpUrl, Scheme, UrlError};
+pub mod cli;
