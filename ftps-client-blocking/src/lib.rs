@@ -3,3 +3,4 @@
 pub mod url;
 pub use url::{FtpUrl, Scheme, UrlError};
 pub mod cli;
+pub mod progress;
