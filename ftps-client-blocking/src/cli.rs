@@ -143,14 +143,8 @@ pub enum Command {
     },
 }
 
-/// Which way `mirror` copies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MirrorDirection {
-    /// Local directory to server.
-    Upload,
-    /// Server to local directory.
-    Download,
-}
+/// Which way `mirror` copies (the planner's type).
+pub use crate::mirror::Direction as MirrorDirection;
 
 /// A command with its URL parsed and its local names decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
