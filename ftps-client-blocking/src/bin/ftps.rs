@@ -1,0 +1,71 @@
+//! `ftps`: the command-line FTPS client.
+//!
+//! Parses the arguments, resolves URL and password, then hands over to [`ftps_run::run`].
+//! Every failure is reported as one line `ftps: ...` on stderr with the exit code
+//! documented in `ftps --help` (see [`ftps_client_blocking::cli::ErrorKind`]).
+
+mod ftps_run;
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+use clap::Parser;
+use ftps_client_blocking::cli::{Cli, CliError, PASSWORD_ENV};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return clap_exit(&e),
+    };
+    // A non-UTF-8 value is treated as absent rather than guessed at.
+    let env_password = std::env::var(PASSWORD_ENV).ok();
+    let result = cli
+        .resolve(env_password, &mut prompt_password)
+        .and_then(|invocation| ftps_run::run(cli, invocation));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report(&e),
+    }
+}
+
+/// Asks on the controlling terminal without echo; fails when there is none.
+fn prompt_password(prompt: &str) -> std::io::Result<String> {
+    if !std::io::stderr().is_terminal() && !std::io::stdin().is_terminal() {
+        // No one to ask: fail fast instead of waiting on a terminal a script never sees.
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "stdin and stderr are not terminals",
+        ));
+    }
+    rpassword::prompt_password(prompt)
+}
+
+fn report(error: &CliError) -> ExitCode {
+    let _ = writeln!(std::io::stderr().lock(), "ftps: {error}");
+    ExitCode::from(error.exit_code())
+}
+
+/// `--help` and `--version` go to stdout with code 0; every other clap error becomes one
+/// line on stderr with exit code 1 (clap's own default would be 2, our "connection error").
+fn clap_exit(error: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match error.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = error.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = error.print();
+            ExitCode::from(1)
+        }
+        _ => {
+            let rendered = error.render().to_string();
+            let first = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            report(&CliError::usage(format!("{first} (see 'ftps --help')")))
+        }
+    }
+}

@@ -1,0 +1,864 @@
+//! The `ftps` command line: clap definitions, resolution of URLs and credentials into an
+//! [`Invocation`], and [`CliError`] with the exit codes scripts rely on.
+//!
+//! The binary (`src/bin/ftps.rs`) parses a [`Cli`], calls [`Cli::resolve`] and hands the
+//! [`Invocation`] to the code that drives the client.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::url::{FtpUrl, Scheme, UrlError};
+
+/// Environment variable consulted for the password when the URL has none.
+pub const PASSWORD_ENV: &str = "FTPS_PASSWORD";
+
+/// User name sent when the URL names none (RFC 1635 anonymous FTP).
+pub const ANONYMOUS_USER: &str = "anonymous";
+
+/// Password sent for anonymous logins when neither the URL nor the environment gives one.
+/// RFC 1635 §3 asks for an e-mail-like identification; this is the customary stand-in.
+pub const ANONYMOUS_PASSWORD: &str = "anonymous@";
+
+const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success
+  1  usage error (bad arguments, bad URL, no password available)
+  2  connection or TLS error (DNS, TCP, certificate, timeout)
+  3  login refused by the server
+  4  remote file error (not found, permission denied)
+  5  transfer failed or truncated
+  6  local I/O error
+
+Password: taken from the URL, else the FTPS_PASSWORD environment variable, else asked on
+the terminal without echo. Without a user in the URL the login is anonymous.
+
+URLs: ftps://[user[:password]@]host[:port][/path]  explicit FTPS (AUTH TLS), port 21
+      ftpsi://...                                   implicit FTPS, port 990
+      ftp://...                                     plain FTP, needs --plain
+Percent-encode special characters; a path is relative to the login directory unless it
+starts with %2F (ftps://host/%2Fetc/motd is /etc/motd).";
+
+/// `ftps`: an FTPS client.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ftps", version, about = "FTPS client (explicit and implicit TLS)", after_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    /// Connection and output options shared by every command.
+    #[command(flatten)]
+    pub options: GlobalOptions,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options before the command name.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalOptions {
+    /// Do not verify the server certificate (DANGEROUS: allows interception).
+    #[arg(long, global = true)]
+    pub insecure: bool,
+    /// Use implicit TLS (as ftpsi://) for ftps:// URLs; default port becomes 990.
+    #[arg(long, global = true, conflicts_with = "plain")]
+    pub implicit: bool,
+    /// Allow plain, unencrypted ftp:// URLs (the password travels in clear).
+    #[arg(long, global = true)]
+    pub plain: bool,
+    /// Refuse TLS versions other than 1.2.
+    #[arg(long, global = true)]
+    pub tls12: bool,
+    /// No progress bar and no summary; errors only.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+    /// Trust the CA certificates in this PEM file instead of the system roots.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
+    /// Active mode: the server connects to us (PORT/EPRT) instead of PASV/EPSV.
+    #[arg(long, global = true)]
+    pub active: bool,
+    /// Give up on any network operation that makes no progress for SECS seconds.
+    #[arg(long, value_name = "SECS", global = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: Option<u64>,
+}
+
+/// The subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// List a remote directory.
+    Ls {
+        /// Remote directory (or file) URL.
+        url: String,
+    },
+    /// Download a remote file.
+    Get {
+        /// Remote file URL.
+        url: String,
+        /// Local file (default: the remote file name in the current directory).
+        local: Option<PathBuf>,
+        /// Resume a partial download (REST, RFC 3659 §5).
+        #[arg(short = 'c', long = "continue")]
+        resume: bool,
+    },
+    /// Upload a local file.
+    Put {
+        /// Local file.
+        local: PathBuf,
+        /// Remote file URL (a URL ending in '/' keeps the local file name).
+        url: String,
+        /// Resume a partial upload by appending the rest (SIZE + REST/APPE).
+        #[arg(short = 'c', long = "continue")]
+        resume: bool,
+    },
+    /// Delete a remote file.
+    Rm {
+        /// Remote file URL.
+        url: String,
+    },
+    /// Create a remote directory.
+    Mkdir {
+        /// Remote directory URL.
+        url: String,
+    },
+    /// Rename or move a remote file (RNFR/RNTO).
+    Mv {
+        /// Remote file URL.
+        url: String,
+        /// New path on the same server (relative to the login directory unless it starts with '/').
+        new_path: String,
+    },
+    /// Mirror a directory tree (never deletes; transfers new and changed files).
+    Mirror {
+        /// Local directory -> remote URL.
+        #[arg(long, conflicts_with = "download")]
+        upload: bool,
+        /// Remote URL -> local directory.
+        #[arg(long)]
+        download: bool,
+        /// Source (a local directory or a URL).
+        src: String,
+        /// Destination (a URL or a local directory).
+        dst: String,
+    },
+}
+
+/// Which way `mirror` copies (the planner's type).
+pub use crate::mirror::Direction as MirrorDirection;
+
+/// A command with its URL parsed and its local names decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// List `dir`.
+    List {
+        /// Remote directory.
+        dir: String,
+    },
+    /// Download `remote` into `local`.
+    Get {
+        /// Remote file.
+        remote: String,
+        /// Local file.
+        local: PathBuf,
+        /// Resume a partial local file.
+        resume: bool,
+    },
+    /// Upload `local` to `remote`.
+    Put {
+        /// Local file.
+        local: PathBuf,
+        /// Remote file.
+        remote: String,
+        /// Append to a partial remote file.
+        resume: bool,
+    },
+    /// Delete a remote file.
+    Remove {
+        /// Remote file.
+        remote: String,
+    },
+    /// Create a remote directory.
+    MakeDir {
+        /// Remote directory.
+        remote: String,
+    },
+    /// Rename `from` to `to`.
+    Rename {
+        /// Existing remote path.
+        from: String,
+        /// New remote path.
+        to: String,
+    },
+    /// Mirror a tree.
+    Mirror {
+        /// Copy direction.
+        direction: MirrorDirection,
+        /// Local directory root.
+        local: PathBuf,
+        /// Remote directory root.
+        remote: String,
+    },
+}
+
+/// How to reach and secure the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionOptions {
+    /// Host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Explicit, implicit or no TLS.
+    pub scheme: Scheme,
+    /// Skip certificate verification.
+    pub insecure: bool,
+    /// Only TLS 1.2.
+    pub tls12_only: bool,
+    /// Extra trust anchors instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Active data connections.
+    pub active: bool,
+    /// Inactivity timeout.
+    pub timeout: Option<Duration>,
+}
+
+/// User name and password. `Debug` does not show the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Login {
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub password: String,
+}
+
+impl fmt::Debug for Login {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Login")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Everything the client needs to carry out one command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    /// Where and how to connect.
+    pub connection: ConnectionOptions,
+    /// Credentials.
+    pub login: Login,
+    /// What to do once logged in.
+    pub action: Action,
+    /// Suppress progress output.
+    pub quiet: bool,
+}
+
+impl Cli {
+    /// Resolves URLs, local names and credentials.
+    ///
+    /// `env_password` is the value of [`PASSWORD_ENV`]; `prompt` asks for a password on the
+    /// terminal (called only when needed, with the prompt text) and fails when there is no
+    /// terminal. Both are parameters so tests need neither an environment nor a terminal.
+    pub fn resolve(
+        &self,
+        env_password: Option<String>,
+        prompt: &mut dyn FnMut(&str) -> io::Result<String>,
+    ) -> Result<Invocation, CliError> {
+        let (url, action) = self.resolve_action()?;
+        let login = resolve_login(&url, env_password, prompt)?;
+        let options = &self.options;
+        let connection = ConnectionOptions {
+            host: url.host().to_owned(),
+            port: url.port(),
+            scheme: url.scheme(),
+            insecure: options.insecure,
+            tls12_only: options.tls12,
+            ca_file: options.ca_file.clone(),
+            active: options.active,
+            timeout: options.timeout.map(Duration::from_secs),
+        };
+        Ok(Invocation {
+            connection,
+            login,
+            action,
+            quiet: options.quiet,
+        })
+    }
+
+    /// Parses a URL argument under the global options (`--plain`, `--implicit`).
+    pub fn parse_url(&self, text: &str) -> Result<FtpUrl, CliError> {
+        let parsed = if self.options.plain {
+            FtpUrl::parse_allow_plain(text)
+        } else {
+            FtpUrl::parse(text)
+        };
+        let url = parsed.map_err(|e| url_error(text, &e))?;
+        if self.options.implicit {
+            return match url.scheme() {
+                Scheme::Ftps | Scheme::FtpsImplicit => Ok(url.with_scheme(Scheme::FtpsImplicit)),
+                Scheme::Ftp => Err(CliError::usage(
+                    "--implicit needs an ftps:// or ftpsi:// URL, not ftp://",
+                )),
+            };
+        }
+        Ok(url)
+    }
+
+    fn resolve_action(&self) -> Result<(FtpUrl, Action), CliError> {
+        Ok(match &self.command {
+            Command::Ls { url } => {
+                let url = self.parse_url(url)?;
+                let dir = url.path().to_owned();
+                (url, Action::List { dir })
+            }
+            Command::Get { url, local, resume } => {
+                let url = self.parse_url(url)?;
+                let local = match local {
+                    Some(local) => local.clone(),
+                    None => PathBuf::from(url.file_name().ok_or_else(|| {
+                        CliError::usage(format!(
+                            "cannot derive a local file name from {url}; give LOCAL"
+                        ))
+                    })?),
+                };
+                let remote = url.path().to_owned();
+                (
+                    url,
+                    Action::Get {
+                        remote,
+                        local,
+                        resume: *resume,
+                    },
+                )
+            }
+            Command::Put { local, url, resume } => {
+                let url = self.parse_url(url)?;
+                let mut remote = url.path().to_owned();
+                // "put f ftps://h/dir/" keeps the local name, like cp into a directory.
+                if remote.is_empty() || remote.ends_with('/') {
+                    let name = local.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+                        CliError::usage(format!(
+                            "cannot derive a remote file name from {}; name it in the URL",
+                            local.display()
+                        ))
+                    })?;
+                    remote.push_str(name);
+                }
+                (
+                    url,
+                    Action::Put {
+                        local: local.clone(),
+                        remote,
+                        resume: *resume,
+                    },
+                )
+            }
+            Command::Rm { url } => {
+                let url = self.parse_url(url)?;
+                let remote = non_empty_path(&url)?;
+                (url, Action::Remove { remote })
+            }
+            Command::Mkdir { url } => {
+                let url = self.parse_url(url)?;
+                let remote = non_empty_path(&url)?;
+                (url, Action::MakeDir { remote })
+            }
+            Command::Mv { url, new_path } => {
+                let url = self.parse_url(url)?;
+                let from = non_empty_path(&url)?;
+                if new_path.is_empty() || new_path.chars().any(char::is_control) {
+                    return Err(CliError::usage(
+                        "NEWPATH must be non-empty and free of control characters",
+                    ));
+                }
+                (
+                    url,
+                    Action::Rename {
+                        from,
+                        to: new_path.clone(),
+                    },
+                )
+            }
+            Command::Mirror {
+                upload,
+                download,
+                src,
+                dst,
+            } => {
+                let src_is_url = src.contains("://");
+                let dst_is_url = dst.contains("://");
+                let direction = match (src_is_url, dst_is_url) {
+                    (false, true) if !*download => MirrorDirection::Upload,
+                    (true, false) if !*upload => MirrorDirection::Download,
+                    (true, true) => {
+                        return Err(CliError::usage(
+                            "mirror copies between a local directory and a URL, not two URLs",
+                        ))
+                    }
+                    (false, false) => {
+                        return Err(CliError::usage("mirror needs a URL as SRC or DST"))
+                    }
+                    _ => {
+                        return Err(CliError::usage(
+                            "mirror --upload is LOCAL URL, --download is URL LOCAL",
+                        ))
+                    }
+                };
+                let (local, remote_text) = match direction {
+                    MirrorDirection::Upload => (src, dst),
+                    MirrorDirection::Download => (dst, src),
+                };
+                let url = self.parse_url(remote_text)?;
+                let remote = url.path().to_owned();
+                (
+                    url,
+                    Action::Mirror {
+                        direction,
+                        local: PathBuf::from(local),
+                        remote,
+                    },
+                )
+            }
+        })
+    }
+}
+
+fn non_empty_path(url: &FtpUrl) -> Result<String, CliError> {
+    if url.path().is_empty() {
+        return Err(CliError::usage(format!("{url} names no remote path")));
+    }
+    Ok(url.path().to_owned())
+}
+
+fn url_error(text: &str, error: &UrlError) -> CliError {
+    // Never echo a URL that might hold a password: parse failed, so it cannot be redacted.
+    let shown = if text.contains('@') { "URL" } else { text };
+    CliError::usage(format!("bad URL {shown}: {error}"))
+}
+
+/// Password precedence: URL, then the environment, then the terminal prompt; anonymous
+/// when the URL names no user.
+fn resolve_login(
+    url: &FtpUrl,
+    env_password: Option<String>,
+    prompt: &mut dyn FnMut(&str) -> io::Result<String>,
+) -> Result<Login, CliError> {
+    let Some(user) = url.user() else {
+        return Ok(Login {
+            user: ANONYMOUS_USER.to_owned(),
+            password: url
+                .password()
+                .map(str::to_owned)
+                .or(env_password)
+                .unwrap_or_else(|| ANONYMOUS_PASSWORD.to_owned()),
+        });
+    };
+    let password = match (url.password(), env_password) {
+        (Some(p), _) => p.to_owned(),
+        (None, Some(p)) => p,
+        (None, None) => {
+            let text = format!("Password for {user}@{}: ", url.host());
+            prompt(&text).map_err(|e| {
+                CliError::usage(format!(
+                    "no password: put it in the URL or set {PASSWORD_ENV} (no terminal to ask: {e})"
+                ))
+            })?
+        }
+    };
+    if password
+        .chars()
+        .any(|c| c == '\r' || c == '\n' || c == '\0')
+    {
+        return Err(CliError::usage("the password contains CR, LF or NUL"));
+    }
+    Ok(Login {
+        user: user.to_owned(),
+        password,
+    })
+}
+
+/// The class of a failure, which decides the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Bad arguments, bad URL, no password available. Exit code 1.
+    Usage,
+    /// DNS, TCP, TLS handshake, certificate or timeout. Exit code 2.
+    Connection,
+    /// The server refused the login. Exit code 3.
+    Login,
+    /// The server refused a file operation (not found, permission). Exit code 4.
+    Remote,
+    /// A transfer failed or was truncated. Exit code 5.
+    Transfer,
+    /// Reading or writing a local file failed. Exit code 6.
+    LocalIo,
+}
+
+impl ErrorKind {
+    /// The process exit code for this kind, as documented in `ftps --help`.
+    #[must_use]
+    pub fn exit_code(self) -> u8 {
+        match self {
+            ErrorKind::Usage => 1,
+            ErrorKind::Connection => 2,
+            ErrorKind::Login => 3,
+            ErrorKind::Remote => 4,
+            ErrorKind::Transfer => 5,
+            ErrorKind::LocalIo => 6,
+        }
+    }
+}
+
+/// A failure of an `ftps` command: a kind (the exit code) and a one-line message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CliError {
+    kind: ErrorKind,
+    message: String,
+}
+
+impl CliError {
+    /// Creates an error. Line breaks in `message` are replaced by spaces so the report
+    /// stays on one line (a server reply may span several, RFC 959 §4.2).
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> CliError {
+        let message: String = message.into();
+        let message = if message.contains(['\r', '\n']) {
+            message
+                .split(['\r', '\n'])
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        } else {
+            message
+        };
+        CliError { kind, message }
+    }
+
+    /// A usage error (exit code 1).
+    pub fn usage(message: impl Into<String>) -> CliError {
+        CliError::new(ErrorKind::Usage, message)
+    }
+
+    /// A local I/O error (exit code 6), with the path it concerns.
+    pub fn local_io(path: &std::path::Path, error: &io::Error) -> CliError {
+        CliError::new(ErrorKind::LocalIo, format!("{}: {error}", path.display()))
+    }
+
+    /// The class of failure.
+    #[must_use]
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The exit code for this error.
+    #[must_use]
+    pub fn exit_code(&self) -> u8 {
+        self.kind.exit_code()
+    }
+
+    /// The one-line message, without the `ftps: ` prefix.
+    #[must_use]
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("ftps").chain(args.iter().copied())).unwrap()
+    }
+
+    fn no_prompt(_: &str) -> io::Result<String> {
+        Err(io::Error::new(io::ErrorKind::NotFound, "no tty"))
+    }
+
+    fn resolve(args: &[&str]) -> Result<Invocation, CliError> {
+        cli(args).resolve(None, &mut no_prompt)
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn get_with_defaults() {
+        let inv = resolve(&["get", "ftps://u:pw@h/dir/file.bin"]).unwrap();
+        assert_eq!(
+            inv.action,
+            Action::Get {
+                remote: "dir/file.bin".into(),
+                local: PathBuf::from("file.bin"),
+                resume: false
+            }
+        );
+        assert_eq!(inv.connection.host, "h");
+        assert_eq!(inv.connection.port, 21);
+        assert_eq!(inv.connection.scheme, Scheme::Ftps);
+        assert_eq!(
+            inv.login,
+            Login {
+                user: "u".into(),
+                password: "pw".into()
+            }
+        );
+        assert!(!inv.quiet);
+        assert_eq!(inv.connection.timeout, None);
+    }
+
+    #[test]
+    fn global_options_anywhere() {
+        let inv = resolve(&[
+            "--insecure",
+            "--tls12",
+            "get",
+            "-c",
+            "ftps://u:p@h/f",
+            "out",
+            "--quiet",
+            "--timeout",
+            "7",
+            "--ca-file",
+            "ca.pem",
+            "--active",
+        ])
+        .unwrap();
+        assert!(inv.quiet);
+        assert!(inv.connection.insecure);
+        assert!(inv.connection.tls12_only);
+        assert!(inv.connection.active);
+        assert_eq!(inv.connection.timeout, Some(Duration::from_secs(7)));
+        assert_eq!(inv.connection.ca_file, Some(PathBuf::from("ca.pem")));
+        assert_eq!(
+            inv.action,
+            Action::Get {
+                remote: "f".into(),
+                local: PathBuf::from("out"),
+                resume: true
+            }
+        );
+    }
+
+    #[test]
+    fn get_without_file_name_is_usage_error() {
+        let err = resolve(&["get", "ftps://u:p@h/"]).unwrap_err();
+        assert_eq!(err.exit_code(), 1);
+        assert_eq!(
+            err.message(),
+            "cannot derive a local file name from ftps://u@h; give LOCAL"
+        );
+    }
+
+    #[test]
+    fn put_into_directory_keeps_name() {
+        let inv = resolve(&["put", "-c", "/tmp/x/a.txt", "ftps://u:p@h/up/"]).unwrap();
+        assert_eq!(
+            inv.action,
+            Action::Put {
+                local: PathBuf::from("/tmp/x/a.txt"),
+                remote: "up/a.txt".into(),
+                resume: true
+            }
+        );
+        let inv = resolve(&["put", "a.txt", "ftps://u:p@h/b.txt"]).unwrap();
+        assert_eq!(
+            inv.action,
+            Action::Put {
+                local: PathBuf::from("a.txt"),
+                remote: "b.txt".into(),
+                resume: false
+            }
+        );
+    }
+
+    #[test]
+    fn simple_commands() {
+        assert_eq!(
+            resolve(&["ls", "ftps://u:p@h"]).unwrap().action,
+            Action::List { dir: String::new() }
+        );
+        assert_eq!(
+            resolve(&["rm", "ftps://u:p@h/%2Fa%20b"]).unwrap().action,
+            Action::Remove {
+                remote: "/a b".into()
+            }
+        );
+        assert_eq!(
+            resolve(&["mkdir", "ftps://u:p@h/new"]).unwrap().action,
+            Action::MakeDir {
+                remote: "new".into()
+            }
+        );
+        assert_eq!(
+            resolve(&["mv", "ftps://u:p@h/a", "b/c"]).unwrap().action,
+            Action::Rename {
+                from: "a".into(),
+                to: "b/c".into()
+            }
+        );
+        assert_eq!(
+            resolve(&["rm", "ftps://u:p@h/"]).unwrap_err().exit_code(),
+            1
+        );
+    }
+
+    #[test]
+    fn mirror_direction() {
+        let inv = resolve(&["mirror", "site", "ftps://u:p@h/www"]).unwrap();
+        assert_eq!(
+            inv.action,
+            Action::Mirror {
+                direction: MirrorDirection::Upload,
+                local: PathBuf::from("site"),
+                remote: "www".into()
+            }
+        );
+        let inv = resolve(&["mirror", "--download", "ftps://u:p@h/www", "site"]).unwrap();
+        assert_eq!(
+            inv.action,
+            Action::Mirror {
+                direction: MirrorDirection::Download,
+                local: PathBuf::from("site"),
+                remote: "www".into()
+            }
+        );
+        let err = resolve(&["mirror", "--upload", "ftps://u:p@h/www", "site"]).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "mirror --upload is LOCAL URL, --download is URL LOCAL"
+        );
+        assert_eq!(
+            resolve(&["mirror", "a", "b"]).unwrap_err().message(),
+            "mirror needs a URL as SRC or DST"
+        );
+        assert!(
+            Cli::try_parse_from(["ftps", "mirror", "--upload", "--download", "a", "b"]).is_err()
+        );
+    }
+
+    #[test]
+    fn plain_and_implicit() {
+        let err = resolve(&["ls", "ftp://h/"]).unwrap_err();
+        assert_eq!(err.exit_code(), 1);
+        assert_eq!(
+            err.message(),
+            "bad URL ftp://h/: plain ftp:// sends the password in clear; pass --plain to allow it"
+        );
+        let inv = resolve(&["--plain", "ls", "ftp://h/"]).unwrap();
+        assert_eq!(inv.connection.scheme, Scheme::Ftp);
+        let inv = resolve(&["--implicit", "ls", "ftps://h/"]).unwrap();
+        assert_eq!(inv.connection.scheme, Scheme::FtpsImplicit);
+        assert_eq!(inv.connection.port, 990);
+        let inv = resolve(&["--implicit", "ls", "ftps://h:2990/"]).unwrap();
+        assert_eq!(inv.connection.port, 2990);
+        assert!(Cli::try_parse_from(["ftps", "--implicit", "--plain", "ls", "ftp://h"]).is_err());
+        assert!(Cli::try_parse_from(["ftps", "--timeout", "0", "ls", "ftps://h"]).is_err());
+    }
+
+    #[test]
+    fn bad_url_message_hides_userinfo() {
+        let err = resolve(&["ls", "ftps://u:secret@h:99999/"]).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "bad URL URL: invalid port \"99999\" (expected 1-65535)"
+        );
+        assert!(!err.to_string().contains("secret"));
+    }
+
+    #[test]
+    fn password_precedence() {
+        let c = cli(&["ls", "ftps://u:url@h/"]);
+        let inv = c.resolve(Some("env".into()), &mut no_prompt).unwrap();
+        assert_eq!(inv.login.password, "url");
+
+        let c = cli(&["ls", "ftps://u@h/"]);
+        let mut asked = Vec::new();
+        let mut prompt = |text: &str| {
+            asked.push(text.to_owned());
+            Ok("typed".to_owned())
+        };
+        let inv = c.resolve(Some("env".into()), &mut prompt).unwrap();
+        assert_eq!(inv.login.password, "env");
+        let inv = c.resolve(None, &mut prompt).unwrap();
+        assert_eq!(inv.login.password, "typed");
+        assert_eq!(asked, vec!["Password for u@h: ".to_owned()]);
+
+        let err = c.resolve(None, &mut no_prompt).unwrap_err();
+        assert_eq!(err.exit_code(), 1);
+        assert_eq!(
+            err.message(),
+            "no password: put it in the URL or set FTPS_PASSWORD (no terminal to ask: no tty)"
+        );
+    }
+
+    #[test]
+    fn anonymous_without_user() {
+        let inv = cli(&["ls", "ftps://h/"])
+            .resolve(None, &mut no_prompt)
+            .unwrap();
+        assert_eq!(
+            inv.login,
+            Login {
+                user: "anonymous".into(),
+                password: "anonymous@".into()
+            }
+        );
+    }
+
+    #[test]
+    fn password_with_line_break_is_refused() {
+        let err = cli(&["ls", "ftps://u@h/"])
+            .resolve(Some("a\nb".into()), &mut no_prompt)
+            .unwrap_err();
+        assert_eq!(err.message(), "the password contains CR, LF or NUL");
+    }
+
+    #[test]
+    fn login_debug_redacts() {
+        let login = Login {
+            user: "u".into(),
+            password: "hunter2".into(),
+        };
+        assert!(!format!("{login:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn exit_codes() {
+        let codes: Vec<u8> = [
+            ErrorKind::Usage,
+            ErrorKind::Connection,
+            ErrorKind::Login,
+            ErrorKind::Remote,
+            ErrorKind::Transfer,
+            ErrorKind::LocalIo,
+        ]
+        .into_iter()
+        .map(ErrorKind::exit_code)
+        .collect();
+        assert_eq!(codes, vec![1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn messages_are_one_line() {
+        let err = CliError::new(ErrorKind::Remote, "550-No such file\r\n550 really\r\n");
+        assert_eq!(err.message(), "550-No such file 550 really");
+        let err = CliError::local_io(
+            std::path::Path::new("/x"),
+            &io::Error::new(io::ErrorKind::NotFound, "gone"),
+        );
+        assert_eq!(err.exit_code(), 6);
+        assert_eq!(err.to_string(), "/x: gone");
+    }
+}
