@@ -1,1 +1,10 @@
-//! placeholder
+//! The `ftps-server` library: the smol frontend of the ftps-rs engine.
+//!
+//! This crate owns sockets, timers, tasks and backends and contains no FTP logic (DESIGN.md,
+//! "Frontends"): storage ([`storage`]) and authentication ([`auth`]) backends, configuration
+//! ([`config`]) and certificates ([`certs`]).
+
+#![warn(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod storage;
