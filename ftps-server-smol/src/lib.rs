@@ -7,4 +7,5 @@
 #![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod config;
 pub mod storage;
