@@ -571,8 +571,10 @@ mod tests {
 
     #[test]
     fn example_file_mentions_every_option() {
-        let mut full = Config::default();
-        full.users_file = Some("users.toml".into());
+        let mut full = Config {
+            users_file: Some("users.toml".into()),
+            ..Config::default()
+        };
         full.tls.cert_file = Some("c".into());
         full.tls.key_file = Some("k".into());
         full.tls.client_ca_file = Some("ca".into());
