@@ -8,5 +8,6 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod auth;
+pub mod certs;
 pub mod config;
 pub mod storage;
