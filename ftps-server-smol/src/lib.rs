@@ -2,7 +2,8 @@
 //!
 //! This crate owns sockets, timers, tasks and backends and contains no FTP logic (DESIGN.md,
 //! "Frontends"): storage ([`storage`]) and authentication ([`auth`]) backends, configuration
-//! ([`config`]) and certificates ([`certs`]).
+//! ([`config`]), certificates ([`certs`]) and [`startup`], which turns a configuration into the
+//! parts the server loop runs on.
 
 #![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -10,4 +11,5 @@
 pub mod auth;
 pub mod certs;
 pub mod config;
+pub mod startup;
 pub mod storage;
