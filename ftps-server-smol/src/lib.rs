@@ -1,1 +1,15 @@
-//! placeholder
+//! The `ftps-server` library: the smol frontend of the ftps-rs engine.
+//!
+//! This crate owns sockets, timers, tasks and backends and contains no FTP logic (DESIGN.md,
+//! "Frontends"): storage ([`storage`]) and authentication ([`auth`]) backends, configuration
+//! ([`config`]), certificates ([`certs`]) and [`startup`], which turns a configuration into the
+//! parts the server loop runs on.
+
+#![warn(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod auth;
+pub mod certs;
+pub mod config;
+pub mod startup;
+pub mod storage;

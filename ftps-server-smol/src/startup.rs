@@ -1,0 +1,162 @@
+//! Turning a validated [`Config`] into the ready-to-run parts of a server: directories, TLS,
+//! users, storage, lockout tracker. The binary calls [`prepare`] and hands the result to the server
+//! loop.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::auth::{
+    ensure_users_file, AnonymousAccess, AuthError, Authenticator, LoginThrottle, UsersFile,
+};
+use crate::certs::{CertError, CertReloader, TlsSettings};
+use crate::config::{Config, ConfigError};
+use crate::storage::{LocalStorage, StorageError};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartupError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Certs(#[from] CertError),
+    /// The users file is unusable.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// A directory could not be created or opened.
+    #[error("{what} {path}: {source}")]
+    Directory {
+        /// Which directory.
+        what: &'static str,
+        /// Its path.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Startup cleanup of the storage failed.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+}
+
+/// Everything the server loop needs, built from the configuration.
+pub struct ServerParts {
+    /// The validated configuration.
+    pub config: Config,
+    /// The current TLS configuration, rebuilt when the files change.
+    pub tls: Arc<CertReloader>,
+    /// Login checks.
+    pub authenticator: Arc<dyn Authenticator>,
+    /// The storage root (users' homes are subdirectories or separate roots).
+    pub storage: LocalStorage,
+    /// The per-IP failed-login lockout.
+    pub throttle: Arc<LoginThrottle>,
+    /// When this process started preparing (upload temp files older than this were removed).
+    pub started_at: SystemTime,
+    /// The password of the `ftp` user when the users file was just created (show it once).
+    pub generated_password: Option<String>,
+}
+
+impl std::fmt::Debug for ServerParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerParts")
+            .field("config", &self.config)
+            .field("storage", &self.storage)
+            .field("started_at", &self.started_at)
+            .finish_non_exhaustive()
+    }
+}
+
+fn create_dir(what: &'static str, path: &std::path::Path) -> Result<(), StartupError> {
+    std::fs::create_dir_all(path).map_err(|source| StartupError::Directory {
+        what,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Validates the configuration, creates `root` and `state_dir` if missing, generates the
+/// self-signed certificate and the default users file on first start, loads users, and removes
+/// upload temp files left by an earlier process. Blocking: call before the server loop starts.
+///
+/// # Errors
+/// The first thing that prevents starting, in words for the operator.
+pub fn prepare(config: Config) -> Result<ServerParts, StartupError> {
+    let started_at = SystemTime::now();
+    config.validate()?;
+    create_dir("root", &config.root)?;
+    create_dir("state_dir", &config.state_dir)?;
+    let tls = CertReloader::new(TlsSettings::from_config(&config.tls, &config.state_dir)?)?;
+    let users_path = config.users_file_path();
+    let generated_password = if config.users_file.is_none() {
+        ensure_users_file(&users_path)?
+    } else {
+        None
+    };
+    let anonymous = config.anonymous.enabled.then(|| AnonymousAccess {
+        root: config.anonymous.root.clone(),
+    });
+    let users = UsersFile::load(&users_path, anonymous)?;
+    tracing::info!(users = users.len(), file = %users_path.display(), "users loaded");
+    let storage = LocalStorage::open(&config.root).map_err(|source| StartupError::Directory {
+        what: "root",
+        path: config.root.clone(),
+        source,
+    })?;
+    let removed = futures_lite::future::block_on(storage.cleanup_temp_files(started_at))?;
+    if removed > 0 {
+        tracing::info!(removed, "removed upload temp files left by an earlier run");
+    }
+    let limits = &config.limits;
+    let throttle = LoginThrottle::new(
+        limits.max_failed_logins,
+        limits.lockout_window(),
+        limits.lockout_period(),
+        limits.lockout_table_size,
+    );
+    Ok(ServerParts {
+        tls: Arc::new(tls),
+        authenticator: Arc::new(users),
+        storage,
+        throttle: Arc::new(throttle),
+        started_at,
+        generated_password,
+        config,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_start_creates_everything_and_second_reuses_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            root: dir.path().join("root"),
+            state_dir: dir.path().join("state"),
+            ..Config::default()
+        };
+        let parts = prepare(config.clone()).unwrap();
+        assert!(parts.generated_password.is_some());
+        for file in ["cert.pem", "key.pem", "users.toml"] {
+            assert!(dir.path().join("state").join(file).is_file(), "{file}");
+        }
+        assert!(dir.path().join("root").is_dir());
+        let again = prepare(config).unwrap();
+        assert_eq!(again.generated_password, None);
+    }
+
+    #[test]
+    fn invalid_config_is_refused_before_touching_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            root: dir.path().join("root"),
+            ..Config::default()
+        };
+        config.limits.max_sessions = 0;
+        assert!(matches!(prepare(config), Err(StartupError::Config(_))));
+        assert!(!dir.path().join("root").exists());
+    }
+}

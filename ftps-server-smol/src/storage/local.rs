@@ -1,0 +1,876 @@
+//! [`LocalStorage`]: a directory of the local filesystem, confined with cap-std.
+
+use std::io::{self, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use blocking::{unblock, Unblock};
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, OpenOptions, Permissions, PermissionsExt};
+use futures_lite::{AsyncWrite, AsyncWriteExt};
+
+use super::{
+    components, is_temp_file_name, temp_file_name, BoxFuture, DirEntry, FileKind, Metadata,
+    ReadHandle, Storage, StorageError, StorageErrorKind, Upload, WriteMode, FILE_BUFFER_SIZE,
+};
+
+/// Permission bits `SITE CHMOD` may set: no setuid, setgid or sticky bit from a remote client.
+const SETTABLE_MODE_BITS: u32 = 0o777;
+
+/// Files under a local directory, confined to it.
+///
+/// Every path is resolved relative to an open handle on the root directory with cap-std, which uses
+/// `openat2(RESOLVE_BENEATH)` where the kernel has it and a checked component-by-component walk
+/// otherwise: `..`, absolute symlinks and symlinks that point outside the root fail instead of
+/// escaping, with no check-then-use race. On top of that, virtual paths with `..`, NUL or `\`
+/// components are refused before any system call.
+///
+/// Blocking filesystem calls run on the `blocking` thread pool, never on the async executor; file
+/// bodies move through [`FILE_BUFFER_SIZE`] buffers.
+#[derive(Clone, Debug)]
+pub struct LocalStorage {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    root: Dir,
+    sync_on_commit: bool,
+}
+
+impl LocalStorage {
+    /// Opens the directory `root` (which must exist) as a storage root. Blocking; call at startup.
+    ///
+    /// # Errors
+    /// When `root` cannot be opened as a directory.
+    pub fn open(root: impl AsRef<Path>) -> io::Result<Self> {
+        let root = Dir::open_ambient_dir(root, ambient_authority())?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                root,
+                sync_on_commit: false,
+            }),
+        })
+    }
+
+    /// Whether [`Upload::commit`] calls `fsync` before renaming (default: off). On, a completed
+    /// upload survives a power loss; off, small-file throughput is several times higher.
+    #[must_use]
+    pub fn with_sync_on_commit(self, sync_on_commit: bool) -> Self {
+        let root = match self.inner.root.try_clone() {
+            Ok(root) => root,
+            // Keep the old settings rather than fail a builder call; cloning a fd only fails
+            // when the process is out of descriptors.
+            Err(_) => return self,
+        };
+        Self {
+            inner: Arc::new(Inner {
+                root,
+                sync_on_commit,
+            }),
+        }
+    }
+
+    /// A storage rooted at the existing directory `path` (a virtual path) of this one, e.g. a user's
+    /// home. The new root is opened through this root, so it cannot escape it either.
+    ///
+    /// # Errors
+    /// When `path` is refused, missing or not a directory.
+    pub async fn open_subdir(&self, path: &str) -> Result<Self, StorageError> {
+        let rel = relative(path)?;
+        let inner = Arc::clone(&self.inner);
+        unblock(move || {
+            let root = inner.root.open_dir(&rel)?;
+            Ok(Self {
+                inner: Arc::new(Inner {
+                    root,
+                    sync_on_commit: inner.sync_on_commit,
+                }),
+            })
+        })
+        .await
+    }
+
+    /// Removes leftover upload temporary files (`.ftps-upload.*.tmp`, from a crash or kill) last
+    /// modified before `older_than`, anywhere under the root. The server calls it once at start with
+    /// its start time, so uploads in progress in this process are never touched. Symlinks are not
+    /// followed. Returns how many files were removed.
+    ///
+    /// # Errors
+    /// When the root itself cannot be read; errors deeper in the tree are skipped.
+    pub async fn cleanup_temp_files(&self, older_than: SystemTime) -> Result<usize, StorageError> {
+        let inner = Arc::clone(&self.inner);
+        unblock(move || {
+            let mut removed = 0;
+            // Paths, not open handles, on the stack: a deep tree never holds more than one
+            // directory descriptor open.
+            let mut pending = vec![PathBuf::from(".")];
+            let mut first = true;
+            while let Some(dir_path) = pending.pop() {
+                let entries = match inner.root.read_dir(&dir_path) {
+                    Ok(entries) => entries,
+                    Err(e) if first => return Err(StorageError::from(e)),
+                    Err(_) => continue,
+                };
+                first = false;
+                for entry in entries.flatten() {
+                    let Ok(file_type) = entry.file_type() else {
+                        continue;
+                    };
+                    let name = entry.file_name();
+                    let child = dir_path.join(&name);
+                    if file_type.is_dir() {
+                        pending.push(child);
+                    } else if file_type.is_file() && is_temp_file_name(&name.to_string_lossy()) {
+                        let stale = entry
+                            .metadata()
+                            .and_then(|m| m.modified())
+                            .is_ok_and(|t| t.into_std() < older_than);
+                        if stale && inner.root.remove_file(&child).is_ok() {
+                            tracing::info!(path = %child.display(), "removed stale upload temp file");
+                            removed += 1;
+                        }
+                    }
+                }
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
+    /// Runs `op` with the root on the blocking pool, mapping its I/O error.
+    fn run<T, F>(&self, op: F) -> BoxFuture<'static, Result<T, StorageError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> io::Result<T> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            unblock(move || op(&inner))
+                .await
+                .map_err(StorageError::from)
+        })
+    }
+}
+
+/// The path relative to the root handle for a virtual path (`.` for the root itself).
+fn relative(path: &str) -> Result<PathBuf, StorageError> {
+    let parts = components(path)?;
+    if parts.is_empty() {
+        return Ok(PathBuf::from("."));
+    }
+    Ok(parts.iter().collect())
+}
+
+/// The parent directory and the final name of a virtual path that must not be the root.
+fn split_parent(path: &str) -> Result<(PathBuf, String), StorageError> {
+    let mut parts = components(path)?;
+    let Some(name) = parts.pop() else {
+        return Err(StorageError::new(
+            StorageErrorKind::IsADirectory,
+            "the root directory cannot be written",
+        ));
+    };
+    let parent = if parts.is_empty() {
+        PathBuf::from(".")
+    } else {
+        parts.iter().collect()
+    };
+    Ok((parent, name.to_owned()))
+}
+
+fn convert_metadata(meta: &cap_std::fs::Metadata) -> Metadata {
+    let file_type = meta.file_type();
+    let kind = if file_type.is_file() {
+        FileKind::File
+    } else if file_type.is_dir() {
+        FileKind::Directory
+    } else if file_type.is_symlink() {
+        FileKind::Symlink
+    } else {
+        FileKind::Other
+    };
+    Metadata {
+        kind,
+        size: meta.len(),
+        modified: meta.modified().ok().map(|t| t.into_std()),
+        mode: Some(meta.permissions().mode() & 0o7777),
+    }
+}
+
+impl Storage for LocalStorage {
+    fn metadata<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Metadata, StorageError>> {
+        let rel = match relative(path) {
+            Ok(rel) => rel,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        self.run(move |inner| inner.root.metadata(&rel).map(|m| convert_metadata(&m)))
+    }
+
+    fn list<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Vec<DirEntry>, StorageError>> {
+        let rel = match relative(path) {
+            Ok(rel) => rel,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        self.run(move |inner| {
+            let mut out = Vec::new();
+            for entry in inner.root.read_dir(&rel)? {
+                let entry = entry?;
+                let name = entry.file_name();
+                let Ok(lstat) = entry.metadata() else {
+                    continue; // removed while listing
+                };
+                // Symlinks are shown as what they point to when that is inside the root, and as
+                // symlinks otherwise (the target stays unreachable either way).
+                let meta = if lstat.file_type().is_symlink() {
+                    inner.root.metadata(rel.join(&name)).unwrap_or(lstat)
+                } else {
+                    lstat
+                };
+                out.push(DirEntry {
+                    name: name.to_string_lossy().into_owned(),
+                    metadata: convert_metadata(&meta),
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn open_read<'a>(
+        &'a self,
+        path: &'a str,
+        offset: u64,
+    ) -> BoxFuture<'a, Result<ReadHandle, StorageError>> {
+        let rel = match relative(path) {
+            Ok(rel) => rel,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            let (file, size) = unblock(move || {
+                // Check the kind before opening: opening a FIFO for reading would block a pool
+                // thread until some writer appears.
+                let before = inner.root.metadata(&rel)?;
+                if before.is_dir() {
+                    return Err(is_a_directory());
+                }
+                if !before.is_file() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        "not a regular file",
+                    ));
+                }
+                let file = inner.root.open(&rel)?;
+                let meta = file.metadata()?;
+                if !meta.is_file() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        "not a regular file",
+                    ));
+                }
+                let mut file = file.into_std();
+                file.seek(SeekFrom::Start(offset))?;
+                Ok((file, meta.len()))
+            })
+            .await?;
+            Ok(ReadHandle {
+                reader: Box::new(Unblock::with_capacity(FILE_BUFFER_SIZE, file)),
+                size,
+            })
+        })
+    }
+
+    fn open_write<'a>(
+        &'a self,
+        path: &'a str,
+        mode: WriteMode,
+    ) -> BoxFuture<'a, Result<Box<dyn Upload>, StorageError>> {
+        let split = split_parent(path);
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            let (parent, name) = split?;
+            let target = parent.join(&name);
+            let task_inner = Arc::clone(&inner);
+            let (file, finish) =
+                unblock(move || open_for_write(&task_inner, parent, target, mode)).await?;
+            let upload: Box<dyn Upload> = Box::new(LocalUpload {
+                writer: Some(Unblock::with_capacity(FILE_BUFFER_SIZE, file)),
+                written: 0,
+                finish: Some(finish),
+                inner,
+            });
+            Ok(upload)
+        })
+    }
+
+    fn mkdir<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+        let split = split_parent(path);
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            let (parent, name) = split?;
+            unblock(move || inner.root.create_dir(parent.join(name)))
+                .await
+                .map_err(StorageError::from)
+        })
+    }
+
+    fn rmdir<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+        let split = split_parent(path);
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            let (parent, name) = split?;
+            unblock(move || inner.root.remove_dir(parent.join(name)))
+                .await
+                .map_err(StorageError::from)
+        })
+    }
+
+    fn delete<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+        let split = split_parent(path);
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            let (parent, name) = split?;
+            unblock(move || {
+                let target = parent.join(name);
+                // unlink(2) of a directory reports EISDIR on Linux but EPERM elsewhere.
+                if inner.root.symlink_metadata(&target)?.is_dir() {
+                    return Err(is_a_directory());
+                }
+                inner.root.remove_file(target)
+            })
+            .await
+            .map_err(StorageError::from)
+        })
+    }
+
+    fn rename<'a>(&'a self, from: &'a str, to: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+        let from = split_parent(from);
+        let to = split_parent(to);
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            let (from_parent, from_name) = from?;
+            let (to_parent, to_name) = to?;
+            unblock(move || {
+                inner.root.rename(
+                    from_parent.join(from_name),
+                    &inner.root,
+                    to_parent.join(to_name),
+                )
+            })
+            .await
+            .map_err(StorageError::from)
+        })
+    }
+
+    fn set_modified<'a>(
+        &'a self,
+        path: &'a str,
+        modified: SystemTime,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        let rel = match relative(path) {
+            Ok(rel) => rel,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        self.run(move |inner| {
+            if !inner.root.metadata(&rel)?.is_file() {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "only regular files have a settable modification time here",
+                ));
+            }
+            // futimens(2) on a read-only descriptor: the owner may set explicit times.
+            inner.root.open(&rel)?.into_std().set_modified(modified)
+        })
+    }
+
+    fn set_mode<'a>(&'a self, path: &'a str, mode: u32) -> BoxFuture<'a, Result<(), StorageError>> {
+        let rel = match relative(path) {
+            Ok(rel) => rel,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        self.run(move |inner| {
+            inner
+                .root
+                .set_permissions(&rel, Permissions::from_mode(mode & SETTABLE_MODE_BITS))
+        })
+    }
+}
+
+fn is_a_directory() -> io::Error {
+    io::Error::new(io::ErrorKind::IsADirectory, "is a directory")
+}
+
+/// How a [`LocalUpload`] ends.
+#[derive(Debug)]
+enum Finish {
+    /// Atomic create: rename `temp` over `target` on commit, remove `temp` otherwise.
+    Rename { temp: PathBuf, target: PathBuf },
+    /// Append / resume: the data is already in place.
+    InPlace,
+}
+
+fn open_for_write(
+    inner: &Inner,
+    parent: PathBuf,
+    target: PathBuf,
+    mode: WriteMode,
+) -> io::Result<(std::fs::File, Finish)> {
+    let existing = match inner.root.metadata(&target) {
+        Ok(meta) => Some(meta),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    if existing.as_ref().is_some_and(|m| m.is_dir()) {
+        return Err(is_a_directory());
+    }
+    match mode {
+        WriteMode::Create => {
+            let temp = parent.join(temp_file_name());
+            let file = inner
+                .root
+                .open_with(&temp, OpenOptions::new().write(true).create_new(true))?
+                .into_std();
+            // A new version keeps the permissions of the file it replaces.
+            if let Some(meta) = existing {
+                let mode = meta.permissions().mode() & 0o7777;
+                let std_perms = std::os::unix::fs::PermissionsExt::from_mode(mode);
+                if let Err(e) = file.set_permissions(std_perms) {
+                    drop(file);
+                    let _ = inner.root.remove_file(&temp);
+                    return Err(e);
+                }
+            }
+            Ok((file, Finish::Rename { temp, target }))
+        }
+        WriteMode::Append => {
+            let file = inner
+                .root
+                .open_with(&target, OpenOptions::new().append(true).create(true))?
+                .into_std();
+            Ok((file, Finish::InPlace))
+        }
+        WriteMode::Resume(offset) => {
+            let mut file = inner
+                .root
+                .open_with(&target, OpenOptions::new().write(true))?
+                .into_std();
+            file.set_len(offset)?;
+            file.seek(SeekFrom::Start(offset))?;
+            Ok((file, Finish::InPlace))
+        }
+    }
+}
+
+/// An upload to a [`LocalStorage`].
+struct LocalUpload {
+    /// `None` once commit or abort took it.
+    writer: Option<Unblock<std::fs::File>>,
+    written: u64,
+    /// `None` once the upload was committed or cleaned up.
+    finish: Option<Finish>,
+    inner: Arc<Inner>,
+}
+
+fn finished() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "upload already finished")
+}
+
+impl AsyncWrite for LocalUpload {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let Some(writer) = self.writer.as_mut() else {
+            return Poll::Ready(Err(finished()));
+        };
+        let result = Pin::new(writer).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = result {
+            self.written += n as u64;
+        }
+        result
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.writer.as_mut() {
+            Some(writer) => Pin::new(writer).poll_flush(cx),
+            None => Poll::Ready(Err(finished())),
+        }
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.writer.as_mut() {
+            Some(writer) => Pin::new(writer).poll_close(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl LocalUpload {
+    async fn finish_commit(&mut self) -> io::Result<u64> {
+        let mut writer = self.writer.take().ok_or_else(finished)?;
+        // `Unblock::into_inner` swallows write errors: flush first so ENOSPC surfaces here.
+        writer.flush().await?;
+        let file = writer.into_inner().await;
+        let sync = self.inner.sync_on_commit;
+        let finish = self.finish.take();
+        let inner = Arc::clone(&self.inner);
+        unblock(move || {
+            let synced = if sync { file.sync_all() } else { Ok(()) };
+            drop(file);
+            match finish {
+                Some(Finish::Rename { temp, target }) => {
+                    let renamed =
+                        synced.and_then(|()| inner.root.rename(&temp, &inner.root, &target));
+                    if renamed.is_err() {
+                        let _ = inner.root.remove_file(&temp);
+                    }
+                    renamed
+                }
+                Some(Finish::InPlace) | None => synced,
+            }
+        })
+        .await?;
+        Ok(self.written)
+    }
+
+    async fn finish_abort(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            // Let in-flight writes land (append/resume keep them), ignoring errors.
+            let file = writer.into_inner().await;
+            drop(file);
+        }
+        if let Some(Finish::Rename { temp, .. }) = self.finish.take() {
+            let inner = Arc::clone(&self.inner);
+            let _ = unblock(move || inner.root.remove_file(temp)).await;
+        }
+    }
+}
+
+impl Upload for LocalUpload {
+    fn commit(mut self: Box<Self>) -> BoxFuture<'static, Result<u64, StorageError>> {
+        Box::pin(async move {
+            match self.finish_commit().await {
+                Ok(written) => Ok(written),
+                Err(e) => {
+                    self.finish_abort().await;
+                    Err(StorageError::from(e))
+                }
+            }
+        })
+    }
+
+    fn abort(mut self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async move { self.finish_abort().await })
+    }
+}
+
+impl Drop for LocalUpload {
+    fn drop(&mut self) {
+        if let Some(Finish::Rename { temp, .. }) = self.finish.take() {
+            // Dropped mid-transfer (task cancelled): remove the temp file off the executor.
+            let inner = Arc::clone(&self.inner);
+            unblock(move || inner.root.remove_file(temp)).detach();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_lite::future::block_on;
+    use futures_lite::AsyncReadExt;
+
+    fn setup() -> (tempfile::TempDir, LocalStorage) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("root")).unwrap();
+        let storage = LocalStorage::open(dir.path().join("root")).unwrap();
+        (dir, storage)
+    }
+
+    fn root_names(dir: &tempfile::TempDir) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path().join("root"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    async fn write_all(storage: &LocalStorage, path: &str, mode: WriteMode, data: &[u8]) -> u64 {
+        let mut up = storage.open_write(path, mode).await.unwrap();
+        up.write_all(data).await.unwrap();
+        up.commit().await.unwrap()
+    }
+
+    async fn read_all(storage: &LocalStorage, path: &str, offset: u64) -> (Vec<u8>, u64) {
+        let mut handle = storage.open_read(path, offset).await.unwrap();
+        let mut out = Vec::new();
+        handle.reader.read_to_end(&mut out).await.unwrap();
+        (out, handle.size)
+    }
+
+    #[test]
+    fn create_commit_then_read_at_offset() {
+        let (_dir, s) = setup();
+        block_on(async {
+            assert_eq!(
+                write_all(&s, "/a.txt", WriteMode::Create, b"hello world").await,
+                11
+            );
+            assert_eq!(
+                read_all(&s, "/a.txt", 0).await,
+                (b"hello world".to_vec(), 11)
+            );
+            assert_eq!(read_all(&s, "/a.txt", 6).await, (b"world".to_vec(), 11));
+            assert_eq!(read_all(&s, "/a.txt", 100).await, (Vec::new(), 11));
+            let meta = s.metadata("/a.txt").await.unwrap();
+            assert_eq!((meta.kind, meta.size), (FileKind::File, 11));
+        });
+    }
+
+    #[test]
+    fn large_body_round_trips() {
+        let (_dir, s) = setup();
+        let data: Vec<u8> = (0..(3 * FILE_BUFFER_SIZE + 17))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        block_on(async {
+            let n = write_all(&s, "/big", WriteMode::Create, &data).await;
+            assert_eq!(n, data.len() as u64);
+            assert_eq!(read_all(&s, "/big", 0).await.0, data);
+        });
+    }
+
+    #[test]
+    fn aborted_create_leaves_old_file_and_no_temp() {
+        let (dir, s) = setup();
+        block_on(async {
+            write_all(&s, "/f", WriteMode::Create, b"old").await;
+            let mut up = s.open_write("/f", WriteMode::Create).await.unwrap();
+            up.write_all(b"new partial").await.unwrap();
+            up.flush().await.unwrap();
+            // The temp file exists while the upload runs, and the target is still the old one.
+            let names = root_names(&dir);
+            assert_eq!(names.len(), 2, "{names:?}");
+            assert!(names.iter().any(|n| is_temp_file_name(n)));
+            assert_eq!(read_all(&s, "/f", 0).await.0, b"old");
+            up.abort().await;
+            assert_eq!(root_names(&dir), vec!["f".to_owned()]);
+            assert_eq!(read_all(&s, "/f", 0).await.0, b"old");
+        });
+    }
+
+    #[test]
+    fn dropped_create_removes_temp_eventually() {
+        let (dir, s) = setup();
+        block_on(async {
+            let mut up = s.open_write("/g", WriteMode::Create).await.unwrap();
+            up.write_all(b"x").await.unwrap();
+            drop(up);
+            for _ in 0..200 {
+                if root_names(&dir).is_empty() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            panic!("temp file left: {:?}", root_names(&dir));
+        });
+    }
+
+    #[test]
+    fn create_replaces_and_keeps_mode() {
+        let (dir, s) = setup();
+        block_on(async {
+            write_all(&s, "/f", WriteMode::Create, b"one").await;
+            s.set_mode("/f", 0o640).await.unwrap();
+            write_all(&s, "/f", WriteMode::Create, b"two!").await;
+            assert_eq!(read_all(&s, "/f", 0).await.0, b"two!");
+            assert_eq!(s.metadata("/f").await.unwrap().mode, Some(0o640));
+            assert_eq!(root_names(&dir), vec!["f".to_owned()]);
+        });
+    }
+
+    #[test]
+    fn append_and_resume_write_in_place() {
+        let (_dir, s) = setup();
+        block_on(async {
+            write_all(&s, "/f", WriteMode::Append, b"abc").await;
+            write_all(&s, "/f", WriteMode::Append, b"def").await;
+            assert_eq!(read_all(&s, "/f", 0).await.0, b"abcdef");
+            write_all(&s, "/f", WriteMode::Resume(4), b"XYZW").await;
+            assert_eq!(read_all(&s, "/f", 0).await.0, b"abcdXYZW");
+            // An aborted append keeps what arrived.
+            let mut up = s.open_write("/f", WriteMode::Append).await.unwrap();
+            up.write_all(b"!!").await.unwrap();
+            up.abort().await;
+            assert_eq!(read_all(&s, "/f", 0).await.0, b"abcdXYZW!!");
+            let err = s
+                .open_write("/missing", WriteMode::Resume(3))
+                .await
+                .err()
+                .unwrap();
+            assert_eq!(err.kind(), StorageErrorKind::NotFound);
+        });
+    }
+
+    #[test]
+    fn directories_and_listing() {
+        let (_dir, s) = setup();
+        block_on(async {
+            s.mkdir("/d").await.unwrap();
+            assert_eq!(
+                s.mkdir("/d").await.unwrap_err().kind(),
+                StorageErrorKind::AlreadyExists
+            );
+            assert_eq!(
+                s.mkdir("/x/y").await.unwrap_err().kind(),
+                StorageErrorKind::NotFound
+            );
+            write_all(&s, "/d/f", WriteMode::Create, b"12345").await;
+            let mut list = s.list("/d").await.unwrap();
+            assert_eq!(list.len(), 1);
+            let entry = list.remove(0);
+            assert_eq!((entry.name.as_str(), entry.metadata.size), ("f", 5));
+            assert_eq!(entry.metadata.kind, FileKind::File);
+            let root = s.list("/").await.unwrap();
+            assert_eq!(root.len(), 1);
+            assert_eq!(root[0].metadata.kind, FileKind::Directory);
+            assert_eq!(
+                s.rmdir("/d").await.unwrap_err().kind(),
+                StorageErrorKind::Other
+            );
+            assert_eq!(
+                s.delete("/d").await.unwrap_err().kind(),
+                StorageErrorKind::IsADirectory
+            );
+            assert_eq!(
+                s.open_read("/d", 0).await.err().unwrap().kind(),
+                StorageErrorKind::IsADirectory
+            );
+            assert_eq!(
+                s.open_write("/d", WriteMode::Create)
+                    .await
+                    .err()
+                    .unwrap()
+                    .kind(),
+                StorageErrorKind::IsADirectory
+            );
+            s.rename("/d/f", "/g").await.unwrap();
+            s.delete("/g").await.unwrap();
+            s.rmdir("/d").await.unwrap();
+            assert!(s.list("/").await.unwrap().is_empty());
+            assert_eq!(
+                s.metadata("/g").await.unwrap_err().kind(),
+                StorageErrorKind::NotFound
+            );
+        });
+    }
+
+    #[test]
+    fn set_modified_and_mode() {
+        let (_dir, s) = setup();
+        block_on(async {
+            write_all(&s, "/f", WriteMode::Create, b"x").await;
+            let when = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+            s.set_modified("/f", when).await.unwrap();
+            assert_eq!(s.metadata("/f").await.unwrap().modified, Some(when));
+            // setuid and sticky bits from a client are dropped.
+            s.set_mode("/f", 0o4755).await.unwrap();
+            assert_eq!(s.metadata("/f").await.unwrap().mode, Some(0o755));
+        });
+    }
+
+    #[test]
+    fn escapes_are_refused() {
+        let (dir, s) = setup();
+        std::fs::write(dir.path().join("secret"), b"outside").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret"), dir.path().join("root/abs-link"))
+            .unwrap();
+        std::os::unix::fs::symlink("../secret", dir.path().join("root/rel-link")).unwrap();
+        std::os::unix::fs::symlink("..", dir.path().join("root/up")).unwrap();
+        block_on(async {
+            for path in ["/../secret", "/a/../../secret", "/sec\0ret", "/..\\secret"] {
+                let err = s.open_read(path, 0).await.err().unwrap();
+                assert_eq!(err.kind(), StorageErrorKind::InvalidName, "{path:?}");
+            }
+            for path in ["/abs-link", "/rel-link", "/up/secret"] {
+                let err = s.open_read(path, 0).await.err().unwrap();
+                assert_eq!(
+                    err.kind(),
+                    StorageErrorKind::PermissionDenied,
+                    "{path:?}: {err}"
+                );
+                let err = s.open_write(path, WriteMode::Create).await.err().unwrap();
+                assert_ne!(err.kind(), StorageErrorKind::NotFound, "{path:?}");
+            }
+            let err = s
+                .open_write("/up/secret", WriteMode::Append)
+                .await
+                .err()
+                .unwrap();
+            assert_eq!(err.kind(), StorageErrorKind::PermissionDenied);
+            // An absolute-looking virtual path is still relative to the root.
+            assert_eq!(
+                s.open_read(&format!("/{}", dir.path().join("secret").display()), 0)
+                    .await
+                    .err()
+                    .unwrap()
+                    .kind(),
+                StorageErrorKind::NotFound
+            );
+            // Listing shows the escaping links as symlinks without following them.
+            let list = s.list("/").await.unwrap();
+            assert!(list.iter().all(|e| e.metadata.kind == FileKind::Symlink));
+        });
+        assert_eq!(
+            std::fs::read(dir.path().join("secret")).unwrap(),
+            b"outside"
+        );
+    }
+
+    #[test]
+    fn subdir_is_confined() {
+        let (dir, s) = setup();
+        block_on(async {
+            s.mkdir("/home").await.unwrap();
+            write_all(&s, "/top", WriteMode::Create, b"t").await;
+            let home = s.open_subdir("/home").await.unwrap();
+            write_all(&home, "/inside", WriteMode::Create, b"i").await;
+            assert!(dir.path().join("root/home/inside").exists());
+            assert_eq!(
+                home.metadata("/top").await.unwrap_err().kind(),
+                StorageErrorKind::NotFound
+            );
+            assert_eq!(
+                home.open_read("/../top", 0).await.err().unwrap().kind(),
+                StorageErrorKind::InvalidName
+            );
+        });
+    }
+
+    #[test]
+    fn cleanup_removes_only_old_temp_files() {
+        let (dir, s) = setup();
+        let root = dir.path().join("root");
+        std::fs::create_dir(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/.ftps-upload.0123456789abcdef.tmp"), b"x").unwrap();
+        std::fs::write(root.join(".ftps-upload.fedcba9876543210.tmp"), b"x").unwrap();
+        std::fs::write(root.join("keep.tmp"), b"x").unwrap();
+        block_on(async {
+            // Files modified after the cut-off are uploads of this process: kept.
+            let past = SystemTime::now() - std::time::Duration::from_secs(3600);
+            assert_eq!(s.cleanup_temp_files(past).await.unwrap(), 0);
+            let future = SystemTime::now() + std::time::Duration::from_secs(3600);
+            assert_eq!(s.cleanup_temp_files(future).await.unwrap(), 2);
+        });
+        assert_eq!(
+            root_names(&dir),
+            vec!["keep.tmp".to_owned(), "sub".to_owned()]
+        );
+        assert_eq!(std::fs::read_dir(root.join("sub")).unwrap().count(), 0);
+    }
+}
