@@ -4,6 +4,8 @@
 //! `DESIGN.md` for the drive-loop contract every frontend keeps.
 
 pub mod codec;
+pub mod path;
+pub mod server;
 mod tls;
 
 pub use tls::TlsInfo;
