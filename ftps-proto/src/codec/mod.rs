@@ -5,6 +5,7 @@ mod features;
 mod framing;
 mod listing;
 mod reply;
+mod site;
 mod time;
 
 pub use command::*;
@@ -12,4 +13,5 @@ pub use features::*;
 pub use framing::*;
 pub use listing::*;
 pub use reply::*;
+pub use site::*;
 pub use time::*;
