@@ -98,7 +98,7 @@ impl Entry {
                 true
             }
             "size" | "sizd" => set(&mut self.size, parse_decimal(value)),
-            "modify" => set(&mut self.modified, parse_time_val(value)),
+            "modify" => set(&mut self.modified, Timeval::parse(value)),
             "perm" => set(&mut self.perm, Some(value.to_string())),
             "unique" => set(&mut self.unique, Some(value.to_string())),
             "unix.mode" => set(&mut self.unix_mode, parse_octal(value)),
@@ -231,7 +231,7 @@ pub fn format_fact_line(entry: &Entry) -> String {
         );
     }
     if let Some(modified) = &entry.modified {
-        fact("modify", &format_time_val(modified));
+        fact("modify", &modified.to_string());
     }
     if let Some(perm) = &entry.perm {
         fact("perm", perm);
@@ -707,95 +707,7 @@ fn days_from_civil(year: i64, month: u8, day: u8) -> i64 {
     era * 146_097 + day_of_era - 719_468
 }
 
-fn is_leap_year(year: u16) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
-}
-
-fn days_in_month(year: u16, month: u8) -> u8 {
-    match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if is_leap_year(year) => 29,
-        2 => 28,
-        _ => 0,
-    }
-}
-
 /// A whole-minute time, when the date exists.
 fn make_timeval(year: u16, month: u8, day: u8, hour: u8, minute: u8) -> Option<Timeval> {
-    let time = Timeval {
-        year,
-        month,
-        day,
-        hour,
-        minute,
-        second: 0,
-        millisecond: None,
-    };
-    time_val_is_valid(&time).then_some(time)
-}
-
-fn time_val_is_valid(t: &Timeval) -> bool {
-    t.year <= 9999
-        && (1..=12).contains(&t.month)
-        && t.day >= 1
-        && t.day <= days_in_month(t.year, t.month)
-        && t.hour < 24
-        && t.minute < 60
-        && t.second <= 60
-        && t.millisecond.is_none_or(|ms| ms < 1000)
-}
-
-// The RFC 3659 `time-val` helpers below stand in until `time.rs` gains its own parser and formatter.
-
-/// Parses an RFC 3659 section 2.3 `time-val`: `YYYYMMDDHHMMSS[.sss]`, UTC. A fraction of any length is read to
-/// the millisecond.
-pub(crate) fn parse_time_val(text: &str) -> Option<Timeval> {
-    let (whole, fraction) = match text.split_once('.') {
-        Some((whole, fraction)) => (whole, Some(fraction)),
-        None => (text, None),
-    };
-    if whole.len() != 14 || !whole.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let field = |range: std::ops::Range<usize>| {
-        whole
-            .get(range)
-            .and_then(|digits| digits.parse::<u16>().ok())
-    };
-    let small = |range| field(range).and_then(|v| u8::try_from(v).ok());
-    let millisecond = match fraction {
-        None => None,
-        Some(f) if !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()) => {
-            let ms = f
-                .bytes()
-                .chain(std::iter::repeat(b'0'))
-                .take(3)
-                .fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0'));
-            Some(ms)
-        }
-        Some(_) => return None,
-    };
-    let time = Timeval {
-        year: field(0..4)?,
-        month: small(4..6)?,
-        day: small(6..8)?,
-        hour: small(8..10)?,
-        minute: small(10..12)?,
-        second: small(12..14)?,
-        millisecond,
-    };
-    time_val_is_valid(&time).then_some(time)
-}
-
-/// Formats an RFC 3659 `time-val`, with three fraction digits when milliseconds are present.
-pub(crate) fn format_time_val(t: &Timeval) -> String {
-    let mut out = format!(
-        "{:04}{:02}{:02}{:02}{:02}{:02}",
-        t.year, t.month, t.day, t.hour, t.minute, t.second
-    );
-    if let Some(ms) = t.millisecond {
-        let _ = write!(out, ".{ms:03}");
-    }
-    out
+    Timeval::new(year, month, day, hour, minute, 0, None)
 }

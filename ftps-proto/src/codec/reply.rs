@@ -8,7 +8,6 @@ use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use super::features::Features;
-use super::listing::{format_time_val, parse_time_val};
 use super::time::Timeval;
 
 /// A three-digit reply code, 100..=599.
@@ -662,7 +661,7 @@ impl Reply {
 
     /// `213 YYYYMMDDHHMMSS[.sss]`, the reply to `MDTM` (RFC 3659 section 3.2: the text is exactly the time).
     pub fn modification_time(time: Timeval) -> Self {
-        Self::new(ReplyCode::FILE_STATUS, format_time_val(&time))
+        Self::new(ReplyCode::FILE_STATUS, time.to_string())
     }
 
     /// The time in a 213 reply to `MDTM`. Surrounding whitespace is tolerated.
@@ -670,7 +669,7 @@ impl Reply {
         if self.code != ReplyCode::FILE_STATUS {
             return None;
         }
-        parse_time_val(self.text().trim())
+        Timeval::parse(self.text().trim())
     }
 }
 
