@@ -399,7 +399,10 @@ impl ReplyParser {
         while let Some(rest) = input.get(consumed..).filter(|rest| !rest.is_empty()) {
             let Some(lf) = rest.iter().position(|&b| b == b'\n') else {
                 consumed += rest.len();
-                if self.line.len().saturating_add(rest.len()) > max_raw_line {
+                let buffered = self.line.len().saturating_add(rest.len());
+                // Past the limit only by a CR that may yet turn out to end the line.
+                let only_cr_over = buffered == max_raw_line && rest.last() == Some(&b'\r');
+                if buffered > self.limits.max_line_len && !only_cr_over {
                     return self.fail(consumed, ReplyError::LineTooLong);
                 }
                 self.line.extend_from_slice(rest);
@@ -743,4 +746,605 @@ fn scan_epsv_port(text: &str) -> Option<u16> {
         let port: u16 = std::str::from_utf8(rest.get(..len)?).ok()?.parse().ok()?;
         (port != 0).then_some(port)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Feature;
+    use proptest::prelude::*;
+
+    fn code(n: u16) -> ReplyCode {
+        ReplyCode::new(n).unwrap()
+    }
+
+    fn lines(texts: &[&str]) -> Vec<String> {
+        texts.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Feeds `chunks` in order, collecting every reply or error, and checks each call's consumption.
+    fn decode_chunks<'a>(
+        parser: &mut ReplyParser,
+        chunks: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Vec<Result<Reply, ReplyError>> {
+        let mut out = Vec::new();
+        for chunk in chunks {
+            let mut rest = chunk;
+            loop {
+                let (consumed, result) = parser.decode(rest);
+                assert!(consumed <= rest.len());
+                rest = &rest[consumed..];
+                match result {
+                    Some(Err(e)) => {
+                        out.push(Err(e));
+                        return out;
+                    }
+                    Some(Ok(reply)) => out.push(Ok(reply)),
+                    None => {
+                        assert!(rest.is_empty(), "no reply yet but input left");
+                        break;
+                    }
+                }
+                if rest.is_empty() {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    fn decode_whole(bytes: &[u8]) -> Vec<Result<Reply, ReplyError>> {
+        decode_chunks(&mut ReplyParser::new(), [bytes])
+    }
+
+    fn parse_one(text: &str) -> Reply {
+        let mut results = decode_whole(text.as_bytes());
+        assert_eq!(results.len(), 1, "{results:?}");
+        results.remove(0).unwrap()
+    }
+
+    #[test]
+    fn encodes_single_and_multi_line_replies() {
+        assert_eq!(
+            Reply::new(ReplyCode::COMMAND_OK, "OK").to_bytes(),
+            b"200 OK\r\n"
+        );
+        assert_eq!(
+            Reply::new(ReplyCode::CLOSING_DATA_CONNECTION, "").to_bytes(),
+            b"226 \r\n"
+        );
+        let reply = Reply::multiline(
+            ReplyCode::SYSTEM_STATUS,
+            lines(&["Features:", " UTF8", "211 not the end", "123", "End"]),
+        );
+        assert_eq!(
+            reply.to_bytes(),
+            b"211-Features:\r\n UTF8\r\n 211 not the end\r\n 123\r\n211 End\r\n"
+        );
+        assert_eq!(
+            reply.to_string(),
+            "211-Features:\n UTF8\n 211 not the end\n 123\n211 End"
+        );
+        assert_eq!(
+            Reply::multiline(ReplyCode::COMMAND_OK, vec![]).lines,
+            vec![String::new()]
+        );
+        assert_eq!(ReplyCode::COMMAND_OK.to_string(), "200");
+    }
+
+    #[test]
+    fn encode_splits_texts_at_line_breaks() {
+        let reply = Reply::new(ReplyCode::SERVICE_READY, "Welcome\r\nto\nthe\rserver\n");
+        assert_eq!(
+            reply.to_bytes(),
+            b"220-Welcome\r\nto\r\nthe\r\n220 server\r\n"
+        );
+        let reply = Reply::multiline(ReplyCode::HELP_MESSAGE, lines(&["a\n214 b", "c"]));
+        assert_eq!(reply.to_bytes(), b"214-a\r\n 214 b\r\n214 c\r\n");
+    }
+
+    #[test]
+    fn parses_single_and_multi_line_replies() {
+        assert_eq!(
+            parse_one("220 Welcome\r\n"),
+            Reply::new(code(220), "Welcome")
+        );
+        assert_eq!(parse_one("226\r\n"), Reply::new(code(226), ""));
+        assert_eq!(parse_one("226 \n"), Reply::new(code(226), ""));
+        assert_eq!(parse_one("230 ok  \r\n"), Reply::new(code(230), "ok  "));
+        let text = "211-Features:\n EPRT\n211-still going\n230 other code\n150-dash\n  spaces\n2111 x\n211\n";
+        assert_eq!(
+            parse_one(text),
+            Reply::multiline(
+                code(211),
+                lines(&[
+                    "Features:",
+                    " EPRT",
+                    "211-still going",
+                    "230 other code",
+                    "150-dash",
+                    "  spaces",
+                    "2111 x",
+                    ""
+                ])
+            )
+        );
+    }
+
+    #[test]
+    fn lossy_decodes_invalid_utf8_and_stray_cr() {
+        let results = decode_whole(b"550 bad \xff name\r\r\n");
+        assert_eq!(
+            results,
+            vec![Ok(Reply::new(code(550), "bad \u{fffd} name "))]
+        );
+    }
+
+    #[test]
+    fn stops_after_each_reply_leaving_the_rest() {
+        let mut parser = ReplyParser::new();
+        let input = b"234 AUTH TLS OK.\r\n\x16\x03\x01\x00";
+        let (consumed, reply) = parser.decode(input);
+        assert_eq!(consumed, 18);
+        assert_eq!(
+            reply,
+            Some(Ok(Reply::new(ReplyCode::AUTH_OK, "AUTH TLS OK.")))
+        );
+        assert_eq!(parser.buffered_len(), 0);
+
+        let mut parser = ReplyParser::new();
+        let (consumed, reply) = parser.decode(b"150 go\r\n226 done\r\n");
+        assert_eq!(
+            (consumed, reply),
+            (8, Some(Ok(Reply::new(code(150), "go"))))
+        );
+    }
+
+    #[test]
+    fn buffered_len_counts_unfinished_reply() {
+        let mut parser = ReplyParser::new();
+        assert_eq!(parser.decode(b"211-a\r\n b\r\n21"), (13, None));
+        assert_eq!(parser.buffered_len(), 13);
+        assert_eq!(parser.decode(b"1 end\r\n").0, 7);
+        assert_eq!(parser.buffered_len(), 0);
+    }
+
+    #[test]
+    fn malformed_first_lines_are_errors() {
+        for line in [
+            "abc\r\n",
+            "099 low\r\n",
+            "600 high\r\n",
+            "2200 x\r\n",
+            "22\r\n",
+            "\r\n",
+            " 220 x\r\n",
+            "220x\r\n",
+        ] {
+            let results = decode_whole(line.as_bytes());
+            assert!(
+                matches!(results.as_slice(), [Err(ReplyError::Malformed { .. })]),
+                "{line:?}: {results:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_are_sticky() {
+        let mut parser = ReplyParser::new();
+        let (consumed, result) = parser.decode(b"xyz\r\n200 ok\r\n");
+        assert_eq!(consumed, 5);
+        assert_eq!(
+            result,
+            Some(Err(ReplyError::Malformed { line: "xyz".into() }))
+        );
+        assert_eq!(
+            parser.decode(b"200 ok\r\n"),
+            (0, Some(Err(ReplyError::Malformed { line: "xyz".into() })))
+        );
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let mut limits = ReplyLimits::default();
+        limits.max_line_len = 10;
+        limits.max_lines = 3;
+        limits.max_reply_len = 40;
+        // A line of exactly the limit is fine, CR aside; one more byte is not, even before its end arrives.
+        let mut parser = ReplyParser::with_limits(limits);
+        assert_eq!(
+            decode_chunks(&mut parser, [&b"200 456789\r\n"[..]]),
+            vec![Ok(Reply::new(code(200), "456789"))]
+        );
+        let mut parser = ReplyParser::with_limits(limits);
+        assert_eq!(
+            decode_chunks(&mut parser, [&b"200 4567890"[..]]),
+            vec![Err(ReplyError::LineTooLong)]
+        );
+        let mut parser = ReplyParser::with_limits(limits);
+        assert_eq!(
+            decode_chunks(&mut parser, [&b"200 4567890\n"[..]]),
+            vec![Err(ReplyError::LineTooLong)]
+        );
+        // Three lines are fine; a fourth is not.
+        let mut parser = ReplyParser::with_limits(limits);
+        assert_eq!(
+            decode_chunks(&mut parser, [&b"211-a\r\nb\r\n211 c\r\n"[..]]).len(),
+            1
+        );
+        let mut parser = ReplyParser::with_limits(limits);
+        assert_eq!(
+            decode_chunks(&mut parser, [&b"211-a\r\nb\r\nc\r\n211 d\r\n"[..]]),
+            vec![Err(ReplyError::TooManyLines)]
+        );
+        // Total size.
+        limits.max_lines = 100;
+        let mut parser = ReplyParser::with_limits(limits);
+        let long = b"211-aaaaaa\r\nbbbbbbbbbb\r\ncccccccccc\r\n211 d\r\n";
+        assert_eq!(
+            decode_chunks(&mut parser, [&long[..]]),
+            vec![Err(ReplyError::ReplyTooLong)]
+        );
+    }
+
+    #[test]
+    fn pasv_replies_from_real_servers() {
+        let addr = |a: [u8; 4], port: u16| Some(SocketAddrV4::new(Ipv4Addr::from(a), port));
+        let cases = [
+            // vsftpd
+            (
+                "227 Entering Passive Mode (127,0,0,1,156,64).\r\n",
+                addr([127, 0, 0, 1], 156 * 256 + 64),
+            ),
+            // ProFTPD
+            (
+                "227 Entering Passive Mode (192,168,1,10,117,48).\r\n",
+                addr([192, 168, 1, 10], 117 * 256 + 48),
+            ),
+            // Pure-FTPd
+            (
+                "227 Entering Passive Mode (127,0,0,1,117,50)\r\n",
+                addr([127, 0, 0, 1], 117 * 256 + 50),
+            ),
+            // FileZilla Server
+            (
+                "227 Entering Passive Mode (127,0,0,1,195,80)\r\n",
+                addr([127, 0, 0, 1], 195 * 256 + 80),
+            ),
+            // IIS
+            (
+                "227 Entering Passive Mode (10,0,0,5,195,149).\r\n",
+                addr([10, 0, 0, 5], 195 * 256 + 149),
+            ),
+            ("227 =127,0,0,1,4,1\r\n", addr([127, 0, 0, 1], 1025)),
+            (
+                "227 Entering Passive Mode 127,0,0,1,4,1\r\n",
+                addr([127, 0, 0, 1], 1025),
+            ),
+            (
+                "227 Entering Passive Mode ( 127, 0, 0, 1, 4, 1 )\r\n",
+                addr([127, 0, 0, 1], 1025),
+            ),
+            ("227 Mode 3 (127,0,0,1,4,1)\r\n", addr([127, 0, 0, 1], 1025)),
+            (
+                "227 x (1234,0,0,1,4,1) (1,2,3,4,5,6)\r\n",
+                addr([1, 2, 3, 4], 5 * 256 + 6),
+            ),
+            ("227 Entering Passive Mode (127,0,0,256,4,1)\r\n", None),
+            ("227 Entering Passive Mode (127,0,0,1,4)\r\n", None),
+            ("200 Entering Passive Mode (127,0,0,1,4,1)\r\n", None),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(parse_one(line).parse_pasv(), expected, "{line}");
+        }
+        let reply = Reply::pasv(SocketAddrV4::new(Ipv4Addr::new(10, 1, 2, 3), 50_000));
+        assert_eq!(
+            reply.to_bytes(),
+            b"227 Entering Passive Mode (10,1,2,3,195,80).\r\n"
+        );
+    }
+
+    #[test]
+    fn epsv_replies() {
+        let cases = [
+            (
+                "229 Entering Extended Passive Mode (|||6446|)\r\n",
+                Some(6446),
+            ),
+            (
+                "229 Entering Extended Passive Mode (!!!6446!)\r\n",
+                Some(6446),
+            ),
+            ("229 Extended Passive mode OK (|||50000|)\r\n", Some(50000)),
+            ("229 |||21|\r\n", Some(21)),
+            ("229 Entering Extended Passive Mode (|||0|)\r\n", None),
+            ("229 Entering Extended Passive Mode (|||70000|)\r\n", None),
+            ("229 Entering Extended Passive Mode (||6446|)\r\n", None),
+            ("227 Entering Extended Passive Mode (|||6446|)\r\n", None),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(parse_one(line).parse_epsv(), expected, "{line}");
+        }
+        assert_eq!(
+            Reply::epsv(6446).to_bytes(),
+            b"229 Entering Extended Passive Mode (|||6446|)\r\n"
+        );
+    }
+
+    #[test]
+    fn pathname_replies() {
+        let reply = parse_one("257 \"/home/user\" is the current directory\r\n");
+        assert_eq!(reply.parse_pathname().as_deref(), Some("/home/user"));
+        let reply = parse_one("257 \"/a \"\"quoted\"\" dir\" created\r\n");
+        assert_eq!(reply.parse_pathname().as_deref(), Some("/a \"quoted\" dir"));
+        assert_eq!(
+            parse_one("257 \"\"\r\n").parse_pathname().as_deref(),
+            Some("")
+        );
+        assert_eq!(parse_one("257 \"/unterminated\r\n").parse_pathname(), None);
+        assert_eq!(parse_one("257 no quotes\r\n").parse_pathname(), None);
+        let reply = Reply::pathname("/say \"hi\"", "created");
+        assert_eq!(reply.to_bytes(), b"257 \"/say \"\"hi\"\"\" created\r\n");
+        assert_eq!(Reply::pathname("/", "").to_bytes(), b"257 \"/\"\r\n");
+    }
+
+    #[test]
+    fn size_and_mdtm_replies() {
+        assert_eq!(
+            parse_one("213 123456789012\r\n").parse_file_size(),
+            Some(123_456_789_012)
+        );
+        assert_eq!(parse_one("213 12 \r\n").parse_file_size(), Some(12));
+        assert_eq!(parse_one("213 -1\r\n").parse_file_size(), None);
+        assert_eq!(
+            parse_one("213 18446744073709551616\r\n").parse_file_size(),
+            None
+        );
+        assert_eq!(parse_one("550 12\r\n").parse_file_size(), None);
+        assert_eq!(Reply::file_size(42).to_bytes(), b"213 42\r\n");
+
+        let time = Timeval::new(2020, 2, 29, 23, 59, 60, Some(5)).unwrap();
+        assert_eq!(
+            Reply::modification_time(time).to_bytes(),
+            b"213 20200229235960.005\r\n"
+        );
+        assert_eq!(
+            parse_one("213 20200229235960.005\r\n").parse_modification_time(),
+            Some(time)
+        );
+        let time = Timeval::new(2021, 1, 2, 3, 4, 5, None).unwrap();
+        assert_eq!(
+            parse_one("213 20210102030405\r\n").parse_modification_time(),
+            Some(time)
+        );
+        assert_eq!(
+            parse_one("213 20210230030405\r\n").parse_modification_time(),
+            None
+        );
+        assert_eq!(
+            parse_one("213 2021010203040\r\n").parse_modification_time(),
+            None
+        );
+    }
+
+    const VSFTPD_FEAT: &str =
+        "211-Features:\r\n AUTH SSL\r\n AUTH TLS\r\n EPRT\r\n EPSV\r\n MDTM\r\n PASV\r\n \
+        PBSZ\r\n PROT\r\n REST STREAM\r\n SIZE\r\n TVFS\r\n UTF8\r\n211 End\r\n";
+    const PROFTPD_FEAT: &str = "211-Features:\r\n AUTH TLS\r\n CCC\r\n CLNT\r\n EPRT\r\n EPSV\r\n HOST\r\n \
+        LANG en-US.UTF-8*;en-US\r\n MDTM\r\n MFF modify;UNIX.group;UNIX.mode;\r\n MFMT\r\n \
+        MLST modify*;perm*;size*;type*;unique*;UNIX.group*;UNIX.groupname*;UNIX.mode*;UNIX.owner*;UNIX.ownername*;\r\n \
+        PBSZ\r\n PROT\r\n REST STREAM\r\n SIZE\r\n SSCN\r\n TVFS\r\n211 End\r\n";
+    const PUREFTPD_FEAT: &str = "211-Extensions supported:\r\n UTF8\r\n EPRT\r\n IDLE\r\n MDTM\r\n SIZE\r\n \
+        MFMT\r\n REST STREAM\r\n MLST type*;size*;sizd*;modify*;UNIX.mode*;UNIX.uid*;UNIX.gid*;unique*;\r\n MLSD\r\n \
+        PERM\r\n AUTH TLS\r\n PBSZ\r\n PROT\r\n TVFS\r\n ESTA\r\n PASV\r\n EPSV\r\n ESTP\r\n211 End.\r\n";
+
+    #[test]
+    fn feat_replies_from_real_servers() {
+        let vsftpd = parse_one(VSFTPD_FEAT).parse_feat().unwrap();
+        assert_eq!(vsftpd.len(), 12);
+        assert_eq!(vsftpd.params("AUTH"), Some("SSL"));
+        assert_eq!(
+            vsftpd.params_all("auth").collect::<Vec<_>>(),
+            vec!["SSL", "TLS"]
+        );
+        assert!(vsftpd.has_auth("tls"));
+        assert!(vsftpd.has("UTF8") && vsftpd.has("rest") && !vsftpd.has("MLST"));
+        assert_eq!(vsftpd.params("REST"), Some("STREAM"));
+        assert_eq!(vsftpd.params("SIZE"), None);
+
+        let proftpd = parse_one(PROFTPD_FEAT).parse_feat().unwrap();
+        assert_eq!(proftpd.len(), 17);
+        assert_eq!(proftpd.params("LANG"), Some("en-US.UTF-8*;en-US"));
+        assert!(proftpd.has("SSCN") && proftpd.has_auth("TLS") && !proftpd.has_auth("SSL"));
+        let facts: Vec<_> = proftpd.mlst_facts().collect();
+        assert_eq!(facts.len(), 10);
+        assert_eq!(facts[0], ("modify", true));
+        assert_eq!(facts[9], ("UNIX.ownername", true));
+
+        let pure = parse_one(PUREFTPD_FEAT).parse_feat().unwrap();
+        assert_eq!(pure.len(), 18);
+        assert_eq!(
+            pure.iter().next().unwrap(),
+            &Feature {
+                name: "UTF8".into(),
+                params: None
+            }
+        );
+        assert_eq!(
+            pure.params("mlst"),
+            Some("type*;size*;sizd*;modify*;UNIX.mode*;UNIX.uid*;UNIX.gid*;unique*;")
+        );
+        assert_eq!(
+            pure.mlst_facts().take(2).collect::<Vec<_>>(),
+            vec![("type", true), ("size", true)]
+        );
+
+        assert_eq!(
+            parse_one("211 No features\r\n").parse_feat(),
+            Some(Features::new())
+        );
+        assert_eq!(parse_one("500 FEAT?\r\n").parse_feat(), None);
+        // Lower-case names and a repeated `211-` prefix are tolerated.
+        let odd = parse_one("211-Features\r\n211-mdtm\r\n\r\n size \r\n211 End\r\n")
+            .parse_feat()
+            .unwrap();
+        assert_eq!(
+            odd.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
+            vec!["MDTM", "SIZE"]
+        );
+    }
+
+    #[test]
+    fn feat_formats_per_rfc2389() {
+        let mut features = Features::new();
+        features.push("mlst", Some("type*;size*;modify*;"));
+        features.push("AUTH", Some("TLS"));
+        features.push("UTF8", None);
+        features.push("REST", Some("  "));
+        assert_eq!(
+            Reply::feat(&features).to_bytes(),
+            b"211-Extensions supported:\r\n MLST type*;size*;modify*;\r\n AUTH TLS\r\n UTF8\r\n REST\r\n211 End\r\n"
+        );
+        assert_eq!(
+            Reply::feat(&Features::new()).to_bytes(),
+            b"211 No features\r\n"
+        );
+    }
+
+    fn arb_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[ -~]{0,30}",
+            "[0-9]{3}[ -]?[a-z ]{0,5}",
+            "[0-9 \\-a-zé\u{fffd}]{0,12}",
+        ]
+    }
+
+    fn arb_reply() -> impl Strategy<Value = Reply> {
+        (100u16..=599, prop::collection::vec(arb_text(), 1..6))
+            .prop_map(|(n, lines)| Reply::multiline(code(n), lines))
+    }
+
+    /// What the parser gives back for `reply`: continuation lines the encoder escaped keep their leading space.
+    fn normalised(reply: &Reply) -> Reply {
+        let last = reply.lines.len() - 1;
+        let lines = reply
+            .lines
+            .iter()
+            .enumerate()
+            .map(|(i, line)| {
+                if i > 0 && i < last && continuation_needs_escape(line) {
+                    format!(" {line}")
+                } else {
+                    line.clone()
+                }
+            })
+            .collect();
+        Reply {
+            code: reply.code,
+            lines,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn encode_then_parse_is_identity_after_escaping(replies in prop::collection::vec(arb_reply(), 1..5)) {
+            let mut wire = Vec::new();
+            for reply in &replies {
+                reply.encode(&mut wire);
+            }
+            let expected: Vec<_> = replies.iter().map(|r| Ok(normalised(r))).collect();
+            prop_assert_eq!(decode_whole(&wire), expected);
+        }
+
+        #[test]
+        fn chunking_does_not_change_replies(
+            replies in prop::collection::vec(arb_reply(), 1..5),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+            bare_lf in any::<bool>(),
+        ) {
+            let mut wire = Vec::new();
+            for reply in &replies {
+                reply.encode(&mut wire);
+            }
+            if bare_lf {
+                wire.retain(|&b| b != b'\r');
+            }
+            let whole = decode_whole(&wire);
+            prop_assert_eq!(whole.len(), replies.len());
+            let bytewise = decode_chunks(&mut ReplyParser::new(), wire.chunks(1));
+            prop_assert_eq!(&bytewise, &whole);
+            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(wire.len() + 1)).collect();
+            points.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut start = 0;
+            for p in points.into_iter().chain([wire.len()]) {
+                chunks.push(&wire[start..p]);
+                start = p;
+            }
+            let split = decode_chunks(&mut ReplyParser::new(), chunks);
+            prop_assert_eq!(&split, &whole);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300), small in any::<bool>()) {
+            let mut limits = ReplyLimits::default();
+            if small {
+                limits.max_line_len = 8;
+                limits.max_lines = 3;
+                limits.max_reply_len = 30;
+            }
+            let mut parser = ReplyParser::with_limits(limits);
+            for result in decode_chunks(&mut parser, bytes.chunks(7)) {
+                if let Ok(reply) = result {
+                    prop_assert!(!reply.lines.is_empty());
+                    prop_assert!(reply.lines.iter().all(|l| !l.contains(['\r', '\n'])));
+                    let _ = (reply.parse_pasv(), reply.parse_epsv(), reply.parse_pathname(), reply.parse_feat());
+                    let _ = (reply.parse_file_size(), reply.parse_modification_time());
+                }
+            }
+        }
+
+        #[test]
+        fn structured_parsers_never_panic_on_any_text(n in 100u16..=599, text in "\\PC{0,40}") {
+            for c in [n, 211, 213, 227, 229, 257] {
+                let reply = Reply::multiline(code(c), vec![text.clone(), text.clone(), text.clone()]);
+                let _ = (reply.parse_pasv(), reply.parse_epsv(), reply.parse_pathname(), reply.parse_feat());
+                let _ = (reply.parse_file_size(), reply.parse_modification_time());
+            }
+        }
+
+        #[test]
+        fn structured_round_trips(
+            ip in any::<[u8; 4]>(), port in any::<u16>(), epsv_port in 1u16.., size in any::<u64>(),
+            path in "[^\r\n]{0,30}", comment in "[ -~]{0,20}",
+        ) {
+            let addr = SocketAddrV4::new(Ipv4Addr::from(ip), port);
+            prop_assert_eq!(parse_one(&String::from_utf8(Reply::pasv(addr).to_bytes()).unwrap()).parse_pasv(), Some(addr));
+            prop_assert_eq!(Reply::epsv(epsv_port).parse_epsv(), Some(epsv_port));
+            prop_assert_eq!(Reply::file_size(size).parse_file_size(), Some(size));
+            prop_assert_eq!(Reply::pathname(&path, &comment).parse_pathname(), Some(path));
+        }
+
+        #[test]
+        fn mdtm_round_trips(
+            year in 0u16..=9999, month in 1u8..=12, day in 1u8..=28, hour in 0u8..24, minute in 0u8..60,
+            second in 0u8..=60, ms in proptest::option::of(0u16..1000),
+        ) {
+            let time = Timeval::new(year, month, day, hour, minute, second, ms).unwrap();
+            let wire = Reply::modification_time(time).to_bytes();
+            let reply = parse_one(std::str::from_utf8(&wire).unwrap());
+            prop_assert_eq!(reply.parse_modification_time(), Some(time));
+        }
+
+        #[test]
+        fn features_round_trip(entries in prop::collection::vec(("[A-Z][A-Z0-9]{0,6}", proptest::option::of("[!-~][ -~]{0,15}[!-~]")), 0..8)) {
+            let mut features = Features::new();
+            for (name, params) in &entries {
+                features.push(name, params.as_deref());
+            }
+            let wire = Reply::feat(&features).to_bytes();
+            let reply = parse_one(std::str::from_utf8(&wire).unwrap());
+            prop_assert_eq!(reply.parse_feat(), Some(features));
+        }
+    }
 }
