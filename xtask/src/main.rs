@@ -1,1 +1,232 @@
-fn main() {}
+//! Project automation: `cargo xtask <task>`.
+//!
+//! Tasks:
+//! - `setup`: install what the tests need (interop peers via apt-get when running as root; cargo-fuzz).
+//! - `ci`: setup, then fmt, clippy, tests, docs and the fuzz build — the README's test command.
+//! - `fuzz [TARGET] [SECONDS]`: run one fuzz target (or all) for a bounded time (nightly + cargo-fuzz).
+//!
+//! Only std: this crate must build before anything else can.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let task = args.first().map(String::as_str).unwrap_or("help");
+    let rest = args.get(1..).unwrap_or(&[]);
+    let result = match task {
+        "setup" => setup(),
+        "ci" => ci(),
+        "fuzz" => fuzz(rest),
+        _ => {
+            eprintln!("usage: cargo xtask <setup|ci|fuzz [TARGET] [SECONDS]>");
+            return ExitCode::from(if task == "help" { 0 } else { 2 });
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask {task}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Runs a command from the repository root, failing with its description when it fails.
+fn run(what: &str, cmd: &mut Command) -> Result {
+    let started = Instant::now();
+    eprintln!("==> {what}");
+    let status = cmd
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("{what}: cannot start: {e}"))?;
+    eprintln!("    ({what}: {:.1}s)", started.elapsed().as_secs_f64());
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed ({status})"))
+    }
+}
+
+fn cargo() -> Command {
+    Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn have(program: &str) -> bool {
+    succeeds(Command::new("sh").args(["-c", &format!("command -v {program}")]))
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.trim_ascii() == b"0")
+        .unwrap_or(false)
+}
+
+fn nightly_fuzz_available() -> bool {
+    succeeds(cargo().args(["+nightly", "fuzz", "--version"]))
+}
+
+/// Installs the interop peers and tools the tests use, where this machine allows it.
+///
+/// Missing peers are not an error here: the tests report them as skipped, and `FTPS_INTEROP=require` (set by CI)
+/// turns such a skip into a failure.
+fn setup() -> Result {
+    let wanted = [
+        ("curl", "curl"),
+        ("vsftpd", "vsftpd"),
+        ("python3", "python3"),
+    ];
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(program, _)| !have(program) && !Path::new("/usr/sbin").join(program).exists())
+        .map(|(_, package)| *package)
+        .collect();
+    if !missing.is_empty() {
+        if is_root() && have("apt-get") {
+            run(
+                "apt-get update",
+                Command::new("apt-get").args(["-qq", "update"]),
+            )?;
+            run(
+                &format!("apt-get install {}", missing.join(" ")),
+                Command::new("apt-get")
+                    .args(["-qq", "install", "-y", "--no-install-recommends"])
+                    .args(&missing)
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )?;
+        } else {
+            eprintln!("setup: not root or no apt-get; missing peers stay missing: {missing:?}");
+        }
+    }
+    if !nightly_fuzz_available() && succeeds(cargo().args(["+nightly", "--version"])) {
+        // A failed install only downgrades the fuzz step to a `cargo check`.
+        let _ = run(
+            "cargo install cargo-fuzz",
+            cargo().args(["install", "--locked", "cargo-fuzz"]),
+        );
+    }
+    Ok(())
+}
+
+fn ci() -> Result {
+    setup()?;
+    run(
+        "cargo fmt --check",
+        cargo().args(["fmt", "--all", "--check"]),
+    )?;
+    run(
+        "cargo clippy",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    run("cargo test", cargo().args(["test", "--workspace"]))?;
+    run(
+        "cargo doc",
+        cargo()
+            .args(["doc", "--workspace", "--no-deps"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
+    fuzz_build()?;
+    Ok(())
+}
+
+fn fuzz_dir() -> PathBuf {
+    root().join("fuzz")
+}
+
+fn fuzz_build() -> Result {
+    if nightly_fuzz_available() {
+        eprintln!("fuzz: nightly and cargo-fuzz found: building the fuzz targets");
+        run(
+            "cargo +nightly fuzz build",
+            cargo()
+                .args(["+nightly", "fuzz", "build", "--fuzz-dir"])
+                .arg(fuzz_dir()),
+        )
+    } else {
+        eprintln!("fuzz: nightly or cargo-fuzz missing: type-checking the fuzz crate only");
+        run(
+            "cargo check (fuzz)",
+            cargo()
+                .args(["check", "--manifest-path"])
+                .arg(fuzz_dir().join("Cargo.toml")),
+        )
+    }
+}
+
+fn fuzz_targets() -> Result<Vec<String>> {
+    let dir = fuzz_dir().join("fuzz_targets");
+    let mut targets: Vec<String> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            name.strip_suffix(".rs").map(str::to_owned)
+        })
+        .collect();
+    targets.sort();
+    Ok(targets)
+}
+
+fn fuzz(args: &[String]) -> Result {
+    if !nightly_fuzz_available() {
+        return Err(
+            "needs the nightly toolchain and cargo-fuzz (`cargo xtask setup` installs it)".into(),
+        );
+    }
+    let all = fuzz_targets()?;
+    let (targets, seconds) = match args {
+        [] => (all, 60),
+        [one] if one.parse::<u64>().is_ok() => (all, one.parse().unwrap_or(60)),
+        [target] => (vec![target.clone()], 60),
+        [target, secs, ..] => (
+            vec![target.clone()],
+            secs.parse()
+                .map_err(|_| format!("not a number of seconds: {secs}"))?,
+        ),
+    };
+    for target in targets {
+        let corpus = fuzz_dir().join("corpus").join(&target);
+        std::fs::create_dir_all(&corpus).map_err(|e| format!("{}: {e}", corpus.display()))?;
+        run(
+            &format!("fuzz {target} for {seconds}s"),
+            cargo()
+                .args(["+nightly", "fuzz", "run", "--fuzz-dir"])
+                .arg(fuzz_dir())
+                .arg(&target)
+                .arg(&corpus)
+                .args([
+                    "--",
+                    &format!("-max_total_time={seconds}"),
+                    "-print_final_stats=1",
+                ]),
+        )?;
+    }
+    Ok(())
+}

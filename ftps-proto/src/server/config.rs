@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::transfer::ResumptionPolicy;
+use crate::data::ResumptionPolicy;
 
 /// The policy one [`ServerSession`](super::ServerSession) runs under. Cheap to clone (the TLS config is shared).
 ///

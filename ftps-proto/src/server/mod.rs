@@ -69,7 +69,6 @@
 //! checks `PORT`/`EPRT` targets itself before emitting any request.
 
 mod config;
-mod data_placeholder;
 mod listing;
 mod request;
 #[cfg(test)]
@@ -86,7 +85,7 @@ pub use request::{
     Direction, Failure, FileInfo, FileKind, ListFormat, LoginGrant, Outcome, ReqId, Request,
     RequestKind, Source, StorageError, TransferPlan, TransferRecord, WriteMode,
 };
-pub use transfer::{DataChannel, DataReport, ResumptionPolicy};
+pub use crate::data::{DataChannel, DataReport, ResumptionPolicy};
 
 use crate::codec::{
     parse_command, AuthMechanism, Command, EpsvArgument, FileStructure, FormatControl, FrameError,
@@ -1680,7 +1679,7 @@ impl ServerSession {
         } else {
             None
         };
-        let channel = match transfer::build_channel(bound.as_ref(), self.policy.data_resumption) {
+        let channel = match transfer::build_channel(self.now, bound.as_ref(), self.policy.data_resumption) {
             Ok(c) => c,
             Err(_) => {
                 self.fail_transfer_before_run(
@@ -1741,27 +1740,19 @@ impl ServerSession {
             self.prot_private && self.policy.data_resumption == ResumptionPolicy::Required;
         let (code, text, bytes, tls): (ReplyCode, &str, u64, Option<TlsInfo>) = match outcome {
             Outcome::TransferFinished(report) => {
-                if t.aborted {
-                    (
-                        ReplyCode::TRANSFER_ABORTED,
-                        "Transfer aborted",
-                        report.bytes,
-                        report.tls,
-                    )
-                } else if resumption_required && !report.resumed {
-                    let (c, s) = transfer::failure_reply(&Failure::ResumptionRefused);
-                    (c, s, report.bytes, report.tls)
+                let bytes = report.bytes_sent.saturating_add(report.bytes_received);
+                let resumed = report.tls.as_ref().is_some_and(|t| t.resumed);
+                let (c, s) = if t.aborted {
+                    (ReplyCode::TRANSFER_ABORTED, "Transfer aborted")
+                } else if resumption_required && !resumed {
+                    // The channel enforces this itself; checking again keeps a 226 from ever vouching for it.
+                    transfer::failure_reply(&Failure::ResumptionRefused)
                 } else if report.clean_close {
-                    (
-                        ReplyCode::CLOSING_DATA_CONNECTION,
-                        "Transfer complete",
-                        report.bytes,
-                        report.tls,
-                    )
+                    (ReplyCode::CLOSING_DATA_CONNECTION, "Transfer complete")
                 } else {
-                    let (c, s) = transfer::failure_reply(&Failure::Truncated);
-                    (c, s, report.bytes, report.tls)
-                }
+                    transfer::failure_reply(&Failure::Truncated)
+                };
+                (c, s, bytes, report.tls)
             }
             Outcome::Failed(f) => {
                 let (c, s) = if t.aborted {

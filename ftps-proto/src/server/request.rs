@@ -12,7 +12,7 @@ use std::time::Duration;
 use rustls::pki_types::CertificateDer;
 
 use super::config::UserPolicy;
-use super::transfer::{DataChannel, DataReport};
+use crate::data::{DataChannel, DataReport};
 use crate::codec::Timeval;
 use crate::path::VirtualPath;
 

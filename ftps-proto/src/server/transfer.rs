@@ -1,20 +1,33 @@
 //! Data-channel glue: building a session's [`DataChannel`] and mapping how a request ended to a reply.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-pub use super::data_placeholder::{DataChannel, DataReport, ResumptionPolicy};
 use super::request::{Failure, StorageError};
 use crate::codec::ReplyCode;
+use crate::data::{DataChannel, DataError, DataOptions, DataProtection, DataTls, ResumptionPolicy};
 
 /// The data channel for one transfer: TLS server role with the session-bound config under `PROT P`, plain
 /// otherwise.
 pub(crate) fn build_channel(
+    now: Instant,
     bound: Option<&Arc<rustls::ServerConfig>>,
-    policy: ResumptionPolicy,
-) -> Result<DataChannel, rustls::Error> {
-    match bound {
-        Some(config) => DataChannel::server(Arc::clone(config), policy),
-        None => Ok(DataChannel::plain()),
+    resumption: ResumptionPolicy,
+) -> Result<DataChannel, DataError> {
+    let protection = match bound {
+        Some(config) => DataProtection::Tls(DataTls::Server { config: Arc::clone(config), resumption }),
+        None => DataProtection::Clear,
+    };
+    DataChannel::new(now, protection, DataOptions::default())
+}
+
+impl From<&DataError> for Failure {
+    /// How a failed data channel is reported back: so frontends never pick reply codes themselves.
+    fn from(error: &DataError) -> Self {
+        match error {
+            DataError::SessionReuseRequired => Failure::ResumptionRefused,
+            _ => Failure::DataTls,
+        }
     }
 }
 

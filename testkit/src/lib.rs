@@ -1,0 +1,301 @@
+//! Test-only helpers shared by the interop tests and benches of ftps-rs.
+//!
+//! - [`peer`] / [`require_root`]: find an interop peer, or skip with `skipped: <peer> not installed` — unless
+//!   `FTPS_INTEROP=require` (set by CI), which turns every skip into a failure.
+//! - [`TestCert`]: a self-signed certificate generated at run time (never committed), written as PEM files.
+//! - [`Vsftpd`]: a vsftpd on loopback with FTPS, `require_ssl_reuse=YES` and a local test user.
+//! - [`TempDir`]: a directory removed on drop.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Whether interop peers are mandatory (`FTPS_INTEROP=require`, as in CI).
+pub fn interop_required() -> bool {
+    std::env::var("FTPS_INTEROP").is_ok_and(|v| v == "require")
+}
+
+/// Skips (returns `None` after printing `skipped: <why>`), or panics when `FTPS_INTEROP=require`.
+pub fn skip<T>(why: &str) -> Option<T> {
+    assert!(!interop_required(), "FTPS_INTEROP=require, but {why}");
+    eprintln!("skipped: {why}");
+    None
+}
+
+/// The path of an installed interop peer program (looked up on `PATH` and in `/usr/sbin`), or a skip.
+pub fn peer(program: &str) -> Option<PathBuf> {
+    let in_path = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .unwrap_or_default();
+    in_path
+        .into_iter()
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+        .or_else(|| skip(&format!("{program} not installed")))
+}
+
+/// Whether this process runs as root (needed to start vsftpd with a local user).
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+/// `Some(())` when running as root, else a skip naming `peer`.
+pub fn require_root(peer: &str) -> Option<()> {
+    if is_root() {
+        Some(())
+    } else {
+        skip(&format!("{peer} needs root to run on loopback"))
+    }
+}
+
+/// A directory under the system temp dir, removed with its contents on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates a fresh, uniquely named directory.
+    pub fn new(label: &str) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("ftps-rs-{label}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        Self(path)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, generated at run time.
+pub struct TestCert {
+    /// The certificate, PEM.
+    pub cert_pem: String,
+    /// The private key (PKCS#8), PEM.
+    pub key_pem: String,
+    /// The certificate, DER (to trust it in a rustls root store).
+    pub cert_der: Vec<u8>,
+    /// The private key, PKCS#8 DER.
+    pub key_der: Vec<u8>,
+}
+
+impl TestCert {
+    /// Generates a new key pair and certificate.
+    pub fn generate() -> Self {
+        let params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .expect("certificate params");
+        let key = rcgen::KeyPair::generate().expect("key pair");
+        let cert = params.self_signed(&key).expect("self-signed certificate");
+        Self {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            cert_der: cert.der().to_vec(),
+            key_der: key.serialize_der(),
+        }
+    }
+
+    /// Writes `cert.pem` and `key.pem` into `dir`, returning their paths.
+    pub fn write_to(&self, dir: &Path) -> (PathBuf, PathBuf) {
+        let cert = dir.join("cert.pem");
+        let key = dir.join("key.pem");
+        std::fs::write(&cert, &self.cert_pem).expect("write cert");
+        std::fs::write(&key, &self.key_pem).expect("write key");
+        (cert, key)
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released: good enough for tests that start a peer right after).
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Waits until something accepts TCP connections at `addr`, up to `timeout`.
+pub fn wait_for_listener(addr: SocketAddr, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// The local user vsftpd tests log in as.
+pub const VSFTPD_USER: &str = "ftpsrs-test";
+/// Its password.
+pub const VSFTPD_PASSWORD: &str = "ftpsrs-test-password";
+
+/// A vsftpd on 127.0.0.1 with explicit FTPS, `require_ssl_reuse=YES`, `force_local_data_ssl=YES` and a passive
+/// port range, logged into as [`VSFTPD_USER`], whose home is a fresh directory. Killed on drop.
+pub struct Vsftpd {
+    child: Child,
+    /// The control address.
+    pub addr: SocketAddr,
+    /// The test user's home directory: what the server serves.
+    pub home: PathBuf,
+    /// The certificate the server presents.
+    pub cert: TestCert,
+    dir: TempDir,
+}
+
+impl Vsftpd {
+    /// Starts vsftpd, or skips when it is not installed or this is not root.
+    ///
+    /// vsftpd 3.0.x has no switch for TLS 1.3: it offers what OpenSSL negotiates (TLS 1.3 with a current
+    /// client). Tests that need TLS 1.2 cap the client.
+    pub fn start() -> Option<Self> {
+        let program = peer("vsftpd")?;
+        require_root("vsftpd")?;
+        ensure_local_user(VSFTPD_USER, VSFTPD_PASSWORD);
+        let dir = TempDir::new("vsftpd");
+        let home = Path::new("/home")
+            .join(VSFTPD_USER)
+            .join(dir.path().file_name().expect("temp dir name"));
+        std::fs::create_dir_all(&home).expect("vsftpd home");
+        let status = Command::new("chown")
+            .args([
+                &format!("{VSFTPD_USER}:{VSFTPD_USER}"),
+                &home.display().to_string(),
+            ])
+            .status()
+            .expect("chown");
+        assert!(status.success(), "chown {}", home.display());
+        let cert = TestCert::generate();
+        let (cert_file, key_file) = cert.write_to(dir.path());
+        std::fs::create_dir_all("/var/run/vsftpd/empty").expect("vsftpd secure_chroot_dir");
+        let port = free_port();
+        let pasv = 40000 + (port % 20000);
+        let conf = format!(
+            "listen=YES\nlisten_address=127.0.0.1\nlisten_port={port}\nbackground=NO\nanonymous_enable=NO\n\
+             local_enable=YES\nwrite_enable=YES\nlocal_umask=022\nlocal_root={home}\npasv_enable=YES\n\
+             pasv_min_port={pasv}\npasv_max_port={pasv_max}\npasv_address=127.0.0.1\nssl_enable=YES\n\
+             rsa_cert_file={cert}\nrsa_private_key_file={key}\nforce_local_data_ssl=YES\n\
+             force_local_logins_ssl=YES\nrequire_ssl_reuse=YES\nssl_ciphers=HIGH\n\
+             seccomp_sandbox=NO\nxferlog_enable=NO\nsecure_chroot_dir=/var/run/vsftpd/empty\n\
+             pam_service_name=vsftpd\nmax_per_ip=0\nmax_clients=0\nidle_session_timeout=60\n",
+            home = home.display(),
+            pasv_max = pasv + 200,
+            cert = cert_file.display(),
+            key = key_file.display(),
+        );
+        let conf_file = dir.path().join("vsftpd.conf");
+        std::fs::write(&conf_file, conf).expect("vsftpd.conf");
+        let child = Command::new(program)
+            .arg(&conf_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start vsftpd");
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let mut server = Self {
+            child,
+            addr,
+            home,
+            cert,
+            dir,
+        };
+        assert!(
+            wait_for_listener(addr, Duration::from_secs(10)),
+            "vsftpd did not start listening on {addr}"
+        );
+        if let Ok(Some(status)) = server.child.try_wait() {
+            panic!("vsftpd exited at start: {status}");
+        }
+        Some(server)
+    }
+
+    /// The folder holding the server's config and certificate.
+    pub fn config_dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Vsftpd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.home);
+    }
+}
+
+/// Creates a local login user with a password (root only; idempotent).
+fn ensure_local_user(name: &str, password: &str) {
+    let exists = Command::new("id")
+        .arg(name)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !exists {
+        let status = Command::new("useradd")
+            .args(["-m", "-s", "/bin/bash", name])
+            .status()
+            .expect("useradd");
+        assert!(status.success(), "useradd {name}");
+    }
+    let mut chpasswd = Command::new("chpasswd")
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("chpasswd");
+    use std::io::Write as _;
+    chpasswd
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{name}:{password}\n").as_bytes())
+        .expect("chpasswd input");
+    assert!(
+        chpasswd.wait().is_ok_and(|s| s.success()),
+        "chpasswd {name}"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vsftpd_serves_curl_over_ftps_with_session_reuse() {
+        let Some(server) = Vsftpd::start() else {
+            return;
+        };
+        let Some(curl) = peer("curl") else {
+            return;
+        };
+        let file = server.config_dir().join("up.bin");
+        std::fs::write(&file, vec![7u8; 100_000]).expect("write");
+        let url = format!("ftp://{}/", server.addr);
+        let user = format!("{VSFTPD_USER}:{VSFTPD_PASSWORD}");
+        let upload = Command::new(&curl)
+            .args(["-sS", "--ssl-reqd", "-k", "-u", &user, "-T"])
+            .arg(&file)
+            .arg(&url)
+            .status()
+            .expect("curl");
+        assert!(upload.success(), "curl upload to vsftpd failed");
+        assert_eq!(
+            std::fs::read(server.home.join("up.bin")).expect("uploaded"),
+            vec![7u8; 100_000]
+        );
+    }
+}
