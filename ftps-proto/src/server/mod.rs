@@ -52,9 +52,11 @@
 //!
 //! One command runs at a time. While a command waits for its request, or a failed login waits out its delay,
 //! later commands queue in order (bounded; when the queue is full, `handle_input` takes no more bytes). During a
-//! transfer (from the transfer command to its final reply) `ABOR`, `STAT` and `QUIT` act at once, as RFC 959
-//! section 4.1.3 asks of them (they are the commands a client sends *during* a transfer); all other commands
-//! queue and run after the transfer's final reply. `QUIT` during a transfer lets it finish, then answers 221.
+//! transfer (from the transfer command to its final reply) `ABOR` and `STAT` act at once, as RFC 959 section
+//! 4.1.3 asks of them (they are the commands a client sends *during* a transfer); all other commands queue and
+//! run after the transfer's final reply. `QUIT` queues too: RFC 959 section 4.1.1 says the server closes after
+//! the transfer's result reply, and commands the client sent before `QUIT` still run first, so the replies do
+//! not depend on how the input was chunked.
 //!
 //! # The `AUTH TLS` protocol switch
 //!
@@ -80,12 +82,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
+pub use crate::data::{DataChannel, DataReport, ResumptionPolicy};
 pub use config::{SessionConfig, UserPolicy};
 pub use request::{
     Direction, Failure, FileInfo, FileKind, ListFormat, LoginGrant, Outcome, ReqId, Request,
     RequestKind, Source, StorageError, TransferPlan, TransferRecord, WriteMode,
 };
-pub use crate::data::{DataChannel, DataReport, ResumptionPolicy};
 
 use crate::codec::{
     parse_command, AuthMechanism, Command, EpsvArgument, FileStructure, FormatControl, FrameError,
@@ -257,7 +259,6 @@ struct Transfer {
     write_mode: Option<WriteMode>,
     offset: u64,
     aborted: bool,
-    quit_after: bool,
     /// `OpenRead`/`OpenWrite` id, to release on failure.
     file: Option<ReqId>,
 }
@@ -790,7 +791,7 @@ impl ServerSession {
                 .push_back(Event::Command(cmd.masked().to_string()));
         }
         if self.transfer.is_some() {
-            if let Ok(cmd @ (Command::Abor | Command::Stat(None) | Command::Quit)) = &parsed {
+            if let Ok(cmd @ (Command::Abor | Command::Stat(None))) = &parsed {
                 let cmd = cmd.clone();
                 self.urgent(cmd);
                 return;
@@ -826,15 +827,10 @@ impl ServerSession {
         }
     }
 
-    /// `ABOR`, `STAT` and `QUIT` during a transfer.
+    /// `ABOR` and `STAT` during a transfer.
     fn urgent(&mut self, cmd: Command) {
         match cmd {
             Command::Abor => self.abort_transfer(),
-            Command::Quit => {
-                if let Some(t) = self.transfer.as_mut() {
-                    t.quit_after = true;
-                }
-            }
             _ => {
                 let mut lines = self.status_lines();
                 if let Some(t) = &self.transfer {
@@ -1559,7 +1555,7 @@ impl ServerSession {
         let raw = arg.as_deref().unwrap_or("");
         // LIST/NLST options such as `-la` are not paths (a common ls-ism): ignore them.
         let raw = match kind {
-            TransferKind::List(_) if raw.starts_with('-') => "",
+            TransferKind::List(_) => strip_ls_options(raw),
             _ => raw,
         };
         if !matches!(
@@ -1620,7 +1616,6 @@ impl ServerSession {
             write_mode,
             offset,
             aborted: false,
-            quit_after: false,
             file: None,
         });
     }
@@ -1679,16 +1674,17 @@ impl ServerSession {
         } else {
             None
         };
-        let channel = match transfer::build_channel(self.now, bound.as_ref(), self.policy.data_resumption) {
-            Ok(c) => c,
-            Err(_) => {
-                self.fail_transfer_before_run(
-                    ReplyCode::LOCAL_ERROR,
-                    "Cannot set up data channel TLS",
-                );
-                return;
-            }
-        };
+        let channel =
+            match transfer::build_channel(self.now, bound.as_ref(), self.policy.data_resumption) {
+                Ok(c) => c,
+                Err(_) => {
+                    self.fail_transfer_before_run(
+                        ReplyCode::LOCAL_ERROR,
+                        "Cannot set up data channel TLS",
+                    );
+                    return;
+                }
+            };
         let Some(t) = self.transfer.as_mut() else {
             return;
         };
@@ -1772,11 +1768,6 @@ impl ServerSession {
         self.record(&t, bytes, code, tls);
         if let Some(idle) = self.timers.idle.as_mut() {
             *idle = self.now + self.policy.idle_timeout;
-        }
-        if t.quit_after {
-            self.reply(ReplyCode::CLOSING, "Goodbye");
-            self.release_data();
-            self.close(CloseReason::Quit);
         }
     }
 
@@ -1973,6 +1964,16 @@ impl ServerSession {
         }
         self.events.push_back(Event::Reply(reply));
     }
+}
+
+/// `LIST -la /pub` is `/pub`: leading `ls` options are not part of the path (a common client habit).
+fn strip_ls_options(mut arg: &str) -> &str {
+    while arg.starts_with('-') {
+        arg = arg
+            .split_once(' ')
+            .map_or("", |(_, rest)| rest.trim_start());
+    }
+    arg
 }
 
 /// Which transfer command.

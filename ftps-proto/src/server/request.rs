@@ -12,8 +12,8 @@ use std::time::Duration;
 use rustls::pki_types::CertificateDer;
 
 use super::config::UserPolicy;
-use crate::data::{DataChannel, DataReport};
 use crate::codec::Timeval;
+use crate::data::{DataChannel, DataReport};
 use crate::path::VirtualPath;
 
 /// Identifies one request of one session; ids are never reused within a session.

@@ -15,7 +15,10 @@ pub(crate) fn build_channel(
     resumption: ResumptionPolicy,
 ) -> Result<DataChannel, DataError> {
     let protection = match bound {
-        Some(config) => DataProtection::Tls(DataTls::Server { config: Arc::clone(config), resumption }),
+        Some(config) => DataProtection::Tls(DataTls::Server {
+            config: Arc::clone(config),
+            resumption,
+        }),
         None => DataProtection::Clear,
     };
     DataChannel::new(now, protection, DataOptions::default())
