@@ -342,7 +342,9 @@ impl rustls::server::ProducesTickets for NoTickets {
 /// The client's data connections use this config, so they can resume the session of *this* control connection
 /// (which a server with a session-bound policy requires), and tickets are never shared between connections. The
 /// store is rustls' in-memory one; TLS 1.2 resumption uses session ids or tickets (rustls' default).
-pub(crate) fn connection_bound_client_config(base: &Arc<rustls::ClientConfig>) -> Arc<rustls::ClientConfig> {
+pub(crate) fn connection_bound_client_config(
+    base: &Arc<rustls::ClientConfig>,
+) -> Arc<rustls::ClientConfig> {
     let mut config = (**base).clone();
     config.resumption = rustls::client::Resumption::in_memory_sessions(CLIENT_SESSIONS);
     Arc::new(config)

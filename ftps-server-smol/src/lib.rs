@@ -11,5 +11,10 @@
 pub mod auth;
 pub mod certs;
 pub mod config;
+pub mod listener;
+pub mod server;
+mod session;
 pub mod startup;
 pub mod storage;
+mod storage_map;
+mod transfer;

@@ -13,13 +13,11 @@ use ftps_server_smol::config::{Config, ListenMode, ListenerConfig, PortRange};
 use ftps_server_smol::startup::prepare;
 use tracing_subscriber::EnvFilter;
 
-mod run_placeholder;
-
 /// FTPS server (FTP over TLS, RFC 4217) built on the ftps-rs engine.
 ///
 /// With no arguments: serves ./ftp-root (created) with explicit FTPS on 127.0.0.1:2121, keeps a
 /// generated certificate and users file in ./.ftps-server, and prints the password of the
-/// generated user `ftp` once, when the users file is first created.
+/// generated user `ftps` once, when the users file is first created.
 #[derive(Debug, Parser)]
 #[command(name = "ftps-server", version, about)]
 struct Cli {
@@ -121,6 +119,7 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -140,12 +139,21 @@ fn run(cli: Cli) -> Result<(), String> {
     let parts = prepare(config).map_err(|e| e.to_string())?;
     if let Some(password) = &parts.generated_password {
         // stdout only, never the log: shown once, at the first start.
+        let listen = parts
+            .config
+            .listeners
+            .first()
+            .map(|l| l.address.to_string())
+            .unwrap_or_default();
         println!(
-            "Created {} with user `ftp`, password: {password}",
-            parts.config.users_file_path().display()
+            "Created {} with user `{user}`, password: {password}\n\
+             (shown once; change it with `ftps-server user passwd {user}`). Try:\n  \
+             curl --ssl-reqd --insecure -u {user}:{password} ftp://{listen}/",
+            parts.config.users_file_path().display(),
+            user = ftps_server_smol::auth::DEFAULT_USER,
         );
     }
-    run_placeholder::run(parts)
+    ftps_server_smol::server::run(parts)
 }
 
 fn apply_overrides(config: &mut Config, cli: &Cli) {

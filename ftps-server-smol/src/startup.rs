@@ -54,7 +54,7 @@ pub struct ServerParts {
     pub throttle: Arc<LoginThrottle>,
     /// When this process started preparing (upload temp files older than this were removed).
     pub started_at: SystemTime,
-    /// The password of the `ftp` user when the users file was just created (show it once).
+    /// The password of the default user when the users file was just created (show it once).
     pub generated_password: Option<String>,
 }
 

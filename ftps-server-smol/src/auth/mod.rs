@@ -20,7 +20,7 @@ pub use cert_names::{certificate_names, CertificateNames};
 pub use throttle::LoginThrottle;
 pub use users_file::{
     add_user, ensure_users_file, generate_password, hash_password, set_password, AnonymousAccess,
-    UsersFile,
+    UsersFile, DEFAULT_USER,
 };
 
 /// What a user may do with files.

@@ -388,7 +388,11 @@ pub fn set_password(path: &Path, name: &str, password: &str) -> Result<(), AuthE
     write_contents(path, &contents)
 }
 
-/// Creates the users file with one read-write user `ftp` (home `/`) and a random password if the
+/// The user the default users file is created with. Not `ftp`: that name is the traditional alias of
+/// `anonymous` (RFC 1635), which the engine treats as an anonymous login.
+pub const DEFAULT_USER: &str = "ftps";
+
+/// Creates the users file with one read-write user [`DEFAULT_USER`] (home `/`) and a random password if the
 /// file does not exist; returns that password so it can be shown once.
 ///
 /// # Errors
@@ -398,7 +402,7 @@ pub fn ensure_users_file(path: &Path) -> Result<Option<String>, AuthError> {
         return Ok(None);
     }
     let password = generate_password();
-    add_user(path, "ftp", &password, "/", Permission::ReadWrite)?;
+    add_user(path, DEFAULT_USER, &password, "/", Permission::ReadWrite)?;
     Ok(Some(password))
 }
 
@@ -582,7 +586,9 @@ mod tests {
         let users = UsersFile::load(&path, None).unwrap();
         block_on(async {
             assert!(matches!(
-                users.authenticate(attempt("ftp", &password, None)).await,
+                users
+                    .authenticate(attempt(DEFAULT_USER, &password, None))
+                    .await,
                 AuthOutcome::Accepted(_)
             ));
         });

@@ -14,6 +14,7 @@
 
 mod local;
 mod memory;
+mod view;
 
 use std::fmt;
 use std::future::Future;
@@ -25,6 +26,7 @@ use futures_lite::{AsyncRead, AsyncWrite};
 
 pub use local::LocalStorage;
 pub use memory::MemoryStorage;
+pub use view::{ReadOnly, Subtree};
 
 /// A boxed, `Send` future, the return type of every [`Storage`] and [`Upload`] method (so both traits
 /// stay object-safe and usable as `Arc<dyn Storage>`).

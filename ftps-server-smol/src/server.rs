@@ -1,0 +1,537 @@
+//! The server: listeners, session limits, graceful shutdown, and the [`Server`] library entry point.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use ftps_server_smol::server::{ListenerOptions, Server};
+//! use ftps_server_smol::storage::MemoryStorage;
+//! # fn tls() -> Arc<rustls::ServerConfig> { unimplemented!() }
+//! # fn users() -> Arc<dyn ftps_server_smol::auth::Authenticator> { unimplemented!() }
+//!
+//! let server = Server::builder()
+//!     .storage(Arc::new(MemoryStorage::new()))
+//!     .authenticator(users())
+//!     .tls(tls())
+//!     .build();
+//! smol::block_on(async {
+//!     let listener = smol::net::TcpListener::bind("127.0.0.1:2121").await?;
+//!     server.serve(listener, ListenerOptions::default()).await
+//! })
+//! .unwrap();
+//! ```
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use event_listener::Event;
+use ftps_proto::data::ResumptionPolicy;
+use ftps_proto::server::SessionConfig;
+use smol::net::TcpListener;
+
+use crate::auth::{Authenticator, LoginThrottle};
+use crate::certs::CertReloader;
+use crate::config::{Config, DataResumption, ListenMode, PortRange};
+use crate::listener::PassivePorts;
+use crate::startup::ServerParts;
+use crate::storage::Storage;
+
+/// Where the TLS configuration comes from: fixed, or reloaded when the files change.
+#[derive(Clone)]
+enum TlsSource {
+    Fixed(Arc<rustls::ServerConfig>),
+    Reloading(Arc<CertReloader>),
+}
+
+impl TlsSource {
+    fn current(&self) -> Arc<rustls::ServerConfig> {
+        match self {
+            Self::Fixed(config) => Arc::clone(config),
+            Self::Reloading(reloader) => reloader.current(),
+        }
+    }
+}
+
+/// Limits that protect the server as a whole.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Sessions at once, over all clients.
+    pub max_sessions: usize,
+    /// Sessions at once from one IP address.
+    pub max_sessions_per_ip: usize,
+    /// How long a data connection may stay silent.
+    pub data_idle_timeout: Duration,
+    /// How long a write to a client that does not read may block.
+    pub write_timeout: Duration,
+    /// How long running transfers may go on after a shutdown request.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_sessions: 1000,
+            max_sessions_per_ip: 50,
+            data_idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What is shared by every session of a server.
+pub(crate) struct Shared {
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) authenticator: Arc<dyn Authenticator>,
+    tls: Option<TlsSource>,
+    session: SessionConfig,
+    limits: Limits,
+    throttle: Option<Arc<LoginThrottle>>,
+    log_transfers: bool,
+    next_id: AtomicU64,
+    sessions: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    shutting_down: AtomicBool,
+    shutdown: Event,
+}
+
+impl Shared {
+    pub(crate) fn next_session_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Why a new connection from `ip` must be refused, if it must.
+    pub(crate) fn refusal_for(&self, ip: IpAddr) -> Option<&'static str> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Some("shutting down");
+        }
+        if self.is_locked_out(ip) {
+            return Some("too many failed logins from this address");
+        }
+        None
+    }
+
+    pub(crate) fn is_locked_out(&self, ip: IpAddr) -> bool {
+        self.throttle
+            .as_ref()
+            .is_some_and(|t| t.is_locked(ip, Instant::now()))
+    }
+
+    pub(crate) fn record_login_failure(&self, ip: IpAddr) {
+        if let Some(throttle) = &self.throttle {
+            if throttle.record_failure(ip, Instant::now()) {
+                tracing::warn!(%ip, "address locked out after repeated failed logins");
+            }
+        }
+    }
+
+    pub(crate) fn record_login_success(&self, ip: IpAddr) {
+        if let Some(throttle) = &self.throttle {
+            throttle.record_success(ip, Instant::now());
+        }
+    }
+
+    pub(crate) fn log_transfers(&self) -> bool {
+        self.log_transfers
+    }
+
+    pub(crate) fn data_idle_timeout(&self) -> Duration {
+        self.limits.data_idle_timeout
+    }
+
+    pub(crate) fn write_timeout(&self) -> Duration {
+        self.limits.write_timeout
+    }
+
+    /// Resolves when a shutdown has been requested.
+    pub(crate) async fn shutdown_requested(&self) {
+        loop {
+            if self.shutting_down.load(Ordering::Acquire) {
+                return;
+            }
+            let listener = self.shutdown.listen();
+            if self.shutting_down.load(Ordering::Acquire) {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// Waits out the shutdown grace period.
+    pub(crate) async fn wait_shutdown_grace(&self) {
+        async_io::Timer::after(self.limits.shutdown_grace).await;
+    }
+
+    /// Counts a session in; `None` when a limit is reached (the guard counts it out on drop).
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<SessionGuard> {
+        let mut per_ip = self.per_ip.lock().ok()?;
+        let from_ip = per_ip.entry(ip).or_insert(0);
+        if *from_ip >= self.limits.max_sessions_per_ip
+            || self.sessions.load(Ordering::Relaxed) >= self.limits.max_sessions
+        {
+            return None;
+        }
+        *from_ip += 1;
+        self.sessions.fetch_add(1, Ordering::Relaxed);
+        Some(SessionGuard {
+            shared: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+/// Keeps one session counted while it lives.
+struct SessionGuard {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.shared.sessions.fetch_sub(1, Ordering::Relaxed);
+        if let Ok(mut per_ip) = self.shared.per_ip.lock() {
+            if let Some(n) = per_ip.get_mut(&self.ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    per_ip.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+/// Per-listener settings.
+#[derive(Debug, Clone, Default)]
+pub struct ListenerOptions {
+    /// Implicit FTPS (TLS from the first byte, port 990 style) instead of explicit `AUTH TLS`.
+    pub implicit: bool,
+    /// Ports for passive data connections; `None` lets the OS pick.
+    pub passive_ports: Option<PortRange>,
+    /// The IPv4 address to announce in 227 replies (behind NAT).
+    pub passive_public_ipv4: Option<Ipv4Addr>,
+}
+
+/// What sessions of one listener share.
+pub(crate) struct ListenerContext {
+    options: ListenerOptions,
+    pub(crate) passive_ports: PassivePorts,
+}
+
+impl ListenerContext {
+    /// The engine policy for a new session on this listener, with the current TLS config.
+    pub(crate) fn session_config(&self, shared: &Shared) -> SessionConfig {
+        let mut config = shared.session.clone();
+        config.tls = shared.tls.as_ref().map(TlsSource::current);
+        config.implicit_tls = self.options.implicit;
+        config.passive_public_ipv4 = self.options.passive_public_ipv4;
+        config
+    }
+}
+
+/// An FTPS server: storage, users, TLS and policy, ready to serve listeners.
+#[derive(Clone)]
+pub struct Server {
+    shared: Arc<Shared>,
+}
+
+/// Builds a [`Server`].
+pub struct ServerBuilder {
+    storage: Option<Arc<dyn Storage>>,
+    authenticator: Option<Arc<dyn Authenticator>>,
+    tls: Option<TlsSource>,
+    session: SessionConfig,
+    limits: Limits,
+    throttle: Option<Arc<LoginThrottle>>,
+    log_transfers: bool,
+}
+
+impl Server {
+    /// Starts building a server. Storage and an authenticator are required.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder {
+            storage: None,
+            authenticator: None,
+            tls: None,
+            session: SessionConfig::default(),
+            limits: Limits::default(),
+            throttle: None,
+            log_transfers: true,
+        }
+    }
+
+    /// Accepts connections on `listener` until [`Server::shutdown`] is called, each session on its own task.
+    ///
+    /// # Errors
+    /// When accepting fails in a way that will not go away (not for a single failed connection).
+    pub async fn serve(&self, listener: TcpListener, options: ListenerOptions) -> io::Result<()> {
+        let context = Arc::new(ListenerContext {
+            passive_ports: PassivePorts::new(options.passive_ports),
+            options,
+        });
+        loop {
+            let accepted =
+                futures_lite::future::or(async { Some(listener.accept().await) }, async {
+                    self.shared.shutdown_requested().await;
+                    None
+                })
+                .await;
+            let Some(accepted) = accepted else {
+                return Ok(());
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    async_io::Timer::after(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Some(guard) = self.shared.admit(peer.ip()) else {
+                tracing::warn!(%peer, "session limit reached; connection closed");
+                drop(stream);
+                continue;
+            };
+            let shared = Arc::clone(&self.shared);
+            let context = Arc::clone(&context);
+            smol::spawn(async move {
+                crate::session::run(shared, context, stream).await;
+                drop(guard);
+            })
+            .detach();
+        }
+    }
+
+    /// Stops accepting; idle sessions close, transfers get the shutdown grace period.
+    pub fn shutdown(&self) {
+        self.shared.shutting_down.store(true, Ordering::Release);
+        self.shared.shutdown.notify(usize::MAX);
+    }
+
+    /// Sessions open right now.
+    pub fn session_count(&self) -> usize {
+        self.shared.sessions.load(Ordering::Relaxed)
+    }
+}
+
+impl ServerBuilder {
+    /// Where files live (users see their home inside it).
+    pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+
+    /// Who may log in.
+    pub fn authenticator(mut self, authenticator: Arc<dyn Authenticator>) -> Self {
+        self.authenticator = Some(authenticator);
+        self
+    }
+
+    /// A fixed TLS configuration.
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(TlsSource::Fixed(config));
+        self
+    }
+
+    /// A TLS configuration reloaded when its files change; new sessions get the new one.
+    pub fn tls_reloading(mut self, reloader: Arc<CertReloader>) -> Self {
+        self.tls = Some(TlsSource::Reloading(reloader));
+        self
+    }
+
+    /// The engine policy (TLS requirements, resumption, timeouts...).
+    pub fn session_config(mut self, config: SessionConfig) -> Self {
+        self.session = config;
+        self
+    }
+
+    /// Server-wide limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The per-IP failed-login lockout.
+    pub fn login_throttle(mut self, throttle: Arc<LoginThrottle>) -> Self {
+        self.throttle = Some(throttle);
+        self
+    }
+
+    /// Whether to log one line per transfer (default on).
+    pub fn log_transfers(mut self, on: bool) -> Self {
+        self.log_transfers = on;
+        self
+    }
+
+    /// The server.
+    ///
+    /// # Panics
+    /// When storage or the authenticator was not set: a programming error, not a runtime condition.
+    #[allow(clippy::expect_used)]
+    pub fn build(self) -> Server {
+        Server {
+            shared: Arc::new(Shared {
+                storage: self
+                    .storage
+                    .expect("Server::builder().storage(..) is required"),
+                authenticator: self
+                    .authenticator
+                    .expect("Server::builder().authenticator(..) is required"),
+                tls: self.tls,
+                session: self.session,
+                limits: self.limits,
+                throttle: self.throttle,
+                log_transfers: self.log_transfers,
+                next_id: AtomicU64::new(1),
+                sessions: AtomicUsize::new(0),
+                per_ip: Mutex::new(HashMap::new()),
+                shutting_down: AtomicBool::new(false),
+                shutdown: Event::new(),
+            }),
+        }
+    }
+}
+
+/// The engine policy a configuration file describes.
+pub fn session_config_from(config: &Config) -> SessionConfig {
+    let limits = &config.limits;
+    SessionConfig {
+        require_tls_control: config.policy.require_tls_control,
+        require_tls_data: config.policy.require_tls_data,
+        data_resumption: match config.policy.data_resumption {
+            DataResumption::Required => ResumptionPolicy::Required,
+            DataResumption::Preferred => ResumptionPolicy::Preferred,
+            DataResumption::Off => ResumptionPolicy::Off,
+        },
+        allow_anonymous: config.anonymous.enabled,
+        allow_ccc: config.policy.allow_ccc,
+        allow_site_to_site: config.policy.allow_site_to_site,
+        idle_timeout: limits.idle_timeout(),
+        login_timeout: limits.login_timeout(),
+        data_accept_timeout: limits.data_timeout(),
+        max_failed_logins: limits.max_failed_logins,
+        max_line_len: limits.max_line_len,
+        ..SessionConfig::default()
+    }
+}
+
+/// Runs the server a configuration describes until SIGINT/SIGTERM: every listener, certificate reloads on
+/// SIGHUP and file changes, graceful shutdown.
+///
+/// # Errors
+/// When a listener cannot be bound or a public address cannot be resolved.
+pub fn run(parts: ServerParts) -> Result<(), String> {
+    let config = parts.config;
+    let limits = Limits {
+        max_sessions: config.limits.max_sessions,
+        max_sessions_per_ip: config.limits.max_sessions_per_ip,
+        data_idle_timeout: config.limits.data_timeout(),
+        write_timeout: config.limits.idle_timeout(),
+        ..Limits::default()
+    };
+    let storage: Arc<dyn Storage> = Arc::new(parts.storage);
+    let server = Server::builder()
+        .storage(storage)
+        .authenticator(parts.authenticator)
+        .tls_reloading(Arc::clone(&parts.tls))
+        .session_config(session_config_from(&config))
+        .limits(limits)
+        .login_throttle(parts.throttle)
+        .log_transfers(config.log.transfers)
+        .build();
+
+    let mut bound = Vec::new();
+    for listener in &config.listeners {
+        let public = listener
+            .resolve_public_address()
+            .map_err(|e| e.to_string())?;
+        let passive_public_ipv4 = match public {
+            Some(IpAddr::V4(ip)) => Some(ip),
+            Some(IpAddr::V6(_)) => return Err(format!(
+                "{}: passive_public_address must be IPv4 (227 replies carry IPv4; EPSV needs none)",
+                listener.address
+            )),
+            None => None,
+        };
+        let socket = std::net::TcpListener::bind(listener.address)
+            .map_err(|e| format!("listen on {}: {e}", listener.address))?;
+        let addr = socket.local_addr().map_err(|e| e.to_string())?;
+        let implicit = listener.mode == ListenMode::Implicit;
+        println!(
+            "ftps-server: listening on {addr} ({} FTPS), passive ports {}-{}",
+            if implicit { "implicit" } else { "explicit" },
+            listener.passive_ports.first,
+            listener.passive_ports.last
+        );
+        bound.push((
+            socket,
+            ListenerOptions {
+                implicit,
+                passive_ports: Some(listener.passive_ports),
+                passive_public_ipv4,
+            },
+        ));
+    }
+
+    smol::block_on(async {
+        let mut tasks = Vec::new();
+        for (socket, options) in bound {
+            let listener = TcpListener::try_from(socket).map_err(|e| e.to_string())?;
+            let server = server.clone();
+            tasks.push(smol::spawn(async move {
+                if let Err(e) = server.serve(listener, options).await {
+                    tracing::error!(error = %e, "listener failed");
+                }
+            }));
+        }
+        let reloader = Arc::clone(&parts.tls);
+        let _reload = smol::spawn(watch_certificates(reloader));
+        wait_for_signals(&parts.tls).await;
+        tracing::info!("shutting down: no new sessions; transfers get the grace period");
+        server.shutdown();
+        for task in tasks {
+            task.await;
+        }
+        let deadline = Instant::now() + server.shared.limits.shutdown_grace;
+        while server.session_count() > 0 && Instant::now() < deadline {
+            async_io::Timer::after(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    })
+}
+
+/// Reloads the certificate when its files change (polled: portable and cheap).
+async fn watch_certificates(reloader: Arc<CertReloader>) {
+    loop {
+        async_io::Timer::after(Duration::from_secs(5)).await;
+        match reloader.reload_if_changed() {
+            Ok(true) => tracing::info!("certificate reloaded (files changed)"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "certificate reload failed; keeping the old one"),
+        }
+    }
+}
+
+/// Waits for SIGINT or SIGTERM, reloading certificates on SIGHUP meanwhile.
+async fn wait_for_signals(reloader: &CertReloader) {
+    use async_signal::{Signal, Signals};
+    use futures_lite::StreamExt;
+    let Ok(mut signals) = Signals::new([Signal::Int, Signal::Term, Signal::Hup]) else {
+        tracing::warn!("cannot install signal handlers; stop the server with SIGKILL");
+        return futures_lite::future::pending().await;
+    };
+    while let Some(signal) = signals.next().await {
+        match signal {
+            Ok(Signal::Hup) => match reloader.reload() {
+                Ok(()) => tracing::info!("certificate reloaded (SIGHUP)"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "certificate reload failed; keeping the old one")
+                }
+            },
+            Ok(_) => return,
+            Err(_) => {}
+        }
+    }
+}

@@ -1,0 +1,701 @@
+//! One control connection: the engine's drive loop on smol.
+//!
+//! The loop keeps the contract of `ftps_proto::server`: after every input or completion it drains every
+//! `poll_*` output, then waits for the earliest of control-socket input, a finished request, or the engine's
+//! timeout. Requests run as tasks that report back through a channel; transfers run on their own tasks with the
+//! owned `DataChannel`, so bulk bytes never pass through here. No reply codes or verbs: the engine does the FTP.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_io::Timer;
+use ftps_proto::path::VirtualPath;
+use ftps_proto::server::{
+    Event, Failure, ListFormat, LoginGrant, Outcome, ReqId, Request, RequestKind, ServerSession,
+    Source, UserPolicy, WriteMode,
+};
+use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWriteExt};
+use smol::channel::{Receiver, Sender};
+use smol::net::{TcpListener, TcpStream};
+use smol::Task;
+
+use crate::auth::{AuthOutcome, AuthenticatedUser, LoginAttempt, Permission, UserHome};
+use crate::server::{ListenerContext, Shared};
+use crate::storage::{self, LocalStorage, ReadOnly, Storage, Subtree, Upload};
+use crate::storage_map::{failed, file_info, system_time_of};
+use crate::transfer::{self, Body};
+
+/// Control-channel reads in this unit (commands are short; TLS records up to 16 KiB).
+const CONTROL_READ_SIZE: usize = 16 * 1024;
+
+/// What a finished piece of outside work reports to the loop.
+enum Completion {
+    /// A plain answer for the engine.
+    Outcome(ReqId, Outcome),
+    /// A login decision; the loop installs the user's storage before telling the engine.
+    Login(ReqId, Option<AuthenticatedUser>),
+    /// A file opened for a transfer; the loop keeps it until `RunTransfer` or `ReleaseFile`.
+    Opened(ReqId, OpenFile, Outcome),
+    /// A connection arrived on the passive listener; the loop asks the engine whether its peer may connect.
+    Candidate(ReqId, TcpStream, SocketAddr),
+    /// The active-mode data connection is up.
+    Connected(ReqId, TcpStream, SocketAddr),
+}
+
+/// A file held between its open and its transfer.
+enum OpenFile {
+    Read(Box<dyn AsyncRead + Send + Unpin>),
+    Write(Box<dyn Upload>),
+}
+
+/// What one session holds for its requests.
+struct Resources {
+    /// The logged-in user's view of the storage.
+    storage: Option<Arc<dyn Storage>>,
+    user: Option<String>,
+    passive: Option<Arc<TcpListener>>,
+    /// The data connection waiting for its transfer.
+    data: Option<TcpStream>,
+    /// The task accepting or connecting the data connection, with its request id.
+    data_wait: Option<(ReqId, Task<()>)>,
+    files: HashMap<ReqId, OpenFile>,
+    transfers: HashMap<ReqId, Task<()>>,
+}
+
+/// Runs one control connection to its end.
+pub(crate) async fn run(shared: Arc<Shared>, listener: Arc<ListenerContext>, stream: TcpStream) {
+    let (Ok(peer), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let id = shared.next_session_id();
+    let span = tracing::info_span!("session", id, %peer);
+    let _entered = span.enter();
+    tracing::info!(%local, "connected");
+
+    let config = listener.session_config(&shared);
+    let mut session = ServerSession::new(config, peer, local, Instant::now());
+    if let Some(reason) = shared.refusal_for(peer.ip()) {
+        tracing::warn!(reason, "refusing connection");
+        // The engine has no "refuse" entry point yet; closing at once is the bounded answer.
+        return;
+    }
+    let (done_tx, done_rx) = smol::channel::unbounded();
+    let mut driver = Driver {
+        shared,
+        listener,
+        stream,
+        peer,
+        local,
+        done_tx,
+        done_rx,
+        res: Resources {
+            storage: None,
+            user: None,
+            passive: None,
+            data: None,
+            data_wait: None,
+            files: HashMap::new(),
+            transfers: HashMap::new(),
+        },
+        out: Vec::with_capacity(CONTROL_READ_SIZE),
+        input: vec![0; CONTROL_READ_SIZE],
+        pending: 0..0,
+    };
+    let result = driver.drive(&mut session).await;
+    if let Err(e) = result {
+        tracing::info!(error = %e, "control connection ended");
+    }
+    // Dropping the tasks cancels them: open uploads abort, data sockets close.
+    driver.res.transfers.clear();
+    driver.res.data_wait = None;
+    let _ = driver.stream.shutdown(std::net::Shutdown::Both);
+    tracing::info!("closed");
+}
+
+struct Driver {
+    shared: Arc<Shared>,
+    listener: Arc<ListenerContext>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    done_tx: Sender<Completion>,
+    done_rx: Receiver<Completion>,
+    res: Resources,
+    out: Vec<u8>,
+    input: Vec<u8>,
+    /// Read but not yet taken by the engine (it takes less while its bounded queues are full).
+    pending: std::ops::Range<usize>,
+}
+
+enum Wake {
+    Read(io::Result<usize>),
+    Done(Option<Completion>),
+    Timer,
+    Shutdown,
+}
+
+impl Driver {
+    async fn drive(&mut self, session: &mut ServerSession) -> io::Result<()> {
+        loop {
+            self.drain(session).await?;
+            if session.is_closed() {
+                return Ok(());
+            }
+            // Offer input the engine could not take before; if it takes some, drain again.
+            if !self.pending.is_empty() {
+                let took = session.handle_input(Instant::now(), &self.input[self.pending.clone()]);
+                self.pending.start += took;
+                if took > 0 {
+                    continue;
+                }
+            }
+            let deadline = session.poll_timeout();
+            let can_read = self.pending.is_empty();
+            let wake = {
+                let (reader, input) = (&mut self.stream, &mut self.input);
+                let (done_rx, shared) = (&self.done_rx, &self.shared);
+                let read = async {
+                    if can_read {
+                        Wake::Read(reader.read(input).await)
+                    } else {
+                        future::pending().await
+                    }
+                };
+                let done = async { Wake::Done(done_rx.recv().await.ok()) };
+                let timer = async {
+                    match deadline {
+                        Some(at) => Timer::at(at).await,
+                        None => future::pending().await,
+                    };
+                    Wake::Timer
+                };
+                let shutdown = async {
+                    shared.shutdown_requested().await;
+                    Wake::Shutdown
+                };
+                future::or(future::or(read, done), future::or(timer, shutdown)).await
+            };
+            let now = Instant::now();
+            match wake {
+                Wake::Read(Ok(0)) | Wake::Read(Err(_)) => session.handle_eof(now),
+                Wake::Read(Ok(n)) => {
+                    let took = session.handle_input(now, &self.input[..n]);
+                    self.pending = took..n;
+                }
+                Wake::Done(Some(completion)) => self.complete(session, completion),
+                Wake::Done(None) => {}
+                Wake::Timer => session.handle_timeout(now),
+                Wake::Shutdown => {
+                    // Graceful shutdown: let a running transfer finish within the grace period; the server's
+                    // shutdown timer ends the process after it. Idle sessions just close.
+                    if self.res.transfers.is_empty() {
+                        return Ok(());
+                    }
+                    self.shared.wait_shutdown_grace().await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Drains every engine output: control bytes, events, requests.
+    async fn drain(&mut self, session: &mut ServerSession) -> io::Result<()> {
+        loop {
+            let mut progressed = false;
+            self.out.clear();
+            while session.poll_transmit(&mut self.out) > 0 {}
+            if !self.out.is_empty() {
+                progressed = true;
+                let idle = self.shared.write_timeout();
+                let write = self.stream.write_all(&self.out);
+                future::or(write, async {
+                    Timer::after(idle).await;
+                    Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "client does not read",
+                    ))
+                })
+                .await?;
+            }
+            while let Some(event) = session.poll_event() {
+                progressed = true;
+                self.log(event);
+            }
+            while let Some(request) = session.poll_request() {
+                progressed = true;
+                self.start(session, request);
+            }
+            if !progressed {
+                return Ok(());
+            }
+        }
+    }
+
+    fn log(&mut self, event: Event) {
+        match event {
+            Event::Command(line) => {
+                tracing::info!(target: "ftps::protocol", user = self.res.user.as_deref().unwrap_or("-"), "> {line}")
+            }
+            Event::Reply(reply) => {
+                tracing::info!(target: "ftps::protocol", "< {} {}", reply.code.get(), reply.lines.join(" | "))
+            }
+            Event::TlsEstablished(info) => tracing::info!(
+                version = ?info.version,
+                suite = ?info.cipher_suite,
+                resumed = info.resumed,
+                "control TLS established"
+            ),
+            Event::LoggedIn { user, anonymous } => {
+                tracing::info!(%user, anonymous, "logged in");
+                self.shared.record_login_success(self.peer.ip());
+            }
+            Event::LoginFailed { user } => {
+                tracing::warn!(%user, "login failed");
+                self.shared.record_login_failure(self.peer.ip());
+            }
+            Event::TransferFinished(record) => {
+                if self.shared.log_transfers() {
+                    tracing::info!(
+                        target: "ftps::transfer",
+                        peer = %self.peer,
+                        user = self.res.user.as_deref().unwrap_or("-"),
+                        path = record.path.as_str(),
+                        bytes = record.bytes,
+                        direction = ?record.direction,
+                        duration_ms = record.duration.as_millis() as u64,
+                        status = record.status.get(),
+                        tls = ?record.tls.as_ref().map(|t| t.version),
+                        resumed = record.tls.as_ref().is_some_and(|t| t.resumed),
+                        "transfer"
+                    );
+                }
+            }
+            Event::Closed(reason) => tracing::info!(?reason, "session closed"),
+            other => tracing::debug!(?other, "event"),
+        }
+    }
+
+    /// Sends a completion from a task back to the loop.
+    fn spawn_completion(
+        &self,
+        work: impl std::future::Future<Output = Completion> + Send + 'static,
+    ) {
+        let tx = self.done_tx.clone();
+        smol::spawn(async move {
+            let _ = tx.send(work.await).await;
+        })
+        .detach();
+    }
+
+    fn storage(&self) -> Option<Arc<dyn Storage>> {
+        self.res.storage.clone()
+    }
+
+    /// Starts the outside work a request asks for.
+    fn start(&mut self, session: &mut ServerSession, request: Request) {
+        let id = request.id;
+        let now = Instant::now();
+        match request.kind {
+            RequestKind::Authenticate {
+                user,
+                password,
+                client_cert,
+                ..
+            } => {
+                let shared = Arc::clone(&self.shared);
+                let peer_ip = self.peer.ip();
+                self.spawn_completion(async move {
+                    if shared.is_locked_out(peer_ip) {
+                        return Completion::Login(id, None);
+                    }
+                    let attempt = LoginAttempt {
+                        user,
+                        password,
+                        client_certificate: client_cert.map(|c| c.to_vec()),
+                        peer_ip,
+                    };
+                    match shared.authenticator.authenticate(attempt).await {
+                        AuthOutcome::Accepted(user) => Completion::Login(id, Some(user)),
+                        _ => Completion::Login(id, None),
+                    }
+                });
+            }
+            // One name per server: every HOST is this host (RFC 7151 allows a server without virtual hosts).
+            RequestKind::SelectHost { .. } => session.complete(now, id, Outcome::Done),
+            RequestKind::OpenPassive { .. } => {
+                self.release_data();
+                let outcome = match self.listener.passive_ports.bind(self.local.ip()) {
+                    Ok(listener) => match listener.local_addr() {
+                        Ok(addr) => {
+                            self.res.passive = Some(Arc::new(listener));
+                            Outcome::PassiveListening(addr)
+                        }
+                        Err(_) => Outcome::Failed(Failure::DataConnection),
+                    },
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot bind a passive port");
+                        Outcome::Failed(Failure::DataConnection)
+                    }
+                };
+                session.complete(now, id, outcome);
+            }
+            RequestKind::AcceptData => {
+                let Some(listener) = self.res.passive.clone() else {
+                    session.complete(now, id, Outcome::Failed(Failure::DataConnection));
+                    return;
+                };
+                let tx = self.done_tx.clone();
+                // Accepts every connection and lets the loop ask the engine about each peer; the loop cancels
+                // this task once one is allowed or the engine releases the data connection.
+                let task = smol::spawn(async move {
+                    loop {
+                        match crate::listener::accept_from(&listener, |_| true).await {
+                            Ok((stream, peer)) => {
+                                if tx
+                                    .send(Completion::Candidate(id, stream, peer))
+                                    .await
+                                    .is_err()
+                                {
+                                    return;
+                                }
+                            }
+                            Err(_) => {
+                                let outcome = Outcome::Failed(Failure::DataConnection);
+                                let _ = tx.send(Completion::Outcome(id, outcome)).await;
+                                return;
+                            }
+                        }
+                    }
+                });
+                self.res.data_wait = Some((id, task));
+            }
+            RequestKind::ConnectData { addr } => {
+                let tx = self.done_tx.clone();
+                let local_ip = self.local.ip();
+                let task = smol::spawn(async move {
+                    let completion = match connect_data(local_ip, addr).await {
+                        Ok(stream) => Completion::Connected(id, stream, addr),
+                        Err(e) => {
+                            tracing::info!(%addr, error = %e, "active data connection failed");
+                            Completion::Outcome(id, Outcome::Failed(Failure::DataConnection))
+                        }
+                    };
+                    let _ = tx.send(completion).await;
+                });
+                self.res.data_wait = Some((id, task));
+            }
+            RequestKind::ReleaseData => self.release_data(),
+            RequestKind::Metadata { path } => {
+                self.with_storage(session, id, move |storage| async move {
+                    match storage.metadata(path.as_str()).await {
+                        Ok(meta) => {
+                            Outcome::Metadata(file_info(path.file_name().unwrap_or("/"), &meta))
+                        }
+                        Err(e) => failed(&e),
+                    }
+                })
+            }
+            RequestKind::OpenRead { path, offset } => {
+                let Some(storage) = self.storage() else {
+                    return session.complete(now, id, not_logged_in());
+                };
+                self.spawn_completion(async move {
+                    match storage.open_read(path.as_str(), offset).await {
+                        Ok(handle) => Completion::Opened(
+                            id,
+                            OpenFile::Read(handle.reader),
+                            Outcome::Opened {
+                                size: Some(handle.size),
+                                path,
+                            },
+                        ),
+                        Err(e) => Completion::Outcome(id, failed(&e)),
+                    }
+                });
+            }
+            RequestKind::OpenWrite { path, mode, offset } => {
+                let Some(storage) = self.storage() else {
+                    return session.complete(now, id, not_logged_in());
+                };
+                self.spawn_completion(async move {
+                    let opened = match mode {
+                        WriteMode::Unique => open_unique(&*storage, &path).await,
+                        WriteMode::Append => storage
+                            .open_write(path.as_str(), storage::WriteMode::Append)
+                            .await
+                            .map(|upload| (upload, path)),
+                        _ if offset > 0 => storage
+                            .open_write(path.as_str(), storage::WriteMode::Resume(offset))
+                            .await
+                            .map(|upload| (upload, path)),
+                        _ => storage
+                            .open_write(path.as_str(), storage::WriteMode::Create)
+                            .await
+                            .map(|upload| (upload, path)),
+                    };
+                    match opened {
+                        Ok((upload, path)) => Completion::Opened(
+                            id,
+                            OpenFile::Write(upload),
+                            Outcome::Opened { size: None, path },
+                        ),
+                        Err(e) => Completion::Outcome(id, failed(&e)),
+                    }
+                });
+            }
+            RequestKind::ReleaseFile { file } => {
+                if let Some(OpenFile::Write(upload)) = self.res.files.remove(&file) {
+                    smol::spawn(upload.abort()).detach();
+                }
+            }
+            RequestKind::List { path, format } => {
+                self.with_storage(session, id, move |storage| async move {
+                    list(&*storage, &path, format).await
+                })
+            }
+            RequestKind::MakeDir { path } => self.with_storage(session, id, move |s| async move {
+                done_or_failed(s.mkdir(path.as_str()).await)
+            }),
+            RequestKind::RemoveDir { path } => {
+                self.with_storage(session, id, move |s| async move {
+                    done_or_failed(s.rmdir(path.as_str()).await)
+                })
+            }
+            RequestKind::Delete { path } => self.with_storage(session, id, move |s| async move {
+                done_or_failed(s.delete(path.as_str()).await)
+            }),
+            RequestKind::Rename { from, to } => {
+                self.with_storage(session, id, move |s| async move {
+                    done_or_failed(s.rename(from.as_str(), to.as_str()).await)
+                })
+            }
+            RequestKind::SetModified { path, time } => {
+                self.with_storage(session, id, move |s| async move {
+                    done_or_failed(s.set_modified(path.as_str(), system_time_of(&time)).await)
+                })
+            }
+            RequestKind::Chmod { path, mode } => {
+                self.with_storage(session, id, move |s| async move {
+                    done_or_failed(s.set_mode(path.as_str(), mode).await)
+                })
+            }
+            RequestKind::RunTransfer { channel, plan } => {
+                let Some(socket) = self.res.data.take() else {
+                    session.complete(now, id, Outcome::Failed(Failure::DataConnection));
+                    return;
+                };
+                let body = match plan.source {
+                    Source::Bytes(bytes) => Body::Bytes(bytes),
+                    Source::File(file) | Source::Upload(file) => match self.res.files.remove(&file)
+                    {
+                        Some(OpenFile::Read(reader)) => Body::Read(reader),
+                        Some(OpenFile::Write(upload)) => Body::Write(upload),
+                        None => {
+                            session.complete(now, id, Outcome::Failed(Failure::DataConnection));
+                            return;
+                        }
+                    },
+                };
+                let tx = self.done_tx.clone();
+                let idle = self.shared.data_idle_timeout();
+                let task = smol::spawn(async move {
+                    let outcome = match transfer::run(channel, socket, body, plan.ascii, idle).await
+                    {
+                        Ok(report) => Outcome::TransferFinished(report),
+                        Err(failure) => Outcome::Failed(failure),
+                    };
+                    let _ = tx.send(Completion::Outcome(id, outcome)).await;
+                });
+                self.res.transfers.insert(id, task);
+            }
+            RequestKind::AbortTransfer { transfer } => {
+                if let Some(task) = self.res.transfers.remove(&transfer) {
+                    // Cancelling the task closes the data socket and aborts an upload (its Drop).
+                    drop(task);
+                    session.complete(now, transfer, Outcome::Failed(Failure::Aborted));
+                }
+            }
+            RequestKind::SiteCustom { .. } => {
+                session.complete(now, id, Outcome::Failed(Failure::Unsupported))
+            }
+            _ => session.complete(now, id, Outcome::Failed(Failure::Unsupported)),
+        }
+    }
+
+    /// Runs a storage operation for a logged-in user on a task.
+    fn with_storage<F, Fut>(&self, session: &mut ServerSession, id: ReqId, work: F)
+    where
+        F: FnOnce(Arc<dyn Storage>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Outcome> + Send + 'static,
+    {
+        match self.storage() {
+            Some(storage) => {
+                self.spawn_completion(async move { Completion::Outcome(id, work(storage).await) })
+            }
+            None => session.complete(Instant::now(), id, not_logged_in()),
+        }
+    }
+
+    /// Feeds a finished piece of work to the engine.
+    fn complete(&mut self, session: &mut ServerSession, completion: Completion) {
+        let now = Instant::now();
+        match completion {
+            Completion::Outcome(id, outcome) => {
+                self.res.transfers.remove(&id);
+                if self
+                    .res
+                    .data_wait
+                    .as_ref()
+                    .is_some_and(|(wait, _)| *wait == id)
+                {
+                    self.res.data_wait = None;
+                }
+                session.complete(now, id, outcome);
+            }
+            Completion::Login(id, None) => session.complete(now, id, Outcome::Denied),
+            Completion::Login(id, Some(user)) => match self.user_storage(&user) {
+                Ok(storage) => {
+                    self.res.storage = Some(storage);
+                    self.res.user = Some(user.name.clone());
+                    let grant = LoginGrant {
+                        home: VirtualPath::root(),
+                        policy: UserPolicy {
+                            require_tls_data: user.require_tls == Some(true),
+                            ..UserPolicy::default()
+                        },
+                    };
+                    session.complete(now, id, Outcome::LoggedIn(grant));
+                }
+                Err(e) => {
+                    tracing::error!(user = %user.name, error = %e, "user home unusable");
+                    session.complete(now, id, Outcome::Denied);
+                }
+            },
+            Completion::Opened(id, file, outcome) => {
+                self.res.files.insert(id, file);
+                session.complete(now, id, outcome);
+            }
+            Completion::Candidate(id, stream, peer) => {
+                if session.data_peer_allowed(peer.ip()) {
+                    let _ = stream.set_nodelay(true);
+                    self.res.data_wait = None;
+                    self.res.data = Some(stream);
+                    session.complete(now, id, Outcome::DataConnected { peer });
+                } else {
+                    tracing::warn!(%peer, "data connection from a foreign address refused (PASV hijack protection)");
+                }
+            }
+            Completion::Connected(id, stream, peer) => {
+                self.res.data_wait = None;
+                self.res.data = Some(stream);
+                session.complete(now, id, Outcome::DataConnected { peer });
+            }
+        }
+    }
+
+    /// The storage a user sees: their home as `/`, read-only when that is all they may do.
+    fn user_storage(&self, user: &AuthenticatedUser) -> io::Result<Arc<dyn Storage>> {
+        let home: Arc<dyn Storage> = match &user.home {
+            UserHome::Virtual(prefix) => {
+                Arc::new(Subtree::new(Arc::clone(&self.shared.storage), prefix))
+            }
+            UserHome::Directory(dir) => Arc::new(LocalStorage::open(dir)?),
+        };
+        Ok(match user.permission {
+            Permission::ReadOnly => Arc::new(ReadOnly(home)),
+            _ => home,
+        })
+    }
+
+    fn release_data(&mut self) {
+        self.res.passive = None;
+        self.res.data = None;
+        self.res.data_wait = None;
+    }
+}
+
+fn not_logged_in() -> Outcome {
+    Outcome::Failed(Failure::Storage(
+        ftps_proto::server::StorageError::PermissionDenied,
+    ))
+}
+
+fn done_or_failed(result: Result<(), crate::storage::StorageError>) -> Outcome {
+    match result {
+        Ok(()) => Outcome::Done,
+        Err(e) => failed(&e),
+    }
+}
+
+/// Lists a directory, or describes one file when `path` names a file (`LIST file`).
+async fn list(storage: &dyn Storage, path: &VirtualPath, format: ListFormat) -> Outcome {
+    match storage.list(path.as_str()).await {
+        Ok(entries) => Outcome::Listing(
+            entries
+                .iter()
+                .map(|entry| file_info(&entry.name, &entry.metadata))
+                .collect(),
+        ),
+        Err(e)
+            if e.kind() == storage::StorageErrorKind::NotADirectory
+                && format != ListFormat::Mlsd =>
+        {
+            match storage.metadata(path.as_str()).await {
+                Ok(meta) => {
+                    Outcome::Listing(vec![file_info(path.file_name().unwrap_or("/"), &meta)])
+                }
+                Err(e) => failed(&e),
+            }
+        }
+        Err(e) => failed(&e),
+    }
+}
+
+/// STOU: the first free name of `hint`, `hint.1`, `hint.2`, ... (the engine gives a name hint).
+async fn open_unique(
+    storage: &dyn Storage,
+    hint: &VirtualPath,
+) -> Result<(Box<dyn Upload>, VirtualPath), crate::storage::StorageError> {
+    for n in 0..1000u32 {
+        let candidate = if n == 0 {
+            hint.clone()
+        } else {
+            let name = format!("{}.{n}", hint.file_name().unwrap_or("file"));
+            match hint.parent().join_name(&name) {
+                Some(path) => path,
+                None => continue,
+            }
+        };
+        match storage.metadata(candidate.as_str()).await {
+            Err(e) if e.kind() == storage::StorageErrorKind::NotFound => {
+                let upload = storage
+                    .open_write(candidate.as_str(), storage::WriteMode::Create)
+                    .await?;
+                return Ok((upload, candidate));
+            }
+            Err(e) => return Err(e),
+            Ok(_) => continue,
+        }
+    }
+    Err(crate::storage::StorageError::new(
+        storage::StorageErrorKind::AlreadyExists,
+        "no unique name found",
+    ))
+}
+
+/// Connects an active-mode data connection from the control connection's local address.
+async fn connect_data(local_ip: IpAddr, addr: SocketAddr) -> io::Result<TcpStream> {
+    let _ = local_ip;
+    let connect = TcpStream::connect(addr);
+    let stream = future::or(connect, async {
+        Timer::after(std::time::Duration::from_secs(10)).await;
+        Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
+    })
+    .await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}

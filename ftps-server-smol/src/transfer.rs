@@ -1,0 +1,310 @@
+//! One data transfer: an owned engine [`DataChannel`] driven over its data socket, on its own task.
+//!
+//! Bulk bytes never pass through the control session: file bodies go between the storage backend and the
+//! channel here, in [`FILE_BUFFER_SIZE`] units with buffers allocated once per transfer. The channel decides
+//! everything FTPS (TLS, resumption policy, close_notify); this module only moves bytes and waits.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use async_io::Timer;
+use ftps_proto::ascii;
+use ftps_proto::data::{DataChannel, DataError, DataEvent, DataReport};
+use ftps_proto::server::Failure;
+use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWriteExt};
+use smol::net::TcpStream;
+
+use crate::storage::{Upload, FILE_BUFFER_SIZE};
+use crate::storage_map::engine_storage_error;
+
+/// Socket reads in this unit: several TLS records per read.
+const NET_READ_SIZE: usize = 64 * 1024;
+
+/// What a transfer sends or receives.
+pub(crate) enum Body {
+    /// A file to send (RETR).
+    Read(Box<dyn AsyncRead + Send + Unpin>),
+    /// Bytes to send (a listing the engine formatted).
+    Bytes(Vec<u8>),
+    /// A file to receive into (STOR, APPE, STOU); committed only after a clean close.
+    Write(Box<dyn Upload>),
+}
+
+/// Moves one transfer's bytes and returns the channel's report, or why it failed.
+///
+/// `idle` bounds every wait on the socket or the file; the engine's own deadlines (the TLS handshake) come from
+/// the channel's `poll_timeout`.
+pub(crate) async fn run(
+    mut channel: Box<DataChannel>,
+    socket: TcpStream,
+    body: Body,
+    ascii: bool,
+    idle: Duration,
+) -> Result<DataReport, Failure> {
+    let mut pump = Pump {
+        socket,
+        idle,
+        net_in: vec![0; NET_READ_SIZE],
+        pending: 0..0,
+        out: Vec::with_capacity(FILE_BUFFER_SIZE + 64 * 1024),
+    };
+    match body {
+        Body::Write(upload) => pump.receive(&mut channel, upload, ascii).await,
+        Body::Read(reader) => pump.send(&mut channel, reader, ascii).await,
+        Body::Bytes(bytes) => pump.send(&mut channel, Box::new(&bytes[..]), ascii).await,
+    }
+}
+
+struct Pump {
+    socket: TcpStream,
+    idle: Duration,
+    net_in: Vec<u8>,
+    /// Bytes of `net_in` read from the socket that the channel has not taken yet (it takes less than offered
+    /// while its received plaintext waits to be drained).
+    pending: std::ops::Range<usize>,
+    out: Vec<u8>,
+}
+
+/// What ended a wait for the socket.
+enum Wake {
+    Read(io::Result<usize>),
+    Timer,
+}
+
+impl Pump {
+    /// File (or bytes) to the client.
+    async fn send<'a>(
+        &mut self,
+        channel: &mut DataChannel,
+        mut source: Box<dyn AsyncRead + Send + Unpin + 'a>,
+        ascii: bool,
+    ) -> Result<DataReport, Failure> {
+        let mut file_buf = vec![0u8; FILE_BUFFER_SIZE];
+        let mut converted = Vec::new();
+        let mut to_network = ascii.then(ascii::ToNetwork::new);
+        let (mut at, mut end) = (0, 0);
+        let mut source_done = false;
+        loop {
+            if !source_done && !channel.is_handshaking() && channel.error().is_none() {
+                while channel.can_write() {
+                    if at == end {
+                        let n = timed(self.idle, source.read(&mut file_buf))
+                            .await?
+                            .map_err(|e| {
+                                Failure::Storage(engine_storage_error(
+                                    &crate::storage::StorageError::from(e),
+                                ))
+                            })?;
+                        if n == 0 {
+                            source_done = true;
+                            channel.finish(Instant::now());
+                            break;
+                        }
+                        (at, end) = (0, n);
+                        if let Some(conv) = to_network.as_mut() {
+                            converted.clear();
+                            conv.convert(&file_buf[..n], &mut converted);
+                            end = converted.len();
+                        }
+                    }
+                    let pending = if to_network.is_some() {
+                        &converted[at..end]
+                    } else {
+                        &file_buf[at..end]
+                    };
+                    let took = channel.write(pending);
+                    if took == 0 {
+                        break;
+                    }
+                    at += took;
+                    // Send as we go: the channel's send buffer is bounded.
+                    self.transmit(channel).await?;
+                }
+            }
+            self.transmit(channel).await?;
+            if let Some(done) = Self::events(channel) {
+                self.transmit(channel).await?;
+                return done;
+            }
+            // A client sends no payload during a download; whatever it sends anyway is dropped, so it can never
+            // stall the channel's bounded receive buffer.
+            discard_plaintext(channel);
+            // Input matters while handshaking and once everything is sent (the peer's close_notify).
+            if channel.is_handshaking() || source_done || channel.error().is_some() {
+                self.pump_input(channel).await?;
+            }
+        }
+    }
+
+    /// Client to file.
+    async fn receive(
+        &mut self,
+        channel: &mut DataChannel,
+        mut upload: Box<dyn Upload>,
+        ascii: bool,
+    ) -> Result<DataReport, Failure> {
+        let mut from_network = ascii.then(ascii::FromNetwork::new);
+        let mut converted = Vec::new();
+        let result = loop {
+            if let Err(e) =
+                drain_plaintext(channel, &mut upload, &mut from_network, &mut converted).await
+            {
+                break Err(e);
+            }
+            if let Err(e) = self.transmit(channel).await {
+                break Err(e);
+            }
+            if let Some(done) = Self::events(channel) {
+                let flushed = self.transmit(channel).await;
+                break done.and_then(|report| flushed.map(|()| report));
+            }
+            if let Err(e) = self.pump_input(channel).await {
+                break Err(e);
+            }
+        };
+        match result {
+            Ok(report) if report.clean_close => {
+                if let Some(conv) = from_network.as_mut() {
+                    converted.clear();
+                    conv.finish(&mut converted);
+                    if !converted.is_empty() {
+                        if let Err(e) = upload.write_all(&converted).await {
+                            upload.abort().await;
+                            return Err(Failure::Storage(engine_storage_error(&e.into())));
+                        }
+                    }
+                }
+                upload
+                    .commit()
+                    .await
+                    .map_err(|e| Failure::Storage(engine_storage_error(&e)))?;
+                Ok(report)
+            }
+            // Not clean: possibly truncated. Never make a partial upload visible (DESIGN.md "close_notify").
+            Ok(report) => {
+                upload.abort().await;
+                Ok(report)
+            }
+            Err(failure) => {
+                upload.abort().await;
+                Err(failure)
+            }
+        }
+    }
+
+    /// Sends everything the channel has queued.
+    async fn transmit(&mut self, channel: &mut DataChannel) -> Result<(), Failure> {
+        loop {
+            self.out.clear();
+            if channel.poll_transmit(&mut self.out) == 0 {
+                return Ok(());
+            }
+            let write = self.socket.write_all(&self.out);
+            timed(self.idle, write)
+                .await?
+                .map_err(|_| Failure::Truncated)?;
+        }
+    }
+
+    /// The end of the transfer, when the channel reports it.
+    fn events(channel: &mut DataChannel) -> Option<Result<DataReport, Failure>> {
+        while let Some(event) = channel.poll_event() {
+            match event {
+                DataEvent::Finished(report) => return Some(Ok(report)),
+                DataEvent::Failed(error) => return Some(Err(failure_of(&error))),
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// Feeds the channel: the bytes still pending from the last socket read, or else the next read (waiting at
+    /// most until the channel's deadline or the idle timeout). The caller drains plaintext between calls.
+    async fn pump_input(&mut self, channel: &mut DataChannel) -> Result<(), Failure> {
+        if self.pending.is_empty() {
+            let deadline = channel
+                .poll_timeout()
+                .unwrap_or_else(|| Instant::now() + self.idle)
+                .min(Instant::now() + self.idle);
+            let read = async { Wake::Read(self.socket.read(&mut self.net_in).await) };
+            let timer = async {
+                Timer::at(deadline).await;
+                Wake::Timer
+            };
+            match future::or(read, timer).await {
+                // A reset counts as an EOF: the channel tells a clean close from a truncation.
+                Wake::Read(Ok(0)) | Wake::Read(Err(_)) => {
+                    channel.handle_eof(Instant::now());
+                    return Ok(());
+                }
+                Wake::Read(Ok(n)) => self.pending = 0..n,
+                Wake::Timer => {
+                    let now = Instant::now();
+                    if channel.poll_timeout().is_some_and(|t| t <= now) {
+                        channel.handle_timeout(now);
+                        return Ok(());
+                    }
+                    // Nothing from the client for the whole idle timeout.
+                    return Err(Failure::Truncated);
+                }
+            }
+        }
+        let took = channel.handle_input(Instant::now(), &self.net_in[self.pending.clone()]);
+        self.pending.start += took;
+        Ok(())
+    }
+}
+
+/// Runs `f`, giving up after `idle`.
+async fn timed<T>(idle: Duration, f: impl std::future::Future<Output = T>) -> Result<T, Failure> {
+    future::or(async { Some(f.await) }, async {
+        Timer::after(idle).await;
+        None
+    })
+    .await
+    .ok_or(Failure::Truncated)
+}
+
+/// Drops plaintext nobody asked for (a client writing during a download).
+fn discard_plaintext(channel: &mut DataChannel) {
+    loop {
+        let n = channel.read_chunk().len();
+        if n == 0 {
+            return;
+        }
+        channel.consume(n);
+    }
+}
+
+/// Moves received plaintext into the upload (converting line ends for `TYPE A`).
+async fn drain_plaintext(
+    channel: &mut DataChannel,
+    upload: &mut Box<dyn Upload>,
+    from_network: &mut Option<ascii::FromNetwork>,
+    converted: &mut Vec<u8>,
+) -> Result<(), Failure> {
+    loop {
+        let chunk = channel.read_chunk();
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let n = chunk.len();
+        let write = match from_network.as_mut() {
+            Some(conv) => {
+                converted.clear();
+                conv.convert(chunk, converted);
+                upload.write_all(converted).await
+            }
+            None => upload.write_all(chunk).await,
+        };
+        write.map_err(|e| Failure::Storage(engine_storage_error(&e.into())))?;
+        channel.consume(n);
+    }
+}
+
+fn failure_of(error: &DataError) -> Failure {
+    match error {
+        DataError::SessionReuseRequired => Failure::ResumptionRefused,
+        _ => Failure::DataTls,
+    }
+}
