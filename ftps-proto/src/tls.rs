@@ -264,7 +264,7 @@ impl TlsConn {
 /// Data connections of the session use this config, so a resumed data handshake
 /// (`handshake_kind() == Resumed`) can only come from a session issued on *this* control connection: this works
 /// for TLS 1.2 (session ids) and 1.3 (stateful tickets) alike, unlike `set_resumption_data`, which rustls carries
-/// for TLS 1.3 only. Each resumed handshake issues fresh tickets, so a client never runs out of them.
+/// for TLS 1.3 only. Tickets stay valid for the whole control session, so a client never runs out of them.
 pub(crate) fn session_bound_config(base: &Arc<rustls::ServerConfig>) -> Arc<rustls::ServerConfig> {
     let mut config = (**base).clone();
     config.session_storage = Arc::new(PrivateSessionCache::default());
@@ -275,6 +275,22 @@ pub(crate) fn session_bound_config(base: &Arc<rustls::ServerConfig>) -> Arc<rust
     Arc::new(config)
 }
 
+/// The data connections' config of a control session: the same private session cache, and fresh TLS 1.3
+/// tickets on every data connection.
+///
+/// OpenSSL clients (curl, Python) treat a TLS 1.3 session as single-use: after resuming with it they mark it
+/// non-resumable, so the next data connection can only resume with a ticket received since. They pick tickets up
+/// from downloads, and from uploads when the ticket arrives before their one read before closing (curl). Tickets
+/// also stay valid for the whole control session (see `PrivateSessionCache::take`) for clients that reuse them.
+pub(crate) fn data_connection_config(control: &Arc<rustls::ServerConfig>) -> Arc<rustls::ServerConfig> {
+    let mut config = (**control).clone();
+    config.send_tls13_tickets = DATA_TICKETS;
+    Arc::new(config)
+}
+
+/// TLS 1.3 tickets sent on each data connection.
+const DATA_TICKETS: usize = 2;
+
 /// A small bounded session store owned by one control session.
 #[derive(Debug, Default)]
 struct PrivateSessionCache {
@@ -283,7 +299,8 @@ struct PrivateSessionCache {
 
 impl PrivateSessionCache {
     /// Enough for a client that keeps a few tickets per data connection; old ones fall out first.
-    const CAPACITY: usize = 32;
+    /// Two tickets per data connection, kept for the last few dozen connections; old ones fall out first.
+    const CAPACITY: usize = 64;
 }
 
 impl StoresServerSessions for PrivateSessionCache {
@@ -307,10 +324,15 @@ impl StoresServerSessions for PrivateSessionCache {
             .map(|(_, v)| v.clone())
     }
 
+    /// rustls takes TLS 1.3 tickets as single-use; here they stay valid for the whole control session.
+    ///
+    /// FTP clients such as curl resume every data connection with the ticket of the control connection and
+    /// never read the fresh tickets sent on short upload connections, so single-use tickets make the Nth
+    /// upload fail (vsftpd's `522 session reuse required` after a few uploads with TLS 1.3). Reuse within one
+    /// control session keeps the binding intact: only this session's client holds these tickets, and without
+    /// early data (never enabled here) resumption is not replayable (RFC 8446 section 8 concerns 0-RTT).
     fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
-        let mut entries = self.entries.lock().ok()?;
-        let at = entries.iter().position(|(k, _)| k == key)?;
-        entries.remove(at).map(|(_, v)| v)
+        self.get(key)
     }
 
     fn can_cache(&self) -> bool {

@@ -284,6 +284,8 @@ pub struct ServerSession {
     control: Control,
     /// The session-bound TLS config (private resumption cache), shared by control and data connections.
     bound_tls: Option<Arc<rustls::ServerConfig>>,
+    /// The data connections' variant of `bound_tls`: same private session cache, no new tickets.
+    bound_data_tls: Option<Arc<rustls::ServerConfig>>,
     tls_reported: bool,
     ccc_close_pending: bool,
     ccc_awaiting_peer: bool,
@@ -344,6 +346,7 @@ impl ServerSession {
     /// for implicit FTPS) is ready in `poll_transmit` at once.
     pub fn new(config: SessionConfig, peer: SocketAddr, local: SocketAddr, now: Instant) -> Self {
         let bound_tls = config.tls.as_ref().map(crate::tls::session_bound_config);
+        let bound_data_tls = bound_tls.as_ref().map(crate::tls::data_connection_config);
         let mut session = Self {
             policy: config.clone(),
             framer: LineFramer::new(config.max_line_len),
@@ -353,6 +356,7 @@ impl ServerSession {
             now,
             control: Control::Plain,
             bound_tls,
+            bound_data_tls,
             tls_reported: false,
             ccc_close_pending: false,
             ccc_awaiting_peer: false,
@@ -1670,7 +1674,7 @@ impl ServerSession {
     fn run_transfer(&mut self, code: ReplyCode) {
         self.timers.data_accept = None;
         let bound = if self.prot_private {
-            self.bound_tls.clone()
+            self.bound_data_tls.clone()
         } else {
             None
         };

