@@ -282,7 +282,9 @@ pub(crate) fn session_bound_config(base: &Arc<rustls::ServerConfig>) -> Arc<rust
 /// non-resumable, so the next data connection can only resume with a ticket received since. They pick tickets up
 /// from downloads, and from uploads when the ticket arrives before their one read before closing (curl). Tickets
 /// also stay valid for the whole control session (see `PrivateSessionCache::take`) for clients that reuse them.
-pub(crate) fn data_connection_config(control: &Arc<rustls::ServerConfig>) -> Arc<rustls::ServerConfig> {
+pub(crate) fn data_connection_config(
+    control: &Arc<rustls::ServerConfig>,
+) -> Arc<rustls::ServerConfig> {
     let mut config = (**control).clone();
     config.send_tls13_tickets = DATA_TICKETS;
     Arc::new(config)

@@ -394,6 +394,9 @@ impl ServerBuilder {
     }
 }
 
+/// The longest the engine holds a preliminary reply for the data handshake (see `SessionConfig`).
+pub const PRELIMINARY_REPLY_WAIT: Duration = Duration::from_secs(1);
+
 /// The engine policy a configuration file describes.
 pub fn session_config_from(config: &Config) -> SessionConfig {
     let limits = &config.limits;
@@ -413,6 +416,8 @@ pub fn session_config_from(config: &Config) -> SessionConfig {
         data_accept_timeout: limits.data_timeout(),
         max_failed_logins: limits.max_failed_logins,
         max_line_len: limits.max_line_len,
+        // This frontend reports data readiness (transfer.rs), so the engine may hold the 150 for it.
+        preliminary_reply_wait: PRELIMINARY_REPLY_WAIT,
         ..SessionConfig::default()
     }
 }
@@ -449,10 +454,12 @@ pub fn run(parts: ServerParts) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         let passive_public_ipv4 = match public {
             Some(IpAddr::V4(ip)) => Some(ip),
-            Some(IpAddr::V6(_)) => return Err(format!(
+            Some(IpAddr::V6(_)) => {
+                return Err(format!(
                 "{}: passive_public_address must be IPv4 (227 replies carry IPv4; EPSV needs none)",
                 listener.address
-            )),
+            ))
+            }
             None => None,
         };
         let socket = std::net::TcpListener::bind(listener.address)

@@ -43,6 +43,8 @@ enum Completion {
     Candidate(ReqId, TcpStream, SocketAddr),
     /// The active-mode data connection is up.
     Connected(ReqId, TcpStream, SocketAddr),
+    /// The transfer's data connection is ready for the preliminary reply.
+    DataReady(ReqId),
 }
 
 /// A file held between its open and its transfer.
@@ -501,10 +503,14 @@ impl Driver {
                     },
                 };
                 let tx = self.done_tx.clone();
+                let ready_tx = self.done_tx.clone();
+                let on_ready: transfer::OnReady = Box::new(move || {
+                    let _ = ready_tx.try_send(Completion::DataReady(id));
+                });
                 let idle = self.shared.data_idle_timeout();
                 let task = smol::spawn(async move {
-                    let outcome = match transfer::run(channel, socket, body, plan.ascii, idle).await
-                    {
+                    let run = transfer::run(channel, socket, body, plan.ascii, idle, on_ready);
+                    let outcome = match run.await {
                         Ok(report) => Outcome::TransferFinished(report),
                         Err(failure) => Outcome::Failed(failure),
                     };
@@ -589,6 +595,7 @@ impl Driver {
                     tracing::warn!(%peer, "data connection from a foreign address refused (PASV hijack protection)");
                 }
             }
+            Completion::DataReady(id) => session.data_ready(now, id),
             Completion::Connected(id, stream, peer) => {
                 self.res.data_wait = None;
                 self.res.data = Some(stream);

@@ -30,16 +30,22 @@ pub(crate) enum Body {
     Write(Box<dyn Upload>),
 }
 
+/// Called once when the data connection is ready for the engine's preliminary reply.
+pub(crate) type OnReady = Box<dyn FnOnce() + Send>;
+
 /// Moves one transfer's bytes and returns the channel's report, or why it failed.
 ///
 /// `idle` bounds every wait on the socket or the file; the engine's own deadlines (the TLS handshake) come from
-/// the channel's `poll_timeout`.
+/// the channel's `poll_timeout`. `on_ready` runs when the engine may send its preliminary reply
+/// (`ServerSession::data_ready`): at once when there is no TLS or the client has not started its handshake (it
+/// waits for the 150), else once the handshake is done and what it produced (TLS 1.3 tickets) has been sent.
 pub(crate) async fn run(
     mut channel: Box<DataChannel>,
     socket: TcpStream,
     body: Body,
     ascii: bool,
     idle: Duration,
+    on_ready: OnReady,
 ) -> Result<DataReport, Failure> {
     let mut pump = Pump {
         socket,
@@ -47,7 +53,15 @@ pub(crate) async fn run(
         net_in: vec![0; NET_READ_SIZE],
         pending: 0..0,
         out: Vec::with_capacity(FILE_BUFFER_SIZE + 64 * 1024),
+        on_ready: Some(on_ready),
     };
+    let client_started = matches!(
+        future::poll_once(pump.socket.peek(&mut [0u8; 1])).await,
+        Some(Ok(n)) if n > 0
+    );
+    if !channel.is_handshaking() || !client_started {
+        pump.ready();
+    }
     match body {
         Body::Write(upload) => pump.receive(&mut channel, upload, ascii).await,
         Body::Read(reader) => pump.send(&mut channel, reader, ascii).await,
@@ -63,6 +77,7 @@ struct Pump {
     /// while its received plaintext waits to be drained).
     pending: std::ops::Range<usize>,
     out: Vec<u8>,
+    on_ready: Option<OnReady>,
 }
 
 /// What ended a wait for the socket.
@@ -122,7 +137,7 @@ impl Pump {
                 }
             }
             self.transmit(channel).await?;
-            if let Some(done) = Self::events(channel) {
+            if let Some(done) = self.events(channel) {
                 self.transmit(channel).await?;
                 return done;
             }
@@ -154,7 +169,7 @@ impl Pump {
             if let Err(e) = self.transmit(channel).await {
                 break Err(e);
             }
-            if let Some(done) = Self::events(channel) {
+            if let Some(done) = self.events(channel) {
                 let flushed = self.transmit(channel).await;
                 break done.and_then(|report| flushed.map(|()| report));
             }
@@ -206,16 +221,25 @@ impl Pump {
         }
     }
 
-    /// The end of the transfer, when the channel reports it.
-    fn events(channel: &mut DataChannel) -> Option<Result<DataReport, Failure>> {
+    /// The end of the transfer, when the channel reports it. Called after `transmit`, so by the time the
+    /// handshake is reported complete, what it produced is on its way to the client.
+    fn events(&mut self, channel: &mut DataChannel) -> Option<Result<DataReport, Failure>> {
         while let Some(event) = channel.poll_event() {
             match event {
+                DataEvent::HandshakeComplete(_) => self.ready(),
                 DataEvent::Finished(report) => return Some(Ok(report)),
                 DataEvent::Failed(error) => return Some(Err(failure_of(&error))),
                 _ => {}
             }
         }
         None
+    }
+
+    /// Reports readiness for the preliminary reply, once.
+    fn ready(&mut self) {
+        if let Some(on_ready) = self.on_ready.take() {
+            on_ready();
+        }
     }
 
     /// Feeds the channel: the bytes still pending from the last socket read, or else the next read (waiting at

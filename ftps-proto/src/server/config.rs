@@ -46,6 +46,15 @@ pub struct SessionConfig {
     pub greeting: String,
     /// Maximum control line length in bytes.
     pub max_line_len: usize,
+    /// How long the preliminary reply (150/125) of a TLS data transfer may wait for the frontend's
+    /// [`ServerSession::data_ready`](super::ServerSession::data_ready); zero (the default) sends it at once.
+    ///
+    /// Frontends that report readiness set this (the smol server uses a second). It lets the data connection's TLS
+    /// handshake, and the TLS 1.3 tickets sent right after it, reach a client that started the handshake before the
+    /// 150 (curl) ahead of the 150 itself: OpenSSL clients resume each data connection with a ticket received
+    /// since the last one, and curl reads an upload connection only once, just before closing it. A client that
+    /// waits for the 150 before its handshake (lftp) is reported ready at once by the frontend.
+    pub preliminary_reply_wait: Duration,
 }
 
 impl Default for SessionConfig {
@@ -68,6 +77,7 @@ impl Default for SessionConfig {
             max_failed_logins: 3,
             greeting: "ftps-rs ready".to_owned(),
             max_line_len: crate::codec::LineFramer::DEFAULT_MAX_LINE_LEN,
+            preliminary_reply_wait: Duration::ZERO,
         }
     }
 }

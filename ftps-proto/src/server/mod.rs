@@ -270,6 +270,8 @@ struct Timers {
     login: Option<Instant>,
     data_accept: Option<Instant>,
     login_delay: Option<Instant>,
+    /// When a held preliminary reply goes out anyway (`preliminary_reply_wait`).
+    preliminary: Option<Instant>,
 }
 
 /// One FTPS control connection, server side. See the [module docs](self) for the drive loop.
@@ -286,6 +288,8 @@ pub struct ServerSession {
     bound_tls: Option<Arc<rustls::ServerConfig>>,
     /// The data connections' variant of `bound_tls`: same private session cache, no new tickets.
     bound_data_tls: Option<Arc<rustls::ServerConfig>>,
+    /// The running transfer's preliminary reply, held until `data_ready` (see `preliminary_reply_wait`).
+    held_preliminary: Option<(ReplyCode, &'static str)>,
     tls_reported: bool,
     ccc_close_pending: bool,
     ccc_awaiting_peer: bool,
@@ -357,6 +361,7 @@ impl ServerSession {
             control: Control::Plain,
             bound_tls,
             bound_data_tls,
+            held_preliminary: None,
             tls_reported: false,
             ccc_close_pending: false,
             ccc_awaiting_peer: false,
@@ -529,6 +534,9 @@ impl ServerSession {
             self.close(CloseReason::IdleTimeout);
             return;
         }
+        if due(&mut self.timers.preliminary) {
+            self.release_preliminary();
+        }
         if due(&mut self.timers.data_accept) {
             if let Some(t) = &self.transfer {
                 if matches!(t.stage, Stage::AwaitingData) {
@@ -542,7 +550,22 @@ impl ServerSession {
         self.pump();
     }
 
-    // ----- mutator -----
+    // ----- mutators -----
+
+    /// Tells the engine the data connection of the running transfer `transfer` (the `RunTransfer` request) is
+    /// ready for the preliminary reply: its TLS handshake completed and what it sent has been flushed, or the
+    /// client is not starting a handshake before the 150. Only matters with `preliminary_reply_wait` set.
+    pub fn data_ready(&mut self, now: Instant, transfer: ReqId) {
+        self.now = now;
+        let running = self
+            .transfer
+            .as_ref()
+            .is_some_and(|t| matches!(t.stage, Stage::Running(id) if id == transfer));
+        if running {
+            self.release_preliminary();
+            self.pump();
+        }
+    }
 
     /// Answers request `id`. Unknown or stale ids are ignored (a request cancelled by `ReleaseData` may still be
     /// answered).
@@ -630,6 +653,7 @@ impl ServerSession {
             self.timers.login,
             self.timers.data_accept,
             self.timers.login_delay,
+            self.timers.preliminary,
         ]
         .into_iter()
         .flatten()
@@ -1710,13 +1734,27 @@ impl ServerSession {
         };
         // The data connection now belongs to the transfer; the next one needs a new PASV/PORT.
         self.data = Data::default();
-        self.reply(code, text);
+        let wait = self.policy.preliminary_reply_wait;
+        if self.prot_private && !wait.is_zero() {
+            self.held_preliminary = Some((code, text));
+            self.timers.preliminary = Some(self.now + wait);
+        } else {
+            self.reply(code, text);
+        }
         let id = self.push_request(RequestKind::RunTransfer {
             channel: Box::new(channel),
             plan,
         });
         if let Some(t) = self.transfer.as_mut() {
             t.stage = Stage::Running(id);
+        }
+    }
+
+    /// Sends the held preliminary reply, if any.
+    fn release_preliminary(&mut self) {
+        self.timers.preliminary = None;
+        if let Some((code, text)) = self.held_preliminary.take() {
+            self.reply(code, text);
         }
     }
 
@@ -1764,6 +1802,14 @@ impl ServerSession {
             }
             _ => (ReplyCode::LOCAL_ERROR, "Unexpected answer", 0, None),
         };
+        // A held preliminary reply still precedes a success; a failure alone is a complete answer (RFC 959
+        // section 5.4 allows 4xx/5xx without 1xx), so it is dropped then.
+        if code.is_completion() {
+            self.release_preliminary();
+        } else {
+            self.held_preliminary = None;
+            self.timers.preliminary = None;
+        }
         self.reply(code, text);
         if t.aborted {
             // RFC 959 section 4.1.3: 426 for the aborted transfer, then 226 for ABOR itself.
