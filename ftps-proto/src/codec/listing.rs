@@ -383,9 +383,11 @@ fn parse_unix_line(line: &str, now: Timeval) -> Option<Entry> {
 
     // Size, or `major, minor` / `major,minor` for devices (no size then).
     let size_token = toks.get(month_index - 1)?.text;
-    let (size, size_start) = if is_device_numbers(size_token) {
+    // Only device files list `major, minor` where the size goes.
+    let is_device = matches!(type_char, b'c' | b'b');
+    let (size, size_start) = if is_device && is_device_numbers(size_token) {
         (None, month_index - 1)
-    } else if month_index >= 3
+    } else if is_device
         && toks
             .get(month_index - 2)
             .is_some_and(|t| is_device_major(t.text))
@@ -914,6 +916,16 @@ mod tests {
         );
         assert_eq!(entries[6].modified, Some(tv(2024, 2, 29, 12, 0, 0)));
         assert_eq!(entries[7].name, " leading space");
+    }
+
+    #[test]
+    fn device_numbers_only_for_device_files() {
+        let entry = parse_list_line("-rw-r--r-- 1 o 4, 12 Jan 01 12:00 x", NOW).unwrap();
+        assert_eq!((entry.size, entry.group.as_deref()), (Some(12), Some("4,")));
+        assert_eq!(
+            parse_list_line("-rw-r--r-- 1 o g 4,12 Jan 01 12:00 x", NOW),
+            None
+        );
     }
 
     #[test]
