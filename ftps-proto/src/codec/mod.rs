@@ -4,10 +4,12 @@ mod command;
 mod framing;
 mod listing;
 mod reply;
+mod site;
 mod time;
 
 pub use command::*;
 pub use framing::*;
 pub use listing::*;
 pub use reply::*;
+pub use site::*;
 pub use time::*;
