@@ -82,7 +82,7 @@ use std::time::Instant;
 use rustls::pki_types::ServerName;
 
 use crate::codec::{AuthMechanism, Command, EpsvArgument, ProtectionLevel, Reply, ReplyParser};
-use crate::codec::RepresentationType;
+use crate::codec::{RepresentationType, Timeval};
 use crate::data::{DataChannel, DataReport};
 use crate::tls::{ReadState, TlsConn};
 
@@ -251,6 +251,8 @@ pub struct ClientSession {
     reply_deadline: Option<Instant>,
     data_deadline: Option<Instant>,
     error: Option<SessionError>,
+    /// Today's date (UTC) as the frontend last told it, for `LIST` lines that omit the year.
+    today: Timeval,
 }
 
 impl std::fmt::Debug for ClientSession {
@@ -313,6 +315,15 @@ impl ClientSession {
             reply_deadline: Some(now + config.reply_timeout),
             data_deadline: None,
             error: None,
+            today: Timeval {
+                year: 1970,
+                month: 1,
+                day: 1,
+                hour: 0,
+                minute: 0,
+                second: 0,
+                millisecond: None,
+            },
             config,
         };
         if session.config.security == Security::Implicit {
@@ -575,6 +586,12 @@ impl ClientSession {
         if self.current.as_ref().is_some_and(|r| r.id == op) {
             self.data_deadline = None;
         }
+    }
+
+    /// Tells the session today's date (UTC). `ls`-style `LIST` lines omit the year of recent files; it is
+    /// inferred from this date. The session never reads a clock itself.
+    pub fn set_today(&mut self, today: Timeval) {
+        self.today = today;
     }
 
     // ----- outputs -----
@@ -1162,7 +1179,9 @@ impl ClientSession {
         let channel = match self.data_channel() {
             Ok(channel) => channel,
             Err(e) => {
-                running.transfer.data = Some(Err(e));
+                if let Some(running) = self.current.as_mut() {
+                    running.transfer.data = Some(Err(e));
+                }
                 self.reply_deadline = Some(now + self.config.reply_timeout);
                 return;
             }
@@ -1235,7 +1254,7 @@ impl ClientSession {
             Err(OpError::Data("listing larger than max_listing_bytes".to_string()))
         } else {
             match &running.op {
-                Operation::List(_) => Ok(Output::Listing(parse_listing(&t.listing, t.used_list))),
+                Operation::List(_) => Ok(Output::Listing(parse_listing(&t.listing, t.used_list, self.today))),
                 Operation::NameList(_) => Ok(Output::Names(parse_names(&t.listing))),
                 _ => Ok(Output::Transfer(TransferReport {
                     bytes: report.bytes,
@@ -1343,30 +1362,26 @@ fn parse_features(reply: &Reply) -> ServerFeatures {
     let Some(features) = reply.parse_feat() else {
         return ServerFeatures::default();
     };
+    let rest_stream = features.params_all("REST").any(|p| p.trim().eq_ignore_ascii_case("STREAM"));
     ServerFeatures {
         mlsd: features.has("MLST") || features.has("MLSD"),
         size: features.has("SIZE"),
         mdtm: features.has("MDTM"),
         mfmt: features.has("MFMT"),
-        rest_stream: features.params_all("REST").any(|p| p.eq_ignore_ascii_case("STREAM")),
+        rest_stream,
         utf8: features.has("UTF8"),
         epsv: features.has("EPSV"),
         lines: features.to_lines().iter().map(|l| l.trim().to_string()).collect(),
     }
 }
 
-fn parse_listing(bytes: &[u8], list_format: bool) -> Vec<crate::codec::Entry> {
+fn parse_listing(bytes: &[u8], list_format: bool, today: Timeval) -> Vec<crate::codec::Entry> {
     let text = String::from_utf8_lossy(bytes);
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .filter_map(|line| {
-            if list_format {
-                crate::codec::parse_list_line(line)
-            } else {
-                crate::codec::parse_mlsd_line(line).ok()
-            }
-        })
-        .collect()
+    if list_format {
+        crate::codec::parse_list(&text, today)
+    } else {
+        crate::codec::parse_mlsd(&text)
+    }
 }
 
 fn parse_names(bytes: &[u8]) -> Vec<String> {

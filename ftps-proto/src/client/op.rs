@@ -197,7 +197,7 @@ pub enum Output {
 }
 
 /// Why an operation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum OpError {
     /// The server answered with a negative (4xx/5xx) or unexpected reply. The session goes on.

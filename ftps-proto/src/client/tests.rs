@@ -1,0 +1,574 @@
+//! A scripted in-memory server with virtual time plays vsftpd-like reply sequences against [`ClientSession`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::codec::Command;
+
+use super::*;
+use crate::data::DataChannel;
+use crate::test_support::{localhost, TestPki, TLS12, TLS13};
+use crate::tls::{session_bound_config, TlsConn};
+
+const PEER: &str = "192.0.2.10:21";
+
+fn peer() -> SocketAddr {
+    PEER.parse().unwrap()
+}
+
+/// The server side of the control connection, played by the test.
+struct Script {
+    now: Instant,
+    client: ClientSession,
+    /// The server's control TLS, once `AUTH TLS` was accepted (or from the start in implicit mode).
+    tls: Option<TlsConn>,
+    /// Per-session server config: its private session cache is what data connections resume.
+    bound: Option<Arc<rustls::ServerConfig>>,
+    /// Plaintext received from the client, not yet read as lines.
+    inbox: Vec<u8>,
+    events: Vec<Event>,
+}
+
+impl Script {
+    fn plain() -> Self {
+        let now = Instant::now();
+        let client = ClientSession::new(ClientSessionConfig::plain(), localhost(), peer(), now).unwrap();
+        Self {
+            now,
+            client,
+            tls: None,
+            bound: None,
+            inbox: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn tls(pki: &TestPki, versions: &[&'static rustls::SupportedProtocolVersion], config: ClientSessionConfig) -> Self {
+        let now = Instant::now();
+        let implicit = config.security == Security::Implicit;
+        let client = ClientSession::new(config, localhost(), peer(), now).unwrap();
+        let bound = session_bound_config(&pki.server_config(versions));
+        let mut script = Self {
+            now,
+            client,
+            tls: None,
+            bound: Some(bound),
+            inbox: Vec::new(),
+            events: Vec::new(),
+        };
+        if implicit {
+            script.start_tls();
+        }
+        script
+    }
+
+    fn start_tls(&mut self) {
+        self.tls = Some(TlsConn::server(self.bound.clone().unwrap()).unwrap());
+    }
+
+    /// Moves bytes both ways until nothing moves; collects events.
+    fn exchange(&mut self) {
+        for _ in 0..1000 {
+            let mut moved = false;
+            let mut wire = Vec::new();
+            while self.client.poll_transmit(&mut wire) > 0 {}
+            if !wire.is_empty() {
+                moved = true;
+                match self.tls.as_mut() {
+                    Some(tls) => {
+                        let n = tls.read_tls(&wire).unwrap();
+                        assert_eq!(n, wire.len());
+                        loop {
+                            let chunk = tls.plaintext_chunk().to_vec();
+                            if chunk.is_empty() {
+                                break;
+                            }
+                            tls.consume_plaintext(chunk.len());
+                            self.inbox.extend_from_slice(&chunk);
+                        }
+                    }
+                    None => self.inbox.extend_from_slice(&wire),
+                }
+            }
+            if let Some(tls) = self.tls.as_mut() {
+                let mut out = Vec::new();
+                tls.write_tls_into(&mut out);
+                if !out.is_empty() {
+                    moved = true;
+                    feed_all(&mut self.client, self.now, &out);
+                }
+            }
+            while let Some(e) = self.client.poll_event() {
+                moved = true;
+                self.events.push(e);
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("exchange does not settle");
+    }
+
+    /// Answers `AUTH` with 234 and starts the server's TLS before the client's ClientHello is read.
+    fn accept_auth(&mut self) {
+        feed_all(&mut self.client, self.now, b"234 Proceed with negotiation.\r\n");
+        self.start_tls();
+        self.exchange();
+    }
+
+    /// Sends raw reply bytes (over TLS when it is up).
+    fn send(&mut self, text: &str) {
+        match self.tls.as_mut() {
+            Some(tls) => {
+                tls.write_plaintext(text.as_bytes());
+            }
+            None => feed_all(&mut self.client, self.now, text.as_bytes()),
+        }
+        self.exchange();
+    }
+
+    /// The next command line the client sent.
+    fn line(&mut self) -> String {
+        self.exchange();
+        let at = self
+            .inbox
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .unwrap_or_else(|| panic!("no command sent; inbox {:?}", String::from_utf8_lossy(&self.inbox)));
+        let line = String::from_utf8(self.inbox[..at].to_vec()).unwrap();
+        self.inbox.drain(..at + 2);
+        line
+    }
+
+    /// Expects `command`, answers `reply` (CRLF added per line).
+    fn expect(&mut self, command: &str, reply: &str) {
+        assert_eq!(self.line(), command);
+        self.send(&crlf(reply));
+    }
+
+    fn no_command(&mut self) {
+        self.exchange();
+        assert!(self.inbox.is_empty(), "unexpected: {:?}", String::from_utf8_lossy(&self.inbox));
+    }
+
+    /// Plays greeting, AUTH TLS, handshake and login (vsftpd-like).
+    fn connect_and_login(&mut self, features: &str) {
+        let explicit = matches!(self.client.config.security, Security::Explicit { .. });
+        let tls = self.bound.is_some();
+        if explicit {
+            self.send("220 (vsFTPd 3.0.5)\r\n");
+            assert_eq!(self.line(), "AUTH TLS");
+            self.accept_auth();
+        } else {
+            self.send("220 (vsFTPd 3.0.5)\r\n");
+        }
+        assert!(matches!(self.events.remove(0), Event::Connected { .. }));
+        let op = self.client.submit(self.now, Operation::Login(Credentials::new("alice", "pw")));
+        self.expect("USER alice", "331 Please specify the password.");
+        self.expect("PASS pw", "230 Login successful.");
+        if tls {
+            self.expect("PBSZ 0", "200 PBSZ set to 0.");
+            self.expect("PROT P", "200 PROT now Private.");
+        }
+        self.expect("FEAT", features);
+        if features.contains("UTF8") {
+            self.expect("OPTS UTF8 ON", "200 Always in UTF8 mode.");
+        }
+        self.expect("TYPE I", "200 Switching to Binary mode.");
+        let (id, result) = self.completed();
+        assert_eq!(id, op);
+        assert!(matches!(result, Ok(Output::LoggedIn(_))), "{result:?}");
+    }
+
+    /// The next Completed event (others before it are dropped).
+    fn completed(&mut self) -> (OpId, Result<Output, OpError>) {
+        self.exchange();
+        while !self.events.is_empty() {
+            if let Event::Completed { op, result } = self.events.remove(0) {
+                return (op, result);
+            }
+        }
+        panic!("no Completed event");
+    }
+
+    fn take_channel(&mut self) -> (OpId, DataChannel, Direction) {
+        self.exchange();
+        while !self.events.is_empty() {
+            if let Event::DataChannel { op, channel, direction } = self.events.remove(0) {
+                return (op, *channel, direction);
+            }
+        }
+        panic!("no DataChannel event");
+    }
+
+    fn open_addr(&mut self) -> SocketAddr {
+        self.exchange();
+        while !self.events.is_empty() {
+            if let Event::OpenDataConnection { addr, .. } = self.events.remove(0) {
+                return addr;
+            }
+        }
+        panic!("no OpenDataConnection event");
+    }
+
+    fn no_completion(&mut self) {
+        self.exchange();
+        assert!(
+            !self.events.iter().any(|e| matches!(e, Event::Completed { .. })),
+            "{:?}",
+            self.events
+        );
+    }
+}
+
+/// Offers `bytes` until all are consumed, draining the client's output in between (TLS backpressure).
+fn feed_all(client: &mut ClientSession, now: Instant, mut bytes: &[u8]) {
+    for _ in 0..100 {
+        let n = client.handle_input(now, bytes);
+        bytes = &bytes[n..];
+        if bytes.is_empty() {
+            return;
+        }
+        let mut sink = Vec::new();
+        while client.poll_transmit(&mut sink) > 0 {}
+        assert!(sink.is_empty() || client.tls.is_some(), "output lost");
+    }
+    panic!("input never consumed");
+}
+
+fn crlf(text: &str) -> String {
+    text.lines().map(|l| format!("{l}\r\n")).collect()
+}
+
+const FEAT_MLSD: &str = "211-Features:\n EPSV\n MDTM\n MLST type*;size*;modify*;\n PASV\n REST STREAM\n SIZE\n UTF8\n211 End";
+const FEAT_PLAIN: &str = "211-Features:\n EPSV\n MDTM\n PASV\n SIZE\n211 End";
+
+/// Runs the server end of a data connection for `channel` and returns the client's report.
+///
+/// `payload` is what the server sends (downloads); uploads send `upload` from the client.
+fn run_data(
+    script: &Script,
+    channel: DataChannel,
+    payload: &[u8],
+    upload: &[u8],
+) -> (crate::data::DataReport, Vec<u8>) {
+    let server = script.bound.clone().map(|c| TlsConn::server(c).unwrap());
+    pump_data(channel, server, payload, upload)
+}
+
+/// Pumps a client data channel against a server TLS end (or plain bytes) until both sides closed.
+fn pump_data(
+    channel: DataChannel,
+    server: Option<TlsConn>,
+    payload: &[u8],
+    upload: &[u8],
+) -> (crate::data::DataReport, Vec<u8>) {
+    let mut client = channel.tls.expect("TLS data channel in these tests");
+    let mut server = server.expect("server TLS");
+    let mut received = Vec::new();
+    let mut server_got = Vec::new();
+    let mut sent_payload = false;
+    let mut client_closed = false;
+    let mut server_closed = false;
+    for _ in 0..10_000 {
+        let mut buf = Vec::new();
+        client.write_tls_into(&mut buf);
+        if !buf.is_empty() {
+            server.read_tls(&buf).unwrap();
+        }
+        loop {
+            let c = server.plaintext_chunk().to_vec();
+            if c.is_empty() {
+                break;
+            }
+            server.consume_plaintext(c.len());
+            server_got.extend(c);
+        }
+        if !server.is_handshaking() && !sent_payload {
+            sent_payload = true;
+            server.write_plaintext(payload);
+            if !payload.is_empty() || upload.is_empty() {
+                server.send_close_notify();
+                server_closed = true;
+            }
+        }
+        if !server_closed && server.read_state() == crate::tls::ReadState::CleanClose {
+            server.send_close_notify();
+            server_closed = true;
+        }
+        let mut buf = Vec::new();
+        server.write_tls_into(&mut buf);
+        if !buf.is_empty() {
+            client.read_tls(&buf).unwrap();
+        }
+        loop {
+            let c = client.plaintext_chunk().to_vec();
+            if c.is_empty() {
+                break;
+            }
+            client.consume_plaintext(c.len());
+            received.extend(c);
+        }
+        if !client.is_handshaking() && !client_closed {
+            client.write_plaintext(upload);
+            client.send_close_notify();
+            client_closed = true;
+        }
+        if client_closed && server_closed && client.read_state() == crate::tls::ReadState::CleanClose && !client.wants_write() {
+            assert_eq!(server_got, upload);
+            let info = client.info().unwrap();
+            let report = crate::data::DataReport {
+                bytes: (received.len() + upload.len()) as u64,
+                clean_close: true,
+                resumed: info.resumed,
+                tls: Some(info),
+            };
+            return (report, received);
+        }
+    }
+    panic!("data connection does not finish");
+}
+
+// ----- connect and login -----
+
+#[test]
+fn plain_login_with_multiline_replies() {
+    let mut s = Script::plain();
+    s.send("220-Welcome\r\n220-to the test\r\n220 server\r\n");
+    match s.events.remove(0) {
+        Event::Connected { greeting, tls } => {
+            assert_eq!(greeting.lines.len(), 3);
+            assert_eq!(greeting.lines[0], "Welcome");
+            assert_eq!(greeting.lines[2], "server");
+            assert_eq!(tls, None);
+        }
+        e => panic!("{e:?}"),
+    }
+    let op = s.client.submit(s.now, Operation::Login(Credentials::new("u", "p")));
+    s.expect("USER u", "331 pw");
+    s.expect("PASS p", "230-Hi\n230 ok");
+    s.expect("FEAT", FEAT_MLSD);
+    s.expect("OPTS UTF8 ON", "200 ok");
+    s.expect("TYPE I", "200 ok");
+    let (id, result) = s.completed();
+    assert_eq!(id, op);
+    let Ok(Output::LoggedIn(f)) = result else { panic!("{result:?}") };
+    assert!(f.mlsd && f.size && f.mdtm && f.rest_stream && f.utf8 && f.epsv && !f.mfmt);
+    assert!(s.client.is_idle());
+}
+
+#[test]
+fn login_with_account_and_refused_password() {
+    let mut s = Script::plain();
+    s.send("220 hi\r\n");
+    let creds = Credentials {
+        user: "u".into(),
+        password: "p".into(),
+        account: Some("acc".into()),
+    };
+    let op = s.client.submit(s.now, Operation::Login(creds));
+    s.expect("USER u", "331 pw");
+    s.expect("PASS p", "332 account");
+    s.expect("ACCT acc", "530 Login incorrect.");
+    let (id, result) = s.completed();
+    assert_eq!(id, op);
+    assert!(matches!(result, Err(OpError::Refused(r)) if r.code.get() == 530));
+    // The session goes on.
+    let noop = s.client.submit(s.now, Operation::Noop);
+    s.expect("NOOP", "200 NOOP ok.");
+    assert!(matches!(s.completed(), (id, Ok(Output::Done(_))) if id == noop));
+}
+
+fn explicit_login(versions: &[&'static rustls::SupportedProtocolVersion]) {
+    let pki = TestPki::new();
+    let mut s = Script::tls(&pki, versions, ClientSessionConfig::new(pki.client_config(versions)));
+    s.connect_and_login(FEAT_MLSD);
+    assert!(s.client.data_protected());
+    let info = s.client.tls_info().unwrap();
+    assert_eq!(info.version, versions[0].version);
+    assert!(!info.resumed);
+}
+
+#[test]
+fn explicit_login_tls12() {
+    explicit_login(TLS12);
+}
+
+#[test]
+fn explicit_login_tls13() {
+    explicit_login(TLS13);
+}
+
+#[test]
+fn implicit_login_sends_pbsz_prot() {
+    let pki = TestPki::new();
+    let mut s = Script::tls(&pki, TLS13, ClientSessionConfig::implicit(pki.client_config(TLS13)));
+    s.connect_and_login(FEAT_PLAIN);
+    assert!(s.client.data_protected());
+}
+
+#[test]
+fn auth_switch_sends_bytes_after_234_to_tls_not_the_parser() {
+    let pki = TestPki::new();
+    let mut s = Script::tls(&pki, TLS13, ClientSessionConfig::new(pki.client_config(TLS13)));
+    s.send("220 hi\r\n");
+    assert_eq!(s.line(), "AUTH TLS");
+    // An injected "reply" after 234 in the same read (the STARTTLS injection class): it must reach TLS.
+    feed_all(&mut s.client, s.now, b"234 go\r\n230 Login successful.\r\n");
+    s.exchange();
+    assert!(matches!(s.client.error(), Some(SessionError::Tls(_))), "{:?}", s.client.error());
+    assert!(!s.events.iter().any(|e| matches!(e, Event::UnsolicitedReply(_) | Event::Connected { .. })));
+    assert!(s.events.iter().any(|e| matches!(e, Event::Failed(SessionError::Tls(_)))));
+}
+
+#[test]
+fn auth_refused_fails_closed_and_auth_ssl_only_when_allowed() {
+    let pki = TestPki::new();
+    let mut s = Script::tls(&pki, TLS13, ClientSessionConfig::new(pki.client_config(TLS13)));
+    s.send("220 hi\r\n");
+    s.expect("AUTH TLS", "504 Unknown AUTH type.");
+    assert!(matches!(s.client.error(), Some(SessionError::AuthRefused(r)) if r.code.get() == 504));
+
+    let mut config = ClientSessionConfig::new(pki.client_config(TLS13));
+    config.security = Security::Explicit { allow_auth_ssl: true };
+    let mut s = Script::tls(&pki, TLS13, config);
+    s.send("220 hi\r\n");
+    s.expect("AUTH TLS", "504 Unknown AUTH type.");
+    assert_eq!(s.line(), "AUTH SSL");
+    s.accept_auth();
+    assert!(matches!(s.events.remove(0), Event::Connected { tls: Some(_), .. }));
+}
+
+#[test]
+fn prot_p_refused_fails_closed() {
+    let pki = TestPki::new();
+    let mut s = Script::tls(&pki, TLS12, ClientSessionConfig::new(pki.client_config(TLS12)));
+    s.send("220 hi\r\n");
+    assert_eq!(s.line(), "AUTH TLS");
+    s.accept_auth();
+    let op = s.client.submit(s.now, Operation::Login(Credentials::new("u", "p")));
+    let queued = s.client.submit(s.now, Operation::Pwd);
+    s.expect("USER u", "230 ok");
+    s.expect("PBSZ 0", "200 ok");
+    s.expect("PROT P", "536 PROT P not supported.");
+    assert!(matches!(s.client.error(), Some(SessionError::DataProtectionRefused(r)) if r.code.get() == 536));
+    assert!(matches!(s.completed(), (id, Err(OpError::Session(SessionError::DataProtectionRefused(_)))) if id == op));
+    assert!(matches!(s.completed(), (id, Err(OpError::Session(_))) if id == queued));
+    s.no_command();
+}
+
+#[test]
+fn prot_p_refused_allowed_gives_clear_data() {
+    let pki = TestPki::new();
+    let mut config = ClientSessionConfig::new(pki.client_config(TLS12));
+    config.allow_clear_data = true;
+    let mut s = Script::tls(&pki, TLS12, config);
+    s.send("220 hi\r\n");
+    assert_eq!(s.line(), "AUTH TLS");
+    s.accept_auth();
+    let op = s.client.submit(s.now, Operation::Login(Credentials::new("u", "p")));
+    s.expect("USER u", "230 ok");
+    s.expect("PBSZ 0", "200 ok");
+    s.expect("PROT P", "536 no");
+    s.expect("FEAT", "500 no");
+    s.expect("TYPE I", "200 ok");
+    assert!(matches!(s.completed(), (id, Ok(Output::LoggedIn(_))) if id == op));
+    assert!(!s.client.data_protected());
+}
+
+// ----- simple operations -----
+
+#[test]
+fn simple_operations_and_raw_and_quit() {
+    let mut s = Script::plain();
+    s.send("220 hi\r\n");
+    let pwd = s.client.submit(s.now, Operation::Pwd);
+    s.expect("PWD", "257 \"/home/a \"\"q\"\"\" is the current directory");
+    assert_eq!(s.completed(), (pwd, Ok(Output::Directory("/home/a \"q\"".into()))));
+    let mkd = s.client.submit(s.now, Operation::Mkdir("x".into()));
+    s.expect("MKD x", "257 \"/x\" created");
+    assert_eq!(s.completed(), (mkd, Ok(Output::Directory("/x".into()))));
+    let size = s.client.submit(s.now, Operation::Size("f".into()));
+    s.expect("SIZE f", "213 12345");
+    assert_eq!(s.completed(), (size, Ok(Output::Size(12345))));
+    let _mdtm = s.client.submit(s.now, Operation::Mdtm("f".into()));
+    s.expect("MDTM f", "213 20240102030405");
+    let (_, r) = s.completed();
+    let Ok(Output::Modified(t)) = r else { panic!("{r:?}") };
+    assert_eq!((t.year, t.month, t.day, t.hour, t.minute, t.second), (2024, 1, 2, 3, 4, 5));
+    let ren = s.client.submit(s.now, Operation::Rename { from: "a".into(), to: "b".into() });
+    s.expect("RNFR a", "350 Ready for RNTO.");
+    s.expect("RNTO b", "250 Rename successful.");
+    assert!(matches!(s.completed(), (id, Ok(Output::Done(r))) if id == ren && r.code.get() == 250));
+    let ren = s.client.submit(s.now, Operation::Rename { from: "a".into(), to: "b".into() });
+    s.expect("RNFR a", "550 RNFR command failed.");
+    assert!(matches!(s.completed(), (id, Err(OpError::Refused(r))) if id == ren && r.code.get() == 550));
+    let dele = s.client.submit(s.now, Operation::Delete("f".into()));
+    s.expect("DELE f", "550 Delete operation failed.");
+    assert!(matches!(s.completed(), (id, Err(OpError::Refused(_))) if id == dele));
+    let raw = s.client.submit(s.now, Operation::Raw(Command::Syst));
+    s.expect("SYST", "215 UNIX Type: L8");
+    assert!(matches!(s.completed(), (id, Ok(Output::Done(r))) if id == raw && r.code.get() == 215));
+    let bad = s.client.submit(s.now, Operation::Raw(Command::Retr("x".into())));
+    assert!(matches!(s.completed(), (id, Err(OpError::InvalidOperation(_))) if id == bad));
+    s.no_command();
+    let quit = s.client.submit(s.now, Operation::Quit);
+    s.expect("QUIT", "221 Goodbye.");
+    assert!(matches!(s.completed(), (id, Ok(Output::Done(_))) if id == quit));
+    assert!(s.client.is_closed());
+    assert!(s.events.iter().any(|e| matches!(e, Event::Closed)));
+    let late = s.client.submit(s.now, Operation::Noop);
+    assert!(matches!(s.completed(), (id, Err(OpError::Session(SessionError::Closed))) if id == late));
+}
+
+#[test]
+fn unsolicited_reply_at_idle_is_an_event_and_421_fails() {
+    let mut s = Script::plain();
+    s.send("220 hi\r\n");
+    s.send("200 stray\r\n");
+    assert!(matches!(s.events.remove(0), Event::Connected { .. }));
+    assert!(matches!(s.events.remove(0), Event::UnsolicitedReply(r) if r.code.get() == 200));
+    assert!(s.client.error().is_none());
+    let noop = s.client.submit(s.now, Operation::Noop);
+    s.expect("NOOP", "200 ok");
+    assert!(matches!(s.completed(), (id, Ok(_)) if id == noop));
+    s.send("421 Timeout.\r\n");
+    assert!(matches!(s.client.error(), Some(SessionError::ServiceClosing(_))));
+}
+
+#[test]
+fn preliminary_reply_to_a_simple_command_is_fatal_not_misread() {
+    let mut s = Script::plain();
+    s.send("220 hi\r\n");
+    let op = s.client.submit(s.now, Operation::Cwd("d".into()));
+    s.expect("CWD d", "150 what");
+    assert!(matches!(s.client.error(), Some(SessionError::UnexpectedReply { .. })));
+    assert!(matches!(s.completed(), (id, Err(OpError::Session(_))) if id == op));
+}
+
+#[test]
+fn multiline_reply_split_at_every_byte() {
+    let greeting = "220-line one\r\n220-line 220 two\r\n 220 three\r\n220 end\r\n";
+    let reply = "257-first\r\n257 \"/a b\" created\r\n";
+    for split in 0..=greeting.len() {
+        let mut s = Script::plain();
+        assert_eq!(s.client.handle_input(s.now, &greeting.as_bytes()[..split]), split);
+        assert_eq!(s.client.handle_input(s.now, &greeting.as_bytes()[split..]), greeting.len() - split);
+        s.exchange();
+        match s.events.remove(0) {
+            Event::Connected { greeting, .. } => assert_eq!(greeting.lines.len(), 4),
+            e => panic!("{e:?}"),
+        }
+        let op = s.client.submit(s.now, Operation::Mkdir("a b".into()));
+        assert_eq!(s.line(), "MKD a b");
+        for b in reply.as_bytes() {
+            assert_eq!(s.client.handle_input(s.now, std::slice::from_ref(b)), 1);
+        }
+        let _ = op;
+        // The 257 parse uses the first line: "first" has no quotes, so this is malformed — exactly once.
+        let (_, r) = s.completed();
+        assert!(matches!(r, Err(OpError::MalformedReply(_))), "{r:?}");
+        assert!(s.client.is_idle());
+    }
+}
