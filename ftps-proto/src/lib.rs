@@ -4,6 +4,7 @@
 //! `DESIGN.md` for the drive-loop contract every frontend keeps.
 
 pub mod codec;
+pub mod data;
 mod tls;
 
 pub use tls::TlsInfo;
