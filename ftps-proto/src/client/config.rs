@@ -61,8 +61,6 @@ pub struct ClientSessionConfig {
     pub abort_timeout: Duration,
     /// Upper bound on the bytes of one directory listing the session buffers for parsing.
     pub max_listing_bytes: usize,
-    /// How many server names the session's private TLS resumption store remembers.
-    pub resumption_sessions: usize,
     /// Require close_notify at the end of downloads; a bare TCP close is then reported as truncation.
     pub require_close_notify: bool,
 }
@@ -99,7 +97,6 @@ impl ClientSessionConfig {
             data_handshake_timeout: Duration::from_secs(10),
             abort_timeout: Duration::from_secs(10),
             max_listing_bytes: 64 * 1024 * 1024,
-            resumption_sessions: 8,
             require_close_notify: true,
         }
     }

@@ -107,9 +107,6 @@ pub enum SessionError {
     /// No reply within the reply timeout.
     #[error("timed out waiting for a reply to {0}")]
     Timeout(&'static str),
-    /// The data connection's TLS handshake did not finish within the data handshake timeout.
-    #[error("data connection handshake timed out")]
-    DataHandshakeTimeout,
     /// `ABOR` was not settled within the abort timeout: the reply stream can no longer be trusted.
     #[error("ABOR not settled; session unusable")]
     AbortUnresolved,

@@ -83,7 +83,7 @@ use rustls::pki_types::ServerName;
 
 use crate::codec::{AuthMechanism, Command, EpsvArgument, ProtectionLevel, Reply, ReplyParser};
 use crate::codec::{RepresentationType, Timeval};
-use crate::data::{DataChannel, DataReport};
+use crate::data::{DataChannel, DataError, DataOptions, DataProtection, DataReport, DataTls};
 use crate::tls::{ReadState, TlsConn};
 
 pub use config::{ClientSessionConfig, DataConnectionMode, Security};
@@ -188,7 +188,7 @@ struct TransferState {
     /// The server accepted with 1xx and the channel was handed out.
     preliminary: bool,
     /// What the frontend reported about the data channel.
-    data: Option<Result<DataReport, String>>,
+    data: Option<Result<DataReport, DataError>>,
     /// The transfer command's final positive reply.
     final_reply: Option<Reply>,
     /// Listing bytes received so far.
@@ -249,7 +249,6 @@ pub struct ClientSession {
     /// The address of the data connection of the current transfer (passive) or listener (active).
     data_addr: Option<SocketAddr>,
     reply_deadline: Option<Instant>,
-    data_deadline: Option<Instant>,
     error: Option<SessionError>,
     /// Today's date (UTC) as the frontend last told it, for `LIST` lines that omit the year.
     today: Timeval,
@@ -283,13 +282,9 @@ impl ClientSession {
         let tls_config = match (&config.security, &config.tls) {
             (Security::Plain, _) => None,
             (_, None) => return Err(SessionError::Config("TLS requested without a rustls::ClientConfig")),
-            (_, Some(base)) => {
-                // One resumption store per control connection, shared by its data connections and by nobody
-                // else (DESIGN.md "Data-channel TLS is bound to its control session").
-                let mut private = (**base).clone();
-                private.resumption = rustls::client::Resumption::in_memory_sessions(config.resumption_sessions.max(1));
-                Some(Arc::new(private))
-            }
+            // One resumption store per control connection, shared by its data connections and by nobody else
+            // (DESIGN.md "Data-channel TLS is bound to its control session").
+            (_, Some(base)) => Some(crate::tls::connection_bound_client_config(base)),
         };
         let mut session = Self {
             tls_config,
@@ -313,7 +308,6 @@ impl ClientSession {
             eprt_refused: false,
             data_addr: None,
             reply_deadline: Some(now + config.reply_timeout),
-            data_deadline: None,
             error: None,
             today: Timeval {
                 year: 1970,
@@ -445,10 +439,6 @@ impl ClientSession {
     /// Handles every deadline at or before `now`. A handled deadline is never returned again by
     /// [`ClientSession::poll_timeout`].
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.data_deadline.is_some_and(|d| d <= now) {
-            self.data_deadline = None;
-            self.fail(SessionError::DataHandshakeTimeout);
-        }
         if self.reply_deadline.is_some_and(|d| d <= now) {
             self.reply_deadline = None;
             let error = match self.awaiting {
@@ -522,7 +512,6 @@ impl ClientSession {
             // A preparatory command (EPSV, REST, ...) is in flight: stop when its reply arrives.
             Some(_) => {}
         }
-        self.data_deadline = None;
         true
     }
 
@@ -557,10 +546,12 @@ impl ClientSession {
         }
     }
 
-    /// The data channel of transfer `op` finished (`Ok` with its report) or failed (`Err` with a description).
+    /// The data channel of transfer `op` finished ([`DataEvent::Finished`](crate::data::DataEvent::Finished)) or
+    /// failed ([`DataEvent::Failed`](crate::data::DataEvent::Failed), including its handshake timeout), or the
+    /// connection could not be opened at all (report [`DataError::EofDuringHandshake`]).
     ///
     /// The transfer completes when this and the final reply have both arrived, in either order.
-    pub fn data_finished(&mut self, now: Instant, op: OpId, result: Result<DataReport, String>) {
+    pub fn data_finished(&mut self, now: Instant, op: OpId, result: Result<DataReport, DataError>) {
         let Some(running) = self.current.as_mut().filter(|r| r.id == op && r.op.is_transfer()) else {
             return;
         };
@@ -568,7 +559,6 @@ impl ClientSession {
             return;
         }
         running.transfer.data = Some(result);
-        self.data_deadline = None;
         if running.transfer.abort_requested {
             return;
         }
@@ -577,14 +567,6 @@ impl ClientSession {
         } else if self.awaiting == Some(Step::Transfer) {
             // The data side is done: the final reply is due now.
             self.reply_deadline = Some(now + self.config.reply_timeout);
-        }
-    }
-
-    /// Tells the session the data channel of `op` finished its TLS handshake, which stops the data handshake
-    /// timeout. (A frontend may skip this when the channel finishes first.)
-    pub fn data_handshake_done(&mut self, op: OpId) {
-        if self.current.as_ref().is_some_and(|r| r.id == op) {
-            self.data_deadline = None;
         }
     }
 
@@ -616,10 +598,7 @@ impl ClientSession {
     /// The earliest deadline; call [`ClientSession::handle_timeout`] when it passes.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.reply_deadline, self.data_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.reply_deadline
     }
 
     // ----- internals: control connection -----
@@ -767,7 +746,6 @@ impl ClientSession {
 
     fn close_after_quit(&mut self, reply: Option<Reply>) {
         self.reply_deadline = None;
-        self.data_deadline = None;
         self.awaiting = None;
         if let Some(tls) = self.tls.as_mut() {
             tls.send_close_notify();
@@ -796,7 +774,6 @@ impl ClientSession {
         self.phase = Phase::Closed;
         self.awaiting = None;
         self.reply_deadline = None;
-        self.data_deadline = None;
         if let Some(running) = self.current.take() {
             self.complete(running.id, Err(OpError::Session(error.clone())));
         }
@@ -977,7 +954,6 @@ impl ClientSession {
 
     /// Ends the current operation with `result`.
     fn finish_op(&mut self, result: Result<Output, OpError>) {
-        self.data_deadline = None;
         self.data_addr = None;
         if let Some(running) = self.current.take() {
             self.complete(running.id, result);
@@ -1176,7 +1152,7 @@ impl ClientSession {
         }
         // The transfer may run for a long time: no reply deadline until the data side finishes.
         self.reply_deadline = None;
-        let channel = match self.data_channel() {
+        let channel = match self.data_channel(now) {
             Ok(channel) => channel,
             Err(e) => {
                 if let Some(running) = self.current.as_mut() {
@@ -1186,9 +1162,6 @@ impl ClientSession {
                 return;
             }
         };
-        if self.data_private {
-            self.data_deadline = Some(now + self.config.data_handshake_timeout);
-        }
         self.events.push_back(Event::DataChannel {
             op: id,
             channel: Box::new(channel),
@@ -1196,14 +1169,19 @@ impl ClientSession {
         });
     }
 
-    /// A data channel for the current transfer: TLS client role with this session's private resumption store.
-    fn data_channel(&self) -> Result<DataChannel, String> {
-        match (&self.tls_config, self.data_private) {
-            (Some(config), true) => {
-                DataChannel::client(config.clone(), self.server_name.clone()).map_err(|e| e.to_string())
-            }
-            _ => Ok(DataChannel::plain()),
-        }
+    /// A data channel for the current transfer, its handshake timed from `now` (the 1xx reply). TLS client role
+    /// (RFC 4217 section 10) with this session's private resumption store, so it resumes the control session.
+    fn data_channel(&self, now: Instant) -> Result<DataChannel, DataError> {
+        let protection = match (&self.tls_config, self.data_private) {
+            (Some(config), true) => DataProtection::Tls(DataTls::Client {
+                config: config.clone(),
+                server_name: self.server_name.clone(),
+            }),
+            _ => DataProtection::Clear,
+        };
+        let mut options = DataOptions::default();
+        options.handshake_timeout = self.config.data_handshake_timeout;
+        DataChannel::new(now, protection, options)
     }
 
     /// The final reply to the transfer command.
@@ -1230,7 +1208,6 @@ impl ClientSession {
         let Some(mut running) = self.current.take() else {
             return;
         };
-        self.data_deadline = None;
         self.data_addr = None;
         let t = &mut running.transfer;
         let Some(reply) = t.final_reply.take() else {
@@ -1249,16 +1226,16 @@ impl ClientSession {
         let download = !running.op.is_upload();
         let clean_close = report.clean_close || !t.preliminary;
         let result = if download && t.preliminary && require_close_notify && !report.clean_close {
-            Err(OpError::Data("data connection closed without close_notify (possible truncation)".to_string()))
+            Err(OpError::Truncated)
         } else if t.listing_overflow {
-            Err(OpError::Data("listing larger than max_listing_bytes".to_string()))
+            Err(OpError::ListingTooLarge)
         } else {
             match &running.op {
                 Operation::List(_) => Ok(Output::Listing(parse_listing(&t.listing, t.used_list, self.today))),
                 Operation::NameList(_) => Ok(Output::Names(parse_names(&t.listing))),
                 _ => Ok(Output::Transfer(TransferReport {
-                    bytes: report.bytes,
-                    resumed: report.resumed,
+                    bytes: if download { report.bytes_received } else { report.bytes_sent },
+                    resumed: report.tls.as_ref().is_some_and(|tls| tls.resumed),
                     clean_close,
                     tls: report.tls.clone(),
                     reply,

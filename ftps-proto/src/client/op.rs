@@ -209,9 +209,15 @@ pub enum OpError {
     /// The transfer was aborted with `ABOR`; the session goes on.
     #[error("transfer aborted")]
     Aborted,
-    /// The data connection failed; the session goes on.
+    /// The data connection failed (including its TLS handshake timeout); the session goes on.
     #[error("data connection failed: {0}")]
-    Data(String),
+    Data(crate::data::DataError),
+    /// A download's data connection ended without close_notify: possibly truncated (RFC 4217 section 10.2).
+    #[error("data connection closed without close_notify (possible truncation)")]
+    Truncated,
+    /// A listing exceeded the configured `max_listing_bytes`.
+    #[error("listing too large")]
+    ListingTooLarge,
     /// A reply could not be understood (e.g. a 227 without an address); the session goes on.
     #[error("malformed reply: {0}")]
     MalformedReply(String),

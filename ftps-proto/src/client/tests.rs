@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::codec::Command;
 
 use super::*;
-use crate::data::DataChannel;
+use crate::data::{DataChannel, DataEvent, DataOptions, DataProtection, DataReport, DataTls, ResumptionPolicy};
 use crate::test_support::{localhost, TestPki, TLS12, TLS13};
 use crate::tls::{session_bound_config, TlsConn};
 
@@ -244,87 +244,82 @@ fn crlf(text: &str) -> String {
 const FEAT_MLSD: &str = "211-Features:\n EPSV\n MDTM\n MLST type*;size*;modify*;\n PASV\n REST STREAM\n SIZE\n UTF8\n211 End";
 const FEAT_PLAIN: &str = "211-Features:\n EPSV\n MDTM\n PASV\n SIZE\n211 End";
 
-/// Runs the server end of a data connection for `channel` and returns the client's report.
+/// Runs the server end of a data connection for `channel` and returns the client's report and received bytes.
 ///
-/// `payload` is what the server sends (downloads); uploads send `upload` from the client.
-fn run_data(
-    script: &Script,
-    channel: DataChannel,
-    payload: &[u8],
-    upload: &[u8],
-) -> (crate::data::DataReport, Vec<u8>) {
-    let server = script.bound.clone().map(|c| TlsConn::server(c).unwrap());
-    pump_data(channel, server, payload, upload)
+/// The server sends `payload` (downloads); the client sends `upload`. Under TLS the server role requires that
+/// the client resumed this control session's TLS session (vsftpd's `require_ssl_reuse`).
+fn run_data(script: &Script, channel: DataChannel, payload: &[u8], upload: &[u8]) -> (DataReport, Vec<u8>) {
+    let protection = match script.bound.clone() {
+        Some(config) if script.client.data_protected() => DataProtection::Tls(DataTls::Server {
+            config,
+            resumption: ResumptionPolicy::Required,
+        }),
+        _ => DataProtection::Clear,
+    };
+    let server = DataChannel::new(script.now, protection, DataOptions::default()).unwrap();
+    pump_data(script.now, channel, server, payload, upload)
 }
 
-/// Pumps a client data channel against a server TLS end (or plain bytes) until both sides closed.
+/// Pumps a client data channel against a server data channel until both finished.
 fn pump_data(
-    channel: DataChannel,
-    server: Option<TlsConn>,
+    now: Instant,
+    mut client: DataChannel,
+    mut server: DataChannel,
     payload: &[u8],
     upload: &[u8],
-) -> (crate::data::DataReport, Vec<u8>) {
-    let mut client = channel.tls.expect("TLS data channel in these tests");
-    let mut server = server.expect("server TLS");
-    let mut received = Vec::new();
-    let mut server_got = Vec::new();
-    let mut sent_payload = false;
-    let mut client_closed = false;
-    let mut server_closed = false;
-    for _ in 0..10_000 {
-        let mut buf = Vec::new();
-        client.write_tls_into(&mut buf);
-        if !buf.is_empty() {
-            server.read_tls(&buf).unwrap();
-        }
-        loop {
-            let c = server.plaintext_chunk().to_vec();
-            if c.is_empty() {
-                break;
-            }
-            server.consume_plaintext(c.len());
-            server_got.extend(c);
-        }
-        if !server.is_handshaking() && !sent_payload {
-            sent_payload = true;
-            server.write_plaintext(payload);
-            if !payload.is_empty() || upload.is_empty() {
-                server.send_close_notify();
-                server_closed = true;
-            }
-        }
-        if !server_closed && server.read_state() == crate::tls::ReadState::CleanClose {
-            server.send_close_notify();
-            server_closed = true;
-        }
-        let mut buf = Vec::new();
-        server.write_tls_into(&mut buf);
-        if !buf.is_empty() {
-            client.read_tls(&buf).unwrap();
-        }
-        loop {
-            let c = client.plaintext_chunk().to_vec();
-            if c.is_empty() {
-                break;
-            }
-            client.consume_plaintext(c.len());
-            received.extend(c);
-        }
-        if !client.is_handshaking() && !client_closed {
-            client.write_plaintext(upload);
-            client.send_close_notify();
-            client_closed = true;
-        }
-        if client_closed && server_closed && client.read_state() == crate::tls::ReadState::CleanClose && !client.wants_write() {
+) -> (DataReport, Vec<u8>) {
+    let (mut sent, mut up, mut received, mut server_got) = (0, 0, Vec::new(), Vec::new());
+    let (mut client_done, mut server_done) = (None, None);
+    for _ in 0..100_000 {
+        if client_done.is_some() && server_done.is_some() {
             assert_eq!(server_got, upload);
-            let info = client.info().unwrap();
-            let report = crate::data::DataReport {
-                bytes: (received.len() + upload.len()) as u64,
-                clean_close: true,
-                resumed: info.resumed,
-                tls: Some(info),
-            };
-            return (report, received);
+            return (client_done.unwrap(), received);
+        }
+        sent += server.write(&payload[sent..]);
+        if sent == payload.len() && !server.is_handshaking() && (upload.is_empty() || !payload.is_empty()) {
+            server.finish(now);
+        }
+        up += client.write(&upload[up..]);
+        if up == upload.len() && !client.is_handshaking() && !upload.is_empty() {
+            client.finish(now);
+        }
+        let mut wire = Vec::new();
+        let _ = server.poll_transmit(&mut wire);
+        let mut at = 0;
+        while at < wire.len() {
+            at += client.handle_input(now, &wire[at..]);
+            let chunk = client.read_chunk().to_vec();
+            client.consume(chunk.len());
+            received.extend(chunk);
+        }
+        let chunk = client.read_chunk().to_vec();
+        client.consume(chunk.len());
+        received.extend(chunk);
+        wire.clear();
+        let _ = client.poll_transmit(&mut wire);
+        let mut at = 0;
+        while at < wire.len() {
+            at += server.handle_input(now, &wire[at..]);
+            let chunk = server.read_chunk().to_vec();
+            server.consume(chunk.len());
+            server_got.extend(chunk);
+        }
+        let chunk = server.read_chunk().to_vec();
+        server.consume(chunk.len());
+        server_got.extend(chunk);
+        while let Some(e) = client.poll_event() {
+            match e {
+                DataEvent::Finished(r) => client_done = Some(r),
+                DataEvent::Failed(e) => panic!("client data: {e}"),
+                _ => {}
+            }
+        }
+        while let Some(e) = server.poll_event() {
+            match e {
+                DataEvent::Finished(r) => server_done = Some(r),
+                DataEvent::Failed(e) => panic!("server data: {e}"),
+                _ => {}
+            }
         }
     }
     panic!("data connection does not finish");
