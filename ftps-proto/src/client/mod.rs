@@ -201,6 +201,8 @@ struct TransferState {
     abort_replies: u8,
     /// `LIST` was used because `MLSD` is not offered.
     used_list: bool,
+    /// Active mode: [`Event::Listen`] was emitted, [`ClientSession::listening`] not called yet.
+    awaiting_listen: bool,
 }
 
 /// The operation being worked on.
@@ -517,17 +519,13 @@ impl ClientSession {
 
     /// Active mode: the frontend listens for `op`'s data connection on `addr` (after [`Event::Listen`]).
     pub fn listening(&mut self, now: Instant, op: OpId, addr: SocketAddr) {
-        let waiting = self.current.as_ref().is_some_and(|r| r.id == op) && self.awaiting.is_none();
-        let listen_next = self
-            .current
-            .as_ref()
-            .is_some_and(|r| r.plan.front() == Some(&Step::Listen));
-        if !waiting || !listen_next || self.error.is_some() {
+        if self.error.is_some() || self.awaiting.is_some() {
             return;
         }
-        if let Some(running) = self.current.as_mut() {
-            running.plan.pop_front();
-        }
+        let Some(running) = self.current.as_mut().filter(|r| r.id == op && r.transfer.awaiting_listen) else {
+            return;
+        };
+        running.transfer.awaiting_listen = false;
         self.data_addr = Some(addr);
         self.advance(now);
     }
@@ -892,6 +890,7 @@ impl ClientSession {
             (Step::Epsv, _) => Command::Epsv(EpsvArgument::Default),
             (Step::Pasv, _) => Command::Pasv,
             (Step::Listen, _) => {
+                running.transfer.awaiting_listen = true;
                 self.events.push_back(Event::Listen { op: running.id });
                 return Ok(None);
             }

@@ -270,6 +270,7 @@ fn pump_data(
 ) -> (DataReport, Vec<u8>) {
     let (mut sent, mut up, mut received, mut server_got) = (0, 0, Vec::new(), Vec::new());
     let (mut client_done, mut server_done) = (None, None);
+    let (mut client_eof, mut server_eof) = (false, false);
     for _ in 0..100_000 {
         if client_done.is_some() && server_done.is_some() {
             assert_eq!(server_got, upload);
@@ -307,6 +308,15 @@ fn pump_data(
         let chunk = server.read_chunk().to_vec();
         server.consume(chunk.len());
         server_got.extend(chunk);
+        // TCP half-closes once a side's write half is done and everything was sent.
+        if server.is_write_closed() && !server.wants_transmit() && !client_eof {
+            client_eof = true;
+            client.handle_eof(now);
+        }
+        if client.is_write_closed() && !client.wants_transmit() && !server_eof {
+            server_eof = true;
+            server.handle_eof(now);
+        }
         while let Some(e) = client.poll_event() {
             match e {
                 DataEvent::Finished(r) => client_done = Some(r),
@@ -565,5 +575,508 @@ fn multiline_reply_split_at_every_byte() {
         let (_, r) = s.completed();
         assert!(matches!(r, Err(OpError::MalformedReply(_))), "{r:?}");
         assert!(s.client.is_idle());
+    }
+}
+
+// ----- transfers -----
+
+fn tls_session(versions: &[&'static rustls::SupportedProtocolVersion]) -> Script {
+    let pki = TestPki::new();
+    let mut s = Script::tls(&pki, versions, ClientSessionConfig::new(pki.client_config(versions)));
+    s.connect_and_login(FEAT_MLSD);
+    s
+}
+
+fn plain_session(features: &str) -> Script {
+    let mut s = Script::plain();
+    s.connect_and_login(features);
+    s
+}
+
+/// One `RETR` over EPSV: returns the client's transfer report.
+fn retrieve(s: &mut Script, payload: &[u8]) -> TransferReport {
+    let op = s.client.submit(s.now, Operation::Retrieve { path: "f".into(), offset: None });
+    s.expect("EPSV", "229 Entering Extended Passive Mode (|||40001|)");
+    assert_eq!(s.open_addr(), "192.0.2.10:40001".parse().unwrap());
+    s.expect("RETR f", "150 Opening BINARY mode data connection for f.");
+    let (id, channel, direction) = s.take_channel();
+    assert_eq!((id, direction), (op, Direction::Download));
+    let (report, received) = run_data(s, channel, payload, b"");
+    assert_eq!(received, payload);
+    s.client.data_finished(s.now, op, Ok(report));
+    s.no_completion();
+    s.send("226 Transfer complete.\r\n");
+    let (id, result) = s.completed();
+    assert_eq!(id, op);
+    match result {
+        Ok(Output::Transfer(report)) => report,
+        r => panic!("{r:?}"),
+    }
+}
+
+fn fifty_transfers_resume(versions: &[&'static rustls::SupportedProtocolVersion]) {
+    let mut s = tls_session(versions);
+    for i in 0..50 {
+        let payload = vec![i as u8; 1000 + i];
+        let report = retrieve(&mut s, &payload);
+        assert_eq!(report.bytes, payload.len() as u64);
+        assert!(report.resumed, "transfer {i} did not resume");
+        assert!(report.clean_close);
+        assert_eq!(report.tls.unwrap().version, versions[0].version);
+        assert_eq!(report.reply.code.get(), 226);
+    }
+    assert!(s.client.is_idle());
+}
+
+#[test]
+fn fifty_transfers_resume_tls12() {
+    fifty_transfers_resume(TLS12);
+}
+
+#[test]
+fn fifty_transfers_resume_tls13() {
+    fifty_transfers_resume(TLS13);
+}
+
+#[test]
+fn two_sessions_on_one_caller_config_do_not_share_tickets() {
+    for versions in [TLS12, TLS13] {
+        let pki = TestPki::new();
+        let caller = pki.client_config(versions);
+        // One server config shared by both control connections: it would resume a session offered by either.
+        let shared = pki.server_config(versions);
+        let mut sessions = Vec::new();
+        for _ in 0..2 {
+            let now = Instant::now();
+            let client = ClientSession::new(ClientSessionConfig::new(caller.clone()), localhost(), peer(), now).unwrap();
+            let mut s = Script {
+                now,
+                client,
+                tls: None,
+                bound: Some(shared.clone()),
+                inbox: Vec::new(),
+                events: Vec::new(),
+            };
+            s.connect_and_login(FEAT_PLAIN);
+            // Let TLS 1.3 tickets arrive at the client.
+            let noop = s.client.submit(s.now, Operation::Noop);
+            s.expect("NOOP", "200 NOOP ok.");
+            assert!(matches!(s.completed(), (id, Ok(_)) if id == noop));
+            sessions.push(s);
+        }
+        assert!(!sessions[1].client.tls_info().unwrap().resumed, "second session resumed the first's ticket");
+        // The check can fail: a connection through the first session's store does resume with this server.
+        let mut first = sessions.remove(0);
+        let report = retrieve(&mut first, b"x");
+        assert!(report.resumed);
+    }
+}
+
+#[test]
+fn download_with_offset_sends_rest() {
+    let mut s = plain_session(FEAT_PLAIN);
+    let op = s.client.submit(s.now, Operation::Retrieve { path: "f".into(), offset: Some(100) });
+    s.expect("EPSV", "229 ok (|||5000|)");
+    s.expect("REST 100", "350 Restart position accepted (100).");
+    s.expect("RETR f", "150 ok");
+    let (_, channel, _) = s.take_channel();
+    let (report, _) = run_data(&s, channel, b"rest", b"");
+    s.send("226 ok\r\n");
+    s.no_completion();
+    s.client.data_finished(s.now, op, Ok(report));
+    let (id, r) = s.completed();
+    assert_eq!(id, op);
+    assert!(matches!(r, Ok(Output::Transfer(t)) if t.bytes == 4 && !t.resumed && t.tls.is_none()));
+}
+
+#[test]
+fn upload_zero_bytes_completes_handshake_and_close() {
+    let mut s = tls_session(TLS13);
+    let op = s.client.submit(s.now, Operation::Store("empty".into()));
+    s.expect("EPSV", "229 (|||6000|)");
+    s.expect("STOR empty", "150 Ok to send data.");
+    let (_, mut channel, direction) = s.take_channel();
+    assert_eq!(direction, Direction::Upload);
+    // A 0-byte upload: the frontend finishes at once after the handshake; run_data does so.
+    channel.finish(s.now);
+    let (report, _) = run_data(&s, channel, b"", b"");
+    assert!(report.tls.as_ref().unwrap().resumed);
+    s.client.data_finished(s.now, op, Ok(report));
+    s.send("226 Transfer complete.\r\n");
+    let (id, r) = s.completed();
+    assert_eq!(id, op);
+    assert!(matches!(r, Ok(Output::Transfer(ref t)) if t.bytes == 0 && t.resumed && t.clean_close), "{r:?}");
+}
+
+#[test]
+fn final_reply_before_and_after_data_complete_exactly_once() {
+    for reply_first in [true, false] {
+        let mut s = tls_session(TLS12);
+        let op = s.client.submit(s.now, Operation::Retrieve { path: "f".into(), offset: None });
+        s.expect("EPSV", "229 (|||6000|)");
+        s.expect("RETR f", "150 ok");
+        let (_, channel, _) = s.take_channel();
+        let (report, _) = run_data(&s, channel, b"data", b"");
+        if reply_first {
+            s.send("226 done\r\n");
+            s.no_completion();
+            s.client.data_finished(s.now, op, Ok(report.clone()));
+        } else {
+            s.client.data_finished(s.now, op, Ok(report.clone()));
+            s.no_completion();
+            s.send("226 done\r\n");
+        }
+        let (id, r) = s.completed();
+        assert_eq!(id, op);
+        assert!(matches!(r, Ok(Output::Transfer(ref t)) if t.bytes == 4), "{r:?}");
+        // A repeated report is ignored, a late reply is unsolicited: nothing completes twice.
+        s.client.data_finished(s.now, op, Ok(report));
+        s.exchange();
+        assert!(!s.events.iter().any(|e| matches!(e, Event::Completed { .. })));
+        assert!(s.client.is_idle());
+    }
+}
+
+#[test]
+fn truncated_download_is_an_error() {
+    let mut s = tls_session(TLS13);
+    let op = s.client.submit(s.now, Operation::Retrieve { path: "f".into(), offset: None });
+    s.expect("EPSV", "229 (|||6000|)");
+    s.expect("RETR f", "150 ok");
+    let _ = s.take_channel();
+    let mut report = DataReport::default();
+    report.bytes_received = 10;
+    report.clean_close = false;
+    s.client.data_finished(s.now, op, Ok(report));
+    s.send("226 done\r\n");
+    assert_eq!(s.completed(), (op, Err(OpError::Truncated)));
+}
+
+#[test]
+fn epsv_refused_falls_back_to_pasv_for_the_session_and_ignores_the_227_address() {
+    let mut s = plain_session(FEAT_PLAIN);
+    let op = s.client.submit(s.now, Operation::NameList(None));
+    s.expect("EPSV", "500 Unknown command.");
+    s.expect("PASV", "227 Entering Passive Mode (10,0,0,5,156,64).");
+    // 10.0.0.5 is ignored: the data connection goes to the control peer.
+    assert_eq!(s.open_addr(), "192.0.2.10:40000".parse().unwrap());
+    s.expect("NLST", "150 Here comes the directory listing.");
+    let (_, channel, _) = s.take_channel();
+    let (report, bytes) = run_data(&s, channel, b"a.txt\r\nb c.txt\r\n", b"");
+    s.client.listing_data(op, &bytes);
+    s.client.data_finished(s.now, op, Ok(report));
+    s.send("226 Directory send OK.\r\n");
+    assert_eq!(s.completed(), (op, Ok(Output::Names(vec!["a.txt".into(), "b c.txt".into()]))));
+    assert!(s.client.uses_pasv());
+    // Sticky: the next transfer goes straight to PASV.
+    let op = s.client.submit(s.now, Operation::NameList(None));
+    s.expect("PASV", "227 Entering Passive Mode (10,0,0,5,156,65).");
+    s.expect("NLST", "226 Nothing.");
+    assert_eq!(s.completed(), (op, Ok(Output::Names(vec![]))));
+}
+
+#[test]
+fn pasv_address_trusted_only_on_opt_in() {
+    let mut config = ClientSessionConfig::plain();
+    config.trust_pasv_address = true;
+    let now = Instant::now();
+    let mut s = Script::plain();
+    s.client = ClientSession::new(config, localhost(), peer(), now).unwrap();
+    s.connect_and_login(FEAT_PLAIN);
+    let _ = s.client.submit(s.now, Operation::Retrieve { path: "f".into(), offset: None });
+    s.expect("EPSV", "502 no");
+    s.expect("PASV", "227 Entering Passive Mode (10,0,0,5,156,64).");
+    assert_eq!(s.open_addr(), "10.0.0.5:40000".parse().unwrap());
+}
+
+#[test]
+fn list_uses_mlsd_when_offered_else_list() {
+    let mut s = plain_session(FEAT_MLSD);
+    let op = s.client.submit(s.now, Operation::List(Some("/d".into())));
+    s.expect("EPSV", "229 (|||6000|)");
+    s.expect("MLSD /d", "150 ok");
+    let (_, channel, _) = s.take_channel();
+    let listing = b"type=file;size=12;modify=20240102030405; a.txt\r\ntype=dir; sub\r\n";
+    let (report, bytes) = run_data(&s, channel, listing, b"");
+    s.client.listing_data(op, &bytes);
+    s.client.data_finished(s.now, op, Ok(report));
+    s.send("226 ok\r\n");
+    let (_, r) = s.completed();
+    let Ok(Output::Listing(entries)) = r else { panic!("{r:?}") };
+    assert_eq!(entries.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["a.txt", "sub"]);
+    assert_eq!(entries[0].size, Some(12));
+    assert!(entries[1].is_dir());
+
+    let mut s = plain_session(FEAT_PLAIN);
+    let op = s.client.submit(s.now, Operation::List(None));
+    s.expect("EPSV", "229 (|||6000|)");
+    s.expect("LIST", "150 Here comes the directory listing.");
+    let (_, channel, _) = s.take_channel();
+    let listing = b"-rw-r--r--    1 1000     1000           12 Jan 02  2024 a.txt\r\ndrwxr-xr-x    2 1000     1000         4096 Jan 02  2024 sub\r\n";
+    let (report, bytes) = run_data(&s, channel, listing, b"");
+    s.client.listing_data(op, &bytes);
+    s.client.data_finished(s.now, op, Ok(report));
+    s.send("226 Directory send OK.\r\n");
+    let (_, r) = s.completed();
+    let Ok(Output::Listing(entries)) = r else { panic!("{r:?}") };
+    assert_eq!(entries.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["a.txt", "sub"]);
+    assert_eq!(entries[0].size, Some(12));
+    assert!(entries[1].is_dir());
+}
+
+#[test]
+fn reply_226_without_150_completes_an_empty_listing() {
+    let mut s = plain_session(FEAT_MLSD);
+    let op = s.client.submit(s.now, Operation::List(None));
+    s.expect("EPSV", "229 (|||6000|)");
+    s.expect("MLSD", "226 Transfer done (but failed to open directory).");
+    assert_eq!(s.completed(), (op, Ok(Output::Listing(vec![]))));
+    assert!(s.client.is_idle());
+}
+
+#[test]
+fn errors_after_150_fail_the_transfer_not_the_session() {
+    for code in ["425 Failed to establish connection.", "426 Failure writing network stream.", "450 busy", "451 local error"] {
+        let mut s = plain_session(FEAT_PLAIN);
+        let op = s.client.submit(s.now, Operation::Retrieve { path: "f".into(), offset: None });
+        s.expect("EPSV", "229 (|||6000|)");
+        s.expect("RETR f", "150 ok");
+        let _ = s.take_channel();
+        s.send(&crlf(code));
+        let (id, r) = s.completed();
+        assert_eq!(id, op);
+        assert!(matches!(r, Err(OpError::Refused(ref reply)) if reply.code.get().to_string() == code[..3]), "{r:?}");
+        // A late data report for the failed op is ignored; the session goes on.
+        s.client.data_finished(s.now, op, Ok(DataReport::default()));
+        let noop = s.client.submit(s.now, Operation::Noop);
+        s.expect("NOOP", "200 ok");
+        assert!(matches!(s.completed(), (id, Ok(_)) if id == noop));
+    }
+}
+
+#[test]
+fn active_mode_listens_and_sends_eprt_with_port_fallback() {
+    let mut config = ClientSessionConfig::plain();
+    config.data_mode = DataConnectionMode::Active;
+    let mut s = Script::plain();
+    s.client = ClientSession::new(config, localhost(), peer(), s.now).unwrap();
+    s.connect_and_login(FEAT_PLAIN);
+    let op = s.client.submit(s.now, Operation::Retrieve { path: "f".into(), offset: None });
+    s.exchange();
+    assert!(matches!(s.events.remove(0), Event::Listen { op: id } if id == op));
+    s.no_command();
+    s.client.listening(s.now, op, "198.51.100.7:50000".parse().unwrap());
+    s.expect("EPRT |1|198.51.100.7|50000|", "500 no");
+    s.expect("PORT 198,51,100,7,195,80", "200 PORT command successful.");
+    s.expect("RETR f", "150 ok");
+    let (_, channel, _) = s.take_channel();
+    let (report, _) = run_data(&s, channel, b"abc", b"");
+    s.client.data_finished(s.now, op, Ok(report));
+    s.send("226 ok\r\n");
+    assert!(matches!(s.completed(), (id, Ok(Output::Transfer(t))) if id == op && t.bytes == 3));
+}
+
+// ----- ABOR -----
+
+/// Starts a download and sends ABOR after the 150.
+fn aborting() -> (Script, OpId) {
+    let mut s = tls_session(TLS13);
+    let op = s.client.submit(s.now, Operation::Retrieve { path: "big".into(), offset: None });
+    s.expect("EPSV", "229 (|||6000|)");
+    s.expect("RETR big", "150 ok");
+    let _ = s.take_channel();
+    assert!(s.client.abort(s.now, op));
+    assert_eq!(s.line(), "ABOR");
+    (s, op)
+}
+
+fn assert_usable_after_abort(s: &mut Script, op: OpId) {
+    assert_eq!(s.completed(), (op, Err(OpError::Aborted)));
+    let noop = s.client.submit(s.now, Operation::Pwd);
+    s.expect("PWD", "257 \"/\"");
+    assert_eq!(s.completed(), (noop, Ok(Output::Directory("/".into()))));
+}
+
+#[test]
+fn abort_426_then_226() {
+    let (mut s, op) = aborting();
+    s.send("426 Failure writing network stream.\r\n");
+    s.no_completion();
+    s.send("226 ABOR successful.\r\n");
+    assert_usable_after_abort(&mut s, op);
+}
+
+#[test]
+fn abort_226_alone_is_fenced_with_noop() {
+    let (mut s, op) = aborting();
+    s.send("226 Transfer complete.\r\n");
+    s.expect("NOOP", "200 NOOP ok.");
+    assert_usable_after_abort(&mut s, op);
+    // And when the second reply does come, it is absorbed before the fence.
+    let (mut s, op) = aborting();
+    s.send("226 Transfer complete.\r\n");
+    assert_eq!(s.line(), "NOOP");
+    s.send("226 ABOR successful.\r\n200 NOOP ok.\r\n");
+    assert_usable_after_abort(&mut s, op);
+}
+
+#[test]
+fn abort_225() {
+    let (mut s, op) = aborting();
+    s.send("225 No transfer to ABOR.\r\n");
+    s.expect("NOOP", "200 NOOP ok.");
+    assert_usable_after_abort(&mut s, op);
+    // ABOR after the final reply arrived: a single 225 settles it.
+    let mut s = tls_session(TLS13);
+    let op = s.client.submit(s.now, Operation::Retrieve { path: "f".into(), offset: None });
+    s.expect("EPSV", "229 (|||6000|)");
+    s.expect("RETR f", "150 ok");
+    s.send("226 done\r\n");
+    assert!(s.client.abort(s.now, op));
+    s.expect("ABOR", "225 No transfer to ABOR.");
+    assert_usable_after_abort(&mut s, op);
+}
+
+#[test]
+fn abort_silence_marks_the_session_unusable() {
+    let (mut s, op) = aborting();
+    let deadline = s.client.poll_timeout().unwrap();
+    assert_eq!(deadline, s.now + Duration::from_secs(10));
+    s.client.handle_timeout(deadline - Duration::from_millis(1));
+    assert!(s.client.error().is_none());
+    s.client.handle_timeout(deadline);
+    assert_eq!(s.client.error(), Some(&SessionError::AbortUnresolved));
+    assert_eq!(s.client.poll_timeout(), None);
+    assert_eq!(s.completed(), (op, Err(OpError::Session(SessionError::AbortUnresolved))));
+}
+
+// ----- timeouts and never-panic -----
+
+#[test]
+fn reply_timeout_is_fatal_and_never_returned_twice() {
+    let mut s = Script::plain();
+    let greeting_deadline = s.client.poll_timeout().unwrap();
+    s.send("220 hi\r\n");
+    assert_eq!(s.client.poll_timeout(), None);
+    let later = s.now + Duration::from_secs(5);
+    let op = s.client.submit(later, Operation::Noop);
+    assert_eq!(s.line(), "NOOP");
+    let deadline = s.client.poll_timeout().unwrap();
+    assert_eq!(deadline, later + Duration::from_secs(30));
+    assert!(deadline > greeting_deadline);
+    s.client.handle_timeout(deadline);
+    assert_eq!(s.client.error(), Some(&SessionError::Timeout("command")));
+    assert_eq!(s.client.poll_timeout(), None);
+    assert_eq!(s.completed(), (op, Err(OpError::Session(SessionError::Timeout("command")))));
+}
+
+#[test]
+fn eof_fails_pending_operations() {
+    let mut s = Script::plain();
+    s.send("220 hi\r\n");
+    let op = s.client.submit(s.now, Operation::Pwd);
+    s.client.handle_eof(s.now);
+    assert_eq!(s.client.error(), Some(&SessionError::ConnectionClosed));
+    assert_eq!(s.completed(), (op, Err(OpError::Session(SessionError::ConnectionClosed))));
+}
+
+mod never_panic {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Input {
+        Bytes(Vec<u8>),
+        Reply(u16, bool),
+        Eof,
+        Timeout(u16),
+        Submit(u8),
+        Abort,
+        DataDone,
+    }
+
+    fn input() -> impl Strategy<Value = Input> {
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..40).prop_map(Input::Bytes),
+            (100u16..600, any::<bool>()).prop_map(|(c, m)| Input::Reply(c, m)),
+            Just(Input::Eof),
+            any::<u16>().prop_map(Input::Timeout),
+            any::<u8>().prop_map(Input::Submit),
+            Just(Input::Abort),
+            Just(Input::DataDone),
+        ]
+    }
+
+    fn op(n: u8) -> Operation {
+        match n % 10 {
+            0 => Operation::Login(Credentials::new("u", "p")),
+            1 => Operation::List(None),
+            2 => Operation::Retrieve { path: "f".into(), offset: Some(3) },
+            3 => Operation::Store("f".into()),
+            4 => Operation::Rename { from: "a".into(), to: "b".into() },
+            5 => Operation::Size("f".into()),
+            6 => Operation::Mdtm("f".into()),
+            7 => Operation::Pwd,
+            8 => Operation::NameList(None),
+            _ => Operation::Quit,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_server_bytes_eof_and_timeouts_never_panic(
+            active in any::<bool>(),
+            inputs in proptest::collection::vec(input(), 0..60),
+        ) {
+            let start = Instant::now();
+            let mut config = ClientSessionConfig::plain();
+            if active {
+                config.data_mode = DataConnectionMode::Active;
+            }
+            let mut client = ClientSession::new(config, localhost(), peer(), start).unwrap();
+            let mut now = start;
+            let mut submitted = Vec::new();
+            let mut completed = Vec::new();
+            let mut last_deadline = None;
+            for input in inputs {
+                match input {
+                    Input::Bytes(b) => { let n = client.handle_input(now, &b); prop_assert!(n <= b.len()); }
+                    Input::Reply(code, multi) => {
+                        let text = if multi { format!("{code}-a\r\n x\r\n{code} b\r\n") } else { format!("{code} t\r\n") };
+                        let _ = client.handle_input(now, text.as_bytes());
+                    }
+                    Input::Eof => client.handle_eof(now),
+                    Input::Timeout(ms) => {
+                        now += Duration::from_millis(u64::from(ms) * 100);
+                        client.handle_timeout(now);
+                        if let Some(d) = client.poll_timeout() {
+                            prop_assert!(d > now, "handled deadline returned again");
+                        }
+                    }
+                    Input::Submit(n) => submitted.push(client.submit(now, op(n))),
+                    Input::Abort => { if let Some(op) = client.current_op() { let _ = client.abort(now, op); } }
+                    Input::DataDone => {
+                        if let Some(op) = client.current_op() {
+                            client.listening(now, op, "127.0.0.1:1".parse().unwrap());
+                            client.listing_data(op, b"x\r\n");
+                            client.data_finished(now, op, Ok(DataReport::default()));
+                        }
+                    }
+                }
+                let mut sink = Vec::new();
+                while client.poll_transmit(&mut sink) > 0 {}
+                while let Some(e) = client.poll_event() {
+                    if let Event::Completed { op, .. } = e { completed.push(op); }
+                }
+                last_deadline = client.poll_timeout().or(last_deadline);
+            }
+            // Every operation completes at most once.
+            let mut sorted = completed.clone();
+            sorted.sort();
+            sorted.dedup();
+            prop_assert_eq!(sorted.len(), completed.len());
+            prop_assert!(completed.iter().all(|c| submitted.contains(c)));
+            let _ = last_deadline;
+        }
     }
 }
