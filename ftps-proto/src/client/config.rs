@@ -69,7 +69,9 @@ impl ClientSessionConfig {
     /// Explicit FTPS (`AUTH TLS`), `PBSZ 0` + `PROT P`, passive data connections, PASV address ignored.
     pub fn new(tls: Arc<rustls::ClientConfig>) -> Self {
         Self {
-            security: Security::Explicit { allow_auth_ssl: false },
+            security: Security::Explicit {
+                allow_auth_ssl: false,
+            },
             tls: Some(tls),
             allow_clear_data: false,
             ..Self::plain()

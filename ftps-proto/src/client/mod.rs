@@ -20,7 +20,7 @@
 //!
 //! Data connections never pass through the session. For a transfer it emits [`Event::OpenDataConnection`]
 //! (passive: connect there) or [`Event::Listen`] (active: bind, then [`ClientSession::listening`]), then
-//! [`Event::DataChannel`] with an owned [`DataChannel`](crate::data::DataChannel) in the TLS client role once the
+//! [`Event::DataChannel`] with an owned [`DataChannel`] in the TLS client role once the
 //! server's 1xx reply arrived (RFC 4217 section 10: the client is always the TLS client). The frontend pumps it,
 //! and reports with [`ClientSession::data_finished`] (for listings it hands the received bytes to
 //! [`ClientSession::listing_data`] first). A transfer completes only when both the data channel finished and the
@@ -72,6 +72,7 @@ mod config;
 mod event;
 mod op;
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;
 
 use std::collections::VecDeque;
@@ -112,7 +113,9 @@ enum Phase {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
     Greeting,
-    Auth { ssl: bool },
+    Auth {
+        ssl: bool,
+    },
     User,
     Pass,
     Acct,
@@ -283,7 +286,11 @@ impl ClientSession {
     ) -> Result<Self, SessionError> {
         let tls_config = match (&config.security, &config.tls) {
             (Security::Plain, _) => None,
-            (_, None) => return Err(SessionError::Config("TLS requested without a rustls::ClientConfig")),
+            (_, None) => {
+                return Err(SessionError::Config(
+                    "TLS requested without a rustls::ClientConfig",
+                ))
+            }
             // One resumption store per control connection, shared by its data connections and by nobody else
             // (DESIGN.md "Data-channel TLS is bound to its control session").
             (_, Some(base)) => Some(crate::tls::connection_bound_client_config(base)),
@@ -342,7 +349,10 @@ impl ClientSession {
 
     /// Whether the control connection is up and no operation is running or queued.
     pub fn is_idle(&self) -> bool {
-        self.phase == Phase::Ready && self.current.is_none() && self.queue.is_empty() && self.awaiting.is_none()
+        self.phase == Phase::Ready
+            && self.current.is_none()
+            && self.queue.is_empty()
+            && self.awaiting.is_none()
     }
 
     /// Whether the session ended (closed with `QUIT` or failed): the frontend may close the socket.
@@ -498,7 +508,11 @@ impl ClientSession {
         let final_seen = running.transfer.final_reply.is_some();
         match self.awaiting {
             Some(Step::Transfer) => {
-                self.send(now, &Command::Abor, Step::Abort(AbortState::AwaitTransferReply));
+                self.send(
+                    now,
+                    &Command::Abor,
+                    Step::Abort(AbortState::AwaitTransferReply),
+                );
                 self.reply_deadline = Some(now + self.config.abort_timeout);
             }
             None if final_seen => {
@@ -522,7 +536,11 @@ impl ClientSession {
         if self.error.is_some() || self.awaiting.is_some() {
             return;
         }
-        let Some(running) = self.current.as_mut().filter(|r| r.id == op && r.transfer.awaiting_listen) else {
+        let Some(running) = self
+            .current
+            .as_mut()
+            .filter(|r| r.id == op && r.transfer.awaiting_listen)
+        else {
             return;
         };
         running.transfer.awaiting_listen = false;
@@ -550,7 +568,11 @@ impl ClientSession {
     ///
     /// The transfer completes when this and the final reply have both arrived, in either order.
     pub fn data_finished(&mut self, now: Instant, op: OpId, result: Result<DataReport, DataError>) {
-        let Some(running) = self.current.as_mut().filter(|r| r.id == op && r.op.is_transfer()) else {
+        let Some(running) = self
+            .current
+            .as_mut()
+            .filter(|r| r.id == op && r.op.is_transfer())
+        else {
             return;
         };
         if running.transfer.data.is_some() {
@@ -603,7 +625,9 @@ impl ClientSession {
 
     fn start_tls(&mut self) -> Result<(), SessionError> {
         let Some(config) = self.tls_config.clone() else {
-            return Err(SessionError::Config("TLS requested without a rustls::ClientConfig"));
+            return Err(SessionError::Config(
+                "TLS requested without a rustls::ClientConfig",
+            ));
         };
         let tls = TlsConn::client(config, self.server_name.clone()).map_err(SessionError::Tls)?;
         self.tls = Some(tls);
@@ -688,7 +712,10 @@ impl ClientSession {
                 // 120: "ready in nnn minutes"; the 220 follows.
                 Step::Greeting => {}
                 Step::Transfer => self.on_transfer_started(now),
-                _ => self.fail(SessionError::UnexpectedReply { reply, to: step.verb() }),
+                _ => self.fail(SessionError::UnexpectedReply {
+                    reply,
+                    to: step.verb(),
+                }),
             }
             return;
         }
@@ -712,19 +739,31 @@ impl ClientSession {
             Security::Explicit { .. } => {
                 self.greeting = Some(reply);
                 self.phase = Phase::Auth;
-                self.send(now, &Command::Auth(AuthMechanism::Tls), Step::Auth { ssl: false });
+                self.send(
+                    now,
+                    &Command::Auth(AuthMechanism::Tls),
+                    Step::Auth { ssl: false },
+                );
             }
             Security::Implicit | Security::Plain => {
                 self.phase = Phase::Ready;
                 let tls = self.tls_info();
-                self.events.push_back(Event::Connected { greeting: reply, tls });
+                self.events.push_back(Event::Connected {
+                    greeting: reply,
+                    tls,
+                });
                 self.pump(now);
             }
         }
     }
 
     fn on_auth(&mut self, now: Instant, ssl: bool, reply: Reply) {
-        let allow_ssl = matches!(self.config.security, Security::Explicit { allow_auth_ssl: true });
+        let allow_ssl = matches!(
+            self.config.security,
+            Security::Explicit {
+                allow_auth_ssl: true
+            }
+        );
         match reply.code.get() {
             // RFC 4217 section 4: 234 and the TLS handshake starts; the bytes after the reply belong to TLS.
             234 => {
@@ -736,7 +775,11 @@ impl ClientSession {
                 self.reply_deadline = Some(now + self.config.reply_timeout);
             }
             _ if !ssl && allow_ssl && reply.code.is_negative() => {
-                self.send(now, &Command::Auth(AuthMechanism::Ssl), Step::Auth { ssl: true });
+                self.send(
+                    now,
+                    &Command::Auth(AuthMechanism::Ssl),
+                    Step::Auth { ssl: true },
+                );
             }
             _ => self.fail(SessionError::AuthRefused(reply)),
         }
@@ -789,7 +832,10 @@ impl ClientSession {
 
     /// Starts the next queued operation when the connection is free.
     fn pump(&mut self, now: Instant) {
-        while self.phase == Phase::Ready && self.current.is_none() && self.awaiting.is_none() && self.error.is_none()
+        while self.phase == Phase::Ready
+            && self.current.is_none()
+            && self.awaiting.is_none()
+            && self.error.is_none()
         {
             let Some((id, op)) = self.queue.pop_front() else {
                 return;
@@ -825,7 +871,10 @@ impl ClientSession {
                     DataConnectionMode::Passive => plan.push_back(Step::Epsv),
                     DataConnectionMode::Active => plan.extend([Step::Listen, Step::Eprt]),
                 }
-                if let Operation::Retrieve { offset: Some(_), .. } = op {
+                if let Operation::Retrieve {
+                    offset: Some(_), ..
+                } = op
+                {
                     plan.push_back(Step::Rest);
                 }
                 plan.push_back(Step::Transfer);
@@ -874,7 +923,11 @@ impl ClientSession {
             (Step::Pass, Operation::Login(c)) => Command::Pass(c.password.clone()),
             (Step::Acct, Operation::Login(c)) => match &c.account {
                 Some(account) => Command::Acct(account.clone()),
-                None => return Err(OpError::InvalidOperation("the server asks for an account (332)")),
+                None => {
+                    return Err(OpError::InvalidOperation(
+                        "the server asks for an account (332)",
+                    ))
+                }
             },
             (Step::Pbsz, _) => Command::Pbsz(0),
             (Step::Prot, _) => Command::Prot(ProtectionLevel::Private),
@@ -897,16 +950,28 @@ impl ClientSession {
             (Step::Eprt, _) => match self.data_addr {
                 Some(addr) if self.eprt_refused => match addr {
                     SocketAddr::V4(v4) => Command::Port(v4),
-                    SocketAddr::V6(_) => return Err(OpError::InvalidOperation("server refused EPRT for IPv6")),
+                    SocketAddr::V6(_) => {
+                        return Err(OpError::InvalidOperation("server refused EPRT for IPv6"))
+                    }
                 },
                 Some(addr) => Command::Eprt(addr),
                 None => return Err(OpError::InvalidOperation("no listening address")),
             },
             (Step::Port, _) => match self.data_addr {
                 Some(SocketAddr::V4(v4)) => Command::Port(v4),
-                _ => return Err(OpError::InvalidOperation("PORT needs an IPv4 listening address")),
+                _ => {
+                    return Err(OpError::InvalidOperation(
+                        "PORT needs an IPv4 listening address",
+                    ))
+                }
             },
-            (Step::Rest, Operation::Retrieve { offset: Some(offset), .. }) => Command::Rest(*offset),
+            (
+                Step::Rest,
+                Operation::Retrieve {
+                    offset: Some(offset),
+                    ..
+                },
+            ) => Command::Rest(*offset),
             (Step::Transfer, op) => match op {
                 Operation::List(path) if features.mlsd => Command::Mlsd(path.clone()),
                 Operation::List(path) => {
@@ -935,7 +1000,11 @@ impl ClientSession {
                 },
                 Operation::Raw(c) => c.clone(),
                 Operation::Noop => Command::Noop,
-                _ => return Err(OpError::InvalidOperation("no single command for this operation")),
+                _ => {
+                    return Err(OpError::InvalidOperation(
+                        "no single command for this operation",
+                    ))
+                }
             },
             (Step::Quit, _) => Command::Quit,
             _ => return Err(OpError::InvalidOperation("step does not fit the operation")),
@@ -946,8 +1015,12 @@ impl ClientSession {
     /// The result of an operation whose plan ran out (login after `TYPE I`).
     fn output_without_reply(&mut self) -> Result<Output, OpError> {
         match self.current.as_ref() {
-            Some(running) if matches!(running.op, Operation::Login(_)) => Ok(Output::LoggedIn(running.features.clone())),
-            _ => Err(OpError::InvalidOperation("operation ended without a result")),
+            Some(running) if matches!(running.op, Operation::Login(_)) => {
+                Ok(Output::LoggedIn(running.features.clone()))
+            }
+            _ => Err(OpError::InvalidOperation(
+                "operation ended without a result",
+            )),
         }
     }
 
@@ -996,11 +1069,8 @@ impl ClientSession {
                 }
             }
             // CCC refused: the control connection simply stays protected.
-            Step::Ccc => {
-                if reply.code.is_completion() {
-                    self.clear_command_channel();
-                }
-            }
+            Step::Ccc if reply.code.is_completion() => self.clear_command_channel(),
+            Step::Ccc => {}
             Step::Feat => {
                 let features = parse_features(&reply);
                 if features.utf8 {
@@ -1018,15 +1088,15 @@ impl ClientSession {
                     return self.refuse(now, reply);
                 }
             }
-            Step::Rnfr => {
-                if code != 350 {
-                    return self.refuse(now, reply);
-                }
-            }
+            // RFC 959 section 4.1.3: RNFR and REST are answered with 350 when the next command may follow.
+            Step::Rnfr | Step::Rest if code != 350 => return self.refuse(now, reply),
+            Step::Rnfr | Step::Rest => {}
             Step::Epsv => {
                 if code == 229 {
                     match reply.parse_epsv() {
-                        Some(port) => self.open_data_connection(SocketAddr::new(self.peer.ip(), port)),
+                        Some(port) => {
+                            self.open_data_connection(SocketAddr::new(self.peer.ip(), port))
+                        }
                         None => return self.malformed(now, "229 without a port"),
                     }
                 } else if reply.code.is_negative() && code >= 500 {
@@ -1055,26 +1125,17 @@ impl ClientSession {
                     None => return self.malformed(now, "227 without an address"),
                 }
             }
-            Step::Eprt => {
-                if !reply.code.is_completion() {
-                    if code >= 500 && !self.eprt_refused && matches!(self.data_addr, Some(SocketAddr::V4(_))) {
-                        self.eprt_refused = true;
-                        running.plan.push_front(Step::Port);
-                    } else {
-                        return self.refuse(now, reply);
-                    }
-                }
+            Step::Eprt | Step::Port if reply.code.is_completion() => {}
+            // RFC 2428 section 2: a server without EPRT; fall back to PORT (IPv4 only) for the session.
+            Step::Eprt
+                if code >= 500
+                    && !self.eprt_refused
+                    && matches!(self.data_addr, Some(SocketAddr::V4(_))) =>
+            {
+                self.eprt_refused = true;
+                running.plan.push_front(Step::Port);
             }
-            Step::Port => {
-                if !reply.code.is_completion() {
-                    return self.refuse(now, reply);
-                }
-            }
-            Step::Rest => {
-                if code != 350 {
-                    return self.refuse(now, reply);
-                }
-            }
+            Step::Eprt | Step::Port => return self.refuse(now, reply),
             Step::Single | Step::Rnto => {
                 let result = single_output(&running.op, reply);
                 self.finish_op(result);
@@ -1116,7 +1177,10 @@ impl ClientSession {
     fn open_data_connection(&mut self, addr: SocketAddr) {
         self.data_addr = Some(addr);
         if let Some(running) = self.current.as_ref() {
-            self.events.push_back(Event::OpenDataConnection { op: running.id, addr });
+            self.events.push_back(Event::OpenDataConnection {
+                op: running.id,
+                addr,
+            });
         }
     }
 
@@ -1144,7 +1208,11 @@ impl ClientSession {
         }
         running.transfer.preliminary = true;
         let id = running.id;
-        let direction = if running.op.is_upload() { Direction::Upload } else { Direction::Download };
+        let direction = if running.op.is_upload() {
+            Direction::Upload
+        } else {
+            Direction::Download
+        };
         if running.transfer.data.is_some() {
             // The data connection already failed: keep waiting for the final reply.
             return;
@@ -1178,8 +1246,10 @@ impl ClientSession {
             }),
             _ => DataProtection::Clear,
         };
-        let mut options = DataOptions::default();
-        options.handshake_timeout = self.config.data_handshake_timeout;
+        let options = DataOptions {
+            handshake_timeout: self.config.data_handshake_timeout,
+            ..DataOptions::default()
+        };
         DataChannel::new(now, protection, options)
     }
 
@@ -1230,10 +1300,18 @@ impl ClientSession {
             Err(OpError::ListingTooLarge)
         } else {
             match &running.op {
-                Operation::List(_) => Ok(Output::Listing(parse_listing(&t.listing, t.used_list, self.today))),
+                Operation::List(_) => Ok(Output::Listing(parse_listing(
+                    &t.listing,
+                    t.used_list,
+                    self.today,
+                ))),
                 Operation::NameList(_) => Ok(Output::Names(parse_names(&t.listing))),
                 _ => Ok(Output::Transfer(TransferReport {
-                    bytes: if download { report.bytes_received } else { report.bytes_sent },
+                    bytes: if download {
+                        report.bytes_received
+                    } else {
+                        report.bytes_sent
+                    },
                     resumed: report.tls.as_ref().is_some_and(|tls| tls.resumed),
                     clean_close,
                     tls: report.tls.clone(),
@@ -1264,7 +1342,9 @@ impl ClientSession {
             return;
         }
         let next = match state {
-            AbortState::AwaitTransferReply if reply.code.is_negative() => Some(AbortState::AwaitAborReply),
+            AbortState::AwaitTransferReply if reply.code.is_negative() => {
+                Some(AbortState::AwaitAborReply)
+            }
             // 226/225 alone: either the transfer's reply (ABOR's follows) or ABOR's only reply. Fence it.
             AbortState::AwaitTransferReply => Some(AbortState::Fence),
             AbortState::AwaitAborReply => None,
@@ -1317,17 +1397,25 @@ fn single_output(op: &Operation, reply: Reply) -> Result<Output, OpError> {
         _ if !reply.code.is_completion() => Err(OpError::Refused(reply)),
         Operation::Pwd | Operation::Mkdir(_) if code == 257 => match reply.parse_pathname() {
             Some(path) => Ok(Output::Directory(path)),
-            None => Err(OpError::MalformedReply("257 without a quoted path".to_string())),
+            None => Err(OpError::MalformedReply(
+                "257 without a quoted path".to_string(),
+            )),
         },
-        Operation::Pwd => Err(OpError::MalformedReply("PWD answered without 257".to_string())),
+        Operation::Pwd => Err(OpError::MalformedReply(
+            "PWD answered without 257".to_string(),
+        )),
         Operation::Mkdir(path) => Ok(Output::Directory(path.clone())),
         Operation::Size(_) => match reply.parse_file_size() {
             Some(size) => Ok(Output::Size(size)),
-            _ => Err(OpError::MalformedReply("SIZE answered without a size".to_string())),
+            _ => Err(OpError::MalformedReply(
+                "SIZE answered without a size".to_string(),
+            )),
         },
         Operation::Mdtm(_) => match reply.parse_modification_time() {
             Some(time) => Ok(Output::Modified(time)),
-            _ => Err(OpError::MalformedReply("MDTM answered without a time-val".to_string())),
+            _ => Err(OpError::MalformedReply(
+                "MDTM answered without a time-val".to_string(),
+            )),
         },
         _ => Ok(Output::Done(reply)),
     }
@@ -1338,7 +1426,9 @@ fn parse_features(reply: &Reply) -> ServerFeatures {
     let Some(features) = reply.parse_feat() else {
         return ServerFeatures::default();
     };
-    let rest_stream = features.params_all("REST").any(|p| p.trim().eq_ignore_ascii_case("STREAM"));
+    let rest_stream = features
+        .params_all("REST")
+        .any(|p| p.trim().eq_ignore_ascii_case("STREAM"));
     ServerFeatures {
         mlsd: features.has("MLST") || features.has("MLSD"),
         size: features.has("SIZE"),
@@ -1347,7 +1437,11 @@ fn parse_features(reply: &Reply) -> ServerFeatures {
         rest_stream,
         utf8: features.has("UTF8"),
         epsv: features.has("EPSV"),
-        lines: features.to_lines().iter().map(|l| l.trim().to_string()).collect(),
+        lines: features
+            .to_lines()
+            .iter()
+            .map(|l| l.trim().to_string())
+            .collect(),
     }
 }
 
@@ -1368,4 +1462,3 @@ fn parse_names(bytes: &[u8]) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
-

@@ -132,7 +132,10 @@ impl Operation {
 
     /// Whether the data connection carries bytes from the client to the server.
     pub fn is_upload(&self) -> bool {
-        matches!(self, Self::Store(_) | Self::Append(_) | Self::StoreUnique(_))
+        matches!(
+            self,
+            Self::Store(_) | Self::Append(_) | Self::StoreUnique(_)
+        )
     }
 }
 

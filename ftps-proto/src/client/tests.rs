@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use crate::codec::Command;
 
 use super::*;
-use crate::data::{DataChannel, DataEvent, DataOptions, DataProtection, DataReport, DataTls, ResumptionPolicy};
+use crate::data::{
+    DataChannel, DataEvent, DataOptions, DataProtection, DataReport, DataTls, ResumptionPolicy,
+};
 use crate::test_support::{localhost, TestPki, TLS12, TLS13};
 use crate::tls::{session_bound_config, TlsConn};
 
@@ -33,7 +35,8 @@ struct Script {
 impl Script {
     fn plain() -> Self {
         let now = Instant::now();
-        let client = ClientSession::new(ClientSessionConfig::plain(), localhost(), peer(), now).unwrap();
+        let client =
+            ClientSession::new(ClientSessionConfig::plain(), localhost(), peer(), now).unwrap();
         Self {
             now,
             client,
@@ -44,7 +47,11 @@ impl Script {
         }
     }
 
-    fn tls(pki: &TestPki, versions: &[&'static rustls::SupportedProtocolVersion], config: ClientSessionConfig) -> Self {
+    fn tls(
+        pki: &TestPki,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        config: ClientSessionConfig,
+    ) -> Self {
         let now = Instant::now();
         let implicit = config.security == Security::Implicit;
         let client = ClientSession::new(config, localhost(), peer(), now).unwrap();
@@ -112,7 +119,11 @@ impl Script {
 
     /// Answers `AUTH` with 234 and starts the server's TLS before the client's ClientHello is read.
     fn accept_auth(&mut self) {
-        feed_all(&mut self.client, self.now, b"234 Proceed with negotiation.\r\n");
+        feed_all(
+            &mut self.client,
+            self.now,
+            b"234 Proceed with negotiation.\r\n",
+        );
         self.start_tls();
         self.exchange();
     }
@@ -135,7 +146,12 @@ impl Script {
             .inbox
             .windows(2)
             .position(|w| w == b"\r\n")
-            .unwrap_or_else(|| panic!("no command sent; inbox {:?}", String::from_utf8_lossy(&self.inbox)));
+            .unwrap_or_else(|| {
+                panic!(
+                    "no command sent; inbox {:?}",
+                    String::from_utf8_lossy(&self.inbox)
+                )
+            });
         let line = String::from_utf8(self.inbox[..at].to_vec()).unwrap();
         self.inbox.drain(..at + 2);
         line
@@ -149,7 +165,11 @@ impl Script {
 
     fn no_command(&mut self) {
         self.exchange();
-        assert!(self.inbox.is_empty(), "unexpected: {:?}", String::from_utf8_lossy(&self.inbox));
+        assert!(
+            self.inbox.is_empty(),
+            "unexpected: {:?}",
+            String::from_utf8_lossy(&self.inbox)
+        );
     }
 
     /// Plays greeting, AUTH TLS, handshake and login (vsftpd-like).
@@ -164,7 +184,9 @@ impl Script {
             self.send("220 (vsFTPd 3.0.5)\r\n");
         }
         assert!(matches!(self.events.remove(0), Event::Connected { .. }));
-        let op = self.client.submit(self.now, Operation::Login(Credentials::new("alice", "pw")));
+        let op = self
+            .client
+            .submit(self.now, Operation::Login(Credentials::new("alice", "pw")));
         self.expect("USER alice", "331 Please specify the password.");
         self.expect("PASS pw", "230 Login successful.");
         if tls {
@@ -195,7 +217,12 @@ impl Script {
     fn take_channel(&mut self) -> (OpId, DataChannel, Direction) {
         self.exchange();
         while !self.events.is_empty() {
-            if let Event::DataChannel { op, channel, direction } = self.events.remove(0) {
+            if let Event::DataChannel {
+                op,
+                channel,
+                direction,
+            } = self.events.remove(0)
+            {
                 return (op, *channel, direction);
             }
         }
@@ -215,7 +242,10 @@ impl Script {
     fn no_completion(&mut self) {
         self.exchange();
         assert!(
-            !self.events.iter().any(|e| matches!(e, Event::Completed { .. })),
+            !self
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::Completed { .. })),
             "{:?}",
             self.events
         );
@@ -248,7 +278,12 @@ const FEAT_PLAIN: &str = "211-Features:\n EPSV\n MDTM\n PASV\n SIZE\n211 End";
 ///
 /// The server sends `payload` (downloads); the client sends `upload`. Under TLS the server role requires that
 /// the client resumed this control session's TLS session (vsftpd's `require_ssl_reuse`).
-fn run_data(script: &Script, channel: DataChannel, payload: &[u8], upload: &[u8]) -> (DataReport, Vec<u8>) {
+fn run_data(
+    script: &Script,
+    channel: DataChannel,
+    payload: &[u8],
+    upload: &[u8],
+) -> (DataReport, Vec<u8>) {
     let protection = match script.bound.clone() {
         Some(config) if script.client.data_protected() => DataProtection::Tls(DataTls::Server {
             config,
@@ -269,15 +304,18 @@ fn pump_data(
     upload: &[u8],
 ) -> (DataReport, Vec<u8>) {
     let (mut sent, mut up, mut received, mut server_got) = (0, 0, Vec::new(), Vec::new());
-    let (mut client_done, mut server_done) = (None, None);
+    let (mut client_done, mut server_done): (Option<DataReport>, Option<DataReport>) = (None, None);
     let (mut client_eof, mut server_eof) = (false, false);
     for _ in 0..100_000 {
-        if client_done.is_some() && server_done.is_some() {
+        if let (Some(report), Some(_)) = (&client_done, &server_done) {
             assert_eq!(server_got, upload);
-            return (client_done.unwrap(), received);
+            return (report.clone(), received);
         }
         sent += server.write(&payload[sent..]);
-        if sent == payload.len() && !server.is_handshaking() && (upload.is_empty() || !payload.is_empty()) {
+        if sent == payload.len()
+            && !server.is_handshaking()
+            && (upload.is_empty() || !payload.is_empty())
+        {
             server.finish(now);
         }
         up += client.write(&upload[up..]);
@@ -350,7 +388,9 @@ fn plain_login_with_multiline_replies() {
         }
         e => panic!("{e:?}"),
     }
-    let op = s.client.submit(s.now, Operation::Login(Credentials::new("u", "p")));
+    let op = s
+        .client
+        .submit(s.now, Operation::Login(Credentials::new("u", "p")));
     s.expect("USER u", "331 pw");
     s.expect("PASS p", "230-Hi\n230 ok");
     s.expect("FEAT", FEAT_MLSD);
@@ -358,7 +398,9 @@ fn plain_login_with_multiline_replies() {
     s.expect("TYPE I", "200 ok");
     let (id, result) = s.completed();
     assert_eq!(id, op);
-    let Ok(Output::LoggedIn(f)) = result else { panic!("{result:?}") };
+    let Ok(Output::LoggedIn(f)) = result else {
+        panic!("{result:?}")
+    };
     assert!(f.mlsd && f.size && f.mdtm && f.rest_stream && f.utf8 && f.epsv && !f.mfmt);
     assert!(s.client.is_idle());
 }
@@ -387,7 +429,11 @@ fn login_with_account_and_refused_password() {
 
 fn explicit_login(versions: &[&'static rustls::SupportedProtocolVersion]) {
     let pki = TestPki::new();
-    let mut s = Script::tls(&pki, versions, ClientSessionConfig::new(pki.client_config(versions)));
+    let mut s = Script::tls(
+        &pki,
+        versions,
+        ClientSessionConfig::new(pki.client_config(versions)),
+    );
     s.connect_and_login(FEAT_MLSD);
     assert!(s.client.data_protected());
     let info = s.client.tls_info().unwrap();
@@ -408,7 +454,11 @@ fn explicit_login_tls13() {
 #[test]
 fn implicit_login_sends_pbsz_prot() {
     let pki = TestPki::new();
-    let mut s = Script::tls(&pki, TLS13, ClientSessionConfig::implicit(pki.client_config(TLS13)));
+    let mut s = Script::tls(
+        &pki,
+        TLS13,
+        ClientSessionConfig::implicit(pki.client_config(TLS13)),
+    );
     s.connect_and_login(FEAT_PLAIN);
     assert!(s.client.data_protected());
 }
@@ -416,49 +466,82 @@ fn implicit_login_sends_pbsz_prot() {
 #[test]
 fn auth_switch_sends_bytes_after_234_to_tls_not_the_parser() {
     let pki = TestPki::new();
-    let mut s = Script::tls(&pki, TLS13, ClientSessionConfig::new(pki.client_config(TLS13)));
+    let mut s = Script::tls(
+        &pki,
+        TLS13,
+        ClientSessionConfig::new(pki.client_config(TLS13)),
+    );
     s.send("220 hi\r\n");
     assert_eq!(s.line(), "AUTH TLS");
     // An injected "reply" after 234 in the same read (the STARTTLS injection class): it must reach TLS.
     feed_all(&mut s.client, s.now, b"234 go\r\n230 Login successful.\r\n");
     s.exchange();
-    assert!(matches!(s.client.error(), Some(SessionError::Tls(_))), "{:?}", s.client.error());
-    assert!(!s.events.iter().any(|e| matches!(e, Event::UnsolicitedReply(_) | Event::Connected { .. })));
-    assert!(s.events.iter().any(|e| matches!(e, Event::Failed(SessionError::Tls(_)))));
+    assert!(
+        matches!(s.client.error(), Some(SessionError::Tls(_))),
+        "{:?}",
+        s.client.error()
+    );
+    assert!(!s
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::UnsolicitedReply(_) | Event::Connected { .. })));
+    assert!(s
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Failed(SessionError::Tls(_)))));
 }
 
 #[test]
 fn auth_refused_fails_closed_and_auth_ssl_only_when_allowed() {
     let pki = TestPki::new();
-    let mut s = Script::tls(&pki, TLS13, ClientSessionConfig::new(pki.client_config(TLS13)));
+    let mut s = Script::tls(
+        &pki,
+        TLS13,
+        ClientSessionConfig::new(pki.client_config(TLS13)),
+    );
     s.send("220 hi\r\n");
     s.expect("AUTH TLS", "504 Unknown AUTH type.");
     assert!(matches!(s.client.error(), Some(SessionError::AuthRefused(r)) if r.code.get() == 504));
 
     let mut config = ClientSessionConfig::new(pki.client_config(TLS13));
-    config.security = Security::Explicit { allow_auth_ssl: true };
+    config.security = Security::Explicit {
+        allow_auth_ssl: true,
+    };
     let mut s = Script::tls(&pki, TLS13, config);
     s.send("220 hi\r\n");
     s.expect("AUTH TLS", "504 Unknown AUTH type.");
     assert_eq!(s.line(), "AUTH SSL");
     s.accept_auth();
-    assert!(matches!(s.events.remove(0), Event::Connected { tls: Some(_), .. }));
+    assert!(matches!(
+        s.events.remove(0),
+        Event::Connected { tls: Some(_), .. }
+    ));
 }
 
 #[test]
 fn prot_p_refused_fails_closed() {
     let pki = TestPki::new();
-    let mut s = Script::tls(&pki, TLS12, ClientSessionConfig::new(pki.client_config(TLS12)));
+    let mut s = Script::tls(
+        &pki,
+        TLS12,
+        ClientSessionConfig::new(pki.client_config(TLS12)),
+    );
     s.send("220 hi\r\n");
     assert_eq!(s.line(), "AUTH TLS");
     s.accept_auth();
-    let op = s.client.submit(s.now, Operation::Login(Credentials::new("u", "p")));
+    let op = s
+        .client
+        .submit(s.now, Operation::Login(Credentials::new("u", "p")));
     let queued = s.client.submit(s.now, Operation::Pwd);
     s.expect("USER u", "230 ok");
     s.expect("PBSZ 0", "200 ok");
     s.expect("PROT P", "536 PROT P not supported.");
-    assert!(matches!(s.client.error(), Some(SessionError::DataProtectionRefused(r)) if r.code.get() == 536));
-    assert!(matches!(s.completed(), (id, Err(OpError::Session(SessionError::DataProtectionRefused(_)))) if id == op));
+    assert!(
+        matches!(s.client.error(), Some(SessionError::DataProtectionRefused(r)) if r.code.get() == 536)
+    );
+    assert!(
+        matches!(s.completed(), (id, Err(OpError::Session(SessionError::DataProtectionRefused(_)))) if id == op)
+    );
     assert!(matches!(s.completed(), (id, Err(OpError::Session(_))) if id == queued));
     s.no_command();
 }
@@ -472,7 +555,9 @@ fn prot_p_refused_allowed_gives_clear_data() {
     s.send("220 hi\r\n");
     assert_eq!(s.line(), "AUTH TLS");
     s.accept_auth();
-    let op = s.client.submit(s.now, Operation::Login(Credentials::new("u", "p")));
+    let op = s
+        .client
+        .submit(s.now, Operation::Login(Credentials::new("u", "p")));
     s.expect("USER u", "230 ok");
     s.expect("PBSZ 0", "200 ok");
     s.expect("PROT P", "536 no");
@@ -490,7 +575,10 @@ fn simple_operations_and_raw_and_quit() {
     s.send("220 hi\r\n");
     let pwd = s.client.submit(s.now, Operation::Pwd);
     s.expect("PWD", "257 \"/home/a \"\"q\"\"\" is the current directory");
-    assert_eq!(s.completed(), (pwd, Ok(Output::Directory("/home/a \"q\"".into()))));
+    assert_eq!(
+        s.completed(),
+        (pwd, Ok(Output::Directory("/home/a \"q\"".into())))
+    );
     let mkd = s.client.submit(s.now, Operation::Mkdir("x".into()));
     s.expect("MKD x", "257 \"/x\" created");
     assert_eq!(s.completed(), (mkd, Ok(Output::Directory("/x".into()))));
@@ -500,22 +588,43 @@ fn simple_operations_and_raw_and_quit() {
     let _mdtm = s.client.submit(s.now, Operation::Mdtm("f".into()));
     s.expect("MDTM f", "213 20240102030405");
     let (_, r) = s.completed();
-    let Ok(Output::Modified(t)) = r else { panic!("{r:?}") };
-    assert_eq!((t.year, t.month, t.day, t.hour, t.minute, t.second), (2024, 1, 2, 3, 4, 5));
-    let ren = s.client.submit(s.now, Operation::Rename { from: "a".into(), to: "b".into() });
+    let Ok(Output::Modified(t)) = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(
+        (t.year, t.month, t.day, t.hour, t.minute, t.second),
+        (2024, 1, 2, 3, 4, 5)
+    );
+    let ren = s.client.submit(
+        s.now,
+        Operation::Rename {
+            from: "a".into(),
+            to: "b".into(),
+        },
+    );
     s.expect("RNFR a", "350 Ready for RNTO.");
     s.expect("RNTO b", "250 Rename successful.");
     assert!(matches!(s.completed(), (id, Ok(Output::Done(r))) if id == ren && r.code.get() == 250));
-    let ren = s.client.submit(s.now, Operation::Rename { from: "a".into(), to: "b".into() });
+    let ren = s.client.submit(
+        s.now,
+        Operation::Rename {
+            from: "a".into(),
+            to: "b".into(),
+        },
+    );
     s.expect("RNFR a", "550 RNFR command failed.");
-    assert!(matches!(s.completed(), (id, Err(OpError::Refused(r))) if id == ren && r.code.get() == 550));
+    assert!(
+        matches!(s.completed(), (id, Err(OpError::Refused(r))) if id == ren && r.code.get() == 550)
+    );
     let dele = s.client.submit(s.now, Operation::Delete("f".into()));
     s.expect("DELE f", "550 Delete operation failed.");
     assert!(matches!(s.completed(), (id, Err(OpError::Refused(_))) if id == dele));
     let raw = s.client.submit(s.now, Operation::Raw(Command::Syst));
     s.expect("SYST", "215 UNIX Type: L8");
     assert!(matches!(s.completed(), (id, Ok(Output::Done(r))) if id == raw && r.code.get() == 215));
-    let bad = s.client.submit(s.now, Operation::Raw(Command::Retr("x".into())));
+    let bad = s
+        .client
+        .submit(s.now, Operation::Raw(Command::Retr("x".into())));
     assert!(matches!(s.completed(), (id, Err(OpError::InvalidOperation(_))) if id == bad));
     s.no_command();
     let quit = s.client.submit(s.now, Operation::Quit);
@@ -524,7 +633,9 @@ fn simple_operations_and_raw_and_quit() {
     assert!(s.client.is_closed());
     assert!(s.events.iter().any(|e| matches!(e, Event::Closed)));
     let late = s.client.submit(s.now, Operation::Noop);
-    assert!(matches!(s.completed(), (id, Err(OpError::Session(SessionError::Closed))) if id == late));
+    assert!(
+        matches!(s.completed(), (id, Err(OpError::Session(SessionError::Closed))) if id == late)
+    );
 }
 
 #[test]
@@ -539,7 +650,10 @@ fn unsolicited_reply_at_idle_is_an_event_and_421_fails() {
     s.expect("NOOP", "200 ok");
     assert!(matches!(s.completed(), (id, Ok(_)) if id == noop));
     s.send("421 Timeout.\r\n");
-    assert!(matches!(s.client.error(), Some(SessionError::ServiceClosing(_))));
+    assert!(matches!(
+        s.client.error(),
+        Some(SessionError::ServiceClosing(_))
+    ));
 }
 
 #[test]
@@ -548,7 +662,10 @@ fn preliminary_reply_to_a_simple_command_is_fatal_not_misread() {
     s.send("220 hi\r\n");
     let op = s.client.submit(s.now, Operation::Cwd("d".into()));
     s.expect("CWD d", "150 what");
-    assert!(matches!(s.client.error(), Some(SessionError::UnexpectedReply { .. })));
+    assert!(matches!(
+        s.client.error(),
+        Some(SessionError::UnexpectedReply { .. })
+    ));
     assert!(matches!(s.completed(), (id, Err(OpError::Session(_))) if id == op));
 }
 
@@ -558,8 +675,14 @@ fn multiline_reply_split_at_every_byte() {
     let reply = "257-first\r\n257 \"/a b\" created\r\n";
     for split in 0..=greeting.len() {
         let mut s = Script::plain();
-        assert_eq!(s.client.handle_input(s.now, &greeting.as_bytes()[..split]), split);
-        assert_eq!(s.client.handle_input(s.now, &greeting.as_bytes()[split..]), greeting.len() - split);
+        assert_eq!(
+            s.client.handle_input(s.now, &greeting.as_bytes()[..split]),
+            split
+        );
+        assert_eq!(
+            s.client.handle_input(s.now, &greeting.as_bytes()[split..]),
+            greeting.len() - split
+        );
         s.exchange();
         match s.events.remove(0) {
             Event::Connected { greeting, .. } => assert_eq!(greeting.lines.len(), 4),
@@ -582,7 +705,11 @@ fn multiline_reply_split_at_every_byte() {
 
 fn tls_session(versions: &[&'static rustls::SupportedProtocolVersion]) -> Script {
     let pki = TestPki::new();
-    let mut s = Script::tls(&pki, versions, ClientSessionConfig::new(pki.client_config(versions)));
+    let mut s = Script::tls(
+        &pki,
+        versions,
+        ClientSessionConfig::new(pki.client_config(versions)),
+    );
     s.connect_and_login(FEAT_MLSD);
     s
 }
@@ -595,7 +722,13 @@ fn plain_session(features: &str) -> Script {
 
 /// One `RETR` over EPSV: returns the client's transfer report.
 fn retrieve(s: &mut Script, payload: &[u8]) -> TransferReport {
-    let op = s.client.submit(s.now, Operation::Retrieve { path: "f".into(), offset: None });
+    let op = s.client.submit(
+        s.now,
+        Operation::Retrieve {
+            path: "f".into(),
+            offset: None,
+        },
+    );
     s.expect("EPSV", "229 Entering Extended Passive Mode (|||40001|)");
     assert_eq!(s.open_addr(), "192.0.2.10:40001".parse().unwrap());
     s.expect("RETR f", "150 Opening BINARY mode data connection for f.");
@@ -648,7 +781,13 @@ fn two_sessions_on_one_caller_config_do_not_share_tickets() {
         let mut sessions = Vec::new();
         for _ in 0..2 {
             let now = Instant::now();
-            let client = ClientSession::new(ClientSessionConfig::new(caller.clone()), localhost(), peer(), now).unwrap();
+            let client = ClientSession::new(
+                ClientSessionConfig::new(caller.clone()),
+                localhost(),
+                peer(),
+                now,
+            )
+            .unwrap();
             let mut s = Script {
                 now,
                 client,
@@ -664,7 +803,10 @@ fn two_sessions_on_one_caller_config_do_not_share_tickets() {
             assert!(matches!(s.completed(), (id, Ok(_)) if id == noop));
             sessions.push(s);
         }
-        assert!(!sessions[1].client.tls_info().unwrap().resumed, "second session resumed the first's ticket");
+        assert!(
+            !sessions[1].client.tls_info().unwrap().resumed,
+            "second session resumed the first's ticket"
+        );
         // The check can fail: a connection through the first session's store does resume with this server.
         let mut first = sessions.remove(0);
         let report = retrieve(&mut first, b"x");
@@ -675,7 +817,13 @@ fn two_sessions_on_one_caller_config_do_not_share_tickets() {
 #[test]
 fn download_with_offset_sends_rest() {
     let mut s = plain_session(FEAT_PLAIN);
-    let op = s.client.submit(s.now, Operation::Retrieve { path: "f".into(), offset: Some(100) });
+    let op = s.client.submit(
+        s.now,
+        Operation::Retrieve {
+            path: "f".into(),
+            offset: Some(100),
+        },
+    );
     s.expect("EPSV", "229 ok (|||5000|)");
     s.expect("REST 100", "350 Restart position accepted (100).");
     s.expect("RETR f", "150 ok");
@@ -705,14 +853,23 @@ fn upload_zero_bytes_completes_handshake_and_close() {
     s.send("226 Transfer complete.\r\n");
     let (id, r) = s.completed();
     assert_eq!(id, op);
-    assert!(matches!(r, Ok(Output::Transfer(ref t)) if t.bytes == 0 && t.resumed && t.clean_close), "{r:?}");
+    assert!(
+        matches!(r, Ok(Output::Transfer(ref t)) if t.bytes == 0 && t.resumed && t.clean_close),
+        "{r:?}"
+    );
 }
 
 #[test]
 fn final_reply_before_and_after_data_complete_exactly_once() {
     for reply_first in [true, false] {
         let mut s = tls_session(TLS12);
-        let op = s.client.submit(s.now, Operation::Retrieve { path: "f".into(), offset: None });
+        let op = s.client.submit(
+            s.now,
+            Operation::Retrieve {
+                path: "f".into(),
+                offset: None,
+            },
+        );
         s.expect("EPSV", "229 (|||6000|)");
         s.expect("RETR f", "150 ok");
         let (_, channel, _) = s.take_channel();
@@ -728,11 +885,17 @@ fn final_reply_before_and_after_data_complete_exactly_once() {
         }
         let (id, r) = s.completed();
         assert_eq!(id, op);
-        assert!(matches!(r, Ok(Output::Transfer(ref t)) if t.bytes == 4), "{r:?}");
+        assert!(
+            matches!(r, Ok(Output::Transfer(ref t)) if t.bytes == 4),
+            "{r:?}"
+        );
         // A repeated report is ignored, a late reply is unsolicited: nothing completes twice.
         s.client.data_finished(s.now, op, Ok(report));
         s.exchange();
-        assert!(!s.events.iter().any(|e| matches!(e, Event::Completed { .. })));
+        assert!(!s
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Completed { .. })));
         assert!(s.client.is_idle());
     }
 }
@@ -740,13 +903,21 @@ fn final_reply_before_and_after_data_complete_exactly_once() {
 #[test]
 fn truncated_download_is_an_error() {
     let mut s = tls_session(TLS13);
-    let op = s.client.submit(s.now, Operation::Retrieve { path: "f".into(), offset: None });
+    let op = s.client.submit(
+        s.now,
+        Operation::Retrieve {
+            path: "f".into(),
+            offset: None,
+        },
+    );
     s.expect("EPSV", "229 (|||6000|)");
     s.expect("RETR f", "150 ok");
     let _ = s.take_channel();
-    let mut report = DataReport::default();
-    report.bytes_received = 10;
-    report.clean_close = false;
+    let report = DataReport {
+        bytes_received: 10,
+        clean_close: false,
+        ..DataReport::default()
+    };
     s.client.data_finished(s.now, op, Ok(report));
     s.send("226 done\r\n");
     assert_eq!(s.completed(), (op, Err(OpError::Truncated)));
@@ -766,7 +937,13 @@ fn epsv_refused_falls_back_to_pasv_for_the_session_and_ignores_the_227_address()
     s.client.listing_data(op, &bytes);
     s.client.data_finished(s.now, op, Ok(report));
     s.send("226 Directory send OK.\r\n");
-    assert_eq!(s.completed(), (op, Ok(Output::Names(vec!["a.txt".into(), "b c.txt".into()]))));
+    assert_eq!(
+        s.completed(),
+        (
+            op,
+            Ok(Output::Names(vec!["a.txt".into(), "b c.txt".into()]))
+        )
+    );
     assert!(s.client.uses_pasv());
     // Sticky: the next transfer goes straight to PASV.
     let op = s.client.submit(s.now, Operation::NameList(None));
@@ -783,7 +960,13 @@ fn pasv_address_trusted_only_on_opt_in() {
     let mut s = Script::plain();
     s.client = ClientSession::new(config, localhost(), peer(), now).unwrap();
     s.connect_and_login(FEAT_PLAIN);
-    let _ = s.client.submit(s.now, Operation::Retrieve { path: "f".into(), offset: None });
+    let _ = s.client.submit(
+        s.now,
+        Operation::Retrieve {
+            path: "f".into(),
+            offset: None,
+        },
+    );
     s.expect("EPSV", "502 no");
     s.expect("PASV", "227 Entering Passive Mode (10,0,0,5,156,64).");
     assert_eq!(s.open_addr(), "10.0.0.5:40000".parse().unwrap());
@@ -802,8 +985,13 @@ fn list_uses_mlsd_when_offered_else_list() {
     s.client.data_finished(s.now, op, Ok(report));
     s.send("226 ok\r\n");
     let (_, r) = s.completed();
-    let Ok(Output::Listing(entries)) = r else { panic!("{r:?}") };
-    assert_eq!(entries.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["a.txt", "sub"]);
+    let Ok(Output::Listing(entries)) = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(
+        entries.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+        ["a.txt", "sub"]
+    );
     assert_eq!(entries[0].size, Some(12));
     assert!(entries[1].is_dir());
 
@@ -818,8 +1006,13 @@ fn list_uses_mlsd_when_offered_else_list() {
     s.client.data_finished(s.now, op, Ok(report));
     s.send("226 Directory send OK.\r\n");
     let (_, r) = s.completed();
-    let Ok(Output::Listing(entries)) = r else { panic!("{r:?}") };
-    assert_eq!(entries.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["a.txt", "sub"]);
+    let Ok(Output::Listing(entries)) = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(
+        entries.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+        ["a.txt", "sub"]
+    );
     assert_eq!(entries[0].size, Some(12));
     assert!(entries[1].is_dir());
 }
@@ -836,16 +1029,30 @@ fn reply_226_without_150_completes_an_empty_listing() {
 
 #[test]
 fn errors_after_150_fail_the_transfer_not_the_session() {
-    for code in ["425 Failed to establish connection.", "426 Failure writing network stream.", "450 busy", "451 local error"] {
+    for code in [
+        "425 Failed to establish connection.",
+        "426 Failure writing network stream.",
+        "450 busy",
+        "451 local error",
+    ] {
         let mut s = plain_session(FEAT_PLAIN);
-        let op = s.client.submit(s.now, Operation::Retrieve { path: "f".into(), offset: None });
+        let op = s.client.submit(
+            s.now,
+            Operation::Retrieve {
+                path: "f".into(),
+                offset: None,
+            },
+        );
         s.expect("EPSV", "229 (|||6000|)");
         s.expect("RETR f", "150 ok");
         let _ = s.take_channel();
         s.send(&crlf(code));
         let (id, r) = s.completed();
         assert_eq!(id, op);
-        assert!(matches!(r, Err(OpError::Refused(ref reply)) if reply.code.get().to_string() == code[..3]), "{r:?}");
+        assert!(
+            matches!(r, Err(OpError::Refused(ref reply)) if reply.code.get().to_string() == code[..3]),
+            "{r:?}"
+        );
         // A late data report for the failed op is ignored; the session goes on.
         s.client.data_finished(s.now, op, Ok(DataReport::default()));
         let noop = s.client.submit(s.now, Operation::Noop);
@@ -861,11 +1068,18 @@ fn active_mode_listens_and_sends_eprt_with_port_fallback() {
     let mut s = Script::plain();
     s.client = ClientSession::new(config, localhost(), peer(), s.now).unwrap();
     s.connect_and_login(FEAT_PLAIN);
-    let op = s.client.submit(s.now, Operation::Retrieve { path: "f".into(), offset: None });
+    let op = s.client.submit(
+        s.now,
+        Operation::Retrieve {
+            path: "f".into(),
+            offset: None,
+        },
+    );
     s.exchange();
     assert!(matches!(s.events.remove(0), Event::Listen { op: id } if id == op));
     s.no_command();
-    s.client.listening(s.now, op, "198.51.100.7:50000".parse().unwrap());
+    s.client
+        .listening(s.now, op, "198.51.100.7:50000".parse().unwrap());
     s.expect("EPRT |1|198.51.100.7|50000|", "500 no");
     s.expect("PORT 198,51,100,7,195,80", "200 PORT command successful.");
     s.expect("RETR f", "150 ok");
@@ -881,7 +1095,13 @@ fn active_mode_listens_and_sends_eprt_with_port_fallback() {
 /// Starts a download and sends ABOR after the 150.
 fn aborting() -> (Script, OpId) {
     let mut s = tls_session(TLS13);
-    let op = s.client.submit(s.now, Operation::Retrieve { path: "big".into(), offset: None });
+    let op = s.client.submit(
+        s.now,
+        Operation::Retrieve {
+            path: "big".into(),
+            offset: None,
+        },
+    );
     s.expect("EPSV", "229 (|||6000|)");
     s.expect("RETR big", "150 ok");
     let _ = s.take_channel();
@@ -928,7 +1148,13 @@ fn abort_225() {
     assert_usable_after_abort(&mut s, op);
     // ABOR after the final reply arrived: a single 225 settles it.
     let mut s = tls_session(TLS13);
-    let op = s.client.submit(s.now, Operation::Retrieve { path: "f".into(), offset: None });
+    let op = s.client.submit(
+        s.now,
+        Operation::Retrieve {
+            path: "f".into(),
+            offset: None,
+        },
+    );
     s.expect("EPSV", "229 (|||6000|)");
     s.expect("RETR f", "150 ok");
     s.send("226 done\r\n");
@@ -947,7 +1173,10 @@ fn abort_silence_marks_the_session_unusable() {
     s.client.handle_timeout(deadline);
     assert_eq!(s.client.error(), Some(&SessionError::AbortUnresolved));
     assert_eq!(s.client.poll_timeout(), None);
-    assert_eq!(s.completed(), (op, Err(OpError::Session(SessionError::AbortUnresolved))));
+    assert_eq!(
+        s.completed(),
+        (op, Err(OpError::Session(SessionError::AbortUnresolved)))
+    );
 }
 
 // ----- timeouts and never-panic -----
@@ -967,7 +1196,10 @@ fn reply_timeout_is_fatal_and_never_returned_twice() {
     s.client.handle_timeout(deadline);
     assert_eq!(s.client.error(), Some(&SessionError::Timeout("command")));
     assert_eq!(s.client.poll_timeout(), None);
-    assert_eq!(s.completed(), (op, Err(OpError::Session(SessionError::Timeout("command")))));
+    assert_eq!(
+        s.completed(),
+        (op, Err(OpError::Session(SessionError::Timeout("command"))))
+    );
 }
 
 #[test]
@@ -977,7 +1209,10 @@ fn eof_fails_pending_operations() {
     let op = s.client.submit(s.now, Operation::Pwd);
     s.client.handle_eof(s.now);
     assert_eq!(s.client.error(), Some(&SessionError::ConnectionClosed));
-    assert_eq!(s.completed(), (op, Err(OpError::Session(SessionError::ConnectionClosed))));
+    assert_eq!(
+        s.completed(),
+        (op, Err(OpError::Session(SessionError::ConnectionClosed)))
+    );
 }
 
 mod never_panic {
@@ -1011,9 +1246,15 @@ mod never_panic {
         match n % 10 {
             0 => Operation::Login(Credentials::new("u", "p")),
             1 => Operation::List(None),
-            2 => Operation::Retrieve { path: "f".into(), offset: Some(3) },
+            2 => Operation::Retrieve {
+                path: "f".into(),
+                offset: Some(3),
+            },
             3 => Operation::Store("f".into()),
-            4 => Operation::Rename { from: "a".into(), to: "b".into() },
+            4 => Operation::Rename {
+                from: "a".into(),
+                to: "b".into(),
+            },
             5 => Operation::Size("f".into()),
             6 => Operation::Mdtm("f".into()),
             7 => Operation::Pwd,
