@@ -334,6 +334,11 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
         verb: Some(verb.to_owned()),
         kind,
     };
+    // A line break inside a line cannot come from the framer; refusing it keeps every parsed value one line on
+    // the wire, so [`Command::is_encodable`] can vouch for what a client is about to send.
+    if arg_bytes.is_some_and(|bytes| bytes.contains(&b'\n')) {
+        return Err(err(CommandErrorKind::Syntax));
+    }
     let arg = match arg_bytes {
         Some(bytes) => {
             Some(std::str::from_utf8(bytes).map_err(|_| err(CommandErrorKind::NotUtf8))?)
@@ -952,6 +957,14 @@ impl Command {
     pub fn masked(&self) -> MaskedCommand<'_> {
         MaskedCommand(self)
     }
+
+    /// Whether this value can be sent as is: its wire form is one line that parses back to the same value.
+    ///
+    /// Values from [`parse_command`] always are. One built by hand may not be, e.g. a path containing LF (which
+    /// would inject a second command) or an `Unknown` verb with a space; a client checks before sending.
+    pub fn is_encodable(&self) -> bool {
+        parse_command(self.to_string().as_bytes()).as_ref() == Ok(self)
+    }
 }
 
 impl CommandError {
@@ -1257,6 +1270,31 @@ mod tests {
     }
 
     #[test]
+    fn line_breaks_are_refused_and_not_encodable() {
+        assert_eq!(
+            parse("CWD a\nDELE b"),
+            Err(CommandError {
+                verb: Some("CWD".into()),
+                kind: CommandErrorKind::Syntax
+            })
+        );
+        assert!(!Command::Cwd("a\r\nDELE b".into()).is_encodable());
+        assert!(!Command::Unknown {
+            verb: "A B".into(),
+            argument: None
+        }
+        .is_encodable());
+        assert!(!Command::Unknown {
+            verb: "CWD".into(),
+            argument: Some("x".into())
+        }
+        .is_encodable());
+        assert!(!Command::Cwd(String::new()).is_encodable());
+        assert!(Command::Cwd("a\rb ".into()).is_encodable());
+        assert!(Command::Pass(String::new()).is_encodable());
+    }
+
+    #[test]
     fn unknown_verbs_are_not_errors() {
         assert_eq!(
             parse("xsha1 file"),
@@ -1424,7 +1462,9 @@ mod tests {
         ];
         let variants: Vec<BoxedStrategy<Command>> = vec![
             path(C::User),
-            any::<String>().prop_map(C::Pass).boxed(),
+            proptest::option::of(text())
+                .prop_map(|p| C::Pass(p.unwrap_or_default()))
+                .boxed(),
             path(C::Acct),
             path(C::Cwd),
             unit(C::Cdup),
@@ -1487,7 +1527,7 @@ mod tests {
             path(C::Conf),
             path(C::Enc),
             unit(C::Feat),
-            ("[^ ]{1,8}", opt_text())
+            ("[^ \n]{1,8}", opt_text())
                 .prop_map(|(name, value)| C::Opts {
                     name: name.to_ascii_uppercase(),
                     value,
@@ -1557,6 +1597,7 @@ mod tests {
         fn display_parse_is_identity(cmd in arb_command()) {
             let wire = cmd.to_string();
             prop_assert_eq!(parse(&wire), Ok(cmd.clone()));
+            prop_assert!(cmd.is_encodable());
             prop_assert!(wire.starts_with(cmd.verb()));
             if !matches!(cmd, Command::Pass(_)) {
                 prop_assert_eq!(cmd.masked().to_string(), wire);

@@ -299,6 +299,50 @@ mod tests {
         );
     }
 
+    /// An independent whole-input model of the framer: strip Telnet, split at LF, drop one CR, check the length.
+    fn oracle(input: &[u8], max: usize) -> Frames {
+        let mut data: Vec<Option<u8>> = Vec::new(); // `None` marks a line end
+        let mut i = 0;
+        while let Some(&b) = input.get(i) {
+            match (b, input.get(i + 1)) {
+                (IAC, Some(&IAC)) => {
+                    data.push(Some(IAC));
+                    i += 2;
+                }
+                (IAC, Some(240..=250)) => i += 2,
+                (IAC, Some(251..=254)) => i += 3,
+                (IAC, _) => i += 1,
+                (b'\n', _) => {
+                    data.push(None);
+                    i += 1;
+                }
+                (b, _) => {
+                    data.push(Some(b));
+                    i += 1;
+                }
+            }
+        }
+        let mut frames = Vec::new();
+        let mut line = Vec::new();
+        for item in data {
+            match item {
+                Some(b) => line.push(b),
+                None => {
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                    frames.push(if line.len() > max {
+                        Err(FrameError::LineTooLong)
+                    } else {
+                        Ok(line.clone())
+                    });
+                    line.clear();
+                }
+            }
+        }
+        frames
+    }
+
     /// Bytes drawn mostly from the interesting ones: line ends, IAC and Telnet commands.
     fn arb_stream() -> impl Strategy<Value = Vec<u8>> {
         let byte = prop_oneof![
@@ -323,6 +367,7 @@ mod tests {
             points.sort_unstable();
             let pieces: Vec<&[u8]> = points.windows(2).map(|w| &input[w[0]..w[1]]).collect();
             let (split, split_buffered) = frame_chunks(max, pieces);
+            prop_assert_eq!(&whole, &oracle(&input, max));
             prop_assert_eq!(&whole, &bytewise);
             prop_assert_eq!(&whole, &split);
             prop_assert_eq!(whole_buffered, bytewise_buffered);

@@ -122,7 +122,6 @@ fn timeval_fields(input: &str) -> IResult<&str, TimevalFields<'_>> {
 impl Timeval {
     /// A time-val from its fields, when they are in range (day checked against the month, leap years included;
     /// second 60 allowed for a leap second; millisecond at most 999).
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         year: u16,
         month: u8,
