@@ -255,6 +255,8 @@ pub struct ClientSession {
     data_addr: Option<SocketAddr>,
     reply_deadline: Option<Instant>,
     error: Option<SessionError>,
+    /// `CCC` was accepted: waiting for the server's close_notify before going on in plaintext.
+    ccc_closing: bool,
     /// Today's date (UTC) as the frontend last told it, for `LIST` lines that omit the year.
     today: Timeval,
 }
@@ -318,6 +320,7 @@ impl ClientSession {
             data_addr: None,
             reply_deadline: Some(now + config.reply_timeout),
             error: None,
+            ccc_closing: false,
             today: Timeval {
                 year: 1970,
                 month: 1,
@@ -390,6 +393,13 @@ impl ClientSession {
         let mut consumed = 0;
         while consumed < input.len() && self.error.is_none() && self.phase != Phase::Closed {
             let rest = input.get(consumed..).unwrap_or_default();
+            // Around CCC, TLS gets whole records one at a time, so the bytes after the server's close_notify
+            // stay plaintext for the reply parser (RFC 4217 section 12.3).
+            let rest = if self.ccc_pending() {
+                first_tls_record(rest)
+            } else {
+                rest
+            };
             if let Some(tls) = self.tls.as_mut() {
                 let n = match tls.read_tls(rest) {
                     Ok(n) => n,
@@ -400,6 +410,19 @@ impl ClientSession {
                 };
                 consumed += n;
                 let progressed = self.drain_tls_plaintext(now);
+                if self.ccc_closing
+                    && self
+                        .tls
+                        .as_mut()
+                        .is_some_and(|t| t.read_state() != ReadState::Open)
+                {
+                    // The server's close_notify: the control connection is plaintext from the next byte on.
+                    self.tls = None;
+                    self.ccc_closing = false;
+                    self.reply_deadline = None;
+                    self.advance(now);
+                    continue;
+                }
                 if n == 0 && !progressed {
                     break;
                 }
@@ -454,6 +477,7 @@ impl ClientSession {
         if self.reply_deadline.is_some_and(|d| d <= now) {
             self.reply_deadline = None;
             let error = match self.awaiting {
+                _ if self.ccc_closing => SessionError::Timeout("CCC close_notify"),
                 Some(Step::Abort(_)) => SessionError::AbortUnresolved,
                 Some(step) => SessionError::Timeout(step.verb()),
                 None => SessionError::Timeout("reply"),
@@ -651,7 +675,10 @@ impl ClientSession {
             }
             let chunk = tls.plaintext_chunk();
             if chunk.is_empty() {
-                if tls.read_state() != ReadState::Open && self.awaiting != Some(Step::Quit) {
+                if tls.read_state() != ReadState::Open
+                    && self.awaiting != Some(Step::Quit)
+                    && !self.ccc_closing
+                {
                     self.fail(SessionError::ConnectionClosed);
                 }
                 return progressed;
@@ -1069,7 +1096,11 @@ impl ClientSession {
                 }
             }
             // CCC refused: the control connection simply stays protected.
-            Step::Ccc if reply.code.is_completion() => self.clear_command_channel(),
+            Step::Ccc if reply.code.is_completion() => {
+                self.clear_command_channel(now);
+                // The next command goes out in plaintext, after the server's close_notify.
+                return;
+            }
             Step::Ccc => {}
             Step::Feat => {
                 let features = parse_features(&reply);
@@ -1137,6 +1168,11 @@ impl ClientSession {
             }
             Step::Eprt | Step::Port => return self.refuse(now, reply),
             Step::Single | Step::Rnto => {
+                if let Operation::Raw(Command::Type(t)) = &running.op {
+                    if reply.code.is_completion() {
+                        self.type_image = *t == RepresentationType::Image;
+                    }
+                }
                 let result = single_output(&running.op, reply);
                 self.finish_op(result);
                 self.pump(now);
@@ -1167,11 +1203,20 @@ impl ClientSession {
 
     /// RFC 4217 section 12.3: after 200 to `CCC` both ends close TLS and the control connection goes on in the
     /// clear. The session sends its close_notify and continues in plaintext.
-    fn clear_command_channel(&mut self) {
-        if let Some(mut tls) = self.tls.take() {
+    /// The session sends its close_notify at once and keeps reading TLS records until the server's close_notify;
+    /// commands wait until then.
+    fn clear_command_channel(&mut self, now: Instant) {
+        if let Some(tls) = self.tls.as_mut() {
             tls.send_close_notify();
             let _ = tls.write_tls_into(&mut self.out);
+            self.ccc_closing = true;
+            self.reply_deadline = Some(now + self.config.reply_timeout);
         }
+    }
+
+    /// Whether TLS input must be fed record by record: `CCC` is on the wire or its TLS shutdown runs.
+    fn ccc_pending(&self) -> bool {
+        self.awaiting == Some(Step::Ccc) || self.ccc_closing
     }
 
     fn open_data_connection(&mut self, addr: SocketAddr) {
@@ -1368,6 +1413,15 @@ impl ClientSession {
 }
 
 /// Why a raw command is refused: it would need a data connection or switch protocols.
+/// The first TLS record of `input` (5-byte header, RFC 8446 section 5.1), or nothing while it is incomplete.
+fn first_tls_record(input: &[u8]) -> &[u8] {
+    let len = match input.get(3..5) {
+        Some(&[hi, lo]) => 5 + usize::from(u16::from_be_bytes([hi, lo])),
+        _ => return &[],
+    };
+    input.get(..len).unwrap_or(&[])
+}
+
 fn raw_refusal(command: &Command) -> Option<&'static str> {
     match command {
         Command::Retr(_)

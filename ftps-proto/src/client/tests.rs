@@ -1321,3 +1321,42 @@ mod never_panic {
         }
     }
 }
+
+#[test]
+fn ccc_returns_the_control_connection_to_plaintext_after_close_notify() {
+    let pki = TestPki::new();
+    let mut config = ClientSessionConfig::new(pki.client_config(TLS13));
+    config.clear_command_channel = true;
+    let mut s = Script::tls(&pki, TLS13, config);
+    s.send("220 hi\r\n");
+    assert_eq!(s.line(), "AUTH TLS");
+    s.accept_auth();
+    let op = s
+        .client
+        .submit(s.now, Operation::Login(Credentials::new("u", "p")));
+    s.expect("USER u", "230 ok");
+    s.expect("PBSZ 0", "200 ok");
+    s.expect("PROT P", "200 ok");
+    assert_eq!(s.line(), "CCC");
+    // 200, the server's close_notify and the next plaintext reply-to-be in one read: the plaintext must not
+    // be swallowed by TLS.
+    let mut server = s.tls.take().unwrap();
+    server.write_plaintext(b"200 CCC ok\r\n");
+    server.send_close_notify();
+    let mut wire = Vec::new();
+    server.write_tls_into(&mut wire);
+    wire.extend_from_slice(b"211 No features\r\n");
+    feed_all(&mut s.client, s.now, &wire);
+    let mut out = Vec::new();
+    while s.client.poll_transmit(&mut out) > 0 {}
+    // The client's close_notify (a TLS record), then FEAT in the clear; the 211 after the server's
+    // close_notify answered it.
+    let clear = b"FEAT\r\nTYPE I\r\n";
+    assert!(out.ends_with(clear), "{:?}", String::from_utf8_lossy(&out));
+    server.read_tls(&out[..out.len() - clear.len()]).unwrap();
+    assert_eq!(server.read_state(), crate::tls::ReadState::CleanClose);
+    s.send("200 ok\r\n");
+    assert!(matches!(s.completed(), (id, Ok(Output::LoggedIn(_))) if id == op));
+    assert!(s.client.tls_info().is_none());
+    assert!(s.client.data_protected());
+}
