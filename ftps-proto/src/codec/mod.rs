@@ -1,6 +1,7 @@
 //! The control-channel codec: everything that crosses the FTP control connection, as typed values. No I/O.
 
 mod command;
+mod features;
 mod framing;
 mod listing;
 mod reply;
@@ -8,6 +9,7 @@ mod site;
 mod time;
 
 pub use command::*;
+pub use features::*;
 pub use framing::*;
 pub use listing::*;
 pub use reply::*;
