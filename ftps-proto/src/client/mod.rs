@@ -900,7 +900,8 @@ impl ClientSession {
                 }
                 if let Operation::Retrieve {
                     offset: Some(_), ..
-                } = op
+                }
+                | Operation::StoreAt { .. } = op
                 {
                     plan.push_back(Step::Rest);
                 }
@@ -997,7 +998,8 @@ impl ClientSession {
                 Operation::Retrieve {
                     offset: Some(offset),
                     ..
-                },
+                }
+                | Operation::StoreAt { offset, .. },
             ) => Command::Rest(*offset),
             (Step::Transfer, op) => match op {
                 Operation::List(path) if features.mlsd => Command::Mlsd(path.clone()),
@@ -1007,7 +1009,9 @@ impl ClientSession {
                 }
                 Operation::NameList(path) => Command::Nlst(path.clone()),
                 Operation::Retrieve { path, .. } => Command::Retr(path.clone()),
-                Operation::Store(path) => Command::Stor(path.clone()),
+                Operation::Store(path) | Operation::StoreAt { path, .. } => {
+                    Command::Stor(path.clone())
+                }
                 Operation::Append(path) => Command::Appe(path.clone()),
                 Operation::StoreUnique(hint) => Command::Stou(hint.clone()),
                 _ => return Err(OpError::InvalidOperation("not a transfer")),

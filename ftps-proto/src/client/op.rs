@@ -104,6 +104,14 @@ pub enum Operation {
     Store(String),
     /// `APPE path`: [`Output::Transfer`].
     Append(String),
+    /// `REST offset` then `STOR path` (RFC 3659 section 5.3: the server writes from `offset` on, keeping the
+    /// bytes before it): [`Output::Transfer`]. Send the file's bytes from `offset` on.
+    StoreAt {
+        /// The file.
+        path: String,
+        /// Where the server starts writing.
+        offset: u64,
+    },
     /// `STOU [hint]`: [`Output::Transfer`].
     StoreUnique(Option<String>),
     /// Any command without a data connection or protocol switch, answered with its final reply:
@@ -126,6 +134,7 @@ impl Operation {
                 | Self::Retrieve { .. }
                 | Self::Store(_)
                 | Self::Append(_)
+                | Self::StoreAt { .. }
                 | Self::StoreUnique(_)
         )
     }
@@ -134,7 +143,7 @@ impl Operation {
     pub fn is_upload(&self) -> bool {
         matches!(
             self,
-            Self::Store(_) | Self::Append(_) | Self::StoreUnique(_)
+            Self::Store(_) | Self::Append(_) | Self::StoreAt { .. } | Self::StoreUnique(_)
         )
     }
 }

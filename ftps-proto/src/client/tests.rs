@@ -838,6 +838,48 @@ fn download_with_offset_sends_rest() {
 }
 
 #[test]
+fn upload_at_offset_sends_rest_then_stor() {
+    let mut s = plain_session(FEAT_PLAIN);
+    let op = s.client.submit(
+        s.now,
+        Operation::StoreAt {
+            path: "f".into(),
+            offset: 4096,
+        },
+    );
+    s.expect("EPSV", "229 ok (|||5000|)");
+    s.expect("REST 4096", "350 Restart position accepted (4096).");
+    s.expect("STOR f", "150 Ok to send data.");
+    let (_, channel, direction) = s.take_channel();
+    assert_eq!(direction, Direction::Upload);
+    let (report, _) = run_data(&s, channel, b"", b"tail");
+    s.client.data_finished(s.now, op, Ok(report));
+    s.send("226 Transfer complete.\r\n");
+    let (id, r) = s.completed();
+    assert_eq!(id, op);
+    assert!(matches!(r, Ok(Output::Transfer(ref t)) if t.bytes == 4), "{r:?}");
+}
+
+#[test]
+fn upload_at_offset_refused_rest_fails_without_stor() {
+    let mut s = plain_session(FEAT_PLAIN);
+    let op = s.client.submit(
+        s.now,
+        Operation::StoreAt {
+            path: "f".into(),
+            offset: 10,
+        },
+    );
+    s.expect("EPSV", "229 ok (|||5000|)");
+    let _ = s.open_addr();
+    s.expect("REST 10", "502 REST not implemented.");
+    let (id, r) = s.completed();
+    assert_eq!(id, op);
+    assert!(matches!(r, Err(OpError::Refused(ref reply)) if reply.code.get() == 502), "{r:?}");
+    assert!(s.client.is_idle());
+}
+
+#[test]
 fn upload_zero_bytes_completes_handshake_and_close() {
     let mut s = tls_session(TLS13);
     let op = s.client.submit(s.now, Operation::Store("empty".into()));
