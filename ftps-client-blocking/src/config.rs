@@ -285,7 +285,8 @@ impl ClientConfig {
                 .map_err(|e| Error::TlsConfig(format!("{}: {e}", path.display())))?;
             let mut found = 0;
             for cert in certs {
-                let cert = cert.map_err(|e| Error::TlsConfig(format!("{}: {e}", path.display())))?;
+                let cert =
+                    cert.map_err(|e| Error::TlsConfig(format!("{}: {e}", path.display())))?;
                 roots
                     .add(cert)
                     .map_err(|e| Error::TlsConfig(format!("{}: {e}", path.display())))?;
@@ -382,7 +383,10 @@ mod tests {
     fn a_pem_file_without_certificates_is_refused() {
         let path = std::env::temp_dir().join(format!("ftps-empty-{}.pem", std::process::id()));
         std::fs::write(&path, "not a certificate\n").unwrap();
-        let err = ClientConfig::new().ca_file(&path).session_config().unwrap_err();
+        let err = ClientConfig::new()
+            .ca_file(&path)
+            .session_config()
+            .unwrap_err();
         std::fs::remove_file(&path).unwrap();
         assert!(matches!(err, Error::TlsConfig(ref why) if why.contains("no PEM certificate")));
     }

@@ -97,13 +97,6 @@ impl Error {
             text: reply_text(reply),
         }
     }
-
-    pub(crate) fn login_refused(reply: &Reply) -> Self {
-        Error::LoginRefused {
-            code: reply.code.get(),
-            text: reply_text(reply),
-        }
-    }
 }
 
 /// The reply's lines on one line.
@@ -128,9 +121,8 @@ impl From<SessionError> for Error {
             SessionError::ServiceClosing(ref reply) | SessionError::GreetingRefused(ref reply) => {
                 Error::Closed(format!("{}: {}", e, reply_text(reply)))
             }
-            SessionError::AuthRefused(ref reply) | SessionError::DataProtectionRefused(ref reply) => {
-                Error::refused(reply)
-            }
+            SessionError::AuthRefused(ref reply)
+            | SessionError::DataProtectionRefused(ref reply) => Error::refused(reply),
             other => Error::Protocol(other.to_string()),
         }
     }
@@ -164,7 +156,10 @@ mod tests {
     #[test]
     fn refusal_display_is_one_line_with_code_and_text() {
         let e: Error = OpError::Refused(reply(550, &["No such file", " or directory "])).into();
-        assert_eq!(e.to_string(), "server refused: 550 No such file or directory");
+        assert_eq!(
+            e.to_string(),
+            "server refused: 550 No such file or directory"
+        );
         assert_eq!(e.reply_code(), Some(550));
         assert!(e.is_session_usable());
     }

@@ -2,9 +2,23 @@
 //!
 //! Thin by design (DESIGN.md "Frontends"): this crate owns sockets, timeouts and buffers; every reply code,
 //! command verb and listing format lives in the engine.
+//!
+//! - [`Client`]: connect (explicit/implicit FTPS or plain), log in, typed operations, streaming transfers;
+//! - [`ClientConfig`]: trust (system roots, CA files, or the loud [`ClientConfig::danger_accept_invalid_certs`]),
+//!   TLS versions, data connection mode and a timeout per phase;
+//! - [`RetrGuard`] / [`StorGuard`]: `Read` / `Write` transfer objects with an explicit `finish()`;
+//! - [`Error`]: one typed error.
+//!
+//! Certificates are verified by default; the crypto provider is rustls' `ring`.
 
+mod client;
 mod config;
 mod error;
+pub mod transfer;
 
+pub use client::Client;
 pub use config::{ClientConfig, TlsVersions};
 pub use error::{Error, Result};
+pub use ftps_proto::client::{Credentials, DataConnectionMode, ServerFeatures};
+pub use ftps_proto::codec::{Entry, EntryKind, Timeval};
+pub use transfer::{RetrGuard, StorGuard, TransferReport};
