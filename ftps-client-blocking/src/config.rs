@@ -369,6 +369,7 @@ impl ServerCertVerifier for AcceptAnyServerCert {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

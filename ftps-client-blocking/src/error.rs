@@ -142,6 +142,7 @@ impl From<OpError> for Error {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use ftps_proto::codec::ReplyCode;

@@ -4,6 +4,8 @@
 //!
 //! Skips (printing `skipped: ...`) where vsftpd is missing or this is not root, unless `FTPS_INTEROP=require`.
 
+#![allow(clippy::unwrap_used)]
+
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -154,6 +156,23 @@ fn directory_operations(versions: TlsVersions) {
         "{refused}"
     );
     client.noop().unwrap();
+    // vsftpd has no MFMT: a refusal, and the session goes on.
+    let refused = client
+        .set_mtime("b.txt", std::time::SystemTime::now())
+        .unwrap_err();
+    assert!(refused.is_session_usable(), "{refused}");
+    client.quit().unwrap();
+
+    // Keepalive: off unless configured; with a zero interval the idle session always sends NOOP.
+    let mut client = setup.client();
+    assert!(!client.keepalive_if_idle().unwrap());
+    let mut client = Client::connect_addr(
+        setup.server.addr,
+        setup.config.clone().keepalive(Some(Duration::ZERO)),
+    )
+    .unwrap();
+    client.login(VSFTPD_USER, VSFTPD_PASSWORD).unwrap();
+    assert!(client.keepalive_if_idle().unwrap());
     client.quit().unwrap();
 }
 
@@ -385,4 +404,32 @@ fn certificates_are_verified() {
         "{err}"
     );
     client.quit().unwrap();
+}
+
+#[test]
+fn a_silent_server_times_out_the_greeting() {
+    // Needs no vsftpd: a listener that accepts and never speaks.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let holder = std::thread::spawn(move || listener.accept().map(|(stream, _)| stream));
+    let started = Instant::now();
+    let err = Client::connect_addr(
+        addr,
+        ClientConfig::new()
+            .danger_accept_invalid_certs(true)
+            .system_roots(false)
+            .reply_timeout(Duration::from_millis(300)),
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::Timeout("greeting")), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(err.to_string(), "timed out: greeting");
+    drop(holder.join().unwrap());
+}
+
+#[test]
+fn a_refused_connection_is_a_connect_error() {
+    let port = ftps_testkit::free_port();
+    let err = Client::connect_addr(("127.0.0.1", port), ClientConfig::new().plain()).unwrap_err();
+    assert!(matches!(err, Error::Connect { .. }), "{err}");
 }

@@ -857,7 +857,10 @@ fn upload_at_offset_sends_rest_then_stor() {
     s.send("226 Transfer complete.\r\n");
     let (id, r) = s.completed();
     assert_eq!(id, op);
-    assert!(matches!(r, Ok(Output::Transfer(ref t)) if t.bytes == 4), "{r:?}");
+    assert!(
+        matches!(r, Ok(Output::Transfer(ref t)) if t.bytes == 4),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -875,7 +878,10 @@ fn upload_at_offset_refused_rest_fails_without_stor() {
     s.expect("REST 10", "502 REST not implemented.");
     let (id, r) = s.completed();
     assert_eq!(id, op);
-    assert!(matches!(r, Err(OpError::Refused(ref reply)) if reply.code.get() == 502), "{r:?}");
+    assert!(
+        matches!(r, Err(OpError::Refused(ref reply)) if reply.code.get() == 502),
+        "{r:?}"
+    );
     assert!(s.client.is_idle());
 }
 
