@@ -697,8 +697,10 @@ impl Control {
             self.stream.set_read_timeout(wait)?;
             self.read_timeout = wait;
         }
-        let Some(free) = self.input.get_mut(self.end..) else {
-            return Err(Error::Protocol("control buffer full".to_string()));
+        // A full buffer the session does not take from would read as a false EOF.
+        let free = match self.input.get_mut(self.end..) {
+            Some(free) if !free.is_empty() => free,
+            _ => return Err(Error::Protocol("control input stalled".to_string())),
         };
         match self.stream.read(free) {
             Ok(0) => {

@@ -215,8 +215,10 @@ impl DataConn {
             self.stream.set_read_timeout(wait)?;
             self.read_timeout = wait;
         }
-        let Some(free) = self.input.get_mut(self.end..) else {
-            return Ok(());
+        // A full buffer the channel does not take from would read as a false EOF.
+        let free = match self.input.get_mut(self.end..) {
+            Some(free) if !free.is_empty() => free,
+            _ => return Err(self.note(Error::Protocol("data input stalled".to_string()))),
         };
         match self.stream.read(free) {
             Ok(0) => {
