@@ -3,7 +3,9 @@
 //! Bytes in, bytes and events out: no sockets, threads, clocks, files or async. See the repository's
 //! `DESIGN.md` for the drive-loop contract every frontend keeps.
 
+pub mod client;
 pub mod codec;
+pub mod data;
 mod tls;
 
 pub use tls::TlsInfo;
