@@ -1,7 +1,32 @@
-//! placeholder
+//! Blocking FTPS client on `std::net`, driving the sans-IO [`ftps_proto::client::ClientSession`].
+//!
+//! Thin by design (DESIGN.md "Frontends"): this crate owns sockets, timeouts and buffers; every reply code,
+//! command verb and listing format lives in the engine.
+//!
+//! - [`Client`]: connect (explicit/implicit FTPS or plain), log in, typed operations, streaming transfers;
+//! - [`ClientConfig`]: trust (system roots, CA files, or the loud [`ClientConfig::danger_accept_invalid_certs`]),
+//!   TLS versions, data connection mode and a timeout per phase;
+//! - [`RetrGuard`] / [`StorGuard`]: `Read` / `Write` transfer objects with an explicit `finish()`;
+//! - [`Error`]: one typed error.
+//!
+//! Certificates are verified by default; the crypto provider is rustls' `ring`.
+//!
+//! The `ftps` command-line client is built from [`cli`], [`url`], [`progress`] and [`mirror`].
 
-pub mod url;
-pub use url::{FtpUrl, Scheme, UrlError};
+mod client;
+mod config;
+mod error;
+pub mod transfer;
+
 pub mod cli;
 pub mod mirror;
 pub mod progress;
+pub mod url;
+
+pub use client::Client;
+pub use config::{ClientConfig, TlsVersions};
+pub use error::{Error, Result};
+pub use ftps_proto::client::{Credentials, DataConnectionMode, ServerFeatures};
+pub use ftps_proto::codec::{Entry, EntryKind, Timeval};
+pub use transfer::{RetrGuard, StorGuard, TransferReport};
+pub use url::{FtpUrl, Scheme, UrlError};

@@ -4,6 +4,7 @@
 //! `DESIGN.md` for the drive-loop contract every frontend keeps.
 
 pub mod ascii;
+pub mod client;
 pub mod codec;
 pub mod data;
 pub mod path;

@@ -98,12 +98,17 @@ impl Features {
     }
 
     /// Parses the feature lines of a `FEAT` reply (without the first and last lines). Leading and trailing
-    /// whitespace is ignored, as is a `211-` prefix some servers repeat on every line; blank lines are skipped.
+    /// whitespace is ignored, as is a `211-` prefix some servers repeat at the start of every line; blank lines
+    /// are skipped.
     pub fn from_lines<'a>(lines: impl IntoIterator<Item = &'a str>) -> Self {
         let mut features = Self::new();
         for line in lines {
-            let line = line.trim_start();
-            let line = line.strip_prefix("211-").unwrap_or(line).trim();
+            // Feature lines start with a space (RFC 2389 section 3.2); a line without one may carry the prefix.
+            let line = if line.starts_with(char::is_whitespace) {
+                line.trim()
+            } else {
+                line.strip_prefix("211-").unwrap_or(line).trim()
+            };
             if line.is_empty() {
                 continue;
             }

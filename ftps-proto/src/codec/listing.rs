@@ -383,9 +383,11 @@ fn parse_unix_line(line: &str, now: Timeval) -> Option<Entry> {
 
     // Size, or `major, minor` / `major,minor` for devices (no size then).
     let size_token = toks.get(month_index - 1)?.text;
-    let (size, size_start) = if is_device_numbers(size_token) {
+    // Only device files list `major, minor` where the size goes.
+    let is_device = matches!(type_char, b'c' | b'b');
+    let (size, size_start) = if is_device && is_device_numbers(size_token) {
         (None, month_index - 1)
-    } else if month_index >= 3
+    } else if is_device
         && toks
             .get(month_index - 2)
             .is_some_and(|t| is_device_major(t.text))
@@ -710,4 +712,406 @@ fn days_from_civil(year: i64, month: u8, day: u8) -> i64 {
 /// A whole-minute time, when the date exists.
 fn make_timeval(year: u16, month: u8, day: u8, hour: u8, minute: u8) -> Option<Timeval> {
     Timeval::new(year, month, day, hour, minute, 0, None)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn tv(year: u16, month: u8, day: u8, hour: u8, minute: u8, second: u8) -> Timeval {
+        Timeval::new(year, month, day, hour, minute, second, None).unwrap()
+    }
+
+    const NOW: Timeval = Timeval {
+        year: 2024,
+        month: 3,
+        day: 1,
+        hour: 12,
+        minute: 0,
+        second: 0,
+        millisecond: None,
+    };
+
+    #[test]
+    fn mlsd_lines_from_proftpd() {
+        let line = "modify=20240101120000;perm=adfr;size=12;type=file;unique=FD00U3;UNIX.group=1000;\
+                    UNIX.groupname=user;UNIX.mode=0644;UNIX.owner=1000;UNIX.ownername=user; hello world.txt\r\n";
+        let entry = parse_fact_line(line).unwrap();
+        let mut expected = Entry::new("hello world.txt", EntryKind::File);
+        expected.size = Some(12);
+        expected.modified = Some(tv(2024, 1, 1, 12, 0, 0));
+        expected.perm = Some("adfr".into());
+        expected.unique = Some("FD00U3".into());
+        expected.unix_mode = Some(0o644);
+        expected.owner = Some("1000".into());
+        expected.group = Some("1000".into());
+        expected.other_facts = vec![
+            ("UNIX.groupname".into(), "user".into()),
+            ("UNIX.ownername".into(), "user".into()),
+        ];
+        assert_eq!(entry, expected);
+
+        let cdir = parse_fact_line("modify=20240101120000;perm=flcdmpe;type=cdir;unique=FD00U2; .")
+            .unwrap();
+        assert_eq!(cdir.kind, EntryKind::CurrentDir);
+        assert_eq!(cdir.name, ".");
+        let pdir = parse_fact_line("type=pdir;perm=el; ..").unwrap();
+        assert_eq!(pdir.kind, EntryKind::ParentDir);
+    }
+
+    #[test]
+    fn mlsd_lines_from_pureftpd() {
+        let text = "type=cdir;sizd=4096;modify=20240101120000;UNIX.mode=0755;UNIX.uid=1000;UNIX.gid=1000;unique=803g2; .\r\n\
+                    type=file;size=12;modify=20240101120000.5;UNIX.mode=0644;UNIX.uid=1000;UNIX.gid=1000;unique=803g3; a;b c\r\n\
+                    type=OS.unix=slink:/etc/hosts;size=10;modify=20240101120000;UNIX.mode=0777; hosts\r\n\
+                    type=Dir;modify=20240101120000;UNIX.mode=02755; sub\r\n";
+        let entries = parse_mlsd(text);
+        assert_eq!(entries.len(), 4);
+        assert_eq!(entries[0].kind, EntryKind::CurrentDir);
+        assert_eq!(entries[0].size, Some(4096));
+        assert_eq!((entries[0].uid, entries[0].gid), (Some(1000), Some(1000)));
+        assert_eq!(entries[1].name, "a;b c");
+        assert_eq!(entries[1].unique.as_deref(), Some("803g3"));
+        assert_eq!(entries[1].modified.unwrap().millisecond, Some(500));
+        assert_eq!(entries[2].kind, EntryKind::Link(Some("/etc/hosts".into())));
+        assert_eq!(entries[3].kind, EntryKind::Dir);
+        assert_eq!(entries[3].unix_mode, Some(0o2755));
+        assert!(entries.iter().all(|e| e.other_facts.is_empty()));
+    }
+
+    #[test]
+    fn fact_line_edge_cases() {
+        // No facts at all; a leading space in the name is kept; a missing final `;` is tolerated.
+        assert_eq!(
+            parse_fact_line(" name").unwrap(),
+            Entry::new("name", EntryKind::Unknown)
+        );
+        assert_eq!(
+            parse_fact_line("type=file;  spaced").unwrap().name,
+            " spaced"
+        );
+        assert_eq!(
+            parse_fact_line("type=file name").unwrap().kind,
+            EntryKind::File
+        );
+        // Unreadable known facts are kept as they were.
+        let entry = parse_fact_line("Size=big;MODIFY=2024;type=OS.unix=symlink; x").unwrap();
+        assert_eq!(entry.kind, EntryKind::Link(None));
+        assert_eq!(
+            entry.other_facts,
+            vec![
+                ("Size".into(), "big".into()),
+                ("MODIFY".into(), "2024".into())
+            ]
+        );
+        assert_eq!(
+            parse_fact_line("type=OS.unix=blkdev; sda").unwrap().kind,
+            EntryKind::Other("OS.unix=blkdev".into())
+        );
+        for bad in [
+            "",
+            "type=file;",
+            "type=file; ",
+            "nofact; name",
+            "=x; name",
+            "total 12",
+        ] {
+            assert_eq!(parse_fact_line(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn formats_fact_lines() {
+        let mut entry = Entry::new("my file;1", EntryKind::File);
+        entry.size = Some(12);
+        entry.modified = Some(tv(2024, 1, 2, 3, 4, 5));
+        entry.perm = Some("adfrw".into());
+        entry.unix_mode = Some(0o644);
+        entry.other_facts = vec![
+            ("media-type".into(), "text/plain".into()),
+            ("bad".into(), "a b".into()),
+        ];
+        assert_eq!(
+            format_fact_line(&entry),
+            "type=file;size=12;modify=20240102030405;perm=adfrw;UNIX.mode=0644;media-type=text/plain; my file;1"
+        );
+        let mut dir = Entry::new("d", EntryKind::Dir);
+        dir.size = Some(4096);
+        assert_eq!(format_fact_line(&dir), "type=dir;sizd=4096; d");
+        let link = Entry::new("l", EntryKind::Link(Some("bad;target".into())));
+        assert_eq!(format_fact_line(&link), "type=OS.unix=slink; l");
+        assert_eq!(format_fact_line(&Entry::new("n", EntryKind::Unknown)), " n");
+    }
+
+    #[test]
+    fn list_lines_from_vsftpd() {
+        let entry = parse_list_line(
+            "drwxr-xr-x    2 1000     1000         4096 Jan 01 12:00 name with spaces",
+            NOW,
+        )
+        .unwrap();
+        let mut expected = Entry::new("name with spaces", EntryKind::Dir);
+        expected.size = Some(4096);
+        expected.modified = Some(tv(2024, 1, 1, 12, 0, 0));
+        expected.unix_mode = Some(0o755);
+        expected.owner = Some("1000".into());
+        expected.group = Some("1000".into());
+        assert_eq!(entry, expected);
+
+        let old = parse_list_line(
+            "-rw-r--r--    1 ftp      ftp            12 Mar 15  2020 old.txt\r\n",
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(
+            (old.kind, old.size, old.modified),
+            (EntryKind::File, Some(12), Some(tv(2020, 3, 15, 0, 0, 0)))
+        );
+
+        let link = parse_list_line(
+            "lrwxrwxrwx    1 0        0               7 Feb 02 10:00 link -> target dir",
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(link.name, "link");
+        assert_eq!(link.kind, EntryKind::Link(Some("target dir".into())));
+        assert_eq!(link.unix_mode, Some(0o777));
+    }
+
+    #[test]
+    fn list_lines_from_proftpd_and_pureftpd() {
+        let listing = "total 24\r\n\
+            drwxr-xr-x   2 user     group        4096 Jun  5 09:07 .\r\n\
+            drwxr-xr-x   3 user     group        4096 Jun  5 09:07 ..\r\n\
+            -rw-r--r--   1 user     group        1234 Jun  5  2023 file.txt\r\n\
+            -rwsr-sr-t   1 root     root        51234 Nov 30 23:59 setuid\r\n\
+            crw-rw-rw-   1 root     root       1,   3 Jan  1  2020 null\r\n\
+            brw-rw----   1 root     disk          8,0 Jan  1  2020 sda\r\n\
+            -rw-r--r--   1 owner          512 Feb 29 12:00 nogroup\r\n\
+            -rw-r--r--+  1 user     group           0 Jan 01 00:00  leading space\r\n";
+        let entries = parse_list(listing, NOW);
+        assert_eq!(entries.len(), 8);
+        assert_eq!(entries[0].kind, EntryKind::CurrentDir);
+        assert_eq!(entries[1].kind, EntryKind::ParentDir);
+        // June is after March 2024, so a year-less June date is in 2023.
+        assert_eq!(entries[0].modified, Some(tv(2023, 6, 5, 9, 7, 0)));
+        assert_eq!(entries[2].modified, Some(tv(2023, 6, 5, 0, 0, 0)));
+        assert_eq!(entries[3].unix_mode, Some(0o7755));
+        assert_eq!(entries[3].modified, Some(tv(2023, 11, 30, 23, 59, 0)));
+        assert_eq!(
+            (entries[4].kind.clone(), entries[4].size),
+            (EntryKind::Other("OS.unix=chr".into()), None)
+        );
+        assert_eq!(entries[4].name, "null");
+        assert_eq!(
+            (entries[5].kind.clone(), entries[5].size),
+            (EntryKind::Other("OS.unix=blk".into()), None)
+        );
+        assert_eq!(entries[5].group.as_deref(), Some("disk"));
+        assert_eq!(
+            (entries[6].owner.as_deref(), entries[6].group.as_deref()),
+            (Some("owner"), None)
+        );
+        assert_eq!(entries[6].modified, Some(tv(2024, 2, 29, 12, 0, 0)));
+        assert_eq!(entries[7].name, " leading space");
+    }
+
+    #[test]
+    fn device_numbers_only_for_device_files() {
+        let entry = parse_list_line("-rw-r--r-- 1 o 4, 12 Jan 01 12:00 x", NOW).unwrap();
+        assert_eq!((entry.size, entry.group.as_deref()), (Some(12), Some("4,")));
+        assert_eq!(
+            parse_list_line("-rw-r--r-- 1 o g 4,12 Jan 01 12:00 x", NOW),
+            None
+        );
+    }
+
+    #[test]
+    fn year_inference_uses_now() {
+        let year_of = |date: &str| {
+            let line = format!("-rw-r--r-- 1 a b 1 {date} f");
+            parse_list_line(&line, NOW).unwrap().modified.unwrap().year
+        };
+        assert_eq!(year_of("Dec 31 12:00"), 2023);
+        assert_eq!(year_of("Mar 01 12:00"), 2024);
+        assert_eq!(year_of("Mar 02 12:00"), 2024);
+        assert_eq!(year_of("Mar 03 12:00"), 2023);
+    }
+
+    #[test]
+    fn list_lines_from_iis() {
+        let entry = parse_list_line("01-02-20  03:04PM       <DIR>          name", NOW).unwrap();
+        let mut expected = Entry::new("name", EntryKind::Dir);
+        expected.modified = Some(tv(2020, 1, 2, 15, 4, 0));
+        assert_eq!(entry, expected);
+        let entry = parse_list_line("01-02-2020  15:04  1234 name with spaces\r\n", NOW).unwrap();
+        assert_eq!(entry.name, "name with spaces");
+        assert_eq!((entry.kind, entry.size), (EntryKind::File, Some(1234)));
+        let entry = parse_list_line("12-31-99  12:00AM             1,234 a.txt", NOW).unwrap();
+        assert_eq!(
+            (entry.size, entry.modified),
+            (Some(1234), Some(tv(1999, 12, 31, 0, 0, 0)))
+        );
+        let entry = parse_list_line("07-04-21  12:30 PM  <DIR>  x", NOW).unwrap();
+        assert_eq!(entry.modified, Some(tv(2021, 7, 4, 12, 30, 0)));
+        for bad in [
+            "total 12",
+            "",
+            "01-02-20  13:04PM  <DIR>  x",
+            "01-02-20  03:04PM  <DIR>",
+            "d?????????  x",
+        ] {
+            assert_eq!(parse_list_line(bad, NOW), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn formats_unix_list_lines() {
+        let mut entry = Entry::new("notes.txt", EntryKind::File);
+        entry.size = Some(1234);
+        entry.modified = Some(tv(2024, 2, 10, 8, 5, 59));
+        entry.owner = Some("alice".into());
+        entry.group = Some("staff".into());
+        assert_eq!(
+            format_unix_list_line(&entry, NOW),
+            "-rw-r--r--    1 alice    staff            1234 Feb 10 08:05 notes.txt"
+        );
+        entry.modified = Some(tv(2023, 3, 3, 8, 5, 0));
+        assert_eq!(
+            format_unix_list_line(&entry, NOW),
+            "-rw-r--r--    1 alice    staff            1234 Mar 03  2023 notes.txt"
+        );
+        let mut link = Entry::new("l", EntryKind::Link(Some("/t".into())));
+        link.owner = Some("a b".into());
+        assert_eq!(
+            format_unix_list_line(&link, NOW),
+            "lrwxrwxrwx    1 a_b      ftp                 0 Jan 01  1970 l -> /t"
+        );
+        let mut dir = Entry::new("d", EntryKind::Dir);
+        dir.unix_mode = Some(0o1777);
+        assert!(format_unix_list_line(&dir, NOW).starts_with("drwxrwxrwt    2 "));
+    }
+
+    fn arb_timeval() -> impl Strategy<Value = Timeval> {
+        (
+            1970u16..2100,
+            1u8..=12,
+            1u8..=28,
+            0u8..24,
+            0u8..60,
+            0u8..60,
+            proptest::option::of(0u16..1000),
+        )
+            .prop_map(|(y, mo, d, h, mi, s, ms)| Timeval::new(y, mo, d, h, mi, s, ms).unwrap())
+    }
+
+    fn fact_value() -> impl Strategy<Value = String> {
+        "[!-:<-~]{0,12}"
+    }
+
+    fn arb_kind() -> impl Strategy<Value = EntryKind> {
+        prop_oneof![
+            Just(EntryKind::File),
+            Just(EntryKind::Dir),
+            Just(EntryKind::CurrentDir),
+            Just(EntryKind::ParentDir),
+            Just(EntryKind::Unknown),
+            proptest::option::of(fact_value()).prop_map(EntryKind::Link),
+            "x\\.[a-z]{1,8}".prop_map(EntryKind::Other),
+        ]
+    }
+
+    prop_compose! {
+        fn arb_entry()(
+            name in "[^\r\n]{1,20}",
+            kind in arb_kind(),
+            size in proptest::option::of(any::<u64>()),
+            modified in proptest::option::of(arb_timeval()),
+            perm in proptest::option::of("[acdeflmprw]{0,6}"),
+            unique in proptest::option::of(fact_value()),
+            unix_mode in proptest::option::of(0u32..0o10000),
+            owner in proptest::option::of(fact_value()),
+            group in proptest::option::of(fact_value()),
+            uid in proptest::option::of(any::<u32>()),
+            gid in proptest::option::of(any::<u32>()),
+            other_facts in prop::collection::vec(("x\\.[a-zA-Z.]{1,8}", fact_value()), 0..3),
+        ) -> Entry {
+            let mut entry = Entry::new(name, kind);
+            entry.size = size;
+            entry.modified = modified;
+            entry.perm = perm;
+            entry.unique = unique;
+            entry.unix_mode = unix_mode;
+            entry.owner = owner;
+            entry.group = group;
+            entry.uid = uid;
+            entry.gid = gid;
+            entry.other_facts = other_facts;
+            entry
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn fact_lines_round_trip(entry in arb_entry()) {
+            let line = format_fact_line(&entry);
+            prop_assert_eq!(parse_fact_line(&line), Some(entry));
+        }
+
+        #[test]
+        fn unix_list_lines_round_trip(
+            name in "[^\r\n ][^\r\n]{0,20}", kind in arb_kind(), size in any::<u64>(),
+            modified in arb_timeval(), mode in 0u32..0o10000, owner in "[a-z0-9]{1,10}",
+            group in proptest::option::of("[a-z0-9]{1,10}"), now in arb_timeval(),
+        ) {
+            prop_assume!(name != "." && name != ".." && !name.contains(" -> "));
+            let kind = match kind {
+                EntryKind::CurrentDir | EntryKind::ParentDir => EntryKind::Dir,
+                EntryKind::Other(_) | EntryKind::Unknown => EntryKind::File,
+                EntryKind::Link(Some(t)) if t.is_empty() => EntryKind::Link(None),
+                kind => kind,
+            };
+            let mut entry = Entry::new(name.clone(), kind.clone());
+            entry.size = Some(size);
+            entry.modified = Some(modified);
+            entry.unix_mode = Some(mode);
+            entry.owner = Some(owner.clone());
+            entry.group = group.clone();
+            let line = format_unix_list_line(&entry, now);
+            let parsed = parse_list_line(&line, now).unwrap();
+            prop_assert_eq!(parsed.name, name);
+            prop_assert_eq!(parsed.kind, kind);
+            prop_assert_eq!(parsed.size, Some(size));
+            prop_assert_eq!(parsed.unix_mode, Some(mode));
+            prop_assert_eq!(parsed.owner, Some(owner));
+            prop_assert_eq!(parsed.group, Some(group.unwrap_or_else(|| "ftp".into())));
+            let got = parsed.modified.unwrap();
+            prop_assert_eq!((got.year, got.month, got.day), (modified.year, modified.month, modified.day));
+            if is_recent(&modified, &now) {
+                prop_assert_eq!((got.hour, got.minute), (modified.hour, modified.minute));
+            }
+        }
+
+        #[test]
+        fn parsers_never_panic(line in "\\PC{0,80}", bytes in prop::collection::vec(any::<u8>(), 0..80), now in arb_timeval()) {
+            let _ = parse_fact_line(&line);
+            let _ = parse_list_line(&line, now);
+            let lossy = String::from_utf8_lossy(&bytes);
+            let _ = parse_fact_line(&lossy);
+            let _ = parse_list_line(&lossy, now);
+        }
+
+        #[test]
+        fn list_like_lines_never_panic(
+            perms in "[-dlcbps][rwxsStT-]{9}[+@.]?",
+            cols in prop::collection::vec("[0-9a-zA-Z,]{1,6}", 0..6),
+            tail in "[ 0-9A-Za-z:,>-]{0,30}",
+            now in arb_timeval(),
+        ) {
+            let line = format!("{perms} {} {tail}", cols.join(" "));
+            let _ = parse_list_line(&line, now);
+        }
+    }
 }

@@ -1194,6 +1194,15 @@ mod tests {
             odd.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
             vec!["MDTM", "SIZE"]
         );
+        // Only an unindented prefix is stripped, so re-formatting is stable.
+        let odd = parse_one("211-Features\r\n 211-X\r\n211 End\r\n")
+            .parse_feat()
+            .unwrap();
+        assert_eq!(
+            odd.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
+            vec!["211-X"]
+        );
+        assert_eq!(Reply::feat(&odd).parse_feat(), Some(odd));
     }
 
     #[test]

@@ -1,0 +1,796 @@
+//! [`Client`]: one control connection on a blocking `TcpStream`, driving a [`ClientSession`].
+//!
+//! # The drive loop
+//!
+//! Every call submits one typed [`Operation`] and then keeps the engine's contract: after each input or mutation
+//! it drains `poll_transmit` (written to the socket) and `poll_event`, then blocks on the control socket with a
+//! read timeout computed from `poll_timeout()`; when the timeout passes it calls `handle_timeout`. Data
+//! connections are opened, accepted and pumped on the calling thread (see [`crate::transfer`]); no background
+//! thread is used, so nothing reads the control connection while the caller is idle — see
+//! [`Client::keepalive_if_idle`].
+
+use std::collections::VecDeque;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ftps_proto::client::{
+    ClientSession, Credentials, Direction, Event, OpError, OpId, Operation, Output, ServerFeatures,
+};
+use ftps_proto::codec::{Entry, Reply, Timeval};
+use ftps_proto::data::{DataChannel, DataError, DataReport};
+use ftps_proto::TlsInfo;
+use rustls::pki_types::ServerName;
+
+use crate::config::ClientConfig;
+use crate::error::{Error, Result};
+use crate::transfer::{DataConn, RetrGuard, StorGuard, TransferReport};
+
+/// Control connection read buffer: replies are small; TLS records are at most ~16 KiB.
+const CONTROL_BUFFER: usize = 32 * 1024;
+
+/// A blocking FTPS client: one control connection, one operation at a time.
+///
+/// ```no_run
+/// use ftps_client_blocking::{Client, ClientConfig};
+/// # fn main() -> ftps_client_blocking::Result<()> {
+/// let mut client = Client::connect("ftp.example.com", 21, ClientConfig::new())?;
+/// client.login("alice", "secret")?;
+/// for entry in client.list(None)? {
+///     println!("{}", entry.name);
+/// }
+/// client.get("remote.bin", "local.bin".as_ref(), true)?;
+/// client.quit()?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Client {
+    pub(crate) control: Control,
+    pub(crate) config: ClientConfig,
+    greeting: Option<Reply>,
+    features: Option<ServerFeatures>,
+    /// The data connection prepared for the running transfer.
+    pending_data: Option<PendingData>,
+}
+
+/// A data connection made ready before the server's 1xx reply.
+#[derive(Debug)]
+enum PendingData {
+    /// Passive: connected to where the engine said.
+    Connected { op: OpId, stream: TcpStream },
+    /// Active: listening for the server.
+    Listening { op: OpId, listener: TcpListener },
+    /// Neither worked; the error is reported when the operation ends.
+    Failed { op: OpId, error: Error },
+}
+
+/// What waiting on a transfer operation produced.
+pub(crate) enum Progress {
+    /// The operation ended.
+    Done(std::result::Result<Output, OpError>),
+    /// The server accepted the transfer: run this channel.
+    Channel(Box<DataChannel>, Direction),
+}
+
+/// A transfer whose data connection is up (TLS handshake done), or one that ended without one.
+pub(crate) enum Started {
+    /// Pump this connection, then report it with [`Client::finish_data`].
+    Data(OpId, Box<DataConn>),
+    /// The server finished without a data connection (e.g. 226 without 150 for an empty listing).
+    Done(Output),
+}
+
+impl Client {
+    /// Connects to `host:port`, reads the greeting and (unless plain) secures the control connection. The
+    /// server's certificate is verified against `host` (or [`ClientConfig::server_name`]).
+    pub fn connect(host: &str, port: u16, config: ClientConfig) -> Result<Self> {
+        let server_name = config.server_name_for(host)?;
+        let addrs = (host, port)
+            .to_socket_addrs()
+            .map_err(|source| Error::Connect {
+                addr: format!("{host}:{port}"),
+                source,
+            })?;
+        Self::connect_to(addrs.collect(), server_name, config)
+    }
+
+    /// Connects to a resolved address. The certificate is verified against [`ClientConfig::server_name`] when
+    /// set, else against the IP address.
+    pub fn connect_addr(addr: impl ToSocketAddrs, config: ClientConfig) -> Result<Self> {
+        let addrs: Vec<SocketAddr> = addr
+            .to_socket_addrs()
+            .map_err(|source| Error::Connect {
+                addr: "address".to_string(),
+                source,
+            })?
+            .collect();
+        let first = addrs.first().ok_or_else(|| Error::Connect {
+            addr: "address".to_string(),
+            source: io::Error::new(ErrorKind::InvalidInput, "no address"),
+        })?;
+        let server_name = config.server_name_for(&first.ip().to_string())?;
+        Self::connect_to(addrs, server_name, config)
+    }
+
+    fn connect_to(
+        addrs: Vec<SocketAddr>,
+        server_name: ServerName<'static>,
+        config: ClientConfig,
+    ) -> Result<Self> {
+        let session_config = config.session_config()?;
+        let stream = connect_any(&addrs, config.connect_timeout)?;
+        let peer = stream.peer_addr()?;
+        let now = Instant::now();
+        let mut session = ClientSession::new(session_config, server_name, peer, now)?;
+        session.set_today(today());
+        let mut client = Self {
+            control: Control::new(stream, session, config.reply_timeout)?,
+            config,
+            greeting: None,
+            features: None,
+            pending_data: None,
+        };
+        loop {
+            match client.control.next_event()? {
+                Event::Connected { greeting, .. } => {
+                    client.greeting = Some(greeting);
+                    return Ok(client);
+                }
+                Event::Failed(e) => return Err(e.into()),
+                _ => {}
+            }
+        }
+    }
+
+    // ----- getters -----
+
+    /// The server's 220 greeting.
+    pub fn greeting(&self) -> Option<&Reply> {
+        self.greeting.as_ref()
+    }
+
+    /// The server's features, once logged in.
+    pub fn features(&self) -> Option<&ServerFeatures> {
+        self.features.as_ref()
+    }
+
+    /// What the control connection's TLS negotiated (`None` for plain FTP).
+    pub fn tls_info(&self) -> Option<TlsInfo> {
+        self.control.session.tls_info()
+    }
+
+    /// Whether the session is over (after [`Client::quit`], or a fatal error).
+    pub fn is_closed(&self) -> bool {
+        self.control.session.is_closed()
+    }
+
+    /// The control connection's peer.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.control.stream.peer_addr()
+    }
+
+    // ----- operations -----
+
+    /// Logs in (`USER`/`PASS`), then sets up data protection, features and binary type as the engine decides.
+    pub fn login(&mut self, user: &str, password: &str) -> Result<()> {
+        self.login_with(Credentials::new(user, password))
+    }
+
+    /// Logs in with full credentials (including an account, for servers that ask for one).
+    pub fn login_with(&mut self, credentials: Credentials) -> Result<()> {
+        match self.run(Operation::Login(credentials)) {
+            Ok(Output::LoggedIn(features)) => {
+                self.features = Some(features);
+                Ok(())
+            }
+            Ok(other) => Err(unexpected(&other)),
+            Err(Error::Refused { code, text }) => Err(Error::LoginRefused { code, text }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The current directory.
+    pub fn pwd(&mut self) -> Result<String> {
+        match self.run(Operation::Pwd)? {
+            Output::Directory(dir) => Ok(dir),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Changes the current directory.
+    pub fn cwd(&mut self, path: &str) -> Result<()> {
+        self.run(Operation::Cwd(path.to_string())).map(drop)
+    }
+
+    /// Changes to the parent directory.
+    pub fn cdup(&mut self) -> Result<()> {
+        self.run(Operation::Cdup).map(drop)
+    }
+
+    /// Creates a directory; returns its path as the server reports it.
+    pub fn mkdir(&mut self, path: &str) -> Result<String> {
+        match self.run(Operation::Mkdir(path.to_string()))? {
+            Output::Directory(dir) => Ok(dir),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Removes an empty directory.
+    pub fn rmdir(&mut self, path: &str) -> Result<()> {
+        self.run(Operation::Rmdir(path.to_string())).map(drop)
+    }
+
+    /// Deletes a file.
+    pub fn delete(&mut self, path: &str) -> Result<()> {
+        self.run(Operation::Delete(path.to_string())).map(drop)
+    }
+
+    /// Renames (moves) a file or directory.
+    pub fn rename(&mut self, from: &str, to: &str) -> Result<()> {
+        self.run(Operation::Rename {
+            from: from.to_string(),
+            to: to.to_string(),
+        })
+        .map(drop)
+    }
+
+    /// A file's size in bytes.
+    pub fn size(&mut self, path: &str) -> Result<u64> {
+        match self.run(Operation::Size(path.to_string()))? {
+            Output::Size(size) => Ok(size),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A file's modification time (UTC) as the server reports it.
+    pub fn mdtm_timeval(&mut self, path: &str) -> Result<Timeval> {
+        match self.run(Operation::Mdtm(path.to_string()))? {
+            Output::Modified(time) => Ok(time),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A file's modification time.
+    pub fn mdtm(&mut self, path: &str) -> Result<SystemTime> {
+        let time = self.mdtm_timeval(path)?;
+        let millis = time.to_unix_millis();
+        let magnitude = Duration::from_millis(millis.unsigned_abs());
+        Ok(if millis >= 0 {
+            UNIX_EPOCH + magnitude
+        } else {
+            UNIX_EPOCH - magnitude
+        })
+    }
+
+    /// Sets a file's modification time (`MFMT`), to the second.
+    pub fn set_mtime(&mut self, path: &str, time: SystemTime) -> Result<()> {
+        let seconds = match time.duration_since(UNIX_EPOCH) {
+            Ok(after) => i64::try_from(after.as_secs()).ok(),
+            Err(before) => i64::try_from(before.duration().as_secs()).ok().map(|s| -s),
+        };
+        let time = seconds
+            .and_then(Timeval::from_unix_seconds)
+            .ok_or_else(|| Error::Protocol("time out of range for MFMT".to_string()))?;
+        self.run(Operation::SetModified {
+            path: path.to_string(),
+            time,
+        })
+        .map(drop)
+    }
+
+    /// `NOOP`: checks the control connection.
+    pub fn noop(&mut self) -> Result<()> {
+        self.run(Operation::Noop).map(drop)
+    }
+
+    /// Sends `NOOP` when keepalive is configured ([`ClientConfig::keepalive`]) and the control connection has been
+    /// idle at least that long; returns whether it did.
+    ///
+    /// The client has no background thread: an application that stays idle between calls (or runs long local
+    /// work) calls this periodically so NAT gateways and server idle timers keep the control connection open.
+    pub fn keepalive_if_idle(&mut self) -> Result<bool> {
+        let Some(interval) = self.config.keepalive else {
+            return Ok(false);
+        };
+        if self.control.last_activity.elapsed() < interval || !self.control.session.is_idle() {
+            return Ok(false);
+        }
+        self.noop()?;
+        Ok(true)
+    }
+
+    /// A directory listing (`MLSD` when the server offers it, else `LIST` parsed; the engine decides).
+    pub fn list(&mut self, path: Option<&str>) -> Result<Vec<Entry>> {
+        self.control.session.set_today(today());
+        match self.run_listing(Operation::List(path.map(str::to_string)))? {
+            Output::Listing(entries) => Ok(entries),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Names in a directory (`NLST`).
+    pub fn nlst(&mut self, path: Option<&str>) -> Result<Vec<String>> {
+        match self.run_listing(Operation::NameList(path.map(str::to_string)))? {
+            Output::Names(names) => Ok(names),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Starts downloading `path` from byte `offset` (`REST`, when non-zero). Read the returned guard to its end,
+    /// then call [`RetrGuard::finish`].
+    pub fn retr(&mut self, path: &str, offset: u64) -> Result<RetrGuard<'_>> {
+        let op = Operation::Retrieve {
+            path: path.to_string(),
+            offset: (offset > 0).then_some(offset),
+        };
+        let started = self.start_transfer(op)?;
+        Ok(RetrGuard::new(self, started))
+    }
+
+    /// Starts uploading to `path` (`STOR`, replacing it). Write the content, then call [`StorGuard::finish`].
+    pub fn stor(&mut self, path: &str) -> Result<StorGuard<'_>> {
+        let started = self.start_transfer(Operation::Store(path.to_string()))?;
+        Ok(StorGuard::new(self, started))
+    }
+
+    /// Starts appending to `path` (`APPE`).
+    pub fn appe(&mut self, path: &str) -> Result<StorGuard<'_>> {
+        let started = self.start_transfer(Operation::Append(path.to_string()))?;
+        Ok(StorGuard::new(self, started))
+    }
+
+    /// Starts overwriting `path` from byte `offset` on (`REST` + `STOR`): write the file's bytes from `offset`.
+    pub fn stor_at(&mut self, path: &str, offset: u64) -> Result<StorGuard<'_>> {
+        let started = self.start_transfer(Operation::StoreAt {
+            path: path.to_string(),
+            offset,
+        })?;
+        Ok(StorGuard::new(self, started))
+    }
+
+    /// Downloads `remote` to `local`. With `resume`, an existing shorter local file is continued with `REST`
+    /// (nothing is transferred when the sizes already match: `Ok(None)`). See [`Client::get_with_progress`].
+    pub fn get(
+        &mut self,
+        remote: &str,
+        local: &Path,
+        resume: bool,
+    ) -> Result<Option<TransferReport>> {
+        self.get_with_progress(remote, local, resume, |_| {})
+    }
+
+    /// [`Client::get`], calling `progress` with the local file's length after each chunk.
+    pub fn get_with_progress(
+        &mut self,
+        remote: &str,
+        local: &Path,
+        resume: bool,
+        progress: impl FnMut(u64),
+    ) -> Result<Option<TransferReport>> {
+        crate::transfer::get(self, remote, local, resume, progress)
+    }
+
+    /// Uploads `local` to `remote`. With `resume`, a shorter remote file is continued with `APPE` (nothing is
+    /// transferred when the sizes already match: `Ok(None)`). See [`Client::put_with_progress`].
+    pub fn put(
+        &mut self,
+        local: &Path,
+        remote: &str,
+        resume: bool,
+    ) -> Result<Option<TransferReport>> {
+        self.put_with_progress(local, remote, resume, |_| {})
+    }
+
+    /// [`Client::put`], calling `progress` with the bytes of the remote file so far after each chunk.
+    pub fn put_with_progress(
+        &mut self,
+        local: &Path,
+        remote: &str,
+        resume: bool,
+        progress: impl FnMut(u64),
+    ) -> Result<Option<TransferReport>> {
+        crate::transfer::put(self, local, remote, resume, progress)
+    }
+
+    /// Ends the session with `QUIT` and closes the connection.
+    pub fn quit(mut self) -> Result<()> {
+        let result = self.run(Operation::Quit).map(drop);
+        let _ = self.control.stream.shutdown(std::net::Shutdown::Both);
+        result
+    }
+
+    // ----- the drive loop -----
+
+    /// Submits `op` and waits for its result.
+    pub(crate) fn run(&mut self, op: Operation) -> Result<Output> {
+        let id = self.submit(op);
+        match self.wait(id)? {
+            Progress::Done(result) => result.map_err(|e| self.op_error(id, e)),
+            Progress::Channel(..) => Err(Error::Protocol(
+                "data channel for a non-transfer operation".to_string(),
+            )),
+        }
+    }
+
+    fn submit(&mut self, op: Operation) -> OpId {
+        self.control.session.submit(Instant::now(), op)
+    }
+
+    /// Drives the session until operation `id` completes or hands out its data channel, opening data connections
+    /// on the way.
+    pub(crate) fn wait(&mut self, id: OpId) -> Result<Progress> {
+        loop {
+            match self.control.next_event()? {
+                Event::Completed { op, result } if op == id => return Ok(Progress::Done(result)),
+                // A transfer abandoned by a dropped guard settling its ABOR.
+                Event::Completed { .. } => {}
+                Event::OpenDataConnection { op, addr } => self.open_passive(op, addr),
+                Event::Listen { op } => self.listen(op),
+                Event::DataChannel {
+                    op,
+                    channel,
+                    direction,
+                } if op == id => return Ok(Progress::Channel(channel, direction)),
+                Event::DataChannel { op, .. } => {
+                    self.pending_data = None;
+                    self.control.session.data_finished(
+                        Instant::now(),
+                        op,
+                        Err(DataError::EofDuringHandshake),
+                    );
+                }
+                Event::Connected { greeting, .. } => self.greeting = Some(greeting),
+                // Failures complete every pending operation; the rest needs no action.
+                _ => {}
+            }
+        }
+    }
+
+    /// Passive mode: connect now, before the server's 1xx.
+    fn open_passive(&mut self, op: OpId, addr: SocketAddr) {
+        self.pending_data = Some(match connect_any(&[addr], self.config.connect_timeout) {
+            Ok(stream) => PendingData::Connected { op, stream },
+            Err(error) => {
+                let now = Instant::now();
+                self.control
+                    .session
+                    .data_finished(now, op, Err(DataError::EofDuringHandshake));
+                self.control.session.abort(now, op);
+                PendingData::Failed { op, error }
+            }
+        });
+    }
+
+    /// Active mode: listen on the control connection's local IP.
+    fn listen(&mut self, op: OpId) {
+        let bound = self
+            .control
+            .stream
+            .local_addr()
+            .and_then(|local| TcpListener::bind((local.ip(), 0)))
+            .and_then(|listener| listener.local_addr().map(|addr| (listener, addr)));
+        self.pending_data = Some(match bound {
+            Ok((listener, addr)) => {
+                self.control.session.listening(Instant::now(), op, addr);
+                PendingData::Listening { op, listener }
+            }
+            Err(e) => {
+                self.control.session.abort(Instant::now(), op);
+                PendingData::Failed {
+                    op,
+                    error: e.into(),
+                }
+            }
+        });
+    }
+
+    /// The data connection of `op`: the passive one, or the server's accepted on the active listener.
+    fn take_data_stream(&mut self, op: OpId) -> Result<TcpStream> {
+        match self.pending_data.take() {
+            Some(PendingData::Connected { op: o, stream }) if o == op => Ok(stream),
+            Some(PendingData::Listening { op: o, listener }) if o == op => {
+                let peer = self.control.stream.peer_addr()?.ip();
+                accept_from(&listener, peer, self.config.connect_timeout)
+            }
+            Some(PendingData::Failed { op: o, error }) if o == op => Err(error),
+            _ => Err(Error::Protocol("no data connection was opened".to_string())),
+        }
+    }
+
+    /// The error for a failed operation: a data connection that could not be made explains it best.
+    fn op_error(&mut self, id: OpId, e: OpError) -> Error {
+        match self.pending_data.take() {
+            Some(PendingData::Failed { op, error }) if op == id => error,
+            _ => e.into(),
+        }
+    }
+
+    /// Submits a transfer and runs it up to a data connection with finished TLS handshake.
+    pub(crate) fn start_transfer(&mut self, op: Operation) -> Result<Started> {
+        let id = self.submit(op);
+        let (channel, direction) = match self.wait(id)? {
+            Progress::Done(Ok(output)) => return Ok(Started::Done(output)),
+            Progress::Done(Err(e)) => return Err(self.op_error(id, e)),
+            Progress::Channel(channel, direction) => (channel, direction),
+        };
+        let stream = match self.take_data_stream(id) {
+            Ok(stream) => stream,
+            Err(e) => {
+                let now = Instant::now();
+                self.control
+                    .session
+                    .data_finished(now, id, Err(DataError::EofDuringHandshake));
+                self.control.session.abort(now, id);
+                let _ = self.wait(id);
+                return Err(e);
+            }
+        };
+        let mut conn = Box::new(DataConn::new(stream, channel, direction, &self.config)?);
+        if let Err(e) = conn.handshake() {
+            // The server's reply (e.g. 522 for a refused session reuse) says more than our side of it.
+            let outcome = conn.take_outcome();
+            drop(conn);
+            return match self.finish_data(id, outcome) {
+                Err(reply_error) if reply_error.reply_code().is_some() => Err(reply_error),
+                _ => Err(e),
+            };
+        }
+        Ok(Started::Data(id, conn))
+    }
+
+    /// Reports the data side of `id` and waits for the operation's result.
+    pub(crate) fn finish_data(
+        &mut self,
+        id: OpId,
+        outcome: std::result::Result<DataReport, DataError>,
+    ) -> Result<Output> {
+        self.control
+            .session
+            .data_finished(Instant::now(), id, outcome);
+        match self.wait(id)? {
+            Progress::Done(result) => result.map_err(Error::from),
+            Progress::Channel(..) => Err(Error::Protocol("second data channel".to_string())),
+        }
+    }
+
+    /// Aborts transfer `id` (its data connection already closed) and waits until the server settled it.
+    pub(crate) fn abort_transfer(&mut self, id: OpId) -> Result<()> {
+        self.control.session.abort(Instant::now(), id);
+        match self.wait(id)? {
+            Progress::Done(Ok(_)) | Progress::Done(Err(OpError::Aborted)) => Ok(()),
+            Progress::Done(Err(e)) => match Error::from(e) {
+                e if e.is_session_usable() => Ok(()),
+                e => Err(e),
+            },
+            Progress::Channel(..) => Err(Error::Protocol("second data channel".to_string())),
+        }
+    }
+
+    /// Aborts transfer `id` without waiting: the result is consumed by a later call (used on drop).
+    pub(crate) fn abort_quietly(&mut self, id: OpId) {
+        self.control.session.abort(Instant::now(), id);
+        let _ = self.control.flush();
+    }
+
+    /// Runs a listing transfer, handing its bytes to the engine.
+    fn run_listing(&mut self, op: Operation) -> Result<Output> {
+        let (id, mut conn) = match self.start_transfer(op)? {
+            Started::Done(output) => return Ok(output),
+            Started::Data(id, conn) => (id, conn),
+        };
+        let session = &mut self.control.session;
+        let drained = conn.drain(|chunk| session.listing_data(id, chunk));
+        let outcome = conn.take_outcome();
+        drop(conn);
+        if let Err(e) = drained {
+            let _ = self.abort_transfer(id);
+            return Err(e);
+        }
+        self.finish_data(id, outcome)
+    }
+}
+
+/// The control socket, the session and their buffers.
+#[derive(Debug)]
+pub(crate) struct Control {
+    stream: TcpStream,
+    pub(crate) session: ClientSession,
+    input: Box<[u8]>,
+    /// Received bytes `input[start..end]` not yet taken by the session.
+    start: usize,
+    end: usize,
+    output: Vec<u8>,
+    events: VecDeque<Event>,
+    eof: bool,
+    /// The longest a read may block when the engine has no deadline (a safety net; it normally has one).
+    reply_timeout: Duration,
+    read_timeout: Option<Duration>,
+    pub(crate) last_activity: Instant,
+}
+
+impl Control {
+    fn new(stream: TcpStream, session: ClientSession, reply_timeout: Duration) -> Result<Self> {
+        stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(reply_timeout))?;
+        Ok(Self {
+            stream,
+            session,
+            input: vec![0; CONTROL_BUFFER].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            output: Vec::new(),
+            events: VecDeque::new(),
+            eof: false,
+            reply_timeout,
+            read_timeout: None,
+            last_activity: Instant::now(),
+        })
+    }
+
+    /// Writes what the session wants sent and collects its events.
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        while self.session.poll_transmit(&mut self.output) > 0 {}
+        if !self.output.is_empty() {
+            let written = self.stream.write_all(&self.output);
+            self.output.clear();
+            written?;
+            self.last_activity = Instant::now();
+        }
+        while let Some(event) = self.session.poll_event() {
+            self.events.push_back(event);
+        }
+        Ok(())
+    }
+
+    /// The next event, reading the control socket as long as needed.
+    fn next_event(&mut self) -> Result<Event> {
+        loop {
+            self.flush()?;
+            if let Some(event) = self.events.pop_front() {
+                return Ok(event);
+            }
+            if self.session.is_closed() {
+                return Err(match self.session.error() {
+                    Some(e) => e.clone().into(),
+                    None => Error::Closed("session closed".to_string()),
+                });
+            }
+            let now = Instant::now();
+            if self.start < self.end {
+                let taken = self
+                    .session
+                    .handle_input(now, self.input.get(self.start..self.end).unwrap_or(&[]));
+                self.start += taken;
+                if taken > 0 {
+                    continue;
+                }
+            }
+            if self.eof {
+                return Err(Error::Closed(
+                    "control connection closed by the server".to_string(),
+                ));
+            }
+            let deadline = self.session.poll_timeout();
+            if deadline.is_some_and(|d| d <= now) {
+                self.session.handle_timeout(now);
+                continue;
+            }
+            let wait = deadline.map_or(self.reply_timeout, |d| d - now);
+            self.read(wait, deadline.is_some())?;
+        }
+    }
+
+    /// One read from the control socket, waiting at most `wait`.
+    fn read(&mut self, wait: Duration, engine_deadline: bool) -> Result<()> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.end == self.input.len() {
+            self.input.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let wait = Some(wait.max(Duration::from_millis(1)));
+        if self.read_timeout != wait {
+            self.stream.set_read_timeout(wait)?;
+            self.read_timeout = wait;
+        }
+        // A full buffer the session does not take from would read as a false EOF.
+        let free = match self.input.get_mut(self.end..) {
+            Some(free) if !free.is_empty() => free,
+            _ => return Err(Error::Protocol("control input stalled".to_string())),
+        };
+        match self.stream.read(free) {
+            Ok(0) => {
+                self.eof = true;
+                self.session.handle_eof(Instant::now());
+            }
+            Ok(n) => {
+                self.end += n;
+                self.last_activity = Instant::now();
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                if !engine_deadline {
+                    return Err(Error::Timeout("reply"));
+                }
+                // The loop calls handle_timeout once the deadline has passed.
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+}
+
+/// Connects to the first address that answers within `timeout`, with `TCP_NODELAY`.
+pub(crate) fn connect_any(addrs: &[SocketAddr], timeout: Duration) -> Result<TcpStream> {
+    let mut last = io::Error::new(ErrorKind::InvalidInput, "no address");
+    for addr in addrs {
+        match TcpStream::connect_timeout(addr, timeout) {
+            Ok(stream) => {
+                stream.set_nodelay(true)?;
+                return Ok(stream);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(Error::Connect {
+        addr: addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        source: last,
+    })
+}
+
+/// Accepts the server's data connection (active mode) within `timeout`, refusing any from another host: only
+/// the control connection's peer may deliver data (RFC 2577 section 3, data connection theft).
+fn accept_from(listener: &TcpListener, peer: IpAddr, timeout: Duration) -> Result<TcpStream> {
+    listener.set_nonblocking(true)?;
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match listener.accept() {
+            Ok((stream, from)) if from.ip() == peer => {
+                stream.set_nonblocking(false)?;
+                stream.set_nodelay(true)?;
+                return Ok(stream);
+            }
+            Ok(_) => {} // a stranger: dropped
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline {
+                    return Err(Error::Timeout("accepting the data connection"));
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Today's date (UTC), for `LIST` lines that omit the year.
+fn today() -> Timeval {
+    let seconds = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+    Timeval::from_unix_seconds(seconds)
+        .or_else(|| Timeval::from_unix_seconds(0))
+        .unwrap_or(Timeval {
+            year: 1970,
+            month: 1,
+            day: 1,
+            hour: 0,
+            minute: 0,
+            second: 0,
+            millisecond: None,
+        })
+}
+
+fn unexpected(output: &Output) -> Error {
+    Error::Protocol(format!("unexpected result {output:?}"))
+}

@@ -1,0 +1,178 @@
+//! The one error type of the blocking client.
+
+use std::io;
+
+use ftps_proto::client::{OpError, SessionError};
+use ftps_proto::codec::Reply;
+use ftps_proto::data::DataError;
+
+/// Why a [`Client`](crate::Client) call failed. `Display` is one line.
+///
+/// A refusal ([`Error::Refused`], [`Error::LoginRefused`]), [`Error::Aborted`], [`Error::Truncated`] and
+/// [`Error::Data`] leave the session usable; the others mean the control connection is gone or cannot be trusted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The TCP connection to the server could not be made (resolution, refusal, connect timeout).
+    #[error("connect to {addr}: {source}")]
+    Connect {
+        /// What was being connected to.
+        addr: String,
+        /// Why it failed.
+        #[source]
+        source: io::Error,
+    },
+    /// The TLS settings could not be built (unreadable CA file, no trust roots, bad server name).
+    #[error("TLS configuration: {0}")]
+    TlsConfig(String),
+    /// TLS failed on the control connection (including certificate verification).
+    #[error("TLS: {0}")]
+    Tls(rustls::Error),
+    /// A socket or file operation failed.
+    #[error("I/O: {0}")]
+    Io(#[from] io::Error),
+    /// A phase did not finish in time; the text names the phase.
+    #[error("timed out: {0}")]
+    Timeout(&'static str),
+    /// The server answered with a negative reply. The session goes on.
+    #[error("server refused: {code} {text}")]
+    Refused {
+        /// The reply code, e.g. 550.
+        code: u16,
+        /// The reply text, lines joined with spaces.
+        text: String,
+    },
+    /// The server refused the login (`USER`/`PASS`/`ACCT`).
+    #[error("login refused: {code} {text}")]
+    LoginRefused {
+        /// The reply code, e.g. 530.
+        code: u16,
+        /// The reply text, lines joined with spaces.
+        text: String,
+    },
+    /// The server's replies could not be understood, or the call cannot be made as given.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// A download's data connection ended without TLS close_notify: the data may be truncated.
+    #[error("transfer truncated: data connection closed without close_notify")]
+    Truncated,
+    /// The transfer was aborted (`ABOR`); the session goes on.
+    #[error("transfer aborted")]
+    Aborted,
+    /// The data connection failed (its TLS handshake, session reuse, or the transport); the session goes on.
+    #[error("data connection: {0}")]
+    Data(DataError),
+    /// The control connection is closed (by `quit`, by the server, or after an earlier fatal error).
+    #[error("connection closed: {0}")]
+    Closed(String),
+}
+
+/// A convenient alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The reply code of a refusal, if this is one.
+    pub fn reply_code(&self) -> Option<u16> {
+        match self {
+            Error::Refused { code, .. } | Error::LoginRefused { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// Whether the control connection can still be used after this error.
+    pub fn is_session_usable(&self) -> bool {
+        matches!(
+            self,
+            Error::Refused { .. }
+                | Error::LoginRefused { .. }
+                | Error::Truncated
+                | Error::Aborted
+                | Error::Data(_)
+        )
+    }
+
+    pub(crate) fn refused(reply: &Reply) -> Self {
+        Error::Refused {
+            code: reply.code.get(),
+            text: reply_text(reply),
+        }
+    }
+}
+
+/// The reply's lines on one line.
+fn reply_text(reply: &Reply) -> String {
+    reply
+        .lines
+        .iter()
+        .map(|line| line.trim())
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl From<SessionError> for Error {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::Tls(e) => Error::Tls(e),
+            SessionError::Timeout(phase) => Error::Timeout(phase),
+            SessionError::AbortUnresolved => Error::Timeout("ABOR"),
+            SessionError::ConnectionClosed => Error::Closed(e.to_string()),
+            SessionError::Closed => Error::Closed(e.to_string()),
+            SessionError::ServiceClosing(ref reply) | SessionError::GreetingRefused(ref reply) => {
+                Error::Closed(format!("{}: {}", e, reply_text(reply)))
+            }
+            SessionError::AuthRefused(ref reply)
+            | SessionError::DataProtectionRefused(ref reply) => Error::refused(reply),
+            other => Error::Protocol(other.to_string()),
+        }
+    }
+}
+
+impl From<OpError> for Error {
+    fn from(e: OpError) -> Self {
+        match e {
+            OpError::Refused(reply) => Error::refused(&reply),
+            OpError::Aborted => Error::Aborted,
+            OpError::Data(e) => Error::Data(e),
+            OpError::Truncated => Error::Truncated,
+            OpError::Session(e) => e.into(),
+            other => Error::Protocol(other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use ftps_proto::codec::ReplyCode;
+
+    fn reply(code: u16, lines: &[&str]) -> Reply {
+        Reply {
+            code: ReplyCode::new(code).unwrap(),
+            lines: lines.iter().map(|l| l.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn refusal_display_is_one_line_with_code_and_text() {
+        let e: Error = OpError::Refused(reply(550, &["No such file", " or directory "])).into();
+        assert_eq!(
+            e.to_string(),
+            "server refused: 550 No such file or directory"
+        );
+        assert_eq!(e.reply_code(), Some(550));
+        assert!(e.is_session_usable());
+    }
+
+    #[test]
+    fn session_errors_map_to_their_kind() {
+        let e: Error = OpError::Session(SessionError::Timeout("PWD")).into();
+        assert_eq!(e.to_string(), "timed out: PWD");
+        assert!(!e.is_session_usable());
+        let e: Error = SessionError::AbortUnresolved.into();
+        assert!(matches!(e, Error::Timeout("ABOR")));
+        let e: Error = OpError::Truncated.into();
+        assert!(matches!(e, Error::Truncated));
+    }
+}

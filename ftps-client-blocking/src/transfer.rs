@@ -1,0 +1,741 @@
+//! Data connections: pumping a [`DataChannel`] over a blocking `TcpStream`, and the streaming transfer guards.
+//!
+//! Bulk bytes move in 256 KiB units through buffers allocated once per transfer. A transfer completes only when
+//! the engine says so: the data side finished (close_notify / EOF) *and* the final reply arrived, in either
+//! order. Uploads read their data connection to its end after `finish`, so the server's close_notify and TLS 1.3
+//! session tickets are processed (bounded by the shutdown timeout).
+//!
+//! Dropping a guard without [`RetrGuard::finish`] / [`StorGuard::finish`] aborts the transfer quietly: the data
+//! connection is closed and `ABOR` is sent; the next call on the [`Client`] first settles that abort.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, ErrorKind, Read, Seek, SeekFrom, Write};
+use std::net::{Shutdown, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ftps_proto::client::{Direction, OpId, Output};
+use ftps_proto::codec::Reply;
+use ftps_proto::data::{DataChannel, DataError, DataEvent, DataReport};
+use ftps_proto::TlsInfo;
+
+use crate::client::{Client, Started};
+use crate::config::ClientConfig;
+use crate::error::{Error, Result};
+
+/// Socket reads and writes of bulk data move in units of this size.
+pub(crate) const BULK: usize = 256 * 1024;
+
+/// How a transfer ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TransferReport {
+    /// Payload bytes moved over the data connection.
+    pub bytes: u64,
+    /// Whether the data connection's TLS session resumed the control connection's (servers such as vsftpd with
+    /// `require_ssl_reuse` insist on it).
+    pub tls_resumed: bool,
+    /// Whether the data connection ended with close_notify (TLS) or a clean EOF.
+    pub clean_close: bool,
+    /// What the data connection's TLS negotiated; `None` in the clear.
+    pub tls: Option<TlsInfo>,
+    /// The server's final reply.
+    pub reply: Reply,
+    /// From the transfer command to its final reply.
+    pub elapsed: Duration,
+}
+
+impl TransferReport {
+    fn from_output(output: Output, started: Instant) -> Result<Self> {
+        match output {
+            Output::Transfer(t) => Ok(Self {
+                bytes: t.bytes,
+                tls_resumed: t.resumed,
+                clean_close: t.clean_close,
+                tls: t.tls,
+                reply: t.reply,
+                elapsed: started.elapsed(),
+            }),
+            other => Err(Error::Protocol(format!(
+                "unexpected transfer result {other:?}"
+            ))),
+        }
+    }
+}
+
+/// One data connection: its socket, its channel and the buffers of the whole transfer.
+#[derive(Debug)]
+pub(crate) struct DataConn {
+    stream: TcpStream,
+    channel: Box<DataChannel>,
+    /// Received bytes `input[start..end]` not yet taken by the channel.
+    input: Box<[u8]>,
+    start: usize,
+    end: usize,
+    output: Vec<u8>,
+    eof: bool,
+    /// The channel's `Finished` / `Failed`.
+    outcome: Option<std::result::Result<DataReport, DataError>>,
+    /// A local failure (socket error, idle timeout) to surface instead of the engine's view of it.
+    failure: Option<Error>,
+    idle_timeout: Duration,
+    shutdown_timeout: Duration,
+    read_timeout: Option<Duration>,
+}
+
+impl DataConn {
+    pub(crate) fn new(
+        stream: TcpStream,
+        channel: Box<DataChannel>,
+        direction: Direction,
+        config: &ClientConfig,
+    ) -> Result<Self> {
+        stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(config.data_timeout))?;
+        // Downloads read in bulk; uploads only read the handshake and the close.
+        let input = match direction {
+            Direction::Download => BULK,
+            _ => 32 * 1024,
+        };
+        Ok(Self {
+            stream,
+            channel,
+            input: vec![0; input].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            output: Vec::with_capacity(BULK + 16 * 1024),
+            eof: false,
+            outcome: None,
+            failure: None,
+            idle_timeout: config.data_timeout,
+            shutdown_timeout: config.shutdown_timeout,
+            read_timeout: None,
+        })
+    }
+
+    /// Runs the TLS handshake (nothing in the clear).
+    pub(crate) fn handshake(&mut self) -> Result<()> {
+        while self.channel.is_handshaking() {
+            self.flush()?;
+            if self.feed() == 0 {
+                self.fill(self.idle_timeout)?;
+            }
+        }
+        self.flush()?;
+        match (&self.outcome, self.channel.error()) {
+            (Some(Err(e)), _) | (_, Some(e)) => Err(Error::Data(e.clone())),
+            _ => Ok(()),
+        }
+    }
+
+    /// What to tell the engine about the data side. A channel that never ended is reported as cut.
+    pub(crate) fn take_outcome(&mut self) -> std::result::Result<DataReport, DataError> {
+        if self.outcome.is_none() {
+            self.channel.handle_eof(Instant::now());
+            self.collect_events();
+        }
+        self.outcome.take().unwrap_or_else(|| {
+            Err(self
+                .channel
+                .error()
+                .cloned()
+                .unwrap_or(DataError::EofDuringHandshake))
+        })
+    }
+
+    /// The local failure, if one happened.
+    pub(crate) fn take_failure(&mut self) -> Option<Error> {
+        self.failure.take()
+    }
+
+    /// Sends what the channel produced and collects its events.
+    fn flush(&mut self) -> Result<()> {
+        loop {
+            self.output.clear();
+            if self.channel.poll_transmit(&mut self.output) == 0 {
+                break;
+            }
+            if let Err(e) = self.stream.write_all(&self.output) {
+                let e = if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
+                    Error::Timeout("data connection idle")
+                } else {
+                    Error::Io(e)
+                };
+                return Err(self.broken(e));
+            }
+        }
+        self.collect_events();
+        Ok(())
+    }
+
+    fn collect_events(&mut self) {
+        while let Some(event) = self.channel.poll_event() {
+            match event {
+                DataEvent::Finished(report) => self.outcome = Some(Ok(report)),
+                DataEvent::Failed(e) => self.outcome = Some(Err(e)),
+                _ => {}
+            }
+        }
+    }
+
+    /// Offers buffered input to the channel; returns how much it took.
+    fn feed(&mut self) -> usize {
+        if self.start == self.end {
+            return 0;
+        }
+        let input = self.input.get(self.start..self.end).unwrap_or(&[]);
+        let taken = self.channel.handle_input(Instant::now(), input);
+        self.start += taken;
+        self.collect_events();
+        taken
+    }
+
+    /// Reads once from the socket, waiting at most `limit` (or the channel's handshake deadline).
+    fn fill(&mut self, limit: Duration) -> Result<()> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.end == self.input.len() {
+            self.input.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let now = Instant::now();
+        let wait = match self.channel.poll_timeout() {
+            Some(deadline) if deadline <= now => {
+                self.channel.handle_timeout(now);
+                self.collect_events();
+                return Ok(());
+            }
+            Some(deadline) => (deadline - now).min(limit),
+            None => limit,
+        };
+        let wait = Some(wait.max(Duration::from_millis(1)));
+        if self.read_timeout != wait {
+            self.stream.set_read_timeout(wait)?;
+            self.read_timeout = wait;
+        }
+        // A full buffer the channel does not take from would read as a false EOF.
+        let free = match self.input.get_mut(self.end..) {
+            Some(free) if !free.is_empty() => free,
+            _ => return Err(self.note(Error::Protocol("data input stalled".to_string()))),
+        };
+        match self.stream.read(free) {
+            Ok(0) => {
+                self.eof = true;
+                self.channel.handle_eof(Instant::now());
+                self.collect_events();
+                Ok(())
+            }
+            Ok(n) => {
+                self.end += n;
+                Ok(())
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => Ok(()),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                let now = Instant::now();
+                if self.channel.poll_timeout().is_some_and(|d| d <= now) {
+                    self.channel.handle_timeout(now);
+                    self.collect_events();
+                    return Ok(());
+                }
+                Err(Error::Timeout("data connection idle"))
+            }
+            Err(e) => Err(self.broken(Error::Io(e))),
+        }
+    }
+
+    /// The transport failed: the channel sees the end of it, and the failure is kept for the caller.
+    fn broken(&mut self, error: Error) -> Error {
+        self.eof = true;
+        if self.outcome.is_none() {
+            self.channel.handle_eof(Instant::now());
+            self.collect_events();
+        }
+        let copy = match &error {
+            Error::Io(e) => Error::Io(io::Error::new(e.kind(), e.to_string())),
+            Error::Timeout(what) => Error::Timeout(what),
+            other => Error::Protocol(other.to_string()),
+        };
+        self.failure.get_or_insert(copy);
+        error
+    }
+
+    /// Reads received plaintext into `buf`; 0 at the end of the stream.
+    fn read_plain(&mut self, buf: &mut [u8]) -> Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let chunk = self.channel.read_chunk();
+            if !chunk.is_empty() {
+                let n = chunk.len().min(buf.len());
+                if let (Some(to), Some(from)) = (buf.get_mut(..n), chunk.get(..n)) {
+                    to.copy_from_slice(from);
+                }
+                self.channel.consume(n);
+                return Ok(n);
+            }
+            if self.channel.is_read_closed().is_some() || self.outcome.is_some() {
+                // Sends our close_notify in answer to the server's.
+                self.flush()?;
+                return Ok(0);
+            }
+            if self.feed() > 0 {
+                continue;
+            }
+            if self.eof {
+                return Ok(0);
+            }
+            self.flush()?;
+            let idle = self.idle_timeout;
+            self.fill(idle).map_err(|e| self.note(e))?;
+        }
+    }
+
+    /// Hands each run of received plaintext to `sink` without copying, until the stream ends.
+    pub(crate) fn drain(&mut self, mut sink: impl FnMut(&[u8])) -> Result<()> {
+        loop {
+            let chunk = self.channel.read_chunk();
+            if !chunk.is_empty() {
+                let n = chunk.len();
+                sink(chunk);
+                self.channel.consume(n);
+                continue;
+            }
+            if self.channel.is_read_closed().is_some() || self.outcome.is_some() {
+                return self.flush();
+            }
+            if self.feed() > 0 {
+                continue;
+            }
+            if self.eof {
+                return Ok(());
+            }
+            self.flush()?;
+            let idle = self.idle_timeout;
+            self.fill(idle).map_err(|e| self.note(e))?;
+        }
+    }
+
+    /// Queues plaintext for sending; sends a bulk unit whenever the send buffer is full.
+    fn write_plain(&mut self, buf: &[u8]) -> Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let n = self.channel.write(buf);
+            if n > 0 {
+                return Ok(n);
+            }
+            if !self.channel.can_write() {
+                return Err(self.note(Error::Protocol(
+                    "the data connection no longer takes data".to_string(),
+                )));
+            }
+            self.flush()?;
+        }
+    }
+
+    /// Ends an upload: close_notify (TLS) and FIN, then read until the server closes, within the shutdown timeout.
+    fn close_upload(&mut self) -> Result<()> {
+        self.channel.finish(Instant::now());
+        self.flush()?;
+        if self.channel.is_write_closed() {
+            let _ = self.stream.shutdown(Shutdown::Write);
+        }
+        let deadline = Instant::now() + self.shutdown_timeout;
+        while self.outcome.is_none() {
+            let stray = self.channel.read_chunk().len();
+            if stray > 0 {
+                self.channel.consume(stray);
+                continue;
+            }
+            if self.feed() > 0 {
+                continue;
+            }
+            self.flush()?;
+            let now = Instant::now();
+            if self.eof || self.outcome.is_some() || now >= deadline {
+                break;
+            }
+            match self.fill(deadline - now) {
+                Ok(()) => {}
+                // The server did not close in time: the upload is still judged by its final reply.
+                Err(Error::Timeout(_)) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends a download: read (and discard) whatever is left, then answer the server's close_notify.
+    fn close_download(&mut self) -> Result<()> {
+        self.drain(|_| {})
+    }
+
+    /// Keeps a copy of a local failure so `finish` reports it.
+    fn note(&mut self, error: Error) -> Error {
+        if self.failure.is_none() {
+            self.failure = Some(match &error {
+                Error::Io(e) => Error::Io(io::Error::new(e.kind(), e.to_string())),
+                Error::Timeout(what) => Error::Timeout(what),
+                other => Error::Protocol(other.to_string()),
+            });
+        }
+        error
+    }
+}
+
+fn to_io(error: Error) -> io::Error {
+    match error {
+        Error::Io(e) => e,
+        Error::Timeout(_) => io::Error::new(ErrorKind::TimedOut, error.to_string()),
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+/// The running part of a guard.
+#[derive(Debug)]
+enum GuardState {
+    /// The data connection is up.
+    Running(OpId, Box<DataConn>),
+    /// The transfer ended without a data connection; `finish` returns this.
+    Ended(Output),
+    /// `finish` or `abort` ran.
+    Done,
+}
+
+/// A download in progress ([`Client::retr`]): `Read` it to the end, then call [`RetrGuard::finish`].
+///
+/// Dropping it without `finish` aborts the transfer (see the [module docs](self)).
+pub struct RetrGuard<'c> {
+    client: &'c mut Client,
+    state: GuardState,
+    started: Instant,
+    progress: Option<Box<dyn FnMut(u64) + 'c>>,
+}
+
+impl std::fmt::Debug for RetrGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetrGuard")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'c> RetrGuard<'c> {
+    pub(crate) fn new(client: &'c mut Client, started: Started) -> Self {
+        Self {
+            client,
+            state: match started {
+                Started::Data(op, conn) => GuardState::Running(op, conn),
+                Started::Done(output) => GuardState::Ended(output),
+            },
+            started: Instant::now(),
+            progress: None,
+        }
+    }
+
+    /// Calls `progress` with the bytes received so far after each read.
+    pub fn on_progress(&mut self, progress: impl FnMut(u64) + 'c) {
+        self.progress = Some(Box::new(progress));
+    }
+
+    /// Payload bytes received so far.
+    pub fn bytes(&self) -> u64 {
+        match &self.state {
+            GuardState::Running(_, conn) => conn.channel.bytes_received(),
+            _ => 0,
+        }
+    }
+
+    /// Writes the rest of the download into `out` without an intermediate copy; returns the bytes written.
+    pub fn copy_to(&mut self, out: &mut impl Write) -> Result<u64> {
+        let GuardState::Running(_, conn) = &mut self.state else {
+            return Ok(0);
+        };
+        let mut written = 0u64;
+        let mut failure = None;
+        let progress = &mut self.progress;
+        conn.drain(|chunk| {
+            if failure.is_some() {
+                return;
+            }
+            match out.write_all(chunk) {
+                Ok(()) => {
+                    written += chunk.len() as u64;
+                    if let Some(progress) = progress.as_mut() {
+                        progress(written);
+                    }
+                }
+                Err(e) => failure = Some(e),
+            }
+        })?;
+        match failure {
+            Some(e) => Err(e.into()),
+            None => Ok(written),
+        }
+    }
+
+    /// Ends the download: reads what is left (discarding it), answers the server's close_notify, and waits for
+    /// the final reply. Fails with [`Error::Truncated`] when the server cut the TLS stream without close_notify.
+    pub fn finish(mut self) -> Result<TransferReport> {
+        match std::mem::replace(&mut self.state, GuardState::Done) {
+            GuardState::Running(op, mut conn) => {
+                let drained = conn.close_download();
+                let failure = conn.take_failure();
+                let outcome = conn.take_outcome();
+                drop(conn);
+                if let Some(failure) = failure.or(drained.err()) {
+                    let _ = self.client.abort_transfer(op);
+                    return Err(failure);
+                }
+                let output = self.client.finish_data(op, outcome)?;
+                TransferReport::from_output(output, self.started)
+            }
+            GuardState::Ended(output) => TransferReport::from_output(output, self.started),
+            GuardState::Done => Err(Error::Protocol("transfer already finished".to_string())),
+        }
+    }
+
+    /// Aborts the download (`ABOR`) and waits until the server settled it; the session goes on.
+    pub fn abort(mut self) -> Result<()> {
+        match std::mem::replace(&mut self.state, GuardState::Done) {
+            GuardState::Running(op, conn) => {
+                // Closing the socket first makes the server's send fail, so it answers ABOR promptly even when
+                // it does not read the control connection during a transfer.
+                drop(conn);
+                self.client.abort_transfer(op)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Read for RetrGuard<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let GuardState::Running(_, conn) = &mut self.state else {
+            return Ok(0);
+        };
+        let n = conn.read_plain(buf).map_err(to_io)?;
+        if n > 0 {
+            let so_far = conn.channel.bytes_received();
+            if let Some(progress) = self.progress.as_mut() {
+                progress(so_far);
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for RetrGuard<'_> {
+    fn drop(&mut self) {
+        if let GuardState::Running(op, conn) = std::mem::replace(&mut self.state, GuardState::Done)
+        {
+            drop(conn);
+            self.client.abort_quietly(op);
+        }
+    }
+}
+
+/// An upload in progress ([`Client::stor`], [`Client::appe`], [`Client::stor_at`]): `Write` the content, then call
+/// [`StorGuard::finish`].
+///
+/// Dropping it without `finish` aborts the transfer (see the [module docs](self)); the server may keep a partial
+/// file.
+pub struct StorGuard<'c> {
+    client: &'c mut Client,
+    state: GuardState,
+    started: Instant,
+    progress: Option<Box<dyn FnMut(u64) + 'c>>,
+}
+
+impl std::fmt::Debug for StorGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorGuard")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'c> StorGuard<'c> {
+    pub(crate) fn new(client: &'c mut Client, started: Started) -> Self {
+        Self {
+            client,
+            state: match started {
+                Started::Data(op, conn) => GuardState::Running(op, conn),
+                Started::Done(output) => GuardState::Ended(output),
+            },
+            started: Instant::now(),
+            progress: None,
+        }
+    }
+
+    /// Calls `progress` with the bytes taken so far after each write.
+    pub fn on_progress(&mut self, progress: impl FnMut(u64) + 'c) {
+        self.progress = Some(Box::new(progress));
+    }
+
+    /// Payload bytes taken so far.
+    pub fn bytes(&self) -> u64 {
+        match &self.state {
+            GuardState::Running(_, conn) => conn.channel.bytes_sent(),
+            _ => 0,
+        }
+    }
+
+    /// Ends the upload: sends the rest and close_notify, reads the data connection until the server closes it
+    /// (so its close_notify and TLS tickets are processed, within the shutdown timeout), then waits for the final
+    /// reply.
+    pub fn finish(mut self) -> Result<TransferReport> {
+        match std::mem::replace(&mut self.state, GuardState::Done) {
+            GuardState::Running(op, mut conn) => {
+                let closed = if conn.failure.is_some() {
+                    Ok(())
+                } else {
+                    conn.close_upload()
+                };
+                let failure = conn.take_failure().or(closed.err());
+                let outcome = conn.take_outcome();
+                drop(conn);
+                if let Some(failure) = failure {
+                    // The server's verdict (e.g. 552 disk full) explains a broken upload best.
+                    return match self.client.finish_data(op, outcome) {
+                        Err(reply) if reply.reply_code().is_some() => Err(reply),
+                        _ => Err(failure),
+                    };
+                }
+                let output = self.client.finish_data(op, outcome)?;
+                TransferReport::from_output(output, self.started)
+            }
+            GuardState::Ended(output) => TransferReport::from_output(output, self.started),
+            GuardState::Done => Err(Error::Protocol("transfer already finished".to_string())),
+        }
+    }
+
+    /// Aborts the upload (`ABOR`) and waits until the server settled it; the session goes on.
+    pub fn abort(mut self) -> Result<()> {
+        match std::mem::replace(&mut self.state, GuardState::Done) {
+            GuardState::Running(op, conn) => {
+                drop(conn);
+                self.client.abort_transfer(op)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Write for StorGuard<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let GuardState::Running(_, conn) = &mut self.state else {
+            return Err(io::Error::other("the transfer has ended"));
+        };
+        let n = conn.write_plain(buf).map_err(to_io)?;
+        let so_far = conn.channel.bytes_sent();
+        if let Some(progress) = self.progress.as_mut() {
+            progress(so_far);
+        }
+        Ok(n)
+    }
+
+    /// Sends what is buffered (it is also sent in 256 KiB units as the buffer fills).
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.state {
+            GuardState::Running(_, conn) => conn.flush().map_err(|e| to_io(conn.note(e))),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for StorGuard<'_> {
+    fn drop(&mut self) {
+        if let GuardState::Running(op, conn) = std::mem::replace(&mut self.state, GuardState::Done)
+        {
+            drop(conn);
+            self.client.abort_quietly(op);
+        }
+    }
+}
+
+/// [`Client::get_with_progress`].
+pub(crate) fn get(
+    client: &mut Client,
+    remote: &str,
+    local: &Path,
+    resume: bool,
+    mut progress: impl FnMut(u64),
+) -> Result<Option<TransferReport>> {
+    let have = if resume {
+        std::fs::metadata(local).map_or(0, |m| m.len())
+    } else {
+        0
+    };
+    let mut offset = 0;
+    if have > 0 {
+        match client.size(remote) {
+            Ok(size) if size == have => return Ok(None),
+            // The local file is longer than the remote one: it is not a prefix, start over.
+            Ok(size) if size < have => offset = 0,
+            Ok(_) => offset = have,
+            // No SIZE: try REST anyway; the server refuses it if it cannot.
+            Err(e) if e.is_session_usable() => offset = have,
+            Err(e) => return Err(e),
+        }
+    }
+    let file = if offset > 0 {
+        OpenOptions::new().append(true).open(local)?
+    } else {
+        File::create(local)?
+    };
+    let mut file = BufWriter::with_capacity(BULK, file);
+    let mut guard = client.retr(remote, offset)?;
+    guard.on_progress(move |n| progress(offset + n));
+    guard.copy_to(&mut file)?;
+    let report = guard.finish()?;
+    file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    Ok(Some(report))
+}
+
+/// [`Client::put_with_progress`].
+pub(crate) fn put(
+    client: &mut Client,
+    local: &Path,
+    remote: &str,
+    resume: bool,
+    mut progress: impl FnMut(u64),
+) -> Result<Option<TransferReport>> {
+    let mut file = File::open(local)?;
+    let local_len = file.metadata()?.len();
+    let mut offset = 0;
+    if resume {
+        match client.size(remote) {
+            Ok(size) if size == local_len => return Ok(None),
+            Ok(size) if size < local_len => offset = size,
+            // Longer remotely, or missing (550): upload it whole.
+            Ok(_) => {}
+            Err(e) if e.is_session_usable() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    file.seek(SeekFrom::Start(offset))?;
+    let mut guard = if offset > 0 {
+        client.appe(remote)?
+    } else {
+        client.stor(remote)?
+    };
+    guard.on_progress(move |n| progress(offset + n));
+    let mut buf = vec![0; BULK];
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        guard
+            .write_all(buf.get(..n).unwrap_or(&[]))
+            .map_err(Error::from)?;
+    }
+    guard.finish().map(Some)
+}
