@@ -336,7 +336,11 @@ impl DataChannel {
     /// A channel for one data connection, just connected at `now`.
     ///
     /// In the TLS client role the ClientHello is ready in [`DataChannel::poll_transmit`] at once.
-    pub fn new(now: Instant, protection: DataProtection, options: DataOptions) -> Result<Self, DataError> {
+    pub fn new(
+        now: Instant,
+        protection: DataProtection,
+        options: DataOptions,
+    ) -> Result<Self, DataError> {
         let (transport, policy) = match protection {
             DataProtection::Clear => (
                 Transport::Clear(ClearBuffers {
@@ -348,10 +352,15 @@ impl DataChannel {
                 None,
             ),
             DataProtection::Tls(DataTls::Server { config, resumption }) => (
-                Transport::Tls(Box::new(TlsConn::server(config).map_err(DataError::Config)?)),
+                Transport::Tls(Box::new(
+                    TlsConn::server(config).map_err(DataError::Config)?,
+                )),
                 Some(resumption),
             ),
-            DataProtection::Tls(DataTls::Client { config, server_name }) => (
+            DataProtection::Tls(DataTls::Client {
+                config,
+                server_name,
+            }) => (
                 Transport::Tls(Box::new(
                     TlsConn::client(config, server_name).map_err(DataError::Config)?,
                 )),
@@ -510,12 +519,15 @@ impl DataChannel {
                     return;
                 }
                 if !tls.peer_closed() {
-                    self.eof_within_grace = match (self.options.close_notify_grace, self.finished_at) {
-                        (Some(grace), Some(at)) => {
-                            self.bytes_received == 0 && tls.plaintext_chunk().is_empty() && now <= at + grace
-                        }
-                        _ => false,
-                    };
+                    self.eof_within_grace =
+                        match (self.options.close_notify_grace, self.finished_at) {
+                            (Some(grace), Some(at)) => {
+                                self.bytes_received == 0
+                                    && tls.plaintext_chunk().is_empty()
+                                    && now <= at + grace
+                            }
+                            _ => false,
+                        };
                 }
             }
         }
@@ -581,9 +593,14 @@ impl DataChannel {
         }
         let taken = match &mut self.transport {
             Transport::Clear(clear) => {
-                let room = self.options.send_buffer_limit.saturating_sub(clear.sending.len());
+                let room = self
+                    .options
+                    .send_buffer_limit
+                    .saturating_sub(clear.sending.len());
                 let taken = plaintext.len().min(room);
-                clear.sending.extend_from_slice(plaintext.get(..taken).unwrap_or(&[]));
+                clear
+                    .sending
+                    .extend_from_slice(plaintext.get(..taken).unwrap_or(&[]));
                 taken
             }
             Transport::Tls(tls) => tls.write_plaintext(plaintext),
@@ -677,7 +694,9 @@ impl DataChannel {
         }
         if self.read_closed.is_none() {
             let clean = match &mut self.transport {
-                Transport::Clear(clear) => (clear.eof && clear.read_at == clear.received.len()).then_some(true),
+                Transport::Clear(clear) => {
+                    (clear.eof && clear.read_at == clear.received.len()).then_some(true)
+                }
                 Transport::Tls(tls) => match tls.read_state() {
                     ReadState::Open => None,
                     ReadState::CleanClose => Some(true),
@@ -719,12 +738,14 @@ impl ClearBuffers {
             self.received.drain(..self.read_at);
             self.read_at = 0;
         }
-        self.received.extend_from_slice(input.get(..taken).unwrap_or(&[]));
+        self.received
+            .extend_from_slice(input.get(..taken).unwrap_or(&[]));
         taken
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
 mod tests {
     use super::*;
     use crate::test_support::{control_session, localhost, TestPki, TLS12, TLS13};
@@ -826,7 +847,11 @@ mod tests {
         panic!("pair did not settle");
     }
 
-    fn server_channel(now: Instant, config: &Arc<rustls::ServerConfig>, policy: ResumptionPolicy) -> DataChannel {
+    fn server_channel(
+        now: Instant,
+        config: &Arc<rustls::ServerConfig>,
+        policy: ResumptionPolicy,
+    ) -> DataChannel {
         let tls = DataTls::Server {
             config: config.clone(),
             resumption: policy,
@@ -917,7 +942,8 @@ mod tests {
     #[test]
     fn clear_mode_pair_moves_a_file() {
         let now = Instant::now();
-        let clear = || DataChannel::new(now, DataProtection::Clear, DataOptions::default()).unwrap();
+        let clear =
+            || DataChannel::new(now, DataProtection::Clear, DataOptions::default()).unwrap();
         let mut sender = End::new(clear(), pattern(1_000_000), true);
         let mut receiver = End::new(clear(), Vec::new(), false);
         run(now, &mut sender, &mut receiver);
@@ -938,7 +964,13 @@ mod tests {
         let client_config = pki.client_config(versions);
         let bound = control_session(&base, &client_config);
         // Download: the server sends, the client answers close_notify.
-        let (server, client) = data_connection(now, &bound, &client_config, ResumptionPolicy::Required, 300_000);
+        let (server, client) = data_connection(
+            now,
+            &bound,
+            &client_config,
+            ResumptionPolicy::Required,
+            300_000,
+        );
         assert_eq!(client.received, server.payload);
         let (s, c) = (server.finished().unwrap(), client.finished().unwrap());
         assert!(s.clean_close && s.peer_close_notify && c.clean_close && c.peer_close_notify);
@@ -949,14 +981,24 @@ mod tests {
         assert!(server.ch.is_closed() && client.ch.is_closed());
 
         // Upload: the client sends and finishes; the server never calls finish yet answers with close_notify.
-        let mut server = End::new(server_channel(now, &bound, ResumptionPolicy::Required), Vec::new(), false);
+        let mut server = End::new(
+            server_channel(now, &bound, ResumptionPolicy::Required),
+            Vec::new(),
+            false,
+        );
         let mut client = End::new(client_channel(now, &client_config), pattern(100_000), true);
         run(now, &mut client, &mut server);
         assert_eq!(server.received, client.payload);
-        assert!(matches!(server.events[0], DataEvent::HandshakeComplete(TlsInfo { resumed: true, .. })));
+        assert!(matches!(
+            server.events[0],
+            DataEvent::HandshakeComplete(TlsInfo { resumed: true, .. })
+        ));
         assert_eq!(server.events[1], DataEvent::ReadClosed { clean: true });
         let (s, c) = (server.finished().unwrap(), client.finished().unwrap());
-        assert!(s.clean_close && c.clean_close && c.peer_close_notify, "{s:?} {c:?}");
+        assert!(
+            s.clean_close && c.clean_close && c.peer_close_notify,
+            "{s:?} {c:?}"
+        );
         assert_eq!(client.events.last(), Some(&DataEvent::Finished(c.clone())));
         assert_eq!(server.events.len(), 3);
     }
@@ -979,7 +1021,13 @@ mod tests {
         let bound = control_session(&base, &client_config);
 
         // Resumes this control session: accepted.
-        let (server, client) = data_connection(now, &bound, &client_config, ResumptionPolicy::Required, 1000);
+        let (server, client) = data_connection(
+            now,
+            &bound,
+            &client_config,
+            ResumptionPolicy::Required,
+            1000,
+        );
         assert_eq!(client.received.len(), 1000);
         assert!(server.ch.tls_info().unwrap().resumed);
         assert!(client.ch.tls_info().unwrap().resumed);
@@ -993,7 +1041,13 @@ mod tests {
         let _other_bound = control_session(&base, &other_client);
         assert_refused(now, &bound, &other_client);
         // ... while that client still resumes on its own session's config.
-        let (server, _) = data_connection(now, &_other_bound, &other_client, ResumptionPolicy::Required, 10);
+        let (server, _) = data_connection(
+            now,
+            &_other_bound,
+            &other_client,
+            ResumptionPolicy::Required,
+            10,
+        );
         assert!(server.ch.tls_info().unwrap().resumed);
 
         // Preferred records a full handshake; Off ignores it.
@@ -1006,13 +1060,20 @@ mod tests {
         }
     }
 
-    fn assert_refused(now: Instant, bound: &Arc<rustls::ServerConfig>, client_config: &Arc<rustls::ClientConfig>) {
+    fn assert_refused(
+        now: Instant,
+        bound: &Arc<rustls::ServerConfig>,
+        client_config: &Arc<rustls::ClientConfig>,
+    ) {
         let mut server = server_channel(now, bound, ResumptionPolicy::Required);
         let mut client = client_channel(now, client_config);
         let mut hello = Vec::new();
         let _ = client.poll_transmit(&mut hello);
         assert_eq!(server.handle_input(now, &hello), hello.len());
-        assert_eq!(server.poll_event(), Some(DataEvent::Failed(DataError::SessionReuseRequired)));
+        assert_eq!(
+            server.poll_event(),
+            Some(DataEvent::Failed(DataError::SessionReuseRequired))
+        );
         assert_eq!(server.poll_event(), None);
         assert_eq!(server.error(), Some(&DataError::SessionReuseRequired));
         let mut out = Vec::new();
@@ -1024,9 +1085,9 @@ mod tests {
         assert_eq!(client.handle_input(now, &out), 7);
         assert_eq!(
             client.poll_event(),
-            Some(DataEvent::Failed(DataError::Tls(rustls::Error::AlertReceived(
-                rustls::AlertDescription::AccessDenied
-            ))))
+            Some(DataEvent::Failed(DataError::Tls(
+                rustls::Error::AlertReceived(rustls::AlertDescription::AccessDenied)
+            )))
         );
         // Sticky: later input is discarded, nothing more happens.
         assert_eq!(server.handle_input(now, &hello), hello.len());
@@ -1050,20 +1111,29 @@ mod tests {
         let now = Instant::now();
         let pki = TestPki::new();
         let base = pki.server_config(versions);
-        let client_config = pki.client_config(versions);
+        // The store a client session keeps per control connection.
+        let client_config =
+            crate::tls::connection_bound_client_config(&pki.client_config(versions));
         let bound = control_session(&base, &client_config);
         for i in 0..200 {
             // Alternate directions: uploads must also leave the client with fresh tickets.
             let (server, client) = if i % 2 == 0 {
                 data_connection(now, &bound, &client_config, ResumptionPolicy::Required, 100)
             } else {
-                let mut server = End::new(server_channel(now, &bound, ResumptionPolicy::Required), vec![], false);
+                let mut server = End::new(
+                    server_channel(now, &bound, ResumptionPolicy::Required),
+                    vec![],
+                    false,
+                );
                 let mut client = End::new(client_channel(now, &client_config), pattern(100), true);
                 run(now, &mut client, &mut server);
                 (server, client)
             };
             assert_eq!(server.failed(), None, "connection {i}");
-            assert!(server.finished().unwrap().tls.as_ref().unwrap().resumed, "connection {i}");
+            assert!(
+                server.finished().unwrap().tls.as_ref().unwrap().resumed,
+                "connection {i}"
+            );
             assert!(client.finished().unwrap().clean_close, "connection {i}");
         }
     }
@@ -1088,7 +1158,11 @@ mod tests {
         };
         let server = DataChannel::new(now, DataProtection::Tls(tls), options).unwrap();
         let mut server = End::new(server, pattern(n), false);
-        let mut client = End::new(client_channel(now, &pki.client_config(TLS13)), vec![], false);
+        let mut client = End::new(
+            client_channel(now, &pki.client_config(TLS13)),
+            vec![],
+            false,
+        );
         run(now, &mut server, &mut client);
         assert_eq!(client.received.len(), n);
         (server, client)
@@ -1100,8 +1174,13 @@ mod tests {
         let (mut server, mut client) = established_pair(now, DataOptions::default(), 5000);
         client.ch.handle_eof(now);
         client.drain();
-        assert_eq!(client.events.last(), Some(&DataEvent::Finished(client.ch.report())));
-        assert!(client.events.contains(&DataEvent::ReadClosed { clean: false }));
+        assert_eq!(
+            client.events.last(),
+            Some(&DataEvent::Finished(client.ch.report()))
+        );
+        assert!(client
+            .events
+            .contains(&DataEvent::ReadClosed { clean: false }));
         let report = client.finished().unwrap();
         assert!(!report.clean_close && !report.peer_close_notify);
         assert_eq!(report.bytes_received, 5000);
@@ -1159,7 +1238,11 @@ mod tests {
         assert!(wire.len() > 200_000);
         let first = client.ch.handle_input(now, &wire);
         assert!(first < wire.len() && first > 16 * 1024, "took {first}");
-        assert_eq!(client.ch.handle_input(now, &wire[first..]), 0, "full until consumed");
+        assert_eq!(
+            client.ch.handle_input(now, &wire[first..]),
+            0,
+            "full until consumed"
+        );
         let mut at = first;
         let mut received = Vec::new();
         loop {
@@ -1219,7 +1302,10 @@ mod tests {
         assert_eq!(ch.poll_event(), None);
         assert_eq!(ch.poll_timeout(), Some(deadline));
         ch.handle_timeout(deadline);
-        assert_eq!(ch.poll_event(), Some(DataEvent::Failed(DataError::HandshakeTimeout)));
+        assert_eq!(
+            ch.poll_event(),
+            Some(DataEvent::Failed(DataError::HandshakeTimeout))
+        );
         assert_eq!(ch.poll_timeout(), None);
         ch.handle_timeout(deadline + Duration::from_secs(1));
         assert_eq!(ch.poll_event(), None);
@@ -1237,7 +1323,10 @@ mod tests {
         let pki = TestPki::new();
         let mut client = client_channel(now, &pki.client_config(TLS13));
         client.handle_eof(now);
-        assert_eq!(client.poll_event(), Some(DataEvent::Failed(DataError::EofDuringHandshake)));
+        assert_eq!(
+            client.poll_event(),
+            Some(DataEvent::Failed(DataError::EofDuringHandshake))
+        );
         assert_eq!(client.poll_event(), None);
     }
 
@@ -1247,7 +1336,11 @@ mod tests {
         let pki = TestPki::new();
         let config = pki.client_config(TLS12);
         let bound = control_session(&pki.server_config(TLS12), &config);
-        let mut server = End::new(server_channel(now, &bound, ResumptionPolicy::Required), vec![], true);
+        let mut server = End::new(
+            server_channel(now, &bound, ResumptionPolicy::Required),
+            vec![],
+            true,
+        );
         server.ch.finish(now); // an empty file, before the handshake
         let mut client = End::new(client_channel(now, &config), vec![], false);
         run(now, &mut client, &mut server);

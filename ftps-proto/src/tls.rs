@@ -152,6 +152,7 @@ impl TlsConn {
         n
     }
 
+    #[allow(dead_code)] // for the control sessions (other branches)
     /// Copies received plaintext into `out`, returning how many bytes were copied.
     pub(crate) fn read_plaintext(&mut self, out: &mut [u8]) -> usize {
         self.conn.reader().read(out).unwrap_or(0)
@@ -251,12 +252,17 @@ impl TlsConn {
         })
     }
 
+    #[allow(dead_code)] // for the control sessions (other branches)
     /// The peer's certificate chain, when it sent one.
-    pub(crate) fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
+    pub(crate) fn peer_certificates(
+        &self,
+    ) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
         self.conn.peer_certificates()
     }
 }
 
+// Used by the control sessions (merged from other branches); until then only by tests.
+#[cfg_attr(not(test), allow(dead_code))]
 /// A per-control-session clone of the server's TLS config whose resumption state is private to that session.
 ///
 /// Data connections of the session use this config, so a resumed data handshake
@@ -273,12 +279,16 @@ pub(crate) fn session_bound_config(base: &Arc<rustls::ServerConfig>) -> Arc<rust
     Arc::new(config)
 }
 
+// Used by the control sessions (merged from other branches); until then only by tests.
+#[cfg_attr(not(test), allow(dead_code))]
 /// A small bounded session store owned by one control session.
 #[derive(Debug, Default)]
 struct PrivateSessionCache {
     entries: std::sync::Mutex<std::collections::VecDeque<(Vec<u8>, Vec<u8>)>>,
 }
 
+// Used by the control sessions (merged from other branches); until then only by tests.
+#[cfg_attr(not(test), allow(dead_code))]
 impl PrivateSessionCache {
     /// Enough for a client that keeps a few tickets per data connection; old ones fall out first.
     const CAPACITY: usize = 32;
@@ -299,7 +309,10 @@ impl StoresServerSessions for PrivateSessionCache {
 
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
         let entries = self.entries.lock().ok()?;
-        entries.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+        entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
     }
 
     fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
@@ -313,6 +326,8 @@ impl StoresServerSessions for PrivateSessionCache {
     }
 }
 
+// Used by the control sessions (merged from other branches); until then only by tests.
+#[cfg_attr(not(test), allow(dead_code))]
 /// A ticketer that never issues stateless tickets, so TLS 1.3 resumption goes through the private cache.
 #[derive(Debug)]
 struct NoTickets;
@@ -332,16 +347,22 @@ impl rustls::server::ProducesTickets for NoTickets {
     }
 }
 
+// Used by the control sessions (merged from other branches); until then only by tests.
+#[cfg_attr(not(test), allow(dead_code))]
 /// A per-control-connection clone of the client's TLS config with its own resumption store.
 ///
 /// The client's data connections use this config, so they can resume the session of *this* control connection
 /// (which a server with a session-bound policy requires), and tickets are never shared between connections. The
 /// store is rustls' in-memory one; TLS 1.2 resumption uses session ids or tickets (rustls' default).
-pub(crate) fn connection_bound_client_config(base: &Arc<rustls::ClientConfig>) -> Arc<rustls::ClientConfig> {
+pub(crate) fn connection_bound_client_config(
+    base: &Arc<rustls::ClientConfig>,
+) -> Arc<rustls::ClientConfig> {
     let mut config = (**base).clone();
     config.resumption = rustls::client::Resumption::in_memory_sessions(CLIENT_SESSIONS);
     Arc::new(config)
 }
 
+// Used by the control sessions (merged from other branches); until then only by tests.
+#[cfg_attr(not(test), allow(dead_code))]
 /// Server names one control connection's store remembers: a control connection talks to one server, so a few.
 const CLIENT_SESSIONS: usize = 8;
