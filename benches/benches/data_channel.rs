@@ -10,7 +10,9 @@ use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use ftps_benches::{bulk_suites, localhost, Pki};
-use ftps_proto::data::{DataChannel, DataEvent, DataOptions, DataProtection, DataTls, ResumptionPolicy};
+use ftps_proto::data::{
+    DataChannel, DataEvent, DataOptions, DataProtection, DataTls, ResumptionPolicy,
+};
 
 const TOTAL: usize = 64 * 1024 * 1024;
 const WRITE: usize = 64 * 1024;
@@ -27,8 +29,10 @@ fn established_pair(pki: &Pki, suite: rustls::SupportedCipherSuite) -> (DataChan
         config: pki.client_config(suite),
         server_name: localhost(),
     };
-    let mut server = DataChannel::new(now, DataProtection::Tls(server), DataOptions::default()).expect("server");
-    let mut client = DataChannel::new(now, DataProtection::Tls(client), DataOptions::default()).expect("client");
+    let mut server =
+        DataChannel::new(now, DataProtection::Tls(server), DataOptions::default()).expect("server");
+    let mut client =
+        DataChannel::new(now, DataProtection::Tls(client), DataOptions::default()).expect("client");
     let mut wire = Vec::new();
     let mut done = 0;
     while done < 2 {
@@ -40,7 +44,10 @@ fn established_pair(pki: &Pki, suite: rustls::SupportedCipherSuite) -> (DataChan
         assert_eq!(client.handle_input(now, &wire), wire.len());
         for ch in [&mut server, &mut client] {
             while let Some(event) = ch.poll_event() {
-                assert!(matches!(event, DataEvent::HandshakeComplete(_)), "{event:?}");
+                assert!(
+                    matches!(event, DataEvent::HandshakeComplete(_)),
+                    "{event:?}"
+                );
                 done += 1;
             }
         }
@@ -82,12 +89,20 @@ fn ours(mut pair: (DataChannel, DataChannel)) -> usize {
     received
 }
 
-fn raw_pair(pki: &Pki, suite: rustls::SupportedCipherSuite) -> (rustls::ServerConnection, rustls::ClientConnection) {
+fn raw_pair(
+    pki: &Pki,
+    suite: rustls::SupportedCipherSuite,
+) -> (rustls::ServerConnection, rustls::ClientConnection) {
     let mut server = rustls::ServerConnection::new(pki.server_config(suite)).expect("server");
-    let mut client = rustls::ClientConnection::new(pki.client_config(suite), localhost()).expect("client");
+    let mut client =
+        rustls::ClientConnection::new(pki.client_config(suite), localhost()).expect("client");
     server.set_buffer_limit(Some(SEND_LIMIT));
     let mut wire = Vec::new();
-    while server.is_handshaking() || client.is_handshaking() || server.wants_write() || client.wants_write() {
+    while server.is_handshaking()
+        || client.is_handshaking()
+        || server.wants_write()
+        || client.wants_write()
+    {
         wire.clear();
         while client.wants_write() {
             client.write_tls(&mut wire).expect("write_tls");
@@ -117,7 +132,10 @@ fn raw(mut pair: (rustls::ServerConnection, rustls::ClientConnection)) -> usize 
     let (mut sent, mut received) = (0, 0);
     while received < TOTAL {
         while sent < TOTAL {
-            let n = server.writer().write(&data[..WRITE.min(TOTAL - sent)]).expect("write");
+            let n = server
+                .writer()
+                .write(&data[..WRITE.min(TOTAL - sent)])
+                .expect("write");
             if n == 0 {
                 break;
             }
@@ -160,7 +178,11 @@ fn bulk(c: &mut Criterion) {
             continue;
         };
         group.bench_function(format!("ours/{label}"), |b| {
-            b.iter_batched(|| established_pair(&pki, suite), ours, BatchSize::PerIteration)
+            b.iter_batched(
+                || established_pair(&pki, suite),
+                ours,
+                BatchSize::PerIteration,
+            )
         });
         group.bench_function(format!("raw_rustls/{label}"), |b| {
             b.iter_batched(|| raw_pair(&pki, suite), raw, BatchSize::PerIteration)

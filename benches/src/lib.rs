@@ -29,7 +29,13 @@ impl Pki {
             KeyKind::Ecdsa => rcgen::KeyPair::generate().expect("ecdsa key"),
             KeyKind::Rsa => {
                 let output = std::process::Command::new("openssl")
-                    .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
+                    .args([
+                        "genpkey",
+                        "-algorithm",
+                        "RSA",
+                        "-pkeyopt",
+                        "rsa_keygen_bits:2048",
+                    ])
                     .output()
                     .ok()?;
                 if !output.status.success() {
@@ -90,10 +96,30 @@ pub fn localhost() -> ServerName<'static> {
 pub fn bulk_suites() -> Vec<(&'static str, SupportedCipherSuite, KeyKind)> {
     use rustls::crypto::ring::cipher_suite as cs;
     vec![
-        ("tls13_aes128gcm", cs::TLS13_AES_128_GCM_SHA256, KeyKind::Ecdsa),
-        ("tls13_aes256gcm", cs::TLS13_AES_256_GCM_SHA384, KeyKind::Ecdsa),
-        ("tls13_chacha20", cs::TLS13_CHACHA20_POLY1305_SHA256, KeyKind::Ecdsa),
-        ("tls12_ecdhe_rsa_aes128gcm", cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, KeyKind::Rsa),
-        ("tls12_ecdhe_ecdsa_aes128gcm", cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, KeyKind::Ecdsa),
+        (
+            "tls13_aes128gcm",
+            cs::TLS13_AES_128_GCM_SHA256,
+            KeyKind::Ecdsa,
+        ),
+        (
+            "tls13_aes256gcm",
+            cs::TLS13_AES_256_GCM_SHA384,
+            KeyKind::Ecdsa,
+        ),
+        (
+            "tls13_chacha20",
+            cs::TLS13_CHACHA20_POLY1305_SHA256,
+            KeyKind::Ecdsa,
+        ),
+        (
+            "tls12_ecdhe_rsa_aes128gcm",
+            cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            KeyKind::Rsa,
+        ),
+        (
+            "tls12_ecdhe_ecdsa_aes128gcm",
+            cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            KeyKind::Ecdsa,
+        ),
     ]
 }

@@ -93,10 +93,16 @@
 //!     let mut at = 0;
 //!     while at < wire.len() {
 //!         at += client.handle_input(now, &wire[at..]);
-//!         let chunk = client.read_chunk();
-//!         received.extend_from_slice(chunk);
-//!         let n = chunk.len();
-//!         client.consume(n);
+//!         // Read out everything buffered: input is taken only while there is room.
+//!         loop {
+//!             let chunk = client.read_chunk();
+//!             if chunk.is_empty() {
+//!                 break;
+//!             }
+//!             received.extend_from_slice(chunk);
+//!             let n = chunk.len();
+//!             client.consume(n);
+//!         }
 //!     }
 //!     // Client -> server.
 //!     wire.clear();
