@@ -93,10 +93,16 @@
 //!     let mut at = 0;
 //!     while at < wire.len() {
 //!         at += client.handle_input(now, &wire[at..]);
-//!         let chunk = client.read_chunk();
-//!         received.extend_from_slice(chunk);
-//!         let n = chunk.len();
-//!         client.consume(n);
+//!         // Read out everything buffered: input is taken only while there is room.
+//!         loop {
+//!             let chunk = client.read_chunk();
+//!             if chunk.is_empty() {
+//!                 break;
+//!             }
+//!             received.extend_from_slice(chunk);
+//!             let n = chunk.len();
+//!             client.consume(n);
+//!         }
 //!     }
 //!     // Client -> server.
 //!     wire.clear();
@@ -745,6 +751,7 @@ impl ClearBuffers {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
 mod tests {
     use super::*;
     use crate::test_support::{control_session, localhost, TestPki, TLS12, TLS13};
@@ -1110,7 +1117,9 @@ mod tests {
         let now = Instant::now();
         let pki = TestPki::new();
         let base = pki.server_config(versions);
-        let client_config = pki.client_config(versions);
+        // The store a client session keeps per control connection.
+        let client_config =
+            crate::tls::connection_bound_client_config(&pki.client_config(versions));
         let bound = control_session(&base, &client_config);
         for i in 0..200 {
             // Alternate directions: uploads must also leave the client with fresh tickets.

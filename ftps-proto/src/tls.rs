@@ -152,11 +152,6 @@ impl TlsConn {
         n
     }
 
-    /// Copies received plaintext into `out`, returning how many bytes were copied.
-    pub(crate) fn read_plaintext(&mut self, out: &mut [u8]) -> usize {
-        self.conn.reader().read(out).unwrap_or(0)
-    }
-
     /// How the plaintext stream stands: `Open` while plaintext is buffered or more may come.
     pub(crate) fn read_state(&mut self) -> ReadState {
         if !self.plaintext_chunk().is_empty() {
@@ -300,7 +295,6 @@ struct PrivateSessionCache {
 }
 
 impl PrivateSessionCache {
-    /// Enough for a client that keeps a few tickets per data connection; old ones fall out first.
     /// Two tickets per data connection, kept for the last few dozen connections; old ones fall out first.
     const CAPACITY: usize = 64;
 }
