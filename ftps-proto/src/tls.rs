@@ -5,7 +5,7 @@
 //! (`Arc<rustls::ServerConfig>`, `Arc<rustls::ClientConfig>`) cross the crate's public API, so a later rustls API
 //! change touches this file alone.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::sync::Arc;
 
 use rustls::pki_types::ServerName;

@@ -4,6 +4,8 @@
 //! Each test skips with `skipped: <peer> not installed` when its client is missing, and fails instead under
 //! `FTPS_INTEROP=require` (CI).
 
+#![allow(clippy::unwrap_used)] // test set-up: a failure is the test failing
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
