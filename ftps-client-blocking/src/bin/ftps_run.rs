@@ -733,3 +733,136 @@ fn warn_about(plan: &Plan, local_tree: &LocalWalk) {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
+mod tests {
+    use super::*;
+
+    fn refused(code: u16) -> Error {
+        Error::Refused {
+            code,
+            text: "text".into(),
+        }
+    }
+
+    #[test]
+    fn exit_codes_by_error_and_phase() {
+        let kind = |phase, error: Error| error_kind(phase, &error).exit_code();
+        // refusals: by phase, and 5xx vs 4xx during transfers
+        assert_eq!(kind(Phase::Connect, refused(534)), 2);
+        assert_eq!(
+            kind(
+                Phase::Login,
+                Error::LoginRefused {
+                    code: 530,
+                    text: "no".into()
+                }
+            ),
+            3
+        );
+        assert_eq!(kind(Phase::FileOp, refused(550)), 4);
+        assert_eq!(kind(Phase::FileOp, refused(450)), 4);
+        assert_eq!(kind(Phase::Transfer, refused(550)), 4);
+        assert_eq!(kind(Phase::Transfer, refused(426)), 5);
+        // connection and TLS
+        let refused_tcp = io::Error::from(io::ErrorKind::ConnectionRefused);
+        let connect = Error::Connect {
+            addr: "h:21".into(),
+            source: refused_tcp,
+        };
+        assert_eq!(kind(Phase::Connect, connect), 2);
+        assert_eq!(kind(Phase::Connect, Error::TlsConfig("x".into())), 2);
+        assert_eq!(kind(Phase::Login, Error::Timeout("reply")), 2);
+        assert_eq!(kind(Phase::FileOp, Error::Closed("gone".into())), 2);
+        // transfers: broken, truncated, or a local file
+        assert_eq!(kind(Phase::Transfer, Error::Truncated), 5);
+        assert_eq!(kind(Phase::Transfer, Error::Aborted), 5);
+        assert_eq!(kind(Phase::Transfer, Error::Timeout("data")), 5);
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        assert_eq!(kind(Phase::Transfer, Error::Io(reset)), 5);
+        let denied = io::Error::from(io::ErrorKind::PermissionDenied);
+        assert_eq!(kind(Phase::Transfer, Error::Io(denied)), 6);
+        let denied = io::Error::from(io::ErrorKind::PermissionDenied);
+        assert_eq!(kind(Phase::Connect, Error::Io(denied)), 2);
+    }
+
+    #[test]
+    fn failure_message_and_usability() {
+        let failure = Failure::client(Phase::FileOp, "rm x", &refused(550));
+        assert_eq!(failure.error.message(), "rm x: server refused: 550 text");
+        assert!(failure.session_usable);
+        let failure = Failure::client(Phase::Connect, "", &Error::Timeout("greeting"));
+        assert_eq!(failure.error.message(), "timed out: greeting");
+        assert!(!failure.session_usable);
+    }
+
+    #[test]
+    fn remote_paths_join() {
+        assert_eq!(remote_join("", "a/b"), "a/b");
+        assert_eq!(remote_join("www", ""), "www");
+        assert_eq!(remote_join("www", "a"), "www/a");
+        assert_eq!(remote_join("/", "a"), "/a");
+        assert_eq!(remote_join("www/", "a"), "www/a");
+    }
+
+    #[test]
+    fn ls_lines() {
+        let mut file = Entry::new("report.csv", EntryKind::File);
+        file.size = Some(1234);
+        file.modified = Timeval::new(2024, 3, 5, 7, 9, 11, None);
+        assert_eq!(
+            format_entry(&file),
+            "-         1234 2024-03-05 07:09 report.csv"
+        );
+        let dir = Entry::new("pub", EntryKind::Dir);
+        assert_eq!(format_entry(&dir), "d            - -                pub");
+        let link = Entry::new("l\x1b[2J", EntryKind::Link(Some("t\n".into())));
+        assert_eq!(
+            format_entry(&link),
+            "l            - -                l?[2J -> t?"
+        );
+    }
+
+    #[test]
+    fn list_time_precision() {
+        let now = UNIX_EPOCH + Duration::from_secs(400 * 24 * 3600);
+        let day = Duration::from_secs(24 * 3600);
+        assert_eq!(
+            listing_precision(true, now - 300 * day, now),
+            TimePrecision::Second
+        );
+        assert_eq!(
+            listing_precision(false, now - 10 * day, now),
+            TimePrecision::Minute
+        );
+        assert_eq!(
+            listing_precision(false, now + Duration::from_secs(60), now),
+            TimePrecision::Minute
+        );
+        assert_eq!(
+            listing_precision(false, now - 300 * day, now),
+            TimePrecision::Day
+        );
+        assert_eq!(
+            listing_precision(false, now + 2 * day, now),
+            TimePrecision::Day
+        );
+    }
+
+    #[test]
+    fn timeval_to_system_time() {
+        let t = Timeval::from_unix_seconds(86_400 + 61).unwrap();
+        assert_eq!(system_time(&t), UNIX_EPOCH + Duration::from_secs(86_461));
+    }
+
+    #[test]
+    fn partial_download_name_is_hidden_next_to_the_target() {
+        let partial = partial_path(Path::new("/tmp/dir/file.bin"));
+        assert_eq!(partial.parent(), Some(Path::new("/tmp/dir")));
+        assert_eq!(
+            partial.file_name().unwrap().to_str().unwrap(),
+            format!(".file.bin.ftps-{}.part", std::process::id())
+        );
+    }
+}
