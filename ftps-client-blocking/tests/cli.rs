@@ -1,8 +1,13 @@
-//! Runs the `ftps` binary: help, usage errors and exit codes.
+//! Runs the `ftps` binary: help, usage errors and exit codes, and every command end to end against a real
+//! vsftpd (skipped, printing `skipped: ...`, where vsftpd is missing or this is not root).
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
+
+use ftps_testkit::{TempDir, Vsftpd, VSFTPD_PASSWORD, VSFTPD_USER};
 
 fn ftps(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ftps"))
@@ -75,13 +80,321 @@ fn missing_password_without_terminal_exits_1() {
 }
 
 #[test]
-fn resolved_command_reaches_the_client_seam() {
+fn refused_connection_exits_2() {
+    let port = ftps_testkit::free_port();
     let out = Command::new(env!("CARGO_BIN_EXE_ftps"))
-        .args(["get", "ftps://alice@h/f"])
+        .args([
+            "get",
+            &format!("ftps://alice@127.0.0.1:{port}/f"),
+            "--timeout",
+            "5",
+        ])
         .env("FTPS_PASSWORD", "pw")
         .output()
         .unwrap();
     let err = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(err, "ftps: client engine not wired yet\n");
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.starts_with(&format!("ftps: connect to 127.0.0.1:{port}: ")),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+// ----- end to end against vsftpd (skipped where it is not installed, or not root) -----
+
+/// A running vsftpd, a scratch directory holding its CA file, and the way to run `ftps` on it.
+struct Site {
+    server: Vsftpd,
+    scratch: TempDir,
+    ca: PathBuf,
+}
+
+impl Site {
+    fn start() -> Option<Self> {
+        let server = Vsftpd::start()?;
+        let scratch = TempDir::new("cli");
+        let ca = scratch.path().join("ca.pem");
+        std::fs::write(&ca, &server.cert.cert_pem).unwrap();
+        Some(Self {
+            server,
+            scratch,
+            ca,
+        })
+    }
+
+    /// `ftps://ftpsrs-test@127.0.0.1:PORT/path` (the password goes through FTPS_PASSWORD).
+    fn url(&self, path: &str) -> String {
+        format!(
+            "ftps://{VSFTPD_USER}@127.0.0.1:{}/{path}",
+            self.server.addr.port()
+        )
+    }
+
+    /// Runs `ftps --ca-file CA ARGS` in the scratch directory with the right password.
+    fn ftps(&self, args: &[&str]) -> Output {
+        self.ftps_with_password(VSFTPD_PASSWORD, args)
+    }
+
+    fn ftps_with_password(&self, password: &str, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_ftps"))
+            .arg("--ca-file")
+            .arg(&self.ca)
+            .args(["--timeout", "20"])
+            .args(args)
+            .current_dir(self.scratch.path())
+            .env("FTPS_PASSWORD", password)
+            .output()
+            .unwrap()
+    }
+
+    fn local(&self, name: &str) -> PathBuf {
+        self.scratch.path().join(name)
+    }
+
+    fn remote(&self, name: &str) -> PathBuf {
+        self.server.home.join(name)
+    }
+
+    /// Makes a file written by the test (as root) writable by the FTP user, like its home.
+    fn give_to_server_user(&self, path: &Path) {
+        use std::os::unix::fs::MetadataExt;
+        let home = std::fs::metadata(&self.server.home).unwrap();
+        std::os::unix::fs::chown(path, Some(home.uid()), Some(home.gid())).unwrap();
+    }
+
+    /// Names in the scratch directory that look like leftover partial downloads.
+    fn partial_files(&self) -> Vec<String> {
+        std::fs::read_dir(self.scratch.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".part"))
+            .collect()
+    }
+}
+
+/// Asserts exit code 0 and returns stdout.
+fn succeeds(out: Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Asserts the exit code and a one-line stderr; returns it.
+fn fails(out: Output, code: i32) -> String {
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    stderr
+}
+
+/// Deterministic, non-repeating-looking test content.
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn vsftpd_file_commands() {
+    let Some(site) = Site::start() else {
+        return;
+    };
+    let content = pattern(300_000, 7);
+    std::fs::write(site.local("a.bin"), &content).unwrap();
+
+    // put, seen on the server's disk
+    let out = succeeds(site.ftps(&["put", "a.bin", &site.url("a.bin")]));
+    assert!(out.is_empty(), "{out}");
+    assert_eq!(std::fs::read(site.remote("a.bin")).unwrap(), content);
+
+    // ls shows it: type, size, time, name
+    let listing = succeeds(site.ftps(&["ls", &site.url("")]));
+    let line = listing
+        .lines()
+        .find(|l| l.ends_with(" a.bin"))
+        .unwrap_or_else(|| panic!("a.bin missing from:\n{listing}"));
+    let columns: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(columns.len(), 5, "{line}");
+    assert_eq!(columns[0], "-");
+    assert_eq!(columns[1], "300000");
+
+    // get it back, byte-identical, without leaving a partial file
+    succeeds(site.ftps(&["get", &site.url("a.bin"), "copy.bin"]));
+    assert_eq!(std::fs::read(site.local("copy.bin")).unwrap(), content);
+    // the default local name is the remote one
+    std::fs::remove_file(site.local("a.bin")).unwrap();
+    succeeds(site.ftps(&["-q", "get", &site.url("a.bin")]));
+    assert_eq!(std::fs::read(site.local("a.bin")).unwrap(), content);
+    assert!(
+        site.partial_files().is_empty(),
+        "{:?}",
+        site.partial_files()
+    );
+
+    // get -c continues a partial file: its (deliberately wrong) first bytes stay, so only the
+    // rest was transferred (REST)
+    std::fs::write(site.local("partial.bin"), vec![0u8; 100_000]).unwrap();
+    succeeds(site.ftps(&["get", "-c", &site.url("a.bin"), "partial.bin"]));
+    let resumed = std::fs::read(site.local("partial.bin")).unwrap();
+    assert_eq!(resumed.len(), content.len());
+    assert!(resumed[..100_000].iter().all(|&b| b == 0));
+    assert_eq!(resumed[100_000..], content[100_000..]);
+    // ... and a complete file is left alone
+    succeeds(site.ftps(&["get", "-c", &site.url("a.bin"), "partial.bin"]));
+    assert_eq!(std::fs::read(site.local("partial.bin")).unwrap(), resumed);
+
+    // put -c appends the rest of a partial remote file
+    std::fs::write(site.remote("up.bin"), &content[..123_456]).unwrap();
+    site.give_to_server_user(&site.remote("up.bin"));
+    succeeds(site.ftps(&["put", "-c", "copy.bin", &site.url("up.bin")]));
+    assert_eq!(std::fs::read(site.remote("up.bin")).unwrap(), content);
+
+    // mkdir, mv into it, rm
+    succeeds(site.ftps(&["mkdir", &site.url("newdir")]));
+    assert!(site.remote("newdir").is_dir());
+    succeeds(site.ftps(&["mv", &site.url("a.bin"), "newdir/b.bin"]));
+    assert!(!site.remote("a.bin").exists());
+    assert_eq!(std::fs::read(site.remote("newdir/b.bin")).unwrap(), content);
+    succeeds(site.ftps(&["rm", &site.url("newdir/b.bin")]));
+    assert!(!site.remote("newdir/b.bin").exists());
+    let listing = succeeds(site.ftps(&["ls", &site.url("newdir")]));
+    assert_eq!(listing, "");
+}
+
+#[test]
+fn vsftpd_errors_map_to_exit_codes() {
+    let Some(site) = Site::start() else {
+        return;
+    };
+    // a missing remote file: 4, and no local file, partial or final
+    let err = fails(site.ftps(&["get", &site.url("nope.bin")]), 4);
+    assert!(
+        err.starts_with("ftps: get nope.bin: server refused: 550 "),
+        "{err}"
+    );
+    assert!(!site.local("nope.bin").exists());
+    assert!(
+        site.partial_files().is_empty(),
+        "{:?}",
+        site.partial_files()
+    );
+    let err = fails(site.ftps(&["rm", &site.url("nope.bin")]), 4);
+    assert!(
+        err.starts_with("ftps: rm nope.bin: server refused: 550 "),
+        "{err}"
+    );
+
+    // a missing local file: 6, before connecting
+    let err = fails(site.ftps(&["put", "missing.bin", &site.url("x")]), 6);
+    assert!(err.starts_with("ftps: missing.bin: "), "{err}");
+
+    // a wrong password: 3
+    let err = fails(site.ftps_with_password("wrong", &["ls", &site.url("")]), 3);
+    assert!(
+        err.starts_with(&format!(
+            "ftps: login as {VSFTPD_USER}: login refused: 530 "
+        )),
+        "{err}"
+    );
+
+    // the test certificate is not trusted without --ca-file: 2; --insecure skips the check
+    let url = site.url("");
+    let untrusted = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ftps"))
+            .args(extra)
+            .args(["ls", &url])
+            .env("FTPS_PASSWORD", VSFTPD_PASSWORD)
+            .output()
+            .unwrap()
+    };
+    let err = fails(untrusted(&[]), 2);
+    assert!(err.starts_with("ftps: TLS: "), "{err}");
+    succeeds(untrusted(&["--insecure"]));
+}
+
+/// Creates `root` with a small tree: three files in three levels.
+fn small_tree(root: &Path) -> Vec<(&'static str, Vec<u8>)> {
+    let files = vec![
+        ("a.txt", b"top\n".to_vec()),
+        ("sub/b.txt", pattern(5_000, 1)),
+        ("sub/deeper/c.bin", pattern(70_000, 2)),
+    ];
+    for (path, content) in &files {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    files
+}
+
+#[test]
+fn vsftpd_mirror_upload_then_download() {
+    let Some(site) = Site::start() else {
+        return;
+    };
+    let files = small_tree(&site.local("src"));
+
+    let out = succeeds(site.ftps(&["mirror", "--upload", "src", &site.url("site")]));
+    assert_eq!(
+        out,
+        "mirror: 3 transferred (73.2 KiB), 0 skipped, 2 directories created\n"
+    );
+    for (path, content) in &files {
+        let remote = site.remote("site").join(path);
+        assert_eq!(&std::fs::read(&remote).unwrap(), content, "{path}");
+    }
+    // a second run finds everything up to date
+    let out = succeeds(site.ftps(&["mirror", "--upload", "src", &site.url("site")]));
+    assert_eq!(
+        out,
+        "mirror: 0 transferred (0 B), 3 skipped, 0 directories created\n"
+    );
+    // a changed file is sent again, and only it
+    std::fs::write(site.local("src/sub/b.txt"), b"changed").unwrap();
+    let out = succeeds(site.ftps(&["mirror", "src", &site.url("site")]));
+    assert_eq!(
+        out,
+        "mirror: 1 transferred (7 B), 2 skipped, 0 directories created\n"
+    );
+    assert_eq!(
+        std::fs::read(site.remote("site/sub/b.txt")).unwrap(),
+        b"changed"
+    );
+
+    // download into a fresh directory, then again: nothing to do
+    let out = succeeds(site.ftps(&["mirror", "--download", &site.url("site"), "dst"]));
+    assert_eq!(
+        out,
+        "mirror: 3 transferred (68.4 KiB), 0 skipped, 2 directories created\n"
+    );
+    for (path, _) in &files {
+        let remote = std::fs::read(site.remote("site").join(path)).unwrap();
+        assert_eq!(std::fs::read(site.local("dst").join(path)).unwrap(), remote);
+        // the download carries the server's time (LIST: to the minute)
+        let remote_time = std::fs::metadata(site.remote("site").join(path))
+            .unwrap()
+            .modified()
+            .unwrap();
+        let local_time = std::fs::metadata(site.local("dst").join(path))
+            .unwrap()
+            .modified()
+            .unwrap();
+        let skew = remote_time
+            .duration_since(local_time)
+            .unwrap_or_else(|e| e.duration());
+        assert!(skew < Duration::from_secs(61), "{path}: {skew:?}");
+    }
+    let out = succeeds(site.ftps(&["mirror", "--download", &site.url("site"), "dst"]));
+    assert_eq!(
+        out,
+        "mirror: 0 transferred (0 B), 3 skipped, 0 directories created\n"
+    );
+    assert!(site.partial_files().is_empty());
 }

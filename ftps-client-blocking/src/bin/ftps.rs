@@ -21,7 +21,7 @@ fn main() -> ExitCode {
     let env_password = std::env::var(PASSWORD_ENV).ok();
     let result = cli
         .resolve(env_password, &mut prompt_password)
-        .and_then(|invocation| ftps_run::run(cli, invocation));
+        .and_then(ftps_run::run);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => report(&e),

@@ -1,18 +1,868 @@
-//! The part of `ftps` that drives the client: the seam where the blocking `Client` is wired
-//! in. Everything before this point (arguments, URL, password) is resolved by `ftps.rs`.
+//! The part of `ftps` that drives the client. Everything before this point (arguments, URL,
+//! password) is resolved by `ftps.rs`.
+//!
+//! Thin (DESIGN.md "Frontends"): every command verb and reply code stays in the library; the
+//! only thing read from an error here is [`Error::reply_code`] and its variant, to pick the
+//! exit code.
 
-use ftps_client_blocking::cli::{Cli, CliError, ErrorKind, Invocation};
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Carries out `invocation` and reports the outcome; the error's kind picks the exit code.
-///
-/// Progress for transfers: `ftps_client_blocking::progress::Progress::stderr` (silent when
-/// `invocation.quiet`). Mirror planning: `ftps_client_blocking::mirror`.
-pub(crate) fn run(cli: Cli, invocation: Invocation) -> Result<(), CliError> {
-    // ===== PLACEHOLDER: the lead replaces this body once `Client` exists. =====
-    let _ = (cli, invocation);
-    Err(CliError::new(
-        ErrorKind::Connection,
-        "client engine not wired yet",
-    ))
-    // ===== END PLACEHOLDER =====
+use ftps_client_blocking::cli::{
+    Action, CliError, ConnectionOptions, ErrorKind, Invocation, MirrorDirection,
+};
+use ftps_client_blocking::mirror::{self, LocalWalk, Plan, TimePrecision, TreeEntry};
+use ftps_client_blocking::progress::{format_bytes, Progress};
+use ftps_client_blocking::{
+    Client, ClientConfig, DataConnectionMode, Entry, EntryKind, Error, Scheme, Timeval, TlsVersions,
+};
+
+/// Deepest remote directory level `mirror` descends into: a listing is peer input, and a server
+/// that invents directories forever must not keep us listing forever.
+const MAX_REMOTE_DEPTH: usize = 64;
+
+/// LIST times older than this are shown with a year instead of a clock (like `ls`), so they
+/// are only good to the day.
+const LIST_CLOCK_WINDOW: Duration = Duration::from_secs(180 * 24 * 3600);
+
+/// Carries out `invocation`; the error's kind picks the exit code.
+pub(crate) fn run(invocation: Invocation) -> Result<(), CliError> {
+    let Invocation {
+        connection,
+        login,
+        action,
+        quiet,
+    } = invocation;
+    // Local problems are found before the network is touched: no login for a missing file.
+    let local_tree = check_local(&action).map_err(|f| f.error)?;
+    let mut client = connect(&connection).map_err(|f| f.error)?;
+    if let Err(e) = client.login(&login.user, &login.password) {
+        let context = format!("login as {}", login.user);
+        return Err(Failure::client(Phase::Login, &context, &e).error);
+    }
+    let outcome = perform(&mut client, &action, local_tree, quiet);
+    let session_usable = match &outcome {
+        Ok(()) => true,
+        Err(failure) => failure.session_usable,
+    };
+    // Say goodbye when the session can carry it; whether QUIT works changes nothing now.
+    if session_usable && !client.is_closed() {
+        let _ = client.quit();
+    }
+    outcome.map_err(|f| f.error)
+}
+
+/// A failed step: the error to report and whether the control connection is still usable.
+#[derive(Debug)]
+struct Failure {
+    error: CliError,
+    session_usable: bool,
+}
+
+/// What the client was doing when an error happened; with the error it decides the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// TCP, TLS handshake, greeting.
+    Connect,
+    /// USER/PASS and the session setup after it.
+    Login,
+    /// A file operation without data connection (delete, rename, mkdir, SIZE) or a listing.
+    FileOp,
+    /// A download or upload.
+    Transfer,
+}
+
+impl Failure {
+    /// A client error, classified by phase.
+    fn client(phase: Phase, context: &str, error: &Error) -> Failure {
+        let message = if context.is_empty() {
+            error.to_string()
+        } else {
+            format!("{context}: {error}")
+        };
+        Failure {
+            error: CliError::new(error_kind(phase, error), message),
+            session_usable: error.is_session_usable(),
+        }
+    }
+
+    /// A local I/O error concerning `path`.
+    fn local(path: &Path, error: &io::Error) -> Failure {
+        Failure {
+            error: CliError::local_io(path, error),
+            session_usable: true,
+        }
+    }
+}
+
+/// The exit-code class of `error` seen in `phase`.
+fn error_kind(phase: Phase, error: &Error) -> ErrorKind {
+    if let Some(code) = error.reply_code() {
+        return match phase {
+            // AUTH TLS refused: the connection cannot be secured.
+            Phase::Connect => ErrorKind::Connection,
+            Phase::Login => ErrorKind::Login,
+            Phase::FileOp => ErrorKind::Remote,
+            // RFC 959 §4.2.1: 5yz is permanent (no such file, permission denied), 4yz
+            // transient (no data connection, transfer aborted, local error on the server).
+            Phase::Transfer if code >= 500 => ErrorKind::Remote,
+            Phase::Transfer => ErrorKind::Transfer,
+        };
+    }
+    match error {
+        Error::Connect { .. } | Error::TlsConfig(_) | Error::Tls(_) => ErrorKind::Connection,
+        Error::Truncated | Error::Aborted | Error::Data(_) => ErrorKind::Transfer,
+        // Only transfers touch local files; a socket error is the network's.
+        Error::Io(e) if phase == Phase::Transfer && !is_network_error(e) => ErrorKind::LocalIo,
+        _ if phase == Phase::Transfer => ErrorKind::Transfer,
+        _ => ErrorKind::Connection,
+    }
+}
+
+/// Whether an I/O error comes from a socket rather than a file.
+fn is_network_error(error: &io::Error) -> bool {
+    use io::ErrorKind as K;
+    matches!(
+        error.kind(),
+        K::ConnectionRefused
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::NotConnected
+            | K::AddrInUse
+            | K::AddrNotAvailable
+            | K::BrokenPipe
+            | K::TimedOut
+            | K::WouldBlock
+            | K::UnexpectedEof
+            | K::HostUnreachable
+            | K::NetworkUnreachable
+            | K::NetworkDown
+    )
+}
+
+/// Checks the local side of `action` before connecting; for `mirror` this walks the local tree.
+fn check_local(action: &Action) -> Result<Option<LocalWalk>, Failure> {
+    match action {
+        Action::Put { local, .. } => {
+            let meta = fs::metadata(local).map_err(|e| Failure::local(local, &e))?;
+            if !meta.is_file() {
+                let e = io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
+                return Err(Failure::local(local, &e));
+            }
+            Ok(None)
+        }
+        Action::Mirror {
+            direction, local, ..
+        } => match mirror::walk_local(local) {
+            Ok(walk) => Ok(Some(walk)),
+            // A download creates its destination.
+            Err(e)
+                if *direction == MirrorDirection::Download
+                    && e.kind() == io::ErrorKind::NotFound =>
+            {
+                Ok(Some(LocalWalk::default()))
+            }
+            Err(e) => Err(Failure::local(local, &e)),
+        },
+        _ => Ok(None),
+    }
+}
+
+/// The library configuration for the command-line options.
+fn client_config(options: &ConnectionOptions) -> ClientConfig {
+    let mut config = match options.scheme {
+        Scheme::Ftps => ClientConfig::new(),
+        Scheme::FtpsImplicit => ClientConfig::new().implicit(),
+        Scheme::Ftp => ClientConfig::new().plain(),
+    };
+    if options.insecure {
+        config = config.danger_accept_invalid_certs(true);
+    }
+    if let Some(ca_file) = &options.ca_file {
+        config = config.ca_file(ca_file);
+    }
+    if options.tls12_only {
+        config = config.tls_versions(TlsVersions::Tls12Only);
+    }
+    if options.active {
+        config = config.data_mode(DataConnectionMode::Active);
+    }
+    if let Some(timeout) = options.timeout {
+        // "No progress for SECS seconds", whichever phase it is in.
+        config = config
+            .connect_timeout(timeout)
+            .reply_timeout(timeout)
+            .data_timeout(timeout)
+            .data_handshake_timeout(timeout);
+    }
+    config
+}
+
+fn connect(options: &ConnectionOptions) -> Result<Client, Failure> {
+    Client::connect(&options.host, options.port, client_config(options))
+        .map_err(|e| Failure::client(Phase::Connect, "", &e))
+}
+
+/// Runs the logged-in part of `action`.
+fn perform(
+    client: &mut Client,
+    action: &Action,
+    local_tree: Option<LocalWalk>,
+    quiet: bool,
+) -> Result<(), Failure> {
+    match action {
+        Action::List { dir } => list(client, dir),
+        Action::Get {
+            remote,
+            local,
+            resume,
+        } => get(client, remote, local, *resume, quiet),
+        Action::Put {
+            local,
+            remote,
+            resume,
+        } => put(client, local, remote, *resume, quiet),
+        Action::Remove { remote } => client
+            .delete(remote)
+            .map_err(|e| Failure::client(Phase::FileOp, &format!("rm {remote}"), &e)),
+        Action::MakeDir { remote } => client
+            .mkdir(remote)
+            .map(drop)
+            .map_err(|e| Failure::client(Phase::FileOp, &format!("mkdir {remote}"), &e)),
+        Action::Rename { from, to } => client
+            .rename(from, to)
+            .map_err(|e| Failure::client(Phase::FileOp, &format!("mv {from} {to}"), &e)),
+        Action::Mirror {
+            direction,
+            local,
+            remote,
+        } => {
+            let local_tree = local_tree.unwrap_or_default();
+            mirror(client, *direction, local, remote, &local_tree, quiet)
+        }
+    }
+}
+
+// ----- ls -----
+
+fn list(client: &mut Client, dir: &str) -> Result<(), Failure> {
+    let entries = client
+        .list(non_empty(dir))
+        .map_err(|e| Failure::client(Phase::FileOp, &format!("ls {}", shown(dir)), &e))?;
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    for entry in &entries {
+        if matches!(entry.kind, EntryKind::CurrentDir | EntryKind::ParentDir) {
+            continue;
+        }
+        writeln!(out, "{}", format_entry(entry))
+            .map_err(|e| Failure::local(Path::new("stdout"), &e))?;
+    }
+    out.flush()
+        .map_err(|e| Failure::local(Path::new("stdout"), &e))
+}
+
+/// One `ls` line: type, size, modification time (UTC), name.
+fn format_entry(entry: &Entry) -> String {
+    let kind = match &entry.kind {
+        EntryKind::File => '-',
+        EntryKind::Dir | EntryKind::CurrentDir | EntryKind::ParentDir => 'd',
+        EntryKind::Link(_) => 'l',
+        _ => '?',
+    };
+    let size = entry
+        .size
+        .map_or_else(|| "-".to_owned(), |size| size.to_string());
+    let time = entry.modified.map_or_else(
+        || "-".to_owned(),
+        |t| {
+            format!(
+                "{:04}-{:02}-{:02} {:02}:{:02}",
+                t.year, t.month, t.day, t.hour, t.minute
+            )
+        },
+    );
+    let mut line = format!("{kind} {size:>12} {time:<16} {}", printable(&entry.name));
+    if let EntryKind::Link(Some(target)) = &entry.kind {
+        line.push_str(" -> ");
+        line.push_str(&printable(target));
+    }
+    line
+}
+
+/// A peer-supplied name made safe for a terminal: control characters (escape sequences) become `?`.
+fn printable(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+fn non_empty(path: &str) -> Option<&str> {
+    (!path.is_empty()).then_some(path)
+}
+
+/// A remote path for messages: the login directory has no name of its own.
+fn shown(path: &str) -> &str {
+    if path.is_empty() {
+        "."
+    } else {
+        path
+    }
+}
+
+// ----- get / put -----
+
+/// The remote size for the progress bar, when the server tells; a refusal here is not an
+/// error (the transfer itself reports a missing file).
+fn remote_size(client: &mut Client, remote: &str, context: &str) -> Result<Option<u64>, Failure> {
+    match client.size(remote) {
+        Ok(size) => Ok(Some(size)),
+        Err(e) if e.is_session_usable() => Ok(None),
+        Err(e) => Err(Failure::client(Phase::FileOp, context, &e)),
+    }
+}
+
+fn get(
+    client: &mut Client,
+    remote: &str,
+    local: &Path,
+    resume: bool,
+    quiet: bool,
+) -> Result<(), Failure> {
+    let context = format!("get {remote}");
+    let total = remote_size(client, remote, &context)?;
+    let mut progress = Progress::stderr(&local.display().to_string(), total, Instant::now(), quiet);
+    if resume {
+        let have = fs::metadata(local).map_or(0, |m| m.len());
+        // A longer local file is not a prefix: the library starts over.
+        if total.is_none_or(|total| have <= total) {
+            progress.set_resumed_from(have);
+        }
+        let result = client.get_with_progress(remote, local, true, |bytes| {
+            progress.update(Instant::now(), bytes);
+        });
+        end_progress(&mut progress, result.is_ok(), have);
+        return result
+            .map(drop)
+            .map_err(|e| Failure::client(Phase::Transfer, &context, &e));
+    }
+    download_fresh(client, remote, local, None, &mut progress, &context)
+}
+
+/// Downloads `remote` into a temporary file next to `local` and renames it into place, so an
+/// interrupted download never leaves a partial file under the final name. Sets the file's
+/// modification time to `mtime` when given.
+fn download_fresh(
+    client: &mut Client,
+    remote: &str,
+    local: &Path,
+    mtime: Option<SystemTime>,
+    progress: &mut Progress<io::Stderr>,
+    context: &str,
+) -> Result<(), Failure> {
+    let partial = partial_path(local);
+    let result = client.get_with_progress(remote, &partial, false, |bytes| {
+        progress.update(Instant::now(), bytes);
+    });
+    let result = result
+        .map_err(|e| Failure::client(Phase::Transfer, context, &e))
+        .and_then(|_| {
+            if let Some(mtime) = mtime {
+                set_local_mtime(&partial, mtime)?;
+            }
+            fs::rename(&partial, local).map_err(|e| Failure::local(local, &e))
+        });
+    end_progress(progress, result.is_ok(), 0);
+    if result.is_err() {
+        let _ = fs::remove_file(&partial);
+    }
+    result
+}
+
+/// Ends a progress report. A transfer that failed before moving a byte past `start` gets no
+/// summary line: the error line says it all.
+fn end_progress(progress: &mut Progress<io::Stderr>, ok: bool, start: u64) {
+    if ok || progress.bytes() > start {
+        progress.finish(Instant::now(), ok);
+    }
+}
+
+/// `dir/.name.ftps-PID.part` for `dir/name`: hidden, and private to this process.
+fn partial_path(local: &Path) -> PathBuf {
+    let name = local
+        .file_name()
+        .map_or_else(|| "download".into(), |n| n.to_string_lossy());
+    local.with_file_name(format!(".{name}.ftps-{}.part", std::process::id()))
+}
+
+fn set_local_mtime(path: &Path, mtime: SystemTime) -> Result<(), Failure> {
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|file| file.set_modified(mtime))
+        .map_err(|e| Failure::local(path, &e))
+}
+
+fn put(
+    client: &mut Client,
+    local: &Path,
+    remote: &str,
+    resume: bool,
+    quiet: bool,
+) -> Result<(), Failure> {
+    let context = format!("put {remote}");
+    let total = fs::metadata(local)
+        .map_err(|e| Failure::local(local, &e))?
+        .len();
+    let mut progress = Progress::stderr(remote, Some(total), Instant::now(), quiet);
+    let result = client.put_with_progress(local, remote, resume, |bytes| {
+        progress.update(Instant::now(), bytes);
+    });
+    end_progress(&mut progress, result.is_ok(), 0);
+    result
+        .map(drop)
+        .map_err(|e| Failure::client(Phase::Transfer, &context, &e))
+}
+
+// ----- mirror -----
+
+/// `root/relative` on the server; the empty root is the login directory.
+fn remote_join(root: &str, relative: &str) -> String {
+    if root.is_empty() {
+        relative.to_owned()
+    } else if relative.is_empty() {
+        root.to_owned()
+    } else if root.ends_with('/') {
+        format!("{root}{relative}")
+    } else {
+        format!("{root}/{relative}")
+    }
+}
+
+/// A listing time as a `SystemTime`.
+fn system_time(time: &Timeval) -> SystemTime {
+    let millis = time.to_unix_millis();
+    let magnitude = Duration::from_millis(millis.unsigned_abs());
+    if millis >= 0 {
+        UNIX_EPOCH + magnitude
+    } else {
+        UNIX_EPOCH - magnitude
+    }
+}
+
+/// How precise a listing time is: MLSD gives seconds (RFC 3659 §2.3); a LIST line gives
+/// minutes, or only the day for dates outside the `ls` clock window.
+fn listing_precision(mlsd: bool, time: SystemTime, now: SystemTime) -> TimePrecision {
+    if mlsd {
+        return TimePrecision::Second;
+    }
+    match now.duration_since(time) {
+        Ok(age) if age < LIST_CLOCK_WINDOW => TimePrecision::Minute,
+        // A date in the near future (clock skew) is still shown with a clock.
+        Err(ahead) if ahead.duration() < Duration::from_secs(24 * 3600) => TimePrecision::Minute,
+        _ => TimePrecision::Day,
+    }
+}
+
+/// Lists the remote tree under `root` (files and directories; links are not followed).
+/// `Ok(None)` when the server refuses to list `root` itself and `missing_root_ok`.
+fn walk_remote(
+    client: &mut Client,
+    root: &str,
+    missing_root_ok: bool,
+) -> Result<Option<Vec<TreeEntry>>, Failure> {
+    let mlsd = client.features().is_some_and(|f| f.mlsd);
+    let now = SystemTime::now();
+    let mut tree = Vec::new();
+    let mut pending = vec![(String::new(), 0usize)];
+    while let Some((relative, depth)) = pending.pop() {
+        let dir = remote_join(root, &relative);
+        let listing = match client.list(non_empty(&dir)) {
+            Ok(listing) => listing,
+            Err(e) if missing_root_ok && relative.is_empty() && e.reply_code().is_some() => {
+                return Ok(None)
+            }
+            Err(e) => {
+                let context = format!("ls {}", shown(&dir));
+                return Err(Failure::client(Phase::FileOp, &context, &e));
+            }
+        };
+        for entry in listing {
+            // Names are single path segments; anything else is not ours to follow.
+            if entry.name.is_empty()
+                || entry.name == "."
+                || entry.name == ".."
+                || entry.name.contains('/')
+            {
+                continue;
+            }
+            let path = remote_join(&relative, &entry.name);
+            match entry.kind {
+                EntryKind::Dir => {
+                    tree.push(TreeEntry::dir(&path));
+                    if depth < MAX_REMOTE_DEPTH {
+                        pending.push((path, depth + 1));
+                    }
+                }
+                EntryKind::File => {
+                    let mtime = entry.modified.as_ref().map(system_time);
+                    let precision =
+                        mtime.map_or(TimePrecision::Second, |t| listing_precision(mlsd, t, now));
+                    let size = entry.size.unwrap_or(0);
+                    tree.push(TreeEntry::file(&path, size, mtime, precision));
+                }
+                // Links could leave the tree or loop; specials are not files.
+                _ => {}
+            }
+        }
+    }
+    tree.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Some(tree))
+}
+
+/// Counts for the summary line.
+#[derive(Debug, Default)]
+struct MirrorTotals {
+    transferred: usize,
+    bytes: u64,
+    failed: usize,
+    first_failure: Option<ErrorKind>,
+}
+
+impl MirrorTotals {
+    /// Records a per-file failure: reported now, the run goes on while the session is usable.
+    fn failed(&mut self, failure: Failure) -> Result<(), Failure> {
+        if !failure.session_usable {
+            return Err(failure);
+        }
+        let _ = writeln!(io::stderr(), "ftps: {}", failure.error);
+        self.failed += 1;
+        self.first_failure.get_or_insert(failure.error.kind());
+        Ok(())
+    }
+}
+
+fn mirror(
+    client: &mut Client,
+    direction: MirrorDirection,
+    local_root: &Path,
+    remote_root: &str,
+    local_tree: &LocalWalk,
+    quiet: bool,
+) -> Result<(), Failure> {
+    let upload = direction == MirrorDirection::Upload;
+    let remote_tree = walk_remote(client, remote_root, upload)?;
+    let remote_missing = remote_tree.as_ref().is_none_or(Vec::is_empty);
+    let remote_tree = remote_tree.unwrap_or_default();
+    let plan = mirror::plan(direction, &local_tree.entries, &remote_tree);
+    if !quiet {
+        warn_about(&plan, local_tree);
+    }
+    match direction {
+        MirrorDirection::Upload => {
+            // A server may list a missing directory as empty: make sure the root exists. A
+            // refusal usually means it does; if not, the transfers below say so.
+            if remote_missing && !remote_root.is_empty() {
+                if let Err(e) = client.mkdir(remote_root) {
+                    if !e.is_session_usable() {
+                        let context = format!("mkdir {remote_root}");
+                        return Err(Failure::client(Phase::FileOp, &context, &e));
+                    }
+                }
+            }
+        }
+        MirrorDirection::Download => {
+            fs::create_dir_all(local_root).map_err(|e| Failure::local(local_root, &e))?;
+        }
+    }
+    let mut totals = MirrorTotals::default();
+    for dir in &plan.create_dirs {
+        let created = match direction {
+            MirrorDirection::Upload => {
+                let path = remote_join(remote_root, dir);
+                client
+                    .mkdir(&path)
+                    .map(drop)
+                    .map_err(|e| Failure::client(Phase::FileOp, &format!("mkdir {path}"), &e))
+            }
+            MirrorDirection::Download => {
+                let path = local_root.join(dir);
+                fs::create_dir_all(&path).map_err(|e| Failure::local(&path, &e))
+            }
+        };
+        if let Err(failure) = created {
+            totals.failed(failure)?;
+        }
+    }
+    for transfer in &plan.transfers {
+        let remote = remote_join(remote_root, &transfer.path);
+        let local = local_root.join(&transfer.path);
+        let mut progress =
+            Progress::stderr(&transfer.path, Some(transfer.size), Instant::now(), quiet);
+        let result = match direction {
+            MirrorDirection::Upload => {
+                upload_with_mtime(client, &local, &remote, transfer.mtime, &mut progress)
+            }
+            MirrorDirection::Download => {
+                download_with_mtime(client, &remote, &local, transfer.mtime, &mut progress)
+            }
+        };
+        match result {
+            Ok(()) => {
+                totals.transferred += 1;
+                totals.bytes = totals.bytes.saturating_add(progress.bytes());
+            }
+            Err(failure) => totals.failed(failure)?,
+        }
+    }
+    if !quiet {
+        let mut summary = format!(
+            "mirror: {} transferred ({}), {} skipped, {} directories created",
+            totals.transferred,
+            format_bytes(totals.bytes),
+            plan.skipped.len(),
+            plan.create_dirs.len(),
+        );
+        if totals.failed > 0 {
+            summary.push_str(&format!(", {} failed", totals.failed));
+        }
+        if !plan.extraneous.is_empty() {
+            summary.push_str(&format!(
+                "; {} only on the destination (not deleted)",
+                plan.extraneous.len()
+            ));
+        }
+        let _ = writeln!(io::stdout(), "{summary}");
+    }
+    match totals.first_failure {
+        None => Ok(()),
+        Some(kind) => Err(Failure {
+            error: CliError::new(
+                kind,
+                format!(
+                    "mirror: {} of {} operations failed",
+                    totals.failed,
+                    plan.create_dirs.len() + plan.transfers.len()
+                ),
+            ),
+            session_usable: true,
+        }),
+    }
+}
+
+/// Uploads one file and copies its modification time to the server when it offers MFMT; a
+/// refused MFMT is not a failure (the next run then sees a newer destination and skips it).
+fn upload_with_mtime(
+    client: &mut Client,
+    local: &Path,
+    remote: &str,
+    mtime: Option<SystemTime>,
+    progress: &mut Progress<io::Stderr>,
+) -> Result<(), Failure> {
+    let result = client.put_with_progress(local, remote, false, |bytes| {
+        progress.update(Instant::now(), bytes);
+    });
+    end_progress(progress, result.is_ok(), 0);
+    result
+        .map(drop)
+        .map_err(|e| Failure::client(Phase::Transfer, &format!("put {remote}"), &e))?;
+    let mfmt = client.features().is_some_and(|f| f.mfmt);
+    if let (true, Some(mtime)) = (mfmt, mtime) {
+        if let Err(e) = client.set_mtime(remote, mtime) {
+            if !e.is_session_usable() {
+                return Err(Failure::client(Phase::FileOp, remote, &e));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Downloads one file and gives it the remote modification time: MDTM's, to the second, when
+/// the server offers it, else the listing's.
+fn download_with_mtime(
+    client: &mut Client,
+    remote: &str,
+    local: &Path,
+    listed: Option<SystemTime>,
+    progress: &mut Progress<io::Stderr>,
+) -> Result<(), Failure> {
+    let mut mtime = listed;
+    if client.features().is_some_and(|f| f.mdtm) {
+        match client.mdtm(remote) {
+            Ok(exact) => mtime = Some(exact),
+            Err(e) if e.is_session_usable() => {}
+            Err(e) => return Err(Failure::client(Phase::FileOp, remote, &e)),
+        }
+    }
+    download_fresh(
+        client,
+        remote,
+        local,
+        mtime,
+        progress,
+        &format!("get {remote}"),
+    )
+}
+
+/// Warnings about what a mirror run leaves alone.
+fn warn_about(plan: &Plan, local_tree: &LocalWalk) {
+    let mut err = io::stderr().lock();
+    for path in &plan.conflicts {
+        let _ = writeln!(
+            err,
+            "ftps: warning: {}: a file on one side, a directory on the other; left alone",
+            printable(path)
+        );
+    }
+    for path in &plan.rejected {
+        let _ = writeln!(
+            err,
+            "ftps: warning: {}: unsafe name, not mirrored",
+            printable(path)
+        );
+    }
+    if plan.direction == MirrorDirection::Upload {
+        for path in &local_tree.not_mirrored {
+            let _ = writeln!(
+                err,
+                "ftps: warning: {}: not a regular file or directory, not mirrored",
+                printable(path)
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
+mod tests {
+    use super::*;
+
+    fn refused(code: u16) -> Error {
+        Error::Refused {
+            code,
+            text: "text".into(),
+        }
+    }
+
+    #[test]
+    fn exit_codes_by_error_and_phase() {
+        let kind = |phase, error: Error| error_kind(phase, &error).exit_code();
+        // refusals: by phase, and 5xx vs 4xx during transfers
+        assert_eq!(kind(Phase::Connect, refused(534)), 2);
+        assert_eq!(
+            kind(
+                Phase::Login,
+                Error::LoginRefused {
+                    code: 530,
+                    text: "no".into()
+                }
+            ),
+            3
+        );
+        assert_eq!(kind(Phase::FileOp, refused(550)), 4);
+        assert_eq!(kind(Phase::FileOp, refused(450)), 4);
+        assert_eq!(kind(Phase::Transfer, refused(550)), 4);
+        assert_eq!(kind(Phase::Transfer, refused(426)), 5);
+        // connection and TLS
+        let refused_tcp = io::Error::from(io::ErrorKind::ConnectionRefused);
+        let connect = Error::Connect {
+            addr: "h:21".into(),
+            source: refused_tcp,
+        };
+        assert_eq!(kind(Phase::Connect, connect), 2);
+        assert_eq!(kind(Phase::Connect, Error::TlsConfig("x".into())), 2);
+        assert_eq!(kind(Phase::Login, Error::Timeout("reply")), 2);
+        assert_eq!(kind(Phase::FileOp, Error::Closed("gone".into())), 2);
+        // transfers: broken, truncated, or a local file
+        assert_eq!(kind(Phase::Transfer, Error::Truncated), 5);
+        assert_eq!(kind(Phase::Transfer, Error::Aborted), 5);
+        assert_eq!(kind(Phase::Transfer, Error::Timeout("data")), 5);
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        assert_eq!(kind(Phase::Transfer, Error::Io(reset)), 5);
+        let denied = io::Error::from(io::ErrorKind::PermissionDenied);
+        assert_eq!(kind(Phase::Transfer, Error::Io(denied)), 6);
+        let denied = io::Error::from(io::ErrorKind::PermissionDenied);
+        assert_eq!(kind(Phase::Connect, Error::Io(denied)), 2);
+    }
+
+    #[test]
+    fn failure_message_and_usability() {
+        let failure = Failure::client(Phase::FileOp, "rm x", &refused(550));
+        assert_eq!(failure.error.message(), "rm x: server refused: 550 text");
+        assert!(failure.session_usable);
+        let failure = Failure::client(Phase::Connect, "", &Error::Timeout("greeting"));
+        assert_eq!(failure.error.message(), "timed out: greeting");
+        assert!(!failure.session_usable);
+    }
+
+    #[test]
+    fn remote_paths_join() {
+        assert_eq!(remote_join("", "a/b"), "a/b");
+        assert_eq!(remote_join("www", ""), "www");
+        assert_eq!(remote_join("www", "a"), "www/a");
+        assert_eq!(remote_join("/", "a"), "/a");
+        assert_eq!(remote_join("www/", "a"), "www/a");
+    }
+
+    #[test]
+    fn ls_lines() {
+        let mut file = Entry::new("report.csv", EntryKind::File);
+        file.size = Some(1234);
+        file.modified = Timeval::new(2024, 3, 5, 7, 9, 11, None);
+        assert_eq!(
+            format_entry(&file),
+            "-         1234 2024-03-05 07:09 report.csv"
+        );
+        let dir = Entry::new("pub", EntryKind::Dir);
+        assert_eq!(format_entry(&dir), "d            - -                pub");
+        let link = Entry::new("l\x1b[2J", EntryKind::Link(Some("t\n".into())));
+        assert_eq!(
+            format_entry(&link),
+            "l            - -                l?[2J -> t?"
+        );
+    }
+
+    #[test]
+    fn list_time_precision() {
+        let now = UNIX_EPOCH + Duration::from_secs(400 * 24 * 3600);
+        let day = Duration::from_secs(24 * 3600);
+        assert_eq!(
+            listing_precision(true, now - 300 * day, now),
+            TimePrecision::Second
+        );
+        assert_eq!(
+            listing_precision(false, now - 10 * day, now),
+            TimePrecision::Minute
+        );
+        assert_eq!(
+            listing_precision(false, now + Duration::from_secs(60), now),
+            TimePrecision::Minute
+        );
+        assert_eq!(
+            listing_precision(false, now - 300 * day, now),
+            TimePrecision::Day
+        );
+        assert_eq!(
+            listing_precision(false, now + 2 * day, now),
+            TimePrecision::Day
+        );
+    }
+
+    #[test]
+    fn timeval_to_system_time() {
+        let t = Timeval::from_unix_seconds(86_400 + 61).unwrap();
+        assert_eq!(system_time(&t), UNIX_EPOCH + Duration::from_secs(86_461));
+    }
+
+    #[test]
+    fn partial_download_name_is_hidden_next_to_the_target() {
+        let partial = partial_path(Path::new("/tmp/dir/file.bin"));
+        assert_eq!(partial.parent(), Some(Path::new("/tmp/dir")));
+        assert_eq!(
+            partial.file_name().unwrap().to_str().unwrap(),
+            format!(".file.bin.ftps-{}.part", std::process::id())
+        );
+    }
 }
