@@ -351,3 +351,65 @@ fn stock_ftplib_needs_resumption_off() {
     );
     std::thread::sleep(Duration::from_millis(10));
 }
+
+/// Our own client (ftps-client-blocking) against our server: the same engine on both ends, over real sockets.
+fn own_client_round_trip(tls: Tls) {
+    use std::io::{Read, Write};
+    let server = TestServer::start(tls, ResumptionPolicy::Required);
+    let versions = match tls {
+        Tls::V12 => ftps_client_blocking::TlsVersions::Tls12Only,
+        Tls::V13 => ftps_client_blocking::TlsVersions::Tls13Only,
+    };
+    let config = ftps_client_blocking::ClientConfig::new()
+        .ca_file(&server.cert_file)
+        .tls_versions(versions);
+    let mut client =
+        ftps_client_blocking::Client::connect("localhost", server.addr.port(), config).unwrap();
+    client.login(USER, PASSWORD).unwrap();
+
+    let data = random_bytes(4 * 1024 * 1024 + 3, 3);
+    let mut upload = client.stor("big.bin").unwrap();
+    upload.write_all(&data).unwrap();
+    let report = upload.finish().unwrap();
+    assert!(report.tls_resumed && report.clean_close, "{report:?}");
+    assert_eq!(
+        std::fs::read(server.root.path().join("big.bin")).unwrap(),
+        data
+    );
+
+    let mut download = client.retr("big.bin", 0).unwrap();
+    let mut back = Vec::new();
+    download.read_to_end(&mut back).unwrap();
+    let report = download.finish().unwrap();
+    assert!(report.tls_resumed && report.clean_close, "{report:?}");
+    assert_eq!(back, data);
+
+    // Many small uploads in one session: every data connection resumes this control session.
+    for i in 0..100 {
+        let mut upload = client.stor(&format!("small{i}.txt")).unwrap();
+        upload
+            .write_all(format!("small file {i}\n").as_bytes())
+            .unwrap();
+        let report = upload.finish().unwrap();
+        assert!(report.tls_resumed, "upload {i} did not resume: {report:?}");
+    }
+    let names: Vec<String> = client
+        .list(None)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert!(names.iter().any(|n| n == "small99.txt") && names.iter().any(|n| n == "big.bin"));
+    assert_eq!(client.size("big.bin").unwrap(), data.len() as u64);
+    client.quit().unwrap();
+}
+
+#[test]
+fn own_client_tls13() {
+    own_client_round_trip(Tls::V13);
+}
+
+#[test]
+fn own_client_tls12() {
+    own_client_round_trip(Tls::V12);
+}
