@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use event_listener::Event;
 use ftps_proto::data::ResumptionPolicy;
-use ftps_proto::server::SessionConfig;
+use ftps_proto::server::{Refusal, SessionConfig};
 use smol::net::TcpListener;
 
 use crate::auth::{Authenticator, LoginThrottle};
@@ -103,12 +103,12 @@ impl Shared {
     }
 
     /// Why a new connection from `ip` must be refused, if it must.
-    pub(crate) fn refusal_for(&self, ip: IpAddr) -> Option<&'static str> {
+    pub(crate) fn refusal_for(&self, ip: IpAddr) -> Option<Refusal> {
         if self.shutting_down.load(Ordering::Relaxed) {
-            return Some("shutting down");
+            return Some(Refusal::ShuttingDown);
         }
         if self.is_locked_out(ip) {
-            return Some("too many failed logins from this address");
+            return Some(Refusal::LockedOut);
         }
         None
     }
@@ -159,23 +159,19 @@ impl Shared {
         }
     }
 
-    /// Waits out the shutdown grace period.
-    pub(crate) async fn wait_shutdown_grace(&self) {
-        async_io::Timer::after(self.limits.shutdown_grace).await;
-    }
-
-    /// Counts a session in; `None` when a limit is reached (the guard counts it out on drop).
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<SessionGuard> {
-        let mut per_ip = self.per_ip.lock().ok()?;
+    /// Counts a session in, or says which limit refuses it (the guard counts it out on drop).
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<SessionGuard, Refusal> {
+        let mut per_ip = self.per_ip.lock().map_err(|_| Refusal::TooManySessions)?;
+        if self.sessions.load(Ordering::Relaxed) >= self.limits.max_sessions {
+            return Err(Refusal::TooManySessions);
+        }
         let from_ip = per_ip.entry(ip).or_insert(0);
-        if *from_ip >= self.limits.max_sessions_per_ip
-            || self.sessions.load(Ordering::Relaxed) >= self.limits.max_sessions
-        {
-            return None;
+        if *from_ip >= self.limits.max_sessions_per_ip {
+            return Err(Refusal::TooManyFromAddress);
         }
         *from_ip += 1;
         self.sessions.fetch_add(1, Ordering::Relaxed);
-        Some(SessionGuard {
+        Ok(SessionGuard {
             shared: Arc::clone(self),
             ip,
         })
@@ -289,15 +285,15 @@ impl Server {
                     continue;
                 }
             };
-            let Some(guard) = self.shared.admit(peer.ip()) else {
-                tracing::warn!(%peer, "session limit reached; connection closed");
-                drop(stream);
-                continue;
-            };
             let shared = Arc::clone(&self.shared);
             let context = Arc::clone(&context);
+            // Over a limit, the engine still answers (421) before the connection closes.
+            let (guard, refusal) = match self.shared.admit(peer.ip()) {
+                Ok(guard) => (Some(guard), None),
+                Err(refusal) => (None, Some(refusal)),
+            };
             smol::spawn(async move {
-                crate::session::run(shared, context, stream).await;
+                crate::session::run(shared, context, stream, refusal).await;
                 drop(guard);
             })
             .detach();
@@ -540,5 +536,80 @@ async fn wait_for_signals(reloader: &CertReloader) {
             Ok(_) => return,
             Err(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{AuthOutcome, LoginAttempt};
+    use crate::storage::{BoxFuture, MemoryStorage};
+    use futures_lite::{AsyncBufReadExt, AsyncWriteExt};
+
+    struct NoUsers;
+
+    impl Authenticator for NoUsers {
+        fn authenticate(&self, _attempt: LoginAttempt) -> BoxFuture<'_, AuthOutcome> {
+            Box::pin(async { AuthOutcome::Denied })
+        }
+    }
+
+    async fn first_line(stream: &smol::net::TcpStream) -> String {
+        let mut line = String::new();
+        let mut reader = futures_lite::io::BufReader::new(stream.clone());
+        reader.read_line(&mut line).await.unwrap();
+        line
+    }
+
+    #[test]
+    fn over_the_per_address_limit_a_client_gets_421_and_a_close() {
+        smol::block_on(async {
+            let server = Server::builder()
+                .storage(Arc::new(MemoryStorage::new()))
+                .authenticator(Arc::new(NoUsers))
+                .session_config(SessionConfig {
+                    require_tls_control: false,
+                    require_tls_data: false,
+                    ..SessionConfig::default()
+                })
+                .limits(Limits {
+                    max_sessions_per_ip: 1,
+                    ..Limits::default()
+                })
+                .build();
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let serving = server.clone();
+            let task =
+                smol::spawn(
+                    async move { serving.serve(listener, ListenerOptions::default()).await },
+                );
+
+            let first = smol::net::TcpStream::connect(addr).await.unwrap();
+            assert!(first_line(&first).await.starts_with("220 "));
+            let second = smol::net::TcpStream::connect(addr).await.unwrap();
+            assert_eq!(
+                first_line(&second).await,
+                "421 Too many connections from your address\r\n"
+            );
+            assert_eq!(server.session_count(), 1);
+
+            // The first session still works, and once it ends a new one is admitted.
+            let mut first = first;
+            first.write_all(b"QUIT\r\n").await.unwrap();
+            assert!(first_line(&first).await.starts_with("221 "));
+            drop(first);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while server.session_count() > 0 && Instant::now() < deadline {
+                async_io::Timer::after(Duration::from_millis(10)).await;
+            }
+            let third = smol::net::TcpStream::connect(addr).await.unwrap();
+            assert!(first_line(&third).await.starts_with("220 "));
+
+            // Shutdown: the idle session is told 421 by the engine, and serve() returns.
+            server.shutdown();
+            assert_eq!(first_line(&third).await, "421 Server shutting down\r\n");
+            task.await.unwrap();
+        });
     }
 }

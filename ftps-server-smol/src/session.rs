@@ -14,8 +14,8 @@ use std::time::Instant;
 use async_io::Timer;
 use ftps_proto::path::VirtualPath;
 use ftps_proto::server::{
-    Event, Failure, ListFormat, LoginGrant, Outcome, ReqId, Request, RequestKind, ServerSession,
-    Source, UserPolicy, WriteMode,
+    Event, Failure, ListFormat, LoginGrant, Outcome, Refusal, ReqId, Request, RequestKind,
+    ServerSession, Source, UserPolicy, WriteMode,
 };
 use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWriteExt};
 use smol::channel::{Receiver, Sender};
@@ -67,8 +67,13 @@ struct Resources {
     transfers: HashMap<ReqId, Task<()>>,
 }
 
-/// Runs one control connection to its end.
-pub(crate) async fn run(shared: Arc<Shared>, listener: Arc<ListenerContext>, stream: TcpStream) {
+/// Runs one control connection to its end; `refusal` turns it away with the engine's 421.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    listener: Arc<ListenerContext>,
+    stream: TcpStream,
+    refusal: Option<Refusal>,
+) {
     let (Ok(peer), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
         return;
     };
@@ -79,12 +84,14 @@ pub(crate) async fn run(shared: Arc<Shared>, listener: Arc<ListenerContext>, str
     tracing::info!(%local, "connected");
 
     let config = listener.session_config(&shared);
-    let mut session = ServerSession::new(config, peer, local, Instant::now());
-    if let Some(reason) = shared.refusal_for(peer.ip()) {
-        tracing::warn!(reason, "refusing connection");
-        // The engine has no "refuse" entry point yet; closing at once is the bounded answer.
-        return;
-    }
+    let refusal = refusal.or_else(|| shared.refusal_for(peer.ip()));
+    let mut session = match refusal {
+        Some(refusal) => {
+            tracing::warn!(?refusal, "connection refused");
+            ServerSession::refuse(config, peer, local, Instant::now(), refusal)
+        }
+        None => ServerSession::new(config, peer, local, Instant::now()),
+    };
     let (done_tx, done_rx) = smol::channel::unbounded();
     let mut driver = Driver {
         shared,
@@ -106,6 +113,7 @@ pub(crate) async fn run(shared: Arc<Shared>, listener: Arc<ListenerContext>, str
         out: Vec::with_capacity(CONTROL_READ_SIZE),
         input: vec![0; CONTROL_READ_SIZE],
         pending: 0..0,
+        shutdown_seen: false,
     };
     let result = driver.drive(&mut session).await;
     if let Err(e) = result {
@@ -131,6 +139,8 @@ struct Driver {
     input: Vec<u8>,
     /// Read but not yet taken by the engine (it takes less while its bounded queues are full).
     pending: std::ops::Range<usize>,
+    /// The server's shutdown has been passed to the engine.
+    shutdown_seen: bool,
 }
 
 enum Wake {
@@ -157,6 +167,7 @@ impl Driver {
             }
             let deadline = session.poll_timeout();
             let can_read = self.pending.is_empty();
+            let watch_shutdown = !self.shutdown_seen;
             let wake = {
                 let (reader, input) = (&mut self.stream, &mut self.input);
                 let (done_rx, shared) = (&self.done_rx, &self.shared);
@@ -176,7 +187,11 @@ impl Driver {
                     Wake::Timer
                 };
                 let shutdown = async {
-                    shared.shutdown_requested().await;
+                    if watch_shutdown {
+                        shared.shutdown_requested().await;
+                    } else {
+                        future::pending::<()>().await;
+                    }
                     Wake::Shutdown
                 };
                 future::or(future::or(read, done), future::or(timer, shutdown)).await
@@ -191,14 +206,11 @@ impl Driver {
                 Wake::Done(Some(completion)) => self.complete(session, completion),
                 Wake::Done(None) => {}
                 Wake::Timer => session.handle_timeout(now),
+                // Graceful shutdown: the engine says 421 now, or after a running transfer's final reply; the
+                // server ends the process after its grace period whatever is left.
                 Wake::Shutdown => {
-                    // Graceful shutdown: let a running transfer finish within the grace period; the server's
-                    // shutdown timer ends the process after it. Idle sessions just close.
-                    if self.res.transfers.is_empty() {
-                        return Ok(());
-                    }
-                    self.shared.wait_shutdown_grace().await;
-                    return Ok(());
+                    self.shutdown_seen = true;
+                    session.shutdown(now);
                 }
             }
         }

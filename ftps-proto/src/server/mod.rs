@@ -149,6 +149,25 @@ pub enum CloseReason {
     TooManyFailedLogins,
     /// A fatal error, see [`ServerSession::error`].
     Error,
+    /// Refused at connect time ([`ServerSession::refuse`]).
+    Refused,
+    /// The server is shutting down ([`ServerSession::shutdown`]).
+    Shutdown,
+}
+
+/// Why a connection is turned away before its session starts: the frontend's limits, answered 421 instead of the
+/// 220 greeting (RFC 959 section 5.4 lists 421 as a reply to the connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The server's session limit is reached.
+    TooManySessions,
+    /// The limit of sessions from the client's address is reached.
+    TooManyFromAddress,
+    /// The client's address is locked out after repeated failed logins (RFC 2577 section 5).
+    LockedOut,
+    /// The server is shutting down.
+    ShuttingDown,
 }
 
 /// A fatal session error; sticky once set.
@@ -326,6 +345,8 @@ pub struct ServerSession {
     timers: Timers,
 
     closed: bool,
+    /// `shutdown` was asked during a transfer: 421 and close after its final reply.
+    shutdown_pending: bool,
     error: Option<SessionError>,
 }
 
@@ -349,6 +370,52 @@ impl ServerSession {
     /// A session for a control connection from `peer` accepted on `local`; the greeting (plain, or inside TLS
     /// for implicit FTPS) is ready in `poll_transmit` at once.
     pub fn new(config: SessionConfig, peer: SocketAddr, local: SocketAddr, now: Instant) -> Self {
+        let mut session = Self::build(config, peer, local, now);
+        if session.base.implicit_tls {
+            match session.start_tls() {
+                Ok(()) => {
+                    // Implicit FTPS: protected data by default (RFC 4217 section 4 describes explicit mode;
+                    // implicit servers behave as after `PBSZ 0` + `PROT P`).
+                    session.pbsz = true;
+                    session.prot_private = true;
+                }
+                Err(e) => {
+                    session.fail(e);
+                    return session;
+                }
+            }
+        }
+        let greeting = session.base.greeting.clone();
+        session.reply(ReplyCode::SERVICE_READY, greeting);
+        session
+    }
+
+    /// A session that turns the connection away: `421` instead of the greeting, then closed.
+    ///
+    /// With implicit FTPS nothing can be said before the TLS handshake, so the session just closes.
+    pub fn refuse(
+        config: SessionConfig,
+        peer: SocketAddr,
+        local: SocketAddr,
+        now: Instant,
+        refusal: Refusal,
+    ) -> Self {
+        let mut session = Self::build(config, peer, local, now);
+        if !session.base.implicit_tls {
+            let text = match refusal {
+                Refusal::TooManySessions => "Too many connections, try again later",
+                Refusal::TooManyFromAddress => "Too many connections from your address",
+                Refusal::LockedOut => "Too many failed logins from your address, try again later",
+                Refusal::ShuttingDown => "Server shutting down",
+            };
+            session.reply(ReplyCode::SERVICE_NOT_AVAILABLE, text);
+        }
+        session.close(CloseReason::Refused);
+        session
+    }
+
+    /// The session's state before anything is said.
+    fn build(config: SessionConfig, peer: SocketAddr, local: SocketAddr, now: Instant) -> Self {
         let bound_tls = config.tls.as_ref().map(crate::tls::session_bound_config);
         let bound_data_tls = bound_tls.as_ref().map(crate::tls::data_connection_config);
         let mut session = Self {
@@ -392,26 +459,11 @@ impl ServerSession {
             transfer: None,
             timers: Timers::default(),
             closed: false,
+            shutdown_pending: false,
             error: None,
         };
         session.timers.login = Some(now + session.base.login_timeout);
         session.timers.idle = Some(now + session.base.idle_timeout);
-        if session.base.implicit_tls {
-            match session.start_tls() {
-                Ok(()) => {
-                    // Implicit FTPS: protected data by default (RFC 4217 section 4 describes explicit mode;
-                    // implicit servers behave as after `PBSZ 0` + `PROT P`).
-                    session.pbsz = true;
-                    session.prot_private = true;
-                }
-                Err(e) => {
-                    session.fail(e);
-                    return session;
-                }
-            }
-        }
-        let greeting = session.base.greeting.clone();
-        session.reply(ReplyCode::SERVICE_READY, greeting);
         session
     }
 
@@ -551,6 +603,26 @@ impl ServerSession {
     }
 
     // ----- mutators -----
+
+    /// Ends the session for a server shutdown: `421` and close now, or, while a transfer runs, right after its
+    /// final reply (so a transfer in progress can finish within the frontend's grace period).
+    pub fn shutdown(&mut self, now: Instant) {
+        self.now = now;
+        if self.closed {
+            return;
+        }
+        if self.transfer.is_some() {
+            self.shutdown_pending = true;
+            return;
+        }
+        self.say_shutdown();
+    }
+
+    fn say_shutdown(&mut self) {
+        self.reply(ReplyCode::SERVICE_NOT_AVAILABLE, "Server shutting down");
+        self.abort_everything();
+        self.close(CloseReason::Shutdown);
+    }
 
     /// Tells the engine the data connection of the running transfer `transfer` (the `RunTransfer` request) is
     /// ready for the preliminary reply: its TLS handshake completed and what it sent has been flushed, or the
@@ -1816,6 +1888,10 @@ impl ServerSession {
             self.reply(ReplyCode::CLOSING_DATA_CONNECTION, "ABOR successful");
         }
         self.record(&t, bytes, code, tls);
+        if self.shutdown_pending {
+            self.say_shutdown();
+            return;
+        }
         if let Some(idle) = self.timers.idle.as_mut() {
             *idle = self.now + self.policy.idle_timeout;
         }

@@ -1298,3 +1298,78 @@ proptest::proptest! {
         }
     }
 }
+
+mod refusal_and_shutdown {
+    use super::super::{CloseReason, Event, Refusal, ServerSession, SessionConfig};
+    use std::net::SocketAddr;
+    use std::time::Instant;
+
+    fn plain() -> SessionConfig {
+        SessionConfig {
+            require_tls_control: false,
+            require_tls_data: false,
+            ..SessionConfig::default()
+        }
+    }
+
+    fn addrs() -> (SocketAddr, SocketAddr) {
+        (
+            "192.0.2.7:50000".parse().unwrap(),
+            "192.0.2.1:21".parse().unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_refused_connection_gets_421_instead_of_the_greeting_and_closes() {
+        let (peer, local) = addrs();
+        let now = Instant::now();
+        let mut session =
+            ServerSession::refuse(plain(), peer, local, now, Refusal::TooManyFromAddress);
+        let mut wire = Vec::new();
+        let _ = session.poll_transmit(&mut wire);
+        assert_eq!(wire, b"421 Too many connections from your address\r\n");
+        assert!(session.is_closed());
+        assert!(session.poll_request().is_none());
+        let mut closed = None;
+        while let Some(event) = session.poll_event() {
+            if let Event::Closed(reason) = event {
+                closed = Some(reason);
+            }
+        }
+        assert_eq!(closed, Some(CloseReason::Refused));
+        // Input after the refusal is ignored.
+        let _ = session.handle_input(now, b"USER x\r\n");
+        wire.clear();
+        let _ = session.poll_transmit(&mut wire);
+        assert!(wire.is_empty());
+    }
+
+    #[test]
+    fn an_implicit_refusal_says_nothing_before_tls() {
+        let (peer, local) = addrs();
+        let config = SessionConfig {
+            implicit_tls: true,
+            ..plain()
+        };
+        let mut session =
+            ServerSession::refuse(config, peer, local, Instant::now(), Refusal::ShuttingDown);
+        let mut wire = Vec::new();
+        let _ = session.poll_transmit(&mut wire);
+        assert!(wire.is_empty());
+        assert!(session.is_closed());
+    }
+
+    #[test]
+    fn shutdown_of_an_idle_session_says_421_and_closes() {
+        let (peer, local) = addrs();
+        let now = Instant::now();
+        let mut session = ServerSession::new(plain(), peer, local, now);
+        let mut wire = Vec::new();
+        let _ = session.poll_transmit(&mut wire);
+        wire.clear();
+        session.shutdown(now);
+        let _ = session.poll_transmit(&mut wire);
+        assert_eq!(wire, b"421 Server shutting down\r\n");
+        assert!(session.is_closed());
+    }
+}
