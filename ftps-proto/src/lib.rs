@@ -4,6 +4,9 @@
 //! `DESIGN.md` for the drive-loop contract every frontend keeps.
 
 pub mod codec;
+pub mod data;
+pub mod path;
+pub mod server;
 mod tls;
 
 pub use tls::TlsInfo;

@@ -63,3 +63,29 @@ pub(crate) fn localhost() -> ServerName<'static> {
 
 pub(crate) const TLS12: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
 pub(crate) const TLS13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+
+/// A simulated control connection after `AUTH TLS`: the server side uses a fresh session-bound clone of `base`,
+/// the client side `client` (whose resumption store then holds this session). Returns the server's bound config,
+/// which the session's data connections use.
+pub(crate) fn control_session(
+    base: &Arc<rustls::ServerConfig>,
+    client: &Arc<rustls::ClientConfig>,
+) -> Arc<rustls::ServerConfig> {
+    let bound = crate::tls::session_bound_config(base);
+    let mut server = crate::tls::TlsConn::server(bound.clone()).expect("server conn");
+    let mut client = crate::tls::TlsConn::client(client.clone(), localhost()).expect("client conn");
+    let mut wire = Vec::new();
+    // Until quiet: TLS 1.3 tickets follow the handshake and must reach the client's store.
+    for _ in 0..16 {
+        wire.clear();
+        let c = client.write_tls_into(&mut wire);
+        assert_eq!(server.read_tls(&wire).expect("server read"), c);
+        wire.clear();
+        let s = server.write_tls_into(&mut wire);
+        assert_eq!(client.read_tls(&wire).expect("client read"), s);
+        if c == 0 && s == 0 && !client.is_handshaking() && !server.is_handshaking() {
+            return bound;
+        }
+    }
+    panic!("control handshake did not settle");
+}

@@ -38,6 +38,22 @@ pub(crate) struct TlsConn {
     conn: rustls::Connection,
     /// The transport ended (`handle_eof`): no more ciphertext will come.
     transport_eof: bool,
+    /// The peer's close_notify was processed (rustls `IoState::peer_has_closed`).
+    peer_closed: bool,
+    /// Set by [`TlsConn::refuse`]: rustls' queued output is never sent; only `refusal` (once).
+    refused: bool,
+    refusal: Option<[u8; 7]>,
+}
+
+/// How far the handshake got in deciding between a full and a resumed handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HandshakeDecision {
+    /// Not known yet (no ClientHello/ServerHello processed, or only a HelloRetryRequest so far).
+    Undecided,
+    /// A full handshake: no earlier session was resumed.
+    Full,
+    /// An abbreviated handshake resuming an earlier session.
+    Resumed,
 }
 
 impl TlsConn {
@@ -46,6 +62,9 @@ impl TlsConn {
         Ok(Self {
             conn: rustls::ServerConnection::new(config)?.into(),
             transport_eof: false,
+            peer_closed: false,
+            refused: false,
+            refusal: None,
         })
     }
 
@@ -57,6 +76,9 @@ impl TlsConn {
         Ok(Self {
             conn: rustls::ClientConnection::new(config, server_name)?.into(),
             transport_eof: false,
+            peer_closed: false,
+            refused: false,
+            refusal: None,
         })
     }
 
@@ -67,19 +89,29 @@ impl TlsConn {
 
     /// Feeds ciphertext from the transport and processes it.
     ///
-    /// Returns how many bytes were taken: fewer than `input.len()` when rustls' receive buffer is full (the caller
-    /// must first read plaintext out, then offer the rest again). A fatal TLS error is returned; the alert that
-    /// tells the peer is then queued for [`TlsConn::write_tls_into`].
+    /// Returns how many bytes were taken: fewer than `input.len()` when rustls' received-plaintext buffer is full
+    /// (the caller must first read plaintext out, then offer the rest again) or after the peer's close_notify
+    /// (nothing after it is read). A fatal TLS error is returned; the alert that tells the peer is then queued for
+    /// [`TlsConn::write_tls_into`].
     pub(crate) fn read_tls(&mut self, mut input: &[u8]) -> Result<usize, rustls::Error> {
         let total = input.len();
-        while !input.is_empty() && self.conn.wants_read() {
+        if self.refused {
+            return Ok(total);
+        }
+        // Not `wants_read()`: it also says no while handshake output is queued, which would make progress depend
+        // on the order the caller drains things. rustls' own `read_tls` enforces the plaintext bound.
+        while !input.is_empty() {
             match self.conn.read_tls(&mut input) {
+                // Only after close_notify (rustls reads nothing more) or a record buffer with no room.
                 Ok(0) => break,
                 Ok(_) => {
-                    self.conn.process_new_packets()?;
+                    let state = self.conn.process_new_packets()?;
+                    self.peer_closed |= state.peer_has_closed();
                 }
                 // rustls refuses more input while its plaintext buffer is full: backpressure, not an error.
-                Err(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::Other => break,
+                // The record buffer overflowed (an oversized handshake message): the peer's fault, and fatal.
+                Err(e) => return Err(rustls::Error::General(e.to_string())),
             }
         }
         Ok(total - input.len())
@@ -90,9 +122,9 @@ impl TlsConn {
         if !self.transport_eof {
             self.transport_eof = true;
             let mut empty: &[u8] = &[];
-            // Reading 0 bytes is how rustls learns of EOF; it cannot fail on an empty reader.
+            // Best effort: reading 0 bytes is how rustls learns of EOF, but it refuses while its plaintext buffer
+            // is full. `read_state` relies on our own flag, so a refusal here changes nothing.
             let _ = self.conn.read_tls(&mut empty);
-            self.conn.process_new_packets()?;
         }
         Ok(())
     }
@@ -102,14 +134,22 @@ impl TlsConn {
         self.transport_eof
     }
 
+    /// Whether the peer's close_notify has been processed (plaintext before it may still be buffered).
+    pub(crate) fn peer_closed(&self) -> bool {
+        self.peer_closed
+    }
+
     /// Borrows the next run of received plaintext, without copying. Empty when none is buffered.
     pub(crate) fn plaintext_chunk(&mut self) -> &[u8] {
         self.conn.reader().into_first_chunk().unwrap_or(&[])
     }
 
     /// Marks `n` bytes of the chunk from [`TlsConn::plaintext_chunk`] as used.
-    pub(crate) fn consume_plaintext(&mut self, n: usize) {
+    /// `n` is clamped to the chunk's length (rustls asserts on more).
+    pub(crate) fn consume_plaintext(&mut self, n: usize) -> usize {
+        let n = n.min(self.plaintext_chunk().len());
         io::BufRead::consume(&mut self.conn.reader(), n);
+        n
     }
 
     /// Copies received plaintext into `out`, returning how many bytes were copied.
@@ -119,11 +159,14 @@ impl TlsConn {
 
     /// How the plaintext stream stands: `Open` while plaintext is buffered or more may come.
     pub(crate) fn read_state(&mut self) -> ReadState {
-        match self.conn.reader().into_first_chunk() {
-            Ok([]) => ReadState::CleanClose,
-            Ok(_) => ReadState::Open,
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => ReadState::Truncated,
-            Err(_) => ReadState::Open,
+        if !self.plaintext_chunk().is_empty() {
+            ReadState::Open
+        } else if self.peer_closed {
+            ReadState::CleanClose
+        } else if self.transport_eof {
+            ReadState::Truncated
+        } else {
+            ReadState::Open
         }
     }
 
@@ -137,13 +180,38 @@ impl TlsConn {
         self.conn.send_close_notify();
     }
 
+    /// Abandons the handshake: from now on only a fatal `access_denied` alert is sent (once), never what rustls
+    /// queued (e.g. the ServerHello flight), and input is discarded.
+    ///
+    /// Only valid before this end has sent any encrypted record, i.e. for a server as soon as the ClientHello is
+    /// processed: a plaintext alert record is then what RFC 8446 §6 / RFC 5246 §7.2 expect.
+    pub(crate) fn refuse(&mut self) {
+        if !self.refused {
+            self.refused = true;
+            // Record header (alert, legacy version 3.3, length 2), then level fatal (2), access_denied (49).
+            self.refusal = Some([21, 3, 3, 0, 2, 2, 49]);
+        }
+    }
+
     /// Whether ciphertext is waiting for [`TlsConn::write_tls_into`].
     pub(crate) fn wants_write(&self) -> bool {
+        if self.refused {
+            return self.refusal.is_some();
+        }
         self.conn.wants_write()
     }
 
     /// Appends all pending ciphertext to `out`. Returns the number of bytes appended.
     pub(crate) fn write_tls_into(&mut self, out: &mut Vec<u8>) -> usize {
+        if self.refused {
+            return match self.refusal.take() {
+                Some(alert) => {
+                    out.extend_from_slice(&alert);
+                    alert.len()
+                }
+                None => 0,
+            };
+        }
         let mut n = 0;
         while self.conn.wants_write() {
             match self.conn.write_tls(out) {
@@ -157,6 +225,18 @@ impl TlsConn {
     /// Whether the handshake is still in progress.
     pub(crate) fn is_handshaking(&self) -> bool {
         self.conn.is_handshaking()
+    }
+
+    /// Whether the handshake is (or will be) full or resumed, as soon as rustls has decided.
+    pub(crate) fn handshake_decision(&self) -> HandshakeDecision {
+        match self.conn.handshake_kind() {
+            Some(rustls::HandshakeKind::Resumed) => HandshakeDecision::Resumed,
+            Some(rustls::HandshakeKind::Full) => HandshakeDecision::Full,
+            // After a HelloRetryRequest the second ClientHello may still resume.
+            Some(_) if self.conn.is_handshaking() => HandshakeDecision::Undecided,
+            Some(_) => HandshakeDecision::Full,
+            None => HandshakeDecision::Undecided,
+        }
     }
 
     /// What the handshake negotiated, once it has finished.
@@ -256,3 +336,17 @@ impl rustls::server::ProducesTickets for NoTickets {
         None
     }
 }
+
+/// A per-control-connection clone of the client's TLS config with its own resumption store.
+///
+/// The client's data connections use this config, so they can resume the session of *this* control connection
+/// (which a server with a session-bound policy requires), and tickets are never shared between connections. The
+/// store is rustls' in-memory one; TLS 1.2 resumption uses session ids or tickets (rustls' default).
+pub(crate) fn connection_bound_client_config(base: &Arc<rustls::ClientConfig>) -> Arc<rustls::ClientConfig> {
+    let mut config = (**base).clone();
+    config.resumption = rustls::client::Resumption::in_memory_sessions(CLIENT_SESSIONS);
+    Arc::new(config)
+}
+
+/// Server names one control connection's store remembers: a control connection talks to one server, so a few.
+const CLIENT_SESSIONS: usize = 8;

@@ -1,0 +1,137 @@
+//! Server policy: per server ([`SessionConfig`]) and narrowed per user after login ([`UserPolicy`]).
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::data::ResumptionPolicy;
+
+/// The policy one [`ServerSession`](super::ServerSession) runs under. Cheap to clone (the TLS config is shared).
+///
+/// **TLS versions.** The engine uses the `rustls::ServerConfig` it is given; the frontend builds it with
+/// `with_protocol_versions(&[&TLS13, &TLS12])` (the rustls default), which already means TLS 1.2 minimum: rustls
+/// has no SSLv3/TLS 1.0/1.1 at all.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// The server's TLS config; `None` disables `AUTH TLS` (and implicit FTPS cannot start).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Implicit FTPS: TLS from the first byte (the greeting is sent inside TLS).
+    pub implicit_tls: bool,
+    /// Refuse `USER`/`PASS` before `AUTH TLS` with 530 (RFC 4217 section 6 lets a server insist on protection;
+    /// 530 "not logged in" is the reply every common client shows).
+    pub require_tls_control: bool,
+    /// Refuse transfers under `PROT C` with 521 (RFC 4217 section 9); `PROT C` itself is answered 534.
+    pub require_tls_data: bool,
+    /// Whether data connections must resume this control session's TLS session.
+    pub data_resumption: ResumptionPolicy,
+    /// Accept `USER anonymous` / `USER ftp`.
+    pub allow_anonymous: bool,
+    /// Accept `CCC` (RFC 4217 section 6: clear the control channel); 534 when off.
+    pub allow_ccc: bool,
+    /// Allow `PORT`/`EPRT` to an IP other than the control peer's (FXP); RFC 2577 section 3 says no by default.
+    pub allow_site_to_site: bool,
+    /// The IPv4 address announced in 227 replies (behind NAT); `None` announces the listener's own address.
+    pub passive_public_ipv4: Option<Ipv4Addr>,
+    /// Close (421) after this long without a command, outside transfers.
+    pub idle_timeout: Duration,
+    /// Close (421) when not logged in this long after connecting.
+    pub login_timeout: Duration,
+    /// Answer 425 when no data connection arrives this long after a transfer command needs one.
+    pub data_accept_timeout: Duration,
+    /// Delay before answering a failed login with 530; commands meanwhile wait.
+    pub failed_login_delay: Duration,
+    /// Close (421) after this many failed logins in one session.
+    pub max_failed_logins: u32,
+    /// Text of the 220 greeting.
+    pub greeting: String,
+    /// Maximum control line length in bytes.
+    pub max_line_len: usize,
+}
+
+impl Default for SessionConfig {
+    /// Secure defaults: TLS required on control and data, resumption required, no anonymous, no CCC, no FXP.
+    fn default() -> Self {
+        Self {
+            tls: None,
+            implicit_tls: false,
+            require_tls_control: true,
+            require_tls_data: true,
+            data_resumption: ResumptionPolicy::Required,
+            allow_anonymous: false,
+            allow_ccc: false,
+            allow_site_to_site: false,
+            passive_public_ipv4: None,
+            idle_timeout: Duration::from_secs(300),
+            login_timeout: Duration::from_secs(60),
+            data_accept_timeout: Duration::from_secs(30),
+            failed_login_delay: Duration::from_secs(1),
+            max_failed_logins: 3,
+            greeting: "ftps-rs ready".to_owned(),
+            max_line_len: crate::codec::LineFramer::DEFAULT_MAX_LINE_LEN,
+        }
+    }
+}
+
+/// A user's policy, applied after login. It can only narrow the server's [`SessionConfig`]: a `true` here
+/// tightens, a `false` leaves the server's choice; timeouts take the shorter.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserPolicy {
+    /// Require TLS on data connections for this user.
+    pub require_tls_data: bool,
+    /// Refuse `CCC` for this user.
+    pub deny_ccc: bool,
+    /// Refuse site-to-site `PORT`/`EPRT` for this user.
+    pub deny_site_to_site: bool,
+    /// Require data-connection resumption for this user.
+    pub require_resumption: bool,
+    /// A shorter idle timeout for this user.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl SessionConfig {
+    /// This config narrowed by `user`.
+    pub fn narrowed(&self, user: &UserPolicy) -> Self {
+        let mut out = self.clone();
+        out.require_tls_data |= user.require_tls_data;
+        out.allow_ccc &= !user.deny_ccc;
+        out.allow_site_to_site &= !user.deny_site_to_site;
+        if user.require_resumption {
+            out.data_resumption = ResumptionPolicy::Required;
+        }
+        if let Some(t) = user.idle_timeout {
+            out.idle_timeout = out.idle_timeout.min(t);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_policy_only_narrows() {
+        let mut server = SessionConfig {
+            require_tls_data: false,
+            allow_ccc: true,
+            allow_site_to_site: true,
+            data_resumption: ResumptionPolicy::Off,
+            ..SessionConfig::default()
+        };
+        assert_eq!(server.narrowed(&UserPolicy::default()).allow_ccc, true);
+        let user = UserPolicy {
+            require_tls_data: true,
+            deny_ccc: true,
+            deny_site_to_site: true,
+            require_resumption: true,
+            idle_timeout: Some(Duration::from_secs(10)),
+        };
+        let n = server.narrowed(&user);
+        assert!(n.require_tls_data && !n.allow_ccc && !n.allow_site_to_site);
+        assert_eq!(n.data_resumption, ResumptionPolicy::Required);
+        assert_eq!(n.idle_timeout, Duration::from_secs(10));
+        // A longer user timeout does not widen.
+        server.idle_timeout = Duration::from_secs(5);
+        assert_eq!(server.narrowed(&user).idle_timeout, Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,419 @@
+//! Work the engine hands to the frontend ([`Request`]) and the frontend's answers ([`Outcome`]).
+//!
+//! Every request carries a [`ReqId`]. Requests marked *answer required* must be answered exactly once with
+//! [`ServerSession::complete`](super::ServerSession::complete); the others are notifications the frontend acts on
+//! and does not answer (an answer to them is ignored). An FTP negative reply is data, not an error: the frontend
+//! reports *what happened* (a [`StorageError`], a [`Failure`]) and the engine picks the reply code, so no reply
+//! code or verb ever appears in a frontend.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rustls::pki_types::CertificateDer;
+
+use super::config::UserPolicy;
+use crate::codec::Timeval;
+use crate::data::{DataChannel, DataReport};
+use crate::path::VirtualPath;
+
+/// Identifies one request of one session; ids are never reused within a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReqId(pub(crate) u64);
+
+impl ReqId {
+    /// The id as a number, for logs and maps.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+/// One piece of work for the frontend.
+#[derive(Debug)]
+pub struct Request {
+    /// Pass this to [`ServerSession::complete`](super::ServerSession::complete).
+    pub id: ReqId,
+    /// What to do.
+    pub kind: RequestKind,
+}
+
+/// What a [`Request`] asks for.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RequestKind {
+    /// Check credentials (`PASS`, or `ACCT` after [`Outcome::NeedAccount`]). *Answer required*:
+    /// [`Outcome::LoggedIn`], [`Outcome::NeedAccount`] or [`Outcome::Denied`].
+    Authenticate {
+        /// The name from `USER`; `anonymous` for both `anonymous` and `ftp`.
+        user: String,
+        /// The password from `PASS` (for anonymous logins, by custom, an e-mail address).
+        password: String,
+        /// The account from `ACCT`, when the client sent one.
+        account: Option<String>,
+        /// Whether this is an anonymous login (only requested when the policy allows them).
+        anonymous: bool,
+        /// The virtual host chosen with `HOST` (RFC 7151), if any.
+        host: Option<String>,
+        /// The client's TLS certificate on the control connection, when it presented one.
+        client_cert: Option<CertificateDer<'static>>,
+    },
+    /// `HOST name` (RFC 7151), before login. *Answer required*: [`Outcome::Done`] (220) or
+    /// [`Outcome::Failed`] (504 for an unknown host).
+    SelectHost {
+        /// The host name as the client sent it.
+        host: String,
+    },
+    /// Bind a passive listener from the configured port range on the control connection's local address family.
+    /// *Answer required*: [`Outcome::PassiveListening`] or [`Outcome::Failed`] (425).
+    ///
+    /// Only one passive listener exists per session: the engine first sends [`RequestKind::ReleaseData`] for the
+    /// previous one.
+    OpenPassive {
+        /// Whether to bind an IPv6 address (the control connection is IPv6).
+        ipv6: bool,
+    },
+    /// Accept one data connection on the passive listener. *Answer required*: [`Outcome::DataConnected`] or
+    /// [`Outcome::Failed`].
+    ///
+    /// **The frontend checks the peer** before answering (RFC 2577 section 3, "port stealing"): a connection
+    /// whose IP is not [`ServerSession::data_peer_allowed`](super::ServerSession::data_peer_allowed) is closed
+    /// and the frontend keeps waiting. The engine bounds the wait with its data-accept timeout and then sends
+    /// [`RequestKind::ReleaseData`].
+    AcceptData,
+    /// Connect to the client's data port (`PORT`/`EPRT`; the engine has already applied RFC 2577's checks).
+    /// *Answer required*: [`Outcome::DataConnected`] or [`Outcome::Failed`] (425).
+    ConnectData {
+        /// The address the client asked for.
+        addr: SocketAddr,
+    },
+    /// Close the passive listener and any data connection not yet handed over in a [`RequestKind::RunTransfer`],
+    /// and cancel a pending `AcceptData`/`ConnectData` (answering it is then optional). Notification.
+    ReleaseData,
+    /// File status for `SIZE`, `MDTM`, `MLST`, `CWD` (is it a directory?), `STAT path` and `RNFR`.
+    /// *Answer required*: [`Outcome::Metadata`] or [`Outcome::Failed`].
+    Metadata {
+        /// The file.
+        path: VirtualPath,
+    },
+    /// Open a file for reading (`RETR`), positioned at `offset`. *Answer required*: [`Outcome::Opened`] or
+    /// [`Outcome::Failed`]. The frontend keeps the open file under this request's id until a
+    /// [`RequestKind::RunTransfer`] names it or a [`RequestKind::ReleaseFile`] drops it.
+    OpenRead {
+        /// The file.
+        path: VirtualPath,
+        /// Where to start (`REST`).
+        offset: u64,
+    },
+    /// Open a file for writing (`STOR`, `APPE`, `STOU`). *Answer required*: [`Outcome::Opened`] (for
+    /// [`WriteMode::Unique`], with the chosen path) or [`Outcome::Failed`]. Kept like [`RequestKind::OpenRead`].
+    OpenWrite {
+        /// The file, or for [`WriteMode::Unique`] the directory-and-name hint.
+        path: VirtualPath,
+        /// How to open it.
+        mode: WriteMode,
+        /// Where to start writing (`REST`; 0 truncates for [`WriteMode::Create`]).
+        offset: u64,
+    },
+    /// Drop a file opened by `OpenRead`/`OpenWrite` that will not be transferred (the data connection failed,
+    /// or `ABOR`). Notification.
+    ReleaseFile {
+        /// The id of the `OpenRead`/`OpenWrite` request.
+        file: ReqId,
+    },
+    /// List a directory (or describe one file) for `LIST`, `NLST`, `MLSD`. *Answer required*:
+    /// [`Outcome::Listing`] or [`Outcome::Failed`]. The engine formats the lines (no FTP formats in frontends).
+    List {
+        /// The directory (or file).
+        path: VirtualPath,
+        /// What the lines will look like; frontends may use it to skip work (names only).
+        format: ListFormat,
+    },
+    /// `MKD`. *Answer required*: [`Outcome::Done`] or [`Outcome::Failed`].
+    MakeDir {
+        /// The directory to create.
+        path: VirtualPath,
+    },
+    /// `RMD`. *Answer required*: [`Outcome::Done`] or [`Outcome::Failed`].
+    RemoveDir {
+        /// The directory to remove.
+        path: VirtualPath,
+    },
+    /// `DELE`. *Answer required*: [`Outcome::Done`] or [`Outcome::Failed`].
+    Delete {
+        /// The file to delete.
+        path: VirtualPath,
+    },
+    /// `RNFR` + `RNTO`. *Answer required*: [`Outcome::Done`] or [`Outcome::Failed`].
+    Rename {
+        /// The old name.
+        from: VirtualPath,
+        /// The new name.
+        to: VirtualPath,
+    },
+    /// `MFMT`. *Answer required*: [`Outcome::Done`] or [`Outcome::Failed`].
+    SetModified {
+        /// The file.
+        path: VirtualPath,
+        /// The new modification time (UTC).
+        time: Timeval,
+    },
+    /// `SITE CHMOD mode path`. *Answer required*: [`Outcome::Done`] or [`Outcome::Failed`].
+    Chmod {
+        /// The file.
+        path: VirtualPath,
+        /// Permission bits (octal on the wire), at most `0o7777`.
+        mode: u32,
+    },
+    /// A `SITE` command the engine does not know. *Answer required*: [`Outcome::SiteReply`] or
+    /// [`Outcome::Failed`] ([`Failure::Unsupported`]: 504).
+    SiteCustom {
+        /// The sub-command, upper-cased.
+        command: String,
+        /// The rest of the line, when present.
+        argument: Option<String>,
+    },
+    /// Pump one transfer (`RETR`, `STOR`, `APPE`, `STOU`, `LIST`, `NLST`, `MLSD`) over the data connection of
+    /// the last `AcceptData`/`ConnectData`. *Answer required*: [`Outcome::TransferFinished`] with the channel's
+    /// report, or [`Outcome::Failed`].
+    ///
+    /// The frontend drives `channel` with the data socket (its own task or thread), copies the bytes between it
+    /// and the source/sink named by `plan`, and on the end sends close_notify and answers. The engine replies 226
+    /// only after that answer, and only when the report shows a clean close.
+    RunTransfer {
+        /// The data channel, built by the engine for this session (plain, or TLS server role with the session's
+        /// private resumption cache and resumption policy).
+        channel: Box<DataChannel>,
+        /// What to copy, in which direction.
+        plan: TransferPlan,
+    },
+    /// Stop the running transfer `transfer` (`ABOR`, or `QUIT` was not enough: see the module docs): close the
+    /// data connection at once and answer the `RunTransfer` request with [`Failure::Aborted`] (or with the report
+    /// if it had already finished). Notification.
+    AbortTransfer {
+        /// The id of the `RunTransfer` request.
+        transfer: ReqId,
+    },
+}
+
+/// How [`RequestKind::OpenWrite`] opens its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// `STOR`: create or truncate (at `offset` when `REST` was given: keep the first `offset` bytes).
+    Create,
+    /// `APPE`: create or append at the end.
+    Append,
+    /// `STOU`: create a file with a name that does not exist yet; never overwrite.
+    Unique,
+}
+
+/// The listing style a [`RequestKind::List`] will be formatted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListFormat {
+    /// `LIST`: Unix `ls -l` lines.
+    Unix,
+    /// `MLSD`: RFC 3659 facts.
+    Mlsd,
+    /// `NLST`: names only.
+    Names,
+}
+
+/// What a [`RequestKind::RunTransfer`] copies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferPlan {
+    /// The file or directory, for logs and the [`super::Event::TransferFinished`] record.
+    pub path: VirtualPath,
+    /// Direction and source.
+    pub source: Source,
+    /// `TYPE A`: convert line ends (to CRLF when sending, CRLF to the local convention when receiving).
+    pub ascii: bool,
+    /// The `REST` offset the file was opened at (already applied by the open; for information).
+    pub offset: u64,
+}
+
+/// Where a transfer's bytes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Send the file opened by the `OpenRead` request with this id (file -> channel).
+    File(ReqId),
+    /// Receive into the file opened by the `OpenWrite` request with this id (channel -> file).
+    Upload(ReqId),
+    /// Send these bytes (a listing the engine formatted).
+    Bytes(Vec<u8>),
+}
+
+impl Source {
+    /// Whether data flows from the client to the server.
+    pub fn is_upload(&self) -> bool {
+        matches!(self, Source::Upload(_))
+    }
+}
+
+/// The frontend's answer to a [`Request`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The request succeeded and has nothing to return.
+    Done,
+    /// Credentials accepted.
+    LoggedIn(LoginGrant),
+    /// `USER`/`PASS` fine, an account is needed (332); the client sends `ACCT`.
+    NeedAccount,
+    /// Credentials refused: 530 after the failed-login delay.
+    Denied,
+    /// The listener is bound at this local address.
+    PassiveListening(SocketAddr),
+    /// A data connection was established with this peer.
+    DataConnected {
+        /// The data connection's remote address.
+        peer: SocketAddr,
+    },
+    /// File status.
+    Metadata(FileInfo),
+    /// The file is open.
+    Opened {
+        /// Its size (for reads), when known.
+        size: Option<u64>,
+        /// The path actually opened: the chosen name for [`WriteMode::Unique`].
+        path: VirtualPath,
+    },
+    /// Directory entries, in the order to list them.
+    Listing(Vec<FileInfo>),
+    /// Text for a `SITE` command's 200 reply (one or more lines).
+    SiteReply(Vec<String>),
+    /// The data channel finished; the report says whether it closed cleanly.
+    TransferFinished(DataReport),
+    /// The request failed.
+    Failed(Failure),
+}
+
+/// What a successful login grants: where the user lives and how their policy narrows the server's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginGrant {
+    /// The initial working directory (virtual), usually `/` for a chrooted user.
+    pub home: VirtualPath,
+    /// Per-user policy; it can only narrow the server's.
+    pub policy: UserPolicy,
+}
+
+impl Default for LoginGrant {
+    fn default() -> Self {
+        Self {
+            home: VirtualPath::root(),
+            policy: UserPolicy::default(),
+        }
+    }
+}
+
+/// Why a request failed, as the frontend saw it; the engine maps each to a reply code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Failure {
+    /// A storage backend error.
+    Storage(StorageError),
+    /// The data connection could not be established (425).
+    DataConnection,
+    /// The data connection's TLS handshake failed (522, RFC 4217 section 10).
+    DataTls,
+    /// The data connection did not resume this control session's TLS session, as the policy requires (522).
+    ResumptionRefused,
+    /// The data connection ended early: no close_notify, or a reset (426).
+    Truncated,
+    /// Stopped by [`RequestKind::AbortTransfer`] (426).
+    Aborted,
+    /// Not supported by this frontend, e.g. an unknown `SITE` command or `HOST` name (504).
+    Unsupported,
+}
+
+/// Storage errors, mapped to replies as RFC 959 section 4.2 suggests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// No such file or directory (550).
+    NotFound,
+    /// Access denied (550).
+    PermissionDenied,
+    /// The target exists (550).
+    Exists,
+    /// A directory was expected (550).
+    NotADirectory,
+    /// The disk is full (452).
+    DiskFull,
+    /// The user's quota is exhausted (552).
+    QuotaExceeded,
+    /// Anything else (451); the text goes to the log, not to the client.
+    Other(String),
+}
+
+/// What a file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link (listed as such by `LIST`; `MLSD` calls it `OS.unix=symlink`).
+    Symlink,
+}
+
+/// Metadata of one file, as storage backends know it. The engine turns it into `LIST`, `MLSD`, `MLST`, `SIZE`
+/// and `MDTM` text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileInfo {
+    /// The last path segment.
+    pub name: String,
+    /// File, directory or link.
+    pub kind: FileKind,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification, UTC.
+    pub modified: Option<Timeval>,
+    /// Unix permission bits (`0o755`), when known; also drive the RFC 3659 `perm` fact.
+    pub mode: Option<u32>,
+    /// A value that identifies the file within the file system (`unique` fact), e.g. `dev.inode` in hex.
+    pub unique: Option<String>,
+    /// Owner name for `LIST`.
+    pub owner: Option<String>,
+    /// Group name for `LIST`.
+    pub group: Option<String>,
+}
+
+impl FileInfo {
+    /// A minimal record: name, kind and size.
+    pub fn new(name: impl Into<String>, kind: FileKind, size: u64) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            size,
+            modified: None,
+            mode: None,
+            unique: None,
+            owner: None,
+            group: None,
+        }
+    }
+}
+
+/// How long a transfer took and how it ended, for [`super::Event::TransferFinished`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferRecord {
+    /// The file or directory.
+    pub path: VirtualPath,
+    /// Payload bytes moved.
+    pub bytes: u64,
+    /// Which way.
+    pub direction: Direction,
+    /// From the command's `now` to the completion's `now`.
+    pub duration: Duration,
+    /// The final reply code sent for it (226, 426, 522...).
+    pub status: crate::codec::ReplyCode,
+    /// The data connection's TLS, when it had any.
+    pub tls: Option<crate::TlsInfo>,
+}
+
+/// A transfer's direction, from the server's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Server to client (`RETR`, listings).
+    Download,
+    /// Client to server (`STOR`, `APPE`, `STOU`).
+    Upload,
+}

@@ -1,0 +1,1300 @@
+//! In-memory harness: a scripted client drives a `ServerSession` in virtual time, with requests fulfilled from
+//! an in-memory file map, real rustls on the control channel and real `DataChannel`s on the data side.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::data::{DataChannel, DataEvent, DataOptions, DataProtection, DataTls};
+use crate::test_support::{localhost, TestPki, TLS12, TLS13};
+use crate::tls::TlsConn;
+
+const PEER: &str = "192.0.2.7:50000";
+const LOCAL: &str = "192.0.2.1:21";
+
+fn plain_config() -> SessionConfig {
+    SessionConfig {
+        require_tls_control: false,
+        require_tls_data: false,
+        allow_anonymous: true,
+        ..SessionConfig::default()
+    }
+}
+
+/// How the harness answers data-connection requests.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DataMode {
+    /// `AcceptData`/`ConnectData` answered at once.
+    Auto,
+    /// Left unanswered (tests answer them, or let the timeout fire).
+    Hold,
+}
+
+struct Harness {
+    session: ServerSession,
+    base: Instant,
+    now: Instant,
+    client_tls: Option<TlsConn>,
+    client_config: Option<Arc<rustls::ClientConfig>>,
+    /// The client config data connections use (normally `client_config`).
+    data_client_config: Option<Arc<rustls::ClientConfig>>,
+    received: Vec<u8>,
+    files: BTreeMap<String, Vec<u8>>,
+    dirs: BTreeSet<String>,
+    open: BTreeMap<ReqId, String>,
+    data_mode: DataMode,
+    hold_transfers: bool,
+    upload: Vec<u8>,
+    /// Cut the upload without close_notify.
+    truncate_upload: bool,
+    held: Vec<Request>,
+    received_data: Vec<u8>,
+    log: Vec<String>,
+    events: Vec<Event>,
+}
+
+impl Harness {
+    fn new(config: SessionConfig) -> Self {
+        let base = Instant::now();
+        let session =
+            ServerSession::new(config, PEER.parse().unwrap(), LOCAL.parse().unwrap(), base);
+        let mut files = BTreeMap::new();
+        files.insert("/hello.txt".to_owned(), b"hello\nworld\n".to_vec());
+        files.insert("/pub/a.bin".to_owned(), vec![7u8; 100_000]);
+        let dirs = ["/", "/pub"].iter().map(|s| s.to_string()).collect();
+        let mut h = Self {
+            session,
+            base,
+            now: base,
+            client_tls: None,
+            client_config: None,
+            data_client_config: None,
+            received: Vec::new(),
+            files,
+            dirs,
+            open: BTreeMap::new(),
+            data_mode: DataMode::Auto,
+            hold_transfers: false,
+            upload: Vec::new(),
+            truncate_upload: false,
+            held: Vec::new(),
+            received_data: Vec::new(),
+            log: Vec::new(),
+            events: Vec::new(),
+        };
+        h.drive();
+        h
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+    }
+
+    /// Everything received since the last call, as text.
+    fn take(&mut self) -> String {
+        String::from_utf8(std::mem::take(&mut self.received)).unwrap()
+    }
+
+    fn send(&mut self, text: &str) {
+        self.send_bytes(text.as_bytes());
+    }
+
+    fn send_bytes(&mut self, bytes: &[u8]) {
+        match &mut self.client_tls {
+            Some(tls) => {
+                assert_eq!(tls.write_plaintext(bytes), bytes.len());
+            }
+            None => {
+                let n = self.session.handle_input(self.now, bytes);
+                assert_eq!(n, bytes.len());
+            }
+        }
+        self.drive();
+    }
+
+    /// Sends `line` and returns the replies it produced.
+    fn cmd(&mut self, line: &str) -> String {
+        self.take();
+        self.send(&format!("{line}\r\n"));
+        self.take()
+    }
+
+    fn timeout(&mut self) {
+        self.session.handle_timeout(self.now);
+        self.drive();
+    }
+
+    fn complete(&mut self, id: ReqId, outcome: Outcome) {
+        self.session.complete(self.now, id, outcome);
+        self.drive();
+    }
+
+    /// Drains the session until quiet, fulfilling requests.
+    fn drive(&mut self) {
+        for _ in 0..1000 {
+            let mut progressed = false;
+            let mut wire = Vec::new();
+            if self.session.poll_transmit(&mut wire) > 0 {
+                progressed = true;
+                match &mut self.client_tls {
+                    Some(tls) => {
+                        let mut at = 0;
+                        while at < wire.len() {
+                            match tls.read_tls(&wire[at..]) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => at += n,
+                            }
+                            loop {
+                                let chunk = tls.plaintext_chunk();
+                                if chunk.is_empty() {
+                                    break;
+                                }
+                                self.received.extend_from_slice(chunk);
+                                let n = chunk.len();
+                                tls.consume_plaintext(n);
+                            }
+                        }
+                    }
+                    None => self.received.extend_from_slice(&wire),
+                }
+            }
+            if let Some(tls) = &mut self.client_tls {
+                let mut out = Vec::new();
+                if tls.write_tls_into(&mut out) > 0 && !self.session.is_closed() {
+                    progressed = true;
+                    let n = self.session.handle_input(self.now, &out);
+                    assert_eq!(n, out.len());
+                }
+            }
+            while let Some(e) = self.session.poll_event() {
+                self.events.push(e);
+            }
+            while let Some(req) = self.session.poll_request() {
+                progressed = true;
+                self.fulfil(req);
+            }
+            if !progressed {
+                return;
+            }
+        }
+        panic!("harness did not settle");
+    }
+
+    fn entry(&self, path: &str) -> Option<FileInfo> {
+        let name = path.rsplit('/').next().unwrap_or("").to_owned();
+        if self.dirs.contains(path) {
+            return Some(FileInfo {
+                mode: Some(0o755),
+                ..FileInfo::new(name, FileKind::Dir, 0)
+            });
+        }
+        self.files.get(path).map(|f| FileInfo {
+            modified: crate::codec::Timeval::new(2024, 2, 29, 12, 34, 56, None),
+            mode: Some(0o644),
+            unique: Some("1a".to_owned()),
+            ..FileInfo::new(name, FileKind::File, f.len() as u64)
+        })
+    }
+
+    fn fulfil(&mut self, req: Request) {
+        let id = req.id;
+        self.log.push(request_name(&req.kind).to_owned());
+        let outcome = match req.kind {
+            RequestKind::Authenticate { user, password, .. } => {
+                if password == "secret" || user == "anonymous" {
+                    Outcome::LoggedIn(LoginGrant::default())
+                } else if password == "acct" {
+                    Outcome::NeedAccount
+                } else {
+                    Outcome::Denied
+                }
+            }
+            RequestKind::SelectHost { host } => {
+                if host == "ftp.example.com" {
+                    Outcome::Done
+                } else {
+                    Outcome::Failed(Failure::Unsupported)
+                }
+            }
+            RequestKind::OpenPassive { ipv6 } => {
+                let addr = if ipv6 {
+                    "[2001:db8::1]:40000"
+                } else {
+                    "192.0.2.1:40000"
+                };
+                Outcome::PassiveListening(addr.parse().unwrap())
+            }
+            RequestKind::AcceptData | RequestKind::ConnectData { .. } => {
+                if self.data_mode == DataMode::Hold {
+                    self.held.push(Request {
+                        id,
+                        kind: RequestKind::AcceptData,
+                    });
+                    return;
+                }
+                Outcome::DataConnected {
+                    peer: "192.0.2.7:50001".parse().unwrap(),
+                }
+            }
+            RequestKind::ReleaseData | RequestKind::ReleaseFile { .. } => return,
+            RequestKind::AbortTransfer { transfer } => {
+                if let Some(at) = self.held.iter().position(|r| r.id == transfer) {
+                    self.held.remove(at);
+                    self.session
+                        .complete(self.now, transfer, Outcome::Failed(Failure::Aborted));
+                }
+                return;
+            }
+            RequestKind::Metadata { path } => match self.entry(path.as_str()) {
+                Some(info) => Outcome::Metadata(info),
+                None => Outcome::Failed(Failure::Storage(StorageError::NotFound)),
+            },
+            RequestKind::OpenRead { path, .. } => match self.files.get(path.as_str()) {
+                Some(f) => {
+                    self.open.insert(id, path.to_string());
+                    Outcome::Opened {
+                        size: Some(f.len() as u64),
+                        path,
+                    }
+                }
+                None => Outcome::Failed(Failure::Storage(StorageError::NotFound)),
+            },
+            RequestKind::OpenWrite { path, mode, .. } => {
+                let path = if mode == WriteMode::Unique {
+                    path.join_name("unique.1").unwrap()
+                } else {
+                    path
+                };
+                if path.as_str().contains("full") {
+                    Outcome::Failed(Failure::Storage(StorageError::DiskFull))
+                } else {
+                    self.open.insert(id, path.to_string());
+                    Outcome::Opened { size: None, path }
+                }
+            }
+            RequestKind::List { path, .. } => {
+                let dir = path.as_str();
+                if !self.dirs.contains(dir) {
+                    Outcome::Failed(Failure::Storage(StorageError::NotFound))
+                } else {
+                    let prefix = if dir == "/" {
+                        "/".to_owned()
+                    } else {
+                        format!("{dir}/")
+                    };
+                    let entries = self
+                        .files
+                        .keys()
+                        .chain(self.dirs.iter())
+                        .filter(|p| {
+                            p.starts_with(&prefix)
+                                && p.len() > prefix.len()
+                                && !p[prefix.len()..].contains('/')
+                        })
+                        .cloned()
+                        .collect::<Vec<_>>();
+                    Outcome::Listing(entries.iter().filter_map(|p| self.entry(p)).collect())
+                }
+            }
+            RequestKind::MakeDir { path } => {
+                if self.dirs.insert(path.to_string()) {
+                    Outcome::Done
+                } else {
+                    Outcome::Failed(Failure::Storage(StorageError::Exists))
+                }
+            }
+            RequestKind::RemoveDir { path } => {
+                if self.dirs.remove(path.as_str()) {
+                    Outcome::Done
+                } else {
+                    Outcome::Failed(Failure::Storage(StorageError::NotFound))
+                }
+            }
+            RequestKind::Delete { path } => match self.files.remove(path.as_str()) {
+                Some(_) => Outcome::Done,
+                None => Outcome::Failed(Failure::Storage(StorageError::NotFound)),
+            },
+            RequestKind::Rename { from, to } => match self.files.remove(from.as_str()) {
+                Some(f) => {
+                    self.files.insert(to.to_string(), f);
+                    Outcome::Done
+                }
+                None => Outcome::Failed(Failure::Storage(StorageError::NotFound)),
+            },
+            RequestKind::SetModified { path, .. } | RequestKind::Chmod { path, .. } => {
+                if self.files.contains_key(path.as_str()) {
+                    Outcome::Done
+                } else {
+                    Outcome::Failed(Failure::Storage(StorageError::NotFound))
+                }
+            }
+            RequestKind::SiteCustom { command, .. } => {
+                if command == "PING" {
+                    Outcome::SiteReply(vec!["PONG".to_owned()])
+                } else {
+                    Outcome::Failed(Failure::Unsupported)
+                }
+            }
+            RequestKind::RunTransfer { channel, plan } => {
+                if self.hold_transfers {
+                    self.held.push(Request {
+                        id,
+                        kind: RequestKind::RunTransfer { channel, plan },
+                    });
+                    return;
+                }
+                self.run_transfer(*channel, plan)
+            }
+        };
+        self.session.complete(self.now, id, outcome);
+    }
+
+    /// Runs one transfer in memory between the server's channel and a client-role channel.
+    fn run_transfer(&mut self, mut server: DataChannel, plan: TransferPlan) -> Outcome {
+        let tls = server.tls_info().is_some() || self.session.prot_private;
+        let protection = if tls {
+            DataProtection::Tls(DataTls::Client {
+                config: self.data_client_config.clone().unwrap(),
+                server_name: localhost(),
+            })
+        } else {
+            DataProtection::Clear
+        };
+        let mut client = DataChannel::new(self.now, protection, DataOptions::default()).unwrap();
+        let (mut to_send, upload): (Vec<u8>, bool) = match &plan.source {
+            Source::File(id) => (self.files[&self.open[id]].clone(), false),
+            Source::Bytes(b) => (b.clone(), false),
+            Source::Upload(_) => (self.upload.clone(), true),
+        };
+        if plan.ascii && !upload {
+            to_send = String::from_utf8_lossy(&to_send)
+                .replace('\n', "\r\n")
+                .into_bytes();
+        }
+        let (mut sent, mut got) = (0usize, Vec::new());
+        let mut server_result = None;
+        let (mut sender_eof_sent, mut receiver_eof_sent) = (false, false);
+        for _ in 0..10_000 {
+            let (sender, receiver) = if upload {
+                (&mut client, &mut server)
+            } else {
+                (&mut server, &mut client)
+            };
+            if sent < to_send.len() {
+                sent += sender.write(&to_send[sent..]);
+            }
+            if sent == to_send.len()
+                && !sender.is_write_closed()
+                && !(upload && self.truncate_upload)
+            {
+                sender.finish(self.now);
+            }
+            let mut wire = Vec::new();
+            let _ = sender.poll_transmit(&mut wire);
+            let mut at = 0;
+            while at < wire.len() {
+                let n = receiver.handle_input(self.now, &wire[at..]);
+                at += n;
+                let chunk = receiver.read_chunk();
+                got.extend_from_slice(chunk);
+                let n2 = chunk.len();
+                receiver.consume(n2);
+                if n == 0 && n2 == 0 {
+                    break;
+                }
+            }
+            let chunk = receiver.read_chunk();
+            got.extend_from_slice(chunk);
+            let n2 = chunk.len();
+            receiver.consume(n2);
+            // The TCP FIN follows the end of the stream (the only end marker in the clear).
+            if sender.is_write_closed() && !sender_eof_sent && !(upload && self.truncate_upload) {
+                sender_eof_sent = true;
+                receiver.handle_eof(self.now);
+                let chunk = receiver.read_chunk();
+                got.extend_from_slice(chunk);
+                let n2 = chunk.len();
+                receiver.consume(n2);
+            }
+            let mut back = Vec::new();
+            let _ = receiver.poll_transmit(&mut back);
+            let _ = sender.handle_input(self.now, &back);
+            if receiver.is_write_closed() && !receiver_eof_sent && back.is_empty() {
+                receiver_eof_sent = true;
+                sender.handle_eof(self.now);
+            }
+            if upload && self.truncate_upload && sent == to_send.len() {
+                server.handle_eof(self.now);
+            }
+            while let Some(e) = server.poll_event() {
+                match e {
+                    DataEvent::Finished(r) => server_result = Some(Outcome::TransferFinished(r)),
+                    DataEvent::Failed(e) => {
+                        server_result = Some(Outcome::Failed(Failure::from(&e)))
+                    }
+                    _ => {}
+                }
+            }
+            while client.poll_event().is_some() {}
+            if let Some(r) = server_result.take() {
+                if upload {
+                    let id = match plan.source {
+                        Source::Upload(id) => id,
+                        _ => unreachable!(),
+                    };
+                    self.files.insert(self.open[&id].clone(), got);
+                } else {
+                    self.received_data = got;
+                }
+                return r;
+            }
+        }
+        panic!("transfer did not finish");
+    }
+}
+
+fn request_name(kind: &RequestKind) -> &'static str {
+    match kind {
+        RequestKind::Authenticate { .. } => "Authenticate",
+        RequestKind::SelectHost { .. } => "SelectHost",
+        RequestKind::OpenPassive { .. } => "OpenPassive",
+        RequestKind::AcceptData => "AcceptData",
+        RequestKind::ConnectData { .. } => "ConnectData",
+        RequestKind::ReleaseData => "ReleaseData",
+        RequestKind::Metadata { .. } => "Metadata",
+        RequestKind::OpenRead { .. } => "OpenRead",
+        RequestKind::OpenWrite { .. } => "OpenWrite",
+        RequestKind::ReleaseFile { .. } => "ReleaseFile",
+        RequestKind::List { .. } => "List",
+        RequestKind::MakeDir { .. } => "MakeDir",
+        RequestKind::RemoveDir { .. } => "RemoveDir",
+        RequestKind::Delete { .. } => "Delete",
+        RequestKind::Rename { .. } => "Rename",
+        RequestKind::SetModified { .. } => "SetModified",
+        RequestKind::Chmod { .. } => "Chmod",
+        RequestKind::SiteCustom { .. } => "SiteCustom",
+        RequestKind::RunTransfer { .. } => "RunTransfer",
+        RequestKind::AbortTransfer { .. } => "AbortTransfer",
+    }
+}
+
+/// A plain session logged in as `user`.
+fn logged_in() -> Harness {
+    let mut h = Harness::new(plain_config());
+    assert_eq!(h.cmd("USER user"), "331 Password required\r\n");
+    assert_eq!(h.cmd("PASS secret"), "230 Login successful\r\n");
+    h
+}
+
+/// A session over TLS (explicit), logged in, `PBSZ 0` + `PROT P`.
+fn tls_session(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    config: SessionConfig,
+) -> (Harness, TestPki) {
+    let pki = TestPki::new();
+    let config = SessionConfig {
+        tls: Some(pki.server_config(versions)),
+        ..config
+    };
+    let mut h = Harness::new(config);
+    let client = pki.client_config(versions);
+    h.auth_tls(client);
+    (h, pki)
+}
+
+impl Harness {
+    fn auth_tls(&mut self, client: Arc<rustls::ClientConfig>) {
+        assert_eq!(self.cmd("AUTH TLS"), "234 AUTH TLS successful\r\n");
+        self.client_tls = Some(TlsConn::client(client.clone(), localhost()).unwrap());
+        self.client_config = Some(client.clone());
+        self.data_client_config = Some(client);
+        self.drive();
+        assert!(matches!(
+            self.events
+                .iter()
+                .find(|e| matches!(e, Event::TlsEstablished(_))),
+            Some(_)
+        ));
+    }
+
+    fn login_tls(&mut self) {
+        assert_eq!(self.cmd("PBSZ 0"), "200 PBSZ=0\r\n");
+        assert_eq!(self.cmd("PROT P"), "200 Protection set to Private\r\n");
+        assert_eq!(self.cmd("USER user"), "331 Password required\r\n");
+        assert_eq!(self.cmd("PASS secret"), "230 Login successful\r\n");
+    }
+}
+
+#[test]
+fn greeting_syst_noop_quit() {
+    let mut h = Harness::new(plain_config());
+    assert_eq!(h.take(), "220 ftps-rs ready\r\n");
+    assert_eq!(h.cmd("SYST"), "215 UNIX Type: L8\r\n");
+    assert_eq!(h.cmd("NOOP"), "200 NOOP ok\r\n");
+    assert_eq!(h.cmd("QUIT"), "221 Goodbye\r\n");
+    assert!(h.session.is_closed());
+    assert!(h.events.contains(&Event::Closed(CloseReason::Quit)));
+    assert_eq!(h.session.poll_timeout(), None);
+}
+
+#[test]
+fn feat_is_accurate() {
+    let mut h = Harness::new(plain_config());
+    h.take();
+    assert_eq!(
+        h.cmd("FEAT"),
+        "211-Features:\r\n EPRT\r\n EPSV\r\n HOST\r\n MDTM\r\n MFMT\r\n MLST type*;size*;modify*;perm*;unique*;unix.mode;\r\n REST STREAM\r\n SIZE\r\n TVFS\r\n UTF8\r\n211 End\r\n"
+    );
+    let pki = TestPki::new();
+    let mut h = Harness::new(SessionConfig {
+        tls: Some(pki.server_config(TLS13)),
+        allow_ccc: true,
+        ..plain_config()
+    });
+    let feat = h.cmd("FEAT");
+    assert!(
+        feat.starts_with("211-Features:\r\n AUTH TLS\r\n PBSZ\r\n PROT\r\n CCC\r\n EPRT\r\n"),
+        "{feat}"
+    );
+}
+
+#[test]
+fn opts_help_stat() {
+    let mut h = logged_in();
+    assert_eq!(h.cmd("OPTS UTF8 ON"), "200 UTF8 mode always on\r\n");
+    assert_eq!(
+        h.cmd("OPTS MLST size;type;bogus;"),
+        "200 MLST OPTS size;type;\r\n"
+    );
+    assert!(h
+        .cmd("FEAT")
+        .contains(" MLST type*;size*;modify;perm;unique;unix.mode;\r\n"));
+    assert!(h
+        .cmd("HELP")
+        .starts_with("214-The following commands are recognized:\r\n"));
+    assert_eq!(h.cmd("HELP RETR"), "214 No detailed help for RETR\r\n");
+    let stat = h.cmd("STAT");
+    assert!(
+        stat.starts_with(
+            "211-FTP server status:\r\n Connected to 192.0.2.7\r\n Logged in as user\r\n"
+        ),
+        "{stat}"
+    );
+    assert!(stat.ends_with("211 End of status\r\n"));
+    assert_eq!(h.cmd("STAT /pub"), format!("213-Status of /pub:\r\n -rw-r--r-- 1 ftp ftp       100000 Feb 29  2024 a.bin\r\n213 End of status\r\n"));
+    assert_eq!(h.cmd("FOO"), "500 Unknown command\r\n");
+}
+
+#[test]
+fn host_before_login_only() {
+    let mut h = Harness::new(plain_config());
+    assert_eq!(h.cmd("HOST nope.example.com"), "504 Unknown host\r\n");
+    assert_eq!(h.cmd("HOST ftp.example.com"), "220 Host accepted\r\n");
+    assert_eq!(h.cmd("USER user"), "331 Password required\r\n");
+    assert_eq!(
+        h.cmd("HOST ftp.example.com"),
+        "503 HOST must come before login\r\n"
+    );
+}
+
+#[test]
+fn login_required_and_anonymous() {
+    let mut h = Harness::new(plain_config());
+    assert_eq!(h.cmd("PWD"), "530 Please login with USER and PASS\r\n");
+    assert_eq!(h.cmd("PASS x"), "503 Login with USER first\r\n");
+    assert_eq!(
+        h.cmd("USER ftp"),
+        "331 Guest login ok, send your e-mail address as password\r\n"
+    );
+    assert_eq!(h.cmd("PASS me@example.com"), "230 Login successful\r\n");
+    assert!(h.events.contains(&Event::LoggedIn {
+        user: "anonymous".to_owned(),
+        anonymous: true
+    }));
+    let mut h = Harness::new(SessionConfig {
+        allow_anonymous: false,
+        ..plain_config()
+    });
+    assert_eq!(
+        h.cmd("USER anonymous"),
+        "530 Anonymous login not allowed\r\n"
+    );
+}
+
+#[test]
+fn acct_after_need_account() {
+    let mut h = Harness::new(plain_config());
+    h.cmd("USER u");
+    assert_eq!(h.cmd("PASS acct"), "332 Need account for login\r\n");
+    assert_eq!(h.cmd("ACCT a"), "332 Need account for login\r\n");
+}
+
+#[test]
+fn failed_login_delay_queues_commands_and_limits_attempts() {
+    let mut h = Harness::new(plain_config());
+    h.take();
+    h.send("USER u\r\nPASS wrong\r\nNOOP\r\n");
+    // 530 only after the delay; NOOP waits behind it.
+    assert_eq!(h.take(), "331 Password required\r\n");
+    let deadline = h.session.poll_timeout().unwrap();
+    assert_eq!(deadline, h.now + Duration::from_secs(1));
+    h.advance(Duration::from_millis(999));
+    h.timeout();
+    assert_eq!(h.take(), "");
+    h.advance(Duration::from_millis(1));
+    h.timeout();
+    assert_eq!(h.take(), "530 Login incorrect\r\n200 NOOP ok\r\n");
+    for _ in 0..1 {
+        h.send("USER u\r\nPASS wrong\r\n");
+        h.advance(Duration::from_secs(1));
+        h.timeout();
+    }
+    assert_eq!(h.take(), "331 Password required\r\n530 Login incorrect\r\n");
+    h.send("USER u\r\nPASS wrong\r\n");
+    h.advance(Duration::from_secs(1));
+    h.timeout();
+    assert_eq!(
+        h.take(),
+        "331 Password required\r\n421 Too many failed logins, closing control connection\r\n"
+    );
+    assert!(h.session.is_closed());
+}
+
+#[test]
+fn timers_fire_once_and_never_repeat_a_deadline() {
+    let mut h = Harness::new(SessionConfig {
+        login_timeout: Duration::from_secs(10),
+        ..plain_config()
+    });
+    h.take();
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(h.base + Duration::from_secs(10))
+    );
+    h.advance(Duration::from_secs(5));
+    h.timeout();
+    // Nothing due: the same deadline stays.
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(h.base + Duration::from_secs(10))
+    );
+    h.advance(Duration::from_secs(5));
+    h.timeout();
+    assert_eq!(
+        h.take(),
+        "421 Login timeout, closing control connection\r\n"
+    );
+    assert_eq!(h.session.poll_timeout(), None);
+
+    // Idle: reset by each command; after login the login timer is gone.
+    let mut h = logged_in();
+    let t0 = h.now;
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(t0 + Duration::from_secs(300))
+    );
+    h.advance(Duration::from_secs(100));
+    h.cmd("NOOP");
+    let d = h.session.poll_timeout().unwrap();
+    assert_eq!(d, t0 + Duration::from_secs(400));
+    h.now = d;
+    h.timeout();
+    assert_eq!(h.take(), "421 Idle timeout, closing control connection\r\n");
+    assert_eq!(h.session.poll_timeout(), None);
+    h.timeout();
+    assert_eq!(h.take(), "");
+}
+
+#[test]
+fn navigation() {
+    let mut h = logged_in();
+    assert_eq!(h.cmd("PWD"), "257 \"/\" is the current directory\r\n");
+    assert_eq!(h.cmd("CWD pub"), "250 Directory changed\r\n");
+    assert_eq!(h.cmd("XPWD"), "257 \"/pub\" is the current directory\r\n");
+    assert_eq!(h.cmd("CWD a.bin"), "550 Not a directory\r\n");
+    assert_eq!(h.cmd("CWD /nope"), "550 No such file or directory\r\n");
+    assert_eq!(h.cmd("CDUP"), "250 Directory changed\r\n");
+    assert_eq!(h.cmd("CDUP"), "250 Directory changed\r\n");
+    assert_eq!(h.session.cwd().as_str(), "/");
+    assert_eq!(
+        h.cmd("MKD new \"dir\""),
+        "257 \"/new \"\"dir\"\"\" created\r\n"
+    );
+    assert_eq!(h.cmd("MKD /pub"), "550 File exists\r\n");
+    assert_eq!(h.cmd("RMD /pub"), "250 Directory removed\r\n");
+    assert_eq!(h.cmd("DELE hello.txt"), "250 File deleted\r\n");
+    assert_eq!(h.cmd("DELE hello.txt"), "550 No such file or directory\r\n");
+}
+
+#[test]
+fn rename_sequence() {
+    let mut h = logged_in();
+    assert_eq!(h.cmd("RNTO x"), "503 RNFR required first\r\n");
+    assert_eq!(h.cmd("RNFR hello.txt"), "350 Ready for RNTO\r\n");
+    assert_eq!(h.cmd("RNTO bye.txt"), "250 Renamed\r\n");
+    assert!(h.files.contains_key("/bye.txt"));
+    assert_eq!(h.cmd("RNFR bye.txt"), "350 Ready for RNTO\r\n");
+    h.cmd("NOOP");
+    assert_eq!(h.cmd("RNTO z"), "503 RNFR required first\r\n");
+    assert_eq!(h.cmd("RNFR nope"), "550 No such file or directory\r\n");
+}
+
+#[test]
+fn size_mdtm_mfmt_mlst_site() {
+    let mut h = logged_in();
+    assert_eq!(
+        h.cmd("SIZE hello.txt"),
+        "550 SIZE not allowed in ASCII mode\r\n"
+    );
+    assert_eq!(h.cmd("TYPE I"), "200 Switching to Binary mode\r\n");
+    assert_eq!(h.cmd("SIZE hello.txt"), "213 12\r\n");
+    assert_eq!(h.cmd("SIZE pub"), "550 Not a plain file\r\n");
+    assert_eq!(h.cmd("MDTM hello.txt"), "213 20240229123456\r\n");
+    assert_eq!(
+        h.cmd("MFMT 20200101000000 hello.txt"),
+        "213 Modify=20200101000000; /hello.txt\r\n"
+    );
+    assert_eq!(
+        h.cmd("MLST hello.txt"),
+        "250-Listing /hello.txt\r\n type=file;size=12;modify=20240229123456;perm=adfwr;unique=1a; /hello.txt\r\n250 End\r\n"
+    );
+    assert_eq!(
+        h.cmd("SITE CHMOD 600 hello.txt"),
+        "200 SITE CHMOD command ok\r\n"
+    );
+    assert_eq!(
+        h.cmd("SITE CHMOD 999 hello.txt"),
+        "501 Usage: SITE CHMOD mode path\r\n"
+    );
+    assert_eq!(h.cmd("SITE HELP"), "214 SITE commands: CHMOD HELP\r\n");
+    assert_eq!(h.cmd("SITE PING"), "200 PONG\r\n");
+    assert_eq!(h.cmd("SITE NOPE"), "504 Not supported\r\n");
+}
+
+#[test]
+fn transfer_parameters() {
+    let mut h = logged_in();
+    assert_eq!(h.cmd("TYPE A N"), "200 Switching to ASCII mode\r\n");
+    assert_eq!(h.cmd("TYPE L 8"), "200 Switching to Binary mode\r\n");
+    assert_eq!(h.cmd("TYPE E"), "504 Unsupported TYPE\r\n");
+    assert_eq!(h.cmd("MODE S"), "200 Mode set to S\r\n");
+    assert_eq!(h.cmd("MODE B"), "504 Only MODE S is supported\r\n");
+    assert_eq!(h.cmd("STRU F"), "200 Structure set to F\r\n");
+    assert_eq!(h.cmd("STRU R"), "504 Only STRU F is supported\r\n");
+    assert_eq!(h.cmd("ALLO 100"), "202 ALLO not needed\r\n");
+    assert_eq!(h.cmd("REST 10"), "350 Restarting at 10\r\n");
+    assert_eq!(
+        h.cmd("RETR hello.txt"),
+        "425 Use PORT, PASV or EPSV first\r\n"
+    );
+}
+
+#[test]
+fn passive_and_active_negotiation() {
+    let mut h = logged_in();
+    assert_eq!(
+        h.cmd("PASV"),
+        "227 Entering Passive Mode (192,0,2,1,156,64)\r\n"
+    );
+    assert_eq!(
+        h.cmd("EPSV"),
+        "229 Entering Extended Passive Mode (|||40000|)\r\n"
+    );
+    // The second passive command released the first listener.
+    assert_eq!(h.log.iter().filter(|r| *r == "ReleaseData").count(), 1);
+    assert_eq!(
+        h.cmd("EPSV 2"),
+        "522 Network protocol not supported, use (1)\r\n"
+    );
+    assert_eq!(
+        h.cmd("PORT 192,0,2,7,200,10"),
+        "200 PORT command successful\r\n"
+    );
+    assert_eq!(
+        h.cmd("PORT 203,0,113,9,200,10"),
+        "504 Data connection must go to the control peer\r\n"
+    );
+    assert_eq!(
+        h.cmd("PORT 192,0,2,7,0,21"),
+        "504 Privileged data port refused\r\n"
+    );
+    assert_eq!(
+        h.cmd("EPRT |1|192.0.2.7|6000|"),
+        "200 PORT command successful\r\n"
+    );
+    assert_eq!(h.cmd("EPSV ALL"), "200 EPSV ALL ok\r\n");
+    assert_eq!(h.cmd("PASV"), "503 Only EPSV allowed after EPSV ALL\r\n");
+    assert_eq!(
+        h.cmd("PORT 192,0,2,7,200,10"),
+        "503 Only EPSV allowed after EPSV ALL\r\n"
+    );
+    assert!(h.session.data_peer_allowed("192.0.2.7".parse().unwrap()));
+    assert!(!h.session.data_peer_allowed("192.0.2.8".parse().unwrap()));
+
+    // NAT: the public address in 227.
+    let mut h = Harness::new(SessionConfig {
+        passive_public_ipv4: Some("198.51.100.5".parse().unwrap()),
+        ..plain_config()
+    });
+    h.cmd("USER u");
+    h.cmd("PASS secret");
+    assert_eq!(
+        h.cmd("PASV"),
+        "227 Entering Passive Mode (198,51,100,5,156,64)\r\n"
+    );
+    // Site-to-site allowed by policy.
+    let mut h = Harness::new(SessionConfig {
+        allow_site_to_site: true,
+        ..plain_config()
+    });
+    h.cmd("USER u");
+    h.cmd("PASS secret");
+    assert_eq!(
+        h.cmd("PORT 203,0,113,9,200,10"),
+        "200 PORT command successful\r\n"
+    );
+}
+
+#[test]
+fn plain_retr_list_nlst_mlsd_stor() {
+    let mut h = logged_in();
+    h.cmd("PASV");
+    assert_eq!(
+        h.cmd("RETR hello.txt"),
+        "125 Data connection already open; transfer starting\r\n226 Transfer complete\r\n"
+    );
+    assert_eq!(h.received_data, b"hello\r\nworld\r\n");
+    h.cmd("TYPE I");
+    h.data_mode = DataMode::Hold;
+    h.cmd("PASV");
+    assert_eq!(h.cmd("RETR hello.txt"), "");
+    let accept = h.held.pop().unwrap();
+    h.data_mode = DataMode::Auto;
+    h.take();
+    h.complete(
+        accept.id,
+        Outcome::DataConnected {
+            peer: "192.0.2.7:1".parse().unwrap(),
+        },
+    );
+    assert_eq!(
+        h.take(),
+        "150 Opening data connection\r\n226 Transfer complete\r\n"
+    );
+    assert_eq!(h.received_data, b"hello\nworld\n");
+
+    h.cmd("PASV");
+    assert_eq!(
+        h.cmd("NLST"),
+        "125 Data connection already open; transfer starting\r\n226 Transfer complete\r\n"
+    );
+    assert_eq!(h.received_data, b"hello.txt\r\npub\r\n");
+    h.cmd("PASV");
+    h.cmd("LIST -la /pub");
+    assert_eq!(
+        h.received_data,
+        b"-rw-r--r-- 1 ftp ftp       100000 Feb 29  2024 a.bin\r\n"
+    );
+    h.cmd("PORT 192,0,2,7,200,10");
+    assert_eq!(
+        h.cmd("MLSD /pub"),
+        "150 Here comes the directory listing\r\n226 Transfer complete\r\n"
+    );
+    assert!(h.log.contains(&"ConnectData".to_owned()));
+    assert_eq!(
+        h.received_data,
+        b"type=file;size=100000;modify=20240229123456;perm=adfwr;unique=1a; a.bin\r\n"
+    );
+
+    h.upload = b"uploaded".to_vec();
+    h.cmd("PASV");
+    assert_eq!(
+        h.cmd("STOR up.bin"),
+        "125 Data connection already open; transfer starting\r\n226 Transfer complete\r\n"
+    );
+    assert_eq!(h.files["/up.bin"], b"uploaded");
+    h.cmd("PASV");
+    assert_eq!(
+        h.cmd("STOU"),
+        "125 Data connection already open; transfer starting\r\n226 Transfer complete\r\n"
+    );
+    assert!(h.files.contains_key("/unique.1"));
+    let finished: Vec<_> = h
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::TransferFinished(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finished.len(), 7);
+    assert_eq!(finished[5].bytes, 8);
+    assert_eq!(finished[5].direction, Direction::Upload);
+    assert_eq!(finished[6].path.as_str(), "/unique.1");
+
+    // Errors before any data connection.
+    h.cmd("PASV");
+    assert_eq!(h.cmd("RETR nope"), "550 No such file or directory\r\n");
+    h.cmd("PASV");
+    assert_eq!(h.cmd("STOR full.bin"), "452 Insufficient storage space\r\n");
+}
+
+#[test]
+fn rest_applies_to_next_transfer_only() {
+    let mut h = logged_in();
+    h.cmd("TYPE I");
+    h.cmd("REST 5");
+    h.cmd("PASV");
+    h.hold_transfers = true;
+    h.cmd("RETR hello.txt");
+    let Request {
+        kind: RequestKind::RunTransfer { plan, .. },
+        ..
+    } = h.held.pop().unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(plan.offset, 5);
+    assert!(!plan.ascii);
+}
+
+#[test]
+fn data_accept_timeout_gives_425() {
+    let mut h = logged_in();
+    h.data_mode = DataMode::Hold;
+    h.cmd("PASV");
+    assert_eq!(h.cmd("RETR hello.txt"), "");
+    let d = h.session.poll_timeout().unwrap();
+    assert_eq!(d, h.now + Duration::from_secs(30));
+    h.now = d;
+    h.timeout();
+    assert_eq!(h.take(), "425 No data connection\r\n");
+    assert!(h.log.contains(&"ReleaseFile".to_owned()));
+    assert!(h
+        .log
+        .ends_with(&["ReleaseFile".to_owned(), "ReleaseData".to_owned()]));
+    assert_ne!(h.session.poll_timeout(), Some(d));
+    assert_eq!(h.cmd("NOOP"), "200 NOOP ok\r\n");
+}
+
+#[test]
+fn abor_during_and_without_transfer() {
+    let mut h = logged_in();
+    h.cmd("PASV");
+    assert_eq!(h.cmd("ABOR"), "226 No transfer to abort\r\n");
+    assert_eq!(h.log.last().unwrap(), "ReleaseData");
+    // ABOR after 150: 426 then 226.
+    h.cmd("PASV");
+    h.hold_transfers = true;
+    assert_eq!(
+        h.cmd("RETR hello.txt"),
+        "125 Data connection already open; transfer starting\r\n"
+    );
+    // Other commands queue during the transfer; STAT answers at once.
+    h.send("NOOP\r\n");
+    assert_eq!(h.take(), "");
+    assert!(h
+        .cmd("STAT")
+        .contains(" Transfer in progress: /hello.txt\r\n"));
+    assert_eq!(
+        h.cmd("ABOR"),
+        "426 Transfer aborted\r\n226 ABOR successful\r\n200 NOOP ok\r\n"
+    );
+    // ABOR before 150 (waiting for the data connection).
+    h.data_mode = DataMode::Hold;
+    h.cmd("PASV");
+    assert_eq!(h.cmd("RETR hello.txt"), "");
+    assert_eq!(
+        h.cmd("ABOR"),
+        "426 Transfer aborted\r\n226 ABOR successful\r\n"
+    );
+}
+
+#[test]
+fn quit_during_transfer_waits_for_it() {
+    let mut h = logged_in();
+    h.cmd("PASV");
+    h.hold_transfers = true;
+    h.cmd("RETR hello.txt");
+    assert_eq!(h.cmd("QUIT"), "");
+    assert!(!h.session.is_closed());
+    let Request {
+        id,
+        kind: RequestKind::RunTransfer { channel, plan },
+    } = h.held.pop().unwrap()
+    else {
+        panic!()
+    };
+    h.hold_transfers = false;
+    let outcome = h.run_transfer(*channel, plan);
+    h.complete(id, outcome);
+    assert_eq!(h.take(), "226 Transfer complete\r\n221 Goodbye\r\n");
+    assert!(h.session.is_closed());
+}
+
+#[test]
+fn truncated_upload_is_426() {
+    let (mut h, _pki) = tls_session(TLS13, SessionConfig::default());
+    h.login_tls();
+    h.upload = vec![1u8; 5000];
+    h.truncate_upload = true;
+    h.cmd("TYPE I");
+    h.cmd("PASV");
+    assert_eq!(h.cmd("STOR t.bin"), "125 Data connection already open; transfer starting\r\n426 Connection closed; transfer aborted\r\n");
+}
+
+#[test]
+fn tls_policy_replies() {
+    let pki = TestPki::new();
+    let mut h = Harness::new(SessionConfig {
+        tls: Some(pki.server_config(TLS13)),
+        ..SessionConfig::default()
+    });
+    h.take();
+    assert_eq!(h.cmd("USER u"), "530 TLS required: use AUTH TLS first\r\n");
+    assert_eq!(h.cmd("PASS u"), "530 TLS required: use AUTH TLS first\r\n");
+    assert_eq!(h.cmd("PBSZ 0"), "503 PBSZ needs AUTH TLS first\r\n");
+    assert_eq!(h.cmd("PROT P"), "503 PBSZ required first\r\n");
+    assert_eq!(h.cmd("CCC"), "534 CCC not allowed\r\n");
+    assert_eq!(h.cmd("AUTH GSSAPI"), "504 Unsupported AUTH mechanism\r\n");
+    h.auth_tls(pki.client_config(TLS13));
+    assert_eq!(h.cmd("AUTH TLS"), "503 TLS already active\r\n");
+    assert_eq!(h.cmd("PROT P"), "503 PBSZ required first\r\n");
+    assert_eq!(h.cmd("PBSZ 100"), "200 PBSZ=0\r\n");
+    assert_eq!(h.cmd("PROT C"), "534 PROT C not allowed by policy\r\n");
+    assert_eq!(h.cmd("PROT S"), "536 PROT level not supported\r\n");
+    assert_eq!(h.cmd("USER u"), "331 Password required\r\n");
+    assert_eq!(h.cmd("PASS secret"), "230 Login successful\r\n");
+    h.cmd("PASV");
+    assert_eq!(
+        h.cmd("RETR hello.txt"),
+        "521 Data connections must be protected: use PROT P\r\n"
+    );
+
+    // No TLS configured: AUTH is 502.
+    let mut h = Harness::new(plain_config());
+    assert_eq!(h.cmd("AUTH TLS"), "502 TLS not available\r\n");
+}
+
+#[test]
+fn auth_tls_injection_is_not_executed() {
+    let pki = TestPki::new();
+    let mut h = Harness::new(SessionConfig {
+        tls: Some(pki.server_config(TLS13)),
+        ..plain_config()
+    });
+    h.take();
+    h.send("AUTH TLS\r\nUSER x\r\n");
+    // 234 in the clear, then only a TLS alert: `USER x` went to rustls.
+    assert!(h
+        .take()
+        .starts_with("234 AUTH TLS successful\r\n\u{15}\u{3}"));
+    assert!(h.session.is_closed());
+    assert!(matches!(h.session.error(), Some(SessionError::Tls(_))));
+    assert!(!h.log.iter().any(|r| r == "Authenticate"));
+    assert!(!h
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Reply(r) if r.code == ReplyCode::NEED_PASSWORD)));
+}
+
+#[test]
+fn tls_transfers_resume_the_control_session() {
+    for versions in [TLS12, TLS13] {
+        let (mut h, _pki) = tls_session(versions, SessionConfig::default());
+        h.login_tls();
+        for _ in 0..3 {
+            h.cmd("PASV");
+            assert_eq!(
+                h.cmd("RETR hello.txt"),
+                "125 Data connection already open; transfer starting\r\n226 Transfer complete\r\n"
+            );
+            assert_eq!(h.received_data, b"hello\r\nworld\r\n");
+        }
+        let last = h
+            .events
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                Event::TransferFinished(r) => Some(r.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert!(last.tls.as_ref().unwrap().resumed);
+    }
+}
+
+#[test]
+fn fresh_or_foreign_data_session_is_refused_with_522() {
+    for versions in [TLS12, TLS13] {
+        // Fresh client config: nothing to resume.
+        let (mut h, pki) = tls_session(versions, SessionConfig::default());
+        h.login_tls();
+        h.data_client_config = Some(pki.client_config(versions));
+        h.cmd("PASV");
+        assert_eq!(
+            h.cmd("RETR hello.txt"),
+            "125 Data connection already open; transfer starting\r\n522 Data connection must resume the control connection's TLS session\r\n"
+        );
+
+        // Another control session's ticket (same server config, same client store) is refused too.
+        let server = pki.server_config(versions);
+        let client_a = pki.client_config(versions);
+        let mut a = Harness::new(SessionConfig {
+            tls: Some(server.clone()),
+            ..SessionConfig::default()
+        });
+        a.auth_tls(client_a.clone());
+        let mut b = Harness::new(SessionConfig {
+            tls: Some(server),
+            ..SessionConfig::default()
+        });
+        b.auth_tls(pki.client_config(versions));
+        b.login_tls();
+        b.data_client_config = Some(client_a);
+        b.cmd("PASV");
+        assert!(b
+            .cmd("RETR hello.txt")
+            .ends_with("522 Data connection must resume the control connection's TLS session\r\n"));
+
+        // Preferred: accepted without resumption.
+        let (mut h, pki) = tls_session(
+            versions,
+            SessionConfig {
+                data_resumption: ResumptionPolicy::Preferred,
+                ..SessionConfig::default()
+            },
+        );
+        h.login_tls();
+        h.data_client_config = Some(pki.client_config(versions));
+        h.cmd("PASV");
+        assert!(h
+            .cmd("RETR hello.txt")
+            .ends_with("226 Transfer complete\r\n"));
+    }
+}
+
+#[test]
+fn implicit_tls_greets_inside_tls() {
+    let pki = TestPki::new();
+    let config = SessionConfig {
+        tls: Some(pki.server_config(TLS13)),
+        implicit_tls: true,
+        ..SessionConfig::default()
+    };
+    let base = Instant::now();
+    let mut session =
+        ServerSession::new(config, PEER.parse().unwrap(), LOCAL.parse().unwrap(), base);
+    let mut wire = Vec::new();
+    // Nothing in the clear before the client's hello.
+    assert_eq!(session.poll_transmit(&mut wire), 0);
+    let mut h = Harness::new(plain_config());
+    h.take();
+    h.session = session;
+    let client = pki.client_config(TLS13);
+    h.client_tls = Some(TlsConn::client(client.clone(), localhost()).unwrap());
+    h.data_client_config = Some(client);
+    h.drive();
+    assert_eq!(h.take(), "220 ftps-rs ready\r\n");
+    assert_eq!(h.cmd("USER u"), "331 Password required\r\n");
+    assert_eq!(h.cmd("PASS secret"), "230 Login successful\r\n");
+    h.cmd("PASV");
+    assert!(h
+        .cmd("RETR hello.txt")
+        .ends_with("226 Transfer complete\r\n"));
+}
+
+#[test]
+fn rein_resets_login_keeps_tls() {
+    let (mut h, _pki) = tls_session(TLS13, SessionConfig::default());
+    h.login_tls();
+    h.cmd("CWD pub");
+    h.cmd("TYPE I");
+    assert_eq!(h.cmd("REIN"), "220 Service ready for new user\r\n");
+    assert!(h.session.tls_active());
+    assert_eq!(h.session.user(), None);
+    assert_eq!(h.cmd("PWD"), "530 Please login with USER and PASS\r\n");
+    h.cmd("USER u");
+    h.cmd("PASS secret");
+    assert_eq!(h.cmd("PWD"), "257 \"/\" is the current directory\r\n");
+}
+
+#[test]
+fn eof_closes() {
+    let mut h = logged_in();
+    h.session.handle_eof(h.now);
+    assert!(h.session.is_closed());
+    h.drive();
+    assert!(h.events.contains(&Event::Closed(CloseReason::PeerClosed)));
+}
+
+/// The replies (and requests) for an input split at `cuts`.
+fn run_split(input: &[u8], cuts: &[usize]) -> (String, Vec<String>) {
+    let mut h = Harness::new(plain_config());
+    let mut at = 0;
+    let mut points: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+    points.sort_unstable();
+    points.push(input.len());
+    for p in points {
+        if p > at {
+            h.send_bytes(&input[at..p]);
+            at = p;
+        }
+    }
+    (h.take(), h.log.clone())
+}
+
+const SCRIPT: &[u8] = b"USER u\r\nPASS secret\r\nTYPE I\r\nPWD\r\nCWD pub\r\nPASV\r\nLIST\r\nCDUP\nSIZE hello.txt\r\nMLST\r\nFOO bar\r\nQUIT\r\n";
+
+#[test]
+fn chunking_invariance() {
+    let whole = run_split(SCRIPT, &[]);
+    assert!(whole.0.ends_with("221 Goodbye\r\n"), "{}", whole.0);
+    let bytewise: Vec<usize> = (0..SCRIPT.len()).collect();
+    assert_eq!(run_split(SCRIPT, &bytewise), whole);
+}
+
+proptest::proptest! {
+    #[test]
+    fn chunking_invariance_random(cuts in proptest::collection::vec(0usize..200, 0..12)) {
+        proptest::prop_assert_eq!(run_split(SCRIPT, &cuts), run_split(SCRIPT, &[]));
+    }
+
+    #[test]
+    fn never_panics(steps in proptest::collection::vec((0u8..5, proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40), 0u64..100), 0..30)) {
+        let pki_less = SessionConfig { allow_ccc: true, ..plain_config() };
+        let base = Instant::now();
+        let mut s = ServerSession::new(pki_less, PEER.parse().unwrap(), LOCAL.parse().unwrap(), base);
+        let mut now = base;
+        let mut ids = Vec::new();
+        let words: [&[u8]; 6] = [b"USER u\r\nPASS p\r\n", b"PASV\r\n", b"RETR x\r\n", b"ABOR\r\n", b"STAT\r\n", b"AUTH TLS\r\n"];
+        for (kind, bytes, n) in steps {
+            now += Duration::from_millis(n * 500);
+            match kind {
+                0 => { let _ = s.handle_input(now, &bytes); }
+                1 => { let w = words[(n as usize) % words.len()]; let _ = s.handle_input(now, w); }
+                2 => s.handle_timeout(now),
+                3 => {
+                    if let Some(id) = ids.get((n as usize) % ids.len().max(1)).copied() {
+                        let outcome = match n % 6 {
+                            0 => Outcome::Done,
+                            1 => Outcome::Denied,
+                            2 => Outcome::LoggedIn(LoginGrant::default()),
+                            3 => Outcome::DataConnected { peer: "192.0.2.7:1".parse().unwrap() },
+                            4 => Outcome::Failed(Failure::Truncated),
+                            _ => Outcome::Opened { size: None, path: VirtualPath::root() },
+                        };
+                        s.complete(now, id, outcome);
+                    }
+                }
+                _ => if n == 0 { s.handle_eof(now) },
+            }
+            let mut out = Vec::new();
+            let _ = s.poll_transmit(&mut out);
+            while let Some(r) = s.poll_request() { ids.push(r.id); }
+            while s.poll_event().is_some() {}
+            if let Some(t) = s.poll_timeout() { proptest::prop_assert!(t >= base); }
+        }
+    }
+}

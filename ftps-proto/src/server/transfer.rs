@@ -1,0 +1,76 @@
+//! Data-channel glue: building a session's [`DataChannel`] and mapping how a request ended to a reply.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::request::{Failure, StorageError};
+use crate::codec::ReplyCode;
+use crate::data::{DataChannel, DataError, DataOptions, DataProtection, DataTls, ResumptionPolicy};
+
+/// The data channel for one transfer: TLS server role with the session-bound config under `PROT P`, plain
+/// otherwise.
+pub(crate) fn build_channel(
+    now: Instant,
+    bound: Option<&Arc<rustls::ServerConfig>>,
+    resumption: ResumptionPolicy,
+) -> Result<DataChannel, DataError> {
+    let protection = match bound {
+        Some(config) => DataProtection::Tls(DataTls::Server {
+            config: Arc::clone(config),
+            resumption,
+        }),
+        None => DataProtection::Clear,
+    };
+    DataChannel::new(now, protection, DataOptions::default())
+}
+
+impl From<&DataError> for Failure {
+    /// How a failed data channel is reported back: so frontends never pick reply codes themselves.
+    fn from(error: &DataError) -> Self {
+        match error {
+            DataError::SessionReuseRequired => Failure::ResumptionRefused,
+            _ => Failure::DataTls,
+        }
+    }
+}
+
+/// The reply for a failed request (RFC 959 section 4.2, RFC 4217 section 10 for 522).
+pub(crate) fn failure_reply(failure: &Failure) -> (ReplyCode, &'static str) {
+    match failure {
+        Failure::Storage(e) => storage_reply(e),
+        Failure::DataConnection => (
+            ReplyCode::CANT_OPEN_DATA_CONNECTION,
+            "Can't open data connection",
+        ),
+        Failure::DataTls => (
+            ReplyCode::NETWORK_PROTOCOL_NOT_SUPPORTED,
+            "TLS negotiation failed on data connection",
+        ),
+        Failure::ResumptionRefused => (
+            ReplyCode::NETWORK_PROTOCOL_NOT_SUPPORTED,
+            "Data connection must resume the control connection's TLS session",
+        ),
+        Failure::Truncated => (
+            ReplyCode::TRANSFER_ABORTED,
+            "Connection closed; transfer aborted",
+        ),
+        Failure::Aborted => (ReplyCode::TRANSFER_ABORTED, "Transfer aborted"),
+        Failure::Unsupported => (ReplyCode::NOT_IMPLEMENTED_FOR_PARAMETER, "Not supported"),
+    }
+}
+
+/// The reply for a storage error.
+pub(crate) fn storage_reply(error: &StorageError) -> (ReplyCode, &'static str) {
+    match error {
+        StorageError::NotFound => (ReplyCode::FILE_NOT_AVAILABLE, "No such file or directory"),
+        StorageError::PermissionDenied => (ReplyCode::FILE_NOT_AVAILABLE, "Permission denied"),
+        StorageError::Exists => (ReplyCode::FILE_NOT_AVAILABLE, "File exists"),
+        StorageError::NotADirectory => (ReplyCode::FILE_NOT_AVAILABLE, "Not a directory"),
+        StorageError::DiskFull => (
+            ReplyCode::INSUFFICIENT_STORAGE,
+            "Insufficient storage space",
+        ),
+        StorageError::QuotaExceeded => (ReplyCode::EXCEEDED_STORAGE_ALLOCATION, "Quota exceeded"),
+        StorageError::Other(_) => (ReplyCode::LOCAL_ERROR, "Local error in processing"),
+    }
+}
