@@ -1,5 +1,6 @@
 //! The tokio example (`examples/tokio_minimal.rs`) serves a login, a listing and a download to curl, with TLS 1.3
 //! and TLS 1.2: the engine runs unchanged on a runtime the server crate itself does not use.
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
