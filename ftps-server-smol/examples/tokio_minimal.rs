@@ -108,7 +108,7 @@ struct Connection {
     open_files: HashMap<ReqId, (&'static [u8], u64)>,
     /// Running transfers, keyed by their `RunTransfer` id, to stop them on `AbortTransfer`.
     transfers: HashMap<ReqId, AbortHandle>,
-    /// Where transfer tasks send their answers.
+    /// Where transfer tasks send their answers. Unbounded is fine: the engine runs one transfer at a time.
     completions: mpsc::UnboundedSender<Completion>,
 }
 
