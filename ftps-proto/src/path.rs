@@ -129,6 +129,7 @@ impl AsRef<str> for VirtualPath {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -118,7 +118,7 @@ mod tests {
             data_resumption: ResumptionPolicy::Off,
             ..SessionConfig::default()
         };
-        assert_eq!(server.narrowed(&UserPolicy::default()).allow_ccc, true);
+        assert!(server.narrowed(&UserPolicy::default()).allow_ccc);
         let user = UserPolicy {
             require_tls_data: true,
             deny_ccc: true,

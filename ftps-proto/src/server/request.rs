@@ -177,7 +177,8 @@ pub enum RequestKind {
     ///
     /// The frontend drives `channel` with the data socket (its own task or thread), copies the bytes between it
     /// and the source/sink named by `plan`, and on the end sends close_notify and answers. The engine replies 226
-    /// only after that answer, and only when the report shows a clean close.
+    /// only after that answer, and only when the report shows a clean close. Any passive listener is done with
+    /// once its connection is handed over here: close it (the next transfer needs a new `PASV`/`EPSV`).
     RunTransfer {
         /// The data channel, built by the engine for this session (plain, or TLS server role with the session's
         /// private resumption cache and resumption policy).
