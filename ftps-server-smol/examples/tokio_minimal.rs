@@ -1,0 +1,483 @@
+//! A minimal FTPS server on tokio: proof that the `ftps-proto` engine does not care which runtime drives it.
+//!
+//! The engine ([`ServerSession`]) does all of FTP: it parses commands, picks every reply code, runs TLS on the
+//! control connection and builds the TLS [`DataChannel`] of each transfer. This program only moves bytes and
+//! answers the engine's [`Request`]s: there is no reply code and no FTP verb below. The real server
+//! (`ftps-server`) does the same on smol/async-io; tokio is a dev-dependency of this example only.
+//!
+//! It serves one user (`demo` / `demo`), read-only, from a few in-memory files, passive mode only, with TLS
+//! required on control and data connections and data connections required to resume the control connection's
+//! TLS session (RFC 4217 section 10; the engine checks it, this program only forwards the channel's report).
+//!
+//! ```text
+//! cargo run -p ftps-server-smol --example tokio_minimal -- 2121
+//! curl --ssl-reqd -k -u demo:demo ftp://127.0.0.1:2121/hello.txt
+//! ```
+//!
+//! The first line on stdout is `listening on ADDR`; the engine's events are logged to stderr.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ftps_proto::data::{DataChannel, DataEvent, ResumptionPolicy};
+use ftps_proto::path::VirtualPath;
+use ftps_proto::server::{
+    Failure, FileInfo, FileKind, LoginGrant, Outcome, ReqId, Request, RequestKind, ServerSession,
+    SessionConfig, Source, StorageError,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+/// The whole file system: absolute path -> contents.
+const FILES: &[(&str, &[u8])] = &[
+    ("/hello.txt", b"Hello from ftps-rs on tokio!\n"),
+    (
+        "/notes.md",
+        b"# Notes\n\nThe engine is sans-IO; this example is the IO.\n",
+    ),
+    ("/empty.bin", b""),
+];
+
+/// An answer to a request that took a while (a transfer), sent back to the connection's drive loop.
+type Completion = (ReqId, Outcome);
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> io::Result<()> {
+    let port: u16 = match std::env::args().nth(1) {
+        Some(arg) => arg.parse().map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, "usage: tokio_minimal [PORT]")
+        })?,
+        None => 0,
+    };
+    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+    // Stdout is line-buffered: this line reaches a test reading our stdout at once.
+    println!("listening on {}", listener.local_addr()?);
+
+    let config = session_config()?;
+    loop {
+        let (control, peer) = listener.accept().await?;
+        let config = config.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve(control, peer, config).await {
+                eprintln!("{peer}: {e}");
+            }
+        });
+    }
+}
+
+/// The engine's policy: secure defaults, spelled out because they are the point of the example.
+fn session_config() -> io::Result<SessionConfig> {
+    // A fresh self-signed certificate per run; clients connect with `-k` / no verification.
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+        .map_err(io::Error::other)?;
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(generated.key_pair.serialize_der().into());
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+    .map_err(io::Error::other)?
+    .with_no_client_auth()
+    .with_single_cert(vec![generated.cert.der().clone()], key)
+    .map_err(io::Error::other)?;
+    Ok(SessionConfig {
+        tls: Some(Arc::new(tls)),
+        require_tls_control: true,
+        require_tls_data: true,
+        // Data connections must resume the control session (what vsftpd calls `require_ssl_reuse`).
+        data_resumption: ResumptionPolicy::Required,
+        ..SessionConfig::default()
+    })
+}
+
+/// What one control connection has open on the engine's behalf.
+struct Connection {
+    /// The address the client reached us on (127.0.0.1 here): passive listeners bind there.
+    local_ip: IpAddr,
+    /// The passive listener of the last `OpenPassive`.
+    passive: Option<TcpListener>,
+    /// An `AcceptData` waiting for a connection on `passive`.
+    accepting: Option<ReqId>,
+    /// A data connection accepted but not yet handed to a transfer.
+    data: Option<TcpStream>,
+    /// Files opened by `OpenRead`, keyed by that request's id: contents and start offset.
+    open_files: HashMap<ReqId, (&'static [u8], u64)>,
+    /// Running transfers, keyed by their `RunTransfer` id, to stop them on `AbortTransfer`.
+    transfers: HashMap<ReqId, AbortHandle>,
+    /// Where transfer tasks send their answers. Unbounded is fine: the engine runs one transfer at a time.
+    completions: mpsc::UnboundedSender<Completion>,
+}
+
+/// Runs one control connection: the drive loop of the `ftps_proto::server` module docs.
+async fn serve(mut control: TcpStream, peer: SocketAddr, config: SessionConfig) -> io::Result<()> {
+    let local = control.local_addr()?;
+    let mut session = ServerSession::new(config, peer, local, Instant::now());
+    let (completions, mut completed) = mpsc::unbounded_channel();
+    let mut conn = Connection {
+        local_ip: local.ip(),
+        passive: None,
+        accepting: None,
+        data: None,
+        open_files: HashMap::new(),
+        transfers: HashMap::new(),
+        completions,
+    };
+    let mut read_buf = vec![0u8; 16 * 1024];
+    // Control bytes read but not yet taken by the engine (it takes less only while its queue is full).
+    let mut unread: Vec<u8> = Vec::new();
+
+    let result = loop {
+        // After every input: offer held-back bytes again, then drain every output.
+        if !unread.is_empty() {
+            let taken = session.handle_input(Instant::now(), &unread);
+            unread.drain(..taken);
+        }
+        if let Err(e) = drain(&mut session, &mut conn, &mut control).await {
+            break Err(e);
+        }
+        if session.is_closed() {
+            break Ok(());
+        }
+        let deadline = session.poll_timeout();
+
+        // Wait for whichever comes first. Every branch is cancel-safe, and the futures are dropped before a
+        // handler runs, so handlers may use `conn` and `session` freely.
+        tokio::select! {
+            read = control.read(&mut read_buf), if unread.is_empty() => match read {
+                Ok(0) | Err(_) => session.handle_eof(Instant::now()),
+                Ok(n) => {
+                    let input = &read_buf[..n];
+                    let taken = session.handle_input(Instant::now(), input);
+                    unread.extend_from_slice(&input[taken..]);
+                }
+            },
+            Some((id, outcome)) = completed.recv() => {
+                conn.transfers.remove(&id);
+                session.complete(Instant::now(), id, outcome);
+            }
+            accepted = accept(conn.passive.as_ref()), if conn.accepting.is_some() => {
+                on_accepted(&mut session, &mut conn, accepted);
+            }
+            () = sleep_until(deadline) => session.handle_timeout(Instant::now()),
+        }
+    };
+
+    // The session is over: stop what still runs and close the control connection (dropping `conn` closes the
+    // passive listener and any idle data connection).
+    for (_, transfer) in conn.transfers.drain() {
+        transfer.abort();
+    }
+    let _ = control.shutdown().await;
+    result
+}
+
+/// Sends what the engine wants sent, logs its events and starts its requests, until all three are empty.
+async fn drain(
+    session: &mut ServerSession,
+    conn: &mut Connection,
+    control: &mut TcpStream,
+) -> io::Result<()> {
+    let mut wire = Vec::new();
+    loop {
+        wire.clear();
+        if session.poll_transmit(&mut wire) > 0 {
+            control.write_all(&wire).await?;
+        }
+        while let Some(event) = session.poll_event() {
+            eprintln!("{}: {event:?}", session.peer());
+        }
+        let Some(request) = session.poll_request() else {
+            return Ok(());
+        };
+        // Answers known at once go straight back; the loop then drains what they caused.
+        if let Some((id, outcome)) = start(conn, request).await {
+            session.complete(Instant::now(), id, outcome);
+        }
+    }
+}
+
+/// Starts one request. Returns the answer when it is known at once; `None` for notifications and for work that
+/// answers later through `conn.completions` or the accept branch of the drive loop.
+async fn start(conn: &mut Connection, request: Request) -> Option<Completion> {
+    let Request { id, kind } = request;
+    let outcome = match kind {
+        RequestKind::Authenticate { user, password, .. } => {
+            if user == "demo" && password == "demo" {
+                Outcome::LoggedIn(LoginGrant::default())
+            } else {
+                // The engine delays the refusal and counts failures.
+                Outcome::Denied
+            }
+        }
+        RequestKind::Metadata { path } => match lookup(&path) {
+            Some(info) => Outcome::Metadata(info),
+            None => not_found(),
+        },
+        RequestKind::List { path, .. } => {
+            if path.is_root() {
+                Outcome::Listing(
+                    FILES
+                        .iter()
+                        .map(|(name, data)| file_info(name, data))
+                        .collect(),
+                )
+            } else {
+                match lookup(&path) {
+                    Some(info) => Outcome::Listing(vec![info]),
+                    None => not_found(),
+                }
+            }
+        }
+        RequestKind::OpenRead { path, offset } => {
+            match FILES.iter().find(|(name, _)| *name == path.as_str()) {
+                Some((_, data)) => {
+                    conn.open_files.insert(id, (data, offset));
+                    Outcome::Opened {
+                        size: Some(data.len() as u64),
+                        path,
+                    }
+                }
+                None => not_found(),
+            }
+        }
+        RequestKind::OpenPassive { .. } => {
+            // Bind on the address the client reached us on; the engine announces it (227 or 229).
+            match TcpListener::bind((conn.local_ip, 0)).await {
+                Ok(listener) => match listener.local_addr() {
+                    Ok(addr) => {
+                        conn.passive = Some(listener);
+                        Outcome::PassiveListening(addr)
+                    }
+                    Err(_) => Outcome::Failed(Failure::DataConnection),
+                },
+                Err(_) => Outcome::Failed(Failure::DataConnection),
+            }
+        }
+        RequestKind::AcceptData => {
+            if conn.passive.is_none() {
+                Outcome::Failed(Failure::DataConnection)
+            } else {
+                // Answered by the drive loop's accept branch; the engine bounds the wait.
+                conn.accepting = Some(id);
+                return None;
+            }
+        }
+        RequestKind::ReleaseData => {
+            conn.passive = None;
+            conn.accepting = None;
+            conn.data = None;
+            return None;
+        }
+        RequestKind::ReleaseFile { file } => {
+            conn.open_files.remove(&file);
+            return None;
+        }
+        RequestKind::RunTransfer { channel, plan } => {
+            let payload: Vec<u8> = match plan.source {
+                Source::Bytes(listing) => listing,
+                Source::File(file) => match conn.open_files.remove(&file) {
+                    Some((data, offset)) => {
+                        let from = usize::try_from(offset)
+                            .unwrap_or(usize::MAX)
+                            .min(data.len());
+                        data[from..].to_vec()
+                    }
+                    None => {
+                        return Some((
+                            id,
+                            Outcome::Failed(Failure::Storage(StorageError::NotFound)),
+                        ))
+                    }
+                },
+                // Read-only: `OpenWrite` is refused, so no upload is ever planned.
+                Source::Upload(_) => return Some((id, Outcome::Failed(Failure::Unsupported))),
+            };
+            let payload = if plan.ascii {
+                to_crlf(&payload)
+            } else {
+                payload
+            };
+            let Some(socket) = conn.data.take() else {
+                return Some((id, Outcome::Failed(Failure::DataConnection)));
+            };
+            let completions = conn.completions.clone();
+            let task = tokio::spawn(async move {
+                let outcome = send_over(socket, channel, &payload).await;
+                let _ = completions.send((id, outcome));
+            });
+            conn.transfers.insert(id, task.abort_handle());
+            return None;
+        }
+        RequestKind::AbortTransfer { transfer } => {
+            // Dropping the task closes the data socket at once; then answer the transfer for it.
+            if let Some(task) = conn.transfers.remove(&transfer) {
+                task.abort();
+            }
+            return Some((transfer, Outcome::Failed(Failure::Aborted)));
+        }
+        // Active mode (`ConnectData`) is left out to keep the example short: the client falls back to passive.
+        RequestKind::ConnectData { .. } => Outcome::Failed(Failure::DataConnection),
+        RequestKind::OpenWrite { .. }
+        | RequestKind::MakeDir { .. }
+        | RequestKind::RemoveDir { .. }
+        | RequestKind::Delete { .. }
+        | RequestKind::Rename { .. }
+        | RequestKind::SetModified { .. }
+        | RequestKind::Chmod { .. } => {
+            Outcome::Failed(Failure::Storage(StorageError::PermissionDenied))
+        }
+        // `HOST`, `SITE` extensions, and whatever later engine versions ask for.
+        _ => Outcome::Failed(Failure::Unsupported),
+    };
+    Some((id, outcome))
+}
+
+/// Accepts on the passive listener, or never completes when there is none.
+async fn accept(listener: Option<&TcpListener>) -> io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A connection arrived on the passive listener: hand it to the engine, unless it comes from someone else.
+fn on_accepted(
+    session: &mut ServerSession,
+    conn: &mut Connection,
+    accepted: io::Result<(TcpStream, SocketAddr)>,
+) {
+    let Some(id) = conn.accepting else { return };
+    match accepted {
+        // RFC 2577 section 3 ("port stealing"): the frontend checks the peer and keeps waiting when refused.
+        Ok((_stranger, from)) if !session.data_peer_allowed(from.ip()) => {
+            eprintln!("{}: refused data connection from {from}", session.peer());
+        }
+        Ok((socket, from)) => {
+            conn.accepting = None;
+            conn.data = Some(socket);
+            session.complete(Instant::now(), id, Outcome::DataConnected { peer: from });
+        }
+        Err(_) => {
+            conn.accepting = None;
+            session.complete(Instant::now(), id, Outcome::Failed(Failure::DataConnection));
+        }
+    }
+}
+
+/// Drives one download's [`DataChannel`] on its socket: write `payload`, finish, and wait for the channel to end.
+async fn send_over(
+    mut socket: TcpStream,
+    mut channel: Box<DataChannel>,
+    payload: &[u8],
+) -> Outcome {
+    let mut sent = 0;
+    let mut wire = Vec::new();
+    let mut read_buf = vec![0u8; 16 * 1024];
+    let mut write_half_closed = false;
+    loop {
+        // Plaintext in (the channel takes nothing until its TLS handshake is done), then the end of it.
+        sent += channel.write(&payload[sent..]);
+        if sent == payload.len() {
+            channel.finish(Instant::now());
+        }
+        // Ciphertext out: TLS records, then close_notify once everything before it went out.
+        wire.clear();
+        if channel.poll_transmit(&mut wire) > 0 && socket.write_all(&wire).await.is_err() {
+            return Outcome::Failed(Failure::Truncated);
+        }
+        if channel.is_write_closed() && !write_half_closed {
+            let _ = socket.shutdown().await;
+            write_half_closed = true;
+        }
+        while let Some(event) = channel.poll_event() {
+            match event {
+                // The engine reads the report: 226 only for a clean close that resumed the control session.
+                DataEvent::Finished(report) => return Outcome::TransferFinished(report),
+                // Flush the alert the channel may have queued, then report what went wrong.
+                DataEvent::Failed(error) => {
+                    wire.clear();
+                    if channel.poll_transmit(&mut wire) > 0 {
+                        let _ = socket.write_all(&wire).await;
+                    }
+                    return Outcome::Failed(Failure::from(&error));
+                }
+                _ => {}
+            }
+        }
+        // More to write right now? Loop. Otherwise wait for the peer (handshake, close_notify) or a deadline.
+        if channel.wants_transmit() || (sent < payload.len() && channel.can_write()) {
+            continue;
+        }
+        let deadline = channel.poll_timeout();
+        tokio::select! {
+            read = socket.read(&mut read_buf) => match read {
+                Ok(0) | Err(_) => channel.handle_eof(Instant::now()),
+                Ok(n) => {
+                    let mut input = &read_buf[..n];
+                    while !input.is_empty() {
+                        let taken = channel.handle_input(Instant::now(), input);
+                        // A download receives no payload; anything that arrives anyway is discarded.
+                        let unread = channel.read_chunk().len();
+                        channel.consume(unread);
+                        if taken == 0 && unread == 0 {
+                            break;
+                        }
+                        input = &input[taken..];
+                    }
+                }
+            },
+            () = sleep_until(deadline) => channel.handle_timeout(Instant::now()),
+        }
+    }
+}
+
+/// Sleeps until `deadline`, or forever when there is none.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `TYPE A` (RFC 959 section 3.1.1.1): lines end in CRLF on the wire. Bare LFs get a CR; CRLFs stay as they are.
+fn to_crlf(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 16);
+    let mut previous = 0u8;
+    for &byte in bytes {
+        if byte == b'\n' && previous != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(byte);
+        previous = byte;
+    }
+    out
+}
+
+/// The directory entry of one in-memory file.
+fn file_info(path: &str, data: &[u8]) -> FileInfo {
+    let name = path.trim_start_matches('/');
+    let mut info = FileInfo::new(name, FileKind::File, data.len() as u64);
+    info.mode = Some(0o444);
+    info
+}
+
+/// Status of `path`: the root directory or one of the files.
+fn lookup(path: &VirtualPath) -> Option<FileInfo> {
+    if path.is_root() {
+        let mut root = FileInfo::new("/", FileKind::Dir, 0);
+        root.mode = Some(0o555);
+        return Some(root);
+    }
+    FILES
+        .iter()
+        .find(|(name, _)| *name == path.as_str())
+        .map(|(name, data)| file_info(name, data))
+}
+
+fn not_found() -> Outcome {
+    Outcome::Failed(Failure::Storage(StorageError::NotFound))
+}
