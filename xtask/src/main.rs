@@ -63,6 +63,14 @@ fn cargo() -> Command {
     Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
+/// Cargo of the nightly toolchain. `$CARGO` is the current toolchain's own binary, which does not understand
+/// `+nightly`; the rustup proxy on `PATH` does. `RUSTUP_TOOLCHAIN`, set for the current run, would override it.
+fn nightly_cargo() -> Command {
+    let mut command = Command::new("cargo");
+    command.arg("+nightly").env_remove("RUSTUP_TOOLCHAIN");
+    command
+}
+
 fn succeeds(cmd: &mut Command) -> bool {
     cmd.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -84,7 +92,7 @@ fn is_root() -> bool {
 }
 
 fn nightly_fuzz_available() -> bool {
-    succeeds(cargo().args(["+nightly", "fuzz", "--version"]))
+    succeeds(nightly_cargo().args(["fuzz", "--version"]))
 }
 
 /// Installs the interop peers and tools the tests use, where this machine allows it.
@@ -119,7 +127,7 @@ fn setup() -> Result {
             eprintln!("setup: not root or no apt-get; missing peers stay missing: {missing:?}");
         }
     }
-    if !nightly_fuzz_available() && succeeds(cargo().args(["+nightly", "--version"])) {
+    if !nightly_fuzz_available() && succeeds(nightly_cargo().arg("--version")) {
         // A failed install only downgrades the fuzz step to a `cargo check`.
         let _ = run(
             "cargo install cargo-fuzz",
@@ -166,8 +174,8 @@ fn fuzz_build() -> Result {
         eprintln!("fuzz: nightly and cargo-fuzz found: building the fuzz targets");
         run(
             "cargo +nightly fuzz build",
-            cargo()
-                .args(["+nightly", "fuzz", "build", "--fuzz-dir"])
+            nightly_cargo()
+                .args(["fuzz", "build", "--fuzz-dir"])
                 .arg(fuzz_dir()),
         )
     } else {
@@ -216,8 +224,8 @@ fn fuzz(args: &[String]) -> Result {
         std::fs::create_dir_all(&corpus).map_err(|e| format!("{}: {e}", corpus.display()))?;
         run(
             &format!("fuzz {target} for {seconds}s"),
-            cargo()
-                .args(["+nightly", "fuzz", "run", "--fuzz-dir"])
+            nightly_cargo()
+                .args(["fuzz", "run", "--fuzz-dir"])
                 .arg(fuzz_dir())
                 .arg(&target)
                 .arg(&corpus)
