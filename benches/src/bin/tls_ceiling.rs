@@ -46,7 +46,8 @@ struct Options {
     timeout: Duration,
 }
 
-const USAGE: &str = "usage: tls-ceiling [--bytes N] [--direction download|upload] [--buffer BYTES] \
+const USAGE: &str =
+    "usage: tls-ceiling [--bytes N] [--direction download|upload] [--buffer BYTES] \
                      [--suite NAME] [--tls12] [--timeout SECONDS]";
 
 fn parse_size(text: &str) -> Result<u64> {
@@ -54,9 +55,7 @@ fn parse_size(text: &str) -> Result<u64> {
         Some((at, _)) => text.split_at(at),
         None => (text, ""),
     };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("not a size: {text}"))?;
+    let n: u64 = digits.parse().map_err(|_| format!("not a size: {text}"))?;
     let unit = match unit.to_ascii_uppercase().as_str() {
         "" | "B" => 1,
         "K" | "KIB" => 1 << 10,
@@ -214,8 +213,7 @@ fn receive<S: Read>(stream: &mut S, buffer: &mut [u8]) -> Result<u64> {
 
 fn measure(options: &Options) -> Result<(f64, String, String)> {
     let (server_config, client_config) = configs(options)?;
-    let listener =
-        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| format!("bind: {e}"))?;
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| format!("bind: {e}"))?;
     let addr = listener.local_addr().map_err(|e| format!("bind: {e}"))?;
     let direction = options.direction;
     let total = options.bytes;
@@ -261,8 +259,7 @@ fn measure(options: &Options) -> Result<(f64, String, String)> {
     tcp.set_write_timeout(Some(timeout))
         .map_err(|e| format!("timeout: {e}"))?;
     let name = ServerName::try_from("localhost").map_err(|e| format!("server name: {e}"))?;
-    let conn =
-        ClientConnection::new(client_config, name).map_err(|e| format!("client: {e}"))?;
+    let conn = ClientConnection::new(client_config, name).map_err(|e| format!("client: {e}"))?;
     let mut tls = StreamOwned::new(conn, tcp);
     // Finish the handshake before the clock starts: the ceiling is for bulk bytes.
     while tls.conn.is_handshaking() {
@@ -352,6 +349,7 @@ fn main() -> ExitCode {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
