@@ -546,6 +546,15 @@ fn write_random(path: &Path, len: u64, seed: u64) -> Result {
 fn workload(bench_dir: &Path, options: &Options) -> Result<Workload> {
     let bulk = bench_dir.join(format!("bulk-{}.bin", options.size));
     if fs::metadata(&bulk).map(|m| m.len()).ok() != Some(options.size) {
+        // Bulk files of other sizes are not needed any more: a GiB each adds up.
+        if let Ok(entries) = fs::read_dir(bench_dir) {
+            for entry in entries.filter_map(|e| e.ok()) {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with("bulk-") && name.ends_with(".bin") {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
         eprintln!(
             "bench: writing {} random bytes to {}",
             options.size,
@@ -809,12 +818,8 @@ pub(crate) fn run(args: &[String]) -> Result {
             reason,
         }),
     }
-    let peer_list = if options.peers || crate::is_root() {
-        peers::start_all(&bench_dir, options.peers)
-    } else {
-        Vec::new()
-    };
-    for status in peer_list {
+    // Always asked for, so a peer that cannot run (not root, not installed) still gets its rows and reason.
+    for status in peers::start_all(&bench_dir, options.peers) {
         servers.push(match status {
             PeerStatus::Ready(peer) => Server::Peer(peer),
             PeerStatus::Unavailable { name, reason } => Server::Missing { name, reason },
