@@ -4,8 +4,12 @@
 //! - `setup`: install what the tests need (interop peers via apt-get when running as root; cargo-fuzz).
 //! - `ci`: setup, then fmt, clippy, tests, docs and the fuzz build — the README's test command.
 //! - `fuzz [TARGET] [SECONDS]`: run one fuzz target (or all) for a bounded time (nightly + cargo-fuzz).
+//! - `bench [--peers] [--size N] [--files N] [--rounds N] [--smoke]`: end-to-end FTPS throughput table.
 //!
 //! Only std: this crate must build before anything else can.
+
+mod bench;
+mod peers;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -22,8 +26,9 @@ fn main() -> ExitCode {
         "setup" => setup(),
         "ci" => ci(),
         "fuzz" => fuzz(rest),
+        "bench" => bench::run(rest),
         _ => {
-            eprintln!("usage: cargo xtask <setup|ci|fuzz [TARGET] [SECONDS]>");
+            eprintln!("usage: cargo xtask <setup|ci|fuzz [TARGET] [SECONDS]|bench [--peers] [--smoke] ...>");
             return ExitCode::from(if task == "help" { 0 } else { 2 });
         }
     };

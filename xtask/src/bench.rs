@@ -1,0 +1,1246 @@
+//! `cargo xtask bench`: end-to-end FTPS throughput, as a Markdown table and JSON in `target/bench/`.
+//!
+//! ```text
+//! cargo xtask bench [--peers] [--size BYTES|64M|1G] [--files N] [--rounds N] [--smoke]
+//! ```
+//!
+//! One run measures, round after round (rounds interleaved, so a noisy neighbour hurts every row alike), and
+//! reports medians:
+//! - the ceiling: `tls-ceiling`, raw rustls over TCP loopback with the same 256 KiB buffers, no FTP;
+//! - a bulk download (RETR) and upload (STOR) of `--size` bytes with PROT P, and `--files` uploads of 4 KiB in
+//!   one session, for each pair: our client and our server, curl and our server, curl and each peer server
+//!   (vsftpd, ProFTPD, Pure-FTPd; see [`crate::peers`]); with TLS 1.3 and TLS 1.2.
+//!
+//! Every row is printed, measured or not: a pair whose program is not built yet, a peer that is missing and a
+//! transfer that failed each say so, with the reason. Each measured row also shows its ratio to the ceiling
+//! (same TLS version and direction; AES-128-GCM everywhere, since curl is told to use it too).
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::peers::{self, ChildGuard, Peer, PeerStatus};
+use crate::Result;
+
+/// The bulk transfer buffer size every row shares (the ceiling's application write size).
+const BUFFER: u64 = 256 * 1024;
+/// The small-file size.
+const SMALL_FILE: u64 = 4096;
+
+struct Options {
+    peers: bool,
+    size: u64,
+    files: u32,
+    rounds: u32,
+    smoke: bool,
+}
+
+const USAGE: &str =
+    "usage: cargo xtask bench [--peers] [--size BYTES|64M|1G] [--files N] [--rounds N] [--smoke]";
+
+fn parse_size(text: &str) -> Result<u64> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("not a size: {text}"))?;
+    let unit: u64 = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KIB" => 1 << 10,
+        "M" | "MIB" => 1 << 20,
+        "G" | "GIB" => 1 << 30,
+        _ => return Err(format!("unknown unit in {text}")),
+    };
+    n.checked_mul(unit)
+        .filter(|&b| b > 0)
+        .ok_or_else(|| format!("bad size: {text}"))
+}
+
+fn parse_args(args: &[String]) -> Result<Options> {
+    let (mut size, mut files, mut rounds) = (None, None, None);
+    let mut options = Options {
+        peers: false,
+        size: 1 << 30,
+        files: 1000,
+        rounds: 3,
+        smoke: false,
+    };
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let mut value = || {
+            args.next()
+                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
+        };
+        match flag.as_str() {
+            "--peers" => options.peers = true,
+            "--smoke" => options.smoke = true,
+            "--size" => size = Some(parse_size(value()?)?),
+            "--files" => {
+                files = Some(
+                    value()?
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|&n| n > 0 && n <= 99_999)
+                        .ok_or("--files takes 1..=99999")?,
+                )
+            }
+            "--rounds" => {
+                rounds = Some(
+                    value()?
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|&n| n > 0)
+                        .ok_or("--rounds takes a positive number")?,
+                )
+            }
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+        }
+    }
+    if options.smoke {
+        // Small enough for CI to finish in well under a minute after the build.
+        (options.size, options.files, options.rounds) = (8 << 20, 20, 1);
+    }
+    options.size = size.unwrap_or(options.size);
+    options.files = files.unwrap_or(options.files);
+    options.rounds = rounds.unwrap_or(options.rounds);
+    Ok(options)
+}
+
+/// The TLS version a row is pinned to.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Tls {
+    V13,
+    V12,
+}
+
+impl Tls {
+    fn label(self) -> &'static str {
+        match self {
+            Tls::V13 => "1.3",
+            Tls::V12 => "1.2",
+        }
+    }
+}
+
+/// What a row moves.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Transfer {
+    /// RETR of the bulk file (server sends).
+    Download,
+    /// STOR of the bulk file (client sends).
+    Upload,
+    /// `files` STORs of 4 KiB in one control session.
+    ManySmall,
+}
+
+impl Transfer {
+    fn label(self) -> &'static str {
+        match self {
+            Transfer::Download => "download",
+            Transfer::Upload => "upload",
+            Transfer::ManySmall => "upload many",
+        }
+    }
+}
+
+/// Where to log in: host, port and the user.
+struct Endpoint {
+    addr: SocketAddr,
+    user: String,
+    password: String,
+}
+
+impl Endpoint {
+    fn url(&self, path: &str) -> String {
+        format!("ftp://{}/{path}", self.addr)
+    }
+}
+
+/// The files a round uses.
+struct Workload {
+    /// The bulk file, random bytes, `size` long.
+    bulk: PathBuf,
+    size: u64,
+    /// `files` files of 4 KiB named by [`small_name`].
+    small_dir: PathBuf,
+    files: u32,
+    /// A scratch directory for captured output.
+    scratch: PathBuf,
+}
+
+/// A program that can drive FTPS transfers: curl, or our `ftps` client once it exists.
+///
+/// A client that is not usable says why (`unavailable`), and its rows say so in the table.
+trait Client {
+    fn name(&self) -> String;
+    /// `None` when the client can be used; otherwise why not (e.g. `not built yet`).
+    fn unavailable(&self) -> Option<String>;
+    /// Runs one transfer; returns the seconds it took (the whole client run, login included).
+    fn transfer(
+        &self,
+        to: &Endpoint,
+        tls: Tls,
+        transfer: Transfer,
+        work: &Workload,
+        remote: &str,
+    ) -> Result<f64>;
+}
+
+struct Curl;
+
+impl Curl {
+    fn base(to: &Endpoint, tls: Tls) -> Command {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--ssl-reqd", "-k", "--connect-timeout", "10"])
+            .arg("-u")
+            .arg(format!("{}:{}", to.user, to.password));
+        // AES-128-GCM like the ceiling, so the ratio measures FTP and the implementation, not the cipher.
+        match tls {
+            Tls::V13 => cmd.args(["--tlsv1.3", "--tls13-ciphers", "TLS_AES_128_GCM_SHA256"]),
+            Tls::V12 => cmd.args([
+                "--tlsv1.2",
+                "--tls-max",
+                "1.2",
+                "--ciphers",
+                "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-GCM-SHA256",
+            ]),
+        };
+        cmd
+    }
+}
+
+fn timeout_for(transfer: Transfer, work: &Workload) -> Duration {
+    // Generous (2 MB/s, 0.5 s a file) yet bounded: a wedged peer fails its row instead of hanging the bench.
+    Duration::from_secs(match transfer {
+        Transfer::Download | Transfer::Upload => 30 + work.size / 2_000_000,
+        Transfer::ManySmall => 30 + u64::from(work.files) / 2,
+    })
+}
+
+fn one_line(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let start = lines.len().saturating_sub(2);
+    lines.get(start..).unwrap_or(&[]).join(" | ")
+}
+
+impl Client for Curl {
+    fn name(&self) -> String {
+        peers::output_of(Command::new("curl").arg("--version"))
+            .and_then(|v| v.split_whitespace().nth(1).map(|v| format!("curl {v}")))
+            .unwrap_or_else(|| "curl".into())
+    }
+
+    fn unavailable(&self) -> Option<String> {
+        (!crate::have("curl")).then(|| "curl not installed".into())
+    }
+
+    fn transfer(
+        &self,
+        to: &Endpoint,
+        tls: Tls,
+        transfer: Transfer,
+        work: &Workload,
+        remote: &str,
+    ) -> Result<f64> {
+        let mut cmd = Curl::base(to, tls);
+        match transfer {
+            Transfer::Download => {
+                cmd.args(["-o", "/dev/null", "-w", "%{size_download}"])
+                    .arg(to.url(remote));
+            }
+            Transfer::Upload => {
+                cmd.arg("-T").arg(&work.bulk).arg(to.url(remote));
+            }
+            Transfer::ManySmall => {
+                // One curl run, one control connection: curl reuses it for every globbed upload.
+                let last = work.files.saturating_sub(1);
+                let glob = format!(
+                    "{}/f[{}-{}].bin",
+                    work.small_dir.display(),
+                    small_index(0),
+                    small_index(last)
+                );
+                cmd.arg("-T").arg(glob).arg(to.url(&format!("{remote}/")));
+            }
+        }
+        let done =
+            peers::run_bounded("curl", &mut cmd, timeout_for(transfer, work), &work.scratch)?;
+        if !done.success {
+            return Err(format!("curl {}: {}", done.status, one_line(&done.stderr)));
+        }
+        if transfer == Transfer::Download {
+            let got: u64 = done.stdout.trim().parse().unwrap_or(0);
+            if got != work.size {
+                return Err(format!("downloaded {got} of {} bytes", work.size));
+            }
+        }
+        Ok(done.elapsed.as_secs_f64())
+    }
+}
+
+/// Our `ftps` command-line client (crate ftps-client-blocking), once it is built.
+///
+/// The command lines below are the harness's guess at its interface: adjust them here, in one place, when the
+/// client lands.
+struct OurClient {
+    program: PathBuf,
+}
+
+impl Client for OurClient {
+    fn name(&self) -> String {
+        "ftps (ours)".into()
+    }
+
+    fn unavailable(&self) -> Option<String> {
+        probe(&self.program)
+    }
+
+    fn transfer(
+        &self,
+        to: &Endpoint,
+        tls: Tls,
+        transfer: Transfer,
+        work: &Workload,
+        remote: &str,
+    ) -> Result<f64> {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(["--insecure", "--user", &to.user, "--password", &to.password]);
+        if tls == Tls::V12 {
+            cmd.args(["--tls-max", "1.2"]);
+        }
+        match transfer {
+            Transfer::Download => cmd.arg("get").arg(to.url(remote)).arg("/dev/null"),
+            Transfer::Upload => cmd.arg("put").arg(&work.bulk).arg(to.url(remote)),
+            Transfer::ManySmall => cmd
+                .arg("put")
+                .args(
+                    (0..work.files)
+                        .map(|i| work.small_dir.join(format!("f{}.bin", small_index(i)))),
+                )
+                .arg(to.url(&format!("{remote}/"))),
+        };
+        let done =
+            peers::run_bounded("ftps", &mut cmd, timeout_for(transfer, work), &work.scratch)?;
+        if !done.success {
+            return Err(format!("ftps {}: {}", done.status, one_line(&done.stderr)));
+        }
+        Ok(done.elapsed.as_secs_f64())
+    }
+}
+
+/// `None` when `program` exists and answers `--help`; otherwise why it cannot be used yet.
+fn probe(program: &Path) -> Option<String> {
+    if !program.is_file() {
+        return Some("not built yet".into());
+    }
+    let works = Command::new(program)
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    (!works).then(|| "not built yet (`--help` fails)".into())
+}
+
+/// A server under test.
+enum Server {
+    /// Our `ftps-server`, running.
+    Ours { _child: ChildGuard, home: PathBuf },
+    /// A peer, running.
+    Peer(Peer),
+    /// Not there, with the reason.
+    Missing { name: String, reason: String },
+}
+
+impl Server {
+    fn name(&self) -> String {
+        match self {
+            Server::Ours { .. } => "ftps-server (ours)".into(),
+            Server::Peer(peer) => peer.name.clone(),
+            Server::Missing { name, .. } => name.clone(),
+        }
+    }
+
+    fn endpoint(&self, ours_addr: SocketAddr) -> Option<Endpoint> {
+        let addr = match self {
+            Server::Ours { .. } => ours_addr,
+            Server::Peer(peer) => peer.addr,
+            Server::Missing { .. } => return None,
+        };
+        Some(Endpoint {
+            addr,
+            user: peers::USER.into(),
+            password: peers::PASSWORD.into(),
+        })
+    }
+
+    fn home(&self) -> Option<&Path> {
+        match self {
+            Server::Ours { home, .. } => Some(home),
+            Server::Peer(peer) => Some(&peer.home),
+            Server::Missing { .. } => None,
+        }
+    }
+
+    fn notes(&self) -> String {
+        match self {
+            Server::Peer(peer) => peer.notes.clone(),
+            _ => String::new(),
+        }
+    }
+}
+
+/// Starts our server on loopback with its own certificate, or says why it cannot run yet.
+///
+/// Like [`OurClient`], the flags are the harness's guess at the server's interface, kept in this one place.
+fn start_our_server(program: &Path, bench_dir: &Path) -> Result<(Server, SocketAddr)> {
+    if let Some(reason) = probe(program) {
+        return Err(reason);
+    }
+    let dir = bench_dir.join("ours");
+    let home = dir.join("home");
+    let _ = fs::remove_dir_all(&home);
+    fs::create_dir_all(&home).map_err(|e| format!("{}: {e}", home.display()))?;
+    let (cert, key, _) = peers::certificate(&dir)?;
+    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))?;
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let log = dir.join("server.log");
+    let log_file = fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let mut child = ChildGuard::spawn(
+        "ftps-server",
+        Command::new(program)
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--root")
+            .arg(&home)
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
+            .arg("--user")
+            .arg(format!("{}:{}", peers::USER, peers::PASSWORD))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file),
+    )?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.exited() {
+            return Err(format!(
+                "ftps-server exited at start ({status}): {}",
+                peers::tail(&log)
+            ));
+        }
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!("ftps-server did not listen on {addr}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((
+        Server::Ours {
+            _child: child,
+            home,
+        },
+        addr,
+    ))
+}
+
+/// Why a row has no number.
+#[derive(Clone, Debug)]
+enum Gap {
+    /// A program of ours is not usable yet.
+    NotBuilt(String),
+    /// A peer or tool is missing.
+    Missing(String),
+    /// It ran and failed.
+    Failed(String),
+}
+
+/// One line of the table.
+struct Row {
+    server: String,
+    client: String,
+    tls: Tls,
+    transfer: Transfer,
+    /// Index into the server list; `None` for the ceiling.
+    server_index: Option<usize>,
+    /// Index into the client list; `None` for the ceiling.
+    client_index: Option<usize>,
+    /// Seconds per round.
+    seconds: Vec<f64>,
+    gap: Option<Gap>,
+    notes: Vec<String>,
+}
+
+impl Row {
+    fn bytes(&self, work: &Workload) -> u64 {
+        match self.transfer {
+            Transfer::ManySmall => u64::from(work.files) * SMALL_FILE,
+            _ => work.size,
+        }
+    }
+
+    fn median_seconds(&self) -> Option<f64> {
+        median(&self.seconds)
+    }
+
+    fn mb_per_s(&self, work: &Workload) -> Option<f64> {
+        let s = self.median_seconds()?;
+        (s > 0.0).then(|| self.bytes(work) as f64 / 1e6 / s)
+    }
+
+    fn files_per_s(&self, work: &Workload) -> Option<f64> {
+        let s = self.median_seconds()?;
+        (self.transfer == Transfer::ManySmall && s > 0.0).then(|| f64::from(work.files) / s)
+    }
+}
+
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => sorted.get(n / 2).copied(),
+        _ => Some((sorted.get(n / 2 - 1)? + sorted.get(n / 2)?) / 2.0),
+    }
+}
+
+fn small_index(i: u32) -> String {
+    format!("{i:05}")
+}
+
+/// Writes `len` pseudo-random bytes (xorshift64: no compression anywhere can shortcut them).
+fn write_random(path: &Path, len: u64, seed: u64) -> Result {
+    let mut file = fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut state = seed | 1;
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        for word in chunk.chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let bytes = state.to_le_bytes();
+            word.copy_from_slice(bytes.get(..word.len()).unwrap_or(&bytes));
+        }
+        let n = usize::try_from(left.min(chunk.len() as u64)).unwrap_or(chunk.len());
+        file.write_all(chunk.get(..n).unwrap_or(&chunk))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+fn workload(bench_dir: &Path, options: &Options) -> Result<Workload> {
+    let bulk = bench_dir.join(format!("bulk-{}.bin", options.size));
+    if fs::metadata(&bulk).map(|m| m.len()).ok() != Some(options.size) {
+        // Bulk files of other sizes are not needed any more: a GiB each adds up.
+        if let Ok(entries) = fs::read_dir(bench_dir) {
+            for entry in entries.filter_map(|e| e.ok()) {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with("bulk-") && name.ends_with(".bin") {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
+        eprintln!(
+            "bench: writing {} random bytes to {}",
+            options.size,
+            bulk.display()
+        );
+        write_random(&bulk, options.size, 0x5EED_F00D)?;
+    }
+    let small_dir = bench_dir.join(format!("small-{}", options.files));
+    let last = small_dir.join(format!("f{}.bin", small_index(options.files - 1)));
+    if !last.is_file() {
+        fs::create_dir_all(&small_dir).map_err(|e| format!("{}: {e}", small_dir.display()))?;
+        for i in 0..options.files {
+            let path = small_dir.join(format!("f{}.bin", small_index(i)));
+            write_random(&path, SMALL_FILE, u64::from(i) + 1)?;
+        }
+    }
+    let scratch = bench_dir.join("scratch");
+    fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    Ok(Workload {
+        bulk,
+        size: options.size,
+        small_dir,
+        files: options.files,
+        scratch,
+    })
+}
+
+/// Whether the workspace declares binary `bin` in `package` (so `cargo build --bin` will not fail on it).
+fn declares_bin(metadata: &str, bin: &str) -> bool {
+    metadata.contains(&format!("\"crate_types\":[\"bin\"],\"name\":\"{bin}\""))
+}
+
+/// One release build of everything the bench runs.
+fn build(release_dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
+    let metadata = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
+        .current_dir(crate::root())
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let mut cmd = crate::cargo();
+    cmd.args([
+        "build",
+        "--release",
+        "-p",
+        "ftps-benches",
+        "--bin",
+        "tls-ceiling",
+    ]);
+    for (package, bin) in [
+        ("ftps-server-smol", "ftps-server"),
+        ("ftps-client-blocking", "ftps"),
+    ] {
+        if declares_bin(&metadata, bin) {
+            cmd.args(["-p", package, "--bin", bin]);
+        } else {
+            eprintln!(
+                "bench: {package} has no `{bin}` binary yet: its rows will say `not built yet`"
+            );
+        }
+    }
+    crate::run("cargo build --release (bench binaries)", &mut cmd)?;
+    Ok((
+        release_dir.join("tls-ceiling"),
+        release_dir.join("ftps-server"),
+        release_dir.join("ftps"),
+    ))
+}
+
+/// Runs `tls-ceiling` once; returns seconds.
+fn ceiling_once(
+    program: &Path,
+    tls: Tls,
+    transfer: Transfer,
+    work: &Workload,
+) -> Result<(f64, String)> {
+    let mut cmd = Command::new(program);
+    cmd.arg("--bytes")
+        .arg(work.size.to_string())
+        .arg("--buffer")
+        .arg(BUFFER.to_string())
+        .arg("--direction")
+        .arg(if transfer == Transfer::Download {
+            "download"
+        } else {
+            "upload"
+        });
+    if tls == Tls::V12 {
+        cmd.arg("--tls12");
+    }
+    let done = peers::run_bounded(
+        "tls-ceiling",
+        &mut cmd,
+        timeout_for(transfer, work),
+        &work.scratch,
+    )?;
+    if !done.success {
+        return Err(format!(
+            "tls-ceiling {}: {}",
+            done.status,
+            one_line(&done.stderr)
+        ));
+    }
+    let seconds = json_number(&done.stdout, "seconds").ok_or("tls-ceiling: no seconds")?;
+    let suite = json_string(&done.stdout, "suite").unwrap_or_default();
+    Ok((seconds, suite))
+}
+
+fn json_number(text: &str, key: &str) -> Option<f64> {
+    let start = text.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let rest = text.get(start..)?;
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    rest.get(..end)?.trim().parse().ok()
+}
+
+fn json_string(text: &str, key: &str) -> Option<String> {
+    let start = text.find(&format!("\"{key}\":\""))? + key.len() + 4;
+    let rest = text.get(start..)?;
+    rest.get(..rest.find('"')?).map(str::to_owned)
+}
+
+/// Checks a curl login and upload against a fresh server before any timing; returns what TLS curl got.
+fn verify_with_curl(to: &Endpoint, home: &Path, work: &Workload) -> Result<String> {
+    let probe = work.small_dir.join(format!("f{}.bin", small_index(0)));
+    // Any TLS version here: the question is whether the peer works at all.
+    let mut cmd_any = Command::new("curl");
+    cmd_any
+        .args([
+            "-v",
+            "-sS",
+            "--ssl-reqd",
+            "-k",
+            "--connect-timeout",
+            "10",
+            "-u",
+        ])
+        .arg(format!("{}:{}", to.user, to.password))
+        .arg("-T")
+        .arg(&probe)
+        .arg(to.url("verify.bin"));
+    let done = peers::run_bounded(
+        "curl (verify)",
+        &mut cmd_any,
+        Duration::from_secs(30),
+        &work.scratch,
+    )?;
+    if !done.success {
+        return Err(format!("curl check failed: {}", one_line(&done.stderr)));
+    }
+    let uploaded = fs::read(home.join("verify.bin")).unwrap_or_default();
+    let expected = fs::read(&probe).unwrap_or_default();
+    if uploaded != expected {
+        return Err("curl check: the uploaded file differs".into());
+    }
+    let tls = done
+        .stderr
+        .lines()
+        .find_map(|l| {
+            l.split_once("SSL connection using ")
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    Ok(tls)
+}
+
+/// Places the bulk file in the server's home as `down.bin` (a hard link: no copy of a GiB per peer).
+fn stage_download(home: &Path, work: &Workload) -> Result {
+    let target = home.join("down.bin");
+    let _ = fs::remove_file(&target);
+    if fs::hard_link(&work.bulk, &target).is_err() {
+        fs::copy(&work.bulk, &target).map_err(|e| format!("{}: {e}", target.display()))?;
+    }
+    Ok(())
+}
+
+/// A directory for one round's small uploads, owned by the bench user where there is one.
+fn stage_small_dir(home: &Path, name: &str, server: &Server) -> Result {
+    let dir = home.join(name);
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if matches!(server, Server::Peer(_)) {
+        peers::chown_to_user(&dir)?;
+    }
+    Ok(())
+}
+
+/// Runs one round of one row; returns the seconds, or why it failed.
+fn measure(
+    row: &Row,
+    round: u32,
+    servers: &[Server],
+    clients: &[Box<dyn Client>],
+    ours_addr: SocketAddr,
+    work: &Workload,
+) -> Result<f64> {
+    let (Some(si), Some(ci)) = (row.server_index, row.client_index) else {
+        return Err("no server or client".into());
+    };
+    let server = servers.get(si).ok_or("no such server")?;
+    let client = clients.get(ci).ok_or("no such client")?;
+    let to = server.endpoint(ours_addr).ok_or("server missing")?;
+    let home = server.home().ok_or("server missing")?;
+    match row.transfer {
+        Transfer::Download => client.transfer(&to, row.tls, row.transfer, work, "down.bin"),
+        Transfer::Upload => {
+            let seconds = client.transfer(&to, row.tls, row.transfer, work, "up.bin")?;
+            let got = fs::metadata(home.join("up.bin"))
+                .map(|m| m.len())
+                .unwrap_or(0);
+            let _ = fs::remove_file(home.join("up.bin"));
+            if got != work.size {
+                return Err(format!("the server stored {got} of {} bytes", work.size));
+            }
+            Ok(seconds)
+        }
+        Transfer::ManySmall => {
+            let name = format!("small-{}-{}-r{round}", row.tls.label(), ci);
+            stage_small_dir(home, &name, server)?;
+            let result = client.transfer(&to, row.tls, row.transfer, work, &name);
+            let arrived = fs::read_dir(home.join(&name))
+                .map(|d| d.count())
+                .unwrap_or(0);
+            let _ = fs::remove_dir_all(home.join(&name));
+            let seconds =
+                result.map_err(|e| format!("{e} ({arrived} of {} files arrived)", work.files))?;
+            if arrived != work.files as usize {
+                return Err(format!("{arrived} of {} files arrived", work.files));
+            }
+            Ok(seconds)
+        }
+    }
+}
+
+/// `cargo xtask bench`.
+pub(crate) fn run(args: &[String]) -> Result {
+    let options = parse_args(args)?;
+    let target = crate::root().join("target");
+    let bench_dir = target.join("bench");
+    fs::create_dir_all(&bench_dir).map_err(|e| format!("{}: {e}", bench_dir.display()))?;
+    let (ceiling, server_bin, client_bin) = build(&target.join("release"))?;
+    let work = workload(&bench_dir, &options)?;
+
+    // Servers: ours first, then the peers.
+    let ours_addr_fallback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let mut ours_addr = ours_addr_fallback;
+    let mut servers = Vec::new();
+    match start_our_server(&server_bin, &bench_dir) {
+        Ok((server, addr)) => {
+            ours_addr = addr;
+            servers.push(server);
+        }
+        Err(reason) => servers.push(Server::Missing {
+            name: "ftps-server (ours)".into(),
+            reason,
+        }),
+    }
+    // Always asked for, so a peer that cannot run (not root, not installed) still gets its rows and reason.
+    for status in peers::start_all(&bench_dir, options.peers) {
+        servers.push(match status {
+            PeerStatus::Ready(peer) => Server::Peer(peer),
+            PeerStatus::Unavailable { name, reason } => Server::Missing { name, reason },
+        });
+    }
+
+    let clients: Vec<Box<dyn Client>> = vec![
+        Box::new(OurClient {
+            program: client_bin,
+        }),
+        Box::new(Curl),
+    ];
+    let client_names: Vec<String> = clients.iter().map(|c| c.name()).collect();
+
+    // Verify every server with curl before any timing; a server that fails is reported, not measured.
+    let mut server_gap: Vec<Option<Gap>> = Vec::new();
+    for server in &servers {
+        let (gap, checked_tls) = match server {
+            Server::Missing { name, reason } if name.contains("ours") => {
+                (Some(Gap::NotBuilt(reason.clone())), String::new())
+            }
+            Server::Missing { reason, .. } => (Some(Gap::Missing(reason.clone())), String::new()),
+            _ => {
+                let home = server.home().unwrap_or(Path::new("/nonexistent"));
+                let checked = stage_download(home, &work).and_then(|()| {
+                    let to = server.endpoint(ours_addr).ok_or("no endpoint")?;
+                    verify_with_curl(&to, home, &work)
+                });
+                match checked {
+                    Ok(tls) => (None, tls),
+                    Err(e) => (Some(Gap::Failed(e)), String::new()),
+                }
+            }
+        };
+        if let Some(gap) = &gap {
+            eprintln!("bench: {}: {gap:?}", server.name());
+        }
+        if !checked_tls.is_empty() {
+            eprintln!(
+                "bench: {}: curl check passed ({checked_tls})",
+                server.name()
+            );
+        }
+        server_gap.push(gap);
+    }
+
+    // The rows, in table order.
+    let mut rows = Vec::new();
+    for tls in [Tls::V13, Tls::V12] {
+        for transfer in [Transfer::Download, Transfer::Upload] {
+            rows.push(Row {
+                server: "raw rustls (ceiling)".into(),
+                client: "raw rustls".into(),
+                tls,
+                transfer,
+                server_index: None,
+                client_index: None,
+                seconds: Vec::new(),
+                gap: None,
+                notes: Vec::new(),
+            });
+        }
+    }
+    for (si, server) in servers.iter().enumerate() {
+        for (ci, client) in clients.iter().enumerate() {
+            // Our client is measured against our server; curl against everything.
+            let is_ours_server = si == 0;
+            if ci == 0 && !is_ours_server {
+                continue;
+            }
+            for tls in [Tls::V13, Tls::V12] {
+                for transfer in [Transfer::Download, Transfer::Upload, Transfer::ManySmall] {
+                    let gap = server_gap
+                        .get(si)
+                        .cloned()
+                        .flatten()
+                        .or_else(|| client.unavailable().map(Gap::NotBuilt));
+                    let mut notes = Vec::new();
+                    let server_notes = server.notes();
+                    if !server_notes.is_empty() {
+                        notes.push(server_notes);
+                    }
+                    rows.push(Row {
+                        server: server.name(),
+                        client: client_names.get(ci).cloned().unwrap_or_default(),
+                        tls,
+                        transfer,
+                        server_index: Some(si),
+                        client_index: Some(ci),
+                        seconds: Vec::new(),
+                        gap,
+                        notes,
+                    });
+                }
+            }
+        }
+    }
+
+    // Rounds are interleaved: every row once per round.
+    for round in 0..options.rounds {
+        eprintln!("bench: round {} of {}", round + 1, options.rounds);
+        for row in rows.iter_mut() {
+            if row.gap.is_some() {
+                continue;
+            }
+            let result = if row.server_index.is_none() {
+                ceiling_once(&ceiling, row.tls, row.transfer, &work).map(|(s, suite)| {
+                    if round == 0 {
+                        row.notes.push(suite);
+                    }
+                    s
+                })
+            } else {
+                measure(row, round, &servers, &clients, ours_addr, &work)
+            };
+            match result {
+                Ok(seconds) => row.seconds.push(seconds),
+                Err(e) => {
+                    eprintln!(
+                        "bench: {} / {} / TLS {} / {}: {e}",
+                        row.server,
+                        row.client,
+                        row.tls.label(),
+                        row.transfer.label()
+                    );
+                    row.gap = Some(Gap::Failed(e));
+                }
+            }
+        }
+    }
+    drop(servers);
+
+    let machine = machine();
+    let markdown = markdown(&rows, &work, &options, &machine);
+    let json = json(&rows, &work, &options, &machine);
+    print!("{markdown}");
+    let md_path = bench_dir.join("results.md");
+    let json_path = bench_dir.join("results.json");
+    fs::write(&md_path, &markdown).map_err(|e| format!("{}: {e}", md_path.display()))?;
+    fs::write(&json_path, &json).map_err(|e| format!("{}: {e}", json_path.display()))?;
+    eprintln!(
+        "bench: wrote {} and {}",
+        md_path.display(),
+        json_path.display()
+    );
+    Ok(())
+}
+
+struct Machine {
+    date: String,
+    uname: String,
+    nproc: String,
+    cpu: String,
+}
+
+fn machine() -> Machine {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    Machine {
+        date: peers::output_of(Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"]))
+            .unwrap_or_default(),
+        uname: peers::output_of(Command::new("uname").arg("-a")).unwrap_or_default(),
+        nproc: peers::output_of(&mut Command::new("nproc")).unwrap_or_default(),
+        cpu,
+    }
+}
+
+fn human_size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 && b % (1 << 30) == 0 => format!("{} GiB", b >> 30),
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} B"),
+    }
+}
+
+fn size_label(row: &Row, work: &Workload) -> String {
+    match row.transfer {
+        Transfer::ManySmall => format!("{} × 4 KiB", work.files),
+        _ => human_size(work.size),
+    }
+}
+
+/// The ceiling a row is compared with: same TLS version; bulk direction (small files: upload).
+fn ceiling_for<'a>(rows: &'a [Row], row: &Row) -> Option<&'a Row> {
+    let direction = match row.transfer {
+        Transfer::Download => Transfer::Download,
+        _ => Transfer::Upload,
+    };
+    rows.iter()
+        .find(|r| r.server_index.is_none() && r.tls == row.tls && r.transfer == direction)
+}
+
+fn ratio(rows: &[Row], row: &Row, work: &Workload) -> Option<f64> {
+    let mine = row.mb_per_s(work)?;
+    let ceiling = ceiling_for(rows, row)?.mb_per_s(work)?;
+    (ceiling > 0.0).then(|| mine / ceiling)
+}
+
+fn gap_text(gap: &Gap) -> String {
+    match gap {
+        Gap::NotBuilt(why) => format!("**{why}**"),
+        Gap::Missing(why) => format!("**missing**: {why}"),
+        Gap::Failed(why) => format!("**failed**: {why}"),
+    }
+}
+
+fn markdown(rows: &[Row], work: &Workload, options: &Options, machine: &Machine) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# cargo xtask bench\n");
+    let _ = writeln!(
+        out,
+        "{} · {} · {} cores · {}\n",
+        machine.date, machine.cpu, machine.nproc, machine.uname
+    );
+    let _ = writeln!(
+        out,
+        "Bulk {} in {} KiB buffers, {} × 4 KiB in one session, {} round(s), medians{}. PROT P everywhere; \
+         curl pinned to AES-128-GCM like the ceiling; ratio = row MB/s ÷ ceiling MB/s (same TLS version and \
+         direction; many small files against the upload ceiling).\n",
+        human_size(work.size),
+        BUFFER / 1024,
+        work.files,
+        options.rounds,
+        if options.smoke { " (smoke run)" } else { "" },
+    );
+    let _ = writeln!(
+        out,
+        "| server | client | TLS | direction | size | MB/s (median) | files/s | ratio to ceiling | rounds | notes |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---:|---:|---:|---:|---|");
+    for row in rows {
+        let mb = row
+            .mb_per_s(work)
+            .map(|v| format!("{v:.1}"))
+            .unwrap_or_else(|| "—".into());
+        let files = row
+            .files_per_s(work)
+            .map(|v| format!("{v:.0}"))
+            .unwrap_or_else(|| {
+                if row.transfer == Transfer::ManySmall {
+                    "—".into()
+                } else {
+                    String::new()
+                }
+            });
+        let ratio = ratio(rows, row, work)
+            .map(|v| format!("{v:.2}"))
+            .unwrap_or_else(|| "—".into());
+        let mut notes = row.notes.clone();
+        if let Some(gap) = &row.gap {
+            notes.insert(0, gap_text(gap));
+        }
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {mb} | {files} | {ratio} | {} | {} |",
+            row.server,
+            row.client,
+            row.tls.label(),
+            row.transfer.label(),
+            size_label(row, work),
+            row.seconds.len(),
+            notes.join("; ").replace('|', "/"),
+        );
+    }
+    out
+}
+
+fn json_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn json_number_or_null(value: Option<f64>, decimals: usize) -> String {
+    value
+        .filter(|v| v.is_finite())
+        .map(|v| format!("{v:.decimals$}"))
+        .unwrap_or_else(|| "null".into())
+}
+
+fn json(rows: &[Row], work: &Workload, options: &Options, machine: &Machine) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{{");
+    let _ = writeln!(out, "  \"date\": {},", json_escape(&machine.date));
+    let _ = writeln!(
+        out,
+        "  \"machine\": {{\"uname\": {}, \"nproc\": {}, \"cpu\": {}}},",
+        json_escape(&machine.uname),
+        json_escape(&machine.nproc),
+        json_escape(&machine.cpu)
+    );
+    let _ = writeln!(
+        out,
+        "  \"options\": {{\"size\": {}, \"files\": {}, \"file_size\": {SMALL_FILE}, \"rounds\": {}, \
+         \"buffer\": {BUFFER}, \"smoke\": {}, \"peers\": {}}},",
+        work.size, work.files, options.rounds, options.smoke, options.peers
+    );
+    let _ = writeln!(out, "  \"rows\": [");
+    for (i, row) in rows.iter().enumerate() {
+        let (status, reason) = match &row.gap {
+            None => ("measured", String::new()),
+            Some(Gap::NotBuilt(why)) => ("not_built", why.clone()),
+            Some(Gap::Missing(why)) => ("missing", why.clone()),
+            Some(Gap::Failed(why)) => ("failed", why.clone()),
+        };
+        let seconds: Vec<String> = row.seconds.iter().map(|s| format!("{s:.6}")).collect();
+        let _ = write!(
+            out,
+            "    {{\"server\": {}, \"client\": {}, \"tls\": {}, \"direction\": {}, \"bytes\": {}, \
+             \"status\": {}, \"reason\": {}, \"seconds\": [{}], \"mb_per_s\": {}, \"files_per_s\": {}, \
+             \"ratio_to_ceiling\": {}, \"notes\": {}}}",
+            json_escape(&row.server),
+            json_escape(&row.client),
+            json_escape(row.tls.label()),
+            json_escape(row.transfer.label()),
+            row.bytes(work),
+            json_escape(status),
+            json_escape(&reason),
+            seconds.join(", "),
+            json_number_or_null(row.mb_per_s(work), 1),
+            json_number_or_null(row.files_per_s(work), 1),
+            json_number_or_null(ratio(rows, row, work), 3),
+            json_escape(&row.notes.join("; ")),
+        );
+        let _ = writeln!(out, "{}", if i + 1 < rows.len() { "," } else { "" });
+    }
+    let _ = writeln!(out, "  ]\n}}");
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_size("64M").unwrap(), 64 << 20);
+        assert_eq!(parse_size("256m").unwrap(), 256 << 20);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("1T").is_err());
+        assert!(parse_size("x").is_err());
+    }
+
+    #[test]
+    fn smoke_sets_small_defaults_and_flags_still_win() {
+        let o = parse_args(&strings(&["--smoke"])).unwrap();
+        assert_eq!((o.size, o.files, o.rounds), (8 << 20, 20, 1));
+        let o = parse_args(&strings(&["--rounds", "2", "--smoke", "--size", "1M"])).unwrap();
+        assert_eq!((o.size, o.files, o.rounds), (1 << 20, 20, 2));
+        let o = parse_args(&[]).unwrap();
+        assert_eq!(
+            (o.size, o.files, o.rounds, o.peers),
+            (1 << 30, 1000, 3, false)
+        );
+        assert!(parse_args(&strings(&["--rounds", "0"])).is_err());
+        assert!(parse_args(&strings(&["--bogus"])).is_err());
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_escape("a\"b\\c\nd\u{1}"), "\"a\\\"b\\\\c\\nd\\u0001\"");
+    }
+
+    #[test]
+    fn reads_the_ceiling_line() {
+        let line = "{\"bytes\":8,\"direction\":\"upload\",\"suite\":\"TLS13_AES_128_GCM_SHA256\",\
+                    \"seconds\":0.250000,\"mb_per_s\":1.0}";
+        assert_eq!(json_number(line, "seconds"), Some(0.25));
+        assert_eq!(
+            json_string(line, "suite").as_deref(),
+            Some("TLS13_AES_128_GCM_SHA256")
+        );
+    }
+
+    #[test]
+    fn finds_declared_binaries_in_cargo_metadata() {
+        let metadata = "{\"kind\":[\"bin\"],\"crate_types\":[\"bin\"],\"name\":\"ftps-server\",\"src_path\":\"x\"}";
+        assert!(declares_bin(metadata, "ftps-server"));
+        assert!(!declares_bin(metadata, "ftps"));
+    }
+
+    #[test]
+    fn sizes_print_in_binary_units() {
+        assert_eq!(human_size(1 << 30), "1 GiB");
+        assert_eq!(human_size(8 << 20), "8 MiB");
+        assert_eq!(human_size(1000), "1000 B");
+    }
+}
