@@ -309,20 +309,25 @@ impl Client for OurClient {
         remote: &str,
     ) -> Result<f64> {
         let mut cmd = Command::new(&self.program);
-        cmd.args(["--insecure", "--user", &to.user, "--password", &to.password]);
+        // The password comes from the environment (never the command line), as a script would pass it.
+        cmd.args(["--insecure", "--quiet"])
+            .env("FTPS_PASSWORD", &to.password);
         if tls == Tls::V12 {
-            cmd.args(["--tls-max", "1.2"]);
+            cmd.arg("--tls12");
         }
+        let url = |path: &str| format!("ftps://{}@{}/{path}", to.user, to.addr);
         match transfer {
-            Transfer::Download => cmd.arg("get").arg(to.url(remote)).arg("/dev/null"),
-            Transfer::Upload => cmd.arg("put").arg(&work.bulk).arg(to.url(remote)),
+            // A real file, not /dev/null: `ftps get` writes a temporary file next to the target and renames it.
+            Transfer::Download => cmd
+                .arg("get")
+                .arg(url(remote))
+                .arg(work.scratch.join("ftps-download.bin")),
+            Transfer::Upload => cmd.arg("put").arg(&work.bulk).arg(url(remote)),
+            // One session for all files: `mirror --upload` of the directory of small files.
             Transfer::ManySmall => cmd
-                .arg("put")
-                .args(
-                    (0..work.files)
-                        .map(|i| work.small_dir.join(format!("f{}.bin", small_index(i)))),
-                )
-                .arg(to.url(&format!("{remote}/"))),
+                .args(["mirror", "--upload"])
+                .arg(&work.small_dir)
+                .arg(url(&format!("{remote}/"))),
         };
         let done =
             peers::run_bounded("ftps", &mut cmd, timeout_for(transfer, work), &work.scratch)?;
@@ -412,21 +417,47 @@ fn start_our_server(program: &Path, bench_dir: &Path) -> Result<(Server, SocketA
         .map(|a| a.port())
         .map_err(|e| format!("no free port: {e}"))?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    // Our server takes its settings from a config file and its users from a users file (argon2id hashes).
+    let passive = 52000 + port % 5000;
+    let config = dir.join("ftps-server.toml");
+    let users = dir.join("users.toml");
+    let _ = fs::remove_file(&users);
+    let text = format!(
+        "root = {root:?}\nstate_dir = {state:?}\nusers_file = {users:?}\n\n\
+         [[listener]]\naddress = \"{addr}\"\nmode = \"explicit\"\npassive_ports = \"{passive}-{last}\"\n\n\
+         [tls]\ncert_file = {cert:?}\nkey_file = {key:?}\n\n\
+         [limits]\nmax_sessions_per_ip = 64\n\n[log]\nprotocol = false\ntransfers = false\n",
+        root = home.display().to_string(),
+        state = dir.join("state").display().to_string(),
+        users = users.display().to_string(),
+        last = passive + 200,
+        cert = cert.display().to_string(),
+        key = key.display().to_string(),
+    );
+    fs::write(&config, text).map_err(|e| format!("{}: {e}", config.display()))?;
+    let added = Command::new(program)
+        .arg("--config")
+        .arg(&config)
+        .args(["user", "add", peers::USER])
+        .env("FTPS_PASSWORD", peers::PASSWORD)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .output()
+        .map_err(|e| format!("ftps-server user add: {e}"))?;
+    if !added.status.success() {
+        return Err(format!(
+            "ftps-server user add failed: {}",
+            one_line(&String::from_utf8_lossy(&added.stderr))
+        ));
+    }
     let log = dir.join("server.log");
     let log_file = fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
     let mut child = ChildGuard::spawn(
         "ftps-server",
         Command::new(program)
-            .arg("--listen")
-            .arg(addr.to_string())
-            .arg("--root")
-            .arg(&home)
-            .arg("--cert")
-            .arg(&cert)
-            .arg("--key")
-            .arg(&key)
-            .arg("--user")
-            .arg(format!("{}:{}", peers::USER, peers::PASSWORD))
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file),
