@@ -46,7 +46,7 @@ pub struct SessionConfig {
     pub greeting: String,
     /// Maximum control line length in bytes.
     pub max_line_len: usize,
-    /// How long the preliminary reply (150/125) of a TLS data transfer may wait for the frontend's
+    /// How long the preliminary reply (150/125) of a TLS upload may wait for the frontend's
     /// [`ServerSession::data_ready`](super::ServerSession::data_ready); zero (the default) sends it at once.
     ///
     /// Frontends that report readiness set this (the smol server uses a second). It lets the data connection's TLS

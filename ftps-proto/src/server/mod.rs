@@ -1806,8 +1806,10 @@ impl ServerSession {
         };
         // The data connection now belongs to the transfer; the next one needs a new PASV/PORT.
         self.data = Data::default();
+        // Only uploads: a client reads a download's data connection anyway (and gets its tickets there), and
+        // curl completes a download's handshake only after the 1xx, so holding it there would only wait.
         let wait = self.policy.preliminary_reply_wait;
-        if self.prot_private && !wait.is_zero() {
+        if self.prot_private && !wait.is_zero() && plan.source.is_upload() {
             self.held_preliminary = Some((code, text));
             self.timers.preliminary = Some(self.now + wait);
         } else {
