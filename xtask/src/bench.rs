@@ -996,6 +996,19 @@ pub(crate) fn run(args: &[String]) -> Result {
         md_path.display(),
         json_path.display()
     );
+    // Peers may fail (that is a finding, reported in the table); a row of ours that fails is a broken build.
+    let ours_failed: Vec<String> = rows
+        .iter()
+        .filter(|row| row.server.contains("(ours)") || row.client.contains("(ours)"))
+        .filter_map(|row| {
+            row.gap
+                .as_ref()
+                .map(|gap| format!("{} / {} / {:?}: {gap:?}", row.server, row.client, row.transfer))
+        })
+        .collect();
+    if !ours_failed.is_empty() {
+        return Err(format!("rows of ours failed:\n  {}", ours_failed.join("\n  ")));
+    }
     Ok(())
 }
 

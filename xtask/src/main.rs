@@ -2,7 +2,9 @@
 //!
 //! Tasks:
 //! - `setup`: install what the tests need (interop peers via apt-get when running as root; cargo-fuzz).
-//! - `ci`: setup, then fmt, clippy, tests, docs and the fuzz build — the README's test command.
+//! - `ci`: setup, then fmt, clippy, tests, docs, the fuzz build and a smoke run of the end-to-end bench — the
+//!   README's test command.
+//! - `bench [--peers] [--smoke] ...`: end-to-end throughput against peers and the raw-rustls ceiling.
 //! - `fuzz [TARGET] [SECONDS]`: run one fuzz target (or all) for a bounded time (nightly + cargo-fuzz).
 //! - `bench [--peers] [--size N] [--files N] [--rounds N] [--smoke]`: end-to-end FTPS throughput table.
 //!
@@ -167,6 +169,8 @@ fn ci() -> Result {
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
     fuzz_build()?;
+    // The end-to-end bench at smoke sizes, so it cannot rot: our rows must run; peers are reported.
+    bench::run(&["--peers".to_string(), "--smoke".to_string()])?;
     Ok(())
 }
 
@@ -174,15 +178,19 @@ fn fuzz_dir() -> PathBuf {
     root().join("fuzz")
 }
 
+/// Seconds each fuzz target runs in CI: enough to replay the seed corpus and explore a little.
+const FUZZ_SMOKE_SECONDS: u64 = 10;
+
 fn fuzz_build() -> Result {
     if nightly_fuzz_available() {
-        eprintln!("fuzz: nightly and cargo-fuzz found: building the fuzz targets");
+        eprintln!("fuzz: nightly and cargo-fuzz found: building the fuzz targets, then a {FUZZ_SMOKE_SECONDS}s smoke run each");
         run(
             "cargo +nightly fuzz build",
             nightly_cargo()
                 .args(["fuzz", "build", "--fuzz-dir"])
                 .arg(fuzz_dir()),
-        )
+        )?;
+        fuzz(&[FUZZ_SMOKE_SECONDS.to_string()])
     } else {
         eprintln!("fuzz: nightly or cargo-fuzz missing: type-checking the fuzz crate only");
         run(
