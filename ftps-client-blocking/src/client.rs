@@ -254,14 +254,7 @@ impl Client {
 
     /// A file's modification time.
     pub fn mdtm(&mut self, path: &str) -> Result<SystemTime> {
-        let time = self.mdtm_timeval(path)?;
-        let millis = time.to_unix_millis();
-        let magnitude = Duration::from_millis(millis.unsigned_abs());
-        Ok(if millis >= 0 {
-            UNIX_EPOCH + magnitude
-        } else {
-            UNIX_EPOCH - magnitude
-        })
+        Ok(self.mdtm_timeval(path)?.to_system_time())
     }
 
     /// Sets a file's modification time (`MFMT`), to the second.
@@ -775,20 +768,7 @@ fn accept_from(listener: &TcpListener, peer: IpAddr, timeout: Duration) -> Resul
 
 /// Today's date (UTC), for `LIST` lines that omit the year.
 fn today() -> Timeval {
-    let seconds = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
-    Timeval::from_unix_seconds(seconds)
-        .or_else(|| Timeval::from_unix_seconds(0))
-        .unwrap_or(Timeval {
-            year: 1970,
-            month: 1,
-            day: 1,
-            hour: 0,
-            minute: 0,
-            second: 0,
-            millisecond: None,
-        })
+    Timeval::from_system_time(SystemTime::now()).unwrap_or(Timeval::UNIX_EPOCH)
 }
 
 fn unexpected(output: &Output) -> Error {

@@ -25,7 +25,7 @@ use smol::Task;
 use crate::auth::{AuthOutcome, AuthenticatedUser, LoginAttempt, Permission, UserHome};
 use crate::server::{ListenerContext, Shared};
 use crate::storage::{self, LocalStorage, ReadOnly, Storage, Subtree, Upload};
-use crate::storage_map::{failed, file_info, system_time_of};
+use crate::storage_map::{failed, file_info};
 use crate::transfer::{self, Body};
 
 /// Control-channel reads in this unit (commands are short; TLS records up to 16 KiB).
@@ -489,7 +489,7 @@ impl Driver {
             }
             RequestKind::SetModified { path, time } => {
                 self.with_storage(session, id, move |s| async move {
-                    done_or_failed(s.set_modified(path.as_str(), system_time_of(&time)).await)
+                    done_or_failed(s.set_modified(path.as_str(), time.to_system_time()).await)
                 })
             }
             RequestKind::Chmod { path, mode } => {

@@ -3,8 +3,6 @@
 //! The engine picks reply codes from what happened ([`ftps_proto::server::StorageError`]); this module only says
 //! what happened, in the engine's words.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
 use ftps_proto::codec::Timeval;
 use ftps_proto::server::{self as engine, FileInfo};
 
@@ -39,42 +37,14 @@ pub(crate) fn file_info(name: &str, metadata: &Metadata) -> FileInfo {
         _ => engine::FileKind::File,
     };
     let mut info = FileInfo::new(name, kind, metadata.size);
-    info.modified = metadata.modified.and_then(timeval_of);
+    info.modified = metadata.modified.and_then(Timeval::from_system_time);
     info.mode = metadata.mode;
     info
-}
-
-/// A `SystemTime` as an RFC 3659 time-val (UTC, milliseconds).
-pub(crate) fn timeval_of(time: SystemTime) -> Option<Timeval> {
-    let millis = match time.duration_since(UNIX_EPOCH) {
-        Ok(after) => i64::try_from(after.as_millis()).ok()?,
-        Err(before) => -i64::try_from(before.duration().as_millis()).ok()?,
-    };
-    Timeval::from_unix_millis(millis)
-}
-
-/// An RFC 3659 time-val as a `SystemTime`.
-pub(crate) fn system_time_of(time: &Timeval) -> SystemTime {
-    let millis = time.to_unix_millis();
-    let magnitude = Duration::from_millis(millis.unsigned_abs());
-    if millis >= 0 {
-        UNIX_EPOCH + magnitude
-    } else {
-        UNIX_EPOCH - magnitude
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_round_trip_to_the_millisecond() {
-        let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-        let tv = timeval_of(t).unwrap();
-        assert_eq!(tv.to_string(), "20231114221320.123");
-        assert_eq!(system_time_of(&tv), t);
-    }
 
     #[test]
     fn storage_kinds_map_to_engine_kinds() {

@@ -321,15 +321,7 @@ impl ClientSession {
             reply_deadline: Some(now + config.reply_timeout),
             error: None,
             ccc_closing: false,
-            today: Timeval {
-                year: 1970,
-                month: 1,
-                day: 1,
-                hour: 0,
-                minute: 0,
-                second: 0,
-                millisecond: None,
-            },
+            today: Timeval::UNIX_EPOCH,
             config,
         };
         if session.config.security == Security::Implicit {

@@ -632,15 +632,7 @@ pub fn format_unix_list_line(entry: &Entry, now: Timeval) -> String {
     let owner = list_column(entry.owner.as_deref());
     let group = list_column(entry.group.as_deref());
     let size = entry.size.unwrap_or(0);
-    let epoch = Timeval {
-        year: 1970,
-        month: 1,
-        day: 1,
-        hour: 0,
-        minute: 0,
-        second: 0,
-        millisecond: None,
-    };
+    let epoch = Timeval::UNIX_EPOCH;
     let modified = entry.modified.unwrap_or(epoch);
     let month = MONTHS
         .get(usize::from(modified.month.max(1) - 1))

@@ -120,6 +120,41 @@ fn timeval_fields(input: &str) -> IResult<&str, TimevalFields<'_>> {
 }
 
 impl Timeval {
+    /// A `SystemTime` as a time-val, to the millisecond; `None` outside years 0..=9999.
+    ///
+    /// A conversion of a value, not a clock read: the engine still never asks what time it is.
+    pub fn from_system_time(time: std::time::SystemTime) -> Option<Self> {
+        let millis = match time.duration_since(std::time::UNIX_EPOCH) {
+            Ok(after) => i64::try_from(after.as_millis()).ok()?,
+            Err(before) => i64::try_from(before.duration().as_millis())
+                .ok()?
+                .checked_neg()?,
+        };
+        Self::from_unix_millis(millis)
+    }
+
+    /// This time-val as a `SystemTime`.
+    pub fn to_system_time(&self) -> std::time::SystemTime {
+        let millis = self.to_unix_millis();
+        let magnitude = std::time::Duration::from_millis(millis.unsigned_abs());
+        if millis >= 0 {
+            std::time::UNIX_EPOCH + magnitude
+        } else {
+            std::time::UNIX_EPOCH - magnitude
+        }
+    }
+
+    /// 1970-01-01 00:00:00 UTC, the Unix epoch: the time of a file whose time is unknown.
+    pub const UNIX_EPOCH: Timeval = Timeval {
+        year: 1970,
+        month: 1,
+        day: 1,
+        hour: 0,
+        minute: 0,
+        second: 0,
+        millisecond: None,
+    };
+
     /// A time-val from its fields, when they are in range (day checked against the month, leap years included;
     /// second 60 allowed for a leap second; millisecond at most 999).
     pub fn new(
