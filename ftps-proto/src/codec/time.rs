@@ -469,3 +469,20 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod system_time_tests {
+    use super::Timeval;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn system_times_round_trip_to_the_millisecond() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let tv = Timeval::from_system_time(t).unwrap();
+        assert_eq!(tv.to_string(), "20231114221320.123");
+        assert_eq!(tv.to_system_time(), t);
+        let before = UNIX_EPOCH - Duration::from_secs(86_400);
+        assert_eq!(Timeval::from_system_time(before).unwrap().to_system_time(), before);
+        assert_eq!(Timeval::UNIX_EPOCH.to_system_time(), UNIX_EPOCH);
+    }
+}
