@@ -21,8 +21,8 @@ use crate::codec::{Reply, Timeval};
 use crate::data::{DataChannel, DataEvent};
 use crate::path::VirtualPath;
 use crate::server::{
-    Event as ServerEvent, Failure, FileInfo, FileKind, ListFormat, LoginGrant, Outcome, ReqId,
-    Request, RequestKind, ServerSession, SessionConfig, Source, StorageError, WriteMode,
+    Event as ServerEvent, Failure, FileInfo, FileKind, LoginGrant, Outcome, ReqId, Request,
+    RequestKind, ServerSession, SessionConfig, Source, StorageError, WriteMode,
 };
 use crate::test_support::{localhost, TestPki, TLS12, TLS13};
 
@@ -273,6 +273,57 @@ struct DataLink {
     server_closed: bool,
 }
 
+/// How both sessions are configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Setup {
+    /// Explicit FTPS, `PROT P`, resumption required (the secure defaults), passive data connections.
+    Passive,
+    /// As `Passive`, with active (`EPRT`) data connections.
+    Active,
+    /// Implicit FTPS.
+    Implicit,
+    /// As `Passive`, and the client clears the control channel after login (`CCC`, RFC 4217 section 12.3).
+    Ccc,
+    /// Plain FTP: no TLS anywhere.
+    Plain,
+}
+
+impl Setup {
+    fn configs(
+        self,
+        pki: &TestPki,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> (SessionConfig, ClientSessionConfig) {
+        let mut server = SessionConfig {
+            tls: Some(pki.server_config(versions)),
+            ..SessionConfig::default()
+        };
+        let mut client = ClientSessionConfig::new(pki.client_config(versions));
+        match self {
+            Setup::Passive => {}
+            Setup::Active => client.data_mode = DataConnectionMode::Active,
+            Setup::Implicit => {
+                server.implicit_tls = true;
+                client = ClientSessionConfig::implicit(pki.client_config(versions));
+            }
+            Setup::Ccc => {
+                server.allow_ccc = true;
+                client.clear_command_channel = true;
+            }
+            Setup::Plain => {
+                server = SessionConfig {
+                    require_tls_control: false,
+                    require_tls_data: false,
+                    data_resumption: crate::data::ResumptionPolicy::Off,
+                    ..SessionConfig::default()
+                };
+                client = ClientSessionConfig::plain();
+            }
+        }
+        (server, client)
+    }
+}
+
 /// Two sessions in memory, a store, and virtual time.
 pub(crate) struct Pair {
     base: Instant,
@@ -309,26 +360,21 @@ pub(crate) struct Pair {
 }
 
 impl Pair {
-    /// A pair over TLS `versions` (explicit FTPS, `PROT P`, resumption required: the secure defaults).
+    /// A pair over TLS `versions`, set up as `setup` says.
     pub(crate) fn new(
         pki: &TestPki,
         versions: &[&'static rustls::SupportedProtocolVersion],
         policy: ChunkPolicy,
-        data_mode: DataConnectionMode,
+        setup: Setup,
     ) -> Self {
         let base = Instant::now();
-        let server_config = SessionConfig {
-            tls: Some(pki.server_config(versions)),
-            ..SessionConfig::default()
-        };
+        let (server_config, client_config) = setup.configs(pki, versions);
         let server = ServerSession::new(
             server_config,
             addr(CLIENT_CONTROL),
             addr(SERVER_CONTROL),
             base,
         );
-        let mut client_config = ClientSessionConfig::new(pki.client_config(versions));
-        client_config.data_mode = data_mode;
         let client =
             ClientSession::new(client_config, localhost(), addr(SERVER_CONTROL), base).unwrap();
         let mut pair = Self {
@@ -417,20 +463,55 @@ impl Pair {
 
     /// A download the client aborts once `after` bytes arrived.
     pub(crate) fn download_aborted(&mut self, path: &str, after: u64) -> Result<Output, OpError> {
+        let op = Operation::Retrieve {
+            path: path.to_owned(),
+            offset: None,
+        };
+        self.transfer_aborted(op, None, after)
+    }
+
+    /// A transfer the client aborts once `after` payload bytes moved on its data channel (`upload` is the
+    /// payload of an upload).
+    pub(crate) fn transfer_aborted(
+        &mut self,
+        op: Operation,
+        upload: Option<&[u8]>,
+        after: u64,
+    ) -> Result<Output, OpError> {
         let now = self.now();
-        let id = self.client.submit(
-            now,
-            Operation::Retrieve {
-                path: path.to_owned(),
-                offset: None,
-            },
-        );
+        let id = self.client.submit(now, op);
+        if let Some(data) = upload {
+            self.uploads.insert(id, data.to_vec());
+        }
         self.abort_after.insert(id, after);
         self.drain();
         self.run_until_idle();
         self.results
             .remove(&id)
-            .expect("aborted download completed")
+            .expect("aborted transfer completed")
+    }
+
+    /// Submits `op` and aborts it at once, before any reply arrived.
+    pub(crate) fn submit_and_abort(&mut self, op: Operation) -> Result<Output, OpError> {
+        let now = self.now();
+        let id = self.client.submit(now, op);
+        assert!(self.client.abort(now, id), "abort refused");
+        self.drain();
+        self.run_until_idle();
+        self.results
+            .remove(&id)
+            .expect("aborted transfer completed")
+    }
+
+    /// Lets `duration` of virtual time pass, firing every timer on the way.
+    pub(crate) fn wait(&mut self, duration: Duration) {
+        let target = self.now() + duration;
+        while let Some(deadline) = self.next_deadline().filter(|d| *d <= target) {
+            self.advance_to(deadline);
+            while self.step() {}
+        }
+        self.offset = target - self.base;
+        while self.step() {}
     }
 
     // ----- the drive loop -----
@@ -833,7 +914,6 @@ impl Pair {
                 }
                 return;
             }
-            other => panic!("unexpected request {other:?}"),
         };
         self.server.complete(now, id, outcome);
     }
@@ -1018,11 +1098,11 @@ impl Pair {
             }
         }
         let op = c.op;
-        let received = c.channel.bytes_received();
+        let moved = c.channel.bytes_received().max(c.channel.bytes_sent());
         if self
             .abort_after
             .get(&op)
-            .is_some_and(|after| received >= *after)
+            .is_some_and(|after| moved >= *after)
         {
             // The user gives up: the channel is dropped, its socket stays open until ABOR settled (so the
             // server sees ABOR, not a truncation, whatever the chunking).
@@ -1376,6 +1456,144 @@ mod tests {
         quit(pair);
     }
 
+    /// Plain FTP: clear data connections end with a TCP FIN, not close_notify.
+    fn plain(pair: &mut Pair) {
+        login(pair);
+        let data = pattern(30_000, 5);
+        let report = transfer(pair.upload(Operation::Store("p".into()), &data));
+        assert_eq!(
+            (report.bytes, report.resumed, report.tls),
+            (30_000, false, None)
+        );
+        assert!(report.clean_close);
+        assert_eq!(pair.store.files["/p"], data);
+        let (result, got) = pair.download("p", Some(1));
+        assert_eq!(transfer(result).bytes, 29_999);
+        assert!(got == data[1..]);
+        assert_transfer_plain(pair.upload(Operation::Store("e".into()), b""));
+        assert_eq!(pair.store.files["/e"], b"");
+        assert_eq!(
+            pair.run(Operation::NameList(None)),
+            Ok(Output::Names(vec!["e".into(), "p".into()]))
+        );
+        assert_eq!(pair.download_aborted("p", 1), Err(OpError::Aborted));
+        assert_eq!(code(&pair.run(Operation::Noop)), 200);
+        quit(pair);
+    }
+
+    fn assert_transfer_plain(result: Result<Output, OpError>) {
+        let report = transfer(result);
+        assert!(report.clean_close && !report.resumed && report.tls.is_none());
+    }
+
+    /// Odd names, unique names, big and empty listings, aborts at every stage.
+    fn edges(pair: &mut Pair) {
+        login(pair);
+        let dir = "dir with space";
+        assert_eq!(
+            pair.run(Operation::Mkdir(dir.into())),
+            Ok(Output::Directory(format!("/{dir}")))
+        );
+        let name = format!("{dir}/ünïcödé ñame.txt");
+        assert_transfer(pair.upload(Operation::Store(name.clone()), b"hello"), 5);
+        assert_eq!(pair.store.files[&format!("/{name}")], b"hello");
+        assert_eq!(pair.run(Operation::Size(name.clone())), Ok(Output::Size(5)));
+        assert_eq!(
+            pair.run(Operation::NameList(Some(dir.into()))),
+            Ok(Output::Names(vec!["ünïcödé ñame.txt".into()]))
+        );
+
+        // STOU twice with the same hint: two files.
+        for _ in 0..2 {
+            let report = transfer(pair.upload(Operation::StoreUnique(Some("u".into())), b"uu"));
+            assert_eq!(report.bytes, 2);
+        }
+        assert_eq!(pair.store.files["/u"], b"uu");
+        assert_eq!(pair.store.files["/u.1"], b"uu");
+
+        // An empty directory lists nothing; a big one spans many TLS records.
+        assert_eq!(
+            pair.run(Operation::Mkdir("empty".into())),
+            Ok(Output::Directory("/empty".into()))
+        );
+        assert_eq!(
+            pair.run(Operation::List(Some("empty".into()))),
+            Ok(Output::Listing(Vec::new()))
+        );
+        assert_eq!(
+            pair.run(Operation::NameList(Some("empty".into()))),
+            Ok(Output::Names(Vec::new()))
+        );
+        assert_eq!(
+            pair.run(Operation::Mkdir("big".into())),
+            Ok(Output::Directory("/big".into()))
+        );
+        for i in 0..400 {
+            pair.store
+                .files
+                .insert(format!("/big/file-number-{i:04}.dat"), vec![0; i]);
+        }
+        match pair.run(Operation::List(Some("big".into()))) {
+            Ok(Output::Listing(entries)) => {
+                assert_eq!(entries.len(), 400);
+                assert_eq!(entries[399].name, "file-number-0399.dat");
+                assert_eq!(entries[399].size, Some(399));
+            }
+            other => panic!("big listing failed: {other:?}"),
+        }
+
+        // Abort before any reply, then during an upload; the session goes on each time.
+        let op = Operation::Retrieve {
+            path: "u".into(),
+            offset: None,
+        };
+        assert_eq!(pair.submit_and_abort(op), Err(OpError::Aborted));
+        assert_eq!(code(&pair.run(Operation::Noop)), 200);
+        let data = pattern(200_000, 1);
+        let op = Operation::Store("partial".into());
+        assert_eq!(
+            pair.transfer_aborted(op, Some(&data), 1),
+            Err(OpError::Aborted)
+        );
+        assert!(
+            !pair.store.files.contains_key("/partial"),
+            "an aborted upload was committed"
+        );
+        assert_eq!(code(&pair.run(Operation::Noop)), 200);
+        let (result, got) = pair.download("u", None);
+        assert_transfer(result, 2);
+        assert_eq!(got, b"uu");
+        quit(pair);
+    }
+
+    /// Three failed logins close the session (421); so does the idle timeout.
+    fn closing(pair: &mut Pair) {
+        for _ in 0..2 {
+            let wrong = Operation::Login(Credentials::new(USER, "wrong"));
+            assert_eq!(code(&pair.run(wrong)), 530);
+        }
+        let wrong = Operation::Login(Credentials::new(USER, "wrong"));
+        match pair.run(wrong) {
+            Err(OpError::Session(client::SessionError::ServiceClosing(reply))) => {
+                assert_eq!(reply.code.get(), 421)
+            }
+            other => panic!("expected 421, got {other:?}"),
+        }
+        assert!(pair.client.is_closed() && pair.server.is_closed());
+    }
+
+    fn idle_timeout(pair: &mut Pair) {
+        login(pair);
+        pair.wait(Duration::from_secs(299));
+        assert!(!pair.server.is_closed());
+        pair.wait(Duration::from_secs(2));
+        assert!(pair.server.is_closed());
+        assert!(matches!(
+            pair.client.error(),
+            Some(client::SessionError::ServiceClosing(_))
+        ));
+    }
+
     /// A bit of everything, for the proptest.
     fn mixed(pair: &mut Pair) {
         let wrong = Operation::Login(Credentials::new("bob", PASSWORD));
@@ -1407,12 +1625,7 @@ mod tests {
 
     type Log = (Vec<String>, Vec<Reply>);
 
-    fn run(
-        versions: Versions,
-        policy: ChunkPolicy,
-        mode: DataConnectionMode,
-        scenario: Scenario,
-    ) -> Log {
+    fn run(versions: Versions, policy: ChunkPolicy, mode: Setup, scenario: Scenario) -> Log {
         let mut pair = Pair::new(pki(), versions, policy, mode);
         scenario(&mut pair);
         (pair.client_log, pair.server_log)
@@ -1426,7 +1639,7 @@ mod tests {
     ];
 
     /// The scenario's client events and server replies are the same under every chunk policy.
-    fn check_invariance(versions: Versions, mode: DataConnectionMode, scenario: Scenario) {
+    fn check_invariance(versions: Versions, mode: Setup, scenario: Scenario) {
         let reference = run(versions, ChunkPolicy::Whole, mode, scenario);
         for policy in POLICIES {
             let got = run(versions, policy, mode, scenario);
@@ -1437,68 +1650,113 @@ mod tests {
 
     #[test]
     fn directories_tls12() {
-        check_invariance(TLS12, DataConnectionMode::Passive, directories);
+        check_invariance(TLS12, Setup::Passive, directories);
     }
 
     #[test]
     fn directories_tls13() {
-        check_invariance(TLS13, DataConnectionMode::Passive, directories);
+        check_invariance(TLS13, Setup::Passive, directories);
     }
 
     #[test]
     fn files_tls12() {
-        check_invariance(TLS12, DataConnectionMode::Passive, files);
+        check_invariance(TLS12, Setup::Passive, files);
     }
 
     #[test]
     fn files_tls13() {
-        check_invariance(TLS13, DataConnectionMode::Passive, files);
+        check_invariance(TLS13, Setup::Passive, files);
     }
 
     #[test]
     fn files_active_mode() {
-        check_invariance(TLS13, DataConnectionMode::Active, files);
+        check_invariance(TLS13, Setup::Active, files);
     }
 
     #[test]
     fn fifty_uploads_resume_tls12() {
-        check_invariance(TLS12, DataConnectionMode::Passive, many_uploads);
+        check_invariance(TLS12, Setup::Passive, many_uploads);
     }
 
     #[test]
     fn fifty_uploads_resume_tls13() {
-        check_invariance(TLS13, DataConnectionMode::Passive, many_uploads);
+        check_invariance(TLS13, Setup::Passive, many_uploads);
     }
 
     #[test]
     fn abort_retrieve_tls12() {
-        check_invariance(TLS12, DataConnectionMode::Passive, abort_retrieve);
+        check_invariance(TLS12, Setup::Passive, abort_retrieve);
     }
 
     #[test]
     fn abort_retrieve_tls13() {
-        check_invariance(TLS13, DataConnectionMode::Passive, abort_retrieve);
+        check_invariance(TLS13, Setup::Passive, abort_retrieve);
     }
 
     #[test]
     fn failed_login_tls12() {
-        check_invariance(TLS12, DataConnectionMode::Passive, failed_login);
+        check_invariance(TLS12, Setup::Passive, failed_login);
     }
 
     #[test]
     fn failed_login_tls13() {
-        check_invariance(TLS13, DataConnectionMode::Passive, failed_login);
+        check_invariance(TLS13, Setup::Passive, failed_login);
+    }
+
+    #[test]
+    fn implicit_tls12() {
+        check_invariance(TLS12, Setup::Implicit, files);
+    }
+
+    #[test]
+    fn implicit_tls13() {
+        check_invariance(TLS13, Setup::Implicit, files);
+    }
+
+    #[test]
+    fn ccc_tls12() {
+        check_invariance(TLS12, Setup::Ccc, files);
+    }
+
+    #[test]
+    fn ccc_tls13() {
+        check_invariance(TLS13, Setup::Ccc, files);
+    }
+
+    #[test]
+    fn plain_ftp() {
+        check_invariance(TLS13, Setup::Plain, plain);
+    }
+
+    #[test]
+    fn edges_tls12() {
+        check_invariance(TLS12, Setup::Passive, edges);
+    }
+
+    #[test]
+    fn edges_tls13() {
+        check_invariance(TLS13, Setup::Passive, edges);
+    }
+
+    #[test]
+    fn edges_active() {
+        check_invariance(TLS13, Setup::Active, edges);
+    }
+
+    #[test]
+    fn three_failed_logins_close() {
+        check_invariance(TLS13, Setup::Passive, closing);
+    }
+
+    #[test]
+    fn idle_timeout_closes() {
+        check_invariance(TLS12, Setup::Passive, idle_timeout);
     }
 
     /// The replies of the abort scenario, exactly: RFC 959 section 4.1.3's 426 then 226, then NOOP's 200.
     #[test]
     fn abort_replies_are_426_then_226() {
-        let (_, replies) = run(
-            TLS13,
-            ChunkPolicy::Whole,
-            DataConnectionMode::Passive,
-            abort_retrieve,
-        );
+        let (_, replies) = run(TLS13, ChunkPolicy::Whole, Setup::Passive, abort_retrieve);
         let codes: Vec<u16> = replies.iter().map(|r| r.code.get()).collect();
         let at = codes
             .windows(3)
@@ -1512,14 +1770,7 @@ mod tests {
         static REF12: OnceLock<Log> = OnceLock::new();
         static REF13: OnceLock<Log> = OnceLock::new();
         let cell = if versions == TLS12 { &REF12 } else { &REF13 };
-        cell.get_or_init(|| {
-            run(
-                versions,
-                ChunkPolicy::Whole,
-                DataConnectionMode::Passive,
-                mixed,
-            )
-        })
+        cell.get_or_init(|| run(versions, ChunkPolicy::Whole, Setup::Passive, mixed))
     }
 
     proptest! {
@@ -1529,7 +1780,7 @@ mod tests {
         fn random_splits_do_not_change_events(seed in any::<u64>(), tls13 in any::<bool>()) {
             let versions = if tls13 { TLS13 } else { TLS12 };
             let reference = mixed_reference(versions);
-            let got = run(versions, ChunkPolicy::Random(seed), DataConnectionMode::Passive, mixed);
+            let got = run(versions, ChunkPolicy::Random(seed), Setup::Passive, mixed);
             prop_assert_eq!(&got.0, &reference.0);
             prop_assert_eq!(&got.1, &reference.1);
         }
