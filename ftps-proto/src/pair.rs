@@ -286,6 +286,8 @@ pub(crate) enum Setup {
     Ccc,
     /// Plain FTP: no TLS anywhere.
     Plain,
+    /// As `Passive`, with the server holding its 1xx for the frontend's `data_ready` (the smol server's set-up).
+    HeldPreliminary,
 }
 
 impl Setup {
@@ -301,6 +303,7 @@ impl Setup {
         let mut client = ClientSessionConfig::new(pki.client_config(versions));
         match self {
             Setup::Passive => {}
+            Setup::HeldPreliminary => server.preliminary_reply_wait = Duration::from_secs(1),
             Setup::Active => client.data_mode = DataConnectionMode::Active,
             Setup::Implicit => {
                 server.implicit_tls = true;
@@ -892,6 +895,8 @@ impl Pair {
                     link.server.is_none(),
                     "second transfer on one data connection"
                 );
+                // As the smol frontend: ready at once unless the client already started its handshake.
+                let client_started = !link.c2s.pending().is_empty();
                 link.server = Some(ServerTransfer {
                     id,
                     channel,
@@ -899,6 +904,9 @@ impl Pair {
                     upload,
                     finished: false,
                 });
+                if !client_started {
+                    self.server.data_ready(now, id);
+                }
                 return;
             }
             RequestKind::AbortTransfer { transfer } => {
@@ -1193,6 +1201,7 @@ impl Pair {
             match event {
                 DataEvent::Finished(report) => outcome = Some(Ok(report)),
                 DataEvent::Failed(e) => outcome = Some(Err(Failure::from(&e))),
+                DataEvent::HandshakeComplete(_) => self.server.data_ready(now, s.id),
                 _ => {}
             }
         }
@@ -1721,6 +1730,12 @@ mod tests {
     #[test]
     fn ccc_tls13() {
         check_invariance(TLS13, Setup::Ccc, files);
+    }
+
+    #[test]
+    fn held_preliminary_reply() {
+        check_invariance(TLS13, Setup::HeldPreliminary, files);
+        check_invariance(TLS12, Setup::HeldPreliminary, abort_retrieve);
     }
 
     #[test]
