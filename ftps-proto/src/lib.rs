@@ -67,4 +67,6 @@ mod tls;
 pub use tls::TlsInfo;
 
 #[cfg(test)]
+mod pair;
+#[cfg(test)]
 mod test_support;

@@ -257,6 +257,8 @@ pub struct ClientSession {
     error: Option<SessionError>,
     /// `CCC` was accepted: waiting for the server's close_notify before going on in plaintext.
     ccc_closing: bool,
+    /// Around `CCC`: the TLS record being collected (it may arrive split across reads).
+    ccc_record: Vec<u8>,
     /// Today's date (UTC) as the frontend last told it, for `LIST` lines that omit the year.
     today: Timeval,
 }
@@ -321,6 +323,7 @@ impl ClientSession {
             reply_deadline: Some(now + config.reply_timeout),
             error: None,
             ccc_closing: false,
+            ccc_record: Vec::new(),
             today: Timeval::UNIX_EPOCH,
             config,
         };
@@ -386,14 +389,36 @@ impl ClientSession {
         while consumed < input.len() && self.error.is_none() && self.phase != Phase::Closed {
             let rest = input.get(consumed..).unwrap_or_default();
             // Around CCC, TLS gets whole records one at a time, so the bytes after the server's close_notify
-            // stay plaintext for the reply parser (RFC 4217 section 12.3).
-            let rest = if self.ccc_pending() {
-                first_tls_record(rest)
+            // stay plaintext for the reply parser (RFC 4217 section 12.3). A record split across reads is
+            // collected first: taking nothing would stall a frontend that offers only what it has.
+            let record: Vec<u8>;
+            let whole_record = self.ccc_pending() && self.tls.is_some();
+            let rest = if whole_record {
+                let taken = collect_tls_record(&mut self.ccc_record, rest);
+                consumed += taken;
+                if self.ccc_record.is_empty()
+                    || first_tls_record(&self.ccc_record).len() != self.ccc_record.len()
+                {
+                    if taken == 0 {
+                        break;
+                    }
+                    continue;
+                }
+                record = std::mem::take(&mut self.ccc_record);
+                &record[..]
             } else {
                 rest
             };
             if let Some(tls) = self.tls.as_mut() {
                 let n = match tls.read_tls(rest) {
+                    Ok(n) if whole_record && n != rest.len() => {
+                        // One record never meets TLS backpressure: the plaintext is drained after each.
+                        self.fail(SessionError::Tls(rustls::Error::General(
+                            "control TLS record not taken".to_owned(),
+                        )));
+                        break;
+                    }
+                    Ok(_) if whole_record => 0,
                     Ok(n) => n,
                     Err(e) => {
                         self.fail(SessionError::Tls(e));
@@ -415,7 +440,7 @@ impl ClientSession {
                     self.advance(now);
                     continue;
                 }
-                if n == 0 && !progressed {
+                if n == 0 && !progressed && !whole_record {
                     break;
                 }
             } else {
@@ -1408,9 +1433,23 @@ impl ClientSession {
     }
 }
 
-/// Why a raw command is refused: it would need a data connection or switch protocols.
+/// Moves bytes of `input` into `record` up to the end of one TLS record (5-byte header, RFC 8446 section
+/// 5.1); returns how many it moved.
+fn collect_tls_record(record: &mut Vec<u8>, input: &[u8]) -> usize {
+    let header = 5usize.saturating_sub(record.len()).min(input.len());
+    record.extend_from_slice(input.get(..header).unwrap_or_default());
+    let Some(&[hi, lo]) = record.get(3..5) else {
+        return header;
+    };
+    let total = 5 + usize::from(u16::from_be_bytes([hi, lo]));
+    let rest = input.get(header..).unwrap_or_default();
+    let body = total.saturating_sub(record.len()).min(rest.len());
+    record.extend_from_slice(rest.get(..body).unwrap_or_default());
+    header + body
+}
+
 /// The first TLS record of `input` (5-byte header, RFC 8446 section 5.1), or nothing while it is incomplete.
-fn first_tls_record(input: &[u8]) -> &[u8] {
+pub(crate) fn first_tls_record(input: &[u8]) -> &[u8] {
     let len = match input.get(3..5) {
         Some(&[hi, lo]) => 5 + usize::from(u16::from_be_bytes([hi, lo])),
         _ => return &[],
@@ -1418,6 +1457,7 @@ fn first_tls_record(input: &[u8]) -> &[u8] {
     input.get(..len).unwrap_or(&[])
 }
 
+/// Why a raw command is refused: it would need a data connection or switch protocols.
 fn raw_refusal(command: &Command) -> Option<&'static str> {
     match command {
         Command::Retr(_)

@@ -1408,3 +1408,39 @@ fn ccc_returns_the_control_connection_to_plaintext_after_close_notify() {
     assert!(s.client.tls_info().is_none());
     assert!(s.client.data_protected());
 }
+
+/// Regression (found by the Pair harness): around `CCC` TLS records are fed one at a time; a record split across
+/// reads must be collected, not refused (taking 0 bytes stalled a frontend feeding what it had, byte by byte).
+#[test]
+fn ccc_records_split_across_reads_are_collected() {
+    let pki = TestPki::new();
+    let mut config = ClientSessionConfig::new(pki.client_config(TLS13));
+    config.clear_command_channel = true;
+    let mut s = Script::tls(&pki, TLS13, config);
+    s.send("220 hi\r\n");
+    assert_eq!(s.line(), "AUTH TLS");
+    s.accept_auth();
+    let op = s
+        .client
+        .submit(s.now, Operation::Login(Credentials::new("u", "p")));
+    s.expect("USER u", "230 ok");
+    s.expect("PBSZ 0", "200 ok");
+    s.expect("PROT P", "200 ok");
+    assert_eq!(s.line(), "CCC");
+    let mut server = s.tls.take().unwrap();
+    server.write_plaintext(b"200 CCC ok\r\n");
+    server.send_close_notify();
+    let mut wire = Vec::new();
+    server.write_tls_into(&mut wire);
+    wire.extend_from_slice(b"211 No features\r\n");
+    for byte in &wire {
+        assert_eq!(s.client.handle_input(s.now, std::slice::from_ref(byte)), 1);
+    }
+    let mut out = Vec::new();
+    while s.client.poll_transmit(&mut out) > 0 {}
+    let clear = b"FEAT\r\nTYPE I\r\n";
+    assert!(out.ends_with(clear), "{:?}", String::from_utf8_lossy(&out));
+    s.send("200 ok\r\n");
+    assert!(matches!(s.completed(), (id, Ok(Output::LoggedIn(_))) if id == op));
+    assert!(s.client.tls_info().is_none());
+}

@@ -482,7 +482,10 @@ mod system_time_tests {
         assert_eq!(tv.to_string(), "20231114221320.123");
         assert_eq!(tv.to_system_time(), t);
         let before = UNIX_EPOCH - Duration::from_secs(86_400);
-        assert_eq!(Timeval::from_system_time(before).unwrap().to_system_time(), before);
+        assert_eq!(
+            Timeval::from_system_time(before).unwrap().to_system_time(),
+            before
+        );
         assert_eq!(Timeval::UNIX_EPOCH.to_system_time(), UNIX_EPOCH);
     }
 }

@@ -810,7 +810,14 @@ impl ServerSession {
                     // rustls reads nothing while its handshake output waits: move that output out first.
                     let _ = tls.write_tls_into(&mut self.wire_out);
                     if !self.inbound.is_empty() {
-                        match tls.read_tls(&self.inbound) {
+                        // RFC 4217 section 12.3: after CCC, cleartext follows the client's close_notify in the
+                        // same stream; feed whole records one at a time so rustls never swallows it.
+                        let input = if self.ccc_awaiting_peer {
+                            crate::client::first_tls_record(&self.inbound)
+                        } else {
+                            &self.inbound[..]
+                        };
+                        match tls.read_tls(input) {
                             Ok(n) => {
                                 self.inbound.drain(..n.min(self.inbound.len()));
                                 progressed |= n > 0;

@@ -1373,3 +1373,26 @@ mod refusal_and_shutdown {
         assert!(session.is_closed());
     }
 }
+
+/// Regression (found by the Pair harness): after `CCC`, the client's close_notify and its first cleartext
+/// command arriving in one read must not be swallowed by rustls (RFC 4217 section 12.3).
+#[test]
+fn ccc_cleartext_in_the_same_read_as_close_notify() {
+    for versions in [TLS12, TLS13] {
+        let config = SessionConfig {
+            allow_ccc: true,
+            ..SessionConfig::default()
+        };
+        let (mut h, _pki) = tls_session(versions, config);
+        assert_eq!(h.cmd("CCC"), "200 Control connection cleared\r\n");
+        let mut tls = h.client_tls.take().unwrap();
+        tls.send_close_notify();
+        let mut wire = Vec::new();
+        let _ = tls.write_tls_into(&mut wire);
+        wire.extend_from_slice(b"NOOP\r\n");
+        assert_eq!(h.session.handle_input(h.now, &wire), wire.len());
+        h.drive();
+        assert!(h.events.contains(&Event::TlsCleared));
+        assert_eq!(h.take(), "200 NOOP ok\r\n");
+    }
+}
