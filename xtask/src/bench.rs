@@ -1001,13 +1001,19 @@ pub(crate) fn run(args: &[String]) -> Result {
         .iter()
         .filter(|row| row.server.contains("(ours)") || row.client.contains("(ours)"))
         .filter_map(|row| {
-            row.gap
-                .as_ref()
-                .map(|gap| format!("{} / {} / {:?}: {gap:?}", row.server, row.client, row.transfer))
+            row.gap.as_ref().map(|gap| {
+                format!(
+                    "{} / {} / {:?}: {gap:?}",
+                    row.server, row.client, row.transfer
+                )
+            })
         })
         .collect();
     if !ours_failed.is_empty() {
-        return Err(format!("rows of ours failed:\n  {}", ours_failed.join("\n  ")));
+        return Err(format!(
+            "rows of ours failed:\n  {}",
+            ours_failed.join("\n  ")
+        ));
     }
     Ok(())
 }
