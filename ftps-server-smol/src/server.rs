@@ -67,7 +67,18 @@ pub struct Limits {
     pub write_timeout: Duration,
     /// How long running transfers may go on after a shutdown request.
     pub shutdown_grace: Duration,
+    /// A short wait before answering `PASV`/`EPSV` (default [`PASSIVE_REPLY_PACING`]; zero answers at once).
+    pub passive_reply_pacing: Duration,
 }
+
+/// The default [`Limits::passive_reply_pacing`].
+///
+/// curl 7.88 (Debian 12) sleeps a full second before connecting the data port when the passive reply arrives
+/// within the call that sent the command (about 40 µs on loopback): it starts the connect on a path that
+/// schedules no wake-up, then waits for its default 1000 ms timeout. Answering a fraction of a millisecond
+/// later puts the reply on curl's normal path; measured on loopback, 50 uploads in one session went from about
+/// 1 file/s to hundreds per second. Other clients lose the same fraction of a millisecond per transfer.
+pub const PASSIVE_REPLY_PACING: Duration = Duration::from_micros(300);
 
 impl Default for Limits {
     fn default() -> Self {
@@ -77,6 +88,7 @@ impl Default for Limits {
             data_idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(30),
+            passive_reply_pacing: PASSIVE_REPLY_PACING,
         }
     }
 }
@@ -143,6 +155,10 @@ impl Shared {
 
     pub(crate) fn write_timeout(&self) -> Duration {
         self.limits.write_timeout
+    }
+
+    pub(crate) fn passive_reply_pacing(&self) -> Duration {
+        self.limits.passive_reply_pacing
     }
 
     /// Resolves when a shutdown has been requested.

@@ -355,7 +355,17 @@ impl Driver {
                         Outcome::Failed(Failure::DataConnection)
                     }
                 };
-                session.complete(now, id, outcome);
+                // Pace the passive reply (see PASSIVE_REPLY_PACING); the listener is already bound, so a client
+                // that connects at once is queued by the kernel meanwhile.
+                let pacing = self.shared.passive_reply_pacing();
+                if pacing.is_zero() {
+                    session.complete(now, id, outcome);
+                } else {
+                    self.spawn_completion(async move {
+                        Timer::after(pacing).await;
+                        Completion::Outcome(id, outcome)
+                    });
+                }
             }
             RequestKind::AcceptData => {
                 let Some(listener) = self.res.passive.clone() else {
