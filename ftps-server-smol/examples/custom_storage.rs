@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
@@ -47,8 +47,14 @@ const MAX_UPLOAD: usize = 16 * 1024 * 1024;
 const USER: &str = "demo";
 const PASSWORD: &str = "demo";
 
-/// Uploaded files by name, with the time they arrived.
-type Inbox = Arc<Mutex<BTreeMap<String, (Arc<Vec<u8>>, SystemTime)>>>;
+/// An uploaded file. Only its size and arrival time are ever shown: the inbox is write-only.
+struct Received {
+    data: Vec<u8>,
+    arrived: SystemTime,
+}
+
+/// Uploaded files by name, shared by the storage and its uploads in progress.
+type Inbox = Arc<Mutex<BTreeMap<String, Received>>>;
 
 /// The custom backend. Cheap to share: the server holds it as `Arc<dyn Storage>`.
 #[derive(Default)]
@@ -109,8 +115,15 @@ fn file(size: usize, modified: Option<SystemTime>, mode: u32) -> Metadata {
     }
 }
 
+impl Received {
+    /// Write-only for everyone (`--w-------`), as a hint in listings.
+    fn metadata(&self) -> Metadata {
+        file(self.data.len(), Some(self.arrived), 0o200)
+    }
+}
+
 impl DropBox {
-    fn inbox(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (Arc<Vec<u8>>, SystemTime)>> {
+    fn inbox(&self) -> MutexGuard<'_, BTreeMap<String, Received>> {
         // Nothing here can be left half-updated by a panic: keep serving.
         self.inbox.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -121,8 +134,10 @@ impl DropBox {
             Place::Readme => Ok(file(README.len(), None, 0o444)),
             Place::InboxFile(name) => {
                 let inbox = self.inbox();
-                let (data, modified) = inbox.get(name).ok_or_else(not_found)?;
-                Ok(file(data.len(), Some(*modified), 0o200))
+                inbox
+                    .get(name)
+                    .map(Received::metadata)
+                    .ok_or_else(not_found)
             }
         }
     }
@@ -142,9 +157,9 @@ impl DropBox {
             Place::Inbox => Ok(self
                 .inbox()
                 .iter()
-                .map(|(name, (data, modified))| DirEntry {
+                .map(|(name, received)| DirEntry {
                     name: name.clone(),
-                    metadata: file(data.len(), Some(*modified), 0o200),
+                    metadata: received.metadata(),
                 })
                 .collect()),
             Place::Readme | Place::InboxFile(_) => Err(StorageError::new(
@@ -284,7 +299,14 @@ impl Upload for DropUpload {
     fn commit(self: Box<Self>) -> BoxFuture<'static, Result<u64, StorageError>> {
         let len = self.data.len() as u64;
         let mut inbox = self.inbox.lock().unwrap_or_else(PoisonError::into_inner);
-        inbox.insert(self.name, (Arc::new(self.data), SystemTime::now()));
+        let arrived = SystemTime::now();
+        inbox.insert(
+            self.name,
+            Received {
+                data: self.data,
+                arrived,
+            },
+        );
         Box::pin(std::future::ready(Ok(len)))
     }
 
