@@ -413,3 +413,206 @@ fn own_client_tls13() {
 fn own_client_tls12() {
     own_client_round_trip(Tls::V12);
 }
+
+/// `examples/custom_storage.rs` (a library embedding with its own `Storage`) serves curl: the drop box lists
+/// README.txt and inbox, serves README.txt byte for byte, takes uploads into /inbox and refuses them elsewhere.
+#[test]
+fn custom_storage_example_serves_curl() {
+    use std::io::BufRead;
+
+    /// Kills the example when the test ends, passed or not.
+    struct Example(std::process::Child);
+    impl Drop for Example {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    let Some(curl_bin) = peer("curl") else {
+        return;
+    };
+    // Build the example now so it is never stale (`cargo test --test interop` does not build examples). The
+    // variables cargo sets for this test process are not passed on: build scripts watch some of them, and
+    // seeing them change would rebuild half the tree (as in tests/tokio_example.rs).
+    let profile_dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_owned();
+    let mut build = Command::new(env!("CARGO"));
+    build.current_dir(env!("CARGO_MANIFEST_DIR")).args([
+        "build",
+        "--quiet",
+        "-p",
+        "ftps-server-smol",
+        "--example",
+        "custom_storage",
+    ]);
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_for_tests = [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_BIN_",
+            "CARGO_CRATE_",
+            "CARGO_PRIMARY_",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+            || ["CARGO_TARGET_TMPDIR", "CARGO_RUSTC_CURRENT_DIR", "OUT_DIR"].contains(&&*name);
+        if set_for_tests {
+            build.env_remove(&*name);
+        }
+    }
+    if profile_dir.file_name().is_some_and(|p| p == "release") {
+        build.arg("--release");
+    }
+    run(&mut build);
+    let binary = profile_dir.join("examples").join("custom_storage");
+
+    // Port 0: the example prints the address it got as its first line.
+    let mut child = Command::new(&binary)
+        .arg("0")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _example = Example(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let _ = tx.send(lines.next());
+        // Keep reading so the example never blocks on a full pipe.
+        lines.map_while(Result::ok).for_each(drop);
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the example printed nothing within 30 s")
+        .unwrap()
+        .unwrap();
+    let addr = first
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_owned();
+
+    // The example's self-signed certificate is new on every run: -k.
+    let example_curl = || {
+        let mut command = Command::new(&curl_bin);
+        command.args([
+            "-sS",
+            "--ssl-reqd",
+            "-k",
+            "--max-time",
+            "30",
+            "-u",
+            "demo:demo",
+        ]);
+        command
+    };
+
+    let listing = run(example_curl().arg(format!("ftp://{addr}/")));
+    let names: Vec<String> = String::from_utf8(listing.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| line.rsplit(' ').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["README.txt", "inbox"]);
+
+    let readme = run(example_curl().arg(format!("ftp://{addr}/README.txt")));
+    assert_eq!(
+        readme.stdout,
+        b"Welcome to the drop box.\nUpload your files into /inbox; they cannot be read back.\n"
+    );
+
+    let local = TempDir::new("drop-box-local");
+    let file = local.path().join("report.bin");
+    std::fs::write(&file, random_bytes(100_000, 4)).unwrap();
+    run(example_curl()
+        .arg("-T")
+        .arg(&file)
+        .arg(format!("ftp://{addr}/inbox/")));
+    let inbox = run(example_curl().arg(format!("ftp://{addr}/inbox/")));
+    let inbox = String::from_utf8(inbox.stdout).unwrap();
+    assert_eq!(inbox.lines().count(), 1, "{inbox}");
+    assert!(inbox.contains(" 100000 "), "{inbox}");
+    assert!(inbox.trim_end().ends_with(" report.bin"), "{inbox}");
+
+    // Outside /inbox the backend refuses the upload; curl reports the refused STOR (exit 25).
+    let refused = example_curl()
+        .arg("-T")
+        .arg(&file)
+        .arg(format!("ftp://{addr}/"))
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(25), "{refused:?}");
+    // And the inbox is write-only: the upload cannot be read back.
+    let read_back = example_curl()
+        .arg(format!("ftp://{addr}/inbox/report.bin"))
+        .output()
+        .unwrap();
+    assert!(!read_back.status.success(), "{read_back:?}");
+    assert!(read_back.stdout.is_empty());
+}
+
+/// Implicit FTPS (TLS from the first byte): curl with an `ftps://` URL uploads, lists and downloads, verifying
+/// the certificate, with TLS 1.3 and with TLS 1.2.
+#[test]
+fn implicit_ftps_with_curl() {
+    let Some(curl_bin) = peer("curl") else {
+        return;
+    };
+    for (tls, seed) in [(Tls::V13, 5), (Tls::V12, 6)] {
+        let server = start_implicit(tls);
+        let url = |path: &str| format!("ftps://{}/{path}", server.addr);
+        let local = TempDir::new("implicit-local");
+        let file = local.path().join("implicit.bin");
+        let data = random_bytes(1024 * 1024 + 3, seed);
+        std::fs::write(&file, &data).unwrap();
+
+        run(curl(&curl_bin, &server, tls)
+            .arg("-T")
+            .arg(&file)
+            .arg(url("")));
+        assert_eq!(
+            std::fs::read(server.root.path().join("implicit.bin")).unwrap(),
+            data
+        );
+
+        let listing = run(curl(&curl_bin, &server, tls).arg(url("")));
+        let text = String::from_utf8(listing.stdout).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.trim_end().ends_with(" implicit.bin"), "{text}");
+
+        let down = local.path().join("down.bin");
+        run(curl(&curl_bin, &server, tls)
+            .arg("-o")
+            .arg(&down)
+            .arg(url("implicit.bin")));
+        assert_eq!(std::fs::read(&down).unwrap(), data);
+    }
+}
+
+/// [`TestServer::start`], but its `addr` is a second listener of the same server, in implicit FTPS mode (the
+/// explicit listener of `start` stays up unused; `shutdown` on drop stops both).
+fn start_implicit(tls: Tls) -> TestServer {
+    let mut server = TestServer::start(tls, ResumptionPolicy::Required);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    server.addr = listener.local_addr().unwrap();
+    let serving = server.server.clone();
+    std::thread::spawn(move || {
+        smol::block_on(async move {
+            let listener = smol::net::TcpListener::try_from(listener).unwrap();
+            let options = ListenerOptions {
+                implicit: true,
+                ..ListenerOptions::default()
+            };
+            serving.serve(listener, options).await
+        })
+    });
+    server
+}
