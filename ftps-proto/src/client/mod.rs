@@ -954,6 +954,15 @@ impl ClientSession {
                 return;
             }
         };
+        // A caller's argument with a line break would put a second command on the wire (RFC 959 section 4.1:
+        // one command per line); refuse what does not go out as exactly this one line.
+        if !command.is_encodable() {
+            self.finish_op(Err(OpError::InvalidOperation(
+                "argument cannot be sent as one command line",
+            )));
+            self.pump(now);
+            return;
+        }
         self.send(now, &command, step);
     }
 

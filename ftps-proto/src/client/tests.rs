@@ -405,6 +405,33 @@ fn plain_login_with_multiline_replies() {
     assert!(s.client.is_idle());
 }
 
+/// Found by the `client_session` fuzz target: a path with CRLF went out as two commands ("CWD evil", "DELE x").
+#[test]
+fn arguments_with_line_breaks_are_refused_not_sent() {
+    let mut s = Script::plain();
+    s.connect_and_login(FEAT_MLSD);
+    let cwd = s
+        .client
+        .submit(s.now, Operation::Cwd("evil\r\nDELE x".into()));
+    assert!(matches!(s.completed(), (id, Err(OpError::InvalidOperation(_))) if id == cwd));
+    s.no_command();
+    let login = s.client.submit(
+        s.now,
+        Operation::Login(Credentials::new("bob", "pw\nDELE x")),
+    );
+    s.expect("USER bob", "331 pw");
+    assert!(matches!(s.completed(), (id, Err(OpError::InvalidOperation(_))) if id == login));
+    s.no_command();
+    // A lone CR is one line on the wire (RFC 2640 section 3.1 pathnames may hold it) and still goes out.
+    let cr = s.client.submit(s.now, Operation::Cwd("a\rb".into()));
+    s.expect("CWD a\rb", "250 ok");
+    assert!(matches!(s.completed(), (id, Ok(Output::Done(_))) if id == cr));
+    // The session goes on.
+    let noop = s.client.submit(s.now, Operation::Noop);
+    s.expect("NOOP", "200 ok");
+    assert!(matches!(s.completed(), (id, Ok(Output::Done(_))) if id == noop));
+}
+
 #[test]
 fn login_with_account_and_refused_password() {
     let mut s = Script::plain();

@@ -174,11 +174,14 @@ fn strip_line_end(line: &str) -> &str {
 ///
 /// Facts end at the first space (fact values cannot contain one); exactly one space separates them from the name,
 /// which may itself contain spaces and `;`. A final `;` missing before the space is tolerated. A trailing CRLF or
-/// LF is ignored; for an MLST reply line, strip its leading space first.
+/// LF is ignored; a name that still contains CR or LF is refused. For an MLST reply line, strip its leading space
+/// first.
 pub fn parse_fact_line(line: &str) -> Option<Entry> {
     let line = strip_line_end(line);
     let (facts, name) = line.split_once(' ')?;
-    if name.is_empty() {
+    // A CR or LF left in the name after the line end is not a name (RFC 2640 section 3.1 pads a CR in a pathname
+    // with NUL), and [`format_fact_line`] could not write it back.
+    if name.is_empty() || name.contains(['\r', '\n']) {
         return None;
     }
     let mut entry = Entry::new(name, EntryKind::Unknown);
@@ -809,6 +812,10 @@ mod tests {
             "nofact; name",
             "=x; name",
             "total 12",
+            // Found by the `listing` fuzz target: the name "\r" parsed, but its formatted line did not.
+            "x=; \r\r",
+            "type=file; a\rb",
+            "type=file; a\nb",
         ] {
             assert_eq!(parse_fact_line(bad), None, "{bad:?}");
         }
