@@ -202,16 +202,22 @@ fn fuzz_build() -> Result {
     }
 }
 
+/// The fuzz targets: the `[[bin]]` entries of the fuzz crate (its `fuzz_targets/` also holds shared modules).
 fn fuzz_targets() -> Result<Vec<String>> {
-    let dir = fuzz_dir().join("fuzz_targets");
-    let mut targets: Vec<String> = std::fs::read_dir(&dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .filter_map(|entry| {
-            let name = entry.ok()?.file_name().into_string().ok()?;
-            name.strip_suffix(".rs").map(str::to_owned)
-        })
-        .collect();
-    targets.sort();
+    let manifest = fuzz_dir().join("Cargo.toml");
+    let text =
+        std::fs::read_to_string(&manifest).map_err(|e| format!("{}: {e}", manifest.display()))?;
+    let mut targets = Vec::new();
+    let mut in_bin = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_bin = line == "[[bin]]";
+        } else if let Some(value) = line.strip_prefix("name").map(str::trim_start) {
+            if let (true, Some(name)) = (in_bin, value.strip_prefix('=')) {
+                targets.push(name.trim().trim_matches('"').to_owned());
+            }
+        }
+    }
     Ok(targets)
 }
 
@@ -233,15 +239,21 @@ fn fuzz(args: &[String]) -> Result {
         ),
     };
     for target in targets {
-        let corpus = fuzz_dir().join("corpus").join(&target);
-        std::fs::create_dir_all(&corpus).map_err(|e| format!("{}: {e}", corpus.display()))?;
+        // libFuzzer writes new inputs to its first corpus directory: a scratch one under target/, so the
+        // committed seeds (read as the second directory) stay as they are.
+        let seeds = fuzz_dir().join("corpus").join(&target);
+        let scratch = root().join("target").join("fuzz-corpus").join(&target);
+        for dir in [&seeds, &scratch] {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
         run(
             &format!("fuzz {target} for {seconds}s"),
             nightly_cargo()
                 .args(["fuzz", "run", "--fuzz-dir"])
                 .arg(fuzz_dir())
                 .arg(&target)
-                .arg(&corpus)
+                .arg(&scratch)
+                .arg(&seeds)
                 .args([
                     "--",
                     &format!("-max_total_time={seconds}"),
