@@ -644,7 +644,8 @@ pub fn format_unix_list_line(entry: &Entry, now: Timeval) -> String {
     let when = if is_recent(&modified, &now) {
         format!("{:02}:{:02}", modified.hour, modified.minute)
     } else {
-        format!("{:>5}", modified.year)
+        // Four digits always (` 0202`, not `  202`): `ls` pads the same way and the parser expects it.
+        format!(" {:04}", modified.year)
     };
     let mut line = format!(
         "{type_char}{mode} {links:>4} {owner:<8} {group:<8} {size:>12} {month} {:02} {when} ",
@@ -1112,5 +1113,23 @@ mod tests {
             let line = format!("{perms} {} {tail}", cols.join(" "));
             let _ = parse_list_line(&line, now);
         }
+    }
+}
+
+#[cfg(test)]
+mod year_padding_regression {
+    use super::*;
+
+    /// Found by the `listing` fuzz target: a year below 1000 was written as `  202` and did not parse back.
+    #[test]
+    fn old_years_keep_four_digits_and_round_trip() {
+        let now = Timeval::new(2026, 11, 23, 12, 0, 0, None).unwrap();
+        let line = "drwxr-xr-x    2 tp 4 Jan 01  0202 a 12:00 name";
+        let entry = parse_list_line(line, now).unwrap();
+        let formatted = format_unix_list_line(&entry, now);
+        assert!(formatted.contains(" 0202 "), "{formatted}");
+        let again = parse_list_line(&formatted, now).unwrap();
+        assert_eq!(again.name, entry.name);
+        assert_eq!(again.modified, entry.modified);
     }
 }
