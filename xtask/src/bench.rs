@@ -166,7 +166,7 @@ struct Workload {
     /// The bulk file, random bytes, `size` long.
     bulk: PathBuf,
     size: u64,
-    /// `files` files of 4 KiB named by [`small_name`].
+    /// `files` files of 4 KiB named `f<N>.bin` (see [`small_index`]).
     small_dir: PathBuf,
     files: u32,
     /// A scratch directory for captured output.
