@@ -723,6 +723,62 @@ fn paths_cannot_escape_the_root() {
     }
 }
 
+/// Check/use races: while a directory in the root is swapped again and again with a symlink to a directory
+/// outside, SIZE and RETR of a file in it never reach the outside file (every open is relative to the root
+/// directory handle, cap-std `openat` beneath the root, so there is no separate check to race).
+#[test]
+fn symlink_swap_races_cannot_escape_the_root() {
+    use std::os::unix::fs::symlink;
+    let server = TestServer::start(Setup::plain());
+    let outside = server.base.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("f.txt"), b"OUTSIDE!").unwrap(); // 8 bytes
+    std::fs::create_dir(server.root.join("d")).unwrap();
+    std::fs::write(server.root.join("d/f.txt"), b"inside").unwrap(); // 6 bytes
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swapper = {
+        let (root, outside, stop) = (server.root.clone(), outside.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut swaps = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                std::fs::rename(root.join("d"), root.join("d.real")).unwrap();
+                symlink(&outside, root.join("d")).unwrap();
+                std::fs::remove_file(root.join("d")).unwrap();
+                std::fs::rename(root.join("d.real"), root.join("d")).unwrap();
+                swaps += 1;
+            }
+            swaps
+        })
+    };
+    let mut ctl = Control::connect(server.addr);
+    ctl.plain_login();
+    let (mut inside, mut refused) = (0, 0);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(1) {
+        let reply = ctl.cmd("SIZE d/f.txt");
+        assert_ne!(reply, "213 8", "SIZE reached the outside file");
+        if reply == "213 6" {
+            inside += 1;
+        } else {
+            refused += 1;
+        }
+        let data = ctl.epsv();
+        let mut stream = with_timeouts(TcpStream::connect_timeout(&data, WAIT).unwrap());
+        let reply = ctl.cmd("RETR d/f.txt");
+        if reply.starts_with('1') {
+            let mut body = Vec::new();
+            let _ = stream.read_to_end(&mut body);
+            drop(stream);
+            assert_ne!(body, b"OUTSIDE!", "RETR read the outside file");
+            assert!(!ctl.reply().is_empty());
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let swaps = swapper.join().unwrap();
+    eprintln!("symlink swap race: {swaps} swaps; SIZE inside {inside}, refused {refused}");
+    assert!(swaps > 100, "the race did not run");
+}
+
 /// Brute force: failed logins are delayed, an IP is locked out after N failures in the window, and the
 /// lockout does not hit another IP; the password appears in no log line.
 #[test]
@@ -950,6 +1006,49 @@ fn tls_below_1_2_is_refused_openssl() {
     }
     let (ok, out) = attempt("-tls1_2");
     assert!(ok && out.contains("TLSv1.2"), "TLS 1.2 failed:\n{out}");
+}
+
+/// No renegotiation (the TLS 1.2 renegotiation attacks, CVE-2009-3555 and client-initiated DoS): a client
+/// that asks to renegotiate the control connection is refused by the server (rustls has no renegotiation).
+#[test]
+fn tls_renegotiation_is_refused_openssl() {
+    let Some(openssl) = peer("openssl") else {
+        return;
+    };
+    let mut setup = Setup::tls();
+    setup.session.login_timeout = Duration::from_secs(2);
+    let server = TestServer::start(setup);
+    let mut child = Command::new(&openssl)
+        .args([
+            "s_client",
+            "-connect",
+            &server.addr.to_string(),
+            "-starttls",
+            "ftp",
+        ])
+        .args(["-servername", "localhost", "-tls1_2"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // s_client's interactive command "R": renegotiate (TLS 1.2 only). stdin stays open (EOF would quit), so
+    // s_client ends when the server closes: at the refusal, or at the latest at the login timeout.
+    let _ = stdin.write_all(b"R\n");
+    let _ = stdin.flush();
+    let (_, out) = wait_output(&mut child, WAIT);
+    drop(stdin);
+    assert!(
+        out.contains("RENEGOTIATING"),
+        "no renegotiation attempted:\n{out}"
+    );
+    eprintln!("renegotiation attempt:\n{out}");
+    assert!(
+        out.contains("no renegotiation"),
+        "renegotiation was not refused:\n{out}"
+    );
 }
 
 /// Waits for a child up to `timeout` (killing it then): success and stdout + stderr.
