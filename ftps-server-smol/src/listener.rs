@@ -5,6 +5,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use smol::net::{TcpListener, TcpStream};
 
@@ -54,6 +55,37 @@ impl PassivePorts {
             io::ErrorKind::AddrInUse,
             format!("no free passive port in {}-{}", range.first, range.last),
         ))
+    }
+}
+
+/// A bound passive listener, counted in the server's gauge (`Server::stats`) until it is dropped.
+pub(crate) struct CountedListener {
+    listener: TcpListener,
+    gauge: Arc<AtomicUsize>,
+}
+
+impl CountedListener {
+    /// Counts `listener` in `gauge` while it lives.
+    pub(crate) fn new(listener: TcpListener, gauge: &Arc<AtomicUsize>) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Self {
+            listener,
+            gauge: Arc::clone(gauge),
+        }
+    }
+}
+
+impl std::ops::Deref for CountedListener {
+    type Target = TcpListener;
+
+    fn deref(&self) -> &TcpListener {
+        &self.listener
+    }
+}
+
+impl Drop for CountedListener {
+    fn drop(&mut self) {
+        self.gauge.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

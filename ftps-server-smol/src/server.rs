@@ -104,6 +104,8 @@ pub(crate) struct Shared {
     log_transfers: bool,
     next_id: AtomicU64,
     sessions: AtomicUsize,
+    /// Passive listeners bound right now (see [`ServerStats::passive_listeners`]).
+    passive_listeners: Arc<AtomicUsize>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     shutting_down: AtomicBool,
     shutdown: Event,
@@ -143,6 +145,11 @@ impl Shared {
         if let Some(throttle) = &self.throttle {
             throttle.record_success(ip, Instant::now());
         }
+    }
+
+    /// The gauge a session's passive listener counts itself in while it is bound.
+    pub(crate) fn passive_gauge(&self) -> &Arc<AtomicUsize> {
+        &self.passive_listeners
     }
 
     pub(crate) fn log_transfers(&self) -> bool {
@@ -326,6 +333,25 @@ impl Server {
     pub fn session_count(&self) -> usize {
         self.shared.sessions.load(Ordering::Relaxed)
     }
+
+    /// What the server holds right now: a gauge for monitoring, and for tests that prove every disconnect
+    /// releases its session and its passive listener.
+    pub fn stats(&self) -> ServerStats {
+        ServerStats {
+            sessions: self.shared.sessions.load(Ordering::Relaxed),
+            passive_listeners: self.shared.passive_listeners.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A snapshot of [`Server::stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ServerStats {
+    /// Control connections admitted and not yet closed (connections refused with 421 are not counted).
+    pub sessions: usize,
+    /// Passive data listeners bound (at most one per session: a new `PASV`/`EPSV` releases the previous one).
+    pub passive_listeners: usize,
 }
 
 impl ServerBuilder {
@@ -398,6 +424,7 @@ impl ServerBuilder {
                 log_transfers: self.log_transfers,
                 next_id: AtomicU64::new(1),
                 sessions: AtomicUsize::new(0),
+                passive_listeners: Arc::new(AtomicUsize::new(0)),
                 per_ip: Mutex::new(HashMap::new()),
                 shutting_down: AtomicBool::new(false),
                 shutdown: Event::new(),

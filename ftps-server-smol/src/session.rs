@@ -19,10 +19,11 @@ use ftps_proto::server::{
 };
 use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWriteExt};
 use smol::channel::{Receiver, Sender};
-use smol::net::{TcpListener, TcpStream};
+use smol::net::TcpStream;
 use smol::Task;
 
 use crate::auth::{AuthOutcome, AuthenticatedUser, LoginAttempt, Permission, UserHome};
+use crate::listener::CountedListener;
 use crate::server::{ListenerContext, Shared};
 use crate::storage::{self, LocalStorage, ReadOnly, Storage, Subtree, Upload};
 use crate::storage_map::{failed, file_info};
@@ -58,7 +59,8 @@ struct Resources {
     /// The logged-in user's view of the storage.
     storage: Option<Arc<dyn Storage>>,
     user: Option<String>,
-    passive: Option<Arc<TcpListener>>,
+    /// Counted in the server's gauge; the accept task holds a clone while it waits.
+    passive: Option<Arc<CountedListener>>,
     /// The data connection waiting for its transfer.
     data: Option<TcpStream>,
     /// The task accepting or connecting the data connection, with its request id.
@@ -345,7 +347,9 @@ impl Driver {
                 let outcome = match self.listener.passive_ports.bind(self.local.ip()) {
                     Ok(listener) => match listener.local_addr() {
                         Ok(addr) => {
-                            self.res.passive = Some(Arc::new(listener));
+                            let gauge = self.shared.passive_gauge();
+                            self.res.passive =
+                                Some(Arc::new(CountedListener::new(listener, gauge)));
                             Outcome::PassiveListening(addr)
                         }
                         Err(_) => Outcome::Failed(Failure::DataConnection),

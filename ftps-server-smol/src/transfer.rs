@@ -212,6 +212,11 @@ impl Pump {
         loop {
             self.out.clear();
             if channel.poll_transmit(&mut self.out) == 0 {
+                // In the clear the FIN is the only end-of-file (RFC 959 section 3.4.1): without it a client
+                // reading to EOF and the channel waiting for the client's close wait for each other.
+                if channel.is_write_closed() {
+                    let _ = self.socket.shutdown(std::net::Shutdown::Write);
+                }
                 return Ok(());
             }
             let write = self.socket.write_all(&self.out);

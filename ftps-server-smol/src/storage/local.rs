@@ -487,11 +487,22 @@ impl AsyncWrite for LocalUpload {
         let Some(writer) = self.writer.as_mut() else {
             return Poll::Ready(Err(finished()));
         };
-        let result = Pin::new(writer).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = result {
-            self.written += n as u64;
+        let result = Pin::new(&mut *writer).poll_write(cx, buf);
+        match result {
+            // `Unblock` reports a failed background write as a closed pipe: `Ok(0)`, which `write_all` turns
+            // into `WriteZero` (answered 451). Flushing returns the write's own error, so a full disk is ENOSPC
+            // and answered 452 (RFC 959 "insufficient storage space").
+            Poll::Ready(Ok(0)) if !buf.is_empty() => match Pin::new(writer).poll_flush(cx) {
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => Poll::Ready(Ok(0)),
+                Poll::Pending => Poll::Pending,
+            },
+            Poll::Ready(Ok(n)) => {
+                self.written += n as u64;
+                Poll::Ready(Ok(n))
+            }
+            other => other,
         }
-        result
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -1,0 +1,1602 @@
+//! Hardening (issue 7): attacks refused and faults survived, against the real server on loopback.
+//!
+//! Every test here starts its own server (library or, for the crash test, the `ftps-server` binary) on
+//! 127.0.0.1, speaks raw FTP (and TLS through rustls) where the exact bytes matter, and bounds every wait: reads
+//! have timeouts and every "eventually" is a poll with a deadline. "Another IP" is real: loopback owns all of
+//! 127.0.0.0/8, so a socket bound to 127.0.0.2 before connecting is a different peer to the server.
+//! The README's "Security" section maps each guarantee to the test here (or elsewhere) that proves it.
+
+#![allow(clippy::unwrap_used)] // test set-up: a failure is the test failing
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+use ftps_proto::server::SessionConfig;
+use ftps_server_smol::auth::{
+    AuthOutcome, AuthenticatedUser, Authenticator, LoginAttempt, LoginThrottle, Permission,
+    UserHome,
+};
+use ftps_server_smol::server::{Limits, ListenerOptions, Server, ServerStats};
+use ftps_server_smol::storage::{
+    BoxFuture, DirEntry, LocalStorage, MemoryStorage, Metadata, ReadHandle, Storage, StorageError,
+    Upload, WriteMode,
+};
+use ftps_testkit::{peer, TempDir, TestCert};
+use rustls::pki_types::ServerName;
+
+const USER: &str = "alice";
+/// Unique enough to search the captured log for it.
+const PASSWORD: &str = "pw-hardening-7f3a9c61";
+/// Every wait in this file is bounded by this (or less).
+const WAIT: Duration = Duration::from_secs(10);
+const SECOND_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
+// ---------------------------------------------------------------------------------------------------------------
+// Log capture: one subscriber for the whole test binary, everything down to TRACE, into memory.
+
+static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        LOG.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(|| LogWriter)
+            .try_init();
+    });
+}
+
+fn captured_log() -> String {
+    String::from_utf8_lossy(&LOG.lock().unwrap()).into_owned()
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The server under test.
+
+/// One user with a fixed password; counts how often the authenticator was asked.
+struct OneUser {
+    attempts: Arc<AtomicUsize>,
+}
+
+impl Authenticator for OneUser {
+    fn authenticate(&self, attempt: LoginAttempt) -> BoxFuture<'_, AuthOutcome> {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            if attempt.user == USER && attempt.password == PASSWORD {
+                AuthOutcome::Accepted(AuthenticatedUser {
+                    name: USER.into(),
+                    home: UserHome::Virtual("/".into()),
+                    permission: Permission::ReadWrite,
+                    require_tls: None,
+                })
+            } else {
+                AuthOutcome::Denied
+            }
+        })
+    }
+}
+
+/// What a test changes from the defaults.
+struct Setup {
+    /// TLS offered (and, with the default `SessionConfig`, required).
+    tls: bool,
+    session: SessionConfig,
+    limits: Limits,
+    throttle: Option<Arc<LoginThrottle>>,
+    /// Default: `LocalStorage` on `TestServer::root`.
+    storage: Option<Arc<dyn Storage>>,
+    /// Mount a 1 MiB tmpfs on the root first (root only).
+    tmpfs_root: bool,
+}
+
+impl Setup {
+    /// The default policy: TLS required on control and data, data resumption required.
+    fn tls() -> Self {
+        Self {
+            tls: true,
+            session: SessionConfig::default(),
+            limits: Limits::default(),
+            throttle: None,
+            storage: None,
+            tmpfs_root: false,
+        }
+    }
+
+    /// Plain FTP: for guarantees that do not depend on TLS, tested with exact bytes.
+    fn plain() -> Self {
+        Self {
+            tls: false,
+            session: SessionConfig {
+                require_tls_control: false,
+                require_tls_data: false,
+                ..SessionConfig::default()
+            },
+            ..Self::tls()
+        }
+    }
+}
+
+struct TestServer {
+    addr: SocketAddr,
+    /// Parent of `root`: holds files that must stay out of reach.
+    base: TempDir,
+    root: PathBuf,
+    server: Server,
+    cert: TestCert,
+    attempts: Arc<AtomicUsize>,
+    tmpfs: bool,
+}
+
+impl TestServer {
+    fn start(setup: Setup) -> Self {
+        capture_logs();
+        let base = TempDir::new("hardening");
+        let root = base.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        if setup.tmpfs_root {
+            run_ok(
+                Command::new("mount")
+                    .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+                    .arg(&root),
+            );
+        }
+        let cert = TestCert::generate();
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let storage = setup
+            .storage
+            .unwrap_or_else(|| Arc::new(LocalStorage::open(&root).unwrap()));
+        let mut builder = Server::builder()
+            .storage(storage)
+            .authenticator(Arc::new(OneUser {
+                attempts: Arc::clone(&attempts),
+            }))
+            .session_config(setup.session)
+            .limits(setup.limits);
+        if setup.tls {
+            builder = builder.tls(server_tls(&cert));
+        }
+        if let Some(throttle) = setup.throttle {
+            builder = builder.login_throttle(throttle);
+        }
+        let server = builder.build();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let serving = server.clone();
+        std::thread::spawn(move || {
+            smol::block_on(async move {
+                let listener = smol::net::TcpListener::try_from(listener).unwrap();
+                serving.serve(listener, ListenerOptions::default()).await
+            })
+        });
+        Self {
+            addr,
+            base,
+            root,
+            server,
+            cert,
+            attempts,
+            tmpfs: setup.tmpfs_root,
+        }
+    }
+
+    fn stats(&self) -> ServerStats {
+        self.server.stats()
+    }
+
+    /// Waits until the server holds no session and no passive listener.
+    fn assert_released(&self) {
+        let idle = ServerStats::default();
+        let released = wait_until(WAIT, || self.stats() == idle);
+        assert!(released, "still held after {WAIT:?}: {:?}", self.stats());
+    }
+
+    fn client_tls(&self) -> Arc<rustls::ClientConfig> {
+        client_tls(&self.cert)
+    }
+
+    /// Upload temporary files left in the root.
+    fn temp_files(&self) -> Vec<String> {
+        temp_files(&self.root)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.server.shutdown();
+        if self.tmpfs {
+            let _ = Command::new("umount").arg("-l").arg(&self.root).status();
+        }
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn server_tls(cert: &TestCert) -> Arc<rustls::ServerConfig> {
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_der.clone().into());
+    Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.cert_der.clone().into()], key)
+            .unwrap(),
+    )
+}
+
+/// A client config trusting `cert`. Connections made with the same `Arc` share one resumption store, like one
+/// FTPS client session; a second call gives a stranger.
+fn client_tls(cert: &TestCert) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert_der.clone().into()).unwrap();
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn temp_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with(".ftps-upload."))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn run_ok(command: &mut Command) {
+    let status = command.status().unwrap();
+    assert!(status.success(), "{command:?}: {status}");
+}
+
+fn random_bytes(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// A raw FTP client: exact bytes on the control connection, TLS through rustls after AUTH TLS.
+
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+    /// The server side, for the fake server below.
+    ServerTls(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.read(buf),
+            Self::Tls(s) => s.read(buf),
+            Self::ServerTls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.write(buf),
+            Self::Tls(s) => s.write(buf),
+            Self::ServerTls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Plain(s) => s.flush(),
+            Self::Tls(s) => s.flush(),
+            Self::ServerTls(s) => s.flush(),
+        }
+    }
+}
+
+struct Control {
+    conn: Conn,
+    tcp: TcpStream,
+}
+
+/// A TCP connection from `source` (port chosen by the OS), with 5 s read and write timeouts.
+fn connect_from(source: IpAddr, addr: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::new(source, 0).into()).unwrap();
+    socket.connect_timeout(&addr.into(), WAIT).unwrap();
+    with_timeouts(socket.into())
+}
+
+fn with_timeouts(tcp: TcpStream) -> TcpStream {
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    tcp.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = tcp.set_nodelay(true);
+    tcp
+}
+
+impl Control {
+    fn connect(addr: SocketAddr) -> Self {
+        Self::over(with_timeouts(
+            TcpStream::connect_timeout(&addr, WAIT).unwrap(),
+        ))
+    }
+
+    fn connect_from(source: Ipv4Addr, addr: SocketAddr) -> Self {
+        Self::over(connect_from(source.into(), addr))
+    }
+
+    fn over(tcp: TcpStream) -> Self {
+        Self {
+            conn: Conn::Plain(tcp.try_clone().unwrap()),
+            tcp,
+        }
+    }
+
+    /// One line without its line end; `None` at EOF or on an error (a timeout included).
+    fn line(&mut self) -> Option<String> {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        loop {
+            match self.conn.read(&mut byte) {
+                Ok(1) if byte[0] == b'\n' => break,
+                Ok(1) => line.push(byte[0]),
+                _ => return None,
+            }
+        }
+        let text = String::from_utf8_lossy(&line);
+        Some(text.trim_end_matches('\r').to_owned())
+    }
+
+    /// The final line of the next reply (`"NNN text"`); `""` when the connection ended first.
+    fn reply(&mut self) -> String {
+        while let Some(line) = self.line() {
+            let b = line.as_bytes();
+            if b.len() >= 4 && b[..3].iter().all(u8::is_ascii_digit) && b[3] == b' ' {
+                return line;
+            }
+        }
+        String::new()
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.conn.write_all(bytes).unwrap();
+        self.conn.flush().unwrap();
+    }
+
+    fn cmd(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes());
+        self.reply()
+    }
+
+    fn login(&mut self) {
+        assert!(self.cmd(&format!("USER {USER}")).starts_with("331"));
+        let reply = self.cmd(&format!("PASS {PASSWORD}"));
+        assert!(reply.starts_with("230"), "{reply}");
+    }
+
+    fn auth_tls(&mut self, config: &Arc<rustls::ClientConfig>) {
+        let reply = self.cmd("AUTH TLS");
+        assert!(reply.starts_with("234"), "{reply}");
+        let conn = rustls::ClientConnection::new(Arc::clone(config), server_name()).unwrap();
+        self.conn = Conn::Tls(Box::new(rustls::StreamOwned::new(
+            conn,
+            self.tcp.try_clone().unwrap(),
+        )));
+    }
+
+    /// AUTH TLS, login, PBSZ 0, PROT P, TYPE I.
+    fn tls_login(&mut self, config: &Arc<rustls::ClientConfig>) {
+        assert!(self.reply().starts_with("220"));
+        self.auth_tls(config);
+        self.login();
+        assert!(self.cmd("PBSZ 0").starts_with("200"));
+        assert!(self.cmd("PROT P").starts_with("200"));
+        assert!(self.cmd("TYPE I").starts_with("200"));
+    }
+
+    fn plain_login(&mut self) {
+        assert!(self.reply().starts_with("220"));
+        self.login();
+        assert!(self.cmd("TYPE I").starts_with("200"));
+    }
+
+    /// EPSV: the data address (the control peer's IP, the announced port).
+    fn epsv(&mut self) -> SocketAddr {
+        let reply = self.cmd("EPSV");
+        let port = reply
+            .split("|||")
+            .nth(1)
+            .and_then(|rest| rest.split('|').next())
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("not a 229 reply: {reply}"));
+        SocketAddr::new(self.tcp.peer_addr().unwrap().ip(), port)
+    }
+
+    /// Whether the server closes this connection within `timeout` (reading and discarding until EOF).
+    fn closed_within(&mut self, timeout: Duration) -> bool {
+        let _ = self.tcp.set_read_timeout(Some(timeout));
+        let deadline = Instant::now() + timeout;
+        let mut sink = [0u8; 4096];
+        while Instant::now() < deadline {
+            match self.tcp.read(&mut sink) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// Closes the TCP connection without a goodbye (no QUIT, no close_notify).
+    fn vanish(self) {
+        let _ = self.tcp.shutdown(Shutdown::Both);
+    }
+}
+
+fn server_name() -> ServerName<'static> {
+    ServerName::try_from("localhost").unwrap()
+}
+
+/// A TLS data connection, handshake done (or failed: the error is returned with the stream).
+fn tls_data(
+    addr: SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+) -> (
+    rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    io::Result<()>,
+) {
+    let tcp = with_timeouts(TcpStream::connect_timeout(&addr, WAIT).unwrap());
+    let conn = rustls::ClientConnection::new(Arc::clone(config), server_name()).unwrap();
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    let mut handshake = Ok(());
+    while stream.conn.is_handshaking() && handshake.is_ok() {
+        handshake = stream.conn.complete_io(&mut stream.sock).map(|_| ());
+    }
+    (stream, handshake)
+}
+
+/// Resident memory of this process (server and clients together), in KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+// ===============================================================================================================
+// Attacks refused.
+
+/// RFC 2577 section 3: PORT/EPRT to a third host or to a privileged port is refused before any connection.
+#[test]
+fn bounce_port_to_another_address_or_privileged_port_is_refused_without_connecting() {
+    let server = TestServer::start(Setup::plain());
+    // A would-be victim on another loopback address: it must never see a connection.
+    let victim = std::net::TcpListener::bind((SECOND_IP, 0)).unwrap();
+    victim.set_nonblocking(true).unwrap();
+    let port = victim.local_addr().unwrap().port();
+    let mut ctl = Control::connect(server.addr);
+    ctl.plain_login();
+    let (hi, lo) = (port >> 8, port & 0xff);
+    assert!(ctl
+        .cmd(&format!("PORT 127,0,0,2,{hi},{lo}"))
+        .starts_with("504"));
+    assert!(ctl
+        .cmd(&format!("EPRT |1|127.0.0.2|{port}|"))
+        .starts_with("504"));
+    // The control peer itself, but a privileged port (an SMTP or FTP server on the same host).
+    assert!(ctl.cmd("PORT 127,0,0,1,0,25").starts_with("504"));
+    assert!(ctl.cmd("EPRT |1|127.0.0.1|21|").starts_with("504"));
+    // A transfer now has no data address to go to.
+    let reply = ctl.cmd("LIST");
+    assert!(
+        !reply.starts_with('1') && !reply.starts_with('2'),
+        "{reply}"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        victim.accept().map(|_| ()).unwrap_err().kind(),
+        io::ErrorKind::WouldBlock,
+        "the server connected to the bounce target"
+    );
+}
+
+/// RFC 2577 section 3 (PASV hijack): a foreign IP's connection to the passive port is dropped, and the
+/// listener keeps waiting for the control peer, who then gets the listing.
+#[test]
+fn pasv_connection_from_another_ip_is_dropped_and_the_client_still_connects() {
+    let server = TestServer::start(Setup::plain());
+    std::fs::write(server.root.join("visible.txt"), b"x").unwrap();
+    let mut ctl = Control::connect(server.addr);
+    ctl.plain_login();
+    let data = ctl.epsv();
+    ctl.send(b"LIST\r\n");
+    let mut thief = connect_from(SECOND_IP.into(), data);
+    let mut stolen = Vec::new();
+    let started = Instant::now();
+    let _ = thief.read_to_end(&mut stolen); // EOF or reset, not the 5 s read timeout
+    assert!(stolen.is_empty(), "a foreign peer got data: {stolen:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the foreign connection was not closed"
+    );
+    let mut own = with_timeouts(TcpStream::connect_timeout(&data, WAIT).unwrap());
+    let mut listing = String::new();
+    own.read_to_string(&mut listing).unwrap();
+    drop(own); // a client closes its end after the EOF; the server waits for it before 226
+    assert!(listing.contains("visible.txt"), "{listing}");
+    assert!(ctl.reply().starts_with('1')); // 125 or 150
+    let reply = ctl.reply();
+    assert!(reply.starts_with("226"), "{reply}");
+}
+
+/// With only foreign connections, the transfer fails at the accept timeout (425), nothing is sent.
+#[test]
+fn pasv_with_only_foreign_connections_ends_in_425_at_the_accept_timeout() {
+    let mut setup = Setup::plain();
+    setup.session.data_accept_timeout = Duration::from_secs(1);
+    let server = TestServer::start(setup);
+    let mut ctl = Control::connect(server.addr);
+    ctl.plain_login();
+    let data = ctl.epsv();
+    ctl.send(b"LIST\r\n");
+    let started = Instant::now();
+    for _ in 0..3 {
+        let mut thief = connect_from(SECOND_IP.into(), data);
+        let mut stolen = Vec::new();
+        let _ = thief.read_to_end(&mut stolen);
+        assert!(stolen.is_empty());
+    }
+    let reply = ctl.reply();
+    assert!(reply.starts_with("425"), "{reply}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// Under the default policy a data connection whose TLS session is not a resumption of this control session
+/// (a thief who knows the port and comes from the right IP, e.g. behind the same NAT) is refused.
+#[test]
+fn tls_data_connection_not_resuming_this_session_is_refused() {
+    let server = TestServer::start(Setup::tls());
+    let config = server.client_tls();
+    let mut ctl = Control::connect(server.addr);
+    ctl.tls_login(&config);
+    // The thief: right IP, right port, its own TLS session.
+    let data = ctl.epsv();
+    ctl.send(b"LIST\r\n");
+    let stranger = server.client_tls();
+    let (mut stream, _) = tls_data(data, &stranger);
+    let mut stolen = Vec::new();
+    let _ = stream.read_to_end(&mut stolen);
+    assert!(stolen.is_empty(), "a foreign TLS session got data");
+    let mut reply = ctl.reply();
+    if reply.starts_with('1') {
+        reply = ctl.reply();
+    }
+    assert!(reply.starts_with("522"), "{reply}");
+    // The owner, resuming the control session, is served: the refusal above was about the session.
+    let data = ctl.epsv();
+    ctl.send(b"LIST\r\n");
+    let (mut stream, handshake) = tls_data(data, &config);
+    handshake.unwrap();
+    let mut listing = Vec::new();
+    stream.read_to_end(&mut listing).unwrap();
+    stream.conn.send_close_notify(); // both ends send close_notify (DESIGN.md)
+    stream.flush().unwrap();
+    drop(stream);
+    assert!(ctl.reply().starts_with('1')); // 125 or 150
+    let reply = ctl.reply();
+    assert!(reply.starts_with("226"), "{reply}");
+}
+
+/// CVE-2011-0411 class: commands pipelined after AUTH TLS in the same packet are never executed.
+#[test]
+fn commands_pipelined_after_auth_tls_are_never_executed() {
+    let server = TestServer::start(Setup::tls());
+    let mut ctl = Control::connect(server.addr);
+    assert!(ctl.reply().starts_with("220"));
+    ctl.send(format!("AUTH TLS\r\nUSER {USER}\r\nPASS {PASSWORD}\r\n").as_bytes());
+    assert!(ctl.line().unwrap().starts_with("234"));
+    // What follows is TLS (an alert: the "ClientHello" was plain text), never an FTP reply.
+    let mut rest = Vec::new();
+    let _ = ctl.tcp.read_to_end(&mut rest);
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(!rest.contains("331") && !rest.contains("230"), "{rest}");
+    assert_eq!(server.attempts.load(Ordering::SeqCst), 0);
+    server.assert_released();
+}
+
+/// RFC 4217 section 4 / policy: no USER or PASS before TLS when TLS is required; the password is never checked.
+#[test]
+fn user_and_pass_before_tls_are_refused() {
+    let server = TestServer::start(Setup::tls());
+    let mut ctl = Control::connect(server.addr);
+    assert!(ctl.reply().starts_with("220"));
+    assert!(ctl.cmd(&format!("USER {USER}")).starts_with("530"));
+    assert!(ctl.cmd(&format!("PASS {PASSWORD}")).starts_with("530"));
+    assert_eq!(server.attempts.load(Ordering::SeqCst), 0);
+}
+
+/// Path escapes: `..`, absolute paths, backslashes, NUL, overlong components and symlinks out of the root all
+/// fail, and nothing outside the root is read, listed, created, renamed or deleted.
+#[test]
+fn paths_cannot_escape_the_root() {
+    use std::os::unix::fs::symlink;
+    let server = TestServer::start(Setup::plain());
+    let outside = server.base.path();
+    std::fs::write(outside.join("secret"), b"SECRET").unwrap();
+    std::fs::create_dir(outside.join("secret-dir")).unwrap();
+    symlink(outside.join("secret"), server.root.join("abs-link")).unwrap();
+    symlink("../secret", server.root.join("rel-link")).unwrap();
+    symlink("..", server.root.join("up")).unwrap();
+    symlink(outside.join("secret-dir"), server.root.join("dir-link")).unwrap();
+    let mut ctl = Control::connect(server.addr);
+    ctl.plain_login();
+    let long = "x".repeat(300);
+    for path in [
+        "../secret",
+        "/../secret",
+        "../../../../../../etc/passwd",
+        "..\\secret",
+        "\\..\\secret",
+        "abs-link",
+        "rel-link",
+        "up/secret",
+        "dir-link/../secret",
+        long.as_str(),
+    ] {
+        let reply = ctl.cmd(&format!("SIZE {path}"));
+        assert!(!reply.starts_with('2'), "SIZE {path}: {reply}");
+        let reply = ctl.cmd(&format!("MKD {path}-new"));
+        assert!(!reply.starts_with('2') || !outside.join("secret-new").exists());
+    }
+    // NUL inside a path (RFC 959 paths are text; the codec refuses it).
+    ctl.send(b"SIZE ../se\0cret\r\n");
+    assert!(!ctl.reply().starts_with('2'));
+    // Changing into an escaping link, then using relative names, stays inside.
+    let reply = ctl.cmd("CWD up");
+    assert!(!reply.starts_with('2') || !ctl.cmd("SIZE secret").starts_with('2'));
+    let reply = ctl.cmd("CWD dir-link");
+    assert!(!reply.starts_with('2') || !ctl.cmd("MKD planted").starts_with('2'));
+    ctl.cmd("CWD /");
+    // Mutations through the links.
+    assert!(!ctl.cmd("DELE rel-link/../secret").starts_with('2'));
+    assert!(!ctl.cmd("RMD ../secret-dir").starts_with('2'));
+    if ctl.cmd("RNFR ../secret").starts_with('3') {
+        assert!(!ctl.cmd("RNTO stolen").starts_with('2'));
+    }
+    assert!(!ctl.cmd("MKD dir-link/planted").starts_with('2'));
+    assert_eq!(std::fs::read(outside.join("secret")).unwrap(), b"SECRET");
+    assert!(!outside.join("secret-dir/planted").exists());
+    assert!(!outside.join("secret-new").exists());
+    assert!(!server.root.join("stolen").exists());
+    // Opening through a link: the data connection carries nothing from outside.
+    for path in ["abs-link", "rel-link", "up/secret"] {
+        ctl.epsv();
+        ctl.send(format!("RETR {path}\r\n").as_bytes());
+        let reply = ctl.reply();
+        assert!(!reply.starts_with('1'), "RETR {path}: {reply}");
+    }
+}
+
+/// Check/use races: while a directory in the root is swapped again and again with a symlink to a directory
+/// outside, SIZE and RETR of a file in it never reach the outside file (every open is relative to the root
+/// directory handle, cap-std `openat` beneath the root, so there is no separate check to race).
+#[test]
+fn symlink_swap_races_cannot_escape_the_root() {
+    use std::os::unix::fs::symlink;
+    let server = TestServer::start(Setup::plain());
+    let outside = server.base.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("f.txt"), b"OUTSIDE!").unwrap(); // 8 bytes
+    std::fs::create_dir(server.root.join("d")).unwrap();
+    std::fs::write(server.root.join("d/f.txt"), b"inside").unwrap(); // 6 bytes
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swapper = {
+        let (root, outside, stop) = (server.root.clone(), outside.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut swaps = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                std::fs::rename(root.join("d"), root.join("d.real")).unwrap();
+                symlink(&outside, root.join("d")).unwrap();
+                std::fs::remove_file(root.join("d")).unwrap();
+                std::fs::rename(root.join("d.real"), root.join("d")).unwrap();
+                swaps += 1;
+            }
+            swaps
+        })
+    };
+    let mut ctl = Control::connect(server.addr);
+    ctl.plain_login();
+    let (mut inside, mut refused) = (0, 0);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(1) {
+        let reply = ctl.cmd("SIZE d/f.txt");
+        assert_ne!(reply, "213 8", "SIZE reached the outside file");
+        if reply == "213 6" {
+            inside += 1;
+        } else {
+            refused += 1;
+        }
+        let data = ctl.epsv();
+        let mut stream = with_timeouts(TcpStream::connect_timeout(&data, WAIT).unwrap());
+        let reply = ctl.cmd("RETR d/f.txt");
+        if reply.starts_with('1') {
+            let mut body = Vec::new();
+            let _ = stream.read_to_end(&mut body);
+            drop(stream);
+            assert_ne!(body, b"OUTSIDE!", "RETR read the outside file");
+            assert!(!ctl.reply().is_empty());
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let swaps = swapper.join().unwrap();
+    eprintln!("symlink swap race: {swaps} swaps; SIZE inside {inside}, refused {refused}");
+    assert!(swaps > 10, "the race did not run");
+}
+
+/// Brute force: failed logins are delayed, an IP is locked out after N failures in the window, and the
+/// lockout does not hit another IP; the password appears in no log line.
+#[test]
+fn failed_logins_are_delayed_and_lock_out_only_the_attacking_ip() {
+    let mut setup = Setup::plain();
+    setup.session.failed_login_delay = Duration::from_millis(300);
+    setup.session.max_failed_logins = 10;
+    setup.throttle = Some(Arc::new(LoginThrottle::new(
+        3,
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+        100,
+    )));
+    let server = TestServer::start(setup);
+    let mut attacker = Control::connect_from(SECOND_IP, server.addr);
+    assert!(attacker.reply().starts_with("220"));
+    for n in 0..3 {
+        assert!(attacker.cmd(&format!("USER {USER}")).starts_with("331"));
+        let started = Instant::now();
+        let reply = attacker.cmd(&format!("PASS wrong-guess-{n}"));
+        assert!(reply.starts_with("530"), "{reply}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(250),
+            "not delayed"
+        );
+    }
+    // Locked: even the right password is refused without asking the authenticator.
+    assert!(attacker.cmd(&format!("USER {USER}")).starts_with("331"));
+    assert!(attacker.cmd(&format!("PASS {PASSWORD}")).starts_with("530"));
+    assert_eq!(server.attempts.load(Ordering::SeqCst), 3);
+    let mut again = Control::connect_from(SECOND_IP, server.addr);
+    let reply = again.reply();
+    assert!(reply.starts_with("421"), "{reply}");
+    // Everyone else still logs in.
+    let mut user = Control::connect(server.addr);
+    user.plain_login();
+    let log = captured_log();
+    assert!(log.contains("locked out"), "the log capture works");
+    assert!(log.contains("> PASS"), "the protocol log is captured");
+    for secret in [PASSWORD, "wrong-guess-0", "wrong-guess-1", "wrong-guess-2"] {
+        assert!(!log.contains(secret), "{secret} appears in the log");
+    }
+}
+
+// Resource exhaustion.
+
+/// A line without CRLF is discarded at the limit, answered once, and the session goes on.
+#[test]
+fn a_line_without_crlf_is_bounded() {
+    let mut setup = Setup::plain();
+    setup.session.max_line_len = 512;
+    let server = TestServer::start(setup);
+    let mut ctl = Control::connect(server.addr);
+    assert!(ctl.reply().starts_with("220"));
+    ctl.send(&vec![b'A'; 1 << 20]);
+    ctl.send(b"\r\nNOOP\r\n");
+    let reply = ctl.reply();
+    assert!(reply.starts_with("500"), "{reply}");
+    assert!(ctl.reply().starts_with("200"));
+}
+
+/// Slow loris before login (a byte every 200 ms) hits the login timeout; a silent logged-in client the idle
+/// timeout. Both get 421 and a close.
+#[test]
+fn slow_and_idle_clients_are_timed_out() {
+    let mut setup = Setup::plain();
+    setup.session.login_timeout = Duration::from_secs(1);
+    setup.session.idle_timeout = Duration::from_secs(1);
+    let server = TestServer::start(setup);
+    let mut loris = Control::connect(server.addr);
+    assert!(loris.reply().starts_with("220"));
+    let mut drip = loris.tcp.try_clone().unwrap();
+    let started = Instant::now();
+    let dripping = std::thread::spawn(move || {
+        for byte in b"USER alice-with-a-very-long-name" {
+            if drip.write_all(&[*byte]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let reply = loris.reply();
+    assert!(reply.starts_with("421"), "{reply}");
+    assert!(loris.closed_within(Duration::from_secs(3)));
+    assert!(started.elapsed() < Duration::from_secs(4));
+    dripping.join().unwrap();
+
+    let mut idle = Control::connect(server.addr);
+    idle.plain_login();
+    let started = Instant::now();
+    assert!(idle.reply().starts_with("421"));
+    assert!(idle.closed_within(Duration::from_secs(3)));
+    assert!(started.elapsed() < Duration::from_secs(4));
+    server.assert_released();
+}
+
+/// Many idle sessions from one IP: with a per-IP cap of 5, 20 connections give 5 sessions and 15 refusals.
+#[test]
+fn the_per_ip_cap_holds_against_many_connections() {
+    let mut setup = Setup::plain();
+    setup.limits.max_sessions_per_ip = 5;
+    let server = TestServer::start(setup);
+    let mut open = Vec::new();
+    let (mut admitted, mut refused) = (0, 0);
+    for _ in 0..20 {
+        let mut ctl = Control::connect(server.addr);
+        let reply = ctl.reply();
+        if reply.starts_with("220") {
+            admitted += 1;
+            open.push(ctl);
+        } else {
+            assert!(reply.starts_with("421"), "{reply}");
+            assert!(ctl.closed_within(Duration::from_secs(3)));
+            refused += 1;
+        }
+    }
+    assert_eq!((admitted, refused), (5, 15));
+    assert_eq!(server.stats().sessions, 5);
+    // Another IP is not affected by this one's cap.
+    let mut other = Control::connect_from(SECOND_IP, server.addr);
+    assert!(other.reply().starts_with("220"));
+    drop(other);
+    drop(open);
+    server.assert_released();
+}
+
+/// Opening passive listeners in a loop: one listener per session, whatever the count of PASV/EPSV.
+#[test]
+fn one_passive_listener_per_session() {
+    let server = TestServer::start(Setup::plain());
+    let mut first = Control::connect(server.addr);
+    first.plain_login();
+    for _ in 0..100 {
+        first.epsv();
+    }
+    assert_eq!(server.stats().passive_listeners, 1);
+    let mut second = Control::connect(server.addr);
+    second.plain_login();
+    for _ in 0..20 {
+        assert!(second.cmd("PASV").starts_with("227"));
+    }
+    let stats = server.stats();
+    assert_eq!((stats.sessions, stats.passive_listeners), (2, 2));
+    first.vanish();
+    second.vanish();
+    server.assert_released();
+}
+
+/// A client that sends commands but never reads the replies: the server stops reading once its bounded queues
+/// are full, its write times out, and the session is closed; memory stays flat meanwhile.
+#[test]
+fn a_client_that_never_reads_is_timed_out_with_bounded_memory() {
+    let mut setup = Setup::plain();
+    setup.limits.write_timeout = Duration::from_secs(1);
+    let server = TestServer::start(setup);
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect_timeout(&server.addr.into(), WAIT).unwrap();
+    let mut ctl = Control::over(with_timeouts(socket.into()));
+    ctl.plain_login();
+    let rss_before = rss_kib();
+    let _ = ctl.tcp.set_write_timeout(Some(Duration::from_millis(500)));
+    let chunk = b"HELP\r\n".repeat(10_000);
+    let started = Instant::now();
+    let mut sent = 0usize;
+    // Writes stop succeeding once the server stops reading; bounded by WAIT in any case.
+    while started.elapsed() < WAIT {
+        match ctl.tcp.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+    }
+    assert!(
+        started.elapsed() < WAIT,
+        "the server kept reading {sent} bytes of commands nobody reads the replies to"
+    );
+    server.assert_released();
+    let grown = rss_kib().saturating_sub(rss_before);
+    eprintln!("never-reading client: {sent} bytes of HELP sent before the server stopped reading; RSS +{grown} KiB");
+    assert!(grown < 64 * 1024, "memory grew by {grown} KiB");
+}
+
+// TLS.
+
+/// No TLS 1.1 or 1.0 (SSL 3 is not even compiled into OpenSSL 3 clients): the server answers a protocol_version
+/// alert. TLS 1.2 from the same client succeeds, so the refusal is the server's.
+#[test]
+fn tls_below_1_2_is_refused_openssl() {
+    let Some(openssl) = peer("openssl") else {
+        return;
+    };
+    let server = TestServer::start(Setup::tls());
+    let attempt = |version: &str| -> (bool, String) {
+        let mut child = Command::new(&openssl)
+            .args([
+                "s_client",
+                "-connect",
+                &server.addr.to_string(),
+                "-starttls",
+                "ftp",
+            ])
+            .args([
+                "-servername",
+                "localhost",
+                version,
+                "-cipher",
+                "DEFAULT:@SECLEVEL=0",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (ok, out) = wait_output(&mut child, WAIT);
+        (ok, out)
+    };
+    for version in ["-tls1", "-tls1_1"] {
+        let (ok, out) = attempt(version);
+        assert!(!ok, "{version} was accepted:\n{out}");
+        // rustls answers an offer without TLS 1.2+ with a handshake_failure alert (40).
+        assert!(
+            out.contains("SSL alert number") && out.contains("Cipher is (NONE)"),
+            "{version}: not refused by the server:\n{out}"
+        );
+    }
+    let (ok, out) = attempt("-tls1_2");
+    assert!(ok && out.contains("TLSv1.2"), "TLS 1.2 failed:\n{out}");
+}
+
+/// No renegotiation (the TLS 1.2 renegotiation attacks, CVE-2009-3555 and client-initiated DoS): a client
+/// that asks to renegotiate the control connection is refused by the server (rustls has no renegotiation).
+#[test]
+fn tls_renegotiation_is_refused_openssl() {
+    let Some(openssl) = peer("openssl") else {
+        return;
+    };
+    let mut setup = Setup::tls();
+    setup.session.login_timeout = Duration::from_secs(2);
+    let server = TestServer::start(setup);
+    let mut child = Command::new(&openssl)
+        .args([
+            "s_client",
+            "-connect",
+            &server.addr.to_string(),
+            "-starttls",
+            "ftp",
+        ])
+        .args(["-servername", "localhost", "-tls1_2"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // s_client's interactive command "R": renegotiate (TLS 1.2 only). stdin stays open (EOF would quit), so
+    // s_client ends when the server closes: at the refusal, or at the latest at the login timeout.
+    let _ = stdin.write_all(b"R\n");
+    let _ = stdin.flush();
+    let (_, out) = wait_output(&mut child, WAIT);
+    drop(stdin);
+    assert!(
+        out.contains("RENEGOTIATING"),
+        "no renegotiation attempted:\n{out}"
+    );
+    eprintln!("renegotiation attempt:\n{out}");
+    assert!(
+        out.contains("no renegotiation"),
+        "renegotiation was not refused:\n{out}"
+    );
+}
+
+/// Waits for a child up to `timeout` (killing it then): success and stdout + stderr.
+fn wait_output(child: &mut Child, timeout: Duration) -> (bool, String) {
+    let finished = wait_until(timeout, || child.try_wait().ok().flatten().is_some());
+    if !finished {
+        let _ = child.kill();
+    }
+    let status = child.wait().unwrap();
+    let mut out = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        let _ = stdout.read_to_string(&mut out);
+    }
+    if let Some(mut stderr) = child.stderr.take() {
+        let _ = stderr.read_to_string(&mut out);
+    }
+    (finished && status.success(), out)
+}
+
+/// A TLS handshake that stalls after AUTH TLS is ended by the login timeout.
+#[test]
+fn a_stalled_tls_handshake_times_out() {
+    let mut setup = Setup::tls();
+    setup.session.login_timeout = Duration::from_secs(1);
+    let server = TestServer::start(setup);
+    let mut ctl = Control::connect(server.addr);
+    assert!(ctl.reply().starts_with("220"));
+    assert!(ctl.cmd("AUTH TLS").starts_with("234"));
+    let started = Instant::now();
+    assert!(ctl.closed_within(Duration::from_secs(4)));
+    assert!(started.elapsed() < Duration::from_secs(4));
+    server.assert_released();
+}
+
+// ===============================================================================================================
+// Faults survived.
+
+/// STOR over TLS up to the point where the upload's temp file exists and holds data.
+fn start_tls_upload(
+    server: &TestServer,
+    config: &Arc<rustls::ClientConfig>,
+    name: &str,
+) -> (
+    Control,
+    rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+) {
+    let mut ctl = Control::connect(server.addr);
+    ctl.tls_login(config);
+    let data = ctl.epsv();
+    ctl.send(format!("STOR {name}\r\n").as_bytes());
+    let (mut stream, handshake) = tls_data(data, config);
+    handshake.unwrap();
+    stream.write_all(&random_bytes(1 << 20)).unwrap();
+    stream.flush().unwrap();
+    assert!(wait_until(WAIT, || !server.temp_files().is_empty()));
+    (ctl, stream)
+}
+
+/// A TCP FIN without close_notify on an upload is a failed transfer (426), and the old file stays.
+#[test]
+fn truncated_tls_upload_is_426_and_keeps_the_previous_file() {
+    let server = TestServer::start(Setup::tls());
+    std::fs::write(server.root.join("f.bin"), b"previous version").unwrap();
+    let config = server.client_tls();
+    let (mut ctl, stream) = start_tls_upload(&server, &config, "f.bin");
+    stream.sock.shutdown(Shutdown::Write).unwrap();
+    let mut reply = ctl.reply();
+    if reply.starts_with('1') {
+        reply = ctl.reply();
+    }
+    assert!(reply.starts_with("426"), "{reply}");
+    assert_eq!(
+        std::fs::read(server.root.join("f.bin")).unwrap(),
+        b"previous version"
+    );
+    assert!(wait_until(WAIT, || server.temp_files().is_empty()));
+    // The session goes on.
+    assert!(ctl.cmd("NOOP").starts_with("200"));
+}
+
+/// The client vanishes mid-STOR (control and data): previous version intact, no partial file anywhere.
+#[test]
+fn client_disconnect_mid_stor_keeps_the_previous_file() {
+    let server = TestServer::start(Setup::tls());
+    std::fs::write(server.root.join("f.bin"), b"previous version").unwrap();
+    let config = server.client_tls();
+    let (ctl, stream) = start_tls_upload(&server, &config, "f.bin");
+    let _ = stream.sock.shutdown(Shutdown::Both);
+    ctl.vanish();
+    server.assert_released();
+    assert!(wait_until(WAIT, || server.temp_files().is_empty()));
+    assert_eq!(
+        std::fs::read(server.root.join("f.bin")).unwrap(),
+        b"previous version"
+    );
+    let names: Vec<_> = std::fs::read_dir(&server.root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("f.bin")]);
+}
+
+/// Disconnects at every stage release the session and its passive listener (the `Server::stats` gauge).
+#[test]
+fn disconnects_release_sessions_and_passive_listeners() {
+    let server = TestServer::start(Setup::tls());
+    std::fs::write(server.root.join("big.bin"), random_bytes(16 << 20)).unwrap();
+    std::fs::create_dir(server.root.join("many")).unwrap();
+    for i in 0..2000 {
+        std::fs::write(server.root.join(format!("many/file-{i:05}")), b"").unwrap();
+    }
+    let config = server.client_tls();
+
+    // Mid-RETR.
+    let mut ctl = Control::connect(server.addr);
+    ctl.tls_login(&config);
+    let data = ctl.epsv();
+    ctl.send(b"RETR big.bin\r\n");
+    let (mut stream, handshake) = tls_data(data, &config);
+    handshake.unwrap();
+    let mut some = vec![0u8; 64 * 1024];
+    stream.read_exact(&mut some).unwrap();
+    let _ = stream.sock.shutdown(Shutdown::Both);
+    ctl.vanish();
+    server.assert_released();
+
+    // Mid-LIST (2000 entries; the client reads the first KiB only).
+    let mut ctl = Control::connect(server.addr);
+    ctl.tls_login(&config);
+    let data = ctl.epsv();
+    ctl.send(b"LIST many\r\n");
+    let (mut stream, handshake) = tls_data(data, &config);
+    handshake.unwrap();
+    let mut some = vec![0u8; 1024];
+    stream.read_exact(&mut some).unwrap();
+    let _ = stream.sock.shutdown(Shutdown::Both);
+    ctl.vanish();
+    server.assert_released();
+
+    // During the control TLS handshake: half a ClientHello, then gone.
+    let mut ctl = Control::connect(server.addr);
+    assert!(ctl.reply().starts_with("220"));
+    assert!(ctl.cmd("AUTH TLS").starts_with("234"));
+    let mut hello = Vec::new();
+    let mut client = rustls::ClientConnection::new(Arc::clone(&config), server_name()).unwrap();
+    client.write_tls(&mut hello).unwrap();
+    ctl.tcp.write_all(&hello[..hello.len() / 2]).unwrap();
+    ctl.vanish();
+    server.assert_released();
+
+    // During the data TLS handshake.
+    let mut ctl = Control::connect(server.addr);
+    ctl.tls_login(&config);
+    let data = ctl.epsv();
+    ctl.send(b"RETR big.bin\r\n");
+    let mut raw = TcpStream::connect_timeout(&data, WAIT).unwrap();
+    raw.write_all(&hello[..hello.len() / 2]).unwrap();
+    drop(raw);
+    ctl.vanish();
+    server.assert_released();
+
+    // Between EPSV and the data connection, with and without the transfer command sent.
+    for command in [None, Some("RETR big.bin")] {
+        let mut ctl = Control::connect(server.addr);
+        ctl.tls_login(&config);
+        ctl.epsv();
+        assert_eq!(server.stats().passive_listeners, 1, "the gauge counts");
+        if let Some(command) = command {
+            ctl.send(format!("{command}\r\n").as_bytes());
+        }
+        ctl.vanish();
+        server.assert_released();
+    }
+}
+
+/// A storage that fails after a few bytes: reads (a disk error mid-file) and writes (a full disk).
+struct FailingStorage {
+    inner: MemoryStorage,
+}
+
+/// Yields `left` bytes of zeros, then an I/O error.
+struct FailingReader {
+    left: usize,
+}
+
+impl futures_lite::AsyncRead for FailingReader {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(Err(io::Error::other("disk read error")));
+        }
+        let n = buf.len().min(self.left);
+        buf[..n].fill(0);
+        self.left -= n;
+        std::task::Poll::Ready(Ok(n))
+    }
+}
+
+impl Storage for FailingStorage {
+    fn metadata<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Metadata, StorageError>> {
+        self.inner.metadata(path)
+    }
+    fn list<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Vec<DirEntry>, StorageError>> {
+        self.inner.list(path)
+    }
+    fn open_read<'a>(
+        &'a self,
+        _path: &'a str,
+        _offset: u64,
+    ) -> BoxFuture<'a, Result<ReadHandle, StorageError>> {
+        Box::pin(async {
+            Ok(ReadHandle {
+                reader: Box::new(FailingReader { left: 256 * 1024 }),
+                size: 1 << 20,
+            })
+        })
+    }
+    fn open_write<'a>(
+        &'a self,
+        path: &'a str,
+        mode: WriteMode,
+    ) -> BoxFuture<'a, Result<Box<dyn Upload>, StorageError>> {
+        self.inner.open_write(path, mode)
+    }
+    fn mkdir<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+        self.inner.mkdir(path)
+    }
+    fn rmdir<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+        self.inner.rmdir(path)
+    }
+    fn delete<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+        self.inner.delete(path)
+    }
+    fn rename<'a>(&'a self, from: &'a str, to: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+        self.inner.rename(from, to)
+    }
+    fn set_modified<'a>(
+        &'a self,
+        path: &'a str,
+        time: std::time::SystemTime,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        self.inner.set_modified(path, time)
+    }
+    fn set_mode<'a>(&'a self, path: &'a str, mode: u32) -> BoxFuture<'a, Result<(), StorageError>> {
+        self.inner.set_mode(path, mode)
+    }
+}
+
+/// Uploads `len` bytes over plain FTP to `name`; the final reply.
+fn plain_upload(server: &TestServer, name: &str, len: usize) -> String {
+    let mut ctl = Control::connect(server.addr);
+    ctl.plain_login();
+    let data = ctl.epsv();
+    ctl.send(format!("STOR {name}\r\n").as_bytes());
+    let mut stream = with_timeouts(TcpStream::connect_timeout(&data, WAIT).unwrap());
+    let _ = stream.write_all(&random_bytes(len)); // the server may hang up early
+    let _ = stream.shutdown(Shutdown::Write);
+    let mut reply = ctl.reply();
+    if reply.starts_with('1') {
+        reply = ctl.reply();
+    }
+    reply
+}
+
+/// Disk full on a backend that fails writes: 452, and the previous file is untouched.
+#[test]
+fn disk_full_backend_gives_452_and_no_corrupt_file() {
+    let memory = MemoryStorage::with_capacity(64 * 1024);
+    memory
+        .insert_file("/f.bin", b"previous version".to_vec())
+        .unwrap();
+    let storage = Arc::new(FailingStorage { inner: memory });
+    let mut setup = Setup::plain();
+    setup.storage = Some(Arc::clone(&storage) as Arc<dyn Storage>);
+    let server = TestServer::start(setup);
+    let reply = plain_upload(&server, "f.bin", 1 << 20);
+    assert!(reply.starts_with("452"), "{reply}");
+    assert_eq!(
+        storage.inner.file_contents("/f.bin").unwrap(),
+        b"previous version"
+    );
+    let reply = plain_upload(&server, "new.bin", 1 << 20);
+    assert!(reply.starts_with("452"), "{reply}");
+    assert!(storage.inner.file_contents("/new.bin").is_none());
+}
+
+/// Disk full for real: a 1 MiB tmpfs under `LocalStorage`. Needs root (mount); runs in CI, skips elsewhere.
+#[test]
+fn disk_full_tmpfs_gives_452_and_no_corrupt_file() {
+    if !ftps_testkit::is_root() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI is set but not root: cannot mount the tmpfs"
+        );
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let mut setup = Setup::plain();
+    setup.tmpfs_root = true;
+    let server = TestServer::start(setup);
+    let previous = random_bytes(100 * 1024);
+    std::fs::write(server.root.join("f.bin"), &previous).unwrap();
+    let reply = plain_upload(&server, "f.bin", 2 << 20);
+    assert!(reply.starts_with("452"), "{reply}");
+    assert_eq!(std::fs::read(server.root.join("f.bin")).unwrap(), previous);
+    assert!(wait_until(WAIT, || server.temp_files().is_empty()));
+    assert!(!server.root.join("new.bin").exists());
+}
+
+/// A download the server cannot finish (its disk fails mid-file) is reported by our client as failed (the
+/// server's 451), never as a complete file.
+#[test]
+fn our_client_reports_a_download_failed_by_the_server() {
+    let storage = Arc::new(FailingStorage {
+        inner: MemoryStorage::new(),
+    });
+    storage
+        .inner
+        .insert_file("/f.bin", vec![0u8; 1 << 20])
+        .unwrap();
+    let mut setup = Setup::tls();
+    setup.storage = Some(storage);
+    let server = TestServer::start(setup);
+    let (_dir, ca_file) = {
+        let dir = TempDir::new("hardening-ca");
+        let (cert, _) = server.cert.write_to(dir.path());
+        (dir, cert)
+    };
+    let config = ftps_client_blocking::ClientConfig::new()
+        .ca_file(ca_file)
+        .server_name("localhost")
+        .reply_timeout(Duration::from_secs(5))
+        .data_timeout(Duration::from_secs(5));
+    let mut client =
+        ftps_client_blocking::Client::connect("127.0.0.1", server.addr.port(), config).unwrap();
+    client.login(USER, PASSWORD).unwrap();
+    let mut download = client.retr("f.bin", 0).unwrap();
+    let mut content = Vec::new();
+    let read = download.read_to_end(&mut content);
+    let result = read.map_err(|e| e.to_string()).and_then(|_| {
+        download
+            .finish()
+            .map(|report| report.bytes)
+            .map_err(|e| e.to_string())
+    });
+    assert!(
+        result.is_err(),
+        "a cut download was reported complete: {result:?}"
+    );
+    assert!(content.len() < 1 << 20);
+    eprintln!("cut download: {} bytes, then {:?}", content.len(), result);
+}
+
+/// A lying FTPS server (or an attacker injecting a TCP FIN): the download's data connection ends without TLS
+/// close_notify, yet the control connection says 226. Serves one session, one RETR of 1 MiB cut at 256 KiB.
+fn truncating_server(cert: &TestCert) -> SocketAddr {
+    let tls = server_tls(cert); // one config for control and data: the client's data handshake resumes
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let Ok((tcp, _)) = listener.accept() else {
+            return;
+        };
+        let tcp = with_timeouts(tcp);
+        let mut ctl = Control::over(tcp);
+        ctl.send(b"220 fake\r\n");
+        let mut passive: Option<std::net::TcpListener> = None;
+        while let Some(line) = ctl.line() {
+            let verb = line.split(' ').next().unwrap_or("").to_ascii_uppercase();
+            let reply = match verb.as_str() {
+                "AUTH" => {
+                    ctl.send(b"234 AUTH TLS ok\r\n");
+                    let conn = rustls::ServerConnection::new(Arc::clone(&tls)).unwrap();
+                    let sock = ctl.tcp.try_clone().unwrap();
+                    ctl.conn = Conn::ServerTls(Box::new(rustls::StreamOwned::new(conn, sock)));
+                    continue;
+                }
+                "USER" => "331 password".to_owned(),
+                "PASS" => "230 ok".to_owned(),
+                "PBSZ" => "200 PBSZ=0".to_owned(),
+                "PROT" | "TYPE" | "MODE" | "STRU" | "OPTS" | "NOOP" => "200 ok".to_owned(),
+                "PWD" => "257 \"/\"".to_owned(),
+                "FEAT" => "211-Features:\r\n EPSV\r\n PBSZ\r\n PROT\r\n211 End".to_owned(),
+                "EPSV" | "PASV" => {
+                    let data = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                    let port = data.local_addr().unwrap().port();
+                    passive = Some(data);
+                    if verb == "EPSV" {
+                        format!("229 Entering Extended Passive Mode (|||{port}|)")
+                    } else {
+                        format!(
+                            "227 Entering Passive Mode (127,0,0,1,{},{})",
+                            port >> 8,
+                            port & 0xff
+                        )
+                    }
+                }
+                "RETR" => {
+                    ctl.send(b"150 here it comes\r\n");
+                    let Some(Ok((data, _))) = passive.take().map(|l| l.accept()) else {
+                        return;
+                    };
+                    let conn = rustls::ServerConnection::new(Arc::clone(&tls)).unwrap();
+                    let mut stream = rustls::StreamOwned::new(conn, with_timeouts(data));
+                    let _ = stream.write_all(&vec![7u8; 256 * 1024]);
+                    let _ = stream.flush();
+                    // FIN without close_notify.
+                    let _ = stream.sock.shutdown(Shutdown::Both);
+                    "226 Transfer complete".to_owned()
+                }
+                "QUIT" => {
+                    ctl.send(b"221 bye\r\n");
+                    return;
+                }
+                _ => "502 not implemented".to_owned(),
+            };
+            ctl.send(format!("{reply}\r\n").as_bytes());
+        }
+    });
+    addr
+}
+
+/// A download whose data connection ends without close_notify is reported as truncated by our client
+/// (ftps-client-blocking) even when the server says 226: the TCP truncation attack does not produce a short
+/// file that looks complete.
+#[test]
+fn our_client_reports_a_download_without_close_notify_as_truncated() {
+    capture_logs();
+    let cert = TestCert::generate();
+    let addr = truncating_server(&cert);
+    let dir = TempDir::new("hardening-ca");
+    let (ca_file, _) = cert.write_to(dir.path());
+    let config = ftps_client_blocking::ClientConfig::new()
+        .ca_file(ca_file)
+        .server_name("localhost")
+        .reply_timeout(Duration::from_secs(5))
+        .data_timeout(Duration::from_secs(5));
+    let mut client =
+        ftps_client_blocking::Client::connect("127.0.0.1", addr.port(), config).unwrap();
+    client.login(USER, PASSWORD).unwrap();
+    let mut download = client.retr("f.bin", 0).unwrap();
+    let mut content = Vec::new();
+    let read = download.read_to_end(&mut content);
+    let result = match read {
+        Err(e) => Err(e.to_string()),
+        Ok(_) => download
+            .finish()
+            .map(|r| r.bytes)
+            .map_err(|e| e.to_string()),
+    };
+    let error = result.expect_err("a download without close_notify was reported complete");
+    eprintln!("download without close_notify: {error}");
+    assert!(error.contains("truncated"), "{error}");
+}
+
+// The real binary, killed.
+
+/// Runs `ftps-server` with a root and state dir in `dir`, listening on `port`; waits until it listens.
+fn start_binary(dir: &Path, port: u16) -> Child {
+    let passive = 20000 + (std::process::id() % 2000) as u16 * 10;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ftps-server"))
+        .arg("--root")
+        .arg(dir.join("root"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--passive-ports", &format!("{passive}-{}", passive + 9)])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = io::BufRead::lines(io::BufReader::new(stdout));
+        while let Some(Ok(line)) = lines.next() {
+            if line.contains("listening on") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    if rx.recv_timeout(WAIT).is_err() {
+        let _ = child.kill();
+        panic!("ftps-server did not start listening");
+    }
+    child
+}
+
+/// SIGKILL mid-STOR: the previous file is intact and not replaced by a partial one; the next start removes
+/// the upload's temporary file.
+#[test]
+fn server_killed_mid_stor_keeps_the_previous_file_and_restart_cleans_temp_files() {
+    let dir = TempDir::new("hardening-kill");
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("f.bin"), b"previous version").unwrap();
+    let port = ftps_testkit::free_port();
+    run_ok(
+        Command::new(env!("CARGO_BIN_EXE_ftps-server"))
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .args(["user", "add", USER, "--home", "/"])
+            .env("FTPS_PASSWORD", PASSWORD)
+            .stdout(Stdio::null()),
+    );
+    let mut child = start_binary(dir.path(), port);
+    let config = ftps_client_blocking::ClientConfig::new()
+        .danger_accept_invalid_certs(true)
+        .reply_timeout(Duration::from_secs(5))
+        .data_timeout(Duration::from_secs(5))
+        .abort_timeout(Duration::from_secs(1));
+    let mut client = ftps_client_blocking::Client::connect("127.0.0.1", port, config).unwrap();
+    client.login(USER, PASSWORD).unwrap();
+    let mut upload = client.stor("f.bin").unwrap();
+    upload.write_all(&random_bytes(4 << 20)).unwrap();
+    upload.flush().unwrap();
+    assert!(wait_until(WAIT, || !temp_files(&root).is_empty()));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    drop(upload);
+    drop(client);
+    assert_eq!(
+        std::fs::read(root.join("f.bin")).unwrap(),
+        b"previous version"
+    );
+    let left = temp_files(&root);
+    assert_eq!(left.len(), 1, "the killed upload's temp file: {left:?}");
+
+    let mut child = start_binary(dir.path(), port);
+    let cleaned = temp_files(&root).is_empty();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        cleaned,
+        "temp files survived a restart: {:?}",
+        temp_files(&root)
+    );
+    assert_eq!(
+        std::fs::read(root.join("f.bin")).unwrap(),
+        b"previous version"
+    );
+}
