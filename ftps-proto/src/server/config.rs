@@ -28,8 +28,24 @@ pub struct SessionConfig {
     pub allow_anonymous: bool,
     /// Accept `CCC` (RFC 4217 section 6: clear the control channel); 534 when off.
     pub allow_ccc: bool,
-    /// Allow `PORT`/`EPRT` to an IP other than the control peer's (FXP); RFC 2577 section 3 says no by default.
+    /// Allow site-to-site transfers (FXP): `PORT`/`EPRT` to an IP other than the control peer's, and passive
+    /// data connections from another IP. RFC 2577 section 3 says no by default; ports below 1024 stay refused
+    /// either way.
+    ///
+    /// A data connection with a *third party* (an IP other than the control peer's, only possible with this
+    /// on) cannot resume this control session's TLS session (the peer is another server, which has no session
+    /// with us), so [`SessionConfig::data_resumption`] applies only to data connections with the control peer's
+    /// own IP; third-party ones are accepted with a full handshake ([`ResumptionPolicy::Preferred`]).
     pub allow_site_to_site: bool,
+    /// The TLS client config for data connections on which this server takes the TLS *client* role: after
+    /// `SSCN ON`, and on `CPSV` data connections (the "TLS for 3rd party transfers" convention of FileZilla
+    /// Server, glftpd and DrFTPD). `SSCN` and `CPSV` are offered (and listed in `FEAT`) only when this is set,
+    /// [`SessionConfig::allow_site_to_site`] is on and the server has TLS.
+    ///
+    /// The peer of such a connection is another FTP server reached by address, not by name, so the frontend
+    /// builds this config without certificate verification (the control connections carry the trust) and
+    /// without resumption expectations.
+    pub site_to_site_tls: Option<Arc<rustls::ClientConfig>>,
     /// The IPv4 address announced in 227 replies (behind NAT); `None` announces the listener's own address.
     pub passive_public_ipv4: Option<Ipv4Addr>,
     /// Close (421) after this long without a command, outside transfers.
@@ -69,6 +85,7 @@ impl Default for SessionConfig {
             allow_anonymous: false,
             allow_ccc: false,
             allow_site_to_site: false,
+            site_to_site_tls: None,
             passive_public_ipv4: None,
             idle_timeout: Duration::from_secs(300),
             login_timeout: Duration::from_secs(60),
