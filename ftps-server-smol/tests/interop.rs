@@ -36,6 +36,7 @@ impl Authenticator for OneUser {
                     home: UserHome::Virtual("/".into()),
                     permission: Permission::ReadWrite,
                     require_tls: None,
+                    site_to_site: None,
                 })
             } else {
                 AuthOutcome::Denied
@@ -62,6 +63,18 @@ struct TestServer {
 
 impl TestServer {
     fn start(tls: Tls, resumption: ResumptionPolicy) -> Self {
+        Self::start_with(
+            tls,
+            SessionConfig {
+                data_resumption: resumption,
+                ..SessionConfig::default()
+            },
+            "127.0.0.1",
+        )
+    }
+
+    /// A server with this engine policy, listening on `bind_ip` (a loopback address).
+    fn start_with(tls: Tls, config: SessionConfig, bind_ip: &str) -> Self {
         let root = TempDir::new("server-root");
         let certs = TempDir::new("server-certs");
         let cert = TestCert::generate();
@@ -83,12 +96,11 @@ impl TestServer {
             .authenticator(Arc::new(OneUser))
             .tls(Arc::new(tls_config))
             .session_config(SessionConfig {
-                data_resumption: resumption,
                 preliminary_reply_wait: ftps_server_smol::server::PRELIMINARY_REPLY_WAIT,
-                ..SessionConfig::default()
+                ..config
             })
             .build();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = std::net::TcpListener::bind((bind_ip, 0)).unwrap();
         let addr = listener.local_addr().unwrap();
         let serving = server.clone();
         std::thread::spawn(move || {
@@ -615,4 +627,133 @@ fn start_implicit(tls: Tls) -> TestServer {
         })
     });
     server
+}
+
+// ----- site-to-site (FXP) -----
+//
+// The two servers listen on different loopback addresses (127.0.0.2 and 127.0.0.1), so that for the server
+// connecting out (PORT) the other server is a third party, as in a real FXP between two hosts: without the
+// site-to-site opt-in it refuses that PORT (RFC 2577 section 3), and with it the other server's full TLS
+// handshake is accepted without resumption (it cannot resume our control session). The passive side is the
+// TLS client (SSCN ON or CPSV) on 127.0.0.2.
+
+/// A server allowing site-to-site transfers, on `bind_ip`.
+fn fxp_server(bind_ip: &str) -> TestServer {
+    TestServer::start_with(
+        Tls::V13,
+        SessionConfig {
+            allow_site_to_site: true,
+            ..SessionConfig::default()
+        },
+        bind_ip,
+    )
+}
+
+/// Our client, logged in to `server` (the certificate names localhost and 127.0.0.1).
+fn fxp_client(server: &TestServer) -> ftps_client_blocking::Client {
+    let config = ftps_client_blocking::ClientConfig::new()
+        .ca_file(&server.cert_file)
+        .server_name("localhost")
+        .reply_timeout(Duration::from_secs(20));
+    let mut client = ftps_client_blocking::Client::connect_addr(server.addr, config).unwrap();
+    client.login(USER, PASSWORD).unwrap();
+    client
+}
+
+#[test]
+fn site_to_site_prot_p_via_sscn_and_via_cpsv() {
+    use ftps_client_blocking::fxp::{
+        Side, SiteToSiteOptions, SiteToSiteProtection, TlsClientMethod,
+    };
+    let far = fxp_server("127.0.0.2");
+    let near = fxp_server("127.0.0.1");
+    let data = random_bytes(3 * 1024 * 1024 + 17, 11);
+    std::fs::write(far.root.path().join("src.bin"), &data).unwrap();
+    let mut far_client = fxp_client(&far);
+    let mut near_client = fxp_client(&near);
+    assert!(far_client
+        .features()
+        .unwrap()
+        .lines
+        .iter()
+        .any(|l| l == "SSCN"));
+
+    // far -> near: SSCN on the source (far), which listens; near connects to it.
+    let report = far_client
+        .site_to_site(
+            "src.bin",
+            &mut near_client,
+            "copy.bin",
+            SiteToSiteProtection::RequirePrivate,
+        )
+        .unwrap();
+    assert!(report.private);
+    assert_eq!(
+        report.tls_client,
+        Some((Side::Source, TlsClientMethod::Sscn))
+    );
+    assert_eq!(report.passive, Side::Source);
+    assert_eq!(report.destination_reply.code.get(), 226);
+    assert_eq!(report.destination_size, Some(data.len() as u64));
+    assert_eq!(
+        std::fs::read(near.root.path().join("copy.bin")).unwrap(),
+        data
+    );
+
+    // near -> far with CPSV on the destination (far): the other direction and the other method.
+    let options = SiteToSiteOptions::new(SiteToSiteProtection::RequirePrivate)
+        .method(TlsClientMethod::Cpsv)
+        .tls_client(Side::Destination);
+    let report = near_client
+        .site_to_site_with("copy.bin", &mut far_client, "back.bin", options)
+        .unwrap();
+    assert_eq!(
+        report.tls_client,
+        Some((Side::Destination, TlsClientMethod::Cpsv))
+    );
+    assert_eq!(
+        std::fs::read(far.root.path().join("back.bin")).unwrap(),
+        data
+    );
+
+    // Both sessions still work for ordinary transfers afterwards (SSCN was switched off again).
+    assert_eq!(far_client.size("back.bin").unwrap(), data.len() as u64);
+    let mut download = far_client.retr("src.bin", 0).unwrap();
+    let mut back = Vec::new();
+    std::io::Read::read_to_end(&mut download, &mut back).unwrap();
+    assert!(download.finish().unwrap().tls_resumed);
+    assert_eq!(back, data);
+    far_client.quit().unwrap();
+    near_client.quit().unwrap();
+}
+
+#[test]
+fn site_to_site_is_refused_without_the_opt_in() {
+    use ftps_client_blocking::fxp::SiteToSiteProtection;
+    let far = fxp_server("127.0.0.2");
+    // The default policy: no PORT to a third party, no SSCN/CPSV in FEAT.
+    let near = TestServer::start(Tls::V13, ResumptionPolicy::Required);
+    std::fs::write(far.root.path().join("src.bin"), b"never copied").unwrap();
+    let mut far_client = fxp_client(&far);
+    let mut near_client = fxp_client(&near);
+    assert!(!near_client
+        .features()
+        .unwrap()
+        .lines
+        .iter()
+        .any(|l| l == "SSCN" || l == "CPSV"));
+    let error = far_client
+        .site_to_site(
+            "src.bin",
+            &mut near_client,
+            "copy.bin",
+            SiteToSiteProtection::RequirePrivate,
+        )
+        .unwrap_err();
+    assert_eq!(error.reply_code(), Some(504), "{error}");
+    assert!(error.to_string().contains("site-to-site"), "{error}");
+    assert!(!near.root.path().join("copy.bin").exists());
+    // Both sessions go on.
+    far_client.noop().unwrap();
+    near_client.noop().unwrap();
 }

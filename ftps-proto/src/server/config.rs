@@ -99,8 +99,10 @@ impl Default for SessionConfig {
     }
 }
 
-/// A user's policy, applied after login. It can only narrow the server's [`SessionConfig`]: a `true` here
-/// tightens, a `false` leaves the server's choice; timeouts take the shorter.
+/// A user's policy, applied after login. It narrows the server's [`SessionConfig`]: a `true` here tightens, a
+/// `false` leaves the server's choice; timeouts take the shorter. The one exception is
+/// [`UserPolicy::allow_site_to_site`], the per-user opt-in for site-to-site transfers, which the frontend grants
+/// from its own (administrator's) configuration, never from anything the client sends.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UserPolicy {
     /// Require TLS on data connections for this user.
@@ -109,6 +111,11 @@ pub struct UserPolicy {
     pub deny_ccc: bool,
     /// Refuse site-to-site `PORT`/`EPRT` for this user.
     pub deny_site_to_site: bool,
+    /// Allow site-to-site transfers (FXP) for this user even when the server's
+    /// [`SessionConfig::allow_site_to_site`] is off: `PORT`/`EPRT` to another IP (never below port 1024), passive
+    /// connections from another IP, and `SSCN`/`CPSV` when the server has a
+    /// [`SessionConfig::site_to_site_tls`] config. `deny_site_to_site` wins over it.
+    pub allow_site_to_site: bool,
     /// Require data-connection resumption for this user.
     pub require_resumption: bool,
     /// A shorter idle timeout for this user.
@@ -121,7 +128,8 @@ impl SessionConfig {
         let mut out = self.clone();
         out.require_tls_data |= user.require_tls_data;
         out.allow_ccc &= !user.deny_ccc;
-        out.allow_site_to_site &= !user.deny_site_to_site;
+        out.allow_site_to_site =
+            (out.allow_site_to_site || user.allow_site_to_site) && !user.deny_site_to_site;
         if user.require_resumption {
             out.data_resumption = ResumptionPolicy::Required;
         }
@@ -152,6 +160,7 @@ mod tests {
             deny_site_to_site: true,
             require_resumption: true,
             idle_timeout: Some(Duration::from_secs(10)),
+            allow_site_to_site: true,
         };
         let n = server.narrowed(&user);
         assert!(n.require_tls_data && !n.allow_ccc && !n.allow_site_to_site);
@@ -160,5 +169,21 @@ mod tests {
         // A longer user timeout does not widen.
         server.idle_timeout = Duration::from_secs(5);
         assert_eq!(server.narrowed(&user).idle_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn site_to_site_is_a_per_user_opt_in() {
+        let server = SessionConfig::default();
+        assert!(!server.narrowed(&UserPolicy::default()).allow_site_to_site);
+        let fxp_user = UserPolicy {
+            allow_site_to_site: true,
+            ..UserPolicy::default()
+        };
+        assert!(server.narrowed(&fxp_user).allow_site_to_site);
+        let denied = UserPolicy {
+            deny_site_to_site: true,
+            ..fxp_user
+        };
+        assert!(!server.narrowed(&denied).allow_site_to_site);
     }
 }
