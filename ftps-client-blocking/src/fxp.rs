@@ -155,11 +155,6 @@ impl Client {
         options: SiteToSiteOptions,
     ) -> Result<SiteToSiteReport> {
         let plan = self.site_to_site_plan(destination, options)?;
-        for client in [&mut *self, &mut *destination] {
-            if client.tls_info().is_some() || plan.private {
-                client.run(Operation::SetDataProtection(plan.private))?;
-            }
-        }
         let (source_reply, destination_reply) =
             copy(self, source_path, destination, destination_path, &plan)?;
         let destination_size = if destination.features().is_some_and(|f| f.size) {

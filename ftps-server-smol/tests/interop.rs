@@ -19,7 +19,7 @@ use ftps_server_smol::auth::{
 };
 use ftps_server_smol::server::{ListenerOptions, Server};
 use ftps_server_smol::storage::{BoxFuture, LocalStorage};
-use ftps_testkit::{peer, TempDir, TestCert};
+use ftps_testkit::{peer, TempDir, TestCert, Vsftpd, VSFTPD_PASSWORD, VSFTPD_USER};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "correct horse battery staple";
@@ -756,4 +756,143 @@ fn site_to_site_is_refused_without_the_opt_in() {
     // Both sessions go on.
     far_client.noop().unwrap();
     near_client.noop().unwrap();
+}
+
+/// Our client logged in to vsftpd, trusting its certificate (written into `scratch`).
+fn vsftpd_client(server: &Vsftpd, scratch: &TempDir) -> ftps_client_blocking::Client {
+    let ca = scratch.path().join("vsftpd-ca.pem");
+    std::fs::write(&ca, &server.cert.cert_pem).unwrap();
+    let config = ftps_client_blocking::ClientConfig::new()
+        .ca_file(&ca)
+        .server_name("localhost")
+        .reply_timeout(Duration::from_secs(20));
+    let mut client = ftps_client_blocking::Client::connect_addr(server.addr, config).unwrap();
+    client.login(VSFTPD_USER, VSFTPD_PASSWORD).unwrap();
+    client
+}
+
+/// vsftpd offers neither SSCN nor CPSV: with a source that does not either, `PROT P` is refused by the client
+/// before anything is sent; a server that does offer SSCN still cannot make vsftpd (`require_ssl_reuse`) accept
+/// its data connection, and that failure is reported, not hung on (vsftpd closes that control session; our
+/// server, the sender, saw a clean TLS close and says 226: only the receiver knows the data was refused).
+#[test]
+fn site_to_site_prot_p_with_vsftpd_fails_clearly() {
+    use ftps_client_blocking::fxp::SiteToSiteProtection;
+    let Some(vsftpd) = Vsftpd::start() else {
+        return;
+    };
+    let scratch = TempDir::new("fxp-vsftpd");
+    let ours = TestServer::start(Tls::V13, ResumptionPolicy::Required);
+    std::fs::write(ours.root.path().join("src.bin"), b"payload").unwrap();
+    let mut source = fxp_client(&ours);
+    let mut destination = vsftpd_client(&vsftpd, &scratch);
+    let error = source
+        .site_to_site(
+            "src.bin",
+            &mut destination,
+            "copy.bin",
+            SiteToSiteProtection::RequirePrivate,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(error, ftps_client_blocking::Error::Protocol(ref text) if text.contains("SSCN or CPSV")),
+        "{error}"
+    );
+
+    let with_sscn = fxp_server("127.0.0.1");
+    std::fs::write(with_sscn.root.path().join("src.bin"), b"payload").unwrap();
+    let mut source = fxp_client(&with_sscn);
+    let started = std::time::Instant::now();
+    let error = source
+        .site_to_site(
+            "src.bin",
+            &mut destination,
+            "copy.bin",
+            SiteToSiteProtection::RequirePrivate,
+        )
+        .unwrap_err();
+    // vsftpd refuses the handshake (522; it also ends that control session), rather than hanging.
+    assert_eq!(error.reply_code(), Some(522), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(20), "{error}");
+    source.noop().unwrap();
+}
+
+/// The explicit clear-data choice between our server and vsftpd (configured to allow `PROT C` data): `PROT C`
+/// on both, the file copied byte for byte. vsftpd needs no `port_promiscuous` here: on loopback our server has
+/// the client's IP.
+#[test]
+fn site_to_site_clear_between_our_server_and_vsftpd() {
+    use ftps_client_blocking::fxp::SiteToSiteProtection;
+    let Some(vsftpd) = Vsftpd::start_with("force_local_data_ssl=NO\n") else {
+        return;
+    };
+    let scratch = TempDir::new("fxp-vsftpd-clear");
+    let ours = TestServer::start_with(
+        Tls::V13,
+        SessionConfig {
+            allow_site_to_site: true,
+            require_tls_data: false,
+            ..SessionConfig::default()
+        },
+        "127.0.0.1",
+    );
+    let data = random_bytes(1024 * 1024 + 5, 23);
+    std::fs::write(ours.root.path().join("src.bin"), &data).unwrap();
+    let mut ours_client = fxp_client(&ours);
+    let mut vsftpd_client = vsftpd_client(&vsftpd, &scratch);
+    let report = ours_client
+        .site_to_site(
+            "src.bin",
+            &mut vsftpd_client,
+            "copy.bin",
+            SiteToSiteProtection::Clear,
+        )
+        .unwrap();
+    assert!(!report.private && report.tls_client.is_none());
+    assert_eq!(std::fs::read(vsftpd.home.join("copy.bin")).unwrap(), data);
+    // And back, vsftpd as the source.
+    let report = vsftpd_client
+        .site_to_site(
+            "copy.bin",
+            &mut ours_client,
+            "back.bin",
+            SiteToSiteProtection::Clear,
+        )
+        .unwrap();
+    assert_eq!(report.destination_size, Some(data.len() as u64));
+    assert_eq!(
+        std::fs::read(ours.root.path().join("back.bin")).unwrap(),
+        data
+    );
+}
+
+/// `PROT C` chosen explicitly between two of our servers (both allow clear data): the sender's TCP FIN ends the
+/// file, the receiver's EOF ends the transfer.
+#[test]
+fn site_to_site_clear_between_our_servers() {
+    use ftps_client_blocking::fxp::SiteToSiteProtection;
+    let config = SessionConfig {
+        allow_site_to_site: true,
+        require_tls_data: false,
+        ..SessionConfig::default()
+    };
+    let far = TestServer::start_with(Tls::V12, config.clone(), "127.0.0.2");
+    let near = TestServer::start_with(Tls::V12, config, "127.0.0.1");
+    let data = random_bytes(2 * 1024 * 1024 + 1, 31);
+    std::fs::write(far.root.path().join("src.bin"), &data).unwrap();
+    let mut far_client = fxp_client(&far);
+    let mut near_client = fxp_client(&near);
+    let report = far_client
+        .site_to_site(
+            "src.bin",
+            &mut near_client,
+            "copy.bin",
+            SiteToSiteProtection::Clear,
+        )
+        .unwrap();
+    assert!(!report.private && report.tls_client.is_none());
+    assert_eq!(
+        std::fs::read(near.root.path().join("copy.bin")).unwrap(),
+        data
+    );
 }
