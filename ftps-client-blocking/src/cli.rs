@@ -986,4 +986,63 @@ mod tests {
         assert_eq!(err.exit_code(), 6);
         assert_eq!(err.to_string(), "/x: gone");
     }
+
+    #[test]
+    fn fxp_takes_two_urls_and_a_password_variable_per_server() {
+        let args = [
+            "fxp",
+            "ftps://a@src.example/dir/f.bin",
+            "ftps://b@dst.example:2121/in/",
+        ];
+        let mut env = |name: &str| match name {
+            PASSWORD_ENV_SRC => Some("src-pw".to_string()),
+            PASSWORD_ENV => Some("shared-pw".to_string()),
+            _ => None,
+        };
+        let inv = cli(&args)
+            .resolve_with_env(&mut env, &mut no_prompt)
+            .unwrap();
+        assert_eq!(inv.connection.host, "src.example");
+        assert_eq!(inv.login.password, "src-pw");
+        let Action::SiteToSite {
+            remote,
+            destination,
+            protection,
+        } = inv.action
+        else {
+            panic!("not fxp");
+        };
+        assert_eq!(remote, "dir/f.bin");
+        assert_eq!(protection, SiteToSiteProtection::RequirePrivate);
+        assert_eq!(destination.connection.host, "dst.example");
+        assert_eq!(destination.connection.port, 2121);
+        assert_eq!(destination.login.user, "b");
+        // No FTPS_PASSWORD_DST: the shared variable.
+        assert_eq!(destination.login.password, "shared-pw");
+        assert_eq!(destination.remote, "in/f.bin");
+
+        let inv = cli(&["fxp", "--allow-clear", "ftps://a:x@h/f", "ftps://b:y@g/f2"])
+            .resolve(None, &mut no_prompt)
+            .unwrap();
+        assert!(matches!(
+            inv.action,
+            Action::SiteToSite {
+                protection: SiteToSiteProtection::AllowClear,
+                ..
+            }
+        ));
+        let err = cli(&["fxp", "ftps://a:x@h/", "ftps://b:y@g/f2"])
+            .resolve(None, &mut no_prompt)
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 1);
+        assert!(Cli::try_parse_from([
+            "ftps",
+            "fxp",
+            "--clear",
+            "--allow-clear",
+            "ftps://h/a",
+            "ftps://g/b"
+        ])
+        .is_err());
+    }
 }
