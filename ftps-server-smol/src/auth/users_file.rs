@@ -544,6 +544,7 @@ mod tests {
             &path,
             format!(
                 "[[user]]\nname = \"dave\"\ncert_cn = \"dave\"\nroot = \"/srv/dave\"\nrequire_tls = true\n\
+                 site_to_site = true\n\
                  [[user]]\nname = \"erin\"\ncert_san = \"DAVE.example\"\npassword_hash = \"{hash}\"\n"
             ),
         )
@@ -560,7 +561,7 @@ mod tests {
                     home: UserHome::Directory("/srv/dave".into()),
                     permission: Permission::ReadWrite,
                     require_tls: Some(true),
-                    site_to_site: None,
+                    site_to_site: Some(true),
                 })
             );
             assert_eq!(
