@@ -106,6 +106,8 @@ pub struct SiteToSiteReport {
     pub source_reply: Reply,
     /// The destination's final reply to `STOR`.
     pub destination_reply: Reply,
+    /// The source file's size before the copy (`SIZE`), when the source offers it.
+    pub source_size: Option<u64>,
     /// The byte count in the source's final reply text (`... (1234 bytes)`), when it gives one.
     pub source_bytes: Option<u64>,
     /// The destination file's size afterwards (`SIZE`), when the destination offers it.
@@ -155,6 +157,17 @@ impl Client {
         options: SiteToSiteOptions,
     ) -> Result<SiteToSiteReport> {
         let plan = self.site_to_site_plan(destination, options)?;
+        // A missing source file is the common failure, and once both transfer commands are out, the destination
+        // would wait for a data connection until a timeout: ask first where the server offers SIZE.
+        let source_size = if self.features().is_some_and(|f| f.size) {
+            match self.size(source_path) {
+                Ok(size) => Some(size),
+                Err(e @ Error::Refused { code: 550, .. }) => return Err(e),
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
         let (source_reply, destination_reply) =
             copy(self, source_path, destination, destination_path, &plan)?;
         let destination_size = if destination.features().is_some_and(|f| f.size) {
@@ -166,6 +179,7 @@ impl Client {
             private: plan.private,
             tls_client: plan.tls_client,
             passive: plan.passive,
+            source_size,
             source_bytes: bytes_in_reply(&source_reply),
             source_reply,
             destination_reply,

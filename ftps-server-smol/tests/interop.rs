@@ -752,6 +752,18 @@ fn site_to_site_is_refused_without_the_opt_in() {
         .unwrap_err();
     assert_eq!(error.reply_code(), Some(504), "{error}");
     assert!(error.to_string().contains("site-to-site"), "{error}");
+    // A missing source fails at once (550 to SIZE), before any data connection is set up.
+    let started = std::time::Instant::now();
+    let error = far_client
+        .site_to_site(
+            "missing.bin",
+            &mut near_client,
+            "copy.bin",
+            SiteToSiteProtection::RequirePrivate,
+        )
+        .unwrap_err();
+    assert_eq!(error.reply_code(), Some(550), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(5));
     assert!(!near.root.path().join("copy.bin").exists());
     // Both sessions go on.
     far_client.noop().unwrap();
