@@ -58,6 +58,8 @@ struct Harness {
     data_peer: SocketAddr,
     /// Site-to-site: the harness's data side is the TLS *server* with this config (the session is TLS client).
     data_peer_server: Option<Arc<rustls::ServerConfig>>,
+    /// What a successful login grants.
+    grant: LoginGrant,
 }
 
 impl Harness {
@@ -90,6 +92,7 @@ impl Harness {
             events: Vec::new(),
             data_peer: "192.0.2.7:50001".parse().unwrap(),
             data_peer_server: None,
+            grant: LoginGrant::default(),
         };
         h.drive();
         h
@@ -211,7 +214,7 @@ impl Harness {
         let outcome = match req.kind {
             RequestKind::Authenticate { user, password, .. } => {
                 if password == "secret" || user == "anonymous" {
-                    Outcome::LoggedIn(LoginGrant::default())
+                    Outcome::LoggedIn(self.grant.clone())
                 } else if password == "acct" {
                     Outcome::NeedAccount
                 } else {
@@ -1571,4 +1574,35 @@ fn third_party_data_connections_need_no_resumption_the_control_peer_still_does()
             .cmd("RETR hello.txt")
             .ends_with("522 Data connection must resume the control connection's TLS session\r\n"));
     }
+}
+
+#[test]
+fn site_to_site_can_be_granted_to_one_user() {
+    let pki = TestPki::new();
+    let config = SessionConfig {
+        tls: Some(pki.server_config(TLS13)),
+        site_to_site_tls: Some(no_verification_client_config(TLS13)),
+        ..SessionConfig::default()
+    };
+    // The server's policy is off: before login and for an ordinary user, nothing is offered.
+    let mut h = Harness::new(config.clone());
+    h.auth_tls(pki.client_config(TLS13));
+    assert!(!h.cmd("FEAT").contains("SSCN"));
+    h.login_tls();
+    assert!(h.cmd("SSCN ON").starts_with("502 "));
+    assert!(h.cmd("PORT 203,0,113,9,200,10").starts_with("504 "));
+    assert!(!h.session.data_peer_allowed("203.0.113.9".parse().unwrap()));
+    // A user granted site-to-site gets all of it, after login only.
+    let mut h = Harness::new(config);
+    h.grant.policy.allow_site_to_site = true;
+    h.auth_tls(pki.client_config(TLS13));
+    assert!(!h.session.data_peer_allowed("203.0.113.9".parse().unwrap()));
+    h.login_tls();
+    assert!(h.cmd("FEAT").contains(" SSCN\r\n"));
+    assert_eq!(h.cmd("SSCN ON"), "200 Client method\r\n");
+    assert_eq!(
+        h.cmd("PORT 203,0,113,9,200,10"),
+        "200 PORT command successful\r\n"
+    );
+    assert!(h.session.data_peer_allowed("203.0.113.9".parse().unwrap()));
 }
