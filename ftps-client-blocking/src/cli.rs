@@ -11,10 +11,17 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::fxp::SiteToSiteProtection;
 use crate::url::{FtpUrl, Scheme, UrlError};
 
 /// Environment variable consulted for the password when the URL has none.
 pub const PASSWORD_ENV: &str = "FTPS_PASSWORD";
+
+/// `ftps fxp`: the source server's password when its URL has none (before [`PASSWORD_ENV`]).
+pub const PASSWORD_ENV_SRC: &str = "FTPS_PASSWORD_SRC";
+
+/// `ftps fxp`: the destination server's password when its URL has none (before [`PASSWORD_ENV`]).
+pub const PASSWORD_ENV_DST: &str = "FTPS_PASSWORD_DST";
 
 /// User name sent when the URL names none (RFC 1635 anonymous FTP).
 pub const ANONYMOUS_USER: &str = "anonymous";
@@ -34,7 +41,8 @@ Exit codes:
   6  local I/O error
 
 Password: taken from the URL, else the FTPS_PASSWORD environment variable, else asked on
-the terminal without echo. Without a user in the URL the login is anonymous.
+the terminal without echo. Without a user in the URL the login is anonymous. For 'fxp',
+FTPS_PASSWORD_SRC and FTPS_PASSWORD_DST come before FTPS_PASSWORD for each server.
 
 URLs: ftps://[user[:password]@]host[:port][/path]  explicit FTPS (AUTH TLS), port 21
       ftpsi://...                                   implicit FTPS, port 990
@@ -141,6 +149,22 @@ pub enum Command {
         /// Destination (a URL or a local directory).
         dst: String,
     },
+    /// Copy a file from one server to another, server to server (FXP; both must allow it).
+    ///
+    /// With TLS the data connection is protected (PROT P): one server must offer SSCN or CPSV,
+    /// otherwise the copy fails unless --allow-clear is given.
+    Fxp {
+        /// Source file URL.
+        src: String,
+        /// Destination file URL (a URL ending in '/' keeps the source file name).
+        dst: String,
+        /// Fall back to an unprotected data connection (PROT C) when PROT P is not possible.
+        #[arg(long, conflicts_with = "clear")]
+        allow_clear: bool,
+        /// Use an unprotected data connection (PROT C) on both servers.
+        #[arg(long)]
+        clear: bool,
+    },
 }
 
 /// Which way `mirror` copies (the planner's type).
@@ -198,6 +222,26 @@ pub enum Action {
         /// Remote directory root.
         remote: String,
     },
+    /// Copy `remote` on this (source) server to another server (FXP).
+    SiteToSite {
+        /// Source file.
+        remote: String,
+        /// The destination server, its login and file.
+        destination: Box<Destination>,
+        /// Data-connection protection.
+        protection: SiteToSiteProtection,
+    },
+}
+
+/// The second server of `ftps fxp`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    /// Where and how to connect.
+    pub connection: ConnectionOptions,
+    /// Credentials.
+    pub login: Login,
+    /// Destination file.
+    pub remote: String,
 }
 
 /// How to reach and secure the server.
@@ -263,10 +307,46 @@ impl Cli {
         env_password: Option<String>,
         prompt: &mut dyn FnMut(&str) -> io::Result<String>,
     ) -> Result<Invocation, CliError> {
+        self.resolve_with_env(
+            &mut |name| {
+                (name == PASSWORD_ENV)
+                    .then(|| env_password.clone())
+                    .flatten()
+            },
+            prompt,
+        )
+    }
+
+    /// [`Cli::resolve`] with every password variable looked up through `env` (the name in, its value out):
+    /// [`PASSWORD_ENV`], and for `fxp` first [`PASSWORD_ENV_SRC`] / [`PASSWORD_ENV_DST`].
+    pub fn resolve_with_env(
+        &self,
+        env: &mut dyn FnMut(&str) -> Option<String>,
+        prompt: &mut dyn FnMut(&str) -> io::Result<String>,
+    ) -> Result<Invocation, CliError> {
+        if let Command::Fxp {
+            src,
+            dst,
+            allow_clear,
+            clear,
+        } = &self.command
+        {
+            return self.resolve_fxp(src, dst, *allow_clear, *clear, env, prompt);
+        }
         let (url, action) = self.resolve_action()?;
-        let login = resolve_login(&url, env_password, prompt)?;
+        let login = resolve_login(&url, env(PASSWORD_ENV), prompt)?;
+        Ok(Invocation {
+            connection: self.connection_options(&url),
+            login,
+            action,
+            quiet: self.options.quiet,
+        })
+    }
+
+    /// How to connect to the server of `url` under the global options.
+    fn connection_options(&self, url: &FtpUrl) -> ConnectionOptions {
         let options = &self.options;
-        let connection = ConnectionOptions {
+        ConnectionOptions {
             host: url.host().to_owned(),
             port: url.port(),
             scheme: url.scheme(),
@@ -275,12 +355,54 @@ impl Cli {
             ca_file: options.ca_file.clone(),
             active: options.active,
             timeout: options.timeout.map(Duration::from_secs),
+        }
+    }
+
+    /// `fxp SRC DST`: two servers, each with its own password variable before the shared one.
+    fn resolve_fxp(
+        &self,
+        src: &str,
+        dst: &str,
+        allow_clear: bool,
+        clear: bool,
+        env: &mut dyn FnMut(&str) -> Option<String>,
+        prompt: &mut dyn FnMut(&str) -> io::Result<String>,
+    ) -> Result<Invocation, CliError> {
+        let src_url = self.parse_url(src)?;
+        let dst_url = self.parse_url(dst)?;
+        let remote = non_empty_path(&src_url)?;
+        let mut dst_remote = dst_url.path().to_owned();
+        // "fxp ftps://a/f ftps://b/dir/" keeps the name, like cp into a directory.
+        if dst_remote.is_empty() || dst_remote.ends_with('/') {
+            let name = src_url.file_name().ok_or_else(|| {
+                CliError::usage(format!("cannot derive a file name from {src_url}"))
+            })?;
+            dst_remote.push_str(name);
+        }
+        let src_password = env(PASSWORD_ENV_SRC).or_else(|| env(PASSWORD_ENV));
+        let login = resolve_login(&src_url, src_password, prompt)?;
+        let dst_password = env(PASSWORD_ENV_DST).or_else(|| env(PASSWORD_ENV));
+        let dst_login = resolve_login(&dst_url, dst_password, prompt)?;
+        let protection = if clear {
+            SiteToSiteProtection::Clear
+        } else if allow_clear {
+            SiteToSiteProtection::AllowClear
+        } else {
+            SiteToSiteProtection::RequirePrivate
         };
         Ok(Invocation {
-            connection,
+            connection: self.connection_options(&src_url),
             login,
-            action,
-            quiet: options.quiet,
+            action: Action::SiteToSite {
+                remote,
+                destination: Box::new(Destination {
+                    connection: self.connection_options(&dst_url),
+                    login: dst_login,
+                    remote: dst_remote,
+                }),
+                protection,
+            },
+            quiet: self.options.quiet,
         })
     }
 
@@ -417,6 +539,9 @@ impl Cli {
                         remote,
                     },
                 )
+            }
+            Command::Fxp { .. } => {
+                return Err(CliError::usage("fxp is resolved with both of its URLs"))
             }
         })
     }
@@ -860,5 +985,64 @@ mod tests {
         );
         assert_eq!(err.exit_code(), 6);
         assert_eq!(err.to_string(), "/x: gone");
+    }
+
+    #[test]
+    fn fxp_takes_two_urls_and_a_password_variable_per_server() {
+        let args = [
+            "fxp",
+            "ftps://a@src.example/dir/f.bin",
+            "ftps://b@dst.example:2121/in/",
+        ];
+        let mut env = |name: &str| match name {
+            PASSWORD_ENV_SRC => Some("src-pw".to_string()),
+            PASSWORD_ENV => Some("shared-pw".to_string()),
+            _ => None,
+        };
+        let inv = cli(&args)
+            .resolve_with_env(&mut env, &mut no_prompt)
+            .unwrap();
+        assert_eq!(inv.connection.host, "src.example");
+        assert_eq!(inv.login.password, "src-pw");
+        let Action::SiteToSite {
+            remote,
+            destination,
+            protection,
+        } = inv.action
+        else {
+            panic!("not fxp");
+        };
+        assert_eq!(remote, "dir/f.bin");
+        assert_eq!(protection, SiteToSiteProtection::RequirePrivate);
+        assert_eq!(destination.connection.host, "dst.example");
+        assert_eq!(destination.connection.port, 2121);
+        assert_eq!(destination.login.user, "b");
+        // No FTPS_PASSWORD_DST: the shared variable.
+        assert_eq!(destination.login.password, "shared-pw");
+        assert_eq!(destination.remote, "in/f.bin");
+
+        let inv = cli(&["fxp", "--allow-clear", "ftps://a:x@h/f", "ftps://b:y@g/f2"])
+            .resolve(None, &mut no_prompt)
+            .unwrap();
+        assert!(matches!(
+            inv.action,
+            Action::SiteToSite {
+                protection: SiteToSiteProtection::AllowClear,
+                ..
+            }
+        ));
+        let err = cli(&["fxp", "ftps://a:x@h/", "ftps://b:y@g/f2"])
+            .resolve(None, &mut no_prompt)
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 1);
+        assert!(Cli::try_parse_from([
+            "ftps",
+            "fxp",
+            "--clear",
+            "--allow-clear",
+            "ftps://h/a",
+            "ftps://g/b"
+        ])
+        .is_err());
     }
 }

@@ -7,6 +7,7 @@
 //! - [`ClientConfig`]: trust (system roots, CA files, or the loud [`ClientConfig::danger_accept_invalid_certs`]),
 //!   TLS versions, data connection mode and a timeout per phase;
 //! - [`RetrGuard`] / [`StorGuard`]: `Read` / `Write` transfer objects with an explicit `finish()`;
+//! - [`Client::site_to_site`]: server-to-server copies (FXP), `PROT P` via `SSCN`/`CPSV` (see [`fxp`]);
 //! - [`Error`]: one typed error.
 //!
 //! Certificates are verified by default; the crypto provider is rustls' `ring`.
@@ -16,6 +17,7 @@
 mod client;
 mod config;
 mod error;
+pub mod fxp;
 pub mod transfer;
 
 pub mod cli;
@@ -28,5 +30,6 @@ pub use config::{ClientConfig, TlsVersions};
 pub use error::{Error, Result};
 pub use ftps_proto::client::{Credentials, DataConnectionMode, ServerFeatures};
 pub use ftps_proto::codec::{Entry, EntryKind, Timeval};
+pub use fxp::{SiteToSiteOptions, SiteToSiteProtection, SiteToSiteReport};
 pub use transfer::{RetrGuard, StorGuard, TransferReport};
 pub use url::{FtpUrl, Scheme, UrlError};

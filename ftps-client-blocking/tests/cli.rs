@@ -22,7 +22,7 @@ fn help_lists_every_subcommand_and_exit_code() {
     let out = ftps(&["--help"]);
     assert_eq!(out.status.code(), Some(0));
     let help = String::from_utf8(out.stdout).unwrap();
-    for command in ["ls", "get", "put", "rm", "mkdir", "mv", "mirror"] {
+    for command in ["ls", "get", "put", "rm", "mkdir", "mv", "mirror", "fxp"] {
         assert!(
             help.lines()
                 .any(|l| l.trim_start().starts_with(&format!("{command} "))),
@@ -397,4 +397,60 @@ fn vsftpd_mirror_upload_then_download() {
         "mirror: 0 transferred (0 B), 3 skipped, 0 directories created\n"
     );
     assert!(site.partial_files().is_empty());
+}
+
+/// `ftps fxp` between two vsftpd (which allow PROT C data here): neither offers SSCN or CPSV, so the default
+/// (PROT P required) fails with exit 5 before any transfer, and `--clear` copies the file server to server.
+/// Each server gets its password from its own variable.
+#[test]
+fn vsftpd_fxp_between_two_servers() {
+    let Some(source) = Vsftpd::start_with("force_local_data_ssl=NO\n") else {
+        return;
+    };
+    let Some(destination) = Vsftpd::start_with("force_local_data_ssl=NO\n") else {
+        return;
+    };
+    let scratch = TempDir::new("cli-fxp");
+    let ca = scratch.path().join("ca.pem");
+    std::fs::write(
+        &ca,
+        format!("{}{}", source.cert.cert_pem, destination.cert.cert_pem),
+    )
+    .unwrap();
+    let data = pattern(700_000, 9);
+    std::fs::write(source.home.join("src.bin"), &data).unwrap();
+    let url = |server: &Vsftpd, path: &str| {
+        format!(
+            "ftps://{VSFTPD_USER}@127.0.0.1:{}/{path}",
+            server.addr.port()
+        )
+    };
+    let fxp = |extra: &[&str], dst: &str| {
+        Command::new(env!("CARGO_BIN_EXE_ftps"))
+            .arg("--ca-file")
+            .arg(&ca)
+            .args(["--timeout", "20", "fxp"])
+            .args(extra)
+            .arg(url(&source, "src.bin"))
+            .arg(url(&destination, dst))
+            .env_remove("FTPS_PASSWORD")
+            .env("FTPS_PASSWORD_SRC", VSFTPD_PASSWORD)
+            .env("FTPS_PASSWORD_DST", VSFTPD_PASSWORD)
+            .output()
+            .unwrap()
+    };
+
+    let err = fails(fxp(&[], "copy.bin"), 5);
+    assert!(err.contains("SSCN or CPSV"), "{err}");
+    assert!(!destination.home.join("copy.bin").exists());
+
+    let out = fxp(&["--clear"], "");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    assert!(stderr.contains("PROT C"), "{stderr}");
+    // A destination URL ending in '/' keeps the source's name.
+    assert_eq!(
+        std::fs::read(destination.home.join("src.bin")).unwrap(),
+        data
+    );
 }

@@ -158,6 +158,80 @@ pub fn build_server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, 
     Ok(Arc::new(config))
 }
 
+/// The TLS client config for site-to-site (FXP) data connections, on which this server is the TLS *client*
+/// after `SSCN ON` or `CPSV` (see `SessionConfig::site_to_site_tls`). TLS 1.2 and 1.3 (rustls has nothing older).
+///
+/// **It does not verify the other server's certificate**, by design and for this use only: the peer is another
+/// FTP server known only by the address a client gave us (no host name to check, and FTP servers rarely hold
+/// publicly trusted certificates), which is what FileZilla Server, glftpd and DrFTPD do too. The transfer's
+/// trust comes from the two control connections, each authenticated by the client that arranged the copy;
+/// the data-connection TLS only keeps the bytes private on the wire. No session is resumed towards the other
+/// server (each data connection is a full handshake), and the config presents no client certificate.
+#[allow(clippy::expect_used)] // ring supports both versions; only a provider without them could fail here
+pub fn site_to_site_client_config() -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(SiteToSitePeer(Arc::clone(&provider)));
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .expect("the ring provider supports TLS 1.2 and 1.3")
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    // Each data connection stands alone: nothing to resume between different peer servers.
+    config.resumption = rustls::client::Resumption::disabled();
+    Arc::new(config)
+}
+
+/// The site-to-site verifier: accepts any certificate chain, still checks the handshake signatures (so the
+/// peer holds the key of the certificate it sent), see [`site_to_site_client_config`].
+#[derive(Debug)]
+struct SiteToSitePeer(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for SiteToSitePeer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 /// Returns `<state_dir>/cert.pem` and `<state_dir>/key.pem`, generating a self-signed certificate
 /// for `localhost`, `127.0.0.1` and `::1` there if either is missing (key written with mode 0600).
 ///

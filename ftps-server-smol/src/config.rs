@@ -258,7 +258,11 @@ pub struct PolicyConfig {
     /// Allow CCC (clear command channel, RFC 4217 section 6).
     pub allow_ccc: bool,
     /// Allow PORT/EPRT to an address other than the client's and PASV from another address
-    /// (site-to-site / FXP; off prevents FTP bounce attacks, RFC 2577).
+    /// (site-to-site / FXP; off prevents FTP bounce attacks, RFC 2577), for every user; a user's
+    /// `site_to_site` in the users file overrides it either way. Ports below 1024 stay refused. With
+    /// TLS, such sessions also offer `SSCN` and `CPSV` (this server as TLS client on the data
+    /// connection, without verifying the other server's certificate: see
+    /// `certs::site_to_site_client_config`).
     pub allow_site_to_site: bool,
 }
 

@@ -99,6 +99,9 @@ pub(crate) struct Shared {
     pub(crate) authenticator: Arc<dyn Authenticator>,
     tls: Option<TlsSource>,
     session: SessionConfig,
+    /// The TLS client config of site-to-site data connections (`SSCN`/`CPSV`), unless the session config
+    /// brought its own.
+    site_to_site_tls: Arc<rustls::ClientConfig>,
     limits: Limits,
     throttle: Option<Arc<LoginThrottle>>,
     log_transfers: bool,
@@ -243,6 +246,10 @@ impl ListenerContext {
     pub(crate) fn session_config(&self, shared: &Shared) -> SessionConfig {
         let mut config = shared.session.clone();
         config.tls = shared.tls.as_ref().map(TlsSource::current);
+        if config.site_to_site_tls.is_none() && config.tls.is_some() {
+            // Offered only to sessions whose (user) policy allows site-to-site transfers.
+            config.site_to_site_tls = Some(Arc::clone(&shared.site_to_site_tls));
+        }
         config.implicit_tls = self.options.implicit;
         config.passive_public_ipv4 = self.options.passive_public_ipv4;
         config
@@ -419,6 +426,7 @@ impl ServerBuilder {
                     .expect("Server::builder().authenticator(..) is required"),
                 tls: self.tls,
                 session: self.session,
+                site_to_site_tls: crate::certs::site_to_site_client_config(),
                 limits: self.limits,
                 throttle: self.throttle,
                 log_transfers: self.log_transfers,

@@ -597,6 +597,8 @@ impl Driver {
                         home: VirtualPath::root(),
                         policy: UserPolicy {
                             require_tls_data: user.require_tls == Some(true),
+                            allow_site_to_site: user.site_to_site == Some(true),
+                            deny_site_to_site: user.site_to_site == Some(false),
                             ..UserPolicy::default()
                         },
                     };

@@ -19,7 +19,7 @@ use ftps_server_smol::auth::{
 };
 use ftps_server_smol::server::{ListenerOptions, Server};
 use ftps_server_smol::storage::{BoxFuture, LocalStorage};
-use ftps_testkit::{peer, TempDir, TestCert};
+use ftps_testkit::{peer, TempDir, TestCert, Vsftpd, VSFTPD_PASSWORD, VSFTPD_USER};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "correct horse battery staple";
@@ -36,6 +36,7 @@ impl Authenticator for OneUser {
                     home: UserHome::Virtual("/".into()),
                     permission: Permission::ReadWrite,
                     require_tls: None,
+                    site_to_site: None,
                 })
             } else {
                 AuthOutcome::Denied
@@ -62,6 +63,18 @@ struct TestServer {
 
 impl TestServer {
     fn start(tls: Tls, resumption: ResumptionPolicy) -> Self {
+        Self::start_with(
+            tls,
+            SessionConfig {
+                data_resumption: resumption,
+                ..SessionConfig::default()
+            },
+            "127.0.0.1",
+        )
+    }
+
+    /// A server with this engine policy, listening on `bind_ip` (a loopback address).
+    fn start_with(tls: Tls, config: SessionConfig, bind_ip: &str) -> Self {
         let root = TempDir::new("server-root");
         let certs = TempDir::new("server-certs");
         let cert = TestCert::generate();
@@ -83,12 +96,11 @@ impl TestServer {
             .authenticator(Arc::new(OneUser))
             .tls(Arc::new(tls_config))
             .session_config(SessionConfig {
-                data_resumption: resumption,
                 preliminary_reply_wait: ftps_server_smol::server::PRELIMINARY_REPLY_WAIT,
-                ..SessionConfig::default()
+                ..config
             })
             .build();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = std::net::TcpListener::bind((bind_ip, 0)).unwrap();
         let addr = listener.local_addr().unwrap();
         let serving = server.clone();
         std::thread::spawn(move || {
@@ -615,4 +627,284 @@ fn start_implicit(tls: Tls) -> TestServer {
         })
     });
     server
+}
+
+// ----- site-to-site (FXP) -----
+//
+// The two servers listen on different loopback addresses (127.0.0.2 and 127.0.0.1), so that for the server
+// connecting out (PORT) the other server is a third party, as in a real FXP between two hosts: without the
+// site-to-site opt-in it refuses that PORT (RFC 2577 section 3), and with it the other server's full TLS
+// handshake is accepted without resumption (it cannot resume our control session). The passive side is the
+// TLS client (SSCN ON or CPSV) on 127.0.0.2.
+
+/// A server allowing site-to-site transfers, on `bind_ip`.
+fn fxp_server(bind_ip: &str) -> TestServer {
+    TestServer::start_with(
+        Tls::V13,
+        SessionConfig {
+            allow_site_to_site: true,
+            ..SessionConfig::default()
+        },
+        bind_ip,
+    )
+}
+
+/// Our client, logged in to `server` (the certificate names localhost and 127.0.0.1).
+fn fxp_client(server: &TestServer) -> ftps_client_blocking::Client {
+    let config = ftps_client_blocking::ClientConfig::new()
+        .ca_file(&server.cert_file)
+        .server_name("localhost")
+        .reply_timeout(Duration::from_secs(20));
+    let mut client = ftps_client_blocking::Client::connect_addr(server.addr, config).unwrap();
+    client.login(USER, PASSWORD).unwrap();
+    client
+}
+
+#[test]
+fn site_to_site_prot_p_via_sscn_and_via_cpsv() {
+    use ftps_client_blocking::fxp::{
+        Side, SiteToSiteOptions, SiteToSiteProtection, TlsClientMethod,
+    };
+    let far = fxp_server("127.0.0.2");
+    let near = fxp_server("127.0.0.1");
+    let data = random_bytes(3 * 1024 * 1024 + 17, 11);
+    std::fs::write(far.root.path().join("src.bin"), &data).unwrap();
+    let mut far_client = fxp_client(&far);
+    let mut near_client = fxp_client(&near);
+    assert!(far_client
+        .features()
+        .unwrap()
+        .lines
+        .iter()
+        .any(|l| l == "SSCN"));
+
+    // far -> near: SSCN on the source (far), which listens; near connects to it.
+    let report = far_client
+        .site_to_site(
+            "src.bin",
+            &mut near_client,
+            "copy.bin",
+            SiteToSiteProtection::RequirePrivate,
+        )
+        .unwrap();
+    assert!(report.private);
+    assert_eq!(
+        report.tls_client,
+        Some((Side::Source, TlsClientMethod::Sscn))
+    );
+    assert_eq!(report.passive, Side::Source);
+    assert_eq!(report.destination_reply.code.get(), 226);
+    assert_eq!(report.destination_size, Some(data.len() as u64));
+    assert_eq!(
+        std::fs::read(near.root.path().join("copy.bin")).unwrap(),
+        data
+    );
+
+    // near -> far with CPSV on the destination (far): the other direction and the other method.
+    let options = SiteToSiteOptions::new(SiteToSiteProtection::RequirePrivate)
+        .method(TlsClientMethod::Cpsv)
+        .tls_client(Side::Destination);
+    let report = near_client
+        .site_to_site_with("copy.bin", &mut far_client, "back.bin", options)
+        .unwrap();
+    assert_eq!(
+        report.tls_client,
+        Some((Side::Destination, TlsClientMethod::Cpsv))
+    );
+    assert_eq!(
+        std::fs::read(far.root.path().join("back.bin")).unwrap(),
+        data
+    );
+
+    // Both sessions still work for ordinary transfers afterwards (SSCN was switched off again).
+    assert_eq!(far_client.size("back.bin").unwrap(), data.len() as u64);
+    let mut download = far_client.retr("src.bin", 0).unwrap();
+    let mut back = Vec::new();
+    std::io::Read::read_to_end(&mut download, &mut back).unwrap();
+    assert!(download.finish().unwrap().tls_resumed);
+    assert_eq!(back, data);
+    far_client.quit().unwrap();
+    near_client.quit().unwrap();
+}
+
+#[test]
+fn site_to_site_is_refused_without_the_opt_in() {
+    use ftps_client_blocking::fxp::SiteToSiteProtection;
+    let far = fxp_server("127.0.0.2");
+    // The default policy: no PORT to a third party, no SSCN/CPSV in FEAT.
+    let near = TestServer::start(Tls::V13, ResumptionPolicy::Required);
+    std::fs::write(far.root.path().join("src.bin"), b"never copied").unwrap();
+    let mut far_client = fxp_client(&far);
+    let mut near_client = fxp_client(&near);
+    assert!(!near_client
+        .features()
+        .unwrap()
+        .lines
+        .iter()
+        .any(|l| l == "SSCN" || l == "CPSV"));
+    let error = far_client
+        .site_to_site(
+            "src.bin",
+            &mut near_client,
+            "copy.bin",
+            SiteToSiteProtection::RequirePrivate,
+        )
+        .unwrap_err();
+    assert_eq!(error.reply_code(), Some(504), "{error}");
+    assert!(error.to_string().contains("site-to-site"), "{error}");
+    // A missing source fails at once (550 to SIZE), before any data connection is set up.
+    let started = std::time::Instant::now();
+    let error = far_client
+        .site_to_site(
+            "missing.bin",
+            &mut near_client,
+            "copy.bin",
+            SiteToSiteProtection::RequirePrivate,
+        )
+        .unwrap_err();
+    assert_eq!(error.reply_code(), Some(550), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(!near.root.path().join("copy.bin").exists());
+    // Both sessions go on.
+    far_client.noop().unwrap();
+    near_client.noop().unwrap();
+}
+
+/// Our client logged in to vsftpd, trusting its certificate (written into `scratch`).
+fn vsftpd_client(server: &Vsftpd, scratch: &TempDir) -> ftps_client_blocking::Client {
+    let ca = scratch.path().join("vsftpd-ca.pem");
+    std::fs::write(&ca, &server.cert.cert_pem).unwrap();
+    let config = ftps_client_blocking::ClientConfig::new()
+        .ca_file(&ca)
+        .server_name("localhost")
+        .reply_timeout(Duration::from_secs(20));
+    let mut client = ftps_client_blocking::Client::connect_addr(server.addr, config).unwrap();
+    client.login(VSFTPD_USER, VSFTPD_PASSWORD).unwrap();
+    client
+}
+
+/// vsftpd offers neither SSCN nor CPSV: with a source that does not either, `PROT P` is refused by the client
+/// before anything is sent; a server that does offer SSCN still cannot make vsftpd (`require_ssl_reuse`) accept
+/// its data connection, and that failure is reported, not hung on (vsftpd closes that control session; our
+/// server, the sender, saw a clean TLS close and says 226: only the receiver knows the data was refused).
+#[test]
+fn site_to_site_prot_p_with_vsftpd_fails_clearly() {
+    use ftps_client_blocking::fxp::SiteToSiteProtection;
+    let Some(vsftpd) = Vsftpd::start() else {
+        return;
+    };
+    let scratch = TempDir::new("fxp-vsftpd");
+    let ours = TestServer::start(Tls::V13, ResumptionPolicy::Required);
+    std::fs::write(ours.root.path().join("src.bin"), b"payload").unwrap();
+    let mut source = fxp_client(&ours);
+    let mut destination = vsftpd_client(&vsftpd, &scratch);
+    let error = source
+        .site_to_site(
+            "src.bin",
+            &mut destination,
+            "copy.bin",
+            SiteToSiteProtection::RequirePrivate,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(error, ftps_client_blocking::Error::Protocol(ref text) if text.contains("SSCN or CPSV")),
+        "{error}"
+    );
+
+    let with_sscn = fxp_server("127.0.0.1");
+    std::fs::write(with_sscn.root.path().join("src.bin"), b"payload").unwrap();
+    let mut source = fxp_client(&with_sscn);
+    let started = std::time::Instant::now();
+    let error = source
+        .site_to_site(
+            "src.bin",
+            &mut destination,
+            "copy.bin",
+            SiteToSiteProtection::RequirePrivate,
+        )
+        .unwrap_err();
+    // vsftpd refuses the handshake (522; it also ends that control session), rather than hanging.
+    assert_eq!(error.reply_code(), Some(522), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(20), "{error}");
+    source.noop().unwrap();
+}
+
+/// The explicit clear-data choice between our server and vsftpd (configured to allow `PROT C` data): `PROT C`
+/// on both, the file copied byte for byte. vsftpd needs no `port_promiscuous` here: on loopback our server has
+/// the client's IP.
+#[test]
+fn site_to_site_clear_between_our_server_and_vsftpd() {
+    use ftps_client_blocking::fxp::SiteToSiteProtection;
+    let Some(vsftpd) = Vsftpd::start_with("force_local_data_ssl=NO\n") else {
+        return;
+    };
+    let scratch = TempDir::new("fxp-vsftpd-clear");
+    let ours = TestServer::start_with(
+        Tls::V13,
+        SessionConfig {
+            allow_site_to_site: true,
+            require_tls_data: false,
+            ..SessionConfig::default()
+        },
+        "127.0.0.1",
+    );
+    let data = random_bytes(1024 * 1024 + 5, 23);
+    std::fs::write(ours.root.path().join("src.bin"), &data).unwrap();
+    let mut ours_client = fxp_client(&ours);
+    let mut vsftpd_client = vsftpd_client(&vsftpd, &scratch);
+    let report = ours_client
+        .site_to_site(
+            "src.bin",
+            &mut vsftpd_client,
+            "copy.bin",
+            SiteToSiteProtection::Clear,
+        )
+        .unwrap();
+    assert!(!report.private && report.tls_client.is_none());
+    assert_eq!(std::fs::read(vsftpd.home.join("copy.bin")).unwrap(), data);
+    // And back, vsftpd as the source.
+    let report = vsftpd_client
+        .site_to_site(
+            "copy.bin",
+            &mut ours_client,
+            "back.bin",
+            SiteToSiteProtection::Clear,
+        )
+        .unwrap();
+    assert_eq!(report.destination_size, Some(data.len() as u64));
+    assert_eq!(
+        std::fs::read(ours.root.path().join("back.bin")).unwrap(),
+        data
+    );
+}
+
+/// `PROT C` chosen explicitly between two of our servers (both allow clear data): the sender's TCP FIN ends the
+/// file, the receiver's EOF ends the transfer.
+#[test]
+fn site_to_site_clear_between_our_servers() {
+    use ftps_client_blocking::fxp::SiteToSiteProtection;
+    let config = SessionConfig {
+        allow_site_to_site: true,
+        require_tls_data: false,
+        ..SessionConfig::default()
+    };
+    let far = TestServer::start_with(Tls::V12, config.clone(), "127.0.0.2");
+    let near = TestServer::start_with(Tls::V12, config, "127.0.0.1");
+    let data = random_bytes(2 * 1024 * 1024 + 1, 31);
+    std::fs::write(far.root.path().join("src.bin"), &data).unwrap();
+    let mut far_client = fxp_client(&far);
+    let mut near_client = fxp_client(&near);
+    let report = far_client
+        .site_to_site(
+            "src.bin",
+            &mut near_client,
+            "copy.bin",
+            SiteToSiteProtection::Clear,
+        )
+        .unwrap();
+    assert!(!report.private && report.tls_client.is_none());
+    assert_eq!(
+        std::fs::read(near.root.path().join("copy.bin")).unwrap(),
+        data
+    );
 }

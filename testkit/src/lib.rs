@@ -163,6 +163,12 @@ impl Vsftpd {
     /// vsftpd 3.0.x has no switch for TLS 1.3: it offers what OpenSSL negotiates (TLS 1.3 with a current
     /// client). Tests that need TLS 1.2 cap the client.
     pub fn start() -> Option<Self> {
+        Self::start_with("")
+    }
+
+    /// [`Vsftpd::start`] with `extra` appended to the generated `vsftpd.conf` (`key=value` lines; a later line
+    /// overrides an earlier one), e.g. `"force_local_data_ssl=NO\n"` for tests of clear data connections.
+    pub fn start_with(extra: &str) -> Option<Self> {
         let program = peer("vsftpd")?;
         require_root("vsftpd")?;
         ensure_local_user(VSFTPD_USER, VSFTPD_PASSWORD);
@@ -197,6 +203,7 @@ impl Vsftpd {
             cert = cert_file.display(),
             key = key_file.display(),
         );
+        let conf = conf + extra;
         let conf_file = dir.path().join("vsftpd.conf");
         std::fs::write(&conf_file, conf).expect("vsftpd.conf");
         let child = Command::new(program)

@@ -10,7 +10,7 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
-use ftps_client_blocking::cli::{Cli, CliError, PASSWORD_ENV};
+use ftps_client_blocking::cli::{Cli, CliError};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -18,9 +18,8 @@ fn main() -> ExitCode {
         Err(e) => return clap_exit(&e),
     };
     // A non-UTF-8 value is treated as absent rather than guessed at.
-    let env_password = std::env::var(PASSWORD_ENV).ok();
     let result = cli
-        .resolve(env_password, &mut prompt_password)
+        .resolve_with_env(&mut |name| std::env::var(name).ok(), &mut prompt_password)
         .and_then(ftps_run::run);
     match result {
         Ok(()) => ExitCode::SUCCESS,

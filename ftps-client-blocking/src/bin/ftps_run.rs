@@ -11,12 +11,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ftps_client_blocking::cli::{
-    Action, CliError, ConnectionOptions, ErrorKind, Invocation, MirrorDirection,
+    Action, CliError, ConnectionOptions, Destination, ErrorKind, Invocation, MirrorDirection,
 };
 use ftps_client_blocking::mirror::{self, LocalWalk, Plan, TimePrecision, TreeEntry};
 use ftps_client_blocking::progress::{format_bytes, Progress};
 use ftps_client_blocking::{
-    Client, ClientConfig, DataConnectionMode, Entry, EntryKind, Error, Scheme, Timeval, TlsVersions,
+    Client, ClientConfig, DataConnectionMode, Entry, EntryKind, Error, Scheme,
+    SiteToSiteProtection, Timeval, TlsVersions,
 };
 
 /// Deepest remote directory level `mirror` descends into: a listing is peer input, and a server
@@ -242,6 +243,11 @@ fn perform(
             let local_tree = local_tree.unwrap_or_default();
             mirror(client, *direction, local, remote, &local_tree, quiet)
         }
+        Action::SiteToSite {
+            remote,
+            destination,
+            protection,
+        } => site_to_site(client, remote, destination, *protection, quiet),
     }
 }
 
@@ -424,6 +430,48 @@ fn put(
     result
         .map(drop)
         .map_err(|e| Failure::client(Phase::Transfer, &context, &e))
+}
+
+// ----- fxp -----
+
+/// `fxp`: logs in to the destination too and has the servers copy the file between them.
+fn site_to_site(
+    source: &mut Client,
+    remote: &str,
+    destination: &Destination,
+    protection: SiteToSiteProtection,
+    quiet: bool,
+) -> Result<(), Failure> {
+    let mut target = connect(&destination.connection)?;
+    let login = &destination.login;
+    if let Err(e) = target.login(&login.user, &login.password) {
+        let context = format!("login as {} on {}", login.user, destination.connection.host);
+        return Err(Failure::client(Phase::Login, &context, &e));
+    }
+    let context = format!("fxp {remote} -> {}", destination.remote);
+    let result = source.site_to_site(remote, &mut target, &destination.remote, protection);
+    if !target.is_closed() {
+        let _ = target.quit();
+    }
+    let report = result.map_err(|e| Failure::client(Phase::Transfer, &context, &e))?;
+    if !quiet {
+        let protection = match report.tls_client {
+            Some((side, method)) => format!("PROT P, {side:?} is TLS client via {method:?}"),
+            None => "PROT C (unprotected data)".to_string(),
+        };
+        let size = report
+            .destination_size
+            .or(report.source_bytes)
+            .map(|n| format!(", {}", format_bytes(n)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            io::stderr().lock(),
+            "{} -> {}: copied server to server ({protection}{size})",
+            shown(remote),
+            shown(&destination.remote)
+        );
+    }
+    Ok(())
 }
 
 // ----- mirror -----

@@ -89,7 +89,10 @@ use crate::tls::{ReadState, TlsConn};
 
 pub use config::{ClientSessionConfig, DataConnectionMode, Security};
 pub use event::{Direction, Event, SessionError};
-pub use op::{Credentials, OpError, OpId, Operation, Output, ServerFeatures, TransferReport};
+pub use op::{
+    Credentials, OpError, OpId, Operation, Output, ServerFeatures, SiteToSiteCommand,
+    TransferReport,
+};
 
 /// Replies the session absorbs while settling an `ABOR` before it gives up.
 const MAX_ABORT_REPLIES: u8 = 4;
@@ -903,6 +906,17 @@ impl ClientSession {
             Operation::Login(_) => plan.push_back(Step::User),
             Operation::Rename { .. } => plan.extend([Step::Rnfr, Step::Rnto]),
             Operation::Quit => plan.push_back(Step::Quit),
+            Operation::SetDataProtection(true)
+                if self.tls_config.is_some() && !self.protection_settled =>
+            {
+                plan.extend([Step::Pbsz, Step::Single]);
+            }
+            Operation::SiteToSiteTransfer(_) => {
+                if !self.type_image {
+                    plan.push_back(Step::Type);
+                }
+                plan.push_back(Step::Transfer);
+            }
             op if op.is_transfer() => {
                 if self.tls_config.is_some() && !self.protection_settled {
                     plan.extend([Step::Pbsz, Step::Prot]);
@@ -1040,6 +1054,12 @@ impl ClientSession {
                 }
                 Operation::Append(path) => Command::Appe(path.clone()),
                 Operation::StoreUnique(hint) => Command::Stou(hint.clone()),
+                Operation::SiteToSiteTransfer(SiteToSiteCommand::Retrieve(path)) => {
+                    Command::Retr(path.clone())
+                }
+                Operation::SiteToSiteTransfer(SiteToSiteCommand::Store(path)) => {
+                    Command::Stor(path.clone())
+                }
                 _ => return Err(OpError::InvalidOperation("not a transfer")),
             },
             (Step::Single, op) => match op {
@@ -1057,6 +1077,13 @@ impl ClientSession {
                 },
                 Operation::Raw(c) => c.clone(),
                 Operation::Noop => Command::Noop,
+                Operation::SetDataProtection(true) => Command::Prot(ProtectionLevel::Private),
+                Operation::SetDataProtection(false) => Command::Prot(ProtectionLevel::Clear),
+                Operation::SiteToSiteTlsClient(on) => Command::Sscn(Some(*on)),
+                Operation::SiteToSitePassive { tls_client: true } => Command::Cpsv,
+                Operation::SiteToSitePassive { tls_client: false } => Command::Pasv,
+                Operation::SiteToSitePort(SocketAddr::V4(v4)) => Command::Port(*v4),
+                Operation::SiteToSitePort(addr) => Command::Eprt(*addr),
                 _ => {
                     return Err(OpError::InvalidOperation(
                         "no single command for this operation",
@@ -1203,6 +1230,12 @@ impl ClientSession {
                         self.type_image = *t == RepresentationType::Image;
                     }
                 }
+                if let Operation::SetDataProtection(private) = running.op {
+                    if reply.code.is_completion() {
+                        self.data_private = private;
+                        self.protection_settled = true;
+                    }
+                }
                 let result = single_output(&running.op, reply);
                 self.finish_op(result);
                 self.pump(now);
@@ -1282,6 +1315,12 @@ impl ClientSession {
             return;
         }
         running.transfer.preliminary = true;
+        if matches!(running.op, Operation::SiteToSiteTransfer(_)) {
+            // The data connection runs between two servers: nothing to hand out, and no deadline while they
+            // copy (the final reply comes when they are done).
+            self.reply_deadline = None;
+            return;
+        }
         let id = running.id;
         let direction = if running.op.is_upload() {
             Direction::Upload
@@ -1337,6 +1376,11 @@ impl ClientSession {
         if !reply.code.is_completion() {
             // 425/426/450/451/5xx: the transfer failed; the frontend drops the data channel.
             return self.refuse(now, reply);
+        }
+        if matches!(running.op, Operation::SiteToSiteTransfer(_)) {
+            self.finish_op(Ok(Output::Done(reply)));
+            self.pump(now);
+            return;
         }
         let preliminary = running.transfer.preliminary;
         running.transfer.final_reply = Some(reply);
@@ -1504,6 +1548,12 @@ fn single_output(op: &Operation, reply: Reply) -> Result<Output, OpError> {
             "PWD answered without 257".to_string(),
         )),
         Operation::Mkdir(path) => Ok(Output::Directory(path.clone())),
+        Operation::SiteToSitePassive { .. } => match reply.parse_pasv() {
+            Some(addr) => Ok(Output::PassiveAddress(addr)),
+            None => Err(OpError::MalformedReply(
+                "227 without an address".to_string(),
+            )),
+        },
         Operation::Size(_) => match reply.parse_file_size() {
             Some(size) => Ok(Output::Size(size)),
             _ => Err(OpError::MalformedReply(

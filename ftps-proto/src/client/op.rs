@@ -120,8 +120,41 @@ pub enum Operation {
     Raw(Command),
     /// `NOOP`: [`Output::Done`].
     Noop,
+    /// `PROT P` (`true`, after `PBSZ 0` if not sent yet) or `PROT C` (`false`) on a TLS session: sets the
+    /// protection of the data connections that follow (RFC 4217 section 9). [`Output::Done`]; a refusal is
+    /// [`OpError::Refused`] and leaves the protection as it was. For site-to-site transfers, which need the same
+    /// protection on both servers.
+    SetDataProtection(bool),
+    /// `SSCN ON` (`true`) or `SSCN OFF`: this server takes the TLS client role on the data connections that
+    /// follow, for a site-to-site transfer under `PROT P` ("200 Client method"). [`Output::Done`].
+    SiteToSiteTlsClient(bool),
+    /// `CPSV` (`tls_client`) or `PASV` for a site-to-site transfer: the server listens, and with `CPSV` takes the
+    /// TLS client role on that connection. [`Output::PassiveAddress`] with the 227 address *as sent* (it is given
+    /// to the other server, so the usual "use the control peer's IP" rule does not apply). No data connection is
+    /// opened by this session.
+    SiteToSitePassive {
+        /// Send `CPSV` instead of `PASV`.
+        tls_client: bool,
+    },
+    /// `PORT` (IPv4) or `EPRT` (IPv6) naming the *other* server's passive address, for a site-to-site transfer.
+    /// The server must allow it (RFC 2577 section 3 makes it refuse by default). [`Output::Done`].
+    SiteToSitePort(std::net::SocketAddr),
+    /// `RETR` or `STOR` whose data connection goes to another server (set up with
+    /// [`Operation::SiteToSitePassive`] / [`Operation::SiteToSitePort`]): the 1xx and final replies are tracked,
+    /// no [`Event::DataChannel`](super::Event::DataChannel) is emitted and no data deadline runs while the
+    /// servers copy. [`Output::Done`] with the final reply (226/250).
+    SiteToSiteTransfer(SiteToSiteCommand),
     /// `QUIT` (221); the session is closed afterwards: [`Output::Done`].
     Quit,
+}
+
+/// The transfer command of one side of a site-to-site transfer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SiteToSiteCommand {
+    /// `RETR path`: this server sends.
+    Retrieve(String),
+    /// `STOR path`: this server receives.
+    Store(String),
 }
 
 impl Operation {
@@ -206,6 +239,8 @@ pub enum Output {
     Names(Vec<String>),
     /// A finished upload or download.
     Transfer(TransferReport),
+    /// The 227 address of [`Operation::SiteToSitePassive`], as the server sent it.
+    PassiveAddress(std::net::SocketAddrV4),
 }
 
 /// Why an operation failed.

@@ -1471,3 +1471,77 @@ fn ccc_records_split_across_reads_are_collected() {
     assert!(matches!(s.completed(), (id, Ok(Output::LoggedIn(_))) if id == op));
     assert!(s.client.tls_info().is_none());
 }
+
+#[test]
+fn site_to_site_operations_open_no_data_connection() {
+    let pki = TestPki::new();
+    let config = ClientSessionConfig::new(pki.client_config(TLS13));
+    let mut s = Script::tls(&pki, TLS13, config);
+    s.connect_and_login(FEAT_PLAIN);
+
+    let sscn = s.client.submit(s.now, Operation::SiteToSiteTlsClient(true));
+    s.expect("SSCN ON", "200 Client method");
+    assert!(
+        matches!(s.completed(), (id, Ok(Output::Done(r))) if id == sscn && r.code.get() == 200)
+    );
+
+    // The 227 address is reported as sent, not rewritten to the control peer: it goes to the other server.
+    let pasv = s
+        .client
+        .submit(s.now, Operation::SiteToSitePassive { tls_client: true });
+    s.expect("CPSV", "227 Entering Passive Mode (198,51,100,4,200,10)");
+    let (id, result) = s.completed();
+    assert_eq!(id, pasv);
+    assert_eq!(
+        result.unwrap(),
+        Output::PassiveAddress("198.51.100.4:51210".parse().unwrap())
+    );
+
+    let port = s.client.submit(
+        s.now,
+        Operation::SiteToSitePort("198.51.100.4:51210".parse().unwrap()),
+    );
+    s.expect("PORT 198,51,100,4,200,10", "200 PORT command successful");
+    assert!(matches!(s.completed(), (id, Ok(_)) if id == port));
+
+    // The transfer: 150 hands out nothing, and no reply deadline runs while the servers copy.
+    let retr = s.client.submit(
+        s.now,
+        Operation::SiteToSiteTransfer(SiteToSiteCommand::Retrieve("big.iso".into())),
+    );
+    s.expect("RETR big.iso", "150 Opening BINARY mode data connection");
+    assert!(!s.events.iter().any(|e| matches!(
+        e,
+        Event::DataChannel { .. } | Event::OpenDataConnection { .. } | Event::Listen { .. }
+    )));
+    assert_eq!(s.client.poll_timeout(), None);
+    s.now += Duration::from_secs(3600);
+    s.send("226 Transfer complete (1234 bytes)\r\n");
+    assert!(
+        matches!(s.completed(), (id, Ok(Output::Done(r))) if id == retr && r.code.get() == 226)
+    );
+
+    // A refused transfer and a refused passive request are operation errors; the session goes on.
+    let stor = s.client.submit(
+        s.now,
+        Operation::SiteToSiteTransfer(SiteToSiteCommand::Store("x".into())),
+    );
+    s.expect("STOR x", "425 Can't open data connection");
+    assert!(matches!(s.completed(), (id, Err(OpError::Refused(_))) if id == stor));
+    let cpsv = s
+        .client
+        .submit(s.now, Operation::SiteToSitePassive { tls_client: true });
+    s.expect("CPSV", "500 Unknown command");
+    assert!(matches!(s.completed(), (id, Err(OpError::Refused(_))) if id == cpsv));
+
+    // PROT C for a clear site-to-site transfer, and back.
+    let clear = s.client.submit(s.now, Operation::SetDataProtection(false));
+    s.expect("PROT C", "200 Protection set to Clear");
+    assert!(matches!(s.completed(), (id, Ok(_)) if id == clear));
+    assert!(!s.client.data_protected());
+    let private = s.client.submit(s.now, Operation::SetDataProtection(true));
+    s.expect("PROT P", "200 Protection set to Private");
+    assert!(matches!(s.completed(), (id, Ok(_)) if id == private));
+    assert!(s.client.data_protected());
+    assert!(s.client.error().is_none());
+}

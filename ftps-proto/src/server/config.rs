@@ -28,8 +28,24 @@ pub struct SessionConfig {
     pub allow_anonymous: bool,
     /// Accept `CCC` (RFC 4217 section 6: clear the control channel); 534 when off.
     pub allow_ccc: bool,
-    /// Allow `PORT`/`EPRT` to an IP other than the control peer's (FXP); RFC 2577 section 3 says no by default.
+    /// Allow site-to-site transfers (FXP): `PORT`/`EPRT` to an IP other than the control peer's, and passive
+    /// data connections from another IP. RFC 2577 section 3 says no by default; ports below 1024 stay refused
+    /// either way.
+    ///
+    /// A data connection with a *third party* (an IP other than the control peer's, only possible with this
+    /// on) cannot resume this control session's TLS session (the peer is another server, which has no session
+    /// with us), so [`SessionConfig::data_resumption`] applies only to data connections with the control peer's
+    /// own IP; third-party ones are accepted with a full handshake ([`ResumptionPolicy::Preferred`]).
     pub allow_site_to_site: bool,
+    /// The TLS client config for data connections on which this server takes the TLS *client* role: after
+    /// `SSCN ON`, and on `CPSV` data connections (the "TLS for 3rd party transfers" convention of FileZilla
+    /// Server, glftpd and DrFTPD). `SSCN` and `CPSV` are offered (and listed in `FEAT`) only when this is set,
+    /// [`SessionConfig::allow_site_to_site`] is on and the server has TLS.
+    ///
+    /// The peer of such a connection is another FTP server reached by address, not by name, so the frontend
+    /// builds this config without certificate verification (the control connections carry the trust) and
+    /// without resumption expectations.
+    pub site_to_site_tls: Option<Arc<rustls::ClientConfig>>,
     /// The IPv4 address announced in 227 replies (behind NAT); `None` announces the listener's own address.
     pub passive_public_ipv4: Option<Ipv4Addr>,
     /// Close (421) after this long without a command, outside transfers.
@@ -69,6 +85,7 @@ impl Default for SessionConfig {
             allow_anonymous: false,
             allow_ccc: false,
             allow_site_to_site: false,
+            site_to_site_tls: None,
             passive_public_ipv4: None,
             idle_timeout: Duration::from_secs(300),
             login_timeout: Duration::from_secs(60),
@@ -82,8 +99,10 @@ impl Default for SessionConfig {
     }
 }
 
-/// A user's policy, applied after login. It can only narrow the server's [`SessionConfig`]: a `true` here
-/// tightens, a `false` leaves the server's choice; timeouts take the shorter.
+/// A user's policy, applied after login. It narrows the server's [`SessionConfig`]: a `true` here tightens, a
+/// `false` leaves the server's choice; timeouts take the shorter. The one exception is
+/// [`UserPolicy::allow_site_to_site`], the per-user opt-in for site-to-site transfers, which the frontend grants
+/// from its own (administrator's) configuration, never from anything the client sends.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UserPolicy {
     /// Require TLS on data connections for this user.
@@ -92,6 +111,11 @@ pub struct UserPolicy {
     pub deny_ccc: bool,
     /// Refuse site-to-site `PORT`/`EPRT` for this user.
     pub deny_site_to_site: bool,
+    /// Allow site-to-site transfers (FXP) for this user even when the server's
+    /// [`SessionConfig::allow_site_to_site`] is off: `PORT`/`EPRT` to another IP (never below port 1024), passive
+    /// connections from another IP, and `SSCN`/`CPSV` when the server has a
+    /// [`SessionConfig::site_to_site_tls`] config. `deny_site_to_site` wins over it.
+    pub allow_site_to_site: bool,
     /// Require data-connection resumption for this user.
     pub require_resumption: bool,
     /// A shorter idle timeout for this user.
@@ -104,7 +128,8 @@ impl SessionConfig {
         let mut out = self.clone();
         out.require_tls_data |= user.require_tls_data;
         out.allow_ccc &= !user.deny_ccc;
-        out.allow_site_to_site &= !user.deny_site_to_site;
+        out.allow_site_to_site =
+            (out.allow_site_to_site || user.allow_site_to_site) && !user.deny_site_to_site;
         if user.require_resumption {
             out.data_resumption = ResumptionPolicy::Required;
         }
@@ -135,6 +160,7 @@ mod tests {
             deny_site_to_site: true,
             require_resumption: true,
             idle_timeout: Some(Duration::from_secs(10)),
+            allow_site_to_site: true,
         };
         let n = server.narrowed(&user);
         assert!(n.require_tls_data && !n.allow_ccc && !n.allow_site_to_site);
@@ -143,5 +169,21 @@ mod tests {
         // A longer user timeout does not widen.
         server.idle_timeout = Duration::from_secs(5);
         assert_eq!(server.narrowed(&user).idle_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn site_to_site_is_a_per_user_opt_in() {
+        let server = SessionConfig::default();
+        assert!(!server.narrowed(&UserPolicy::default()).allow_site_to_site);
+        let fxp_user = UserPolicy {
+            allow_site_to_site: true,
+            ..UserPolicy::default()
+        };
+        assert!(server.narrowed(&fxp_user).allow_site_to_site);
+        let denied = UserPolicy {
+            deny_site_to_site: true,
+            ..fxp_user
+        };
+        assert!(!server.narrowed(&denied).allow_site_to_site);
     }
 }

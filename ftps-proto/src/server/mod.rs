@@ -252,6 +252,8 @@ struct Data {
     waiting: Option<ReqId>,
     /// Established and not yet handed over: the peer.
     connected: Option<SocketAddr>,
+    /// The passive listener came from `CPSV`: this server is the TLS client on its connection.
+    cpsv: bool,
 }
 
 /// Where a transfer command is.
@@ -280,6 +282,8 @@ struct Transfer {
     aborted: bool,
     /// `OpenRead`/`OpenWrite` id, to release on failure.
     file: Option<ReqId>,
+    /// The data channel runs as TLS server under [`ResumptionPolicy::Required`] (decided when it is built).
+    resumption_required: bool,
 }
 
 /// The session's timers; each is taken when it fires, so no deadline is returned twice.
@@ -338,6 +342,8 @@ pub struct ServerSession {
     rest: u64,
     rnfr: Option<VirtualPath>,
     epsv_all: bool,
+    /// `SSCN ON`: this server takes the TLS client role on data connections (site-to-site transfers).
+    sscn_client: bool,
     facts: FactSet,
     cwd: VirtualPath,
     data: Data,
@@ -453,6 +459,7 @@ impl ServerSession {
             rest: 0,
             rnfr: None,
             epsv_all: false,
+            sscn_client: false,
             facts: FactSet::default(),
             cwd: VirtualPath::root(),
             data: Data::default(),
@@ -506,6 +513,14 @@ impl ServerSession {
     /// policy allows site-to-site transfers. The frontend calls this for every accepted passive connection.
     pub fn data_peer_allowed(&self, ip: IpAddr) -> bool {
         self.policy.allow_site_to_site || same_ip(ip, self.peer.ip())
+    }
+
+    /// Whether `SSCN` and `CPSV` are offered: site-to-site allowed, TLS configured, and a TLS client config
+    /// for the data connections on which this server is the TLS client.
+    pub fn site_to_site_tls_offered(&self) -> bool {
+        self.policy.allow_site_to_site
+            && self.bound_tls.is_some()
+            && self.base.site_to_site_tls.is_some()
     }
 
     // ----- inputs -----
@@ -1190,6 +1205,18 @@ impl ServerSession {
                 self.reply(ReplyCode::CLOSING_DATA_CONNECTION, "No transfer to abort");
             }
             Command::Pasv => self.cmd_passive(false),
+            Command::Sscn(mode) => self.cmd_sscn(mode),
+            Command::Cpsv => {
+                if self.site_to_site_tls_offered() {
+                    self.cmd_passive(false);
+                    self.data.cpsv = true;
+                } else {
+                    self.reply(
+                        ReplyCode::NOT_IMPLEMENTED,
+                        "CPSV not available: site-to-site transfers are not enabled",
+                    );
+                }
+            }
             Command::Epsv(EpsvArgument::Default) => self.cmd_passive(true),
             Command::Epsv(EpsvArgument::All) => {
                 self.epsv_all = true;
@@ -1424,6 +1451,7 @@ impl ServerSession {
         self.rest = 0;
         self.rnfr = None;
         self.epsv_all = false;
+        self.sscn_client = false;
         self.facts = FactSet::default();
         self.cwd = VirtualPath::root();
         self.timers.login = Some(self.now + self.base.login_timeout);
@@ -1441,6 +1469,9 @@ impl ServerSession {
             if self.policy.allow_ccc {
                 lines.push(" CCC".to_owned());
             }
+        }
+        if self.site_to_site_tls_offered() {
+            lines.extend([" CPSV".to_owned(), " SSCN".to_owned()]);
         }
         for f in ["EPRT", "EPSV", "HOST", "MDTM", "MFMT"] {
             lines.push(format!(" {f}"));
@@ -1589,6 +1620,27 @@ impl ServerSession {
         );
     }
 
+    /// `SSCN [ON|OFF]`: the data-connection TLS role for the connections opened after it, active or passive.
+    /// The replies follow FileZilla Server and glftpd: "200 Client method" / "200 Server method".
+    fn cmd_sscn(&mut self, mode: Option<bool>) {
+        if !self.site_to_site_tls_offered() {
+            self.reply(
+                ReplyCode::NOT_IMPLEMENTED,
+                "SSCN not available: site-to-site transfers are not enabled",
+            );
+            return;
+        }
+        if let Some(on) = mode {
+            self.sscn_client = on;
+        }
+        let text = if self.sscn_client {
+            "Client method"
+        } else {
+            "Server method"
+        };
+        self.reply(ReplyCode::COMMAND_OK, text);
+    }
+
     fn cmd_active(&mut self, addr: SocketAddr) {
         if self.epsv_all {
             self.reply(ReplyCode::BAD_SEQUENCE, "Only EPSV allowed after EPSV ALL");
@@ -1724,6 +1776,7 @@ impl ServerSession {
             offset,
             aborted: false,
             file: None,
+            resumption_required: false,
         });
     }
 
@@ -1776,28 +1829,31 @@ impl ServerSession {
     /// The data connection is there: preliminary reply, then hand the channel over.
     fn run_transfer(&mut self, code: ReplyCode) {
         self.timers.data_accept = None;
-        let bound = if self.prot_private {
-            self.bound_data_tls.clone()
-        } else {
-            None
+        let role = self.data_tls_role();
+        let resumption_required = matches!(
+            role,
+            transfer::DataRole::TlsServer {
+                resumption: ResumptionPolicy::Required,
+                ..
+            }
+        );
+        let channel = match transfer::build_channel(self.now, role) {
+            Ok(c) => c,
+            Err(_) => {
+                self.fail_transfer_before_run(
+                    ReplyCode::LOCAL_ERROR,
+                    "Cannot set up data channel TLS",
+                );
+                return;
+            }
         };
-        let channel =
-            match transfer::build_channel(self.now, bound.as_ref(), self.policy.data_resumption) {
-                Ok(c) => c,
-                Err(_) => {
-                    self.fail_transfer_before_run(
-                        ReplyCode::LOCAL_ERROR,
-                        "Cannot set up data channel TLS",
-                    );
-                    return;
-                }
-            };
         let Some(t) = self.transfer.as_mut() else {
             return;
         };
         let Some(source) = t.source.take() else {
             return;
         };
+        t.resumption_required = resumption_required;
         let plan = TransferPlan {
             path: t.path.clone(),
             source,
@@ -1831,6 +1887,38 @@ impl ServerSession {
         }
     }
 
+    /// The TLS role of the data connection about to run: none under `PROT C`; the TLS client after `SSCN ON`
+    /// or `CPSV`; otherwise the TLS server with the session-bound config. The resumption rule applies only when
+    /// the data peer is the control peer's IP: a third party (site-to-site, allowed only by the opt-in) is
+    /// another server that cannot hold our control session (see [`SessionConfig::allow_site_to_site`]).
+    fn data_tls_role(&self) -> transfer::DataRole {
+        if !self.prot_private {
+            return transfer::DataRole::Clear;
+        }
+        let peer = self.data.connected.unwrap_or(self.peer);
+        if self.sscn_client || self.data.cpsv {
+            return match &self.base.site_to_site_tls {
+                Some(config) => transfer::DataRole::TlsClient {
+                    config: Arc::clone(config),
+                    peer: peer.ip(),
+                },
+                None => transfer::DataRole::Clear,
+            };
+        }
+        let Some(config) = self.bound_data_tls.clone() else {
+            return transfer::DataRole::Clear;
+        };
+        let resumption = if same_ip(peer.ip(), self.peer.ip()) {
+            self.policy.data_resumption
+        } else {
+            match self.policy.data_resumption {
+                ResumptionPolicy::Required => ResumptionPolicy::Preferred,
+                other => other,
+            }
+        };
+        transfer::DataRole::TlsServer { config, resumption }
+    }
+
     /// Sends the held preliminary reply, if any.
     fn release_preliminary(&mut self) {
         self.timers.preliminary = None;
@@ -1855,8 +1943,7 @@ impl ServerSession {
         let Some(t) = self.transfer.take() else {
             return;
         };
-        let resumption_required =
-            self.prot_private && self.policy.data_resumption == ResumptionPolicy::Required;
+        let resumption_required = t.resumption_required;
         let (code, text, bytes, tls): (ReplyCode, &str, u64, Option<TlsInfo>) = match outcome {
             Outcome::TransferFinished(report) => {
                 let bytes = report.bytes_sent.saturating_add(report.bytes_received);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::data::{DataChannel, DataEvent, DataOptions, DataProtection, DataTls};
-use crate::test_support::{localhost, TestPki, TLS12, TLS13};
+use crate::test_support::{localhost, no_verification_client_config, TestPki, TLS12, TLS13};
 use crate::tls::TlsConn;
 
 const PEER: &str = "192.0.2.7:50000";
@@ -54,6 +54,12 @@ struct Harness {
     received_data: Vec<u8>,
     log: Vec<String>,
     events: Vec<Event>,
+    /// The address data connections come from (or go to).
+    data_peer: SocketAddr,
+    /// Site-to-site: the harness's data side is the TLS *server* with this config (the session is TLS client).
+    data_peer_server: Option<Arc<rustls::ServerConfig>>,
+    /// What a successful login grants.
+    grant: LoginGrant,
 }
 
 impl Harness {
@@ -84,6 +90,9 @@ impl Harness {
             received_data: Vec::new(),
             log: Vec::new(),
             events: Vec::new(),
+            data_peer: "192.0.2.7:50001".parse().unwrap(),
+            data_peer_server: None,
+            grant: LoginGrant::default(),
         };
         h.drive();
         h
@@ -205,7 +214,7 @@ impl Harness {
         let outcome = match req.kind {
             RequestKind::Authenticate { user, password, .. } => {
                 if password == "secret" || user == "anonymous" {
-                    Outcome::LoggedIn(LoginGrant::default())
+                    Outcome::LoggedIn(self.grant.clone())
                 } else if password == "acct" {
                     Outcome::NeedAccount
                 } else {
@@ -236,7 +245,7 @@ impl Harness {
                     return;
                 }
                 Outcome::DataConnected {
-                    peer: "192.0.2.7:50001".parse().unwrap(),
+                    peer: self.data_peer,
                 }
             }
             RequestKind::ReleaseData | RequestKind::ReleaseFile { .. } => return,
@@ -355,7 +364,12 @@ impl Harness {
     /// Runs one transfer in memory between the server's channel and a client-role channel.
     fn run_transfer(&mut self, mut server: DataChannel, plan: TransferPlan) -> Outcome {
         let tls = server.tls_info().is_some() || self.session.prot_private;
-        let protection = if tls {
+        let protection = if let (true, Some(config)) = (tls, self.data_peer_server.clone()) {
+            DataProtection::Tls(DataTls::Server {
+                config,
+                resumption: ResumptionPolicy::Off,
+            })
+        } else if tls {
             DataProtection::Tls(DataTls::Client {
                 config: self.data_client_config.clone().unwrap(),
                 server_name: localhost(),
@@ -1395,4 +1409,200 @@ fn ccc_cleartext_in_the_same_read_as_close_notify() {
         assert!(h.events.contains(&Event::TlsCleared));
         assert_eq!(h.take(), "200 NOOP ok\r\n");
     }
+}
+
+impl Harness {
+    /// Runs `transfer` with the transfer held, and tells whether the session's data channel speaks first (a TLS
+    /// client's ClientHello) or waits (a TLS server). The held transfer is then aborted.
+    fn held_channel_says_hello(&mut self, transfer: &str) -> bool {
+        self.hold_transfers = true;
+        self.cmd(transfer);
+        let Some(Request {
+            id,
+            kind: RequestKind::RunTransfer { mut channel, .. },
+        }) = self.held.pop()
+        else {
+            panic!("no transfer held");
+        };
+        let mut hello = Vec::new();
+        let spoke = channel.poll_transmit(&mut hello) > 0;
+        self.complete(id, Outcome::Failed(Failure::Aborted));
+        spoke
+    }
+}
+
+/// A session with site-to-site transfers and `SSCN`/`CPSV` enabled, over TLS, logged in with `PROT P`.
+fn site_to_site_session(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> (Harness, TestPki) {
+    let (mut h, pki) = tls_session(
+        versions,
+        SessionConfig {
+            allow_site_to_site: true,
+            site_to_site_tls: Some(no_verification_client_config(versions)),
+            ..SessionConfig::default()
+        },
+    );
+    h.login_tls();
+    (h, pki)
+}
+
+#[test]
+fn sscn_and_cpsv_are_offered_only_with_the_opt_in() {
+    // Default policy: neither in FEAT, both refused, PORT to a third host refused.
+    let (mut h, _pki) = tls_session(TLS13, SessionConfig::default());
+    h.login_tls();
+    let feat = h.cmd("FEAT");
+    assert!(!feat.contains("SSCN") && !feat.contains("CPSV"), "{feat}");
+    assert!(h.cmd("SSCN ON").starts_with("502 "));
+    assert!(h.cmd("CPSV").starts_with("502 "));
+    assert_eq!(
+        h.cmd("PORT 203,0,113,9,200,10"),
+        "504 Data connection must go to the control peer\r\n"
+    );
+    // Site-to-site allowed but no TLS client config: PORT works, SSCN/CPSV are not offered.
+    let (mut h, _pki) = tls_session(
+        TLS13,
+        SessionConfig {
+            allow_site_to_site: true,
+            ..SessionConfig::default()
+        },
+    );
+    h.login_tls();
+    assert!(!h.cmd("FEAT").contains("SSCN"));
+    assert!(h.cmd("SSCN").starts_with("502 "));
+    assert_eq!(
+        h.cmd("PORT 203,0,113,9,200,10"),
+        "200 PORT command successful\r\n"
+    );
+    // Still never to a privileged port.
+    assert_eq!(
+        h.cmd("PORT 203,0,113,9,0,21"),
+        "504 Privileged data port refused\r\n"
+    );
+    // A user policy can take the opt-in away again.
+    let narrowed = SessionConfig {
+        allow_site_to_site: true,
+        ..SessionConfig::default()
+    }
+    .narrowed(&UserPolicy {
+        deny_site_to_site: true,
+        ..UserPolicy::default()
+    });
+    assert!(!narrowed.allow_site_to_site);
+
+    // Everything enabled: advertised, and SSCN reports and switches the mode.
+    let (mut h, _pki) = site_to_site_session(TLS13);
+    let feat = h.cmd("FEAT");
+    assert!(feat.contains(" CPSV\r\n SSCN\r\n"), "{feat}");
+    assert_eq!(h.cmd("SSCN"), "200 Server method\r\n");
+    assert_eq!(h.cmd("SSCN ON"), "200 Client method\r\n");
+    assert_eq!(h.cmd("SSCN"), "200 Client method\r\n");
+    assert_eq!(h.cmd("SSCN OFF"), "200 Server method\r\n");
+    // SSCN needs a login like every data-related command.
+    let (mut h, _pki) = tls_session(
+        TLS13,
+        SessionConfig {
+            allow_site_to_site: true,
+            site_to_site_tls: Some(no_verification_client_config(TLS13)),
+            ..SessionConfig::default()
+        },
+    );
+    assert!(h.cmd("SSCN ON").starts_with("530 "));
+}
+
+#[test]
+fn sscn_and_cpsv_make_the_server_the_data_tls_client() {
+    for versions in [TLS12, TLS13] {
+        // SSCN ON + PORT to the other server: this server connects and handshakes as TLS client.
+        let (mut h, pki) = site_to_site_session(versions);
+        h.data_peer = "203.0.113.9:51000".parse().unwrap();
+        h.data_peer_server = Some(pki.server_config(versions));
+        assert_eq!(h.cmd("SSCN ON"), "200 Client method\r\n");
+        assert_eq!(
+            h.cmd("PORT 203,0,113,9,199,56"),
+            "200 PORT command successful\r\n"
+        );
+        assert_eq!(
+            h.cmd("RETR hello.txt"),
+            "150 Opening data connection\r\n226 Transfer complete\r\n",
+            "{versions:?}"
+        );
+        assert_eq!(h.received_data, b"hello\r\nworld\r\n");
+        // SSCN OFF: back to the TLS server role (the other server's ClientHello would now fail).
+        assert_eq!(h.cmd("SSCN OFF"), "200 Server method\r\n");
+        h.cmd("PORT 203,0,113,9,199,56");
+        assert!(!h.held_channel_says_hello("RETR hello.txt"));
+
+        // CPSV: passive, 227, and TLS client on that one connection only.
+        let (mut h, pki) = site_to_site_session(versions);
+        h.data_peer = "203.0.113.9:51000".parse().unwrap();
+        h.data_peer_server = Some(pki.server_config(versions));
+        assert_eq!(
+            h.cmd("CPSV"),
+            "227 Entering Passive Mode (192,0,2,1,156,64)\r\n"
+        );
+        h.upload = b"from the other server".to_vec();
+        assert!(h
+            .cmd("STOR copy.bin")
+            .ends_with("226 Transfer complete\r\n"));
+        assert_eq!(h.files["/copy.bin"], b"from the other server");
+        h.cmd("CPSV");
+        assert!(h.held_channel_says_hello("RETR hello.txt"));
+        h.hold_transfers = false;
+        h.cmd("PASV");
+        assert!(!h.held_channel_says_hello("RETR hello.txt"));
+    }
+}
+
+#[test]
+fn third_party_data_connections_need_no_resumption_the_control_peer_still_does() {
+    for versions in [TLS12, TLS13] {
+        // This server is the TLS server; the data peer is another server with a fresh TLS client config.
+        let (mut h, pki) = site_to_site_session(versions);
+        h.data_client_config = Some(no_verification_client_config(versions));
+        h.data_peer = "203.0.113.9:51000".parse().unwrap();
+        h.cmd("PORT 203,0,113,9,199,56");
+        assert!(h
+            .cmd("RETR hello.txt")
+            .ends_with("226 Transfer complete\r\n"));
+        // The same fresh handshake from the control peer's own IP is still refused (RFC 4217 section 10).
+        h.data_client_config = Some(pki.client_config(versions));
+        h.data_peer = "192.0.2.7:50001".parse().unwrap();
+        h.cmd("PASV");
+        assert!(h
+            .cmd("RETR hello.txt")
+            .ends_with("522 Data connection must resume the control connection's TLS session\r\n"));
+    }
+}
+
+#[test]
+fn site_to_site_can_be_granted_to_one_user() {
+    let pki = TestPki::new();
+    let config = SessionConfig {
+        tls: Some(pki.server_config(TLS13)),
+        site_to_site_tls: Some(no_verification_client_config(TLS13)),
+        ..SessionConfig::default()
+    };
+    // The server's policy is off: before login and for an ordinary user, nothing is offered.
+    let mut h = Harness::new(config.clone());
+    h.auth_tls(pki.client_config(TLS13));
+    assert!(!h.cmd("FEAT").contains("SSCN"));
+    h.login_tls();
+    assert!(h.cmd("SSCN ON").starts_with("502 "));
+    assert!(h.cmd("PORT 203,0,113,9,200,10").starts_with("504 "));
+    assert!(!h.session.data_peer_allowed("203.0.113.9".parse().unwrap()));
+    // A user granted site-to-site gets all of it, after login only.
+    let mut h = Harness::new(config);
+    h.grant.policy.allow_site_to_site = true;
+    h.auth_tls(pki.client_config(TLS13));
+    assert!(!h.session.data_peer_allowed("203.0.113.9".parse().unwrap()));
+    h.login_tls();
+    assert!(h.cmd("FEAT").contains(" SSCN\r\n"));
+    assert_eq!(h.cmd("SSCN ON"), "200 Client method\r\n");
+    assert_eq!(
+        h.cmd("PORT 203,0,113,9,200,10"),
+        "200 PORT command successful\r\n"
+    );
+    assert!(h.session.data_peer_allowed("203.0.113.9".parse().unwrap()));
 }

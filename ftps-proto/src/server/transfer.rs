@@ -1,25 +1,44 @@
 //! Data-channel glue: building a session's [`DataChannel`] and mapping how a request ended to a reply.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
+
+use rustls::pki_types::ServerName;
 
 use super::request::{Failure, StorageError};
 use crate::codec::ReplyCode;
 use crate::data::{DataChannel, DataError, DataOptions, DataProtection, DataTls, ResumptionPolicy};
 
-/// The data channel for one transfer: TLS server role with the session-bound config under `PROT P`, plain
-/// otherwise.
-pub(crate) fn build_channel(
-    now: Instant,
-    bound: Option<&Arc<rustls::ServerConfig>>,
-    resumption: ResumptionPolicy,
-) -> Result<DataChannel, DataError> {
-    let protection = match bound {
-        Some(config) => DataProtection::Tls(DataTls::Server {
-            config: Arc::clone(config),
-            resumption,
+/// How one transfer's data connection is protected, as the session decided.
+pub(crate) enum DataRole {
+    /// `PROT C`.
+    Clear,
+    /// The normal case: TLS server with the session-bound config.
+    TlsServer {
+        config: Arc<rustls::ServerConfig>,
+        resumption: ResumptionPolicy,
+    },
+    /// Site-to-site (`SSCN ON` / `CPSV`): TLS client towards the other server at `peer`.
+    TlsClient {
+        config: Arc<rustls::ClientConfig>,
+        peer: IpAddr,
+    },
+}
+
+/// The data channel for one transfer in the role the session chose.
+pub(crate) fn build_channel(now: Instant, role: DataRole) -> Result<DataChannel, DataError> {
+    let protection = match role {
+        DataRole::TlsServer { config, resumption } => {
+            DataProtection::Tls(DataTls::Server { config, resumption })
+        }
+        // The other server is known by address only: the name is its IP (rustls sends no SNI for an IP), and
+        // the frontend's site-to-site config does not verify it (see `SessionConfig::site_to_site_tls`).
+        DataRole::TlsClient { config, peer } => DataProtection::Tls(DataTls::Client {
+            config,
+            server_name: ServerName::IpAddress(peer.into()),
         }),
-        None => DataProtection::Clear,
+        DataRole::Clear => DataProtection::Clear,
     };
     DataChannel::new(now, protection, DataOptions::default())
 }

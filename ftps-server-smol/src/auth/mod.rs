@@ -55,6 +55,11 @@ pub struct AuthenticatedUser {
     /// Per-user override of the server's `require_tls_*` policy: `Some(false)` lets this user work
     /// in clear text even if the server requires TLS; `None` follows the server.
     pub require_tls: Option<bool>,
+    /// Per-user site-to-site (FXP) policy: `Some(true)` allows this user `PORT`/`EPRT` to another server's
+    /// address (never below port 1024), passive connections from another address, and `SSCN`/`CPSV`, even
+    /// when the server's `allow_site_to_site` is off; `Some(false)` denies it even when it is on; `None`
+    /// follows the server.
+    pub site_to_site: Option<bool>,
 }
 
 /// One login attempt, as the frontend knows it.

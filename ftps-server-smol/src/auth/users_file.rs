@@ -8,6 +8,7 @@
 //! # root = "/srv/alice"      # a separate directory
 //! permission = "read-write"  # or "read-only"
 //! # require_tls = false      # per-user override of the server policy
+//! # site_to_site = true      # per-user FXP opt-in (PORT/PASV with another server, SSCN/CPSV); false denies it
 //! # cert_cn = "alice"        # client certificate mapping (subject CN or a subjectAltName)
 //! ```
 //!
@@ -43,6 +44,8 @@ struct UserEntry {
     permission: Permission,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     require_tls: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    site_to_site: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cert_cn: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -198,6 +201,7 @@ impl UsersFile {
             },
             permission: user.permission,
             require_tls: user.require_tls,
+            site_to_site: user.site_to_site,
         }
     }
 }
@@ -244,6 +248,7 @@ impl Authenticator for UsersFile {
                             },
                             permission: Permission::ReadOnly,
                             require_tls: None,
+                            site_to_site: None,
                         });
                     }
                 }
@@ -365,6 +370,7 @@ pub fn add_user(
         root: None,
         permission,
         require_tls: None,
+        site_to_site: None,
         cert_cn: None,
         cert_san: None,
     };
@@ -442,6 +448,7 @@ mod tests {
                     home: UserHome::Virtual("/alice".into()),
                     permission: Permission::ReadOnly,
                     require_tls: None,
+                    site_to_site: None,
                 })
             );
             assert_eq!(
@@ -516,6 +523,7 @@ mod tests {
                     home: UserHome::Directory("/pub".into()),
                     permission: Permission::ReadOnly,
                     require_tls: None,
+                    site_to_site: None,
                 })
             );
         });
@@ -536,6 +544,7 @@ mod tests {
             &path,
             format!(
                 "[[user]]\nname = \"dave\"\ncert_cn = \"dave\"\nroot = \"/srv/dave\"\nrequire_tls = true\n\
+                 site_to_site = true\n\
                  [[user]]\nname = \"erin\"\ncert_san = \"DAVE.example\"\npassword_hash = \"{hash}\"\n"
             ),
         )
@@ -552,6 +561,7 @@ mod tests {
                     home: UserHome::Directory("/srv/dave".into()),
                     permission: Permission::ReadWrite,
                     require_tls: Some(true),
+                    site_to_site: Some(true),
                 })
             );
             assert_eq!(
