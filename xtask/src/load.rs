@@ -715,3 +715,60 @@ pub(crate) fn run(args: &[String]) -> Result {
         Err(failures.join("; "))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn smoke_and_idle_flags() {
+        let smoke = parse_args(&strings(&["--smoke", "--clients", "5"])).unwrap();
+        assert_eq!((smoke.clients, smoke.idle, smoke.transfers), (5, 200, true));
+        let idle = parse_args(&strings(&["--idle", "5000"])).unwrap();
+        assert_eq!(
+            (idle.idle, idle.transfers, idle.clients),
+            (5000, false, 200)
+        );
+        assert!(parse_args(&strings(&["--clients"])).is_err());
+        assert!(parse_args(&strings(&["--bogus"])).is_err());
+    }
+
+    #[test]
+    fn reads_the_driver_lines() {
+        let mut report = DriverReport::default();
+        for line in [
+            "sessions 3",
+            "transfers 12",
+            "errors 1",
+            "error client 2: RETR /c2/r0.bin: SHA-256 differs",
+            "op stor 6 7100 18000 24900",
+            "op list 6 5000 14100",
+            "holding 3",
+            "elapsed_s 1.5",
+        ] {
+            report.take(line);
+        }
+        assert_eq!(
+            (report.sessions, report.transfers, report.errors),
+            (3, 12, 1)
+        );
+        assert_eq!(report.held, 3);
+        assert_eq!(report.error_texts.len(), 1);
+        // A malformed op line is dropped rather than reported with made-up numbers.
+        assert_eq!(
+            report.ops,
+            vec![("stor".to_string(), 6, 7100, 18000, 24900)]
+        );
+        assert!((report.elapsed_s - 1.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn reads_rss_and_cpu_of_this_process() {
+        let now = sample(std::process::id()).unwrap();
+        assert!(now.rss_kib > 0 && now.hwm_kib >= now.rss_kib);
+    }
+}
