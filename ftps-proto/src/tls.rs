@@ -370,3 +370,40 @@ pub(crate) fn connection_bound_client_config(
 
 /// Server names one control connection's store remembers: a control connection talks to one server, so a few.
 const CLIENT_SESSIONS: usize = 8;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::TestPki;
+
+    /// Every control session holds two clones of the server config (its own and its data connections'): they
+    /// must stay shallow, sharing the certificate chain, key and crypto provider with the base rather than
+    /// copying them, so an idle session pays for two small structs and its private cache, not for its certificate.
+    #[test]
+    fn per_session_configs_share_the_certificate_and_provider() {
+        let base = TestPki::new().server_config(rustls::DEFAULT_VERSIONS);
+        let control = session_bound_config(&base);
+        let data = data_connection_config(&control);
+        for config in [&control, &data] {
+            assert!(Arc::ptr_eq(&base.cert_resolver, &config.cert_resolver));
+            assert!(Arc::ptr_eq(
+                base.crypto_provider(),
+                config.crypto_provider()
+            ));
+            assert!(Arc::ptr_eq(
+                &base.cert_compression_cache,
+                &config.cert_compression_cache
+            ));
+        }
+        // Both session configs share one private cache, distinct from the base's.
+        assert!(Arc::ptr_eq(&control.session_storage, &data.session_storage));
+        assert!(!Arc::ptr_eq(
+            &base.session_storage,
+            &control.session_storage
+        ));
+        // The struct each clone allocates (240 bytes with rustls 0.23.46), plus its small vectors.
+        let size = std::mem::size_of::<rustls::ServerConfig>();
+        assert!(size <= 1024, "rustls::ServerConfig is {size} bytes");
+        println!("rustls::ServerConfig: {size} bytes");
+    }
+}

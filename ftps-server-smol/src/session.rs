@@ -29,8 +29,14 @@ use crate::storage::{self, LocalStorage, ReadOnly, Storage, Subtree, Upload};
 use crate::storage_map::{failed, file_info};
 use crate::transfer::{self, Body};
 
-/// Control-channel reads in this unit (commands are short; TLS records up to 16 KiB).
-const CONTROL_READ_SIZE: usize = 16 * 1024;
+/// The control-channel read buffer starts this small: an idle session holds it for its whole life, and commands
+/// (RFC 959 section 4.1.3 lines) and TLS handshake flights fit in a few reads of it.
+const CONTROL_READ_INITIAL: usize = 1024;
+/// It doubles each time a read fills it, up to one TLS record (16 KiB plaintext, RFC 8446 section 5.1), so a
+/// client that pipelines or sends big lines costs fewer reads; idle sessions never pay for that.
+const CONTROL_READ_MAX: usize = 16 * 1024;
+/// Reply bytes kept between writes; a bigger burst (a long `STAT` or `HELP` reply) is released after it is sent.
+const CONTROL_WRITE_KEEP: usize = 1024;
 
 /// What a finished piece of outside work reports to the loop.
 enum Completion {
@@ -112,8 +118,8 @@ pub(crate) async fn run(
             files: HashMap::new(),
             transfers: HashMap::new(),
         },
-        out: Vec::with_capacity(CONTROL_READ_SIZE),
-        input: vec![0; CONTROL_READ_SIZE],
+        out: Vec::new(),
+        input: vec![0; CONTROL_READ_INITIAL],
         pending: 0..0,
         shutdown_seen: false,
     };
@@ -204,6 +210,10 @@ impl Driver {
                 Wake::Read(Ok(n)) => {
                     let took = session.handle_input(now, &self.input[..n]);
                     self.pending = took..n;
+                    if n == self.input.len() && n < CONTROL_READ_MAX {
+                        // Growing keeps the unconsumed bytes where `pending` points.
+                        self.input.resize((n * 2).min(CONTROL_READ_MAX), 0);
+                    }
                 }
                 Wake::Done(Some(completion)) => self.complete(session, completion),
                 Wake::Done(None) => {}
@@ -236,6 +246,10 @@ impl Driver {
                     ))
                 })
                 .await?;
+                if self.out.capacity() > CONTROL_WRITE_KEEP {
+                    self.out.clear();
+                    self.out.shrink_to(CONTROL_WRITE_KEEP);
+                }
             }
             while let Some(event) = session.poll_event() {
                 progressed = true;

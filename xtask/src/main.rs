@@ -7,10 +7,12 @@
 //! - `bench [--peers] [--smoke] ...`: end-to-end throughput against peers and the raw-rustls ceiling.
 //! - `fuzz [TARGET] [SECONDS]`: run one fuzz target (or all) for a bounded time (nightly + cargo-fuzz).
 //! - `bench [--peers] [--size N] [--files N] [--rounds N] [--smoke]`: end-to-end FTPS throughput table.
+//! - `load [--smoke] [--clients N] [--rounds N] [--size N] [--idle N]`: concurrent sessions and idle memory.
 //!
 //! Only std: this crate must build before anything else can.
 
 mod bench;
+mod load;
 mod peers;
 
 use std::env;
@@ -29,8 +31,9 @@ fn main() -> ExitCode {
         "ci" => ci(),
         "fuzz" => fuzz(rest),
         "bench" => bench::run(rest),
+        "load" => load::run(rest),
         _ => {
-            eprintln!("usage: cargo xtask <setup|ci|fuzz [TARGET] [SECONDS]|bench [--peers] [--smoke] ...>");
+            eprintln!("usage: cargo xtask <setup|ci|fuzz [TARGET] [SECONDS]|bench [--peers] [--smoke] ...|load [--smoke] [--idle N] ...>");
             return ExitCode::from(if task == "help" { 0 } else { 2 });
         }
     };
@@ -171,6 +174,7 @@ fn ci() -> Result {
     fuzz_build()?;
     // The end-to-end bench at smoke sizes, so it cannot rot: our rows must run; peers are reported.
     bench::run(&["--peers".to_string(), "--smoke".to_string()])?;
+    load::run(&["--smoke".to_string()])?;
     Ok(())
 }
 

@@ -232,6 +232,25 @@ fn verify(hash: &str, password: &str) -> bool {
         .is_ok()
 }
 
+/// How many argon2id verifications run at once: one per core.
+///
+/// Each one holds its memory cost (19 MiB at the defaults, `m=19456`) and a core for tens of milliseconds. The
+/// blocking pool would start one thread per waiting login (up to 500), so a burst of 200 logins measured 3.8 GiB
+/// of server RSS and every one of them finished late (13 s p50, `cargo xtask load`); queued here, memory stays at
+/// a few dozen MiB and logins finish in arrival order.
+fn kdf_slots() -> &'static smol::lock::Semaphore {
+    static SLOTS: std::sync::OnceLock<smol::lock::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        smol::lock::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+    })
+}
+
+/// Verifies a password on the blocking pool, never on the event loop, at most [`kdf_slots`] at once.
+async fn verify_off_loop(hash: Arc<str>, password: String) -> bool {
+    let _slot = kdf_slots().acquire().await;
+    blocking::unblock(move || verify(&hash, &password)).await
+}
+
 impl Authenticator for UsersFile {
     /// A user with a `password_hash` needs the password; a user with `cert_cn`/`cert_san` needs a
     /// matching client certificate; a user with both needs both.
@@ -252,18 +271,13 @@ impl Authenticator for UsersFile {
                         });
                     }
                 }
-                let dummy = Arc::clone(&self.dummy_hash);
-                let password = attempt.password;
-                blocking::unblock(move || verify(&dummy, &password)).await;
+                verify_off_loop(Arc::clone(&self.dummy_hash), attempt.password).await;
                 return AuthOutcome::Denied;
             };
             let cert_ok = certificate_matches(&user, attempt.client_certificate.as_deref());
             let password_ok = match user.password_hash.clone() {
                 // Hash even when the certificate failed, so timing says nothing about which.
-                Some(hash) => {
-                    let password = attempt.password;
-                    blocking::unblock(move || verify(&hash, &password)).await
-                }
+                Some(hash) => verify_off_loop(hash.into(), attempt.password).await,
                 None => true,
             };
             if cert_ok && password_ok {
@@ -423,6 +437,26 @@ mod tests {
             password: password.to_owned(),
             client_certificate: cert,
             peer_ip: [127, 0, 0, 1].into(),
+        }
+    }
+
+    /// A password check computed on the polling thread would be done within the first poll and stall every
+    /// session on that executor thread meanwhile; off the loop, the first poll only starts it.
+    #[test]
+    fn password_checks_run_off_the_event_loop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.toml");
+        add_user(&path, "alice", "s3cret", "/", Permission::ReadWrite).unwrap();
+        let users = UsersFile::load(&path, None).unwrap();
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        for (user, password) in [("alice", "s3cret"), ("alice", "wrong"), ("nobody", "x")] {
+            let mut login = users.authenticate(attempt(user, password, None));
+            assert!(
+                login.as_mut().poll(&mut cx).is_pending(),
+                "{user}/{password}: the KDF ran inside poll"
+            );
+            let accepted = matches!(block_on(login), AuthOutcome::Accepted(_));
+            assert_eq!(accepted, password == "s3cret");
         }
     }
 
