@@ -99,7 +99,6 @@ impl Pump {
         let mut to_network = ascii.then(ascii::ToNetwork::new);
         let (mut at, mut end) = (0, 0);
         let mut source_done = false;
-        let mut write_shut = false;
         loop {
             if !source_done && !channel.is_handshaking() && channel.error().is_none() {
                 while channel.can_write() {
@@ -138,17 +137,6 @@ impl Pump {
                 }
             }
             self.transmit(channel).await?;
-            if source_done
-                && !write_shut
-                && channel.is_write_closed()
-                && channel.tls_info().is_none()
-            {
-                // In the clear the TCP FIN is the only end-of-file marker (RFC 959 section 3.4.1): a receiver
-                // that waits for it before closing (another server in a site-to-site copy) would otherwise wait
-                // for us while we wait for its EOF.
-                write_shut = true;
-                let _ = self.socket.shutdown(std::net::Shutdown::Write);
-            }
             if let Some(done) = self.events(channel) {
                 self.transmit(channel).await?;
                 return done;
