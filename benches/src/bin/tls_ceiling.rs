@@ -480,7 +480,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tls-ceiling-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let source = dir.join("source.bin");
-        let data: Vec<u8> = (0..(1024 * 1024 + 333)).map(|i| (i * 7 % 251) as u8).collect();
+        let data: Vec<u8> = (0..(1024 * 1024 + 333))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
         std::fs::write(&source, &data).unwrap();
         for direction in ["download", "upload"] {
             let sink = dir.join(format!("sink-{direction}.bin"));
@@ -504,7 +506,8 @@ mod tests {
             assert!(std::fs::read(&sink).unwrap() == data, "{direction}");
         }
         // A source shorter than --bytes is an error, not a short measurement.
-        let mut options = parse_args(&["--source".to_string(), source.display().to_string()]).unwrap();
+        let mut options =
+            parse_args(&["--source".to_string(), source.display().to_string()]).unwrap();
         options.bytes = data.len() as u64 + 1;
         assert!(measure(&options).is_err());
         assert!(parse_args(&["--sink-sync".to_string()]).is_err());
