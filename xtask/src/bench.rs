@@ -6,14 +6,20 @@
 //!
 //! One run measures, round after round (rounds interleaved, so a noisy neighbour hurts every row alike), and
 //! reports medians:
-//! - the ceiling: `tls-ceiling`, raw rustls over TCP loopback with the same 256 KiB buffers, no FTP;
+//! - the ceiling: `tls-ceiling`, raw rustls over TCP loopback with the same 256 KiB buffers, no FTP, doing the
+//!   file I/O an FTPS row does (the sender reads the bulk file; the receiver writes it, and fsyncs it on download
+//!   like `ftps get`), and the same without files ("memory only", for reference);
 //! - a bulk download (RETR) and upload (STOR) of `--size` bytes with PROT P, and `--files` uploads of 4 KiB in
-//!   one session, for each pair: our client and our server, curl and our server, curl and each peer server
-//!   (vsftpd, ProFTPD, Pure-FTPd; see [`crate::peers`]); with TLS 1.3 and TLS 1.2.
+//!   one session, for each pair: our client and curl, each against our server and each peer server (vsftpd,
+//!   ProFTPD, Pure-FTPd; see [`crate::peers`]); with TLS 1.3 and TLS 1.2.
 //!
 //! Every row is printed, measured or not: a pair whose program is not built yet, a peer that is missing and a
-//! transfer that failed each say so, with the reason. Each measured row also shows its ratio to the ceiling
-//! (same TLS version and direction; AES-128-GCM everywhere, since curl is told to use it too).
+//! transfer that failed each say so, with the reason. Each measured row also shows its ratio to the ceiling with
+//! file I/O (same TLS version and direction; AES-128-GCM everywhere, since curl is told to use it too).
+//!
+//! The run fails when a row of ours fails: any row against our server, and a row of our client against a peer
+//! where curl succeeded against the same peer in the same way (a peer that fails both is a finding about the
+//! peer, reported in the table).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -506,6 +512,8 @@ struct Row {
     transfer: Transfer,
     /// Index into the server list; `None` for the ceiling.
     server_index: Option<usize>,
+    /// For a ceiling row: whether it does the file I/O (the ceiling ratios use) or moves memory only.
+    ceiling_files: bool,
     /// Index into the client list; `None` for the ceiling.
     client_index: Option<usize>,
     /// Seconds per round.
@@ -667,6 +675,7 @@ fn ceiling_once(
     program: &Path,
     tls: Tls,
     transfer: Transfer,
+    files: bool,
     work: &Workload,
 ) -> Result<(f64, String)> {
     let mut cmd = Command::new(program);
@@ -683,6 +692,16 @@ fn ceiling_once(
     if tls == Tls::V12 {
         cmd.arg("--tls12");
     }
+    let sink = work.scratch.join("ceiling-sink.bin");
+    if files {
+        // The file I/O of the FTPS rows: the sender reads the bulk file; the receiver writes a file, and on
+        // download fsyncs it, as `ftps get` does before renaming it into place (our server does not fsync uploads
+        // by default).
+        cmd.arg("--source").arg(&work.bulk).arg("--sink").arg(&sink);
+        if transfer == Transfer::Download {
+            cmd.arg("--sink-sync");
+        }
+    }
     let done = peers::run_bounded(
         "tls-ceiling",
         &mut cmd,
@@ -696,6 +715,7 @@ fn ceiling_once(
             one_line(&done.stderr)
         ));
     }
+    let _ = fs::remove_file(&sink);
     let seconds = json_number(&done.stdout, "seconds").ok_or("tls-ceiling: no seconds")?;
     let suite = json_string(&done.stdout, "suite").unwrap_or_default();
     Ok((seconds, suite))
@@ -899,28 +919,29 @@ pub(crate) fn run(args: &[String]) -> Result {
 
     // The rows, in table order.
     let mut rows = Vec::new();
-    for tls in [Tls::V13, Tls::V12] {
-        for transfer in [Transfer::Download, Transfer::Upload] {
-            rows.push(Row {
-                server: "raw rustls (ceiling)".into(),
-                client: "raw rustls".into(),
-                tls,
-                transfer,
-                server_index: None,
-                client_index: None,
-                seconds: Vec::new(),
-                gap: None,
-                notes: Vec::new(),
-            });
+    for (files, server) in [
+        (true, "raw rustls + file I/O (ceiling)"),
+        (false, "raw rustls, memory only"),
+    ] {
+        for tls in [Tls::V13, Tls::V12] {
+            for transfer in [Transfer::Download, Transfer::Upload] {
+                rows.push(Row {
+                    server: server.into(),
+                    client: "raw rustls".into(),
+                    tls,
+                    transfer,
+                    server_index: None,
+                    ceiling_files: files,
+                    client_index: None,
+                    seconds: Vec::new(),
+                    gap: None,
+                    notes: Vec::new(),
+                });
+            }
         }
     }
     for (si, server) in servers.iter().enumerate() {
         for (ci, client) in clients.iter().enumerate() {
-            // Our client is measured against our server; curl against everything.
-            let is_ours_server = si == 0;
-            if ci == 0 && !is_ours_server {
-                continue;
-            }
             for tls in [Tls::V13, Tls::V12] {
                 for transfer in [Transfer::Download, Transfer::Upload, Transfer::ManySmall] {
                     let gap = server_gap
@@ -939,6 +960,7 @@ pub(crate) fn run(args: &[String]) -> Result {
                         tls,
                         transfer,
                         server_index: Some(si),
+                        ceiling_files: false,
                         client_index: Some(ci),
                         seconds: Vec::new(),
                         gap,
@@ -957,12 +979,14 @@ pub(crate) fn run(args: &[String]) -> Result {
                 continue;
             }
             let result = if row.server_index.is_none() {
-                ceiling_once(&ceiling, row.tls, row.transfer, &work).map(|(s, suite)| {
-                    if round == 0 {
-                        row.notes.push(suite);
-                    }
-                    s
-                })
+                ceiling_once(&ceiling, row.tls, row.transfer, row.ceiling_files, &work).map(
+                    |(s, suite)| {
+                        if round == 0 {
+                            row.notes.push(suite);
+                        }
+                        s
+                    },
+                )
             } else {
                 measure(row, round, &servers, &clients, ours_addr, &work)
             };
@@ -999,7 +1023,7 @@ pub(crate) fn run(args: &[String]) -> Result {
     // Peers may fail (that is a finding, reported in the table); a row of ours that fails is a broken build.
     let ours_failed: Vec<String> = rows
         .iter()
-        .filter(|row| row.server.contains("(ours)") || row.client.contains("(ours)"))
+        .filter(|row| is_ours_to_answer_for(&rows, row))
         .filter_map(|row| {
             row.gap.as_ref().map(|gap| {
                 format!(
@@ -1016,6 +1040,24 @@ pub(crate) fn run(args: &[String]) -> Result {
         ));
     }
     Ok(())
+}
+
+/// Whether a failed `row` is our fault: every row against our server, and our client against a peer where curl
+/// did the same transfer against the same peer without failing (a missing peer is never our fault).
+fn is_ours_to_answer_for(rows: &[Row], row: &Row) -> bool {
+    if row.server.contains("(ours)") {
+        return true;
+    }
+    if !row.client.contains("(ours)") || matches!(row.gap, Some(Gap::Missing(_))) {
+        return false;
+    }
+    rows.iter().any(|other| {
+        other.server_index == row.server_index
+            && other.client_index != row.client_index
+            && other.tls == row.tls
+            && other.transfer == row.transfer
+            && other.gap.is_none()
+    })
 }
 
 struct Machine {
@@ -1066,8 +1108,9 @@ fn ceiling_for<'a>(rows: &'a [Row], row: &Row) -> Option<&'a Row> {
         Transfer::Download => Transfer::Download,
         _ => Transfer::Upload,
     };
-    rows.iter()
-        .find(|r| r.server_index.is_none() && r.tls == row.tls && r.transfer == direction)
+    rows.iter().find(|r| {
+        r.server_index.is_none() && r.ceiling_files && r.tls == row.tls && r.transfer == direction
+    })
 }
 
 fn ratio(rows: &[Row], row: &Row, work: &Workload) -> Option<f64> {
@@ -1096,7 +1139,10 @@ fn markdown(rows: &[Row], work: &Workload, options: &Options, machine: &Machine)
         out,
         "Bulk {} in {} KiB buffers, {} × 4 KiB in one session, {} round(s), medians{}. PROT P everywhere; \
          curl pinned to AES-128-GCM like the ceiling; ratio = row MB/s ÷ ceiling MB/s (same TLS version and \
-         direction; many small files against the upload ceiling).\n",
+         direction; many small files against the upload ceiling). The ceiling is raw rustls over TCP loopback \
+         doing the rows' file I/O (sender reads the bulk file, receiver writes a file and fsyncs it on download \
+         like `ftps get`), clock from after the handshake; FTPS rows also include process start and login. \
+         curl downloads to /dev/null, our client to a file.\n",
         human_size(work.size),
         BUFFER / 1024,
         work.files,
@@ -1285,6 +1331,53 @@ mod tests {
         let metadata = "{\"kind\":[\"bin\"],\"crate_types\":[\"bin\"],\"name\":\"ftps-server\",\"src_path\":\"x\"}";
         assert!(declares_bin(metadata, "ftps-server"));
         assert!(!declares_bin(metadata, "ftps"));
+    }
+
+    fn row(server: &str, si: usize, client: &str, ci: usize, gap: Option<Gap>) -> Row {
+        Row {
+            server: server.into(),
+            client: client.into(),
+            tls: Tls::V13,
+            transfer: Transfer::Upload,
+            server_index: Some(si),
+            ceiling_files: false,
+            client_index: Some(ci),
+            seconds: Vec::new(),
+            gap,
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn our_client_fails_the_run_against_a_peer_only_where_curl_succeeded() {
+        let failed = || Some(Gap::Failed("x".into()));
+        // curl also failed against this peer: a finding about the peer.
+        let rows = vec![
+            row("vsftpd", 1, "ftps (ours)", 0, failed()),
+            row("vsftpd", 1, "curl", 1, failed()),
+        ];
+        assert!(!is_ours_to_answer_for(&rows, &rows[0]));
+        // curl succeeded: our client's failure is ours.
+        let rows = vec![
+            row("vsftpd", 1, "ftps (ours)", 0, failed()),
+            row("vsftpd", 1, "curl", 1, None),
+        ];
+        assert!(is_ours_to_answer_for(&rows, &rows[0]));
+        assert!(!is_ours_to_answer_for(&rows, &rows[1]));
+        // Anything against our server is ours; a missing peer never is.
+        let rows = vec![row("ftps-server (ours)", 0, "curl", 1, failed())];
+        assert!(is_ours_to_answer_for(&rows, &rows[0]));
+        let rows = vec![
+            row(
+                "ProFTPD",
+                2,
+                "ftps (ours)",
+                0,
+                Some(Gap::Missing("m".into())),
+            ),
+            row("ProFTPD", 2, "curl", 1, None),
+        ];
+        assert!(!is_ours_to_answer_for(&rows, &rows[0]));
     }
 
     #[test]

@@ -6,15 +6,24 @@
 //!
 //! ```text
 //! tls-ceiling [--bytes N] [--direction download|upload] [--buffer BYTES] [--suite NAME] [--tls12]
+//!             [--source FILE] [--sink FILE] [--sink-sync]
 //! ```
+//!
+//! With `--source` the sender reads its bytes from FILE (from the start, `--bytes` of them, in `--buffer` reads)
+//! instead of repeating one buffer; with `--sink` the receiver writes what it gets to FILE (created or
+//! truncated, plaintext as rustls hands it over, in `--buffer` units), and `--sink-sync` adds an fsync before the
+//! clock stops. Together they make the ceiling do the file I/O an FTPS row does (a RETR reads a file on the
+//! server and `ftps get` writes and fsyncs one on the client), so the ratio compares like with like.
 //!
 //! `download` means the server sends (RETR), `upload` that the client sends (STOR). The default suite is
 //! TLS13_AES_128_GCM_SHA256 (TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 with `--tls12`). The result is one line of
 //! JSON on stdout. The clock starts after the handshake, at the first application write, and stops when the
 //! receiver has read every byte and the sender's close_notify.
 
+use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,11 +53,17 @@ struct Options {
     tls12: bool,
     /// Gives up (and fails) after this long, so a wedged run cannot hang a benchmark script.
     timeout: Duration,
+    /// The sender reads its bytes from this file.
+    source: Option<PathBuf>,
+    /// The receiver writes its bytes to this file.
+    sink: Option<PathBuf>,
+    /// The receiver fsyncs the sink before the clock stops.
+    sink_sync: bool,
 }
 
 const USAGE: &str =
     "usage: tls-ceiling [--bytes N] [--direction download|upload] [--buffer BYTES] \
-                     [--suite NAME] [--tls12] [--timeout SECONDS]";
+                     [--suite NAME] [--tls12] [--timeout SECONDS] [--source FILE] [--sink FILE] [--sink-sync]";
 
 fn parse_size(text: &str) -> Result<u64> {
     let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
@@ -75,6 +90,9 @@ fn parse_args(args: &[String]) -> Result<Options> {
         suite: None,
         tls12: false,
         timeout: Duration::from_secs(600),
+        source: None,
+        sink: None,
+        sink_sync: false,
     };
     let mut args = args.iter();
     while let Some(flag) = args.next() {
@@ -100,6 +118,9 @@ fn parse_args(args: &[String]) -> Result<Options> {
             }
             "--suite" => options.suite = Some(value()?.clone()),
             "--tls12" => options.tls12 = true,
+            "--source" => options.source = Some(PathBuf::from(value()?)),
+            "--sink" => options.sink = Some(PathBuf::from(value()?)),
+            "--sink-sync" => options.sink_sync = true,
             "--timeout" => {
                 let secs: u64 = value()?
                     .parse()
@@ -109,6 +130,9 @@ fn parse_args(args: &[String]) -> Result<Options> {
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
+    }
+    if options.sink_sync && options.sink.is_none() {
+        return Err(format!("--sink-sync needs --sink\n{USAGE}"));
     }
     Ok(options)
 }
@@ -185,27 +209,92 @@ fn payload(len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Writes `total` bytes in `buffer`-sized application writes, then close_notify.
-fn send<S: Read + Write>(stream: &mut S, total: u64, buffer: &[u8]) -> Result<Instant> {
+/// Where the sender's bytes come from.
+enum Source {
+    /// One buffer, sent again and again.
+    Repeat(Vec<u8>),
+    /// A file, read in buffer-sized reads into `buffer`.
+    File { file: File, buffer: Vec<u8> },
+}
+
+impl Source {
+    fn open(path: Option<&Path>, buffer_len: usize) -> Result<Self> {
+        Ok(match path {
+            None => Source::Repeat(payload(buffer_len)),
+            Some(path) => Source::File {
+                file: File::open(path).map_err(|e| format!("{}: {e}", path.display()))?,
+                buffer: vec![0; buffer_len],
+            },
+        })
+    }
+}
+
+/// Writes `total` bytes in buffer-sized application writes (read from the source file, when there is one).
+fn send<S: Read + Write>(stream: &mut S, total: u64, source: &mut Source) -> Result<Instant> {
     let started = Instant::now();
     let mut left = total;
     while left > 0 {
-        let chunk = usize::try_from(left.min(buffer.len() as u64)).unwrap_or(buffer.len());
-        let part = buffer.get(..chunk).unwrap_or(buffer);
+        let part = match source {
+            Source::Repeat(buffer) => {
+                let chunk = usize::try_from(left.min(buffer.len() as u64)).unwrap_or(buffer.len());
+                buffer.get(..chunk).unwrap_or(buffer)
+            }
+            Source::File { file, buffer } => {
+                let want = usize::try_from(left.min(buffer.len() as u64)).unwrap_or(buffer.len());
+                let want = buffer.get_mut(..want).ok_or("buffer")?;
+                let n = file.read(want).map_err(|e| format!("source: {e}"))?;
+                if n == 0 {
+                    return Err(format!("source ended {left} bytes early"));
+                }
+                want.get(..n).ok_or("short read")?
+            }
+        };
         stream.write_all(part).map_err(|e| format!("send: {e}"))?;
-        left -= chunk as u64;
+        left -= part.len() as u64;
     }
     stream.flush().map_err(|e| format!("send flush: {e}"))?;
     Ok(started)
 }
 
-/// Reads until close_notify, counting bytes.
-fn receive<S: Read>(stream: &mut S, buffer: &mut [u8]) -> Result<u64> {
+/// Where the receiver's bytes go.
+struct Sink {
+    file: Option<File>,
+    sync: bool,
+}
+
+impl Sink {
+    fn create(path: Option<&Path>, sync: bool) -> Result<Self> {
+        let file = path
+            .map(|p| File::create(p).map_err(|e| format!("{}: {e}", p.display())))
+            .transpose()?;
+        Ok(Sink { file, sync })
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result {
+        match self.file.as_mut() {
+            Some(file) => file.write_all(bytes).map_err(|e| format!("sink: {e}")),
+            None => Ok(()),
+        }
+    }
+
+    fn finish(self) -> Result {
+        match (self.file, self.sync) {
+            (Some(file), true) => file.sync_all().map_err(|e| format!("sink fsync: {e}")),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Reads until close_notify, counting bytes (and writing them to the sink).
+fn receive<S: Read>(stream: &mut S, buffer: &mut [u8], sink: &mut Sink) -> Result<u64> {
     let mut got = 0u64;
     loop {
         match stream.read(buffer) {
             Ok(0) => return Ok(got),
-            Ok(n) => got += n as u64,
+            Ok(n) => {
+                got += n as u64;
+                sink.write(buffer.get(..n).unwrap_or(&[]))?;
+            }
             Err(e) => return Err(format!("receive after {got} bytes: {e}")),
         }
     }
@@ -219,6 +308,13 @@ fn measure(options: &Options) -> Result<(f64, String, String)> {
     let total = options.bytes;
     let buffer_len = options.buffer;
     let timeout = options.timeout;
+    // The files are opened before the clock starts (an FTPS row opens them before its data connection, too).
+    let source = Source::open(options.source.as_deref(), buffer_len)?;
+    let sink = Sink::create(options.sink.as_deref(), options.sink_sync)?;
+    let (mut server_source, mut server_sink, mut client_source, mut client_sink) = match direction {
+        Direction::Download => (Some(source), None, None, Some(sink)),
+        Direction::Upload => (None, Some(sink), Some(source), None),
+    };
 
     // The server thread: accept one connection, send or receive, report (start, end, bytes).
     let server = std::thread::spawn(move || -> Result<(Option<Instant>, Instant, u64)> {
@@ -232,18 +328,20 @@ fn measure(options: &Options) -> Result<(f64, String, String)> {
         let mut tls = StreamOwned::new(conn, tcp);
         match direction {
             Direction::Download => {
-                let data = payload(buffer_len);
-                let started = send(&mut tls, total, &data)?;
+                let mut source = server_source.take().ok_or("no source")?;
+                let started = send(&mut tls, total, &mut source)?;
                 tls.conn.send_close_notify();
                 tls.flush().map_err(|e| format!("close_notify: {e}"))?;
                 // Wait for the client's close_notify, so the clock covers delivery, not just buffering.
-                let mut sink = vec![0u8; 4096];
-                let _ = receive(&mut tls, &mut sink)?;
+                let mut rest = vec![0u8; 4096];
+                let _ = receive(&mut tls, &mut rest, &mut Sink::create(None, false)?)?;
                 Ok((Some(started), Instant::now(), total))
             }
             Direction::Upload => {
+                let mut sink = server_sink.take().ok_or("no sink")?;
                 let mut buf = vec![0u8; buffer_len];
-                let got = receive(&mut tls, &mut buf)?;
+                let got = receive(&mut tls, &mut buf, &mut sink)?;
+                sink.finish()?;
                 let ended = Instant::now();
                 tls.conn.send_close_notify();
                 let _ = tls.flush();
@@ -280,20 +378,22 @@ fn measure(options: &Options) -> Result<(f64, String, String)> {
 
     let (client_started, client_ended, client_got) = match direction {
         Direction::Download => {
+            let mut sink = client_sink.take().ok_or("no sink")?;
             let mut buf = vec![0u8; buffer_len];
-            let got = receive(&mut tls, &mut buf)?;
+            let got = receive(&mut tls, &mut buf, &mut sink)?;
+            sink.finish()?;
             let ended = Instant::now();
             tls.conn.send_close_notify();
             let _ = tls.flush();
             (None, ended, got)
         }
         Direction::Upload => {
-            let data = payload(buffer_len);
-            let started = send(&mut tls, total, &data)?;
+            let mut source = client_source.take().ok_or("no source")?;
+            let started = send(&mut tls, total, &mut source)?;
             tls.conn.send_close_notify();
             tls.flush().map_err(|e| format!("close_notify: {e}"))?;
-            let mut sink = vec![0u8; 4096];
-            let _ = receive(&mut tls, &mut sink)?;
+            let mut rest = vec![0u8; 4096];
+            let _ = receive(&mut tls, &mut rest, &mut Sink::create(None, false)?)?;
             (Some(started), Instant::now(), total)
         }
     };
@@ -373,6 +473,45 @@ mod tests {
             assert_eq!(version, "TLSv1_3");
             assert_eq!(suite, "TLS13_AES_128_GCM_SHA256");
         }
+    }
+
+    #[test]
+    fn file_source_and_sink_carry_the_file_both_ways() {
+        let dir = std::env::temp_dir().join(format!("tls-ceiling-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let source = dir.join("source.bin");
+        let data: Vec<u8> = (0..(1024 * 1024 + 333))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        std::fs::write(&source, &data).unwrap();
+        for direction in ["download", "upload"] {
+            let sink = dir.join(format!("sink-{direction}.bin"));
+            let args: Vec<String> = [
+                "--bytes",
+                &data.len().to_string(),
+                "--buffer",
+                "65536",
+                "--direction",
+                direction,
+                "--source",
+                source.to_str().unwrap(),
+                "--sink",
+                sink.to_str().unwrap(),
+                "--sink-sync",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            measure(&parse_args(&args).unwrap()).unwrap();
+            assert!(std::fs::read(&sink).unwrap() == data, "{direction}");
+        }
+        // A source shorter than --bytes is an error, not a short measurement.
+        let mut options =
+            parse_args(&["--source".to_string(), source.display().to_string()]).unwrap();
+        options.bytes = data.len() as u64 + 1;
+        assert!(measure(&options).is_err());
+        assert!(parse_args(&["--sink-sync".to_string()]).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
