@@ -87,6 +87,7 @@ impl Authenticator for OneUser {
                     home: UserHome::Virtual("/".into()),
                     permission: Permission::ReadWrite,
                     require_tls: None,
+                    site_to_site: None,
                 })
             } else {
                 AuthOutcome::Denied
