@@ -67,6 +67,17 @@ fn unknown_option_exits_1_with_one_line() {
 }
 
 #[test]
+fn missing_argument_is_named_on_the_one_line() {
+    let out = ftps(&["get"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        err,
+        "ftps: the following required arguments were not provided: <URL> (see 'ftps --help')\n"
+    );
+}
+
+#[test]
 fn missing_password_without_terminal_exits_1() {
     // Stdin and stderr are pipes here, so there is no one to prompt.
     let out = ftps(&["ls", "ftps://alice@h/"]);

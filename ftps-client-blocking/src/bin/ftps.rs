@@ -59,12 +59,18 @@ fn clap_exit(error: &clap::Error) -> ExitCode {
         }
         _ => {
             let rendered = error.render().to_string();
-            let first = rendered
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            report(&CliError::usage(format!("{first} (see 'ftps --help')")))
+            let mut lines = rendered.lines().filter(|l| !l.trim().is_empty());
+            let first = lines.next().unwrap_or("invalid arguments");
+            let mut line = first.strip_prefix("error: ").unwrap_or(first).to_owned();
+            // "the following required arguments were not provided:" lists them on the
+            // indented lines below; keep them on the one line.
+            if line.ends_with(':') {
+                for item in lines.take_while(|l| l.starts_with(' ')) {
+                    line.push(' ');
+                    line.push_str(item.trim());
+                }
+            }
+            report(&CliError::usage(format!("{line} (see 'ftps --help')")))
         }
     }
 }
