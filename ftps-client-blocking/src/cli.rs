@@ -4,6 +4,7 @@
 //! The binary (`src/bin/ftps.rs`) parses a [`Cli`], calls [`Cli::resolve`] and hands the
 //! [`Invocation`] to the code that drives the client.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
@@ -22,6 +23,9 @@ pub const PASSWORD_ENV_SRC: &str = "FTPS_PASSWORD_SRC";
 
 /// `ftps fxp`: the destination server's password when its URL has none (before [`PASSWORD_ENV`]).
 pub const PASSWORD_ENV_DST: &str = "FTPS_PASSWORD_DST";
+
+/// `get URL -`: the LOCAL name that means standard output.
+pub const STDOUT_NAME: &str = "-";
 
 /// User name sent when the URL names none (RFC 1635 anonymous FTP).
 pub const ANONYMOUS_USER: &str = "anonymous";
@@ -99,23 +103,26 @@ pub enum Command {
         /// Remote directory (or file) URL.
         url: String,
     },
-    /// Download a remote file.
+    /// Download a remote file (to standard output with LOCAL '-').
     Get {
         /// Remote file URL.
         url: String,
-        /// Local file (default: the remote file name in the current directory).
+        /// Local file, or '-' for standard output (default: the remote file name in the
+        /// current directory; write ./- for a file named '-').
         local: Option<PathBuf>,
-        /// Resume a partial download (REST, RFC 3659 §5).
+        /// Resume a partial download (REST, RFC 3659 §5); not with '-'.
         #[arg(short = 'c', long = "continue")]
         resume: bool,
     },
-    /// Upload a local file.
+    /// Upload local files, all in one session.
     Put {
-        /// Local file.
-        local: PathBuf,
-        /// Remote file URL (a URL ending in '/' keeps the local file name).
+        /// Local file(s).
+        #[arg(value_name = "FILE", required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
+        /// Remote file URL (a URL ending in '/' keeps the local file name; with several
+        /// FILEs it must end in '/').
         url: String,
-        /// Resume a partial upload by appending the rest (SIZE + REST/APPE).
+        /// Resume partial uploads by appending the rest (SIZE + REST/APPE).
         #[arg(short = 'c', long = "continue")]
         resume: bool,
     },
@@ -187,13 +194,16 @@ pub enum Action {
         /// Resume a partial local file.
         resume: bool,
     },
-    /// Upload `local` to `remote`.
-    Put {
-        /// Local file.
-        local: PathBuf,
+    /// Download `remote` to standard output (`get URL -`): no local file, no resume.
+    GetToStdout {
         /// Remote file.
         remote: String,
-        /// Append to a partial remote file.
+    },
+    /// Upload each local file to its remote file, in order, in one session.
+    Put {
+        /// (local file, remote file) pairs in the order given; never empty, no remote file twice.
+        files: Vec<(PathBuf, String)>,
+        /// Append to partial remote files.
         resume: bool,
     },
     /// Delete a remote file.
@@ -432,6 +442,18 @@ impl Cli {
                 let dir = url.path().to_owned();
                 (url, Action::List { dir })
             }
+            Command::Get { url, local, resume }
+                if local.as_deref() == Some(STDOUT_NAME.as_ref()) =>
+            {
+                if *resume {
+                    return Err(CliError::usage(
+                        "-c/--continue cannot resume standard output ('-')",
+                    ));
+                }
+                let url = self.parse_url(url)?;
+                let remote = non_empty_path(&url)?;
+                (url, Action::GetToStdout { remote })
+            }
             Command::Get { url, local, resume } => {
                 let url = self.parse_url(url)?;
                 let local = match local {
@@ -452,24 +474,13 @@ impl Cli {
                     },
                 )
             }
-            Command::Put { local, url, resume } => {
+            Command::Put { files, url, resume } => {
                 let url = self.parse_url(url)?;
-                let mut remote = url.path().to_owned();
-                // "put f ftps://h/dir/" keeps the local name, like cp into a directory.
-                if remote.is_empty() || remote.ends_with('/') {
-                    let name = local.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
-                        CliError::usage(format!(
-                            "cannot derive a remote file name from {}; name it in the URL",
-                            local.display()
-                        ))
-                    })?;
-                    remote.push_str(name);
-                }
+                let files = put_targets(files, &url)?;
                 (
                     url,
                     Action::Put {
-                        local: local.clone(),
-                        remote,
+                        files,
                         resume: *resume,
                     },
                 )
@@ -545,6 +556,40 @@ impl Cli {
             }
         })
     }
+}
+
+/// The remote file of each local file for `put FILE... URL`. "put f ftps://h/dir/" keeps the
+/// local name, like cp into a directory; several files need such a directory URL, and two
+/// files may not land on the same remote name.
+fn put_targets(files: &[PathBuf], url: &FtpUrl) -> Result<Vec<(PathBuf, String)>, CliError> {
+    let path = url.path();
+    let into_dir = path.is_empty() || path.ends_with('/');
+    if files.len() > 1 && !into_dir {
+        return Err(CliError::usage(format!(
+            "several FILEs need a directory URL ending in '/', not {url}"
+        )));
+    }
+    let mut seen = HashSet::with_capacity(files.len());
+    let mut targets = Vec::with_capacity(files.len());
+    for local in files {
+        let mut remote = path.to_owned();
+        if into_dir {
+            let name = local.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+                CliError::usage(format!(
+                    "cannot derive a remote file name from {}; name it in the URL",
+                    local.display()
+                ))
+            })?;
+            remote.push_str(name);
+        }
+        if !seen.insert(remote.clone()) {
+            return Err(CliError::usage(format!(
+                "two FILEs would both be uploaded as {remote}"
+            )));
+        }
+        targets.push((local.clone(), remote));
+    }
+    Ok(targets)
 }
 
 fn non_empty_path(url: &FtpUrl) -> Result<String, CliError> {
@@ -639,6 +684,7 @@ impl ErrorKind {
 pub struct CliError {
     kind: ErrorKind,
     message: String,
+    silent: bool,
 }
 
 impl CliError {
@@ -655,7 +701,27 @@ impl CliError {
         } else {
             message
         };
-        CliError { kind, message }
+        CliError {
+            kind,
+            message,
+            silent: false,
+        }
+    }
+
+    /// An error that ends `ftps` with its exit code but without the `ftps: ...` line: for
+    /// ends that are no news to the user, such as the reader of standard output going away
+    /// (`ftps get URL - | head`).
+    pub fn silent(kind: ErrorKind, message: impl Into<String>) -> CliError {
+        CliError {
+            silent: true,
+            ..CliError::new(kind, message)
+        }
+    }
+
+    /// Whether `ftps` reports this error on stderr (`false` for [`CliError::silent`]).
+    #[must_use]
+    pub fn is_reported(&self) -> bool {
+        !self.silent
     }
 
     /// A usage error (exit code 1).
@@ -792,8 +858,7 @@ mod tests {
         assert_eq!(
             inv.action,
             Action::Put {
-                local: PathBuf::from("/tmp/x/a.txt"),
-                remote: "up/a.txt".into(),
+                files: vec![(PathBuf::from("/tmp/x/a.txt"), "up/a.txt".into())],
                 resume: true
             }
         );
@@ -801,11 +866,113 @@ mod tests {
         assert_eq!(
             inv.action,
             Action::Put {
-                local: PathBuf::from("a.txt"),
-                remote: "b.txt".into(),
+                files: vec![(PathBuf::from("a.txt"), "b.txt".into())],
                 resume: false
             }
         );
+    }
+
+    #[test]
+    fn put_several_files_into_a_directory() {
+        let inv = resolve(&[
+            "put",
+            "a.txt",
+            "/tmp/b.bin",
+            "../c",
+            "ftps://u:p@h/up/",
+            "-c",
+        ])
+        .unwrap();
+        assert_eq!(
+            inv.action,
+            Action::Put {
+                files: vec![
+                    (PathBuf::from("a.txt"), "up/a.txt".into()),
+                    (PathBuf::from("/tmp/b.bin"), "up/b.bin".into()),
+                    (PathBuf::from("../c"), "up/c".into()),
+                ],
+                resume: true
+            }
+        );
+        // The login directory is a directory too.
+        let inv = resolve(&["put", "a", "b", "ftps://u:p@h/"]).unwrap();
+        assert_eq!(
+            inv.action,
+            Action::Put {
+                files: vec![
+                    (PathBuf::from("a"), "a".into()),
+                    (PathBuf::from("b"), "b".into())
+                ],
+                resume: false
+            }
+        );
+        let inv = resolve(&["put", "a", "b", "ftps://u:p@h"]).unwrap();
+        assert!(matches!(inv.action, Action::Put { files, .. } if files.len() == 2));
+    }
+
+    #[test]
+    fn put_several_files_needs_a_directory_url() {
+        let err = resolve(&["put", "a", "b", "ftps://u:secret@h/up/file"]).unwrap_err();
+        assert_eq!(err.exit_code(), 1);
+        assert_eq!(
+            err.message(),
+            "several FILEs need a directory URL ending in '/', not ftps://u@h/up/file"
+        );
+        // Two files with one name would overwrite each other.
+        let err = resolve(&["put", "x/a", "y/a", "ftps://u:p@h/up/"]).unwrap_err();
+        assert_eq!(err.exit_code(), 1);
+        assert_eq!(err.message(), "two FILEs would both be uploaded as up/a");
+        let err = resolve(&["put", "a", "..", "ftps://u:p@h/up/"]).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "cannot derive a remote file name from ..; name it in the URL"
+        );
+        // FILE and URL are both required.
+        assert!(Cli::try_parse_from(["ftps", "put", "ftps://u:p@h/up/"]).is_err());
+        assert!(Cli::try_parse_from(["ftps", "put"]).is_err());
+    }
+
+    #[test]
+    fn get_to_standard_output() {
+        let inv = resolve(&["get", "ftps://u:p@h/dir/file.bin", "-"]).unwrap();
+        assert_eq!(
+            inv.action,
+            Action::GetToStdout {
+                remote: "dir/file.bin".into()
+            }
+        );
+        // Options may follow the '-'.
+        let inv = resolve(&["get", "ftps://u:p@h/f", "-", "-q"]).unwrap();
+        assert!(inv.quiet);
+        assert_eq!(inv.action, Action::GetToStdout { remote: "f".into() });
+        // A file named '-' is still reachable.
+        let inv = resolve(&["get", "ftps://u:p@h/f", "./-"]).unwrap();
+        assert_eq!(
+            inv.action,
+            Action::Get {
+                remote: "f".into(),
+                local: PathBuf::from("./-"),
+                resume: false
+            }
+        );
+    }
+
+    #[test]
+    fn get_to_standard_output_usage_errors() {
+        for args in [
+            ["get", "-c", "ftps://u:p@h/f", "-"],
+            ["get", "ftps://u:p@h/f", "-", "--continue"],
+        ] {
+            let err = resolve(&args).unwrap_err();
+            assert_eq!(err.exit_code(), 1);
+            assert_eq!(
+                err.message(),
+                "-c/--continue cannot resume standard output ('-')"
+            );
+        }
+        let err = resolve(&["get", "ftps://u:p@h/", "-"]).unwrap_err();
+        assert_eq!(err.exit_code(), 1);
+        assert_eq!(err.message(), "ftps://u@h names no remote path");
     }
 
     #[test]
@@ -985,6 +1152,15 @@ mod tests {
         );
         assert_eq!(err.exit_code(), 6);
         assert_eq!(err.to_string(), "/x: gone");
+        assert!(err.is_reported());
+    }
+
+    #[test]
+    fn silent_errors_keep_kind_and_message() {
+        let err = CliError::silent(ErrorKind::LocalIo, "stdout: Broken pipe");
+        assert!(!err.is_reported());
+        assert_eq!(err.exit_code(), 6);
+        assert_eq!(err.message(), "stdout: Broken pipe");
     }
 
     #[test]

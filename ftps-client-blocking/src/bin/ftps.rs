@@ -2,7 +2,9 @@
 //!
 //! Parses the arguments, resolves URL and password, then hands over to [`ftps_run::run`].
 //! Every failure is reported as one line `ftps: ...` on stderr with the exit code
-//! documented in `ftps --help` (see [`ftps_client_blocking::cli::ErrorKind`]).
+//! documented in `ftps --help` (see [`ftps_client_blocking::cli::ErrorKind`]), except the
+//! few that need no report ([`ftps_client_blocking::cli::CliError::silent`]: the reader of
+//! `ftps get URL -` closed the pipe), which only set the exit code.
 
 mod ftps_run;
 
@@ -40,7 +42,9 @@ fn prompt_password(prompt: &str) -> std::io::Result<String> {
 }
 
 fn report(error: &CliError) -> ExitCode {
-    let _ = writeln!(std::io::stderr().lock(), "ftps: {error}");
+    if error.is_reported() {
+        let _ = writeln!(std::io::stderr().lock(), "ftps: {error}");
+    }
     ExitCode::from(error.exit_code())
 }
 

@@ -6,7 +6,7 @@
 //! exit code.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -14,9 +14,9 @@ use ftps_client_blocking::cli::{
     Action, CliError, ConnectionOptions, Destination, ErrorKind, Invocation, MirrorDirection,
 };
 use ftps_client_blocking::mirror::{self, LocalWalk, Plan, TimePrecision, TreeEntry};
-use ftps_client_blocking::progress::{format_bytes, Progress};
+use ftps_client_blocking::progress::{format_bytes, Mode as ProgressMode, Progress};
 use ftps_client_blocking::{
-    Client, ClientConfig, DataConnectionMode, Entry, EntryKind, Error, Scheme,
+    Client, ClientConfig, DataConnectionMode, Entry, EntryKind, Error, RetrGuard, Scheme,
     SiteToSiteProtection, Timeval, TlsVersions,
 };
 
@@ -146,11 +146,9 @@ fn is_network_error(error: &io::Error) -> bool {
 /// Checks the local side of `action` before connecting; for `mirror` this walks the local tree.
 fn check_local(action: &Action) -> Result<Option<LocalWalk>, Failure> {
     match action {
-        Action::Put { local, .. } => {
-            let meta = fs::metadata(local).map_err(|e| Failure::local(local, &e))?;
-            if !meta.is_file() {
-                let e = io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
-                return Err(Failure::local(local, &e));
+        Action::Put { files, .. } => {
+            for (local, _) in files {
+                check_upload_source(local)?;
             }
             Ok(None)
         }
@@ -169,6 +167,17 @@ fn check_local(action: &Action) -> Result<Option<LocalWalk>, Failure> {
         },
         _ => Ok(None),
     }
+}
+
+/// An upload's source must be a regular file we can open for reading.
+fn check_upload_source(local: &Path) -> Result<(), Failure> {
+    let meta = fs::metadata(local).map_err(|e| Failure::local(local, &e))?;
+    if !meta.is_file() {
+        let e = io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
+        return Err(Failure::local(local, &e));
+    }
+    fs::File::open(local).map_err(|e| Failure::local(local, &e))?;
+    Ok(())
 }
 
 /// The library configuration for the command-line options.
@@ -220,11 +229,11 @@ fn perform(
             local,
             resume,
         } => get(client, remote, local, *resume, quiet),
-        Action::Put {
-            local,
-            remote,
-            resume,
-        } => put(client, local, remote, *resume, quiet),
+        Action::GetToStdout { remote } => get_to_stdout(client, remote, quiet),
+        // One session for every file; the first failure ends the run with its exit code.
+        Action::Put { files, resume } => files
+            .iter()
+            .try_for_each(|(local, remote)| put(client, local, remote, *resume, quiet)),
         Action::Remove { remote } => client
             .delete(remote)
             .map_err(|e| Failure::client(Phase::FileOp, &format!("rm {remote}"), &e)),
@@ -355,6 +364,116 @@ fn get(
             .map_err(|e| Failure::client(Phase::Transfer, &context, &e));
     }
     download_fresh(client, remote, local, None, &mut progress, &context)
+}
+
+/// `get URL -`: streams `remote` to standard output in [`COPY_UNIT`] writes, then verifies the
+/// download is complete ([`RetrGuard::finish`]: close_notify and the final reply), so a cut
+/// stream still fails with exit code 5 although its bytes were written.
+///
+/// When the reader of standard output goes away (`| head`), the transfer is aborted and `ftps`
+/// ends with exit code 6 (the download did not complete) but without an error line: that end
+/// is no news to whoever closed the pipe. Other write errors are reported as usual.
+fn get_to_stdout(client: &mut Client, remote: &str, quiet: bool) -> Result<(), Failure> {
+    let context = format!("get {remote}");
+    let total = remote_size(client, remote, &context)?;
+    let mut progress = stdout_progress(remote, total, quiet);
+    let mut guard = client
+        .retr(remote, 0)
+        .map_err(|e| Failure::client(Phase::Transfer, &context, &e))?;
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    let mut buf = vec![0; COPY_UNIT];
+    let copied = loop {
+        let filled = match fill(&mut guard, &mut buf, &mut progress) {
+            Ok(filled) => filled,
+            // The guard kept the cause; finish() reports it with its type.
+            Err(e) => break Err(StreamError::Download(e)),
+        };
+        let Some(chunk) = buf.get(..filled).filter(|c| !c.is_empty()) else {
+            break out.flush().map_err(StreamError::Stdout);
+        };
+        if let Err(e) = out.write_all(chunk) {
+            break Err(StreamError::Stdout(e));
+        }
+    };
+    let result = match copied {
+        Ok(()) => guard
+            .finish()
+            .map(drop)
+            .map_err(|e| Failure::client(Phase::Transfer, &context, &e)),
+        Err(StreamError::Download(read_error)) => Err(match guard.finish() {
+            Err(e) => Failure::client(Phase::Transfer, &context, &e),
+            // Not expected: the guard's read failed but it found nothing wrong at the end.
+            Ok(_) => Failure {
+                error: CliError::new(ErrorKind::Transfer, format!("{context}: {read_error}")),
+                session_usable: true,
+            },
+        }),
+        Err(StreamError::Stdout(write_error)) => {
+            let session_usable = guard.abort().is_ok();
+            let error = CliError::local_io(Path::new("stdout"), &write_error);
+            if write_error.kind() == io::ErrorKind::BrokenPipe {
+                // Quiet all the way: no error line, and no "(FAILED)" summary either.
+                let error = CliError::silent(error.kind(), error.message());
+                return Err(Failure {
+                    error,
+                    session_usable,
+                });
+            }
+            Err(Failure {
+                error,
+                session_usable,
+            })
+        }
+    };
+    end_progress(&mut progress, result.is_ok(), 0);
+    result
+}
+
+/// The report of `get URL -`: as [`Progress::stderr`], but never a bar when standard output
+/// is a terminal too, where it would be drawn over the file's text (curl does the same).
+fn stdout_progress(label: &str, total: Option<u64>, quiet: bool) -> Progress<io::Stderr> {
+    let mode = if quiet {
+        ProgressMode::Silent
+    } else if io::stderr().is_terminal() && !io::stdout().is_terminal() {
+        ProgressMode::Bar
+    } else {
+        ProgressMode::SummaryOnly
+    };
+    Progress::new(io::stderr(), mode, label, total, Instant::now())
+}
+
+/// Size of one write to standard output: few system calls, as in the library's file copies.
+const COPY_UNIT: usize = 256 * 1024;
+
+/// Why streaming to standard output stopped early.
+enum StreamError {
+    /// Reading the download failed (the data connection; the guard keeps the typed cause).
+    Download(io::Error),
+    /// Writing standard output failed.
+    Stdout(io::Error),
+}
+
+/// Reads the download until `buf` is full or the stream ends, keeping `progress` current;
+/// returns how much was read.
+fn fill(
+    guard: &mut RetrGuard<'_>,
+    buf: &mut [u8],
+    progress: &mut Progress<io::Stderr>,
+) -> io::Result<usize> {
+    let mut filled = 0;
+    while let Some(free) = buf.get_mut(filled..).filter(|f| !f.is_empty()) {
+        match guard.read(free) {
+            Ok(0) => break,
+            Ok(n) => {
+                filled += n;
+                progress.update(Instant::now(), RetrGuard::bytes(guard));
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// Downloads `remote` into a temporary file next to `local` and renames it into place, so an
