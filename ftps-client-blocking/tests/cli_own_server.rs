@@ -1,0 +1,490 @@
+//! The `ftps` binary against our own server (ftps-server-smol, embedded on a loopback port): `get URL -` to
+//! standard output and `put FILE... URL/` in one session.
+//!
+//! The server keeps its default policy: TLS on control and data connections, and every data connection must
+//! resume *this* control session's TLS session. A counting authenticator shows how many logins a command made.
+//! Every wait is bounded: `ftps` runs with `--timeout`, and each run is killed if it outlives [`WAIT`].
+
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use ftps_proto::server::SessionConfig;
+use ftps_server_smol::auth::{
+    AuthOutcome, AuthenticatedUser, Authenticator, LoginAttempt, Permission, UserHome,
+};
+use ftps_server_smol::server::{ListenerOptions, Server, PRELIMINARY_REPLY_WAIT};
+use ftps_server_smol::storage::{
+    BoxFuture, DirEntry, LocalStorage, Metadata, ReadHandle, Storage, StorageError, Upload,
+    WriteMode,
+};
+use ftps_testkit::{TempDir, TestCert};
+
+const USER: &str = "alice";
+const PASSWORD: &str = "pw-cli-own-server";
+/// The longest one `ftps` run may take before the test kills it and fails.
+const WAIT: Duration = Duration::from_secs(60);
+/// The file [`BrokenReads`] fails to read after [`BROKEN_AFTER`] bytes.
+const BROKEN_FILE: &str = "broken.bin";
+const BROKEN_AFTER: usize = 300 * 1024;
+
+/// One user; counts the logins it accepted.
+struct CountingUser {
+    logins: Arc<AtomicUsize>,
+}
+
+impl Authenticator for CountingUser {
+    fn authenticate(&self, attempt: LoginAttempt) -> BoxFuture<'_, AuthOutcome> {
+        Box::pin(async move {
+            if attempt.user == USER && attempt.password == PASSWORD {
+                self.logins.fetch_add(1, Ordering::SeqCst);
+                AuthOutcome::Accepted(AuthenticatedUser {
+                    name: USER.into(),
+                    home: UserHome::Virtual("/".into()),
+                    permission: Permission::ReadWrite,
+                    require_tls: None,
+                    site_to_site: None,
+                })
+            } else {
+                AuthOutcome::Denied
+            }
+        })
+    }
+}
+
+/// A directory on disk, except that reading [`BROKEN_FILE`] fails after [`BROKEN_AFTER`] bytes (a disk error
+/// in the middle of a download).
+struct BrokenReads {
+    inner: LocalStorage,
+}
+
+/// [`BROKEN_AFTER`] bytes of zeros, then an I/O error.
+struct FailingReader {
+    left: usize,
+}
+
+impl smol::io::AsyncRead for FailingReader {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.left == 0 {
+            return Poll::Ready(Err(io::Error::other("disk read error")));
+        }
+        let n = buf.len().min(self.left);
+        buf[..n].fill(0);
+        self.left -= n;
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl Storage for BrokenReads {
+    fn metadata<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Metadata, StorageError>> {
+        self.inner.metadata(path)
+    }
+    fn list<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Vec<DirEntry>, StorageError>> {
+        self.inner.list(path)
+    }
+    fn open_read<'a>(
+        &'a self,
+        path: &'a str,
+        offset: u64,
+    ) -> BoxFuture<'a, Result<ReadHandle, StorageError>> {
+        if path.trim_start_matches('/') != BROKEN_FILE {
+            return self.inner.open_read(path, offset);
+        }
+        Box::pin(async {
+            Ok(ReadHandle {
+                reader: Box::new(FailingReader { left: BROKEN_AFTER }),
+                size: 4 * BROKEN_AFTER as u64,
+            })
+        })
+    }
+    fn open_write<'a>(
+        &'a self,
+        path: &'a str,
+        mode: WriteMode,
+    ) -> BoxFuture<'a, Result<Box<dyn Upload>, StorageError>> {
+        self.inner.open_write(path, mode)
+    }
+    fn mkdir<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+        self.inner.mkdir(path)
+    }
+    fn rmdir<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+        self.inner.rmdir(path)
+    }
+    fn delete<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+        self.inner.delete(path)
+    }
+    fn rename<'a>(&'a self, from: &'a str, to: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+        self.inner.rename(from, to)
+    }
+    fn set_modified<'a>(
+        &'a self,
+        path: &'a str,
+        time: SystemTime,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        self.inner.set_modified(path, time)
+    }
+    fn set_mode<'a>(&'a self, path: &'a str, mode: u32) -> BoxFuture<'a, Result<(), StorageError>> {
+        self.inner.set_mode(path, mode)
+    }
+}
+
+/// Our server on 127.0.0.1 serving `root`, a scratch directory to run `ftps` in, and the CA file it needs.
+struct Site {
+    addr: SocketAddr,
+    root: TempDir,
+    scratch: TempDir,
+    ca: PathBuf,
+    logins: Arc<AtomicUsize>,
+    server: Server,
+}
+
+impl Site {
+    fn start() -> Self {
+        let root = TempDir::new("cli-own-root");
+        let scratch = TempDir::new("cli-own-scratch");
+        let cert = TestCert::generate();
+        let ca = scratch.path().join("ca.pem");
+        std::fs::write(&ca, &cert.cert_pem).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_der.clone().into());
+        let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert_der.clone().into()], key)
+        .unwrap();
+        let logins = Arc::new(AtomicUsize::new(0));
+        let server = Server::builder()
+            .storage(Arc::new(BrokenReads {
+                inner: LocalStorage::open(root.path()).unwrap(),
+            }))
+            .authenticator(Arc::new(CountingUser {
+                logins: Arc::clone(&logins),
+            }))
+            .tls(Arc::new(tls))
+            .session_config(SessionConfig {
+                preliminary_reply_wait: PRELIMINARY_REPLY_WAIT,
+                ..SessionConfig::default()
+            })
+            .build();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let serving = server.clone();
+        std::thread::spawn(move || {
+            smol::block_on(async move {
+                let listener = smol::net::TcpListener::try_from(listener).unwrap();
+                serving.serve(listener, ListenerOptions::default()).await
+            })
+        });
+        Self {
+            addr,
+            root,
+            scratch,
+            ca,
+            logins,
+            server,
+        }
+    }
+
+    /// `ftps://alice@127.0.0.1:PORT/path` (the password goes through FTPS_PASSWORD).
+    fn url(&self, path: &str) -> String {
+        format!("ftps://{USER}@{}/{path}", self.addr)
+    }
+
+    /// `ftps --ca-file CA --timeout 20 ARGS` in the scratch directory, with the password in the environment.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ftps"));
+        command
+            .arg("--ca-file")
+            .arg(&self.ca)
+            .args(["--timeout", "20"])
+            .args(args)
+            .current_dir(self.scratch.path())
+            .env("FTPS_PASSWORD", PASSWORD)
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn ftps(&self, args: &[&str]) -> Output {
+        run_bounded(self.command(args))
+    }
+
+    fn logins(&self) -> usize {
+        self.logins.load(Ordering::SeqCst)
+    }
+
+    fn local(&self, name: &str) -> PathBuf {
+        self.scratch.path().join(name)
+    }
+
+    fn remote(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+
+    /// Names in the scratch directory besides the CA file.
+    fn scratch_files(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.scratch.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "ca.pem")
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        self.server.shutdown();
+    }
+}
+
+/// Waits for `child` at most `limit`; kills it and fails the test past that.
+fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ftps still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Reads a child's pipe to its end on a thread of its own.
+fn collect(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        pipe.read_to_end(&mut bytes).unwrap();
+        bytes
+    })
+}
+
+/// Runs `command` to its end (bounded by [`WAIT`]), capturing stdout and stderr.
+fn run_bounded(mut command: Command) -> Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = collect(child.stdout.take().unwrap());
+    let stderr = collect(child.stderr.take().unwrap());
+    let status = wait_bounded(&mut child, WAIT);
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
+/// Asserts exit code `code`; returns stderr.
+fn exits(out: &Output, code: i32) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
+    stderr
+}
+
+/// Deterministic, non-repeating-looking test content.
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn get_to_stdout_writes_the_file_and_nothing_else() {
+    let site = Site::start();
+    // Several 256 KiB writes and a partial one.
+    let content = pattern(3 * 1024 * 1024 + 12_345, 1);
+    std::fs::write(site.remote("big.bin"), &content).unwrap();
+
+    let out = site.ftps(&["get", &site.url("big.bin"), "-"]);
+    let stderr = exits(&out, 0);
+    assert!(out.stdout == content, "stdout differs from the file");
+    // The summary still goes to stderr, one line.
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("big.bin: 3.0 MiB in "), "{stderr}");
+    // No local file, temporary or final.
+    assert_eq!(site.scratch_files(), Vec::<String>::new());
+
+    let out = site.ftps(&["-q", "get", &site.url("big.bin"), "-"]);
+    assert_eq!(exits(&out, 0), "");
+    assert!(out.stdout == content, "stdout differs from the file (-q)");
+
+    std::fs::write(site.remote("empty.bin"), b"").unwrap();
+    let out = site.ftps(&["get", &site.url("empty.bin"), "-", "--quiet"]);
+    assert_eq!(exits(&out, 0), "");
+    assert!(out.stdout.is_empty());
+
+    // A missing file: 4, nothing on stdout.
+    let out = site.ftps(&["get", &site.url("nope.bin"), "-"]);
+    let stderr = exits(&out, 4);
+    assert!(
+        stderr.starts_with("ftps: get nope.bin: server refused: 550 "),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+    assert_eq!(site.scratch_files(), Vec::<String>::new());
+}
+
+#[test]
+fn get_to_stdout_that_breaks_off_fails_with_5() {
+    let site = Site::start();
+    // The server's disk fails after BROKEN_AFTER bytes: what arrived may be on stdout, but the download is
+    // not complete and must not pass for complete.
+    let out = site.ftps(&["-q", "get", &site.url(BROKEN_FILE), "-"]);
+    let stderr = exits(&out, 5);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("ftps: get {BROKEN_FILE}: ")),
+        "{stderr}"
+    );
+    assert!(out.stdout.len() <= BROKEN_AFTER, "{}", out.stdout.len());
+    assert!(out.stdout.iter().all(|&b| b == 0));
+}
+
+#[test]
+fn get_to_stdout_usage_error_before_connecting() {
+    let site = Site::start();
+    std::fs::write(site.remote("f.bin"), b"data").unwrap();
+    let out = site.ftps(&["get", "-c", &site.url("f.bin"), "-"]);
+    let stderr = exits(&out, 1);
+    assert_eq!(
+        stderr,
+        "ftps: -c/--continue cannot resume standard output ('-')\n"
+    );
+    assert!(out.stdout.is_empty());
+    assert_eq!(site.logins(), 0);
+}
+
+/// `ftps get URL - | head -c 10`: the reader goes away; `ftps` stops downloading and exits 6 without a word.
+#[test]
+fn get_to_stdout_into_a_closed_pipe_ends_quietly() {
+    let site = Site::start();
+    // Far more than a pipe buffer (64 KiB) and our 256 KiB write unit: the write must hit the closed pipe.
+    let content = pattern(8 * 1024 * 1024, 2);
+    std::fs::write(site.remote("big.bin"), &content).unwrap();
+
+    let mut child = site
+        .command(&["get", &site.url("big.bin"), "-"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = collect(child.stderr.take().unwrap());
+    let mut stdout = child.stdout.take().unwrap();
+    let mut head = [0u8; 10];
+    stdout.read_exact(&mut head).unwrap();
+    drop(stdout);
+    let status = wait_bounded(&mut child, WAIT);
+    let stderr = String::from_utf8_lossy(&stderr.join().unwrap()).into_owned();
+    assert_eq!(head, content[..10]);
+    assert_eq!(status.code(), Some(6), "stderr: {stderr}");
+    assert_eq!(stderr, "", "no error line, no summary, no panic");
+}
+
+#[test]
+fn put_several_files_in_one_session() {
+    let site = Site::start();
+    let files = [
+        ("a.txt", b"hello\n".to_vec()),
+        ("b.bin", pattern(1024 * 1024 + 3, 3)),
+        ("c.bin", Vec::new()),
+    ];
+    for (name, content) in &files {
+        std::fs::write(site.local(name), content).unwrap();
+    }
+    std::fs::create_dir(site.remote("up")).unwrap();
+
+    let out = site.ftps(&["put", "a.txt", "b.bin", "c.bin", &site.url("up/")]);
+    let stderr = exits(&out, 0);
+    assert!(out.stdout.is_empty());
+    // One summary line per file, in order.
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    for (line, (name, _)) in lines.iter().zip(&files) {
+        assert!(line.starts_with(&format!("up/{name}: ")), "{stderr}");
+    }
+    for (name, content) in &files {
+        let remote = std::fs::read(site.remote("up").join(name)).unwrap();
+        assert!(&remote == content, "up/{name} differs");
+    }
+    // One login for all three; the server's default policy also refused any data connection that did not
+    // resume that session's TLS session.
+    assert_eq!(site.logins(), 1);
+
+    // -q: nothing at all on success; -c applies to each file (all complete: nothing to send).
+    let out = site.ftps(&["-q", "put", "-c", "a.txt", "b.bin", &site.url("up/")]);
+    assert_eq!(exits(&out, 0), "");
+    assert!(out.stdout.is_empty());
+    assert_eq!(site.logins(), 2);
+
+    // -c continues each partial remote file.
+    let partial = &files[1].1[..500_000];
+    std::fs::write(site.remote("up/b.bin"), partial).unwrap();
+    std::fs::write(site.remote("up/a.txt"), b"hel").unwrap();
+    let out = site.ftps(&["-q", "put", "b.bin", "a.txt", &site.url("up/"), "-c"]);
+    assert_eq!(exits(&out, 0), "");
+    assert!(std::fs::read(site.remote("up/b.bin")).unwrap() == files[1].1);
+    assert_eq!(std::fs::read(site.remote("up/a.txt")).unwrap(), b"hello\n");
+    assert_eq!(site.logins(), 3);
+}
+
+#[test]
+fn put_several_files_checks_before_connecting_and_stops_at_the_first_failure() {
+    let site = Site::start();
+    std::fs::write(site.local("a.txt"), b"a").unwrap();
+    std::fs::write(site.local("b.txt"), b"b").unwrap();
+    std::fs::write(site.local("c.txt"), b"c").unwrap();
+    std::fs::create_dir(site.local("dir")).unwrap();
+    std::fs::create_dir(site.remote("up")).unwrap();
+
+    // Not a directory URL: usage error, no connection.
+    let out = site.ftps(&["put", "a.txt", "b.txt", &site.url("up/x")]);
+    let stderr = exits(&out, 1);
+    assert!(
+        stderr.starts_with("ftps: several FILEs need a directory URL ending in '/'"),
+        "{stderr}"
+    );
+    // A missing or non-regular local file: 6 before connecting, nothing uploaded.
+    for bad in ["missing.txt", "dir"] {
+        let out = site.ftps(&["put", "a.txt", bad, "c.txt", &site.url("up/")]);
+        let stderr = exits(&out, 6);
+        assert!(stderr.starts_with(&format!("ftps: {bad}: ")), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+    assert_eq!(site.logins(), 0);
+    assert_eq!(std::fs::read_dir(site.remote("up")).unwrap().count(), 0);
+
+    // The second upload is refused (a directory is in the way): exit 4, and the third is not tried.
+    std::fs::create_dir(site.remote("up/b.txt")).unwrap();
+    let out = site.ftps(&["-q", "put", "a.txt", "b.txt", "c.txt", &site.url("up/")]);
+    let stderr = exits(&out, 4);
+    assert!(stderr.starts_with("ftps: put up/b.txt: "), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_eq!(std::fs::read(site.remote("up/a.txt")).unwrap(), b"a");
+    assert!(!site.remote("up/c.txt").exists());
+    assert_eq!(site.logins(), 1);
+}
