@@ -17,4 +17,5 @@ mod session;
 pub mod startup;
 pub mod storage;
 mod storage_map;
+mod timing;
 mod transfer;

@@ -27,6 +27,7 @@ use crate::listener::CountedListener;
 use crate::server::{ListenerContext, Shared};
 use crate::storage::{self, LocalStorage, ReadOnly, Storage, Subtree, Upload};
 use crate::storage_map::{failed, file_info};
+use crate::timing::{within, LazyTimer};
 use crate::transfer::{self, Body};
 
 /// The control-channel read buffer starts this small: an idle session holds it for its whole life, and commands
@@ -122,6 +123,7 @@ pub(crate) async fn run(
         input: vec![0; CONTROL_READ_INITIAL],
         pending: 0..0,
         shutdown_seen: false,
+        deadline: LazyTimer::new(),
     };
     let result = driver.drive(&mut session).await;
     if let Err(e) = result {
@@ -149,6 +151,8 @@ struct Driver {
     pending: std::ops::Range<usize>,
     /// The server's shutdown has been passed to the engine.
     shutdown_seen: bool,
+    /// Fires by the engine's next deadline (`poll_timeout`).
+    deadline: LazyTimer,
 }
 
 enum Wake {
@@ -173,12 +177,15 @@ impl Driver {
                     continue;
                 }
             }
-            let deadline = session.poll_timeout();
+            if let Some(at) = session.poll_timeout() {
+                self.deadline.arm_by(at);
+            }
             let can_read = self.pending.is_empty();
             let watch_shutdown = !self.shutdown_seen;
             let wake = {
                 let (reader, input) = (&mut self.stream, &mut self.input);
                 let (done_rx, shared) = (&self.done_rx, &self.shared);
+                let deadline = &mut self.deadline;
                 let read = async {
                     if can_read {
                         Wake::Read(reader.read(input).await)
@@ -188,10 +195,7 @@ impl Driver {
                 };
                 let done = async { Wake::Done(done_rx.recv().await.ok()) };
                 let timer = async {
-                    match deadline {
-                        Some(at) => Timer::at(at).await,
-                        None => future::pending().await,
-                    };
+                    deadline.fired().await;
                     Wake::Timer
                 };
                 let shutdown = async {
@@ -217,7 +221,12 @@ impl Driver {
                 }
                 Wake::Done(Some(completion)) => self.complete(session, completion),
                 Wake::Done(None) => {}
-                Wake::Timer => session.handle_timeout(now),
+                // The timer may fire before the engine's current deadline (it is re-armed lazily).
+                Wake::Timer => {
+                    if session.poll_timeout().is_some_and(|at| at <= now) {
+                        session.handle_timeout(now);
+                    }
+                }
                 // Graceful shutdown: the engine says 421 now, or after a running transfer's final reply; the
                 // server ends the process after its grace period whatever is left.
                 Wake::Shutdown => {
@@ -237,15 +246,14 @@ impl Driver {
             if !self.out.is_empty() {
                 progressed = true;
                 let idle = self.shared.write_timeout();
-                let write = self.stream.write_all(&self.out);
-                future::or(write, async {
-                    Timer::after(idle).await;
-                    Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "client does not read",
-                    ))
-                })
-                .await?;
+                within(idle, self.stream.write_all(&self.out))
+                    .await
+                    .unwrap_or_else(|| {
+                        Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "client does not read",
+                        ))
+                    })?;
                 if self.out.capacity() > CONTROL_WRITE_KEEP {
                     self.out.clear();
                     self.out.shrink_to(CONTROL_WRITE_KEEP);

@@ -4,10 +4,8 @@
 //! channel here, in [`FILE_BUFFER_SIZE`] units with buffers allocated once per transfer. The channel decides
 //! everything FTPS (TLS, resumption policy, close_notify); this module only moves bytes and waits.
 
-use std::io;
 use std::time::{Duration, Instant};
 
-use async_io::Timer;
 use ftps_proto::ascii;
 use ftps_proto::data::{DataChannel, DataError, DataEvent, DataReport};
 use ftps_proto::server::Failure;
@@ -16,6 +14,7 @@ use smol::net::TcpStream;
 
 use crate::storage::{Upload, FILE_BUFFER_SIZE};
 use crate::storage_map::engine_storage_error;
+use crate::timing::within;
 
 /// Socket reads in this unit: several TLS records per read.
 const NET_READ_SIZE: usize = 64 * 1024;
@@ -78,12 +77,6 @@ struct Pump {
     pending: std::ops::Range<usize>,
     out: Vec<u8>,
     on_ready: Option<OnReady>,
-}
-
-/// What ended a wait for the socket.
-enum Wake {
-    Read(io::Result<usize>),
-    Timer,
 }
 
 impl Pump {
@@ -251,23 +244,18 @@ impl Pump {
     /// most until the channel's deadline or the idle timeout). The caller drains plaintext between calls.
     async fn pump_input(&mut self, channel: &mut DataChannel) -> Result<(), Failure> {
         if self.pending.is_empty() {
-            let deadline = channel
-                .poll_timeout()
-                .unwrap_or_else(|| Instant::now() + self.idle)
-                .min(Instant::now() + self.idle);
-            let read = async { Wake::Read(self.socket.read(&mut self.net_in).await) };
-            let timer = async {
-                Timer::at(deadline).await;
-                Wake::Timer
-            };
-            match future::or(read, timer).await {
+            // The channel's own deadline (the TLS handshake), else the idle timeout.
+            let limit = channel.poll_timeout().map_or(self.idle, |at| {
+                at.saturating_duration_since(Instant::now()).min(self.idle)
+            });
+            match within(limit, self.socket.read(&mut self.net_in)).await {
                 // A reset counts as an EOF: the channel tells a clean close from a truncation.
-                Wake::Read(Ok(0)) | Wake::Read(Err(_)) => {
+                Some(Ok(0)) | Some(Err(_)) => {
                     channel.handle_eof(Instant::now());
                     return Ok(());
                 }
-                Wake::Read(Ok(n)) => self.pending = 0..n,
-                Wake::Timer => {
+                Some(Ok(n)) => self.pending = 0..n,
+                None => {
                     let now = Instant::now();
                     if channel.poll_timeout().is_some_and(|t| t <= now) {
                         channel.handle_timeout(now);
@@ -286,12 +274,7 @@ impl Pump {
 
 /// Runs `f`, giving up after `idle`.
 async fn timed<T>(idle: Duration, f: impl std::future::Future<Output = T>) -> Result<T, Failure> {
-    future::or(async { Some(f.await) }, async {
-        Timer::after(idle).await;
-        None
-    })
-    .await
-    .ok_or(Failure::Truncated)
+    within(idle, f).await.ok_or(Failure::Truncated)
 }
 
 /// Drops plaintext nobody asked for (a client writing during a download).
