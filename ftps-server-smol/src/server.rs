@@ -529,7 +529,11 @@ pub fn run(parts: ServerParts) -> Result<(), String> {
         ));
     }
 
-    smol::block_on(async {
+    // Everything runs on smol's executor threads, which also drive the reactor. The main thread only waits
+    // (futures-lite's block_on parks it without touching the reactor): when the main thread sat in
+    // `smol::block_on`, it held the reactor while the executor thread ran the sessions, so every socket event
+    // and every new timer cost a wake-up of the other thread.
+    futures_lite::future::block_on(smol::spawn(async move {
         let mut tasks = Vec::new();
         for (socket, options) in bound {
             let listener = TcpListener::try_from(socket).map_err(|e| e.to_string())?;
@@ -553,7 +557,7 @@ pub fn run(parts: ServerParts) -> Result<(), String> {
             async_io::Timer::after(Duration::from_millis(100)).await;
         }
         Ok(())
-    })
+    }))
 }
 
 /// Reloads the certificate when its files change (polled: portable and cheap).
