@@ -1,14 +1,19 @@
 //! `cargo xtask bench`: end-to-end FTPS throughput, as a Markdown table and JSON in `target/bench/`.
 //!
 //! ```text
-//! cargo xtask bench [--peers] [--size BYTES|64M|1G] [--files N] [--rounds N] [--smoke]
+//! cargo xtask bench [--peers] [--size BYTES|64M|1G] [--files N] [--rounds N] [--dir DIR] [--smoke]
 //! ```
+//!
+//! Every file a row touches (the bulk file, the small files, the servers' homes, the ceiling's sink) lives in
+//! one data directory, by default on the tmpfs `/dev/shm` when it has room (see [`data_dir`]): the rows then
+//! measure FTPS, TLS and the servers' file handling, not this machine's shared disk. Results, configurations and
+//! unpacked peers stay in `target/bench/`.
 //!
 //! One run measures, round after round (rounds interleaved, so a noisy neighbour hurts every row alike), and
 //! reports medians:
 //! - the ceiling: `tls-ceiling`, raw rustls over TCP loopback with the same 256 KiB buffers, no FTP, doing the
-//!   file I/O an FTPS row does (the sender reads the bulk file; the receiver writes it, and fsyncs it on download
-//!   like `ftps get`), and the same without files ("memory only", for reference);
+//!   file I/O an FTPS row does (the sender reads the bulk file; on upload the receiver writes it to a file, on
+//!   download it throws it away as both clients do), and the same without files ("memory only", for reference);
 //! - a bulk download (RETR) and upload (STOR) of `--size` bytes with PROT P, and `--files` uploads of 4 KiB in
 //!   one session, for each pair: our client and curl, each against our server and each peer server (vsftpd,
 //!   ProFTPD, Pure-FTPd; see [`crate::peers`]); with TLS 1.3 and TLS 1.2.
@@ -43,10 +48,13 @@ struct Options {
     files: u32,
     rounds: u32,
     smoke: bool,
+    /// Where the files go (`--dir`); `None` chooses (see [`data_dir`]).
+    dir: Option<PathBuf>,
 }
 
 const USAGE: &str =
-    "usage: cargo xtask bench [--peers] [--size BYTES|64M|1G] [--files N] [--rounds N] [--smoke]";
+    "usage: cargo xtask bench [--peers] [--size BYTES|64M|1G] [--files N] [--rounds N] \
+                     [--dir DIR] [--smoke]";
 
 fn parse_size(text: &str) -> Result<u64> {
     let split = text
@@ -74,6 +82,7 @@ fn parse_args(args: &[String]) -> Result<Options> {
         files: 1000,
         rounds: 3,
         smoke: false,
+        dir: None,
     };
     let mut args = args.iter();
     while let Some(flag) = args.next() {
@@ -85,6 +94,7 @@ fn parse_args(args: &[String]) -> Result<Options> {
             "--peers" => options.peers = true,
             "--smoke" => options.smoke = true,
             "--size" => size = Some(parse_size(value()?)?),
+            "--dir" => options.dir = Some(PathBuf::from(value()?)),
             "--files" => {
                 files = Some(
                     value()?
@@ -177,6 +187,10 @@ struct Workload {
     files: u32,
     /// A scratch directory for captured output.
     scratch: PathBuf,
+    /// Where the servers' homes go (`ours`, `vsftpd`, ...).
+    homes: PathBuf,
+    /// Where the files live, for the report (e.g. `/dev/shm/ftps-rs-bench (tmpfs)`).
+    place: String,
 }
 
 /// A program that can drive FTPS transfers: curl, or our `ftps` client once it exists.
@@ -289,10 +303,9 @@ impl Client for Curl {
     }
 }
 
-/// Our `ftps` command-line client (crate ftps-client-blocking), once it is built.
-///
-/// The command lines below are the harness's guess at its interface: adjust them here, in one place, when the
-/// client lands.
+/// Our `ftps` command-line client (crate ftps-client-blocking), doing what curl does in its rows: a download
+/// streamed to standard output and thrown away, an upload of the bulk file, and the small files uploaded in one
+/// session (`put FILE... URL/`).
 struct OurClient {
     program: PathBuf,
 }
@@ -322,21 +335,28 @@ impl Client for OurClient {
             cmd.arg("--tls12");
         }
         let url = |path: &str| format!("ftps://{}@{}/{path}", to.user, to.addr);
+        let mut stdout = peers::Stdout::Capture;
         match transfer {
-            // A real file, not /dev/null: `ftps get` writes a temporary file next to the target and renames it.
-            Transfer::Download => cmd
-                .arg("get")
-                .arg(url(remote))
-                .arg(work.scratch.join("ftps-download.bin")),
-            Transfer::Upload => cmd.arg("put").arg(&work.bulk).arg(url(remote)),
-            // One session for all files: `mirror --upload` of the directory of small files.
-            Transfer::ManySmall => cmd
-                .args(["mirror", "--upload"])
-                .arg(&work.small_dir)
-                .arg(url(&format!("{remote}/"))),
+            // To standard output and thrown away, like curl's `-o /dev/null` (`ftps get` exits non-zero on a
+            // short or truncated download, so the exit status checks it).
+            Transfer::Download => {
+                cmd.arg("get").arg(url(remote)).arg("-");
+                stdout = peers::Stdout::Discard;
+            }
+            Transfer::Upload => {
+                cmd.arg("put").arg(&work.bulk).arg(url(remote));
+            }
+            // One session for all files, like curl's glob.
+            Transfer::ManySmall => {
+                cmd.arg("put");
+                for i in 0..work.files {
+                    cmd.arg(work.small_dir.join(format!("f{}.bin", small_index(i))));
+                }
+                cmd.arg(url(&format!("{remote}/")));
+            }
         };
-        let done =
-            peers::run_bounded("ftps", &mut cmd, timeout_for(transfer, work), &work.scratch)?;
+        let timeout = timeout_for(transfer, work);
+        let done = peers::run_bounded_with("ftps", &mut cmd, timeout, &work.scratch, stdout)?;
         if !done.success {
             return Err(format!("ftps {}: {}", done.status, one_line(&done.stderr)));
         }
@@ -409,12 +429,16 @@ impl Server {
 /// Starts our server on loopback with its own certificate, or says why it cannot run yet.
 ///
 /// Like [`OurClient`], the flags are the harness's guess at the server's interface, kept in this one place.
-fn start_our_server(program: &Path, bench_dir: &Path) -> Result<(Server, SocketAddr)> {
+fn start_our_server(
+    program: &Path,
+    bench_dir: &Path,
+    homes: &Path,
+) -> Result<(Server, SocketAddr)> {
     if let Some(reason) = probe(program) {
         return Err(reason);
     }
     let dir = bench_dir.join("ours");
-    let home = dir.join("home");
+    let home = homes.join("ours");
     let _ = fs::remove_dir_all(&home);
     fs::create_dir_all(&home).map_err(|e| format!("{}: {e}", home.display()))?;
     let (cert, key, _) = peers::certificate(&dir)?;
@@ -582,11 +606,59 @@ fn write_random(path: &Path, len: u64, seed: u64) -> Result {
     Ok(())
 }
 
-fn workload(bench_dir: &Path, options: &Options) -> Result<Workload> {
-    let bulk = bench_dir.join(format!("bulk-{}.bin", options.size));
+/// The default data directory when `/dev/shm` cannot hold the run.
+const DISK_DATA_DIR: &str = "data";
+
+/// The filesystem type `path` is on, from `/proc/mounts` (the longest mount point that contains it).
+fn filesystem_type(path: &Path) -> Option<String> {
+    let mounts = fs::read_to_string("/proc/mounts").ok()?;
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_, point, kind) = (fields.next()?, fields.next()?, fields.next()?);
+            path.starts_with(point)
+                .then(|| (point.len(), kind.to_string()))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, kind)| kind)
+}
+
+/// Free bytes on the filesystem of `path` (`df`), when it can tell.
+fn free_bytes(path: &Path) -> Option<u64> {
+    let text = peers::output_of(Command::new("df").args(["-B1", "--output=avail"]).arg(path))?;
+    text.lines().nth(1)?.trim().parse().ok()
+}
+
+/// Where the run's files go, and whether the run should remove them at the end.
+///
+/// `--dir` wins. Otherwise `/dev/shm/ftps-rs-bench` when `/dev/shm` is a tmpfs with room for three bulk files
+/// (the bulk file, an upload and the ceiling's sink; downloads are hard links), else `target/bench/data`.
+/// Why not the disk by default: on this project's machines the disk is shared with other builds, and the
+/// filesystem is ext4 without a journal, whose inode allocator scans every inode deleted in the last minutes
+/// before it creates a file (`recently_deleted` in `find_inode_bit`): with the bench's own churn of thousands
+/// of small files that was 45% of our server's CPU in the small-file rows, a cost of the disk's history, not of
+/// any server.
+fn data_dir(options: &Options, bench_dir: &Path) -> (PathBuf, bool) {
+    if let Some(dir) = &options.dir {
+        return (dir.clone(), false);
+    }
+    let shm = Path::new("/dev/shm");
+    let needed = 3 * options.size + u64::from(options.files) * SMALL_FILE * 4 + (256 << 20);
+    let tmpfs = filesystem_type(shm).as_deref() == Some("tmpfs");
+    if tmpfs && free_bytes(shm).is_some_and(|free| free >= needed) {
+        (shm.join("ftps-rs-bench"), true)
+    } else {
+        (bench_dir.join(DISK_DATA_DIR), false)
+    }
+}
+
+fn workload(data: &Path, options: &Options) -> Result<Workload> {
+    fs::create_dir_all(data).map_err(|e| format!("{}: {e}", data.display()))?;
+    let bulk = data.join(format!("bulk-{}.bin", options.size));
     if fs::metadata(&bulk).map(|m| m.len()).ok() != Some(options.size) {
         // Bulk files of other sizes are not needed any more: a GiB each adds up.
-        if let Ok(entries) = fs::read_dir(bench_dir) {
+        if let Ok(entries) = fs::read_dir(data) {
             for entry in entries.filter_map(|e| e.ok()) {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if name.starts_with("bulk-") && name.ends_with(".bin") {
@@ -601,7 +673,7 @@ fn workload(bench_dir: &Path, options: &Options) -> Result<Workload> {
         );
         write_random(&bulk, options.size, 0x5EED_F00D)?;
     }
-    let small_dir = bench_dir.join(format!("small-{}", options.files));
+    let small_dir = data.join(format!("small-{}", options.files));
     let last = small_dir.join(format!("f{}.bin", small_index(options.files - 1)));
     if !last.is_file() {
         fs::create_dir_all(&small_dir).map_err(|e| format!("{}: {e}", small_dir.display()))?;
@@ -610,14 +682,22 @@ fn workload(bench_dir: &Path, options: &Options) -> Result<Workload> {
             write_random(&path, SMALL_FILE, u64::from(i) + 1)?;
         }
     }
-    let scratch = bench_dir.join("scratch");
+    let scratch = data.join("scratch");
     fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    let homes = data.join("homes");
+    fs::create_dir_all(&homes).map_err(|e| format!("{}: {e}", homes.display()))?;
+    let place = match filesystem_type(data) {
+        Some(kind) => format!("{} ({kind})", data.display()),
+        None => data.display().to_string(),
+    };
     Ok(Workload {
         bulk,
         size: options.size,
         small_dir,
         files: options.files,
         scratch,
+        homes,
+        place,
     })
 }
 
@@ -694,12 +774,11 @@ fn ceiling_once(
     }
     let sink = work.scratch.join("ceiling-sink.bin");
     if files {
-        // The file I/O of the FTPS rows: the sender reads the bulk file; the receiver writes a file, and on
-        // download fsyncs it, as `ftps get` does before renaming it into place (our server does not fsync uploads
-        // by default).
-        cmd.arg("--source").arg(&work.bulk).arg("--sink").arg(&sink);
-        if transfer == Transfer::Download {
-            cmd.arg("--sink-sync");
+        // The file I/O of the FTPS rows: the sender reads the bulk file; on upload the receiver (a server)
+        // writes it to a file, on download the receiver (curl, `ftps get -`) throws it away.
+        cmd.arg("--source").arg(&work.bulk);
+        if transfer == Transfer::Upload {
+            cmd.arg("--sink").arg(&sink);
         }
     }
     let done = peers::run_bounded(
@@ -853,13 +932,15 @@ pub(crate) fn run(args: &[String]) -> Result {
     let bench_dir = target.join("bench");
     fs::create_dir_all(&bench_dir).map_err(|e| format!("{}: {e}", bench_dir.display()))?;
     let (ceiling, server_bin, client_bin) = build(&target.join("release"))?;
-    let work = workload(&bench_dir, &options)?;
+    let (data, remove_data) = data_dir(&options, &bench_dir);
+    let work = workload(&data, &options)?;
+    eprintln!("bench: files in {}", work.place);
 
     // Servers: ours first, then the peers.
     let ours_addr_fallback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let mut ours_addr = ours_addr_fallback;
     let mut servers = Vec::new();
-    match start_our_server(&server_bin, &bench_dir) {
+    match start_our_server(&server_bin, &bench_dir, &work.homes) {
         Ok((server, addr)) => {
             ours_addr = addr;
             servers.push(server);
@@ -870,7 +951,7 @@ pub(crate) fn run(args: &[String]) -> Result {
         }),
     }
     // Always asked for, so a peer that cannot run (not root, not installed) still gets its rows and reason.
-    for status in peers::start_all(&bench_dir, options.peers) {
+    for status in peers::start_all(&bench_dir, &work.homes, options.peers) {
         servers.push(match status {
             PeerStatus::Ready(peer) => Server::Peer(peer),
             PeerStatus::Unavailable { name, reason } => Server::Missing { name, reason },
@@ -1006,6 +1087,10 @@ pub(crate) fn run(args: &[String]) -> Result {
         }
     }
     drop(servers);
+    if remove_data {
+        // The default data directory is in memory: give it back.
+        let _ = fs::remove_dir_all(&data);
+    }
 
     let machine = machine();
     let markdown = markdown(&rows, &work, &options, &machine);
@@ -1140,14 +1225,16 @@ fn markdown(rows: &[Row], work: &Workload, options: &Options, machine: &Machine)
         "Bulk {} in {} KiB buffers, {} × 4 KiB in one session, {} round(s), medians{}. PROT P everywhere; \
          curl pinned to AES-128-GCM like the ceiling; ratio = row MB/s ÷ ceiling MB/s (same TLS version and \
          direction; many small files against the upload ceiling). The ceiling is raw rustls over TCP loopback \
-         doing the rows' file I/O (sender reads the bulk file, receiver writes a file and fsyncs it on download \
-         like `ftps get`), clock from after the handshake; FTPS rows also include process start and login. \
-         curl downloads to /dev/null, our client to a file.\n",
+         doing the rows' file I/O (sender reads the bulk file; receiver writes a file on upload, discards on \
+         download), clock from after the handshake; FTPS rows also include process start and login. Both clients \
+         download to /dev/null (curl `-o /dev/null`, `ftps get URL -`) and upload the small files in one session \
+         (curl's glob, `ftps put FILE... URL/`). Files and server homes in {}.\n",
         human_size(work.size),
         BUFFER / 1024,
         work.files,
         options.rounds,
         if options.smoke { " (smoke run)" } else { "" },
+        work.place,
     );
     let _ = writeln!(
         out,
@@ -1232,8 +1319,13 @@ fn json(rows: &[Row], work: &Workload, options: &Options, machine: &Machine) -> 
     let _ = writeln!(
         out,
         "  \"options\": {{\"size\": {}, \"files\": {}, \"file_size\": {SMALL_FILE}, \"rounds\": {}, \
-         \"buffer\": {BUFFER}, \"smoke\": {}, \"peers\": {}}},",
-        work.size, work.files, options.rounds, options.smoke, options.peers
+         \"buffer\": {BUFFER}, \"smoke\": {}, \"peers\": {}, \"files_in\": {}}},",
+        work.size,
+        work.files,
+        options.rounds,
+        options.smoke,
+        options.peers,
+        json_escape(&work.place)
     );
     let _ = writeln!(out, "  \"rows\": [");
     for (i, row) in rows.iter().enumerate() {
@@ -1299,8 +1391,23 @@ mod tests {
             (o.size, o.files, o.rounds, o.peers),
             (1 << 30, 1000, 3, false)
         );
+        let o = parse_args(&strings(&["--dir", "/tmp/x"])).unwrap();
+        assert_eq!(o.dir.as_deref(), Some(Path::new("/tmp/x")));
+        assert!(parse_args(&strings(&["--dir"])).is_err());
         assert!(parse_args(&strings(&["--rounds", "0"])).is_err());
         assert!(parse_args(&strings(&["--bogus"])).is_err());
+    }
+
+    #[test]
+    fn a_given_dir_is_used_and_kept() {
+        let options = parse_args(&strings(&["--dir", "/tmp/ftps-bench-x"])).unwrap();
+        let (dir, remove) = data_dir(&options, Path::new("/nonexistent/target/bench"));
+        assert_eq!(
+            (dir.as_path(), remove),
+            (Path::new("/tmp/ftps-bench-x"), false)
+        );
+        // Every Linux path is on some mount.
+        assert!(filesystem_type(Path::new("/")).is_some());
     }
 
     #[test]

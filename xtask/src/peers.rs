@@ -90,6 +90,15 @@ pub(crate) struct Finished {
     pub(crate) elapsed: Duration,
 }
 
+/// What becomes of a bounded command's standard output.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Stdout {
+    /// Captured and returned in [`Finished::stdout`].
+    Capture,
+    /// Thrown away (`/dev/null`): a download streamed to stdout, like curl's `-o /dev/null`.
+    Discard,
+}
+
 /// Runs `cmd` to completion with a timeout, capturing its output through files (no pipe can fill up).
 pub(crate) fn run_bounded(
     what: &str,
@@ -97,9 +106,28 @@ pub(crate) fn run_bounded(
     timeout: Duration,
     scratch: &Path,
 ) -> Result<Finished> {
+    run_bounded_with(what, cmd, timeout, scratch, Stdout::Capture)
+}
+
+/// [`run_bounded`], choosing what happens to standard output.
+pub(crate) fn run_bounded_with(
+    what: &str,
+    cmd: &mut Command,
+    timeout: Duration,
+    scratch: &Path,
+    stdout: Stdout,
+) -> Result<Finished> {
     let out_path = scratch.join(".last-stdout");
     let err_path = scratch.join(".last-stderr");
-    let out = fs::File::create(&out_path).map_err(|e| format!("{}: {e}", out_path.display()))?;
+    let out = match stdout {
+        Stdout::Capture => fs::File::create(&out_path)
+            .map(Stdio::from)
+            .map_err(|e| format!("{}: {e}", out_path.display()))?,
+        Stdout::Discard => {
+            let _ = fs::remove_file(&out_path);
+            Stdio::null()
+        }
+    };
     let err = fs::File::create(&err_path).map_err(|e| format!("{}: {e}", err_path.display()))?;
     let started = Instant::now();
     let child = ChildGuard::spawn(what, cmd.stdin(Stdio::null()).stdout(out).stderr(err))?;
@@ -144,6 +172,8 @@ pub(crate) enum PeerStatus {
 /// Everything the peers share: the certificate, the user, the unpacked packages.
 struct Setup {
     dir: PathBuf,
+    /// The directory under which each peer gets its fresh home.
+    homes: PathBuf,
     cert: PathBuf,
     key: PathBuf,
     /// cert + key in one file (Pure-FTPd's format).
@@ -157,9 +187,9 @@ struct Setup {
 type Starter = fn(&Setup) -> Result<Peer>;
 
 /// Finds (and with `install`, installs or unpacks) vsftpd, ProFTPD and Pure-FTPd, and starts each on loopback.
-pub(crate) fn start_all(bench_dir: &Path, install: bool) -> Vec<PeerStatus> {
+pub(crate) fn start_all(bench_dir: &Path, homes: &Path, install: bool) -> Vec<PeerStatus> {
     let names = ["vsftpd", "ProFTPD", "Pure-FTPd"];
-    let setup = match prepare(bench_dir, install) {
+    let setup = match prepare(bench_dir, homes, install) {
         Ok(setup) => setup,
         Err(reason) => {
             return names
@@ -191,7 +221,7 @@ pub(crate) fn start_all(bench_dir: &Path, install: bool) -> Vec<PeerStatus> {
         .collect()
 }
 
-fn prepare(bench_dir: &Path, install: bool) -> Result<Setup> {
+fn prepare(bench_dir: &Path, homes: &Path, install: bool) -> Result<Setup> {
     if !crate::is_root() {
         return Err("needs root (a local login user and a server that switches to it)".into());
     }
@@ -203,6 +233,7 @@ fn prepare(bench_dir: &Path, install: bool) -> Result<Setup> {
     let gid = output_of(Command::new("id").args(["-g", USER])).ok_or("id -g failed")?;
     Ok(Setup {
         dir,
+        homes: homes.to_path_buf(),
         cert,
         key,
         combined,
@@ -269,9 +300,9 @@ fn ensure_user() -> Result {
     }
 }
 
-/// A fresh directory under the user's home, owned by the user.
+/// A fresh directory for `peer` under the bench's homes, owned by the user.
 fn fresh_home(setup: &Setup, peer: &str) -> Result<PathBuf> {
-    let home = Path::new("/home").join(USER).join(peer);
+    let home = setup.homes.join(peer);
     let _ = fs::remove_dir_all(&home);
     fs::create_dir_all(&home).map_err(|e| format!("{}: {e}", home.display()))?;
     chown(setup, &home)?;
