@@ -25,6 +25,8 @@ use crate::error::{Error, Result};
 
 /// Socket reads and writes of bulk data move in units of this size.
 pub(crate) const BULK: usize = 256 * 1024;
+/// A data connection's first read buffer; it doubles up to its direction's maximum while reads fill it.
+const INITIAL_INPUT: usize = 16 * 1024;
 
 /// How a transfer ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +72,8 @@ pub(crate) struct DataConn {
     channel: Box<DataChannel>,
     /// Received bytes `input[start..end]` not yet taken by the channel.
     input: Box<[u8]>,
+    /// How far `input` may grow.
+    max_input: usize,
     start: usize,
     end: usize,
     output: Vec<u8>,
@@ -92,18 +96,21 @@ impl DataConn {
     ) -> Result<Self> {
         stream.set_nodelay(true)?;
         stream.set_write_timeout(Some(config.data_timeout))?;
-        // Downloads read in bulk; uploads only read the handshake and the close.
-        let input = match direction {
+        // Downloads read in bulk; uploads only read the handshake and the close. Both start small and grow
+        // when reads fill the buffer: a fresh 256 KiB zeroed buffer per transfer (and a 272 KiB output
+        // buffer) cost a quarter of the client's CPU time uploading 4 KiB files, in page faults and memset.
+        let max_input = match direction {
             Direction::Download => BULK,
             _ => 32 * 1024,
         };
         Ok(Self {
             stream,
             channel,
-            input: vec![0; input].into_boxed_slice(),
+            input: vec![0; INITIAL_INPUT.min(max_input)].into_boxed_slice(),
+            max_input,
             start: 0,
             end: 0,
-            output: Vec::with_capacity(BULK + 16 * 1024),
+            output: Vec::new(),
             eof: false,
             outcome: None,
             failure: None,
@@ -228,7 +235,14 @@ impl DataConn {
                 Ok(())
             }
             Ok(n) => {
+                let filled = self.end + n == self.input.len();
                 self.end += n;
+                if filled && self.input.len() < self.max_input {
+                    // Growing keeps the unread bytes where `start..end` points.
+                    let mut grown = std::mem::take(&mut self.input).into_vec();
+                    grown.resize((grown.len() * 2).min(self.max_input), 0);
+                    self.input = grown.into_boxed_slice();
+                }
                 Ok(())
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => Ok(()),
@@ -725,7 +739,9 @@ pub(crate) fn put(
         client.stor(remote)?
     };
     guard.on_progress(move |n| progress(offset + n));
-    let mut buf = vec![0; BULK];
+    // No bigger than the file (plus the byte that finds its end): small files need no 256 KiB of zeroed pages.
+    let remaining = usize::try_from(local_len.saturating_sub(offset)).unwrap_or(BULK);
+    let mut buf = vec![0; remaining.saturating_add(1).min(BULK)];
     loop {
         let n = match file.read(&mut buf) {
             Ok(0) => break,
