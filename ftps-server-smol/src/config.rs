@@ -302,6 +302,9 @@ pub struct LimitsConfig {
     pub lockout_table_size: usize,
     /// Longest command line accepted, in bytes.
     pub max_line_len: usize,
+    /// Microseconds to wait before answering `PASV`/`EPSV` (0: at once); see
+    /// [`crate::server::PASSIVE_REPLY_PACING`] for why the default is not 0.
+    pub passive_reply_pacing_us: u64,
 }
 
 impl Default for LimitsConfig {
@@ -317,6 +320,7 @@ impl Default for LimitsConfig {
             lockout_period: 900,
             lockout_table_size: 10_000,
             max_line_len: 4096,
+            passive_reply_pacing_us: crate::server::PASSIVE_REPLY_PACING.as_micros() as u64,
         }
     }
 }
@@ -350,6 +354,12 @@ impl LimitsConfig {
     #[must_use]
     pub fn lockout_period(&self) -> Duration {
         Duration::from_secs(self.lockout_period)
+    }
+
+    /// `passive_reply_pacing_us` as a duration.
+    #[must_use]
+    pub fn passive_reply_pacing(&self) -> Duration {
+        Duration::from_micros(self.passive_reply_pacing_us)
     }
 }
 
@@ -540,6 +550,10 @@ impl Config {
         if l.max_line_len < 512 {
             return invalid("limits.max_line_len must be at least 512".into());
         }
+        // A pause, not a timeout: anything near human scale is a mistake.
+        if l.passive_reply_pacing_us > 100_000 {
+            return invalid("limits.passive_reply_pacing_us must be at most 100000 (0.1 s)".into());
+        }
         Ok(())
     }
 }
@@ -718,6 +732,10 @@ mod tests {
             "max_sessions_per_ip",
         );
         check(&|c| c.limits.max_line_len = 10, "max_line_len");
+        check(
+            &|c| c.limits.passive_reply_pacing_us = 2_000_000,
+            "passive_reply_pacing_us",
+        );
     }
 
     #[test]

@@ -481,6 +481,7 @@ pub fn run(parts: ServerParts) -> Result<(), String> {
         max_sessions_per_ip: config.limits.max_sessions_per_ip,
         data_idle_timeout: config.limits.data_timeout(),
         write_timeout: config.limits.idle_timeout(),
+        passive_reply_pacing: config.limits.passive_reply_pacing(),
         ..Limits::default()
     };
     let storage: Arc<dyn Storage> = Arc::new(parts.storage);
