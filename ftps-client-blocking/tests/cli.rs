@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use ftps_testkit::{TempDir, Vsftpd, VSFTPD_PASSWORD, VSFTPD_USER};
+use ftps_testkit::{pattern, TempDir, Vsftpd, VSFTPD_PASSWORD, VSFTPD_USER};
 
 fn ftps(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ftps"))
@@ -197,19 +197,6 @@ fn fails(out: Output, code: i32) -> String {
     assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     stderr
-}
-
-/// Deterministic, non-repeating-looking test content.
-fn pattern(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 #[test]

@@ -25,7 +25,7 @@ use ftps_server_smol::storage::{
     BoxFuture, DirEntry, LocalStorage, Metadata, ReadHandle, Storage, StorageError, Upload,
     WriteMode,
 };
-use ftps_testkit::{TempDir, TestCert};
+use ftps_testkit::{pattern, TempDir, TestCert};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "pw-cli-own-server";
@@ -298,19 +298,6 @@ fn exits(out: &Output, code: i32) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
     stderr
-}
-
-/// Deterministic, non-repeating-looking test content.
-fn pattern(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 #[test]

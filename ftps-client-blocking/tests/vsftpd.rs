@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use ftps_client_blocking::{
     Client, ClientConfig, DataConnectionMode, EntryKind, Error, TlsVersions,
 };
-use ftps_testkit::{TempDir, Vsftpd, VSFTPD_PASSWORD, VSFTPD_USER};
+use ftps_testkit::{pattern, TempDir, Vsftpd, VSFTPD_PASSWORD, VSFTPD_USER};
 
 const TLS13: TlsVersions = TlsVersions::Tls13Only;
 const TLS12: TlsVersions = TlsVersions::Tls12Only;
@@ -56,19 +56,6 @@ impl Setup {
     fn local(&self, name: &str) -> PathBuf {
         self.scratch.path().join(name)
     }
-}
-
-/// Deterministic, non-repeating-looking test content.
-fn pattern(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 fn upload(client: &mut Client, path: &str, content: &[u8]) -> ftps_client_blocking::TransferReport {

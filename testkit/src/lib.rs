@@ -5,6 +5,7 @@
 //! - [`TestCert`]: a self-signed certificate generated at run time (never committed), written as PEM files.
 //! - [`Vsftpd`]: a vsftpd on loopback with FTPS, `require_ssl_reuse=YES` and a local test user.
 //! - [`TempDir`]: a directory removed on drop.
+//! - [`pattern`]: deterministic test content.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -117,6 +118,20 @@ impl TestCert {
         std::fs::write(&key, &self.key_pem).expect("write key");
         (cert, key)
     }
+}
+
+/// `len` bytes of deterministic test content (xorshift32), different for each `seed` and with no short period, so
+/// a misplaced or repeated chunk shows up in a comparison.
+pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 24) as u8
+        })
+        .collect()
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released: good enough for tests that start a peer right after).
