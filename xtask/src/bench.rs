@@ -440,7 +440,10 @@ fn start_our_server(
     let dir = bench_dir.join("ours");
     let home = homes.join("ours");
     let _ = fs::remove_dir_all(&home);
-    fs::create_dir_all(&home).map_err(|e| format!("{}: {e}", home.display()))?;
+    // The configuration, certificate and state live in `dir`, the files in `home` (on the data directory).
+    for path in [&dir, &home] {
+        fs::create_dir_all(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
     let (cert, key, _) = peers::certificate(&dir)?;
     let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
