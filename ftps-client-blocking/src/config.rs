@@ -256,7 +256,7 @@ impl ClientConfig {
         if let Some(config) = &self.tls_config {
             return Ok(config.clone());
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(ftps_proto::tls_provider());
         let versions: &[&'static rustls::SupportedProtocolVersion] = match self.tls_versions {
             TlsVersions::Tls12And13 => &[&rustls::version::TLS13, &rustls::version::TLS12],
             TlsVersions::Tls12Only => &[&rustls::version::TLS12],
@@ -428,5 +428,15 @@ mod tests {
             .session_config()
             .unwrap();
         assert!(session.tls.is_some());
+    }
+
+    #[test]
+    fn offers_aes128_gcm_first() {
+        let config = ClientConfig::new()
+            .danger_accept_invalid_certs(true)
+            .rustls_client_config()
+            .unwrap();
+        let suite = config.crypto_provider().cipher_suites[0].suite();
+        assert_eq!(suite, rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
     }
 }

@@ -64,6 +64,7 @@ pub mod path;
 pub mod server;
 mod tls;
 
+pub use tls::provider as tls_provider;
 pub use tls::TlsInfo;
 
 #[cfg(test)]

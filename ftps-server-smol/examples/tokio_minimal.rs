@@ -76,14 +76,12 @@ fn session_config() -> io::Result<SessionConfig> {
     let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
         .map_err(io::Error::other)?;
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(generated.key_pair.serialize_der().into());
-    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-    .map_err(io::Error::other)?
-    .with_no_client_auth()
-    .with_single_cert(vec![generated.cert.der().clone()], key)
-    .map_err(io::Error::other)?;
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(ftps_proto::tls_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(io::Error::other)?
+        .with_no_client_auth()
+        .with_single_cert(vec![generated.cert.der().clone()], key)
+        .map_err(io::Error::other)?;
     Ok(SessionConfig {
         tls: Some(Arc::new(tls)),
         require_tls_control: true,

@@ -123,7 +123,7 @@ pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, CertError
 pub fn build_server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, CertError> {
     let chain = load_certificates(&settings.cert_file)?;
     let key = load_private_key(&settings.key_file)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(ftps_proto::tls_provider());
     let versions: &[&rustls::SupportedProtocolVersion] = match settings.min_version {
         TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::Tls13 => &[&rustls::version::TLS13],
@@ -169,7 +169,7 @@ pub fn build_server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, 
 /// server (each data connection is a full handshake), and the config presents no client certificate.
 #[allow(clippy::expect_used)] // ring supports both versions; only a provider without them could fail here
 pub fn site_to_site_client_config() -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(ftps_proto::tls_provider());
     let verifier = Arc::new(SiteToSitePeer(Arc::clone(&provider)));
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
