@@ -650,23 +650,29 @@ impl LocalUpload {
             let file = writer.into_inner().await;
             drop(file);
         }
+        if let Some(job) = self.discard_job() {
+            let _ = unblock(job).await;
+        }
+    }
+
+    /// The blocking-pool work that ends an upload without a commit (`None` when there is none): a new file's
+    /// temp file is removed; an append or resume keeps what arrived, so a buffered head is written.
+    fn discard_job(&mut self) -> Option<impl FnOnce() -> io::Result<()> + Send + 'static> {
+        let finish = self.finish.take()?;
         let file = self.file.take();
         let head = std::mem::take(&mut self.head);
-        let finish = self.finish.take();
+        if matches!(finish, Finish::InPlace) && (file.is_none() || head.is_empty()) {
+            return None;
+        }
         let inner = Arc::clone(&self.inner);
-        let _ = unblock(move || match finish {
-            Some(Finish::Rename { temp, .. }) => {
+        Some(move || match (finish, file) {
+            (Finish::Rename { temp, .. }, file) => {
                 drop(file);
                 inner.root.remove_file(temp)
             }
-            // Append / resume keep what arrived, the buffered part included.
-            Some(Finish::InPlace) => match file {
-                Some(mut file) => io::Write::write_all(&mut file, &head),
-                None => Ok(()),
-            },
-            None => Ok(()),
+            (Finish::InPlace, Some(mut file)) => io::Write::write_all(&mut file, &head),
+            (Finish::InPlace, None) => Ok(()),
         })
-        .await;
     }
 }
 
@@ -690,20 +696,9 @@ impl Upload for LocalUpload {
 
 impl Drop for LocalUpload {
     fn drop(&mut self) {
-        match self.finish.take() {
-            Some(Finish::Rename { temp, .. }) => {
-                // Dropped mid-transfer (task cancelled): remove the temp file off the executor.
-                let inner = Arc::clone(&self.inner);
-                unblock(move || inner.root.remove_file(temp)).detach();
-            }
-            // An append or resume keeps the bytes that arrived, the buffered ones too (as `abort` does).
-            Some(Finish::InPlace) if !self.head.is_empty() => {
-                if let Some(mut file) = self.file.take() {
-                    let head = std::mem::take(&mut self.head);
-                    unblock(move || io::Write::write_all(&mut file, &head)).detach();
-                }
-            }
-            _ => {}
+        // Dropped mid-transfer (task cancelled): the same end as `abort`, off the executor and not awaited.
+        if let Some(job) = self.discard_job() {
+            unblock(job).detach();
         }
     }
 }
