@@ -5,7 +5,7 @@
 //!   dropped inside the timed routine. The ceiling next to it: a raw rustls full handshake (with the TLS 1.3
 //!   tickets delivered, as the control connection does), same suite and certificate.
 //! - `data_resumed_handshake`: on one logged-in session (set up outside the timed routine), one 0-byte `RETR`
-//!   round trip: `EPSV`, `RETR`, the server's `RunTransfer` channel against the client's `DataChannel` event,
+//!   round trip: `EPSV`, `RETR`, the server's `DriveData` channel against the client's `DataChannel` event,
 //!   a resumed data handshake (the default policy requires it, so a full one would fail the transfer),
 //!   close_notify both ways, 226. The ceiling next to it: a raw rustls resumed handshake with a shared session
 //!   cache, tickets delivered and close_notify both ways.
@@ -64,7 +64,7 @@ struct Pair {
     /// Server bytes the client has not taken yet (TLS backpressure).
     to_client: Vec<u8>,
     client_events: Vec<ClientEvent>,
-    /// The server's channel from the last `RunTransfer`, with that request's id.
+    /// The server's channel from the last `DriveData`, with that request's id.
     server_channel: Option<(ReqId, Box<DataChannel>)>,
 }
 
@@ -154,8 +154,13 @@ impl Pair {
                 path,
             },
             RequestKind::List { .. } => Outcome::Listing(Vec::new()),
-            RequestKind::RunTransfer { channel, .. } => {
+            RequestKind::DriveData { channel } => {
                 self.server_channel = Some((id, channel));
+                return None;
+            }
+            RequestKind::RunTransfer { data, plan } => {
+                let (_, channel) = self.server_channel.as_mut().filter(|(i, _)| *i == data)?;
+                channel.start_transfer(self.now, plan.flow());
                 return None;
             }
             RequestKind::ReleaseData

@@ -130,7 +130,12 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 
-use crate::tls::{HandshakeDecision, ReadState, TlsConn, TlsInfo};
+use crate::tls::{BindingState, ConnectionBinding, HandshakeDecision, ReadState, TlsConn, TlsInfo};
+
+/// How soon a held ClientHello answer looks again at the login it waits for, doubling up to
+/// [`BINDING_RECHECK_MAX`]: a login takes a few milliseconds (a password hash) to a second (a failed-login delay).
+const BINDING_RECHECK_FIRST: Duration = Duration::from_millis(1);
+const BINDING_RECHECK_MAX: Duration = Duration::from_millis(64);
 
 /// How a data connection is protected (RFC 4217 §9, `PROT C` / `PROT P`).
 #[derive(Clone)]
@@ -195,10 +200,39 @@ pub enum ResumptionPolicy {
     Off,
 }
 
+/// Which way a transfer's payload moves, seen from this end of the data connection.
+///
+/// FTP moves a file one way per data connection (RFC 959 section 3.2). The direction decides what a TCP close
+/// without close_notify means, and when a server sends its TLS 1.3 tickets (see [`DataOptions::flow`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DataFlow {
+    /// This end sends the payload (a server's `RETR` or listing, a client's `STOR`).
+    Send,
+    /// This end receives the payload (a server's `STOR`, a client's `RETR`).
+    Receive,
+    /// Not known, or both: every missing close_notify is a possible truncation, tickets go out at once.
+    #[default]
+    Both,
+}
+
 /// Tunables of a data channel. Build with `DataOptions::default()` and change fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DataOptions {
+    /// Which way the payload moves (default [`DataFlow::Both`]).
+    ///
+    /// - End of stream: the *receiver* treats a TCP close without close_notify as a possible truncation
+    ///   (`clean: false`), since bytes may be missing. The *sender* ([`DataFlow::Send`]) that has called
+    ///   [`DataChannel::finish`] needs nothing more from the peer: its payload and close_notify are out, and a
+    ///   peer that then closes without close_notify (wget does) has cut nothing. Before `finish`, a close is a
+    ///   truncation either way.
+    /// - TLS 1.3 tickets of a server-role [`DataFlow::Receive`] channel (an upload) are held back until the
+    ///   client's stream has ended, then sent with this end's close_notify. A client that never reads an upload
+    ///   connection (Go's `crypto/tls`, so rclone) would otherwise close with unread bytes, which makes the
+    ///   kernel reset the connection and drop the upload's unsent tail. A client that started its handshake
+    ///   before this end's preliminary reply reads the connection once just before it closes (curl) and needs the
+    ///   tickets by then: see [`DataChannel::peer_started_first`].
+    pub flow: DataFlow,
     /// How long the TLS handshake may take, counted from [`DataChannel::new`]'s `now`.
     pub handshake_timeout: Duration,
     /// Leniency for peers known to skip close_notify; `None` (the default) is strict.
@@ -221,6 +255,7 @@ pub struct DataOptions {
 impl Default for DataOptions {
     fn default() -> Self {
         Self {
+            flow: DataFlow::Both,
             handshake_timeout: Duration::from_secs(30),
             close_notify_grace: None,
             send_buffer_limit: 256 * 1024,
@@ -315,8 +350,20 @@ pub struct DataChannel {
     finished_at: Option<Instant>,
     /// close_notify queued (TLS) / no more bytes accepted (clear).
     write_ended: bool,
-    /// The EOF arrived within the close_notify grace.
-    eof_within_grace: bool,
+    /// A TCP EOF without close_notify still counts as a clean end (sender after `finish`, or within the grace).
+    eof_accepted: bool,
+    /// Post-handshake TLS output waits for the end of the peer's stream (see [`DataOptions::flow`]).
+    hold_tickets: bool,
+    /// Server role, set by the session: whose ticket the handshake resumed.
+    binding: Option<ConnectionBinding>,
+    /// The ticket is another session's that is still logging in: every output waits, and the binding is
+    /// looked at again at `.0`; `.1` is the next interval (doubling).
+    binding_wait: Option<(Instant, Duration)>,
+    /// Built by a server session when the data connection arrived: no payload moves before
+    /// [`DataChannel::start_transfer`].
+    awaiting_transfer: bool,
+    /// The peer has sent at least one byte.
+    peer_started: bool,
     read_closed: Option<bool>,
     terminated: bool,
     bytes_received: u64,
@@ -384,7 +431,12 @@ impl DataChannel {
             finish_requested: false,
             finished_at: None,
             write_ended: false,
-            eof_within_grace: false,
+            eof_accepted: false,
+            hold_tickets: false,
+            binding: None,
+            binding_wait: None,
+            awaiting_transfer: false,
+            peer_started: false,
             read_closed: None,
             terminated: false,
             bytes_received: 0,
@@ -395,6 +447,8 @@ impl DataChannel {
         if let Transport::Tls(tls) = &mut channel.transport {
             tls.set_send_buffer_limit(Some(channel.options.send_buffer_limit));
         }
+        channel.hold_tickets =
+            channel.policy.is_some() && channel.options.flow == DataFlow::Receive;
         Ok(channel)
     }
 
@@ -435,14 +489,29 @@ impl DataChannel {
     pub fn wants_transmit(&self) -> bool {
         match &self.transport {
             Transport::Clear(clear) => !clear.sending.is_empty(),
+            Transport::Tls(_) if self.output_held() => false,
             Transport::Tls(tls) => tls.wants_write(),
         }
     }
 
-    /// Whether [`DataChannel::write`] may take bytes now: established, not finished, not failed. It may still
-    /// take 0 when the send buffer is full.
+    /// Whether [`DataChannel::write`] may take bytes now: established, transfer started, not finished, not
+    /// failed. It may still take 0 when the send buffer is full.
     pub fn can_write(&self) -> bool {
-        self.established && !self.finish_requested && self.error.is_none()
+        self.established
+            && !self.awaiting_transfer
+            && !self.finish_requested
+            && self.error.is_none()
+    }
+
+    /// Whether the peer has sent anything yet (under TLS: started its handshake).
+    pub fn peer_started(&self) -> bool {
+        self.peer_started
+    }
+
+    /// Whether the channel waits for [`DataChannel::start_transfer`] (a server session's channel, built when the
+    /// data connection arrived).
+    pub fn awaits_transfer(&self) -> bool {
+        self.awaiting_transfer
     }
 
     /// Whether the channel is over (finished or failed) and has nothing left to send: close the socket.
@@ -480,6 +549,7 @@ impl DataChannel {
         if self.error.is_some() {
             return input.len();
         }
+        self.peer_started |= !input.is_empty();
         let taken = match &mut self.transport {
             Transport::Clear(clear) => {
                 if clear.eof {
@@ -525,15 +595,18 @@ impl DataChannel {
                     return;
                 }
                 if !tls.peer_closed() {
-                    self.eof_within_grace =
-                        match (self.options.close_notify_grace, self.finished_at) {
+                    self.eof_accepted = match (self.options.flow, self.finished_at) {
+                        // Our payload and close_notify are out: the peer's close cuts nothing of ours.
+                        (DataFlow::Send, Some(_)) => true,
+                        (_, finished) => match (self.options.close_notify_grace, finished) {
                             (Some(grace), Some(at)) => {
                                 self.bytes_received == 0
                                     && tls.plaintext_chunk().is_empty()
                                     && now <= at + grace
                             }
                             _ => false,
-                        };
+                        },
+                    };
                 }
             }
         }
@@ -548,10 +621,16 @@ impl DataChannel {
         if let Some(deadline) = self.handshake_deadline {
             if now >= deadline {
                 self.handshake_deadline = None;
-                if !self.established {
+                // A connection nobody has spoken on, waiting for its transfer command, is the control session's
+                // business (its idle timeout); `start_transfer` arms the deadline again.
+                let idle = self.awaiting_transfer && !self.peer_started;
+                if !self.established && !idle {
                     self.fail(DataError::HandshakeTimeout);
                 }
             }
+        }
+        if self.binding_wait.is_some_and(|(at, _)| now >= at) {
+            self.progress(now);
         }
     }
 
@@ -561,7 +640,7 @@ impl DataChannel {
     ///
     /// Under TLS a run is at most one record (16 KiB); call again after [`DataChannel::consume`].
     pub fn read_chunk(&mut self) -> &[u8] {
-        if self.error.is_some() {
+        if self.error.is_some() || self.awaiting_transfer || !self.established {
             return &[];
         }
         match &mut self.transport {
@@ -625,11 +704,48 @@ impl DataChannel {
         self.update_ends();
     }
 
+    /// The transfer command for this connection runs: payload may move now, `flow` (from
+    /// [`TransferPlan::flow`](crate::server::TransferPlan::flow)). Only channels that
+    /// [`awaits_transfer`](DataChannel::awaits_transfer) need it; the handshake deadline starts again if the
+    /// handshake is still running.
+    ///
+    /// An upload's TLS 1.3 tickets ([`DataOptions::flow`]) are held back only when the client has not started its
+    /// handshake yet: it waits for the preliminary reply and may never read the connection (Go). A client that
+    /// spoke first drives the data connection alongside the control connection and reads an upload connection
+    /// once, just before it closes (curl): it needs its ticket as soon as the handshake ends.
+    pub fn start_transfer(&mut self, now: Instant, flow: DataFlow) {
+        if !self.awaiting_transfer {
+            return;
+        }
+        self.awaiting_transfer = false;
+        self.options.flow = flow;
+        self.hold_tickets = self.policy.is_some()
+            && flow == DataFlow::Receive
+            && !self.peer_started
+            && !self.established;
+        if self.is_handshaking() {
+            self.handshake_deadline = Some(now + self.options.handshake_timeout);
+        }
+        self.update_ends();
+    }
+
+    /// Binds a server-role channel to the session's record of whose ticket its handshake opens.
+    pub(crate) fn bind(&mut self, binding: ConnectionBinding) {
+        self.binding = Some(binding);
+    }
+
+    /// Marks a channel built before its transfer command: see [`DataChannel::start_transfer`].
+    pub(crate) fn await_transfer(&mut self) {
+        self.awaiting_transfer = true;
+        self.hold_tickets = false;
+    }
+
     // ----- outputs -----
 
     /// Appends the bytes to send (ciphertext, or plain bytes in the clear) to `out`; returns how many.
     #[must_use]
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> usize {
+        let held = self.output_held();
         match &mut self.transport {
             Transport::Clear(clear) => {
                 let n = clear.sending.len();
@@ -637,6 +753,7 @@ impl DataChannel {
                 clear.sending.clear();
                 n
             }
+            Transport::Tls(_) if held => 0,
             Transport::Tls(tls) => tls.write_tls_into(out),
         }
     }
@@ -650,26 +767,54 @@ impl DataChannel {
     /// The earliest deadline at which [`DataChannel::handle_timeout`] must be called, if any.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.handshake_deadline
+        let binding = self.binding_wait.map(|(at, _)| at);
+        match (self.handshake_deadline, binding) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     // ----- internals -----
 
+    /// TLS output after the handshake (an upload's tickets) waits for the end of the peer's stream.
+    fn output_held(&self) -> bool {
+        self.error.is_none()
+            && (self.binding_wait.is_some() || (self.hold_tickets && self.established))
+    }
+
     /// After TLS input: the handshake, the resumption policy, then the ends of both directions.
-    fn progress(&mut self, _now: Instant) {
+    fn progress(&mut self, now: Instant) {
         if let (Transport::Tls(tls), false) = (&mut self.transport, self.established) {
-            let refuse = self.policy == Some(ResumptionPolicy::Required)
-                && tls.handshake_decision() == HandshakeDecision::Full;
-            if refuse {
-                // Decided at the ClientHello: nothing of ours has been sent, so only a plaintext alert goes out.
+            let required = self.policy == Some(ResumptionPolicy::Required);
+            let decision = tls.handshake_decision();
+            let binding = match (&self.binding, decision) {
+                (Some(binding), HandshakeDecision::Resumed) if required => binding.state(),
+                _ => BindingState::Confirmed,
+            };
+            if required && (decision == HandshakeDecision::Full || binding == BindingState::Refused)
+            {
+                // Decided at the ClientHello, or while its answer was held: nothing of ours has been sent, so
+                // only a plaintext alert goes out.
                 tls.refuse();
                 self.fail(DataError::SessionReuseRequired);
                 return;
             }
+            if binding == BindingState::Pending {
+                // Another session's ticket, and that session is still logging in: answer nothing until it has.
+                let interval = self.binding_wait.map_or(BINDING_RECHECK_FIRST, |(_, i)| {
+                    (i * 2).min(BINDING_RECHECK_MAX)
+                });
+                self.binding_wait = Some((now + interval, interval));
+                return;
+            }
+            self.binding_wait = None;
             if tls.is_handshaking() {
                 return;
             }
             let Some(info) = tls.info() else { return };
+            // Only TLS 1.3 sends anything after its handshake (tickets); a TLS 1.2 server may still have its
+            // Finished queued when the handshake is complete.
+            self.hold_tickets &= info.version == rustls::ProtocolVersion::TLSv1_3;
             self.established = true;
             self.handshake_deadline = None;
             self.tls_info = Some(info.clone());
@@ -691,6 +836,8 @@ impl DataChannel {
         };
         if peer_ended {
             self.finish_requested = true;
+            // The client has written everything: it now reads until our close_notify, or has gone.
+            self.hold_tickets = false;
         }
         if self.finish_requested && self.established && !self.write_ended {
             self.write_ended = true;
@@ -698,7 +845,7 @@ impl DataChannel {
                 tls.send_close_notify();
             }
         }
-        if self.read_closed.is_none() {
+        if self.read_closed.is_none() && !self.awaiting_transfer {
             let clean = match &mut self.transport {
                 Transport::Clear(clear) => {
                     (clear.eof && clear.read_at == clear.received.len()).then_some(true)
@@ -706,7 +853,7 @@ impl DataChannel {
                 Transport::Tls(tls) => match tls.read_state() {
                     ReadState::Open => None,
                     ReadState::CleanClose => Some(true),
-                    ReadState::Truncated => Some(self.eof_within_grace),
+                    ReadState::Truncated => Some(self.eof_accepted),
                 },
             };
             if let Some(clean) = clean {
@@ -714,7 +861,7 @@ impl DataChannel {
                 self.events.push_back(DataEvent::ReadClosed { clean });
             }
         }
-        if self.read_closed.is_some() && self.write_ended {
+        if self.read_closed.is_some() && self.write_ended && !self.awaiting_transfer {
             self.terminated = true;
             self.events.push_back(DataEvent::Finished(self.report()));
         }

@@ -232,11 +232,13 @@ enum OpenFile {
     Write { path: String, data: Vec<u8> },
 }
 
-/// The server's end of a running transfer (its `RunTransfer`).
+/// The server's end of a data connection (its `DriveData`), and the transfer `RunTransfer` starts on it.
 #[derive(Debug)]
 struct ServerTransfer {
     id: ReqId,
     channel: Box<DataChannel>,
+    /// `RunTransfer` has named this channel.
+    started: bool,
     /// Bytes to send and how many went out, for downloads and listings.
     send: Option<(Vec<u8>, usize)>,
     /// Where an upload goes and what it holds so far.
@@ -788,9 +790,10 @@ impl Pair {
             }
             RequestKind::ReleaseData => {
                 self.data_wanted = None;
-                // A data connection not handed over to a transfer is closed.
+                // A data connection without a transfer is closed.
                 if let Some(link) = self.link.as_mut() {
-                    if link.server.is_none() && !link.server_closed {
+                    if !link.server.as_ref().is_some_and(|s| s.started) && !link.server_closed {
+                        link.server = None;
                         link.server_closed = true;
                         link.s2c.fin = true;
                     }
@@ -874,9 +877,28 @@ impl Pair {
                 self.open_files.remove(&file);
                 return;
             }
-            RequestKind::RunTransfer { channel, plan } => {
+            RequestKind::DriveData { channel } => {
+                let link = self
+                    .link
+                    .as_mut()
+                    .expect("DriveData without a data connection");
+                assert!(
+                    link.server.is_none(),
+                    "second channel on one data connection"
+                );
+                link.server = Some(ServerTransfer {
+                    id,
+                    channel,
+                    started: false,
+                    send: None,
+                    upload: None,
+                    finished: false,
+                });
+                return;
+            }
+            RequestKind::RunTransfer { data: id, plan } => {
                 assert!(!plan.ascii, "the client always uses TYPE I");
-                let (send, upload) = match plan.source {
+                let (send, upload) = match plan.source.clone() {
                     Source::Bytes(bytes) => (Some((bytes, 0)), None),
                     Source::File(file) => match self.open_files.remove(&file) {
                         Some(OpenFile::Read(data)) => (Some((data, 0)), None),
@@ -887,29 +909,23 @@ impl Pair {
                         other => panic!("RunTransfer names {file:?}: {other:?}"),
                     },
                 };
-                let link = self
+                let s = self
                     .link
                     .as_mut()
-                    .expect("RunTransfer without a data connection");
-                assert!(
-                    link.server.is_none(),
-                    "second transfer on one data connection"
-                );
-                // As the smol frontend: ready at once unless the client already started its handshake.
-                let client_started = !link.c2s.pending().is_empty();
-                link.server = Some(ServerTransfer {
-                    id,
-                    channel,
-                    send,
-                    upload,
-                    finished: false,
-                });
-                if !client_started {
+                    .and_then(|link| link.server.as_mut())
+                    .filter(|s| s.id == id && !s.started)
+                    .expect("RunTransfer names the running DriveData");
+                s.started = true;
+                s.send = send;
+                s.upload = upload;
+                s.channel.start_transfer(now, plan.flow());
+                // As the smol frontend: ready at once unless the client's handshake is under way.
+                if !s.channel.is_handshaking() || !s.channel.peer_started() {
                     self.server.data_ready(now, id);
                 }
                 return;
             }
-            RequestKind::AbortTransfer { transfer } => {
+            RequestKind::AbortTransfer { data: transfer } => {
                 if let Some(link) = self.link.as_mut() {
                     if link.server.as_ref().is_some_and(|s| s.id == transfer) {
                         // Close the data connection at once; the upload (if any) is dropped.
@@ -1153,7 +1169,8 @@ impl Pair {
         progressed
     }
 
-    /// The server's side of a `RunTransfer`, as the smol frontend drives it.
+    /// The server's side of a data connection, as the smol frontend drives it: the handshake from the start,
+    /// the payload once `RunTransfer` named it.
     fn run_server_channel(&mut self, now: Instant) -> bool {
         let Some(link) = self.link.as_mut() else {
             return false;

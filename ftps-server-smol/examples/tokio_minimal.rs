@@ -22,7 +22,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use ftps_proto::data::{DataChannel, DataEvent, ResumptionPolicy};
+use ftps_proto::data::{DataChannel, DataEvent, DataFlow, ResumptionPolicy};
 use ftps_proto::path::VirtualPath;
 use ftps_proto::server::{
     Failure, FileInfo, FileKind, LoginGrant, Outcome, ReqId, Request, RequestKind, ServerSession,
@@ -30,7 +30,7 @@ use ftps_proto::server::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 /// The whole file system: absolute path -> contents.
@@ -100,11 +100,14 @@ struct Connection {
     passive: Option<TcpListener>,
     /// An `AcceptData` waiting for a connection on `passive`.
     accepting: Option<ReqId>,
-    /// A data connection accepted but not yet handed to a transfer.
+    /// A data connection accepted, until its `DriveData` takes it.
     data: Option<TcpStream>,
+    /// The `DriveData` task of the data connection waiting for its transfer: its id, where the payload goes,
+    /// and the task.
+    channel: Option<(ReqId, oneshot::Sender<Vec<u8>>, AbortHandle)>,
     /// Files opened by `OpenRead`, keyed by that request's id: contents and start offset.
     open_files: HashMap<ReqId, (&'static [u8], u64)>,
-    /// Running transfers, keyed by their `RunTransfer` id, to stop them on `AbortTransfer`.
+    /// Running transfers, keyed by their `DriveData` id, to stop them on `AbortTransfer`.
     transfers: HashMap<ReqId, AbortHandle>,
     /// Where transfer tasks send their answers. Unbounded is fine: the engine runs one transfer at a time.
     completions: mpsc::UnboundedSender<Completion>,
@@ -120,6 +123,7 @@ async fn serve(mut control: TcpStream, peer: SocketAddr, config: SessionConfig) 
         passive: None,
         accepting: None,
         data: None,
+        channel: None,
         open_files: HashMap::new(),
         transfers: HashMap::new(),
         completions,
@@ -155,6 +159,9 @@ async fn serve(mut control: TcpStream, peer: SocketAddr, config: SessionConfig) 
             },
             Some((id, outcome)) = completed.recv() => {
                 conn.transfers.remove(&id);
+                if conn.channel.as_ref().is_some_and(|(c, _, _)| *c == id) {
+                    conn.channel = None;
+                }
                 session.complete(Instant::now(), id, outcome);
             }
             accepted = accept(conn.passive.as_ref()), if conn.accepting.is_some() => {
@@ -168,6 +175,9 @@ async fn serve(mut control: TcpStream, peer: SocketAddr, config: SessionConfig) 
     // passive listener and any idle data connection).
     for (_, transfer) in conn.transfers.drain() {
         transfer.abort();
+    }
+    if let Some((_, _, task)) = conn.channel.take() {
+        task.abort();
     }
     let _ = control.shutdown().await;
     result
@@ -268,13 +278,30 @@ async fn start(conn: &mut Connection, request: Request) -> Option<Completion> {
             conn.passive = None;
             conn.accepting = None;
             conn.data = None;
+            if let Some((_, _, task)) = conn.channel.take() {
+                task.abort();
+            }
             return None;
         }
         RequestKind::ReleaseFile { file } => {
             conn.open_files.remove(&file);
             return None;
         }
-        RequestKind::RunTransfer { channel, plan } => {
+        RequestKind::DriveData { channel } => {
+            // The channel runs from now on: a client may start its TLS handshake as soon as it has connected.
+            let Some(socket) = conn.data.take() else {
+                return Some((id, Outcome::Failed(Failure::DataConnection)));
+            };
+            let (payload_tx, payload_rx) = oneshot::channel();
+            let completions = conn.completions.clone();
+            let task = tokio::spawn(async move {
+                let outcome = send_over(socket, channel, payload_rx).await;
+                let _ = completions.send((id, outcome));
+            });
+            conn.channel = Some((id, payload_tx, task.abort_handle()));
+            return None;
+        }
+        RequestKind::RunTransfer { data, plan } => {
             let payload: Vec<u8> = match plan.source {
                 Source::Bytes(listing) => listing,
                 Source::File(file) => match conn.open_files.remove(&file) {
@@ -286,36 +313,33 @@ async fn start(conn: &mut Connection, request: Request) -> Option<Completion> {
                     }
                     None => {
                         return Some((
-                            id,
+                            data,
                             Outcome::Failed(Failure::Storage(StorageError::NotFound)),
                         ))
                     }
                 },
                 // Read-only: `OpenWrite` is refused, so no upload is ever planned.
-                Source::Upload(_) => return Some((id, Outcome::Failed(Failure::Unsupported))),
+                Source::Upload(_) => return Some((data, Outcome::Failed(Failure::Unsupported))),
             };
             let payload = if plan.ascii {
                 to_crlf(&payload)
             } else {
                 payload
             };
-            let Some(socket) = conn.data.take() else {
-                return Some((id, Outcome::Failed(Failure::DataConnection)));
+            let Some((_, payload_tx, task)) = conn.channel.take().filter(|(c, _, _)| *c == data)
+            else {
+                return Some((data, Outcome::Failed(Failure::DataConnection)));
             };
-            let completions = conn.completions.clone();
-            let task = tokio::spawn(async move {
-                let outcome = send_over(socket, channel, &payload).await;
-                let _ = completions.send((id, outcome));
-            });
-            conn.transfers.insert(id, task.abort_handle());
+            let _ = payload_tx.send(payload);
+            conn.transfers.insert(data, task);
             return None;
         }
-        RequestKind::AbortTransfer { transfer } => {
+        RequestKind::AbortTransfer { data } => {
             // Dropping the task closes the data socket at once; then answer the transfer for it.
-            if let Some(task) = conn.transfers.remove(&transfer) {
+            if let Some(task) = conn.transfers.remove(&data) {
                 task.abort();
             }
-            return Some((transfer, Outcome::Failed(Failure::Aborted)));
+            return Some((data, Outcome::Failed(Failure::Aborted)));
         }
         // Active mode (`ConnectData`) is left out to keep the example short: the client falls back to passive.
         RequestKind::ConnectData { .. } => Outcome::Failed(Failure::DataConnection),
@@ -366,21 +390,26 @@ fn on_accepted(
     }
 }
 
-/// Drives one download's [`DataChannel`] on its socket: write `payload`, finish, and wait for the channel to end.
+/// Drives one data connection's [`DataChannel`] on its socket: its handshake at once, then, once the transfer
+/// command sent `payload`, the download: write it, finish, and wait for the channel to end.
 async fn send_over(
     mut socket: TcpStream,
     mut channel: Box<DataChannel>,
-    payload: &[u8],
+    mut payload_rx: oneshot::Receiver<Vec<u8>>,
 ) -> Outcome {
+    let mut payload: Option<Vec<u8>> = None;
     let mut sent = 0;
     let mut wire = Vec::new();
     let mut read_buf = vec![0u8; 16 * 1024];
     let mut write_half_closed = false;
     loop {
-        // Plaintext in (the channel takes nothing until its TLS handshake is done), then the end of it.
-        sent += channel.write(&payload[sent..]);
-        if sent == payload.len() {
-            channel.finish(Instant::now());
+        // Plaintext in (the channel takes nothing before its transfer starts and its TLS handshake is done),
+        // then the end of it.
+        if let Some(payload) = &payload {
+            sent += channel.write(&payload[sent..]);
+            if sent == payload.len() {
+                channel.finish(Instant::now());
+            }
         }
         // Ciphertext out: TLS records, then close_notify once everything before it went out.
         wire.clear();
@@ -406,8 +435,12 @@ async fn send_over(
                 _ => {}
             }
         }
-        // More to write right now? Loop. Otherwise wait for the peer (handshake, close_notify) or a deadline.
-        if channel.wants_transmit() || (sent < payload.len() && channel.can_write()) {
+        // More to write right now? Loop. Otherwise wait for the peer (handshake, close_notify), the transfer
+        // command's payload, or a deadline.
+        let more = payload
+            .as_ref()
+            .is_some_and(|p| sent < p.len() && channel.can_write());
+        if channel.wants_transmit() || more {
             continue;
         }
         let deadline = channel.poll_timeout();
@@ -427,6 +460,14 @@ async fn send_over(
                         input = &input[taken..];
                     }
                 }
+            },
+            received = &mut payload_rx, if payload.is_none() => match received {
+                Ok(bytes) => {
+                    channel.start_transfer(Instant::now(), DataFlow::Send);
+                    payload = Some(bytes);
+                }
+                // The session let the connection go without a transfer.
+                Err(_) => return Outcome::Failed(Failure::DataConnection),
             },
             () = sleep_until(deadline) => channel.handle_timeout(Instant::now()),
         }

@@ -68,8 +68,11 @@ struct Resources {
     user: Option<String>,
     /// Counted in the server's gauge; the accept task holds a clone while it waits.
     passive: Option<Arc<CountedListener>>,
-    /// The data connection waiting for its transfer.
+    /// The data connection just reported to the engine, until its `DriveData` request takes it.
     data: Option<TcpStream>,
+    /// The task driving the data connection (its TLS handshake) until a transfer runs on it: the `DriveData`
+    /// id, and where the transfer's part goes.
+    channel: Option<(ReqId, Sender<transfer::Start>, Task<()>)>,
     /// The task accepting or connecting the data connection, with its request id.
     data_wait: Option<(ReqId, Task<()>)>,
     files: HashMap<ReqId, OpenFile>,
@@ -115,6 +118,7 @@ pub(crate) async fn run(
             user: None,
             passive: None,
             data: None,
+            channel: None,
             data_wait: None,
             files: HashMap::new(),
             transfers: HashMap::new(),
@@ -131,6 +135,7 @@ pub(crate) async fn run(
     }
     // Dropping the tasks cancels them: open uploads abort, data sockets close.
     driver.res.transfers.clear();
+    driver.res.channel = None;
     driver.res.data_wait = None;
     let _ = driver.stream.shutdown(std::net::Shutdown::Both);
     tracing::info!("closed");
@@ -533,11 +538,32 @@ impl Driver {
                     done_or_failed(s.set_mode(path.as_str(), mode).await)
                 })
             }
-            RequestKind::RunTransfer { channel, plan } => {
+            RequestKind::DriveData { channel } => {
                 let Some(socket) = self.res.data.take() else {
                     session.complete(now, id, Outcome::Failed(Failure::DataConnection));
                     return;
                 };
+                // The listener has done its job; the next transfer needs a new PASV/EPSV.
+                self.res.passive = None;
+                let (start_tx, start_rx) = smol::channel::bounded(1);
+                let tx = self.done_tx.clone();
+                let idle = self.shared.data_idle_timeout();
+                let task = smol::spawn(async move {
+                    let outcome = match transfer::run(channel, socket, idle, start_rx).await {
+                        Ok(report) => Outcome::TransferFinished(report),
+                        Err(failure) => Outcome::Failed(failure),
+                    };
+                    let _ = tx.send(Completion::Outcome(id, outcome)).await;
+                });
+                self.res.channel = Some((id, start_tx, task));
+            }
+            RequestKind::RunTransfer { data, plan } => {
+                let channel = self.res.channel.take();
+                let Some((_, start_tx, task)) = channel.filter(|(cid, _, _)| *cid == data) else {
+                    session.complete(now, data, Outcome::Failed(Failure::DataConnection));
+                    return;
+                };
+                let flow = plan.flow();
                 let body = match plan.source {
                     Source::Bytes(bytes) => Body::Bytes(bytes),
                     Source::File(file) | Source::Upload(file) => match self.res.files.remove(&file)
@@ -545,32 +571,30 @@ impl Driver {
                         Some(OpenFile::Read(reader)) => Body::Read(reader),
                         Some(OpenFile::Write(upload)) => Body::Write(upload),
                         None => {
-                            session.complete(now, id, Outcome::Failed(Failure::DataConnection));
+                            session.complete(now, data, Outcome::Failed(Failure::DataConnection));
                             return;
                         }
                     },
                 };
-                let tx = self.done_tx.clone();
                 let ready_tx = self.done_tx.clone();
                 let on_ready: transfer::OnReady = Box::new(move || {
-                    let _ = ready_tx.try_send(Completion::DataReady(id));
+                    let _ = ready_tx.try_send(Completion::DataReady(data));
                 });
-                let idle = self.shared.data_idle_timeout();
-                let task = smol::spawn(async move {
-                    let run = transfer::run(channel, socket, body, plan.ascii, idle, on_ready);
-                    let outcome = match run.await {
-                        Ok(report) => Outcome::TransferFinished(report),
-                        Err(failure) => Outcome::Failed(failure),
-                    };
-                    let _ = tx.send(Completion::Outcome(id, outcome)).await;
-                });
-                self.res.transfers.insert(id, task);
+                let start = transfer::Start {
+                    body,
+                    ascii: plan.ascii,
+                    flow,
+                    on_ready,
+                };
+                // The task is alive until it answers, and it waits for this: the send cannot fail otherwise.
+                let _ = start_tx.try_send(start);
+                self.res.transfers.insert(data, task);
             }
-            RequestKind::AbortTransfer { transfer } => {
-                if let Some(task) = self.res.transfers.remove(&transfer) {
+            RequestKind::AbortTransfer { data } => {
+                if let Some(task) = self.res.transfers.remove(&data) {
                     // Cancelling the task closes the data socket and aborts an upload (its Drop).
                     drop(task);
-                    session.complete(now, transfer, Outcome::Failed(Failure::Aborted));
+                    session.complete(now, data, Outcome::Failed(Failure::Aborted));
                 }
             }
             RequestKind::SiteCustom { .. } => {
@@ -600,6 +624,14 @@ impl Driver {
         match completion {
             Completion::Outcome(id, outcome) => {
                 self.res.transfers.remove(&id);
+                if self
+                    .res
+                    .channel
+                    .as_ref()
+                    .is_some_and(|(cid, _, _)| *cid == id)
+                {
+                    self.res.channel = None;
+                }
                 if self
                     .res
                     .data_wait
@@ -671,6 +703,7 @@ impl Driver {
     fn release_data(&mut self) {
         self.res.passive = None;
         self.res.data = None;
+        self.res.channel = None;
         self.res.data_wait = None;
     }
 }

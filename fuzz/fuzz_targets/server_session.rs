@@ -258,7 +258,7 @@ struct Harness {
     ipv6: bool,
     /// Requests that need an answer, in the order issued.
     pending: Vec<ReqId>,
-    /// `RunTransfer` ids, for `data_ready`.
+    /// The `DriveData` ids `RunTransfer` named, for `data_ready`.
     transfers: Vec<ReqId>,
     last_id: Option<u64>,
     closed: bool,
@@ -299,16 +299,17 @@ impl Harness {
                     RequestKind::ReleaseData
                         | RequestKind::ReleaseFile { .. }
                         | RequestKind::AbortTransfer { .. }
+                        | RequestKind::RunTransfer { .. }
                 );
                 assert!(
                     !(self.closed && needs_answer),
                     "request after close: {request:?}"
                 );
-                if let RequestKind::RunTransfer { plan, .. } = &request.kind {
+                if let RequestKind::RunTransfer { plan, data } = &request.kind {
                     if let Source::Bytes(listing) = &plan.source {
                         assert!(!has_injected_line(listing), "listing line injected");
                     }
-                    self.transfers.push(request.id);
+                    self.transfers.push(*data);
                 }
                 if needs_answer {
                     self.pending.push(request.id);

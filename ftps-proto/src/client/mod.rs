@@ -84,7 +84,9 @@ use rustls::pki_types::ServerName;
 
 use crate::codec::{AuthMechanism, Command, EpsvArgument, ProtectionLevel, Reply, ReplyParser};
 use crate::codec::{RepresentationType, Timeval};
-use crate::data::{DataChannel, DataError, DataOptions, DataProtection, DataReport, DataTls};
+use crate::data::{
+    DataChannel, DataError, DataFlow, DataOptions, DataProtection, DataReport, DataTls,
+};
 use crate::tls::{ReadState, TlsConn};
 
 pub use config::{ClientSessionConfig, DataConnectionMode, Security};
@@ -1333,7 +1335,7 @@ impl ClientSession {
         }
         // The transfer may run for a long time: no reply deadline until the data side finishes.
         self.reply_deadline = None;
-        let channel = match self.data_channel(now) {
+        let channel = match self.data_channel(now, direction) {
             Ok(channel) => channel,
             Err(e) => {
                 if let Some(running) = self.current.as_mut() {
@@ -1352,7 +1354,7 @@ impl ClientSession {
 
     /// A data channel for the current transfer, its handshake timed from `now` (the 1xx reply). TLS client role
     /// (RFC 4217 section 10) with this session's private resumption store, so it resumes the control session.
-    fn data_channel(&self, now: Instant) -> Result<DataChannel, DataError> {
+    fn data_channel(&self, now: Instant, direction: Direction) -> Result<DataChannel, DataError> {
         let protection = match (&self.tls_config, self.data_private) {
             (Some(config), true) => DataProtection::Tls(DataTls::Client {
                 config: config.clone(),
@@ -1361,6 +1363,10 @@ impl ClientSession {
             _ => DataProtection::Clear,
         };
         let options = DataOptions {
+            flow: match direction {
+                Direction::Upload => DataFlow::Send,
+                Direction::Download => DataFlow::Receive,
+            },
             handshake_timeout: self.config.data_handshake_timeout,
             ..DataOptions::default()
         };

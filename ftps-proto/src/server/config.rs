@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::data::ResumptionPolicy;
+use crate::tls::{ResumptionScope, SessionKeyring};
 
 /// The policy one [`ServerSession`](super::ServerSession) runs under. Cheap to clone (the TLS config is shared).
 ///
@@ -24,6 +25,14 @@ pub struct SessionConfig {
     pub require_tls_data: bool,
     /// Whether data connections must resume this control session's TLS session.
     pub data_resumption: ResumptionPolicy,
+    /// Which sessions a data connection may resume: this control connection's only, or (the default) any live
+    /// control connection of the same user from the same address, for clients that share one TLS session cache
+    /// between their connections (Go's `crypto/tls`, so rclone). See [`ResumptionScope`].
+    pub data_resumption_scope: ResumptionScope,
+    /// The ticket keys of the live sessions built from clones of this config, which
+    /// [`ResumptionScope::User`] looks a sibling session's key up in. Keep one per server: clone the config for
+    /// each session rather than building a new one.
+    pub session_keys: SessionKeyring,
     /// Accept `USER anonymous` / `USER ftp`.
     pub allow_anonymous: bool,
     /// Accept `CCC` (RFC 4217 section 6: clear the control channel); 534 when off.
@@ -82,6 +91,8 @@ impl Default for SessionConfig {
             require_tls_control: true,
             require_tls_data: true,
             data_resumption: ResumptionPolicy::Required,
+            data_resumption_scope: ResumptionScope::User,
+            session_keys: SessionKeyring::default(),
             allow_anonymous: false,
             allow_ccc: false,
             allow_site_to_site: false,

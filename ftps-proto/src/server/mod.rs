@@ -83,6 +83,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use crate::data::{DataChannel, DataReport, ResumptionPolicy};
+pub use crate::tls::{ResumptionScope, SessionKeyring};
 pub use config::{SessionConfig, UserPolicy};
 pub use request::{
     Direction, Failure, FileInfo, FileKind, ListFormat, LoginGrant, Outcome, ReqId, Request,
@@ -94,7 +95,7 @@ use crate::codec::{
     LineFramer, ProtectionLevel, Reply, ReplyCode, RepresentationType, TransferMode,
 };
 use crate::path::VirtualPath;
-use crate::tls::{ReadState, TlsConn};
+use crate::tls::{ReadState, SessionTls, TlsConn};
 use crate::TlsInfo;
 use listing::FactSet;
 
@@ -254,6 +255,12 @@ struct Data {
     connected: Option<SocketAddr>,
     /// The passive listener came from `CPSV`: this server is the TLS client on its connection.
     cpsv: bool,
+    /// The `DriveData` request driving the connected channel, until a transfer runs on it.
+    channel: Option<ReqId>,
+    /// That channel is the TLS server under [`ResumptionPolicy::Required`].
+    resumption_required: bool,
+    /// The channel ended before a transfer ran on it (a refused handshake): what the transfer command gets.
+    failed: Option<Failure>,
 }
 
 /// Where a transfer command is.
@@ -307,10 +314,8 @@ pub struct ServerSession {
     now: Instant,
 
     control: Control,
-    /// The session-bound TLS config (private resumption cache), shared by control and data connections.
-    bound_tls: Option<Arc<rustls::ServerConfig>>,
-    /// The data connections' variant of `bound_tls`: same private session cache, no new tickets.
-    bound_data_tls: Option<Arc<rustls::ServerConfig>>,
+    /// This session's TLS configs (control and data), bound to its own ticket key; made when TLS starts.
+    session_tls: Option<SessionTls>,
     /// The running transfer's preliminary reply, held until `data_ready` (see `preliminary_reply_wait`).
     held_preliminary: Option<(ReplyCode, &'static str)>,
     tls_reported: bool,
@@ -422,8 +427,6 @@ impl ServerSession {
 
     /// The session's state before anything is said.
     fn build(config: SessionConfig, peer: SocketAddr, local: SocketAddr, now: Instant) -> Self {
-        let bound_tls = config.tls.as_ref().map(crate::tls::session_bound_config);
-        let bound_data_tls = bound_tls.as_ref().map(crate::tls::data_connection_config);
         let mut session = Self {
             policy: config.clone(),
             framer: LineFramer::new(config.max_line_len),
@@ -432,8 +435,7 @@ impl ServerSession {
             local,
             now,
             control: Control::Plain,
-            bound_tls,
-            bound_data_tls,
+            session_tls: None,
             held_preliminary: None,
             tls_reported: false,
             ccc_close_pending: false,
@@ -519,7 +521,7 @@ impl ServerSession {
     /// for the data connections on which this server is the TLS client.
     pub fn site_to_site_tls_offered(&self) -> bool {
         self.policy.allow_site_to_site
-            && self.bound_tls.is_some()
+            && self.base.tls.is_some()
             && self.base.site_to_site_tls.is_some()
     }
 
@@ -560,7 +562,7 @@ impl ServerSession {
             }) = &self.transfer
             {
                 let id = *id;
-                self.push_request(RequestKind::AbortTransfer { transfer: id });
+                self.push_request(RequestKind::AbortTransfer { data: id });
             }
             self.release_data();
             self.close(CloseReason::PeerClosed);
@@ -671,6 +673,8 @@ impl ServerSession {
         if self.data.waiting == Some(id) {
             self.data.waiting = None;
             self.on_data_outcome(outcome);
+        } else if self.data.channel == Some(id) {
+            self.on_data_channel_ended(outcome);
         } else if self.pending.as_ref().is_some_and(|(p, _)| *p == id) {
             if let Some((_, pending)) = self.pending.take() {
                 self.on_pending_outcome(pending, outcome);
@@ -750,7 +754,24 @@ impl ServerSession {
     // ----- internals: transport -----
 
     fn start_tls(&mut self) -> Result<(), SessionError> {
-        let config = self.bound_tls.clone().ok_or(SessionError::NoTlsConfig)?;
+        if self.session_tls.is_none() {
+            let base = self.base.tls.as_ref().ok_or(SessionError::NoTlsConfig)?;
+            let tls = SessionTls::new(
+                base,
+                &self.base.session_keys,
+                self.base.data_resumption_scope,
+            )
+            .ok_or(SessionError::Tls(rustls::Error::FailedToGetRandomBytes))?;
+            if let Login::LoggedIn { user } = &self.login {
+                tls.set_owner(Some((user, self.peer.ip())));
+            }
+            self.session_tls = Some(tls);
+        }
+        let config = self
+            .session_tls
+            .as_ref()
+            .map(|tls| Arc::clone(&tls.control))
+            .ok_or(SessionError::NoTlsConfig)?;
         let conn = TlsConn::server(config).map_err(SessionError::Tls)?;
         self.control = Control::Tls(Box::new(conn));
         self.tls_reported = false;
@@ -781,7 +802,7 @@ impl ServerSession {
         if let Some(t) = self.transfer.take() {
             match t.stage {
                 Stage::Running(id) => {
-                    self.push_request(RequestKind::AbortTransfer { transfer: id });
+                    self.push_request(RequestKind::AbortTransfer { data: id });
                 }
                 Stage::Preparing(id) => self.abandoned.push(id),
                 Stage::AwaitingData => {}
@@ -971,7 +992,7 @@ impl ServerSession {
             Stage::Running(id) => {
                 // 426 then 226 once the frontend confirms the channel is closed.
                 t.aborted = true;
-                self.push_request(RequestKind::AbortTransfer { transfer: id });
+                self.push_request(RequestKind::AbortTransfer { data: id });
             }
             Stage::Preparing(id) => {
                 self.abandoned.push(id);
@@ -1377,7 +1398,7 @@ impl ServerSession {
             self.reply(ReplyCode::BAD_SEQUENCE, "TLS already active");
             return;
         }
-        if self.bound_tls.is_none() {
+        if self.base.tls.is_none() {
             self.reply(ReplyCode::NOT_IMPLEMENTED, "TLS not available");
             return;
         }
@@ -1445,6 +1466,9 @@ impl ServerSession {
         // RFC 959 section 4.1.1: flush user and transfer parameters; TLS stays (RFC 4217 has no REIN rule).
         self.release_data();
         self.login = Login::None;
+        if let Some(tls) = &self.session_tls {
+            tls.set_owner(None);
+        }
         self.policy = self.base.clone();
         self.host = None;
         self.ascii = true;
@@ -1460,7 +1484,7 @@ impl ServerSession {
 
     fn cmd_feat(&mut self) {
         let mut lines = vec!["Features:".to_owned()];
-        if self.bound_tls.is_some() {
+        if self.base.tls.is_some() {
             lines.extend([
                 " AUTH TLS".to_owned(),
                 " PBSZ".to_owned(),
@@ -1588,7 +1612,10 @@ impl ServerSession {
     // ----- data connections -----
 
     fn release_data(&mut self) {
-        let had = self.data.passive || self.data.waiting.is_some() || self.data.connected.is_some();
+        let had = self.data.passive
+            || self.data.waiting.is_some()
+            || self.data.connected.is_some()
+            || self.data.channel.is_some();
         if let Some(id) = self.data.waiting.take() {
             self.abandoned.push(id);
         }
@@ -1670,6 +1697,7 @@ impl ServerSession {
         match outcome {
             Outcome::DataConnected { peer } => {
                 self.data.connected = Some(peer);
+                self.start_data_channel();
                 if matches!(
                     self.transfer.as_ref().map(|t| &t.stage),
                     Some(Stage::AwaitingData)
@@ -1826,27 +1854,55 @@ impl ServerSession {
         self.timers.data_accept = Some(self.now + self.policy.data_accept_timeout);
     }
 
-    /// The data connection is there: preliminary reply, then hand the channel over.
-    fn run_transfer(&mut self, code: ReplyCode) {
-        self.timers.data_accept = None;
+    /// The data connection is up: build its channel and hand it to the frontend at once, so a client that
+    /// starts its TLS handshake as soon as it has connected (curl) gets its answer without waiting for the
+    /// transfer command (see [`RequestKind::DriveData`]).
+    fn start_data_channel(&mut self) {
         let role = self.data_tls_role();
-        let resumption_required = matches!(
+        self.data.resumption_required = matches!(
             role,
             transfer::DataRole::TlsServer {
                 resumption: ResumptionPolicy::Required,
                 ..
             }
         );
-        let channel = match transfer::build_channel(self.now, role) {
-            Ok(c) => c,
-            Err(_) => {
-                self.fail_transfer_before_run(
-                    ReplyCode::LOCAL_ERROR,
-                    "Cannot set up data channel TLS",
-                );
-                return;
+        match transfer::build_channel(self.now, role) {
+            Ok(mut channel) => {
+                channel.await_transfer();
+                let id = self.push_request(RequestKind::DriveData {
+                    channel: Box::new(channel),
+                });
+                self.data.channel = Some(id);
             }
+            Err(_) => self.data.failed = Some(Failure::DataTls),
+        }
+    }
+
+    /// The data channel ended before a transfer ran on it: the next transfer command gets why.
+    fn on_data_channel_ended(&mut self, outcome: Outcome) {
+        self.data.channel = None;
+        self.data.failed = Some(match outcome {
+            Outcome::Failed(failure) => failure,
+            _ => Failure::DataConnection,
+        });
+    }
+
+    /// The data connection is there: preliminary reply, then the transfer runs on its channel.
+    fn run_transfer(&mut self, code: ReplyCode) {
+        self.timers.data_accept = None;
+        if let Some(failure) = self.data.failed.take() {
+            let (code, text) = transfer::failure_reply(&failure);
+            self.fail_transfer_before_run(code, text);
+            return;
+        }
+        let Some(data) = self.data.channel else {
+            self.fail_transfer_before_run(
+                ReplyCode::CANT_OPEN_DATA_CONNECTION,
+                "Can't open data connection",
+            );
+            return;
         };
+        let resumption_required = self.data.resumption_required;
         let Some(t) = self.transfer.as_mut() else {
             return;
         };
@@ -1869,8 +1925,7 @@ impl ServerSession {
         };
         // The data connection now belongs to the transfer; the next one needs a new PASV/PORT.
         self.data = Data::default();
-        // Only uploads: a client reads a download's data connection anyway (and gets its tickets there), and
-        // curl completes a download's handshake only after the 1xx, so holding it there would only wait.
+        // Only uploads: a client reads a download's data connection anyway (and gets its tickets there).
         let wait = self.policy.preliminary_reply_wait;
         if self.prot_private && !wait.is_zero() && plan.source.is_upload() {
             self.held_preliminary = Some((code, text));
@@ -1878,12 +1933,9 @@ impl ServerSession {
         } else {
             self.reply(code, text);
         }
-        let id = self.push_request(RequestKind::RunTransfer {
-            channel: Box::new(channel),
-            plan,
-        });
+        self.push_request(RequestKind::RunTransfer { data, plan });
         if let Some(t) = self.transfer.as_mut() {
-            t.stage = Stage::Running(id);
+            t.stage = Stage::Running(data);
         }
     }
 
@@ -1905,7 +1957,8 @@ impl ServerSession {
                 None => transfer::DataRole::Clear,
             };
         }
-        let Some(config) = self.bound_data_tls.clone() else {
+        let Some((config, binding)) = self.session_tls.as_ref().map(SessionTls::data_connection)
+        else {
             return transfer::DataRole::Clear;
         };
         let resumption = if same_ip(peer.ip(), self.peer.ip()) {
@@ -1916,7 +1969,11 @@ impl ServerSession {
                 other => other,
             }
         };
-        transfer::DataRole::TlsServer { config, resumption }
+        transfer::DataRole::TlsServer {
+            config,
+            resumption,
+            binding,
+        }
     }
 
     /// Sends the held preliminary reply, if any.
@@ -2029,6 +2086,9 @@ impl ServerSession {
                 self.policy = self.base.narrowed(&grant.policy);
                 self.cwd = grant.home;
                 self.timers.login = None;
+                if let Some(tls) = &self.session_tls {
+                    tls.set_owner(Some((&user, self.peer.ip())));
+                }
                 self.login = Login::LoggedIn { user: user.clone() };
                 self.reply(ReplyCode::LOGGED_IN, "Login successful");
                 self.events.push_back(Event::LoggedIn { user, anonymous });

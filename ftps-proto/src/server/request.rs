@@ -13,7 +13,7 @@ use rustls::pki_types::CertificateDer;
 
 use super::config::UserPolicy;
 use crate::codec::Timeval;
-use crate::data::{DataChannel, DataReport};
+use crate::data::{DataChannel, DataFlow, DataReport};
 use crate::path::VirtualPath;
 
 /// Identifies one request of one session; ids are never reused within a session.
@@ -71,8 +71,8 @@ pub enum RequestKind {
         /// Whether to bind an IPv6 address (the control connection is IPv6).
         ipv6: bool,
     },
-    /// Accept one data connection on the passive listener. *Answer required*: [`Outcome::DataConnected`] or
-    /// [`Outcome::Failed`].
+    /// Accept one data connection on the passive listener. *Answer required*: [`Outcome::DataConnected`] (then
+    /// a [`RequestKind::DriveData`] follows at once) or [`Outcome::Failed`].
     ///
     /// **The frontend checks the peer** before answering (RFC 2577 section 3, "port stealing"): a connection
     /// whose IP is not [`ServerSession::data_peer_allowed`](super::ServerSession::data_peer_allowed) is closed
@@ -85,8 +85,9 @@ pub enum RequestKind {
         /// The address the client asked for.
         addr: SocketAddr,
     },
-    /// Close the passive listener and any data connection not yet handed over in a [`RequestKind::RunTransfer`],
-    /// and cancel a pending `AcceptData`/`ConnectData` (answering it is then optional). Notification.
+    /// Close the passive listener and any data connection whose [`RequestKind::DriveData`] has no transfer yet
+    /// (stop driving it; it is not answered), and cancel a pending `AcceptData`/`ConnectData` (answering it is
+    /// then optional). Notification.
     ReleaseData,
     /// File status for `SIZE`, `MDTM`, `MLST`, `CWD` (is it a directory?), `STAT path` and `RNFR`.
     /// *Answer required*: [`Outcome::Metadata`] or [`Outcome::Failed`].
@@ -171,27 +172,38 @@ pub enum RequestKind {
         /// The rest of the line, when present.
         argument: Option<String>,
     },
-    /// Pump one transfer (`RETR`, `STOR`, `APPE`, `STOU`, `LIST`, `NLST`, `MLSD`) over the data connection of
-    /// the last `AcceptData`/`ConnectData`. *Answer required*: [`Outcome::TransferFinished`] with the channel's
-    /// report, or [`Outcome::Failed`].
+    /// Drive `channel` with the data connection just reported by [`Outcome::DataConnected`], from now on, on its
+    /// own task or thread. *Answer required*, once: [`Outcome::TransferFinished`] with the channel's report when
+    /// the transfer it carries has ended, or [`Outcome::Failed`] as soon as it fails (even before its transfer);
+    /// not answered when a [`RequestKind::ReleaseData`] drops it first.
     ///
-    /// The frontend drives `channel` with the data socket (its own task or thread), copies the bytes between it
-    /// and the source/sink named by `plan`, and on the end sends close_notify and answers. The engine replies 226
-    /// only after that answer, and only when the report shows a clean close. Any passive listener is done with
-    /// once its connection is handed over here: close it (the next transfer needs a new `PASV`/`EPSV`).
-    RunTransfer {
-        /// The data channel, built by the engine for this session (plain, or TLS server role with the session's
-        /// private resumption cache and resumption policy).
+    /// The TLS handshake runs at once: curl sends its ClientHello as soon as it has connected and waits for the
+    /// answer before it reads the control connection again, so a handshake left for the transfer command stalls
+    /// it (measured: 200 ms a download). No payload moves until [`RequestKind::RunTransfer`] names this request:
+    /// then call [`DataChannel::start_transfer`] with [`TransferPlan::flow`] and copy the bytes between the channel
+    /// and the source or sink the plan names. The engine replies 226 only after the answer, and only when the
+    /// report shows a clean close.
+    DriveData {
+        /// The data channel, built by the engine for this session: plain, or TLS in the role the session chose
+        /// (the server role binds the handshake to this session's tickets and applies its resumption policy).
         channel: Box<DataChannel>,
+    },
+    /// Move the payload of one transfer (`RETR`, `STOR`, `APPE`, `STOU`, `LIST`, `NLST`, `MLSD`) over the data
+    /// channel of [`RequestKind::DriveData`] request `data`. Notification: the `DriveData` request's answer
+    /// reports the end. Any passive listener is done with once its connection carries a transfer: close it (the
+    /// next transfer needs a new `PASV`/`EPSV`).
+    RunTransfer {
+        /// The id of the `DriveData` request whose channel carries the transfer.
+        data: ReqId,
         /// What to copy, in which direction.
         plan: TransferPlan,
     },
-    /// Stop the running transfer `transfer` (`ABOR`, or `QUIT` was not enough: see the module docs): close the
-    /// data connection at once and answer the `RunTransfer` request with [`Failure::Aborted`] (or with the report
-    /// if it had already finished). Notification.
+    /// Stop the running transfer (`ABOR`, or the session is ending): close the data connection at once and
+    /// answer the `DriveData` request with [`Failure::Aborted`] (or with the report if it had already finished).
+    /// Notification.
     AbortTransfer {
-        /// The id of the `RunTransfer` request.
-        transfer: ReqId,
+        /// The id of the `DriveData` request.
+        data: ReqId,
     },
 }
 
@@ -245,6 +257,17 @@ impl Source {
     /// Whether data flows from the client to the server.
     pub fn is_upload(&self) -> bool {
         matches!(self, Source::Upload(_))
+    }
+}
+
+impl TransferPlan {
+    /// Which way the payload moves, seen from the server: for [`DataChannel::start_transfer`].
+    pub fn flow(&self) -> DataFlow {
+        if self.source.is_upload() {
+            DataFlow::Receive
+        } else {
+            DataFlow::Send
+        }
     }
 }
 

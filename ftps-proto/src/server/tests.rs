@@ -51,6 +51,8 @@ struct Harness {
     /// Cut the upload without close_notify.
     truncate_upload: bool,
     held: Vec<Request>,
+    /// Data channels from `DriveData`, until their `RunTransfer`.
+    channels: BTreeMap<ReqId, Box<DataChannel>>,
     received_data: Vec<u8>,
     log: Vec<String>,
     events: Vec<Event>,
@@ -87,6 +89,7 @@ impl Harness {
             upload: Vec::new(),
             truncate_upload: false,
             held: Vec::new(),
+            channels: BTreeMap::new(),
             received_data: Vec::new(),
             log: Vec::new(),
             events: Vec::new(),
@@ -249,7 +252,7 @@ impl Harness {
                 }
             }
             RequestKind::ReleaseData | RequestKind::ReleaseFile { .. } => return,
-            RequestKind::AbortTransfer { transfer } => {
+            RequestKind::AbortTransfer { data: transfer } => {
                 if let Some(at) = self.held.iter().position(|r| r.id == transfer) {
                     self.held.remove(at);
                     self.session
@@ -347,18 +350,35 @@ impl Harness {
                     Outcome::Failed(Failure::Unsupported)
                 }
             }
-            RequestKind::RunTransfer { channel, plan } => {
+            RequestKind::DriveData { channel } => {
+                self.channels.insert(id, channel);
+                return;
+            }
+            RequestKind::RunTransfer { data, plan } => {
                 if self.hold_transfers {
                     self.held.push(Request {
-                        id,
-                        kind: RequestKind::RunTransfer { channel, plan },
+                        id: data,
+                        kind: RequestKind::RunTransfer { data, plan },
                     });
                     return;
                 }
-                self.run_transfer(*channel, plan)
+                let channel = self.take_channel(data, &plan);
+                let outcome = self.run_transfer(channel, plan);
+                self.session.complete(self.now, data, outcome);
+                return;
             }
         };
         self.session.complete(self.now, id, outcome);
+    }
+
+    /// The channel of `DriveData` request `data`, started for `plan`.
+    fn take_channel(&mut self, data: ReqId, plan: &TransferPlan) -> DataChannel {
+        let mut channel = self
+            .channels
+            .remove(&data)
+            .expect("DriveData before RunTransfer");
+        channel.start_transfer(self.now, plan.flow());
+        *channel
     }
 
     /// Runs one transfer in memory between the server's channel and a client-role channel.
@@ -490,6 +510,7 @@ fn request_name(kind: &RequestKind) -> &'static str {
         RequestKind::SetModified { .. } => "SetModified",
         RequestKind::Chmod { .. } => "Chmod",
         RequestKind::SiteCustom { .. } => "SiteCustom",
+        RequestKind::DriveData { .. } => "DriveData",
         RequestKind::RunTransfer { .. } => "RunTransfer",
         RequestKind::AbortTransfer { .. } => "AbortTransfer",
     }
@@ -1035,13 +1056,14 @@ fn quit_during_transfer_waits_for_it() {
     assert!(!h.session.is_closed());
     let Request {
         id,
-        kind: RequestKind::RunTransfer { channel, plan },
+        kind: RequestKind::RunTransfer { data, plan },
     } = h.held.pop().unwrap()
     else {
         panic!()
     };
     h.hold_transfers = false;
-    let outcome = h.run_transfer(*channel, plan);
+    let channel = h.take_channel(data, &plan);
+    let outcome = h.run_transfer(channel, plan);
     h.complete(id, outcome);
     assert_eq!(h.take(), "226 Transfer complete\r\n221 Goodbye\r\n");
     assert!(h.session.is_closed());
@@ -1244,7 +1266,11 @@ fn eof_closes() {
 }
 
 /// The replies (and requests) for an input split at `cuts`.
-fn run_split(input: &[u8], cuts: &[usize]) -> (String, Vec<String>) {
+///
+/// `DriveData` follows the frontend's answer to `AcceptData`, which this harness gives as soon as it sees the
+/// request: where it lands among the requests of later commands depends on whether they had arrived by then. It
+/// is counted, not placed.
+fn run_split(input: &[u8], cuts: &[usize]) -> (String, Vec<String>, usize) {
     let mut h = Harness::new(plain_config());
     let mut at = 0;
     let mut points: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
@@ -1256,7 +1282,14 @@ fn run_split(input: &[u8], cuts: &[usize]) -> (String, Vec<String>) {
             at = p;
         }
     }
-    (h.take(), h.log.clone())
+    let drives = h.log.iter().filter(|r| *r == "DriveData").count();
+    let others = h
+        .log
+        .iter()
+        .filter(|r| *r != "DriveData")
+        .cloned()
+        .collect();
+    (h.take(), others, drives)
 }
 
 const SCRIPT: &[u8] = b"USER u\r\nPASS secret\r\nTYPE I\r\nPWD\r\nCWD pub\r\nPASV\r\nLIST\r\nCDUP\nSIZE hello.txt\r\nMLST\r\nFOO bar\r\nQUIT\r\n";
@@ -1419,11 +1452,12 @@ impl Harness {
         self.cmd(transfer);
         let Some(Request {
             id,
-            kind: RequestKind::RunTransfer { mut channel, .. },
+            kind: RequestKind::RunTransfer { data, plan },
         }) = self.held.pop()
         else {
             panic!("no transfer held");
         };
+        let mut channel = self.take_channel(data, &plan);
         let mut hello = Vec::new();
         let spoke = channel.poll_transmit(&mut hello) > 0;
         self.complete(id, Outcome::Failed(Failure::Aborted));

@@ -9,6 +9,7 @@ use rustls::pki_types::ServerName;
 use super::request::{Failure, StorageError};
 use crate::codec::ReplyCode;
 use crate::data::{DataChannel, DataError, DataOptions, DataProtection, DataTls, ResumptionPolicy};
+use crate::tls::ConnectionBinding;
 
 /// How one transfer's data connection is protected, as the session decided.
 pub(crate) enum DataRole {
@@ -18,6 +19,8 @@ pub(crate) enum DataRole {
     TlsServer {
         config: Arc<rustls::ServerConfig>,
         resumption: ResumptionPolicy,
+        /// Which session's ticket the handshake opens (the config's ticketer records it).
+        binding: ConnectionBinding,
     },
     /// Site-to-site (`SSCN ON` / `CPSV`): TLS client towards the other server at `peer`.
     TlsClient {
@@ -26,10 +29,16 @@ pub(crate) enum DataRole {
     },
 }
 
-/// The data channel for one transfer in the role the session chose.
+/// The data channel for one data connection in the role the session chose.
 pub(crate) fn build_channel(now: Instant, role: DataRole) -> Result<DataChannel, DataError> {
+    let mut binding = None;
     let protection = match role {
-        DataRole::TlsServer { config, resumption } => {
+        DataRole::TlsServer {
+            config,
+            resumption,
+            binding: b,
+        } => {
+            binding = Some(b);
             DataProtection::Tls(DataTls::Server { config, resumption })
         }
         // The other server is known by address only: the name is its IP (rustls sends no SNI for an IP), and
@@ -40,7 +49,11 @@ pub(crate) fn build_channel(now: Instant, role: DataRole) -> Result<DataChannel,
         }),
         DataRole::Clear => DataProtection::Clear,
     };
-    DataChannel::new(now, protection, DataOptions::default())
+    let mut channel = DataChannel::new(now, protection, DataOptions::default())?;
+    if let Some(binding) = binding {
+        channel.bind(binding);
+    }
+    Ok(channel)
 }
 
 impl From<&DataError> for Failure {
