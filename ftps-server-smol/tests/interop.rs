@@ -265,7 +265,7 @@ fn curl_tls12() {
 }
 
 fn ftplib_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ftplib_client.py")
+    ftps_testkit::client_script("ftplib_client.py")
 }
 
 fn ftplib(python: &Path, server: &TestServer, flags: &[&str], steps: &[String]) -> Output {

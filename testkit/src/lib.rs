@@ -321,3 +321,9 @@ mod tests {
         );
     }
 }
+
+/// A client driver script shipped in `testkit/clients/` (`ftplib_client.py`, `php_ftp.php`): the interop tests
+/// and `cargo xtask bench` drive Python's ftplib and PHP's ftp extension with the same steps.
+pub fn client_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("clients").join(name)
+}
