@@ -1382,6 +1382,181 @@ mod tests {
     }
 
     #[test]
+    fn a_sender_that_finished_needs_no_close_notify_but_a_receiver_does() {
+        let now = Instant::now();
+        let options = |flow| DataOptions {
+            flow,
+            ..DataOptions::default()
+        };
+        // wget: reads the download to our close_notify, then closes with a bare FIN: complete.
+        let (mut server, _) = established_pair(now, options(DataFlow::Send), 1000);
+        server.ch.finish(now);
+        server.ch.handle_eof(now + Duration::from_secs(60));
+        server.drain();
+        let report = server.finished().unwrap();
+        assert!(report.clean_close && !report.peer_close_notify);
+        // The same close before the sender finished: the download was cut.
+        let (mut server, _) = established_pair(now, options(DataFlow::Send), 1000);
+        server.ch.handle_eof(now);
+        server.drain();
+        assert!(!server.finished().unwrap().clean_close);
+        // A receiver's payload may be cut by a bare FIN, finished or not.
+        for flow in [DataFlow::Receive, DataFlow::Both] {
+            let (mut receiver, _) = established_pair(now, options(flow), 0);
+            receiver.ch.finish(now);
+            receiver.ch.handle_eof(now);
+            receiver.drain();
+            assert!(!receiver.finished().unwrap().clean_close, "{flow:?}");
+        }
+    }
+
+    /// Server role, TLS 1.3, an upload on a session-bound channel built before its transfer command: how many
+    /// bytes the server sends after its handshake, before and after the client's close_notify.
+    fn upload_output(client_speaks_first: bool) -> (usize, usize) {
+        let now = Instant::now();
+        let pki = TestPki::new();
+        let client_config = pki.client_config(TLS13);
+        let bound = control_session(&pki.server_config(TLS13), &client_config);
+        let mut server = server_channel(now, &bound, ResumptionPolicy::Required);
+        server.await_transfer();
+        let mut client = client_channel(now, &client_config);
+        let mut wire = Vec::new();
+        let _ = client.poll_transmit(&mut wire);
+        if !client_speaks_first {
+            server.start_transfer(now, DataFlow::Receive);
+        }
+        assert_eq!(server.handle_input(now, &wire), wire.len());
+        if client_speaks_first {
+            server.start_transfer(now, DataFlow::Receive);
+        }
+        // The server's flight, then the client's Finished and its payload.
+        wire.clear();
+        let _ = server.poll_transmit(&mut wire);
+        assert_eq!(client.handle_input(now, &wire), wire.len());
+        assert_eq!(client.write(b"upload"), 6);
+        wire.clear();
+        let _ = client.poll_transmit(&mut wire);
+        assert_eq!(server.handle_input(now, &wire), wire.len());
+        assert_eq!(server.read_chunk(), b"upload");
+        server.consume(6);
+        assert!(server.tls_info().unwrap().resumed);
+        let mut before = Vec::new();
+        let _ = server.poll_transmit(&mut before);
+        // The client's close_notify: the end of the upload.
+        client.finish(now);
+        wire.clear();
+        let _ = client.poll_transmit(&mut wire);
+        assert_eq!(server.handle_input(now, &wire), wire.len());
+        let mut after = Vec::new();
+        let _ = server.poll_transmit(&mut after);
+        assert!(server.report().clean_close);
+        // The client takes all of it (tickets, then close_notify).
+        assert_eq!(client.handle_input(now, &before), before.len());
+        assert_eq!(client.handle_input(now, &after), after.len());
+        assert!(client.report().peer_close_notify);
+        (before.len(), after.len())
+    }
+
+    /// An alert record: header and 2 bytes, sealed (TLS 1.3 adds a content type byte and a 16-byte tag).
+    const SEALED_ALERT: usize = 5 + 2 + 1 + 16;
+
+    #[test]
+    fn an_uploads_tickets_wait_for_the_clients_close_notify_unless_it_spoke_first() {
+        // Go never reads an upload connection: nothing may wait unread in it when it closes.
+        let (before, after) = upload_output(false);
+        assert_eq!(before, 0);
+        assert!(after > SEALED_ALERT, "tickets then close_notify: {after}");
+        // curl started before the transfer command and reads once, just before closing: tickets at once.
+        let (before, after) = upload_output(true);
+        assert!(before > 0, "tickets right after the handshake");
+        assert_eq!(after, SEALED_ALERT, "close_notify only");
+    }
+
+    /// The handshake message types in a TLS 1.2 server flight's plaintext handshake records (before its
+    /// ChangeCipherSpec).
+    fn tls12_handshake_types(flight: &[u8]) -> Vec<u8> {
+        let mut types = Vec::new();
+        let mut at = 0;
+        while at + 5 <= flight.len() {
+            let (kind, len) = (
+                flight[at],
+                usize::from(u16::from_be_bytes([flight[at + 3], flight[at + 4]])),
+            );
+            if kind != 22 {
+                break;
+            }
+            let mut record = &flight[at + 5..at + 5 + len];
+            while record.len() >= 4 {
+                types.push(record[0]);
+                let body = usize::from(record[1]) << 16
+                    | usize::from(record[2]) << 8
+                    | usize::from(record[3]);
+                record = &record[4 + body..];
+            }
+            at += 5 + len;
+        }
+        types
+    }
+
+    #[test]
+    fn tls12_data_connections_resume_the_control_ticket_a_thousand_times_and_issue_none() {
+        const NEW_SESSION_TICKET: u8 = 4;
+        let now = Instant::now();
+        let pki = TestPki::new();
+        let keyring = crate::tls::SessionKeyring::default();
+        let tls = crate::tls::SessionTls::new(
+            &pki.server_config(TLS12),
+            &keyring,
+            crate::tls::ResumptionScope::Session,
+        )
+        .unwrap();
+        let client_config = pki.client_config(TLS12);
+        // The control connection: a full handshake that issues the session's ticket (with its second flight).
+        let control = server_channel(now, &tls.control, ResumptionPolicy::Off);
+        let mut control = End::new(control, vec![], false);
+        let mut client = End::new(client_channel(now, &client_config), vec![], false);
+        run(now, &mut control, &mut client);
+        assert!(!client.ch.tls_info().unwrap().resumed);
+        let mut wire = Vec::new();
+        // Each data connection resumes with that same ticket and gets no new one: an OpenSSL client in
+        // client-cache mode (PHP) would otherwise drop the session it holds without learning the new one.
+        for i in 0..1000 {
+            let (config, binding) = tls.data_connection(Some(rustls::ProtocolVersion::TLSv1_2));
+            let mut server = server_channel(now, &config, ResumptionPolicy::Required);
+            server.bind(binding);
+            let mut client = client_channel(now, &client_config);
+            wire.clear();
+            let _ = client.poll_transmit(&mut wire);
+            assert_eq!(server.handle_input(now, &wire), wire.len());
+            wire.clear();
+            let _ = server.poll_transmit(&mut wire);
+            assert!(
+                !tls12_handshake_types(&wire).contains(&NEW_SESSION_TICKET),
+                "connection {i}"
+            );
+            let mut server = End::new(server, pattern(10), true);
+            let mut client = End::new(client, vec![], false);
+            assert_eq!(client.ch.handle_input(now, &wire), wire.len());
+            run(now, &mut server, &mut client);
+            assert!(
+                server.finished().unwrap().tls.as_ref().unwrap().resumed,
+                "connection {i}"
+            );
+            assert_eq!(client.received.len(), 10);
+        }
+        // What the assertion above looks for is there when a ticket is issued (the parser sees it).
+        let (config, _) = tls.data_connection(None);
+        let mut server = server_channel(now, &config, ResumptionPolicy::Required);
+        let mut client = client_channel(now, &client_config);
+        wire.clear();
+        let _ = client.poll_transmit(&mut wire);
+        assert_eq!(server.handle_input(now, &wire), wire.len());
+        wire.clear();
+        let _ = server.poll_transmit(&mut wire);
+        assert!(tls12_handshake_types(&wire).contains(&NEW_SESSION_TICKET));
+    }
+
+    #[test]
     fn backpressure_on_received_plaintext() {
         let now = Instant::now();
         let (mut server, mut client) = established_pair(now, DataOptions::default(), 0);

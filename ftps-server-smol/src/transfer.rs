@@ -69,6 +69,10 @@ pub(crate) async fn run(
         // The session let the connection go without a transfer.
         return Err(Failure::DataConnection);
     };
+    // Whether the client spoke before the transfer command decides when an upload's tickets go out (see
+    // `DataChannel::start_transfer`): take what already arrived first. A client that waits for the 150 cannot
+    // have sent anything yet, since the engine holds an upload's 150 until `on_ready` below.
+    pump.take_arrived(&mut channel).await?;
     channel.start_transfer(Instant::now(), start.flow);
     pump.on_ready = Some(start.on_ready);
     if !channel.is_handshaking() || !channel.peer_started() {
@@ -165,6 +169,26 @@ impl Pump {
                 Before::Timer => channel.handle_timeout(now),
             }
         }
+    }
+
+    /// Feeds the channel whatever the socket already holds, without waiting.
+    async fn take_arrived(&mut self, channel: &mut DataChannel) -> Result<(), Failure> {
+        while self.pending.is_empty() && !self.eof {
+            match future::poll_once(self.socket.read(&mut self.net_in)).await {
+                None => break,
+                Some(Ok(0)) | Some(Err(_)) => {
+                    self.eof = true;
+                    channel.handle_eof(Instant::now());
+                }
+                Some(Ok(n)) => {
+                    self.quick_ack();
+                    let took = channel.handle_input(Instant::now(), &self.net_in[..n]);
+                    self.pending = took..n;
+                }
+            }
+            self.transmit(channel).await?;
+        }
+        Ok(())
     }
 
     /// File (or bytes) to the client.

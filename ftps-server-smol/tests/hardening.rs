@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
-use ftps_proto::server::SessionConfig;
+use ftps_proto::server::{ResumptionScope, SessionConfig};
 use ftps_server_smol::auth::{
     AuthOutcome, AuthenticatedUser, Authenticator, LoginAttempt, LoginThrottle, Permission,
     UserHome,
@@ -30,6 +30,8 @@ use ftps_testkit::{peer, TempDir, TestCert};
 use rustls::pki_types::ServerName;
 
 const USER: &str = "alice";
+/// A second user, for the tests of another user's TLS session.
+const OTHER_USER: &str = "bob";
 /// Unique enough to search the captured log for it.
 const PASSWORD: &str = "pw-hardening-7f3a9c61";
 /// Every wait in this file is bounded by this (or less).
@@ -72,7 +74,8 @@ fn captured_log() -> String {
 // ---------------------------------------------------------------------------------------------------------------
 // The server under test.
 
-/// One user with a fixed password; counts how often the authenticator was asked.
+/// Alice (and, for the tests of another user's TLS session, bob), with one fixed password; counts how often
+/// the authenticator was asked.
 struct OneUser {
     attempts: Arc<AtomicUsize>,
 }
@@ -81,9 +84,10 @@ impl Authenticator for OneUser {
     fn authenticate(&self, attempt: LoginAttempt) -> BoxFuture<'_, AuthOutcome> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
         Box::pin(async move {
-            if attempt.user == USER && attempt.password == PASSWORD {
+            if (attempt.user == USER || attempt.user == OTHER_USER) && attempt.password == PASSWORD
+            {
                 AuthOutcome::Accepted(AuthenticatedUser {
-                    name: USER.into(),
+                    name: attempt.user.clone(),
                     home: UserHome::Virtual("/".into()),
                     permission: Permission::ReadWrite,
                     require_tls: None,
@@ -414,7 +418,11 @@ impl Control {
     }
 
     fn login(&mut self) {
-        assert!(self.cmd(&format!("USER {USER}")).starts_with("331"));
+        self.login_as(USER);
+    }
+
+    fn login_as(&mut self, user: &str) {
+        assert!(self.cmd(&format!("USER {user}")).starts_with("331"));
         let reply = self.cmd(&format!("PASS {PASSWORD}"));
         assert!(reply.starts_with("230"), "{reply}");
     }
@@ -431,9 +439,13 @@ impl Control {
 
     /// AUTH TLS, login, PBSZ 0, PROT P, TYPE I.
     fn tls_login(&mut self, config: &Arc<rustls::ClientConfig>) {
+        self.tls_login_as(config, USER);
+    }
+
+    fn tls_login_as(&mut self, config: &Arc<rustls::ClientConfig>, user: &str) {
         assert!(self.reply().starts_with("220"));
         self.auth_tls(config);
-        self.login();
+        self.login_as(user);
         assert!(self.cmd("PBSZ 0").starts_with("200"));
         assert!(self.cmd("PROT P").starts_with("200"));
         assert!(self.cmd("TYPE I").starts_with("200"));
@@ -637,6 +649,144 @@ fn tls_data_connection_not_resuming_this_session_is_refused() {
     assert!(ctl.reply().starts_with('1')); // 125 or 150
     let reply = ctl.reply();
     assert!(reply.starts_with("226"), "{reply}");
+}
+
+/// A TLS 1.2-only client config trusting the test certificate (Go's TLS 1.2 resumes with tickets only).
+fn client_tls12(cert: &TestCert) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert_der.clone().into()).unwrap();
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// `LIST` on `ctl` over a data connection whose TLS client uses `config` (so it offers the ticket that config's
+/// store holds): the listing and the final reply, or no data and the refusal.
+fn list_with(ctl: &mut Control, config: &Arc<rustls::ClientConfig>) -> (Vec<u8>, String) {
+    let data = ctl.epsv();
+    ctl.send(b"LIST\r\n");
+    let (mut stream, handshake) = tls_data(data, config);
+    let mut listing = Vec::new();
+    if handshake.is_ok() {
+        let _ = stream.read_to_end(&mut listing);
+        stream.conn.send_close_notify();
+        let _ = stream.flush();
+    }
+    drop(stream);
+    let mut reply = ctl.reply();
+    if reply.starts_with('1') {
+        reply = ctl.reply();
+    }
+    (listing, reply)
+}
+
+/// A data connection offering a ticket of *another user's* control session, from the same address, is refused
+/// (522) and gets nothing: tickets vouch only for their user's logins.
+#[test]
+fn a_data_connection_with_another_users_ticket_is_refused() {
+    let server = TestServer::start(Setup::tls());
+    std::fs::write(server.root.join("secret.txt"), b"alice's").unwrap();
+    let (alice_tls, bob_tls) = (server.client_tls(), server.client_tls());
+    let mut alice = Control::connect(server.addr);
+    alice.tls_login(&alice_tls);
+    let mut bob = Control::connect(server.addr);
+    bob.tls_login_as(&bob_tls, OTHER_USER);
+    assert!(bob.cmd("NOOP").starts_with("200")); // bob's client has read its tickets
+    let (stolen, reply) = list_with(&mut alice, &bob_tls);
+    assert!(stolen.is_empty(), "bob's ticket got alice's listing");
+    assert!(
+        reply.starts_with("522") && reply.contains("resume"),
+        "{reply}"
+    );
+    let (listing, reply) = list_with(&mut alice, &alice_tls);
+    assert!(String::from_utf8_lossy(&listing).contains("secret.txt"));
+    assert!(reply.starts_with("226"), "{reply}");
+}
+
+/// Go (rclone) keeps one ticket cache for all its control connections: a data connection offering a ticket of
+/// another control session of the *same user and address* is served under the default scope, TLS 1.2 (tickets
+/// only) and 1.3; `ResumptionScope::Session` refuses it.
+#[test]
+fn another_session_of_the_same_user_may_lend_its_ticket_unless_the_scope_is_one_session() {
+    for scope in [ResumptionScope::User, ResumptionScope::Session] {
+        let server = TestServer::start(Setup {
+            session: SessionConfig {
+                data_resumption_scope: scope,
+                ..SessionConfig::default()
+            },
+            ..Setup::tls()
+        });
+        for tls12 in [false, true] {
+            let config = |server: &TestServer| {
+                if tls12 {
+                    client_tls12(&server.cert)
+                } else {
+                    server.client_tls()
+                }
+            };
+            let (one_tls, two_tls) = (config(&server), config(&server));
+            let mut one = Control::connect(server.addr);
+            one.tls_login(&one_tls);
+            let mut two = Control::connect(server.addr);
+            two.tls_login(&two_tls);
+            assert!(two.cmd("NOOP").starts_with("200"));
+            let (_, reply) = list_with(&mut one, &two_tls);
+            let expected = if scope == ResumptionScope::User {
+                "226"
+            } else {
+                "522"
+            };
+            assert!(
+                reply.starts_with(expected),
+                "{scope:?}, TLS 1.2 only: {tls12}: {reply}"
+            );
+        }
+    }
+}
+
+/// A new control connection's ticket reaches a shared client cache before that connection has logged in: a
+/// data connection offering it waits (no answer to its ClientHello) until the login is decided, then is served
+/// when it was the same user and refused (522) when it was another.
+#[test]
+fn a_ticket_of_a_session_still_logging_in_waits_for_its_login() {
+    let server = TestServer::start(Setup::tls());
+    std::fs::write(server.root.join("listed.txt"), b"x").unwrap();
+    for (login, expected) in [(USER, "226"), (OTHER_USER, "522")] {
+        let (alice_tls, new_tls) = (server.client_tls(), server.client_tls());
+        let mut alice = Control::connect(server.addr);
+        alice.tls_login(&alice_tls);
+        // The new connection: TLS up (its tickets read with the reply to FEAT), not logged in.
+        let mut newcomer = Control::connect(server.addr);
+        assert!(newcomer.reply().starts_with("220"));
+        newcomer.auth_tls(&new_tls);
+        assert!(newcomer.cmd("FEAT").starts_with("211"));
+        let data = alice.epsv();
+        alice.send(b"LIST\r\n");
+        let handshake = std::thread::spawn(move || {
+            let (mut stream, handshake) = tls_data(data, &new_tls);
+            let mut listing = Vec::new();
+            if handshake.is_ok() {
+                let _ = stream.read_to_end(&mut listing);
+                stream.conn.send_close_notify();
+                let _ = stream.flush();
+            }
+            listing
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!handshake.is_finished(), "answered before the login");
+        newcomer.login_as(login);
+        let listing = handshake.join().unwrap();
+        let mut reply = alice.reply();
+        if reply.starts_with('1') {
+            reply = alice.reply();
+        }
+        assert!(reply.starts_with(expected), "{login}: {reply}");
+        assert_eq!(listing.is_empty(), expected == "522", "{login}");
+    }
 }
 
 /// CVE-2011-0411 class: commands pipelined after AUTH TLS in the same packet are never executed.

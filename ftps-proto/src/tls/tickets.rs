@@ -198,14 +198,23 @@ impl SessionTicketKey {
             sealer: self.sealer(random),
             scope: ResumptionScope::Session,
             used: None,
+            issues: true,
         })
     }
 
     /// A ticketer for one data connection, and the record of which ticket it opened.
+    ///
+    /// With `issues` false it opens tickets but issues none, which for TLS 1.2 means a resumed handshake brings
+    /// no new ticket (rustls opens a TLS 1.2 ticket whether or not its ticketer is enabled). That is what OpenSSL
+    /// and Go servers do, and what PHP needs: when a resumed TLS 1.2 handshake brings a new ticket, an OpenSSL
+    /// client with a client-side session cache marks the session it resumed as used up, but tells the
+    /// application nothing of the new one (no new-session callback on a resumption), so PHP's next data
+    /// connection had no session left to offer. Our tickets never expire within a session: the old one serves.
     pub(crate) fn data_ticketer(
         &self,
         scope: ResumptionScope,
         random: &'static dyn SecureRandom,
+        issues: bool,
     ) -> (Arc<dyn rustls::server::ProducesTickets>, ConnectionBinding) {
         let binding = ConnectionBinding {
             mine: Arc::clone(&self.material),
@@ -215,6 +224,7 @@ impl SessionTicketKey {
             sealer: self.sealer(random),
             scope,
             used: Some(Arc::clone(&binding.used)),
+            issues,
         };
         (Arc::new(ticketer), binding)
     }
@@ -293,6 +303,8 @@ struct SessionTicketer {
     scope: ResumptionScope,
     /// A data connection's record of the key that opened its ticket.
     used: Option<Arc<Mutex<Option<Arc<KeyMaterial>>>>>,
+    /// Whether it issues tickets (`enabled`); it opens them either way.
+    issues: bool,
 }
 
 impl fmt::Debug for SessionTicketer {
@@ -327,7 +339,7 @@ impl SessionTicketer {
 
 impl rustls::server::ProducesTickets for SessionTicketer {
     fn enabled(&self) -> bool {
-        true
+        self.issues
     }
 
     fn lifetime(&self) -> u32 {
@@ -410,7 +422,7 @@ mod tests {
         scope: ResumptionScope,
         ticket: &[u8],
     ) -> (bool, BindingState, ConnectionBinding) {
-        let (ticketer, binding) = session.data_ticketer(scope, random());
+        let (ticketer, binding) = session.data_ticketer(scope, random(), true);
         let opened = ticketer.decrypt(ticket).is_some();
         let state = binding.state();
         (opened, state, binding)

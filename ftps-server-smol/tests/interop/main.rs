@@ -1,10 +1,12 @@
-//! Interop: real clients (curl, Python's ftplib) against ftps-server on loopback, with TLS 1.2 and 1.3,
-//! `PROT P` and data-channel resumption required (the default policy).
+//! Interop: real clients against ftps-server on loopback, with TLS 1.2 and 1.3, `PROT P` and data-channel
+//! resumption required (the default policy). The many-file matrix of every client is in [`clients`].
 //!
 //! Each test skips with `skipped: <peer> not installed` when its client is missing, and fails instead under
 //! `FTPS_INTEROP=require` (CI).
 
 #![allow(clippy::unwrap_used)] // test set-up: a failure is the test failing
+
+mod clients;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -75,6 +77,7 @@ impl TestServer {
 
     /// A server with this engine policy, listening on `bind_ip` (a loopback address).
     fn start_with(tls: Tls, config: SessionConfig, bind_ip: &str) -> Self {
+        log_to_stderr_when_asked();
         let root = TempDir::new("server-root");
         let certs = TempDir::new("server-certs");
         let cert = TestCert::generate();
@@ -126,6 +129,20 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.server.shutdown();
+    }
+}
+
+/// `FTPS_TEST_LOG=info` (any `RUST_LOG`-style filter) writes the servers' logs to stderr: the protocol log of a
+/// failing client is the first thing to read.
+fn log_to_stderr_when_asked() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    if let Ok(filter) = std::env::var("FTPS_TEST_LOG") {
+        ONCE.call_once(|| {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_writer(std::io::stderr)
+                .try_init();
+        });
     }
 }
 
