@@ -475,3 +475,90 @@ fn put_several_files_checks_before_connecting_and_stops_at_the_first_failure() {
     assert!(!site.remote("up/c.txt").exists());
     assert_eq!(site.logins(), 1);
 }
+
+/// Asserts that every file of `expected` is in `actual` with the same bytes, and nothing else is.
+fn assert_same_tree(expected: &std::path::Path, actual: &std::path::Path) {
+    let names = |dir: &std::path::Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(expected), names(actual), "{}", actual.display());
+    for name in names(expected) {
+        assert!(
+            std::fs::read(expected.join(&name)).unwrap()
+                == std::fs::read(actual.join(&name)).unwrap(),
+            "{name} differs"
+        );
+    }
+}
+
+/// "Many files, every client", for our own `ftps`: 1000 small files mirrored up and back down, 8 MiB both ways,
+/// a listing, a rename, a delete and both resumes, each command one session, with TLS 1.3 and with TLS 1.2
+/// (`--tls12`), under the server's default policy. The same matrix for the other clients is in
+/// `ftps-server-smol/tests/interop/clients.rs`.
+#[test]
+fn a_thousand_files_both_ways_and_every_operation_with_tls13_and_tls12() {
+    const FILES: usize = 1000;
+    let site = Site::start();
+    let small = site.local("small");
+    std::fs::create_dir(&small).unwrap();
+    for i in 1..=FILES {
+        let len = if i == 1 { 0 } else { (i * 37) % 8192 + 1 };
+        std::fs::write(small.join(format!("f{i:04}.bin")), pattern(len, i as u32)).unwrap();
+    }
+    let big = pattern(8 * 1024 * 1024, 8);
+    std::fs::write(site.local("big.bin"), &big).unwrap();
+    for (tls, flags) in [("tls13", &[][..]), ("tls12", &["--tls12"][..])] {
+        let ftps = |args: &[&str]| -> Output {
+            let mut all: Vec<&str> = flags.to_vec();
+            all.push("-q");
+            all.extend_from_slice(args);
+            site.ftps(&all)
+        };
+        let logins = site.logins();
+        let up = format!("{tls}/");
+        exits(&ftps(&["mkdir", &site.url(tls)]), 0);
+        exits(&ftps(&["mirror", "--upload", "small", &site.url(&up)]), 0);
+        assert_same_tree(&small, &site.remote(tls));
+        let down = format!("down-{tls}");
+        exits(&ftps(&["mirror", "--download", &site.url(&up), &down]), 0);
+        assert_same_tree(&small, &site.local(&down));
+        let big_remote = format!("{tls}-big.bin");
+        exits(&ftps(&["put", "big.bin", &site.url(&big_remote)]), 0);
+        assert!(std::fs::read(site.remote(&big_remote)).unwrap() == big);
+        let big_local = format!("{tls}-big.down");
+        exits(&ftps(&["get", &site.url(&big_remote), &big_local]), 0);
+        assert!(std::fs::read(site.local(&big_local)).unwrap() == big);
+        let listing = ftps(&["ls", &site.url(&up)]);
+        exits(&listing, 0);
+        assert_eq!(
+            String::from_utf8_lossy(&listing.stdout).lines().count(),
+            FILES
+        );
+        exits(
+            &ftps(&[
+                "mv",
+                &site.url(&format!("{tls}/f0002.bin")),
+                &format!("{tls}/renamed.bin"),
+            ]),
+            0,
+        );
+        exits(&ftps(&["rm", &site.url(&format!("{tls}/f0003.bin"))]), 0);
+        assert!(site.remote(tls).join("renamed.bin").exists());
+        assert!(!site.remote(tls).join("f0002.bin").exists());
+        assert!(!site.remote(tls).join("f0003.bin").exists());
+        // Resume a download (REST) and an upload (SIZE, then REST/APPE of the rest).
+        std::fs::write(site.local(&big_local), &big[..3_000_011]).unwrap();
+        exits(&ftps(&["get", "-c", &site.url(&big_remote), &big_local]), 0);
+        assert!(std::fs::read(site.local(&big_local)).unwrap() == big);
+        std::fs::write(site.remote(&big_remote), &big[..3_000_011]).unwrap();
+        exits(&ftps(&["put", "-c", "big.bin", &site.url(&big_remote)]), 0);
+        assert!(std::fs::read(site.remote(&big_remote)).unwrap() == big);
+        // One login per command.
+        assert_eq!(site.logins() - logins, 10, "{tls}");
+    }
+}
