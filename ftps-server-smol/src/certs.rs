@@ -51,6 +51,8 @@ pub struct TlsSettings {
     pub key_file: PathBuf,
     /// Lowest TLS version.
     pub min_version: TlsVersion,
+    /// Highest TLS version.
+    pub max_version: TlsVersion,
     /// Client certificate policy.
     pub client_certificates: ClientCertificates,
     /// CA bundle for client certificates (required unless `Off`).
@@ -72,6 +74,7 @@ impl TlsSettings {
             cert_file,
             key_file,
             min_version: tls.min_version,
+            max_version: tls.max_version,
             client_certificates: tls.client_certificates,
             client_ca_file: tls.client_ca_file.clone(),
         })
@@ -124,10 +127,14 @@ pub fn build_server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, 
     let chain = load_certificates(&settings.cert_file)?;
     let key = load_private_key(&settings.key_file)?;
     let provider = Arc::new(ftps_proto::tls_provider());
-    let versions: &[&rustls::SupportedProtocolVersion] = match settings.min_version {
-        TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
-        TlsVersion::Tls13 => &[&rustls::version::TLS13],
-    };
+    let versions: &[&rustls::SupportedProtocolVersion] =
+        match (settings.min_version, settings.max_version) {
+            (TlsVersion::Tls12, TlsVersion::Tls13) => {
+                &[&rustls::version::TLS13, &rustls::version::TLS12]
+            }
+            (TlsVersion::Tls12, TlsVersion::Tls12) => &[&rustls::version::TLS12],
+            (TlsVersion::Tls13, _) => &[&rustls::version::TLS13],
+        };
     let rustls_err = |e: rustls::Error| CertError::Rustls(e.to_string());
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(versions)
@@ -392,6 +399,9 @@ mod tests {
         let mut s = settings(dir.path());
         s.min_version = TlsVersion::Tls13;
         build_server_config(&s).unwrap();
+        (s.min_version, s.max_version) = (TlsVersion::Tls12, TlsVersion::Tls12);
+        build_server_config(&s).unwrap();
+        s.min_version = TlsVersion::Tls13;
         s.client_certificates = ClientCertificates::Require;
         assert!(matches!(build_server_config(&s), Err(CertError::Rustls(_))));
         // The self-signed certificate doubles as a CA bundle for the test.

@@ -171,13 +171,13 @@ impl ListenerConfig {
     }
 }
 
-/// Lowest TLS version accepted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A TLS version, for `[tls] min_version` and `max_version`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum TlsVersion {
-    /// TLS 1.2 and 1.3.
+    /// TLS 1.2.
     #[serde(rename = "1.2")]
     Tls12,
-    /// TLS 1.3 only.
+    /// TLS 1.3.
     #[serde(rename = "1.3")]
     Tls13,
 }
@@ -204,6 +204,8 @@ pub struct TlsConfig {
     pub key_file: Option<PathBuf>,
     /// Lowest TLS version.
     pub min_version: TlsVersion,
+    /// Highest TLS version ("1.2" for peers that must be served TLS 1.2, and to measure it).
+    pub max_version: TlsVersion,
     /// Client certificate policy.
     pub client_certificates: ClientCertificates,
     /// PEM bundle of CAs that sign client certificates; required unless `client_certificates = "off"`.
@@ -216,6 +218,7 @@ impl Default for TlsConfig {
             cert_file: None,
             key_file: None,
             min_version: TlsVersion::Tls12,
+            max_version: TlsVersion::Tls13,
             client_certificates: ClientCertificates::Off,
             client_ca_file: None,
         }
@@ -230,6 +233,17 @@ pub struct AnonymousConfig {
     pub enabled: bool,
     /// Directory served to anonymous users. Unset: the server's `root`.
     pub root: Option<PathBuf>,
+}
+
+/// Which TLS sessions a data connection may resume when resumption is required.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResumptionScope {
+    /// A session of any control connection logged in as the same user from the same address (the default:
+    /// Go clients such as rclone share one ticket cache between their control connections).
+    User,
+    /// Only this control connection's own sessions.
+    Session,
 }
 
 /// Whether data connections must resume the control connection's TLS session.
@@ -255,6 +269,8 @@ pub struct PolicyConfig {
     pub require_tls_data: bool,
     /// Data-connection TLS session binding.
     pub data_resumption: DataResumption,
+    /// Whose sessions a data connection may resume under `data_resumption = "required"`.
+    pub data_resumption_scope: ResumptionScope,
     /// Allow CCC (clear command channel, RFC 4217 section 6).
     pub allow_ccc: bool,
     /// Allow PORT/EPRT to an address other than the client's and PASV from another address
@@ -272,6 +288,7 @@ impl Default for PolicyConfig {
             require_tls_control: true,
             require_tls_data: true,
             data_resumption: DataResumption::Required,
+            data_resumption_scope: ResumptionScope::User,
             allow_ccc: false,
             allow_site_to_site: false,
         }
@@ -507,6 +524,9 @@ impl Config {
             }
             (None, None) => {}
         }
+        if self.tls.max_version < self.tls.min_version {
+            return invalid("tls.max_version is below tls.min_version".into());
+        }
         match (self.tls.client_certificates, &self.tls.client_ca_file) {
             (ClientCertificates::Off, _) => {}
             (_, None) => {
@@ -644,6 +664,7 @@ mod tests {
             client_certificates = "require"
             [policy]
             data_resumption = "preferred"
+            data_resumption_scope = "session"
             allow_ccc = true
             [limits]
             idle_timeout = 60
@@ -668,6 +689,10 @@ mod tests {
         assert_eq!(config.listeners[1].passive_ports.first, 50000);
         assert_eq!(config.tls.min_version, TlsVersion::Tls13);
         assert_eq!(config.policy.data_resumption, DataResumption::Preferred);
+        assert_eq!(
+            config.policy.data_resumption_scope,
+            ResumptionScope::Session
+        );
         assert!(config.policy.allow_ccc && config.policy.require_tls_data);
         assert_eq!(config.limits.idle_timeout(), Duration::from_secs(60));
         assert_eq!(config.limits.login_timeout, 30);

@@ -455,6 +455,10 @@ pub fn session_config_from(config: &Config) -> SessionConfig {
             DataResumption::Preferred => ResumptionPolicy::Preferred,
             DataResumption::Off => ResumptionPolicy::Off,
         },
+        data_resumption_scope: match config.policy.data_resumption_scope {
+            crate::config::ResumptionScope::User => ftps_proto::server::ResumptionScope::User,
+            crate::config::ResumptionScope::Session => ftps_proto::server::ResumptionScope::Session,
+        },
         allow_anonymous: config.anonymous.enabled,
         allow_ccc: config.policy.allow_ccc,
         allow_site_to_site: config.policy.allow_site_to_site,
