@@ -26,17 +26,24 @@
 //!
 //! # Lifecycle and events
 //!
+//! 0. A server session builds its channel as soon as the data connection is up
+//!    ([`RequestKind::DriveData`](crate::server::RequestKind::DriveData)), so the handshake runs before the
+//!    transfer command; no payload moves until [`DataChannel::start_transfer`] says which way it goes
+//!    ([`DataFlow`]). Channels built with [`DataChannel::new`] start at once.
 //! 1. TLS only: the handshake runs; [`DataEvent::HandshakeComplete`] reports what it negotiated. A server-role
-//!    channel checks its [`ResumptionPolicy`] first. [`DataChannel::write`] takes nothing before this point.
+//!    channel checks its [`ResumptionPolicy`] first: a full handshake is refused at the ClientHello; a ticket of
+//!    another control session that is still logging in holds the answer to the ClientHello until that login is
+//!    decided (see `ResumptionScope`). [`DataChannel::write`] takes nothing before this point.
 //! 2. Bytes flow. FTP moves a file one way per connection, but both directions work.
 //! 3. The sender calls [`DataChannel::finish`]: under TLS a close_notify is queued behind its data. Once
 //!    [`DataChannel::is_write_closed`] is true the caller may shut down the socket's write half (in the clear the
 //!    TCP FIN is the only end-of-file marker, RFC 959 §3.4.1).
 //! 4. The receiver sees the end of the peer's stream once it has consumed every byte before it:
 //!    [`DataEvent::ReadClosed`] with `clean: true` for the peer's close_notify (TLS) or a TCP EOF (clear), and
-//!    `clean: false` for a TLS stream cut by a TCP EOF without close_notify (possible truncation). Either way this
-//!    end then finishes too, so both ends always send close_notify (DESIGN.md "close_notify": Python's ftplib
-//!    calls `unwrap()` after `STOR` and fails on a bare FIN).
+//!    `clean: false` for a TLS stream cut by a TCP EOF without close_notify (possible truncation), unless this end
+//!    is the [`DataFlow::Send`]er and had finished (see [`DataOptions::flow`]). Either way this end then finishes
+//!    too, so both ends always send close_notify (DESIGN.md "close_notify": Python's ftplib calls `unwrap()` after
+//!    `STOR` and fails on a bare FIN).
 //! 5. When both directions have ended, [`DataEvent::Finished`] carries the [`DataReport`]; the caller sends what
 //!    `poll_transmit` still gives and closes the socket. A fatal error instead yields one [`DataEvent::Failed`]
 //!    (sticky: later inputs are discarded, `write` takes nothing); the caller sends what `poll_transmit` gives (a
@@ -231,7 +238,7 @@ pub struct DataOptions {
     ///   connection (Go's `crypto/tls`, so rclone) would otherwise close with unread bytes, which makes the
     ///   kernel reset the connection and drop the upload's unsent tail. A client that started its handshake
     ///   before this end's preliminary reply reads the connection once just before it closes (curl) and needs the
-    ///   tickets by then: see [`DataChannel::peer_started_first`].
+    ///   tickets by then: see [`DataChannel::start_transfer`].
     pub flow: DataFlow,
     /// How long the TLS handshake may take, counted from [`DataChannel::new`]'s `now`.
     pub handshake_timeout: Duration,

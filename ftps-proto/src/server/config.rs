@@ -74,11 +74,14 @@ pub struct SessionConfig {
     /// How long the preliminary reply (150/125) of a TLS upload may wait for the frontend's
     /// [`ServerSession::data_ready`](super::ServerSession::data_ready); zero (the default) sends it at once.
     ///
-    /// Frontends that report readiness set this (the smol server uses a second). It lets the data connection's TLS
-    /// handshake, and the TLS 1.3 tickets sent right after it, reach a client that started the handshake before the
-    /// 150 (curl) ahead of the 150 itself: OpenSSL clients resume each data connection with a ticket received
-    /// since the last one, and curl reads an upload connection only once, just before closing it. A client that
-    /// waits for the 150 before its handshake (lftp) is reported ready at once by the frontend.
+    /// Frontends that report readiness set this (the smol server uses a second). It lets the data connection's
+    /// TLS handshake, and the TLS 1.3 tickets sent right after it, reach a client that started the handshake
+    /// before the 150 (curl) ahead of the 150 itself: OpenSSL clients resume each data connection with a ticket
+    /// received since the last one, and curl reads an upload connection only once, just before closing it. It
+    /// also keeps a client that waits for the 150 (lftp, PHP, Go) from sending anything before the frontend has
+    /// called [`DataChannel::start_transfer`](crate::data::DataChannel::start_transfer), which decides from what
+    /// arrived whether the upload's tickets wait for the client's close_notify. Such a client is reported ready at
+    /// once.
     pub preliminary_reply_wait: Duration,
 }
 

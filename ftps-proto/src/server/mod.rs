@@ -64,6 +64,14 @@
 //! TLS when it was accepted (or parsed as commands when refused). So `AUTH TLS\r\nUSER x\r\n` in one read never
 //! runs `USER`: `USER x\r\n` goes to rustls, fails the handshake, and the session closes (CVE-2011-0411 class).
 //!
+//! # Data connections
+//!
+//! When a data connection is up (the answer to `AcceptData`/`ConnectData`), the engine hands its
+//! [`DataChannel`] over at once ([`RequestKind::DriveData`]): the frontend drives its TLS handshake from then on,
+//! and the transfer command later names it ([`RequestKind::RunTransfer`]). Under TLS the channel's config is
+//! this session's own (its ticket key; see [`ResumptionScope`]), built for the version the control connection
+//! negotiated.
+//!
 //! # Who checks the data connection's peer
 //!
 //! The frontend accepts and connects data sockets, so the frontend checks a passive data connection's peer with

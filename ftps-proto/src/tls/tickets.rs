@@ -84,7 +84,7 @@ impl KeyMaterial {
 /// Every [`SessionConfig`](crate::server::SessionConfig) carries one; sessions built from clones of one config
 /// share it, which is what lets [`ResumptionScope::User`] find another session's key. A session's key is
 /// registered when its TLS starts and leaves when the session is dropped, unless it was logged in: then it is
-/// kept among the most recent [`RETIRED_KEYS`] ended logins.
+/// kept among the most recent 1024 ended logins.
 #[derive(Clone, Default)]
 pub struct SessionKeyring {
     inner: Arc<Mutex<KeyringInner>>,
@@ -541,6 +541,23 @@ mod tests {
         let b = key(&theirs);
         b.set_owner(ALICE);
         assert!(!offer(&b, ResumptionScope::User, &ticket_of(&a)).0);
+    }
+
+    proptest::proptest! {
+        /// A ticket is peer input: arbitrary bytes, or a real ticket with its id kept and the rest arbitrary,
+        /// never open (and never panic).
+        #[test]
+        fn arbitrary_tickets_never_open(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let keyring = SessionKeyring::default();
+            let mine = key(&keyring);
+            mine.set_owner(ALICE);
+            let (ticketer, binding) = mine.data_ticketer(ResumptionScope::User, random(), true);
+            proptest::prop_assert!(ticketer.decrypt(&bytes).is_none());
+            let mut forged = ticket_of(&mine)[..KEY_ID_LEN].to_vec();
+            forged.extend_from_slice(&bytes);
+            proptest::prop_assert!(ticketer.decrypt(&forged).is_none());
+            proptest::prop_assert_eq!(binding.state(), BindingState::Confirmed);
+        }
     }
 
     #[test]
