@@ -1527,16 +1527,20 @@ mod tests {
         let mut wire = Vec::new();
         // Each data connection resumes with that same ticket and gets no new one: an OpenSSL client in
         // client-cache mode (PHP) would otherwise drop the session it holds without learning the new one.
+        // The server's first flight to a ClientHello.
+        let flight = |server: &mut DataChannel, client: &mut DataChannel, wire: &mut Vec<u8>| {
+            wire.clear();
+            let _ = client.poll_transmit(wire);
+            assert_eq!(server.handle_input(now, wire), wire.len());
+            wire.clear();
+            let _ = server.poll_transmit(wire);
+        };
         for i in 0..1000 {
             let (config, binding) = tls.data_connection(Some(rustls::ProtocolVersion::TLSv1_2));
             let mut server = server_channel(now, &config, ResumptionPolicy::Required);
             server.bind(binding);
             let mut client = client_channel(now, &client_config);
-            wire.clear();
-            let _ = client.poll_transmit(&mut wire);
-            assert_eq!(server.handle_input(now, &wire), wire.len());
-            wire.clear();
-            let _ = server.poll_transmit(&mut wire);
+            flight(&mut server, &mut client, &mut wire);
             assert!(
                 !tls12_handshake_types(&wire).contains(&NEW_SESSION_TICKET),
                 "connection {i}"
@@ -1555,11 +1559,7 @@ mod tests {
         let (config, _) = tls.data_connection(None);
         let mut server = server_channel(now, &config, ResumptionPolicy::Required);
         let mut client = client_channel(now, &client_config);
-        wire.clear();
-        let _ = client.poll_transmit(&mut wire);
-        assert_eq!(server.handle_input(now, &wire), wire.len());
-        wire.clear();
-        let _ = server.poll_transmit(&mut wire);
+        flight(&mut server, &mut client, &mut wire);
         assert!(tls12_handshake_types(&wire).contains(&NEW_SESSION_TICKET));
     }
 

@@ -519,9 +519,15 @@ fn rclone_current_many_files_tls12() {
 
 // ----- PHP's ftp extension and Python's ftplib (OpenSSL; one driver language, testkit/clients/) -----
 
-/// The steps both drivers run: everything in one session.
-fn driver_steps(p: &Payload, down: &Path, big_down: &Path, resumed: &Path) -> Vec<String> {
-    vec![
+/// Runs a driver (`command` up to its first step) through the steps both drivers share, everything in one
+/// session, and checks what arrived where.
+fn driver_many_files(what: &str, tls: Tls, command: impl FnOnce(&TestServer) -> Command) {
+    let server = TestServer::start(tls, ResumptionPolicy::Required);
+    let p = Payload::new();
+    let (down, big_down) = (p.local("down"), p.dir.path().join("big.down"));
+    let resumed = p.dir.path().join("resumed.down");
+    std::fs::copy(&p.part, &resumed).unwrap();
+    let steps: Vec<String> = vec![
         "mkd:up".into(),
         format!("putdir:{}:up", p.small.display()),
         format!("getdir:up:{}", down.display()),
@@ -534,10 +540,8 @@ fn driver_steps(p: &Payload, down: &Path, big_down: &Path, resumed: &Path) -> Ve
         format!("put:{}:resumed.bin", p.part.display()),
         format!("resume-put:{}:resumed.bin", p.big.display()),
         format!("resume-get:big.bin:{}", resumed.display()),
-    ]
-}
-
-fn check_driver_run(output: &Output, server: &TestServer, p: &Payload, down: &Path) {
+    ];
+    let output = ok(what, command(&server).args(steps));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         stdout.contains(&format!("putdir {FILES}")) && stdout.contains(&format!("getdir {FILES}")),
@@ -552,28 +556,26 @@ fn check_driver_run(output: &Output, server: &TestServer, p: &Payload, down: &Pa
         stdout.lines().filter(|l| l.starts_with("list ")).count(),
         FILES
     );
-    assert_same_files(&p.small, down, &[]);
-    assert_renamed_and_deleted(server);
+    assert_same_files(&p.small, &down, &[]);
+    assert_same_file(&p.big, &big_down);
+    assert_renamed_and_deleted(&server);
     assert_same_file(&p.big, &server.root.path().join("resumed.bin"));
+    assert_same_file(&p.big, &resumed);
 }
 
+/// PHP cannot choose its TLS version: the server offers only the one under test.
 fn php_many_files(tls: Tls) {
     let Some(php) = php_with_ftp() else { return };
-    let server = TestServer::start(tls, ResumptionPolicy::Required);
-    let p = Payload::new();
-    let (down, big_down) = (p.local("down"), p.dir.path().join("big.down"));
-    let resumed = p.dir.path().join("resumed.down");
-    std::fs::copy(&p.part, &resumed).unwrap();
-    let output = ok(
-        "php",
-        Command::new(php)
-            .arg(client_script("php_ftp.php"))
-            .args(["127.0.0.1", &server.addr.port().to_string(), USER, PASSWORD])
-            .args(driver_steps(&p, &down, &big_down, &resumed)),
-    );
-    check_driver_run(&output, &server, &p, &down);
-    assert_same_file(&p.big, &big_down);
-    assert_same_file(&p.big, &resumed);
+    driver_many_files("php", tls, |server| {
+        let mut command = Command::new(php);
+        command.arg(client_script("php_ftp.php")).args([
+            "127.0.0.1",
+            &server.addr.port().to_string(),
+            USER,
+            PASSWORD,
+        ]);
+        command
+    });
 }
 
 #[test]
@@ -590,24 +592,17 @@ fn ftplib_many_files(tls: Tls) {
     let Some(python) = peer("python3") else {
         return;
     };
-    let server = TestServer::start(tls, ResumptionPolicy::Required);
-    let p = Payload::new();
-    let (down, big_down) = (p.local("down"), p.dir.path().join("big.down"));
-    let resumed = p.dir.path().join("resumed.down");
-    std::fs::copy(&p.part, &resumed).unwrap();
-    let flags: &[&str] = if tls == Tls::V12 { &["--tls12"] } else { &[] };
-    let output = ok(
-        "ftplib",
-        Command::new(python)
-            .arg(client_script("ftplib_client.py"))
-            .args(flags)
+    driver_many_files("ftplib", tls, |server| {
+        let mut command = Command::new(python);
+        command.arg(client_script("ftplib_client.py"));
+        if tls == Tls::V12 {
+            command.arg("--tls12");
+        }
+        command
             .args(["localhost", &server.addr.port().to_string(), USER, PASSWORD])
-            .arg(&server.cert_file)
-            .args(driver_steps(&p, &down, &big_down, &resumed)),
-    );
-    check_driver_run(&output, &server, &p, &down);
-    assert_same_file(&p.big, &big_down);
-    assert_same_file(&p.big, &resumed);
+            .arg(&server.cert_file);
+        command
+    });
 }
 
 #[test]
