@@ -57,7 +57,7 @@ enum Completion {
 
 /// A file held between its open and its transfer.
 enum OpenFile {
-    Read(Box<dyn AsyncRead + Send + Unpin>),
+    Read(Box<dyn AsyncRead + Send + Unpin>, u64),
     Write(Box<dyn Upload>),
 }
 
@@ -462,7 +462,7 @@ impl Driver {
                     match storage.open_read(path.as_str(), offset).await {
                         Ok(handle) => Completion::Opened(
                             id,
-                            OpenFile::Read(handle.reader),
+                            OpenFile::Read(handle.reader, handle.size),
                             Outcome::Opened {
                                 size: Some(handle.size),
                                 path,
@@ -568,7 +568,7 @@ impl Driver {
                     Source::Bytes(bytes) => Body::Bytes(bytes),
                     Source::File(file) | Source::Upload(file) => match self.res.files.remove(&file)
                     {
-                        Some(OpenFile::Read(reader)) => Body::Read(reader),
+                        Some(OpenFile::Read(reader, size)) => Body::Read(reader, size),
                         Some(OpenFile::Write(upload)) => Body::Write(upload),
                         None => {
                             session.complete(now, data, Outcome::Failed(Failure::DataConnection));

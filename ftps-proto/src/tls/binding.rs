@@ -51,6 +51,10 @@ impl SessionTls {
         let random = base.crypto_provider().secure_random;
         let key = SessionTicketKey::new(keyring, random)?;
         let mut control = (**base).clone();
+        // Our suite order, not the client's: curl and PHP (OpenSSL) list AES-256-GCM-SHA384 first, whose key
+        // schedule hashes with SHA-384, which has no SHA-NI path; AES-128-GCM-SHA256 does (see
+        // `tls::provider`). Measured with curl, 1000 downloads: SHA-512 blocks were 3.7 % of the server's CPU.
+        control.ignore_client_order = true;
         control.ticketer = key.control_ticketer(random);
         control.session_storage = Arc::new(SessionIdCache::default());
         control.send_tls13_tickets = CONTROL_TICKETS;

@@ -10,12 +10,18 @@ use std::time::SystemTime;
 use blocking::{unblock, Unblock};
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, OpenOptions, Permissions, PermissionsExt};
-use futures_lite::{AsyncWrite, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::{
     components, is_temp_file_name, temp_file_name, BoxFuture, DirEntry, FileKind, Metadata,
     ReadHandle, Storage, StorageError, StorageErrorKind, Upload, WriteMode, FILE_BUFFER_SIZE,
 };
+
+/// A file opened for reading: read whole when small, else streamed from a blocking thread.
+enum Body {
+    Small(Vec<u8>),
+    Large(std::fs::File),
+}
 
 /// Permission bits `SITE CHMOD` may set: no setuid, setgid or sticky bit from a remote client.
 const SETTABLE_MODE_BITS: u32 = 0o777;
@@ -273,13 +279,24 @@ impl Storage for LocalStorage {
                 }
                 let mut file = file.into_std();
                 file.seek(SeekFrom::Start(offset))?;
-                Ok((file, meta.len()))
+                // A small file (most of a many-small-files restore) is read in this same blocking job: one
+                // thread hop per download instead of two, and no 256 KiB pipe for 4 KiB of data.
+                let left = meta.len().saturating_sub(offset);
+                let body = if left <= FILE_BUFFER_SIZE as u64 {
+                    let mut bytes = Vec::with_capacity(left as usize);
+                    io::Read::read_to_end(&mut file, &mut bytes)?;
+                    Body::Small(bytes)
+                } else {
+                    Body::Large(file)
+                };
+                Ok((body, meta.len()))
             })
             .await?;
-            Ok(ReadHandle {
-                reader: Box::new(Unblock::with_capacity(FILE_BUFFER_SIZE, file)),
-                size,
-            })
+            let reader: Box<dyn AsyncRead + Send + Unpin> = match file {
+                Body::Small(bytes) => Box::new(futures_lite::io::Cursor::new(bytes)),
+                Body::Large(file) => Box::new(Unblock::with_capacity(FILE_BUFFER_SIZE, file)),
+            };
+            Ok(ReadHandle { reader, size })
         })
     }
 
