@@ -78,7 +78,11 @@ pub struct Limits {
 /// schedules no wake-up, then waits for its default 1000 ms timeout. Answering a fraction of a millisecond
 /// later puts the reply on curl's normal path; measured on loopback, 50 uploads in one session went from about
 /// 1 file/s to hundreds per second. Other clients lose the same fraction of a millisecond per transfer.
-pub const PASSIVE_REPLY_PACING: Duration = Duration::from_micros(300);
+///
+/// 100 µs: with 1000-file curl sessions, 0 µs stalled 588 of the first 600 downloads for a second, 50 µs about
+/// one in 500, 100 µs none in 5,000 downloads and 6,000 mixed transfers (2026-12-06); 300 µs, the earlier
+/// default, cost every client 0.2 ms more per file (about a tenth of a small file's time).
+pub const PASSIVE_REPLY_PACING: Duration = Duration::from_micros(100);
 
 impl Default for Limits {
     fn default() -> Self {
