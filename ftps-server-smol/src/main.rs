@@ -99,7 +99,6 @@ struct UsersFileArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -109,11 +108,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(verbose: u8) {
-    let default = match verbose {
+/// `RUST_LOG` when set; else `info` (`-v` debug, `-vv` trace), without the protocol log of every command and
+/// reply unless `[log] protocol = true`: at eight lines a file it was the bulk of a many-files session's log.
+fn init_logging(verbose: u8, protocol: bool) {
+    let level = match verbose {
         0 => "info",
         1 => "debug",
         _ => "trace",
+    };
+    let default = if protocol {
+        level.to_owned()
+    } else {
+        format!("{level},ftps::protocol=off")
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
@@ -131,6 +137,7 @@ fn run(cli: Cli) -> Result<(), String> {
     if let Some(state_dir) = &cli.state_dir {
         config.state_dir.clone_from(state_dir);
     }
+    init_logging(cli.verbose, config.log.protocol);
     match cli.command {
         Some(Command::User(command)) => return user_command(&config, command),
         None => {}

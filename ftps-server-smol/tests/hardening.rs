@@ -1751,3 +1751,43 @@ fn server_killed_mid_stor_keeps_the_previous_file_and_restart_cleans_temp_files(
         b"previous version"
     );
 }
+
+/// `[log] protocol` decides whether every command and reply is logged (`false` by default, as documented); the
+/// transfer and session lines stay either way.
+#[test]
+fn the_protocol_log_follows_the_config() {
+    for protocol in [false, true] {
+        let dir = TempDir::new("protocol-log");
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, format!("[log]\nprotocol = {protocol}\n")).unwrap();
+        let stderr_path = dir.path().join("stderr");
+        let port = ftps_testkit::free_port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ftps-server"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--root")
+            .arg(dir.path().join("root"))
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        assert!(ftps_testkit::wait_for_listener(addr, WAIT));
+        let mut ctl = Control::connect(addr);
+        assert!(ctl.reply().starts_with("220"));
+        assert!(ctl.cmd("QUIT").starts_with("221"));
+        assert!(wait_until(WAIT, || std::fs::read_to_string(&stderr_path)
+            .unwrap()
+            .contains("session closed")));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let log = std::fs::read_to_string(&stderr_path).unwrap();
+        assert_eq!(log.contains("ftps::protocol"), protocol, "{log}");
+        assert!(log.contains("connected"), "{log}");
+    }
+}
