@@ -67,6 +67,7 @@ pub(crate) async fn run(
         out: Vec::new(),
         on_ready: None,
         eof: false,
+        write_shut: false,
     };
     let Some(start) = pump.until_start(&mut channel, &start).await? else {
         // The session let the connection go without a transfer.
@@ -103,6 +104,8 @@ struct Pump {
     on_ready: Option<OnReady>,
     /// The socket delivered EOF (told to the channel).
     eof: bool,
+    /// The write half is shut down (once: strace counted three calls a file, two failing).
+    write_shut: bool,
 }
 
 /// What woke the wait for the transfer command.
@@ -342,7 +345,8 @@ impl Pump {
             if channel.poll_transmit(&mut self.out) == 0 {
                 // In the clear the FIN is the only end-of-file (RFC 959 section 3.4.1): without it a client
                 // reading to EOF and the channel waiting for the client's close wait for each other.
-                if channel.is_write_closed() {
+                if channel.is_write_closed() && !self.write_shut {
+                    self.write_shut = true;
                     let _ = self.socket.shutdown(std::net::Shutdown::Write);
                 }
                 return Ok(());
