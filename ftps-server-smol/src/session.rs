@@ -669,7 +669,7 @@ impl Driver {
             }
             Completion::Candidate(id, stream, peer) => {
                 if session.data_peer_allowed(peer.ip()) {
-                    let _ = stream.set_nodelay(true);
+                    // `accept_from` has set TCP_NODELAY.
                     self.res.data_wait = None;
                     self.res.data = Some(stream);
                     session.complete(now, id, Outcome::DataConnected { peer });
