@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo xtask bench [--peers] [--size BYTES|64M|1G] [--files N] [--rounds N] [--dir DIR] [--smoke]
+//!                    [--many-only]
 //! ```
 //!
 //! Every file a row touches (the bulk file, the small files, the servers' homes, the ceiling's sink) lives in
@@ -16,7 +17,11 @@
 //!   download it throws it away as both clients do), and the same without files ("memory only", for reference);
 //! - a bulk download (RETR) and upload (STOR) of `--size` bytes with PROT P, and `--files` uploads of 4 KiB in
 //!   one session, for each pair: our client and curl, each against our server and each peer server (vsftpd,
-//!   ProFTPD, Pure-FTPd; see [`crate::peers`]); with TLS 1.3 and TLS 1.2.
+//!   ProFTPD, Pure-FTPd; see [`crate::peers`]); with TLS 1.3 and TLS 1.2;
+//! - the many-file rows (see [`crate::many`]): `--files` files up and down in one invocation of each client
+//!   people use (ours, curl, lftp, wget, Debian's and PyPI's rclone, PHP, Python's ftplib), against our server,
+//!   vsftpd and pyftpdlib, with TLS 1.3 and TLS 1.2, in files/s; a section of their own in the results.
+//!   `--many-only` runs only these (and a 1 MiB bulk file unless `--size` says otherwise).
 //!
 //! Every row is printed, measured or not: a pair whose program is not built yet, a peer that is missing and a
 //! transfer that failed each say so, with the reason. Each measured row also shows its ratio to the ceiling with
@@ -24,7 +29,7 @@
 //!
 //! The run fails when a row of ours fails: any row against our server, and a row of our client against a peer
 //! where curl succeeded against the same peer in the same way (a peer that fails both is a finding about the
-//! peer, reported in the table).
+//! peer, reported in the table); in the many-file rows, any client that fails against our server.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -34,13 +39,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::many;
 use crate::peers::{self, ChildGuard, Peer, PeerStatus};
 use crate::Result;
 
 /// The bulk transfer buffer size every row shares (the ceiling's application write size).
 const BUFFER: u64 = 256 * 1024;
 /// The small-file size.
-const SMALL_FILE: u64 = 4096;
+pub(crate) const SMALL_FILE: u64 = 4096;
 
 struct Options {
     peers: bool,
@@ -48,13 +54,15 @@ struct Options {
     files: u32,
     rounds: u32,
     smoke: bool,
+    /// Only the many-file rows.
+    many_only: bool,
     /// Where the files go (`--dir`); `None` chooses (see [`data_dir`]).
     dir: Option<PathBuf>,
 }
 
 const USAGE: &str =
     "usage: cargo xtask bench [--peers] [--size BYTES|64M|1G] [--files N] [--rounds N] \
-                     [--dir DIR] [--smoke]";
+                     [--dir DIR] [--smoke] [--many-only]";
 
 fn parse_size(text: &str) -> Result<u64> {
     let split = text
@@ -82,6 +90,7 @@ fn parse_args(args: &[String]) -> Result<Options> {
         files: 1000,
         rounds: 3,
         smoke: false,
+        many_only: false,
         dir: None,
     };
     let mut args = args.iter();
@@ -93,6 +102,7 @@ fn parse_args(args: &[String]) -> Result<Options> {
         match flag.as_str() {
             "--peers" => options.peers = true,
             "--smoke" => options.smoke = true,
+            "--many-only" => options.many_only = true,
             "--size" => size = Some(parse_size(value()?)?),
             "--dir" => options.dir = Some(PathBuf::from(value()?)),
             "--files" => {
@@ -121,6 +131,10 @@ fn parse_args(args: &[String]) -> Result<Options> {
         // Small enough for CI to finish in well under a minute after the build.
         (options.size, options.files, options.rounds) = (8 << 20, 20, 1);
     }
+    if options.many_only {
+        // The bulk rows do not run; the bulk file only has to exist for the servers' curl check.
+        options.size = 1 << 20;
+    }
     options.size = size.unwrap_or(options.size);
     options.files = files.unwrap_or(options.files);
     options.rounds = rounds.unwrap_or(options.rounds);
@@ -129,13 +143,13 @@ fn parse_args(args: &[String]) -> Result<Options> {
 
 /// The TLS version a row is pinned to.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Tls {
+pub(crate) enum Tls {
     V13,
     V12,
 }
 
 impl Tls {
-    fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Tls::V13 => "1.3",
             Tls::V12 => "1.2",
@@ -178,15 +192,15 @@ impl Endpoint {
 }
 
 /// The files a round uses.
-struct Workload {
+pub(crate) struct Workload {
     /// The bulk file, random bytes, `size` long.
     bulk: PathBuf,
     size: u64,
     /// `files` files of 4 KiB named `f<N>.bin` (see [`small_index`]).
-    small_dir: PathBuf,
-    files: u32,
+    pub(crate) small_dir: PathBuf,
+    pub(crate) files: u32,
     /// A scratch directory for captured output.
-    scratch: PathBuf,
+    pub(crate) scratch: PathBuf,
     /// Where the servers' homes go (`ours`, `vsftpd`, ...).
     homes: PathBuf,
     /// Where the files live, for the report (e.g. `/dev/shm/ftps-rs-bench (tmpfs)`).
@@ -242,7 +256,7 @@ fn timeout_for(transfer: Transfer, work: &Workload) -> Duration {
     })
 }
 
-fn one_line(text: &str) -> String {
+pub(crate) fn one_line(text: &str) -> String {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let start = lines.len().saturating_sub(2);
     lines.get(start..).unwrap_or(&[]).join(" | ")
@@ -365,7 +379,7 @@ impl Client for OurClient {
 }
 
 /// `None` when `program` exists and answers `--help`; otherwise why it cannot be used yet.
-fn probe(program: &Path) -> Option<String> {
+pub(crate) fn probe(program: &Path) -> Option<String> {
     if !program.is_file() {
         return Some("not built yet".into());
     }
@@ -531,6 +545,17 @@ enum Gap {
     Failed(String),
 }
 
+impl Gap {
+    /// The same reason for a many-file row.
+    fn for_many(self) -> many::Gap {
+        match self {
+            Gap::NotBuilt(why) => many::Gap::NotBuilt(why),
+            Gap::Missing(why) => many::Gap::Missing(why),
+            Gap::Failed(why) => many::Gap::Failed(why),
+        }
+    }
+}
+
 /// One line of the table.
 struct Row {
     server: String,
@@ -572,7 +597,7 @@ impl Row {
     }
 }
 
-fn median(values: &[f64]) -> Option<f64> {
+pub(crate) fn median(values: &[f64]) -> Option<f64> {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     let n = sorted.len();
@@ -583,7 +608,7 @@ fn median(values: &[f64]) -> Option<f64> {
     }
 }
 
-fn small_index(i: u32) -> String {
+pub(crate) fn small_index(i: u32) -> String {
     format!("{i:05}")
 }
 
@@ -961,6 +986,7 @@ pub(crate) fn run(args: &[String]) -> Result {
         });
     }
 
+    let our_client_bin = client_bin.clone();
     let clients: Vec<Box<dyn Client>> = vec![
         Box::new(OurClient {
             program: client_bin,
@@ -1000,6 +1026,75 @@ pub(crate) fn run(args: &[String]) -> Result {
         }
         server_gap.push(gap);
     }
+
+    // The many-file rows: ours and vsftpd as started above, and pyftpdlib, a peer of these rows only.
+    let mut targets = Vec::new();
+    for (si, server) in servers.iter().enumerate() {
+        let name = server.name();
+        if !name.contains("(ours)") && !name.starts_with("vsftpd") {
+            continue;
+        }
+        targets.push(many::Target {
+            addr: server.endpoint(ours_addr).map(|e| e.addr),
+            home: server.home().map(Path::to_path_buf).unwrap_or_default(),
+            ours: name.contains("(ours)"),
+            chown: matches!(server, Server::Peer(_)),
+            tls_log: None,
+            notes: server.notes(),
+            gap: server_gap.get(si).cloned().flatten().map(Gap::for_many),
+            name,
+        });
+    }
+    let pyftpdlib = match peers::start_pyftpdlib(&bench_dir, &work.homes, options.peers) {
+        PeerStatus::Ready(peer) => {
+            let to = Endpoint {
+                addr: peer.addr,
+                user: peers::USER.into(),
+                password: peers::PASSWORD.into(),
+            };
+            let gap = match verify_with_curl(&to, &peer.home, &work) {
+                Ok(tls) => {
+                    eprintln!("bench: {}: curl check passed ({tls})", peer.name);
+                    None
+                }
+                Err(e) => {
+                    eprintln!("bench: {}: {e}", peer.name);
+                    Some(many::Gap::Failed(e))
+                }
+            };
+            targets.push(many::Target {
+                name: peer.name.clone(),
+                addr: Some(peer.addr),
+                home: peer.home.clone(),
+                ours: false,
+                chown: false,
+                tls_log: peer.tls_log.clone(),
+                notes: peer.notes.clone(),
+                gap,
+            });
+            Some(peer)
+        }
+        PeerStatus::Unavailable { name, reason } => {
+            targets.push(many::Target {
+                name,
+                addr: None,
+                home: PathBuf::new(),
+                ours: false,
+                chown: false,
+                tls_log: None,
+                notes: String::new(),
+                gap: Some(many::Gap::Missing(reason)),
+            });
+            None
+        }
+    };
+    let curl_name = Curl.name();
+    let mut many = many::Plan::new(
+        targets,
+        many::clients(&our_client_bin, curl_name),
+        &work,
+        &bench_dir.join("many"),
+    )?;
 
     // The rows, in table order.
     let mut rows = Vec::new();
@@ -1055,6 +1150,10 @@ pub(crate) fn run(args: &[String]) -> Result {
         }
     }
 
+    if options.many_only {
+        rows.clear();
+    }
+
     // Rounds are interleaved: every row once per round.
     for round in 0..options.rounds {
         eprintln!("bench: round {} of {}", round + 1, options.rounds);
@@ -1088,16 +1187,25 @@ pub(crate) fn run(args: &[String]) -> Result {
                 }
             }
         }
+        let started = std::time::Instant::now();
+        many.round(round, &work);
+        eprintln!(
+            "bench: many-file rows, round {}: {:.0}s",
+            round + 1,
+            started.elapsed().as_secs_f64()
+        );
     }
     drop(servers);
+    drop(pyftpdlib);
     if remove_data {
         // The default data directory is in memory: give it back.
         let _ = fs::remove_dir_all(&data);
     }
 
     let machine = machine();
-    let markdown = markdown(&rows, &work, &options, &machine);
-    let json = json(&rows, &work, &options, &machine);
+    let markdown =
+        markdown(&rows, &work, &options, &machine) + &many.markdown(options.rounds, options.smoke);
+    let json = json(&rows, &work, &options, &machine, &many.json(options.rounds));
     print!("{markdown}");
     let md_path = bench_dir.join("results.md");
     let json_path = bench_dir.join("results.json");
@@ -1120,6 +1228,7 @@ pub(crate) fn run(args: &[String]) -> Result {
                 )
             })
         })
+        .chain(many.ours_failed())
         .collect();
     if !ours_failed.is_empty() {
         return Err(format!(
@@ -1244,6 +1353,12 @@ fn markdown(rows: &[Row], work: &Workload, options: &Options, machine: &Machine)
         "| server | client | TLS | direction | size | MB/s (median) | files/s | ratio to ceiling | rounds | notes |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---:|---:|---:|---:|---|");
+    if rows.is_empty() {
+        let _ = writeln!(
+            out,
+            "| (`--many-only`: no bulk or ceiling rows in this run) |||||||||"
+        );
+    }
     for row in rows {
         let mb = row
             .mb_per_s(work)
@@ -1281,7 +1396,7 @@ fn markdown(rows: &[Row], work: &Workload, options: &Options, machine: &Machine)
     out
 }
 
-fn json_escape(text: &str) -> String {
+pub(crate) fn json_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
     for c in text.chars() {
@@ -1301,14 +1416,15 @@ fn json_escape(text: &str) -> String {
     out
 }
 
-fn json_number_or_null(value: Option<f64>, decimals: usize) -> String {
+pub(crate) fn json_number_or_null(value: Option<f64>, decimals: usize) -> String {
     value
         .filter(|v| v.is_finite())
         .map(|v| format!("{v:.decimals$}"))
         .unwrap_or_else(|| "null".into())
 }
 
-fn json(rows: &[Row], work: &Workload, options: &Options, machine: &Machine) -> String {
+/// `results.json`; `many` is the many-file rows' object ([`many::Plan::json`]).
+fn json(rows: &[Row], work: &Workload, options: &Options, machine: &Machine, many: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{{");
     let _ = writeln!(out, "  \"date\": {},", json_escape(&machine.date));
@@ -1359,7 +1475,7 @@ fn json(rows: &[Row], work: &Workload, options: &Options, machine: &Machine) -> 
         );
         let _ = writeln!(out, "{}", if i + 1 < rows.len() { "," } else { "" });
     }
-    let _ = writeln!(out, "  ]\n}}");
+    let _ = writeln!(out, "  ],\n  \"many_files\": {many}\n}}");
     out
 }
 

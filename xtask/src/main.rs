@@ -15,6 +15,7 @@
 
 mod bench;
 mod load;
+mod many;
 mod peers;
 
 use std::env;

@@ -1,4 +1,5 @@
-//! FTPS servers to measure against, on loopback: vsftpd, ProFTPD (mod_tls) and Pure-FTPd.
+//! FTPS servers to measure against, on loopback: vsftpd, ProFTPD (mod_tls) and Pure-FTPd, and pyftpdlib for the
+//! many-file rows (a Python script of ours around it, see [`start_pyftpdlib`]).
 //!
 //! Debian's vsftpd, proftpd-core and pure-ftpd packages conflict with each other, so vsftpd is installed with
 //! apt-get (it is also what the interop tests use) and the other two are unpacked with `apt-get download` +
@@ -160,6 +161,8 @@ pub(crate) struct Peer {
     pub(crate) home: PathBuf,
     /// What the table should say about this peer's setup.
     pub(crate) notes: String,
+    /// Where the peer writes one line per TLS connection (`control|data VERSION REUSED`), when it can.
+    pub(crate) tls_log: Option<PathBuf>,
     _child: ChildGuard,
 }
 
@@ -560,6 +563,7 @@ fn start_vsftpd(setup: &Setup) -> Result<Peer> {
         addr,
         home,
         notes: "require_ssl_reuse=YES".into(),
+        tls_log: None,
         _child: child,
     })
 }
@@ -683,6 +687,7 @@ fn start_proftpd(setup: &Setup) -> Result<Peer> {
         addr,
         home,
         notes: "unpacked with dpkg -x; TLS session reuse required (default)".into(),
+        tls_log: None,
         _child: child,
     })
 }
@@ -743,6 +748,160 @@ fn start_pureftpd(setup: &Setup) -> Result<Peer> {
         addr,
         home,
         notes: "unpacked with dpkg -x; --tls=3".into(),
+        tls_log: None,
+        _child: child,
+    })
+}
+
+/// The pyftpdlib server the bench runs (written to `target/bench/peers/pyftpdlib/pyftpd.py`).
+///
+/// TLS is required on control and data connections (`tls_control_required`, `tls_data_required`), but
+/// pyftpdlib has no way to require that a data connection resumes the control session: it accepts any.
+/// Logging stays at warnings (a line per command would measure the log). The one line per TLS connection in
+/// `TLS_LOG` is how the bench checks the TLS version a client really negotiated and how often its data
+/// connections resumed a session.
+const PYFTPD: &str = r#""""pyftpdlib for `cargo xtask bench`: explicit FTPS on loopback, TLS required everywhere.
+
+Usage: pyftpd.py HOST PORT PASV_MIN PASV_MAX USER PASSWORD HOME CERT KEY TLS_LOG
+TLS_LOG gets one line per TLS connection: "control|data VERSION REUSED" (REUSED: 1 when the handshake resumed
+a session, 0 when not, -1 when pyOpenSSL cannot tell).
+"""
+
+import logging
+import sys
+
+from OpenSSL import SSL
+from pyftpdlib.authorizers import DummyAuthorizer
+from pyftpdlib.handlers import TLS_DTPHandler, TLS_FTPHandler
+from pyftpdlib.log import config_logging
+from pyftpdlib.servers import FTPServer
+
+host, port, pasv_min, pasv_max, user, password, home, cert, key, tls_log = sys.argv[1:]
+log = open(tls_log, "a", buffering=1)
+
+
+def record(kind, conn):
+    try:
+        reused = SSL._lib.SSL_session_reused(conn._ssl)
+    except Exception:  # a private pyOpenSSL API: gone in some version
+        reused = -1
+    log.write("%s %s %d\n" % (kind, conn.get_protocol_version_name(), reused))
+
+
+class DTP(TLS_DTPHandler):
+    def handle_ssl_established(self):
+        record("data", self.socket)
+        super().handle_ssl_established()
+
+
+class Handler(TLS_FTPHandler):
+    dtp_handler = DTP
+    tls_control_required = True
+    tls_data_required = True
+    passive_ports = list(range(int(pasv_min), int(pasv_max) + 1))
+    banner = "pyftpdlib (ftps-rs bench)"
+
+    def handle_ssl_established(self):
+        record("control", self.socket)
+        super().handle_ssl_established()
+
+
+context = SSL.Context(SSL.TLS_SERVER_METHOD)
+context.use_certificate_chain_file(cert)
+context.use_privatekey_file(key)
+context.set_options(SSL.OP_NO_SSLv2 | SSL.OP_NO_SSLv3 | SSL.OP_NO_COMPRESSION)
+context.set_min_proto_version(SSL.TLS1_2_VERSION)
+Handler.ssl_context = context
+authorizer = DummyAuthorizer()
+authorizer.add_user(user, password, home, perm="elradfmwMT")
+Handler.authorizer = authorizer
+config_logging(level=logging.WARNING)
+FTPServer((host, int(port)), Handler).serve_forever()
+"#;
+
+/// The Python packages pyftpdlib needs (pip names); `cargo xtask setup` installs them.
+pub(crate) const PYFTPDLIB_PACKAGES: [&str; 2] = ["pyftpdlib", "pyopenssl"];
+
+/// The version of pyftpdlib importable by `python3`, with pyOpenSSL beside it; `None` when either is missing.
+fn pyftpdlib_version() -> Option<String> {
+    output_of(
+        Command::new("python3").args(["-c", "import OpenSSL, pyftpdlib; print(pyftpdlib.__ver__)"]),
+    )
+}
+
+/// Starts pyftpdlib (as the current user: its users are its own, not the system's) on loopback.
+///
+/// Unlike the other peers it needs no root: it serves a fresh home under `homes` with a fresh certificate.
+/// With `install`, a missing pyftpdlib or pyOpenSSL is installed with pip first (root only, like apt).
+pub(crate) fn start_pyftpdlib(bench_dir: &Path, homes: &Path, install: bool) -> PeerStatus {
+    let name = "pyftpdlib";
+    match try_start_pyftpdlib(bench_dir, homes, install) {
+        Ok(peer) => PeerStatus::Ready(peer),
+        Err(reason) => {
+            eprintln!("bench: {name} unavailable: {reason}");
+            PeerStatus::Unavailable {
+                name: name.into(),
+                reason,
+            }
+        }
+    }
+}
+
+fn try_start_pyftpdlib(bench_dir: &Path, homes: &Path, install: bool) -> Result<Peer> {
+    if !crate::have("python3") {
+        return Err("python3 not installed".into());
+    }
+    let version = match pyftpdlib_version() {
+        Some(v) => v,
+        None if install && crate::is_root() => {
+            crate::pip_install(&PYFTPDLIB_PACKAGES)?;
+            pyftpdlib_version().ok_or("pip installed pyftpdlib, but python3 cannot import it")?
+        }
+        None => {
+            return Err(
+                "python3 cannot import pyftpdlib and OpenSSL (pip install pyftpdlib \
+                        pyopenssl, or run with --peers as root)"
+                    .into(),
+            )
+        }
+    };
+    let dir = bench_dir.join("peers").join("pyftpdlib");
+    fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let (cert, key, _) = certificate(&dir)?;
+    let script = dir.join("pyftpd.py");
+    fs::write(&script, PYFTPD).map_err(|e| format!("{}: {e}", script.display()))?;
+    let home = homes.join("pyftpdlib");
+    let _ = fs::remove_dir_all(&home);
+    fs::create_dir_all(&home).map_err(|e| format!("{}: {e}", home.display()))?;
+    let tls_log = dir.join("tls.log");
+    fs::write(&tls_log, "").map_err(|e| format!("{}: {e}", tls_log.display()))?;
+    let port = free_port()?;
+    let (pasv_min, pasv_max) = passive_range(port);
+    let stderr_log = dir.join("stderr.log");
+    let stderr = fs::File::create(&stderr_log).map_err(|e| e.to_string())?;
+    let mut child = ChildGuard::spawn(
+        "pyftpdlib",
+        Command::new("python3")
+            .arg(&script)
+            .args(["127.0.0.1", &port.to_string()])
+            .args([pasv_min.to_string(), pasv_max.to_string()])
+            .args([USER, PASSWORD])
+            .arg(&home)
+            .arg(&cert)
+            .arg(&key)
+            .arg(&tls_log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr),
+    )?;
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    wait_listening("pyftpdlib", &mut child, addr, &stderr_log)?;
+    Ok(Peer {
+        name: format!("pyftpdlib {version}"),
+        addr,
+        home,
+        notes: "TLS required on control and data; does not enforce session reuse (cannot)".into(),
+        tls_log: Some(tls_log),
         _child: child,
     })
 }
