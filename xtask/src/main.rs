@@ -8,7 +8,8 @@
 //!   README's test command.
 //! - `bench [--peers] [--smoke] ...`: end-to-end throughput against peers and the raw-rustls ceiling.
 //! - `fuzz [TARGET] [SECONDS]`: run one fuzz target (or all) for a bounded time (nightly + cargo-fuzz).
-//! - `bench [--peers] [--size N] [--files N] [--rounds N] [--smoke]`: end-to-end FTPS throughput table.
+//! - `bench [--peers] [--size N] [--files N] [--rounds N] [--smoke] [--many-only]`: end-to-end FTPS throughput
+//!   table, and files/s of many small files per client, server and direction.
 //! - `load [--smoke] [--clients N] [--rounds N] [--size N] [--idle N]`: concurrent sessions and idle memory.
 //!
 //! Only std: this crate must build before anything else can.
