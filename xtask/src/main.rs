@@ -195,11 +195,17 @@ pub(crate) fn pip_install(packages: &[&str]) -> Result {
 /// Missing peers are not an error here: the tests report them as skipped, and `FTPS_INTEROP=require` (set by CI)
 /// turns such a skip into a failure.
 fn setup() -> Result {
-    let missing: Vec<&str> = APT_PROGRAMS
+    let mut missing: Vec<&str> = APT_PROGRAMS
         .iter()
         .filter(|(program, _)| !installed(program))
         .map(|(_, package)| *package)
         .collect();
+    // Debian's python3 comes without pip; the pip packages below need it (and a fresh image has no package
+    // lists yet, so it goes with the one `apt-get update` here).
+    let pip_needed = !pip_has(&PIP_PACKAGES);
+    if pip_needed && !succeeds(Command::new("python3").args(["-m", "pip", "--version"])) {
+        missing.push("python3-pip");
+    }
     if !missing.is_empty() {
         if is_root() && have("apt-get") {
             run(
@@ -217,7 +223,7 @@ fn setup() -> Result {
             eprintln!("setup: not root or no apt-get; missing peers stay missing: {missing:?}");
         }
     }
-    if !pip_has(&PIP_PACKAGES) {
+    if pip_needed {
         if is_root() {
             // Like a missing apt peer: reported here, and a failure where a test or CI needs it.
             if let Err(e) = pip_install(&PIP_PACKAGES) {
