@@ -286,6 +286,20 @@ impl Cell {
 
     fn text(&self, files: u32) -> String {
         match (&self.gap, self.files_per_s(files)) {
+            // A failure in a later round: the earlier rounds still say something, but no number stands.
+            (Some(gap @ Gap::Failed(_)), _) if !self.seconds.is_empty() => {
+                let earlier: Vec<String> = self
+                    .seconds
+                    .iter()
+                    .map(|s| format!("{:.0}", f64::from(files) / s))
+                    .collect();
+                format!(
+                    "{} (in round {}; earlier rounds: {} files/s)",
+                    gap.text(),
+                    self.seconds.len() + 1,
+                    earlier.join(", ")
+                )
+            }
             (Some(gap), _) => gap.text(),
             (None, Some(v)) if self.slow => {
                 format!("{v:.0} (1 round: over {}s)", SLOW_CELL.as_secs())
@@ -1198,6 +1212,24 @@ mod tests {
         fs::write(dst.join("b"), "2").unwrap();
         assert!(check_files(&dst, &src, &names).is_ok());
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn cells_say_what_they_measured() {
+        let mut cell = Cell {
+            seconds: vec![2.0, 1.0, 4.0],
+            ..Cell::default()
+        };
+        assert_eq!(cell.text(1000), "500");
+        cell.slow = true;
+        cell.seconds = vec![40.0];
+        assert_eq!(cell.text(1000), "25 (1 round: over 30s)");
+        cell.gap = Some(Gap::Failed("boom".into()));
+        assert_eq!(
+            cell.text(1000),
+            "**failed**: boom (in round 2; earlier rounds: 25 files/s)"
+        );
+        assert_eq!(cell.files_per_s(1000), None);
     }
 
     #[test]
