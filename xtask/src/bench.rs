@@ -1513,6 +1513,10 @@ mod tests {
         let o = parse_args(&strings(&["--dir", "/tmp/x"])).unwrap();
         assert_eq!(o.dir.as_deref(), Some(Path::new("/tmp/x")));
         assert!(parse_args(&strings(&["--dir"])).is_err());
+        let o = parse_args(&strings(&["--many-only", "--files", "50"])).unwrap();
+        assert_eq!((o.many_only, o.size, o.files), (true, 1 << 20, 50));
+        let o = parse_args(&strings(&["--many-only", "--size", "2M"])).unwrap();
+        assert_eq!(o.size, 2 << 20);
         assert!(parse_args(&strings(&["--rounds", "0"])).is_err());
         assert!(parse_args(&strings(&["--bogus"])).is_err());
     }
