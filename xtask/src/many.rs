@@ -23,8 +23,8 @@
 //! TLS versions: each client is pinned with its own switch (`--tls12`; `--tls-max 1.2`; lftp's and wget's
 //! GnuTLS priority string `NORMAL:-VERS-TLS1.3`; `--ftp-disable-tls13`; `maximum_version`). PHP has none: for
 //! TLS 1.2 its OpenSSL gets a configuration file (`OPENSSL_CONF`) whose system default says `MaxProtocol =
-//! TLSv1.2`, so its ClientHello offers TLS 1.2 only, against every server (ours has no maximum-version setting
-//! to do it from the server side). pyftpdlib logs the version of every TLS connection: a run against it that
+//! TLSv1.2`, so its ClientHello offers TLS 1.2 only, the same way against every server (pinning from the client
+//! side keeps the servers' configurations equal across columns). pyftpdlib logs the version of every TLS connection: a run against it that
 //! negotiated another version than its column says fails, which checks every client's switch.
 
 use std::fmt::Write as _;
