@@ -108,6 +108,21 @@ pub fn prepare(config: Config) -> Result<ServerParts, StartupError> {
     if removed > 0 {
         tracing::info!(removed, "removed upload temp files left by an earlier run");
     }
+    // Users whose home is a directory of its own keep their temp files there.
+    for dir in users.directory_homes() {
+        let cleaned = LocalStorage::open(&dir)
+            .map_err(StorageError::from)
+            .and_then(|home| futures_lite::future::block_on(home.cleanup_temp_files(started_at)));
+        match cleaned {
+            Ok(0) => {}
+            Ok(removed) => {
+                tracing::info!(removed, home = %dir.display(), "removed upload temp files left by an earlier run")
+            }
+            Err(e) => {
+                tracing::warn!(home = %dir.display(), error = %e, "cannot clean upload temp files")
+            }
+        }
+    }
     let limits = &config.limits;
     let throttle = LoginThrottle::new(
         limits.max_failed_logins,
@@ -146,6 +161,37 @@ mod tests {
         assert!(dir.path().join("root").is_dir());
         let again = prepare(config).unwrap();
         assert_eq!(again.generated_password, None);
+    }
+
+    #[test]
+    fn a_crash_leftover_in_the_reserved_folder_is_removed_at_start_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let config = Config {
+            root: root.clone(),
+            state_dir: dir.path().join("state"),
+            ..Config::default()
+        };
+        prepare(config.clone()).unwrap();
+        let leftover = root
+            .join(crate::storage::RESERVED_NAME)
+            .join("upload.00112233aabbccdd.tmp");
+        std::fs::write(&leftover, b"partial").unwrap();
+        std::fs::write(root.join(".ftps-upload.mine.tmp"), b"mine").unwrap();
+        // Older than the next start.
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(&leftover)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        prepare(config).unwrap();
+        assert!(!leftover.exists());
+        assert_eq!(
+            std::fs::read(root.join(".ftps-upload.mine.tmp")).unwrap(),
+            b"mine"
+        );
     }
 
     #[test]

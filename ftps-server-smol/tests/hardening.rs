@@ -24,7 +24,7 @@ use ftps_server_smol::auth::{
 use ftps_server_smol::server::{Limits, ListenerOptions, Server, ServerStats};
 use ftps_server_smol::storage::{
     BoxFuture, DirEntry, LocalStorage, MemoryStorage, Metadata, ReadHandle, Storage, StorageError,
-    Upload, WriteMode,
+    Upload, WriteMode, RESERVED_NAME,
 };
 use ftps_testkit::{peer, TempDir, TestCert};
 use rustls::pki_types::ServerName;
@@ -276,13 +276,13 @@ fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// The upload temporary files of the storage root `dir` (in its reserved folder).
 fn temp_files(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
+    std::fs::read_dir(dir.join(RESERVED_NAME))
         .map(|entries| {
             entries
                 .filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|name| name.starts_with(".ftps-upload."))
                 .collect()
         })
         .unwrap_or_default()
@@ -1303,8 +1303,90 @@ fn client_disconnect_mid_stor_keeps_the_previous_file() {
     let names: Vec<_> = std::fs::read_dir(&server.root)
         .unwrap()
         .map(|e| e.unwrap().file_name())
+        .filter(|name| name != RESERVED_NAME)
         .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("f.bin")]);
+}
+
+/// A listing command (`LIST`, `NLST`, `MLSD`) over a TLS data connection: the listing and the final reply.
+fn listing_with(
+    ctl: &mut Control,
+    config: &Arc<rustls::ClientConfig>,
+    command: &str,
+) -> (String, String) {
+    let data = ctl.epsv();
+    ctl.send(format!("{command}\r\n").as_bytes());
+    let (mut stream, handshake) = tls_data(data, config);
+    let mut listing = Vec::new();
+    if handshake.is_ok() {
+        let _ = stream.read_to_end(&mut listing);
+        stream.conn.send_close_notify();
+        let _ = stream.flush();
+    }
+    drop(stream);
+    let mut reply = ctl.reply();
+    if reply.starts_with('1') {
+        reply = ctl.reply();
+    }
+    (String::from_utf8_lossy(&listing).into_owned(), reply)
+}
+
+/// While an upload runs, its temporary file is in no listing, and no other session can read, rename, delete,
+/// enter or create anything in the reserved folder (550); the upload then completes normally.
+#[test]
+fn an_upload_in_progress_is_invisible_and_out_of_reach() {
+    let server = TestServer::start(Setup::tls());
+    std::fs::create_dir(server.root.join("d")).unwrap();
+    let config = server.client_tls();
+    let (mut up_ctl, mut stream) = start_tls_upload(&server, &config, "d/f.bin");
+    let temp = server.temp_files().pop().unwrap();
+    let other = server.client_tls();
+    let mut ctl = Control::connect(server.addr);
+    ctl.tls_login(&other);
+    for dir in ["/", "/d"] {
+        assert!(ctl.cmd(&format!("CWD {dir}")).starts_with("250"));
+        for command in ["LIST -a", "NLST -a", "MLSD"] {
+            let (listing, reply) = listing_with(&mut ctl, &other, command);
+            assert!(reply.starts_with("226"), "{command} in {dir}: {reply}");
+            for hidden in [RESERVED_NAME, "upload.", "f.bin"] {
+                assert!(!listing.contains(hidden), "{command} in {dir}: {listing}");
+            }
+        }
+    }
+    assert!(ctl.cmd("CWD /").starts_with("250"));
+    let hidden = format!("{RESERVED_NAME}/{temp}");
+    for command in [
+        format!("SIZE {hidden}"),
+        format!("MLST {hidden}"),
+        format!("DELE {hidden}"),
+        format!("RNFR {hidden}"),
+        format!("CWD {RESERVED_NAME}"),
+        format!("RMD {RESERVED_NAME}"),
+        format!("MKD d/{RESERVED_NAME}"),
+    ] {
+        let reply = ctl.cmd(&command);
+        assert!(reply.starts_with("550"), "{command}: {reply}");
+    }
+    ctl.epsv();
+    let reply = ctl.cmd(&format!("RETR {hidden}"));
+    assert!(reply.starts_with("550"), "RETR: {reply}");
+    assert_eq!(server.temp_files(), vec![temp]);
+    // The upload itself is untouched and completes.
+    stream.conn.send_close_notify();
+    stream.flush().unwrap();
+    let _ = stream.sock.shutdown(Shutdown::Write);
+    let mut reply = up_ctl.reply();
+    if reply.starts_with('1') {
+        reply = up_ctl.reply();
+    }
+    assert!(reply.starts_with("226"), "{reply}");
+    assert_eq!(
+        std::fs::metadata(server.root.join("d/f.bin"))
+            .unwrap()
+            .len(),
+        1 << 20
+    );
+    assert!(server.temp_files().is_empty());
 }
 
 /// Disconnects at every stage release the session and its passive listener (the `Server::stats` gauge).

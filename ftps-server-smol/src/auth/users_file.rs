@@ -180,6 +180,16 @@ impl UsersFile {
         })
     }
 
+    /// The directories that users have as a storage root of their own (`root = ...`), each once: the
+    /// server cleans their upload temp folders at start.
+    #[must_use]
+    pub fn directory_homes(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self.users.values().filter_map(|u| u.root.clone()).collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+
     /// How many users the file defines.
     #[must_use]
     pub fn len(&self) -> usize {

@@ -15,6 +15,7 @@ use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use super::{
     components, is_temp_file_name, temp_file_name, BoxFuture, DirEntry, FileKind, Metadata,
     ReadHandle, Storage, StorageError, StorageErrorKind, Upload, WriteMode, FILE_BUFFER_SIZE,
+    RESERVED_NAME,
 };
 
 /// A file opened for reading: read whole when small, else streamed from a blocking thread.
@@ -34,6 +35,11 @@ const SETTABLE_MODE_BITS: u32 = 0o777;
 /// escaping, with no check-then-use race. On top of that, virtual paths with `..`, NUL or `\`
 /// components are refused before any system call.
 ///
+/// Atomic uploads ([`WriteMode::Create`]) are written in the folder [`RESERVED_NAME`] at the top of the
+/// root (created at [`open`](Self::open), mode `0700`), on the same filesystem so the commit is a
+/// rename. No client path reaches that folder and listings hide it, so a partial upload can be neither
+/// read nor moved, and [`cleanup_temp_files`](Self::cleanup_temp_files) touches nothing a client wrote.
+///
 /// Blocking filesystem calls run on the `blocking` thread pool, never on the async executor; file
 /// bodies move through [`FILE_BUFFER_SIZE`] buffers.
 #[derive(Clone, Debug)]
@@ -44,19 +50,68 @@ pub struct LocalStorage {
 #[derive(Debug)]
 struct Inner {
     root: Dir,
+    /// The folder of upload temporary files (`None` when it could not be created, e.g. a read-only root:
+    /// then atomic uploads are refused).
+    temp: Option<Arc<Dir>>,
     sync_on_commit: bool,
 }
 
+impl Inner {
+    fn temp_dir(&self) -> io::Result<&Dir> {
+        self.temp.as_deref().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("no {RESERVED_NAME} folder for uploads in this root"),
+            )
+        })
+    }
+}
+
+/// Creates (if needed) and opens the reserved folder of upload temporary files under `root`.
+fn open_temp_dir(root: &Dir) -> Option<Arc<Dir>> {
+    let mut builder = cap_std::fs::DirBuilder::new();
+    cap_std::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    match root.create_dir_with(RESERVED_NAME, &builder) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            tracing::debug!(error = %e, "no {RESERVED_NAME} folder: atomic uploads are refused here");
+            return None;
+        }
+    }
+    // A real directory, not a symlink to some other folder of the root.
+    let opened = root.symlink_metadata(RESERVED_NAME).and_then(|meta| {
+        if meta.is_dir() {
+            root.open_dir(RESERVED_NAME)
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "not a directory",
+            ))
+        }
+    });
+    match opened {
+        Ok(dir) => Some(Arc::new(dir)),
+        Err(e) => {
+            tracing::warn!(error = %e, "{RESERVED_NAME} cannot be opened: atomic uploads are refused here");
+            None
+        }
+    }
+}
+
 impl LocalStorage {
-    /// Opens the directory `root` (which must exist) as a storage root. Blocking; call at startup.
+    /// Opens the directory `root` (which must exist) as a storage root, creating its [`RESERVED_NAME`]
+    /// folder when it can. Blocking; call at startup or login.
     ///
     /// # Errors
     /// When `root` cannot be opened as a directory.
     pub fn open(root: impl AsRef<Path>) -> io::Result<Self> {
         let root = Dir::open_ambient_dir(root, ambient_authority())?;
+        let temp = open_temp_dir(&root);
         Ok(Self {
             inner: Arc::new(Inner {
                 root,
+                temp,
                 sync_on_commit: false,
             }),
         })
@@ -75,6 +130,7 @@ impl LocalStorage {
         Self {
             inner: Arc::new(Inner {
                 root,
+                temp: self.inner.temp.clone(),
                 sync_on_commit,
             }),
         }
@@ -90,9 +146,11 @@ impl LocalStorage {
         let inner = Arc::clone(&self.inner);
         unblock(move || {
             let root = inner.root.open_dir(&rel)?;
+            // Uploads below keep using the top root's folder: nothing new appears in the tree.
             Ok(Self {
                 inner: Arc::new(Inner {
                     root,
+                    temp: inner.temp.clone(),
                     sync_on_commit: inner.sync_on_commit,
                 }),
             })
@@ -100,46 +158,33 @@ impl LocalStorage {
         .await
     }
 
-    /// Removes leftover upload temporary files (`.ftps-upload.*.tmp`, from a crash or kill) last
-    /// modified before `older_than`, anywhere under the root. The server calls it once at start with
-    /// its start time, so uploads in progress in this process are never touched. Symlinks are not
-    /// followed. Returns how many files were removed.
+    /// Removes leftover upload temporary files (from a crash or kill) last modified before `older_than`:
+    /// only files named the way this crate names them ([`super::is_temp_file_name`]), and only in this
+    /// root's [`RESERVED_NAME`] folder, where no client can put anything. A client's own file elsewhere
+    /// is never touched, whatever its name. The server calls it once at start with its start time, so
+    /// uploads in progress in this process are never touched. Returns how many files were removed.
     ///
     /// # Errors
-    /// When the root itself cannot be read; errors deeper in the tree are skipped.
+    /// When the folder exists but cannot be read.
     pub async fn cleanup_temp_files(&self, older_than: SystemTime) -> Result<usize, StorageError> {
         let inner = Arc::clone(&self.inner);
         unblock(move || {
+            let Some(temp) = inner.temp.as_deref() else {
+                return Ok(0);
+            };
             let mut removed = 0;
-            // Paths, not open handles, on the stack: a deep tree never holds more than one
-            // directory descriptor open.
-            let mut pending = vec![PathBuf::from(".")];
-            let mut first = true;
-            while let Some(dir_path) = pending.pop() {
-                let entries = match inner.root.read_dir(&dir_path) {
-                    Ok(entries) => entries,
-                    Err(e) if first => return Err(StorageError::from(e)),
-                    Err(_) => continue,
+            for entry in temp.entries()?.flatten() {
+                let name = entry.file_name();
+                let ours = name.to_str().is_some_and(is_temp_file_name);
+                let Ok(meta) = entry.metadata() else {
+                    continue;
                 };
-                first = false;
-                for entry in entries.flatten() {
-                    let Ok(file_type) = entry.file_type() else {
-                        continue;
-                    };
-                    let name = entry.file_name();
-                    let child = dir_path.join(&name);
-                    if file_type.is_dir() {
-                        pending.push(child);
-                    } else if file_type.is_file() && is_temp_file_name(&name.to_string_lossy()) {
-                        let stale = entry
-                            .metadata()
-                            .and_then(|m| m.modified())
-                            .is_ok_and(|t| t.into_std() < older_than);
-                        if stale && inner.root.remove_file(&child).is_ok() {
-                            tracing::info!(path = %child.display(), "removed stale upload temp file");
-                            removed += 1;
-                        }
-                    }
+                let stale = meta
+                    .modified()
+                    .is_ok_and(|t| t.into_std() < older_than);
+                if ours && meta.is_file() && stale && temp.remove_file(&name).is_ok() {
+                    tracing::info!(name = %name.to_string_lossy(), "removed stale upload temp file");
+                    removed += 1;
                 }
             }
             Ok(removed)
@@ -226,6 +271,9 @@ impl Storage for LocalStorage {
             for entry in inner.root.read_dir(&rel)? {
                 let entry = entry?;
                 let name = entry.file_name();
+                if name == RESERVED_NAME {
+                    continue; // the server's upload temp files: never shown
+                }
                 let Ok(lstat) = entry.metadata() else {
                     continue; // removed while listing
                 };
@@ -311,8 +359,7 @@ impl Storage for LocalStorage {
             let (parent, name) = split?;
             let target = parent.join(&name);
             let task_inner = Arc::clone(&inner);
-            let (file, finish) =
-                unblock(move || open_for_write(&task_inner, parent, target, mode)).await?;
+            let (file, finish) = unblock(move || open_for_write(&task_inner, target, mode)).await?;
             let upload: Box<dyn Upload> = Box::new(LocalUpload::new(file, finish, inner));
             Ok(upload)
         })
@@ -418,7 +465,8 @@ fn is_a_directory() -> io::Error {
 /// How a [`LocalUpload`] ends.
 #[derive(Debug)]
 enum Finish {
-    /// Atomic create: rename `temp` over `target` on commit, remove `temp` otherwise.
+    /// Atomic create: rename `temp` (a name in the reserved folder) over `target` on commit, remove
+    /// `temp` otherwise.
     Rename { temp: PathBuf, target: PathBuf },
     /// Append / resume: the data is already in place.
     InPlace,
@@ -426,7 +474,6 @@ enum Finish {
 
 fn open_for_write(
     inner: &Inner,
-    parent: PathBuf,
     target: PathBuf,
     mode: WriteMode,
 ) -> io::Result<(std::fs::File, Finish)> {
@@ -440,9 +487,9 @@ fn open_for_write(
     }
     match mode {
         WriteMode::Create => {
-            let temp = parent.join(temp_file_name());
-            let file = inner
-                .root
+            let temp_dir = inner.temp_dir()?;
+            let temp = PathBuf::from(temp_file_name());
+            let file = temp_dir
                 .open_with(&temp, OpenOptions::new().write(true).create_new(true))?
                 .into_std();
             // A new version keeps the permissions of the file it replaces.
@@ -451,7 +498,7 @@ fn open_for_write(
                 let std_perms = std::os::unix::fs::PermissionsExt::from_mode(mode);
                 if let Err(e) = file.set_permissions(std_perms) {
                     drop(file);
-                    let _ = inner.root.remove_file(&temp);
+                    let _ = temp_dir.remove_file(&temp);
                     return Err(e);
                 }
             }
@@ -647,10 +694,11 @@ impl LocalUpload {
             drop(file);
             match finish {
                 Some(Finish::Rename { temp, target }) => {
+                    let temp_dir = inner.temp_dir()?;
                     let renamed =
-                        synced.and_then(|()| inner.root.rename(&temp, &inner.root, &target));
+                        synced.and_then(|()| temp_dir.rename(&temp, &inner.root, &target));
                     if renamed.is_err() {
-                        let _ = inner.root.remove_file(&temp);
+                        let _ = temp_dir.remove_file(&temp);
                     }
                     renamed
                 }
@@ -685,7 +733,7 @@ impl LocalUpload {
         Some(move || match (finish, file) {
             (Finish::Rename { temp, .. }, file) => {
                 drop(file);
-                inner.root.remove_file(temp)
+                inner.temp_dir()?.remove_file(temp)
             }
             (Finish::InPlace, Some(mut file)) => io::Write::write_all(&mut file, &head),
             (Finish::InPlace, None) => Ok(()),
@@ -733,13 +781,25 @@ mod tests {
         (dir, storage)
     }
 
-    fn root_names(dir: &tempfile::TempDir) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir.path().join("root"))
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
         names
+    }
+
+    /// What is in the root on disk, apart from the reserved folder.
+    fn root_names(dir: &tempfile::TempDir) -> Vec<String> {
+        let mut names = names_in(&dir.path().join("root"));
+        names.retain(|n| n != RESERVED_NAME);
+        names
+    }
+
+    /// The upload temp files on disk.
+    fn temp_names(dir: &tempfile::TempDir) -> Vec<String> {
+        names_in(&dir.path().join("root").join(RESERVED_NAME))
     }
 
     async fn write_all(storage: &LocalStorage, path: &str, mode: WriteMode, data: &[u8]) -> u64 {
@@ -795,13 +855,18 @@ mod tests {
             let mut up = s.open_write("/f", WriteMode::Create).await.unwrap();
             up.write_all(b"new partial").await.unwrap();
             up.flush().await.unwrap();
-            // The temp file exists while the upload runs, and the target is still the old one.
-            let names = root_names(&dir);
-            assert_eq!(names.len(), 2, "{names:?}");
-            assert!(names.iter().any(|n| is_temp_file_name(n)));
+            // The temp file exists while the upload runs, in the reserved folder only, and the
+            // target is still the old one.
+            assert_eq!(root_names(&dir), vec!["f".to_owned()]);
+            let temps = temp_names(&dir);
+            assert!(
+                temps.len() == 1 && is_temp_file_name(&temps[0]),
+                "{temps:?}"
+            );
             assert_eq!(read_all(&s, "/f", 0).await.0, b"old");
             up.abort().await;
             assert_eq!(root_names(&dir), vec!["f".to_owned()]);
+            assert!(temp_names(&dir).is_empty());
             assert_eq!(read_all(&s, "/f", 0).await.0, b"old");
         });
     }
@@ -814,12 +879,13 @@ mod tests {
             up.write_all(b"x").await.unwrap();
             drop(up);
             for _ in 0..200 {
-                if root_names(&dir).is_empty() {
+                if temp_names(&dir).is_empty() {
+                    assert!(root_names(&dir).is_empty());
                     return;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
-            panic!("temp file left: {:?}", root_names(&dir));
+            panic!("temp file left: {:?}", temp_names(&dir));
         });
     }
 
@@ -1039,24 +1105,111 @@ mod tests {
     }
 
     #[test]
-    fn cleanup_removes_only_old_temp_files() {
+    fn cleanup_removes_only_old_temp_files_of_the_reserved_folder() {
         let (dir, s) = setup();
         let root = dir.path().join("root");
+        let reserved = root.join(RESERVED_NAME);
+        // A crash leftover, something else that is not ours, and users' files named like temp files
+        // (the pattern of earlier versions, and today's) outside the reserved folder.
+        std::fs::write(reserved.join("upload.0123456789abcdef.tmp"), b"x").unwrap();
+        std::fs::write(reserved.join("notes"), b"x").unwrap();
         std::fs::create_dir(root.join("sub")).unwrap();
-        std::fs::write(root.join("sub/.ftps-upload.0123456789abcdef.tmp"), b"x").unwrap();
-        std::fs::write(root.join(".ftps-upload.fedcba9876543210.tmp"), b"x").unwrap();
-        std::fs::write(root.join("keep.tmp"), b"x").unwrap();
+        std::fs::write(root.join(".ftps-upload.mine.tmp"), b"user").unwrap();
+        std::fs::write(root.join("sub/.ftps-upload.0123456789abcdef.tmp"), b"user").unwrap();
+        std::fs::write(root.join("upload.fedcba9876543210.tmp"), b"user").unwrap();
         block_on(async {
             // Files modified after the cut-off are uploads of this process: kept.
             let past = SystemTime::now() - std::time::Duration::from_secs(3600);
             assert_eq!(s.cleanup_temp_files(past).await.unwrap(), 0);
             let future = SystemTime::now() + std::time::Duration::from_secs(3600);
-            assert_eq!(s.cleanup_temp_files(future).await.unwrap(), 2);
+            assert_eq!(s.cleanup_temp_files(future).await.unwrap(), 1);
         });
+        assert_eq!(temp_names(&dir), vec!["notes".to_owned()]);
         assert_eq!(
             root_names(&dir),
-            vec!["keep.tmp".to_owned(), "sub".to_owned()]
+            vec![
+                ".ftps-upload.mine.tmp".to_owned(),
+                "sub".to_owned(),
+                "upload.fedcba9876543210.tmp".to_owned()
+            ]
         );
-        assert_eq!(std::fs::read_dir(root.join("sub")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_users_file_named_like_a_temp_file_survives_a_restart() {
+        let (dir, s) = setup();
+        block_on(async {
+            let n = write_all(&s, "/.ftps-upload.mine.tmp", WriteMode::Create, b"mine").await;
+            assert_eq!(n, 4);
+        });
+        // A restart: the storage opened again and cleaned up with a start time after the upload.
+        let later = SystemTime::now() + std::time::Duration::from_secs(3600);
+        let again = LocalStorage::open(dir.path().join("root")).unwrap();
+        block_on(async {
+            assert_eq!(again.cleanup_temp_files(later).await.unwrap(), 0);
+            assert_eq!(
+                read_all(&again, "/.ftps-upload.mine.tmp", 0).await.0,
+                b"mine"
+            );
+        });
+    }
+
+    #[test]
+    fn the_reserved_folder_is_hidden_and_out_of_reach() {
+        let (dir, s) = setup();
+        block_on(async {
+            s.mkdir("/d").await.unwrap();
+            let mut up = s.open_write("/d/partial", WriteMode::Create).await.unwrap();
+            up.write_all(b"half").await.unwrap();
+            up.flush().await.unwrap();
+            let temp = temp_names(&dir).pop().expect("a temp file while uploading");
+            // Nothing in any listing but the directory, and no file under its final name yet.
+            let names: Vec<String> = s
+                .list("/")
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.name)
+                .collect();
+            assert_eq!(names, vec!["d".to_owned()]);
+            assert!(s.list("/d").await.unwrap().is_empty());
+            let hidden = format!("/{RESERVED_NAME}/{temp}");
+            let refused = |r: Result<(), StorageError>| {
+                assert_eq!(r.unwrap_err().kind(), StorageErrorKind::InvalidName);
+            };
+            refused(s.open_read(&hidden, 0).await.map(drop));
+            refused(s.metadata(&hidden).await.map(drop));
+            refused(s.metadata(&format!("/{RESERVED_NAME}")).await.map(drop));
+            refused(s.list(&format!("/{RESERVED_NAME}")).await.map(drop));
+            refused(s.rename(&hidden, "/stolen").await);
+            refused(s.delete(&hidden).await);
+            refused(s.rmdir(&format!("/{RESERVED_NAME}")).await);
+            refused(s.mkdir(&format!("/d/{RESERVED_NAME}")).await);
+            refused(s.open_write(&hidden, WriteMode::Append).await.map(drop));
+            assert_eq!(up.commit().await.unwrap(), 4);
+            assert_eq!(read_all(&s, "/d/partial", 0).await.0, b"half");
+            assert!(temp_names(&dir).is_empty());
+        });
+    }
+
+    #[test]
+    fn a_subdir_storage_keeps_its_temp_files_in_the_top_folder() {
+        let (dir, s) = setup();
+        block_on(async {
+            s.mkdir("/home").await.unwrap();
+            let home = s.open_subdir("/home").await.unwrap();
+            let mut up = home.open_write("/f", WriteMode::Create).await.unwrap();
+            up.write_all(b"x").await.unwrap();
+            assert_eq!(temp_names(&dir).len(), 1);
+            assert_eq!(
+                names_in(&dir.path().join("root/home")),
+                Vec::<String>::new()
+            );
+            up.commit().await.unwrap();
+        });
+        assert_eq!(
+            names_in(&dir.path().join("root/home")),
+            vec!["f".to_owned()]
+        );
     }
 }

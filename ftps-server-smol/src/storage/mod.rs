@@ -36,8 +36,15 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// thread-hop overhead (DESIGN.md "Frontends": 64 KiB+).
 pub const FILE_BUFFER_SIZE: usize = 256 * 1024;
 
-/// Prefix of the temporary files that atomic uploads write before `commit()` renames them.
-pub const TEMP_FILE_PREFIX: &str = ".ftps-upload.";
+/// The name reserved for the server's own folder of upload temporary files, at the top of a
+/// [`LocalStorage`] root. A path with a component of this name is refused everywhere (no client can list,
+/// open, rename, delete or create it), and listings never show it, so a partial upload cannot be read or
+/// moved, and everything in that folder is the server's own.
+pub const RESERVED_NAME: &str = ".ftps-tmp";
+
+/// Prefix of the temporary files that atomic uploads write (in the [`RESERVED_NAME`] folder) before
+/// `commit()` renames them.
+pub const TEMP_FILE_PREFIX: &str = "upload.";
 
 /// Suffix of the temporary files that atomic uploads write before `commit()` renames them.
 pub const TEMP_FILE_SUFFIX: &str = ".tmp";
@@ -191,7 +198,7 @@ pub enum StorageErrorKind {
     DiskFull,
     /// The user's disk quota is exhausted (`EDQUOT`).
     QuotaExceeded,
-    /// The name is not acceptable to this backend (`..`, NUL, `\`, too long).
+    /// The name is not acceptable to this backend (`..`, NUL, `\`, the reserved name).
     InvalidName,
     /// Anything else (I/O error, directory not empty, ...).
     Other,
@@ -290,6 +297,8 @@ pub(crate) fn components(path: &str) -> Result<Vec<&str>, StorageError> {
             // A backslash is a separator to Windows clients and a name byte to Unix: refuse the
             // ambiguity rather than guess.
             _ if part.contains('\\') => return Err(invalid_name(path, "backslash")),
+            // The server's temporary files live there: invisible and out of reach for every client.
+            RESERVED_NAME => return Err(invalid_name(path, "reserved name")),
             _ => parts.push(part),
         }
     }
@@ -303,15 +312,16 @@ fn invalid_name(path: &str, why: &str) -> StorageError {
     )
 }
 
-/// Whether `name` looks like one of this crate's upload temporary files.
+/// Whether `name` is exactly the shape of this crate's upload temp files, `upload.<16 hex digits>.tmp`.
+/// Start-up cleanup removes only such files, and only inside the [`RESERVED_NAME`] folder.
 #[must_use]
 pub fn is_temp_file_name(name: &str) -> bool {
-    name.len() > TEMP_FILE_PREFIX.len() + TEMP_FILE_SUFFIX.len()
-        && name.starts_with(TEMP_FILE_PREFIX)
-        && name.ends_with(TEMP_FILE_SUFFIX)
+    name.strip_prefix(TEMP_FILE_PREFIX)
+        .and_then(|rest| rest.strip_suffix(TEMP_FILE_SUFFIX))
+        .is_some_and(|hex| hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// A fresh temporary file name: `.ftps-upload.<16 hex digits>.tmp`.
+/// A fresh temporary file name: `upload.<16 hex digits>.tmp`.
 pub(crate) fn temp_file_name() -> String {
     let random = getrandom::u64().unwrap_or_else(|_| {
         // No OS randomness: fall back to time and a counter; create_new still prevents collisions.
@@ -392,7 +402,25 @@ mod tests {
             a.len(),
             TEMP_FILE_PREFIX.len() + 16 + TEMP_FILE_SUFFIX.len()
         );
-        assert!(!is_temp_file_name(".ftps-upload..tmp"));
+        assert!(!is_temp_file_name("upload..tmp"));
+        assert!(!is_temp_file_name("upload.mine.tmp"));
         assert!(!is_temp_file_name("report.tmp"));
+        // The pattern of earlier versions names an ordinary user file now.
+        assert!(!is_temp_file_name(".ftps-upload.0123456789abcdef.tmp"));
+    }
+
+    #[test]
+    fn the_reserved_name_is_refused_at_any_depth() {
+        for bad in [
+            "/.ftps-tmp",
+            "/.ftps-tmp/x",
+            "/a/.ftps-tmp",
+            "/a/./.ftps-tmp/",
+        ] {
+            let err = components(bad).unwrap_err();
+            assert_eq!(err.kind(), StorageErrorKind::InvalidName, "{bad:?}");
+        }
+        assert!(components("/.ftps-tmp2").is_ok());
+        assert!(components("/.ftps-upload.mine.tmp").is_ok());
     }
 }
