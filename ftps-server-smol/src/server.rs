@@ -109,6 +109,8 @@ pub(crate) struct Shared {
     limits: Limits,
     throttle: Option<Arc<LoginThrottle>>,
     log_transfers: bool,
+    /// `LocalStorage::with_sync_on_commit` for users whose home is a directory of its own.
+    pub(crate) sync_on_commit: bool,
     next_id: AtomicU64,
     sessions: AtomicUsize,
     /// Passive listeners bound right now (see [`ServerStats::passive_listeners`]).
@@ -275,6 +277,7 @@ pub struct ServerBuilder {
     limits: Limits,
     throttle: Option<Arc<LoginThrottle>>,
     log_transfers: bool,
+    sync_on_commit: bool,
 }
 
 impl Server {
@@ -288,6 +291,7 @@ impl Server {
             limits: Limits::default(),
             throttle: None,
             log_transfers: true,
+            sync_on_commit: false,
         }
     }
 
@@ -414,6 +418,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Whether the storage of users whose home is a directory of its own (`UserHome::Directory`) makes
+    /// uploads durable before `226` (`LocalStorage::with_sync_on_commit`; default off, the binary's
+    /// `[storage] fsync` default on). The main storage is configured where it is built.
+    pub fn sync_on_commit(mut self, on: bool) -> Self {
+        self.sync_on_commit = on;
+        self
+    }
+
     /// The server.
     ///
     /// # Panics
@@ -434,6 +446,7 @@ impl ServerBuilder {
                 limits: self.limits,
                 throttle: self.throttle,
                 log_transfers: self.log_transfers,
+                sync_on_commit: self.sync_on_commit,
                 next_id: AtomicU64::new(1),
                 sessions: AtomicUsize::new(0),
                 passive_listeners: Arc::new(AtomicUsize::new(0)),
@@ -501,6 +514,7 @@ pub fn run(parts: ServerParts) -> Result<(), String> {
         .limits(limits)
         .login_throttle(parts.throttle)
         .log_transfers(config.log.transfers)
+        .sync_on_commit(config.storage.fsync)
         .build();
 
     let mut bound = Vec::new();

@@ -692,7 +692,9 @@ impl Driver {
             UserHome::Virtual(prefix) => {
                 Arc::new(Subtree::new(Arc::clone(&self.shared.storage), prefix))
             }
-            UserHome::Directory(dir) => Arc::new(LocalStorage::open(dir)?),
+            UserHome::Directory(dir) => {
+                Arc::new(LocalStorage::open(dir)?.with_sync_on_commit(self.shared.sync_on_commit))
+            }
         };
         Ok(match user.permission {
             Permission::ReadOnly => Arc::new(ReadOnly(home)),

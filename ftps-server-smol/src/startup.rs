@@ -99,11 +99,13 @@ pub fn prepare(config: Config) -> Result<ServerParts, StartupError> {
     });
     let users = UsersFile::load(&users_path, anonymous)?;
     tracing::info!(users = users.len(), file = %users_path.display(), "users loaded");
-    let storage = LocalStorage::open(&config.root).map_err(|source| StartupError::Directory {
-        what: "root",
-        path: config.root.clone(),
-        source,
-    })?;
+    let storage = LocalStorage::open(&config.root)
+        .map_err(|source| StartupError::Directory {
+            what: "root",
+            path: config.root.clone(),
+            source,
+        })?
+        .with_sync_on_commit(config.storage.fsync);
     let removed = futures_lite::future::block_on(storage.cleanup_temp_files(started_at))?;
     if removed > 0 {
         tracing::info!(removed, "removed upload temp files left by an earlier run");
@@ -161,6 +163,19 @@ mod tests {
         assert!(dir.path().join("root").is_dir());
         let again = prepare(config).unwrap();
         assert_eq!(again.generated_password, None);
+    }
+
+    #[test]
+    fn storage_fsync_follows_the_config_and_defaults_to_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            root: dir.path().join("root"),
+            state_dir: dir.path().join("state"),
+            ..Config::default()
+        };
+        assert!(prepare(config.clone()).unwrap().storage.sync_on_commit());
+        config.storage.fsync = false;
+        assert!(!prepare(config).unwrap().storage.sync_on_commit());
     }
 
     #[test]
