@@ -26,7 +26,7 @@ use crate::auth::{AuthOutcome, AuthenticatedUser, LoginAttempt, Permission, User
 use crate::listener::CountedListener;
 use crate::server::{ListenerContext, Shared};
 use crate::storage::{self, LocalStorage, ReadOnly, Storage, Subtree, Upload};
-use crate::storage_map::{failed, file_info};
+use crate::storage_map::{failed, file_info, open_unique};
 use crate::timing::{within, LazyTimer};
 use crate::transfer::{self, Body};
 
@@ -745,38 +745,6 @@ async fn list(storage: &dyn Storage, path: &VirtualPath, format: ListFormat) -> 
         }
         Err(e) => failed(&e),
     }
-}
-
-/// STOU: the first free name of `hint`, `hint.1`, `hint.2`, ... (the engine gives a name hint).
-async fn open_unique(
-    storage: &dyn Storage,
-    hint: &VirtualPath,
-) -> Result<(Box<dyn Upload>, VirtualPath), crate::storage::StorageError> {
-    for n in 0..1000u32 {
-        let candidate = if n == 0 {
-            hint.clone()
-        } else {
-            let name = format!("{}.{n}", hint.file_name().unwrap_or("file"));
-            match hint.parent().join_name(&name) {
-                Some(path) => path,
-                None => continue,
-            }
-        };
-        match storage.metadata(candidate.as_str()).await {
-            Err(e) if e.kind() == storage::StorageErrorKind::NotFound => {
-                let upload = storage
-                    .open_write(candidate.as_str(), storage::WriteMode::Create)
-                    .await?;
-                return Ok((upload, candidate));
-            }
-            Err(e) => return Err(e),
-            Ok(_) => continue,
-        }
-    }
-    Err(crate::storage::StorageError::new(
-        storage::StorageErrorKind::AlreadyExists,
-        "no unique name found",
-    ))
 }
 
 /// Connects an active-mode data connection from the control connection's local address.

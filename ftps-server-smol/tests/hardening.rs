@@ -1331,6 +1331,48 @@ fn listing_with(
     (String::from_utf8_lossy(&listing).into_owned(), reply)
 }
 
+/// STOU without an argument in `/t4` creates a fresh name inside `/t4` (not `/t4.1` next to it), and the
+/// preliminary reply names it (RFC 1123 section 4.1.2.9: `150 FILE: name`).
+#[test]
+fn stou_creates_its_file_in_the_current_directory_and_names_it() {
+    let server = TestServer::start(Setup::plain());
+    std::fs::create_dir(server.root.join("t4")).unwrap();
+    let mut ctl = Control::connect(server.addr);
+    ctl.plain_login();
+    assert!(ctl.cmd("CWD t4").starts_with("250"));
+    let mut names = Vec::new();
+    for _ in 0..3 {
+        let data = ctl.epsv();
+        ctl.send(b"STOU\r\n");
+        let mut stream = with_timeouts(TcpStream::connect_timeout(&data, WAIT).unwrap());
+        let preliminary = ctl.reply();
+        // RFC 1123 section 4.1.2.9: `125 FILE: pppp` or `150 FILE: pppp`, exactly.
+        let name = preliminary
+            .strip_prefix("150 FILE: ")
+            .or_else(|| preliminary.strip_prefix("125 FILE: "))
+            .unwrap_or_else(|| panic!("STOU: {preliminary}"))
+            .to_owned();
+        stream.write_all(b"unique bytes").unwrap();
+        drop(stream);
+        let reply = ctl.reply();
+        assert!(reply.starts_with("226"), "{reply}");
+        assert_eq!(
+            std::fs::read(server.root.join("t4").join(&name)).unwrap(),
+            b"unique bytes"
+        );
+        names.push(name);
+    }
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 3, "{names:?}");
+    let mut at_root: Vec<_> = std::fs::read_dir(&server.root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    at_root.sort();
+    assert_eq!(at_root, vec![RESERVED_NAME.to_owned(), "t4".to_owned()]);
+}
+
 /// While an upload runs, its temporary file is in no listing, and no other session can read, rename, delete,
 /// enter or create anything in the reserved folder (550); the upload then completes normally.
 #[test]

@@ -107,6 +107,27 @@ use crate::tls::{ReadState, SessionTls, TlsConn};
 use crate::TlsInfo;
 use listing::FactSet;
 
+/// The name hint of `STOU` without an argument: the file is created in the current directory as
+/// `stou.<8 hex digits>` (see [`unique_candidate`]).
+pub const STOU_DEFAULT_NAME: &str = "stou";
+
+/// Attempts a frontend makes at a `STOU` name before giving up (each an exclusive create): with 32 random
+/// bits per attempt, a collision even once is already unlikely.
+pub const STOU_ATTEMPTS: u32 = 8;
+
+/// The `attempt`-th name to try for `STOU` with the name hint `hint` (see [`WriteMode::Unique`]): the hint
+/// itself first when the client gave a name, then `name.<8 hex digits of random>` in the same directory.
+/// The frontend creates each candidate exclusively (never overwriting) and stops at the first that works,
+/// so no name is probed with a separate `stat`. `None` only when the hint has no file name.
+#[must_use]
+pub fn unique_candidate(hint: &VirtualPath, attempt: u32, random: u32) -> Option<VirtualPath> {
+    let name = hint.file_name()?;
+    if attempt == 0 && name != STOU_DEFAULT_NAME {
+        return Some(hint.clone());
+    }
+    hint.parent().join_name(&format!("{name}.{random:08x}"))
+}
+
 /// Commands parsed but not yet run; beyond this `handle_input` stops taking bytes (backpressure).
 const MAX_QUEUED: usize = 32;
 /// Raw control bytes held (after an `AUTH` line, or waiting to be parsed); beyond this input is not taken.
@@ -325,7 +346,7 @@ pub struct ServerSession {
     /// This session's TLS configs (control and data), bound to its own ticket key; made when TLS starts.
     session_tls: Option<SessionTls>,
     /// The running transfer's preliminary reply, held until `data_ready` (see `preliminary_reply_wait`).
-    held_preliminary: Option<(ReplyCode, &'static str)>,
+    held_preliminary: Option<(ReplyCode, String)>,
     tls_reported: bool,
     /// The TLS version the control connection negotiated (kept after `CCC`): the data connections' too.
     control_tls_version: Option<rustls::ProtocolVersion>,
@@ -1765,7 +1786,13 @@ impl ServerSession {
             self.reply(ReplyCode::SYNTAX_ERROR_ARGUMENTS, "Path required");
             return;
         }
-        let Some(path) = self.resolve(raw) else {
+        let resolved = if raw.is_empty() && matches!(kind, TransferKind::Write(WriteMode::Unique)) {
+            // STOU alone: a fresh name in the current directory (RFC 959 section 4.1.3).
+            self.cwd.join_name(STOU_DEFAULT_NAME)
+        } else {
+            self.resolve(raw)
+        };
+        let Some(path) = resolved else {
             return;
         };
         let (direction, request, format, write_mode, offset) = match kind {
@@ -1929,11 +1956,15 @@ impl ServerSession {
             offset: t.offset,
         };
         let text = match (&plan.source, code) {
-            (_, c) if c == ReplyCode::DATA_CONNECTION_ALREADY_OPEN => {
-                "Data connection already open; transfer starting"
+            // RFC 1123 section 4.1.2.9: STOU's preliminary reply says which name the server chose.
+            _ if t.write_mode == Some(WriteMode::Unique) => {
+                format!("FILE: {}", plan.path.file_name().unwrap_or_default())
             }
-            (Source::Bytes(_), _) => "Here comes the directory listing",
-            _ => "Opening data connection",
+            (_, c) if c == ReplyCode::DATA_CONNECTION_ALREADY_OPEN => {
+                "Data connection already open; transfer starting".to_owned()
+            }
+            (Source::Bytes(_), _) => "Here comes the directory listing".to_owned(),
+            _ => "Opening data connection".to_owned(),
         };
         // The data connection now belongs to the transfer; the next one needs a new PASV/PORT.
         self.data = Data::default();

@@ -107,7 +107,9 @@ pub enum RequestKind {
     /// Open a file for writing (`STOR`, `APPE`, `STOU`). *Answer required*: [`Outcome::Opened`] (for
     /// [`WriteMode::Unique`], with the chosen path) or [`Outcome::Failed`]. Kept like [`RequestKind::OpenRead`].
     OpenWrite {
-        /// The file, or for [`WriteMode::Unique`] the directory-and-name hint.
+        /// The file, or for [`WriteMode::Unique`] the name hint in the directory to create it in: the
+        /// frontend creates [`unique_candidate`](super::unique_candidate)`(path, attempt, random)`
+        /// exclusively, for a few attempts, and answers with the path it created.
         path: VirtualPath,
         /// How to open it.
         mode: WriteMode,
@@ -214,7 +216,8 @@ pub enum WriteMode {
     Create,
     /// `APPE`: create or append at the end.
     Append,
-    /// `STOU`: create a file with a name that does not exist yet; never overwrite.
+    /// `STOU`: create a file with a name that does not exist yet, in the directory of the hint; never
+    /// overwrite. The preliminary reply names the file (`150 FILE: name`, RFC 1123 section 4.1.2.9).
     Unique,
 }
 

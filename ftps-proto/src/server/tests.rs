@@ -276,7 +276,11 @@ impl Harness {
             },
             RequestKind::OpenWrite { path, mode, .. } => {
                 let path = if mode == WriteMode::Unique {
-                    path.join_name("unique.1").unwrap()
+                    // Like a frontend: the first candidate that does not exist yet.
+                    (0..STOU_ATTEMPTS)
+                        .filter_map(|attempt| unique_candidate(&path, attempt, 0x1234 + attempt))
+                        .find(|candidate| !self.files.contains_key(candidate.as_str()))
+                        .unwrap()
                 } else {
                     path
                 };
@@ -807,6 +811,52 @@ fn size_mdtm_mfmt_mlst_site() {
     assert_eq!(h.cmd("SITE NOPE"), "504 Not supported\r\n");
 }
 
+/// STOU creates its file in the current directory (not next to it), under a fresh name, and the preliminary
+/// reply names it (RFC 1123 section 4.1.2.9); with an argument, that name while it is free.
+#[test]
+fn stou_creates_a_fresh_name_in_the_current_directory_and_names_it() {
+    let mut h = logged_in();
+    h.cmd("TYPE I");
+    assert_eq!(h.cmd("CWD pub"), "250 Directory changed\r\n");
+    h.upload = b"unique".to_vec();
+    h.cmd("PASV");
+    assert_eq!(
+        h.cmd("STOU"),
+        "125 FILE: stou.00001234\r\n226 Transfer complete\r\n"
+    );
+    assert_eq!(h.files["/pub/stou.00001234"], b"unique");
+    h.cmd("PASV");
+    assert_eq!(
+        h.cmd("STOU report.txt"),
+        "125 FILE: report.txt\r\n226 Transfer complete\r\n"
+    );
+    h.cmd("PASV");
+    assert_eq!(
+        h.cmd("STOU report.txt"),
+        "125 FILE: report.txt.00001235\r\n226 Transfer complete\r\n"
+    );
+    assert!(h.files.contains_key("/pub/report.txt"));
+    assert!(h.files.contains_key("/pub/report.txt.00001235"));
+    assert!(!h.files.keys().any(|k| k.starts_with("/pub.")));
+    // The naming rule itself.
+    let hint = VirtualPath::root()
+        .join_name("t4")
+        .unwrap()
+        .join_name(STOU_DEFAULT_NAME)
+        .unwrap();
+    assert_eq!(
+        unique_candidate(&hint, 0, 0xab).unwrap().as_str(),
+        "/t4/stou.000000ab"
+    );
+    let named = VirtualPath::root().join_name("a.txt").unwrap();
+    assert_eq!(unique_candidate(&named, 0, 1).unwrap().as_str(), "/a.txt");
+    assert_eq!(
+        unique_candidate(&named, 3, 0xdeadbeef).unwrap().as_str(),
+        "/a.txt.deadbeef"
+    );
+    assert_eq!(unique_candidate(&VirtualPath::root(), 0, 1), None);
+}
+
 #[test]
 fn transfer_parameters() {
     let mut h = logged_in();
@@ -952,9 +1002,9 @@ fn plain_retr_list_nlst_mlsd_stor() {
     h.cmd("PASV");
     assert_eq!(
         h.cmd("STOU"),
-        "125 Data connection already open; transfer starting\r\n226 Transfer complete\r\n"
+        "125 FILE: stou.00001234\r\n226 Transfer complete\r\n"
     );
-    assert!(h.files.contains_key("/unique.1"));
+    assert!(h.files.contains_key("/stou.00001234"));
     let finished: Vec<_> = h
         .events
         .iter()
@@ -966,7 +1016,7 @@ fn plain_retr_list_nlst_mlsd_stor() {
     assert_eq!(finished.len(), 7);
     assert_eq!(finished[5].bytes, 8);
     assert_eq!(finished[5].direction, Direction::Upload);
-    assert_eq!(finished[6].path.as_str(), "/unique.1");
+    assert_eq!(finished[6].path.as_str(), "/stou.00001234");
 
     // Errors before any data connection.
     h.cmd("PASV");

@@ -489,8 +489,13 @@ fn is_a_directory() -> io::Error {
 #[derive(Debug)]
 enum Finish {
     /// Atomic create: rename `temp` (a name in the reserved folder) over `target` on commit, remove
-    /// `temp` otherwise.
-    Rename { temp: PathBuf, target: PathBuf },
+    /// `temp` otherwise; for [`WriteMode::CreateNew`], `holder` is the inode of the empty file that holds
+    /// the name, removed on abort if it is still that file.
+    Rename {
+        temp: PathBuf,
+        target: PathBuf,
+        holder: Option<u64>,
+    },
     /// Append / resume: the data is already in place.
     InPlace,
 }
@@ -509,8 +514,18 @@ fn open_for_write(
         return Err(is_a_directory());
     }
     match mode {
-        WriteMode::Create => {
+        WriteMode::Create | WriteMode::CreateNew => {
             let temp_dir = inner.temp_dir()?;
+            let holder = if mode == WriteMode::CreateNew {
+                let file = inner
+                    .root
+                    .open_with(&target, OpenOptions::new().write(true).create_new(true))?;
+                Some(std::os::unix::fs::MetadataExt::ino(
+                    &file.into_std().metadata()?,
+                ))
+            } else {
+                None
+            };
             let temp = PathBuf::from(temp_file_name());
             let file = temp_dir
                 .open_with(&temp, OpenOptions::new().write(true).create_new(true))?
@@ -525,7 +540,14 @@ fn open_for_write(
                     return Err(e);
                 }
             }
-            Ok((file, Finish::Rename { temp, target }))
+            Ok((
+                file,
+                Finish::Rename {
+                    temp,
+                    target,
+                    holder,
+                },
+            ))
         }
         WriteMode::Append => {
             let file = inner
@@ -716,7 +738,7 @@ impl LocalUpload {
             let synced = written.and_then(|()| if sync { file.sync_all() } else { Ok(()) });
             drop(file);
             match finish {
-                Some(Finish::Rename { temp, target }) => {
+                Some(Finish::Rename { temp, target, .. }) => {
                     let temp_dir = inner.temp_dir()?;
                     let renamed = synced
                         .and_then(|()| temp_dir.rename(&temp, &inner.root, &target))
@@ -761,8 +783,24 @@ impl LocalUpload {
         }
         let inner = Arc::clone(&self.inner);
         Some(move || match (finish, file) {
-            (Finish::Rename { temp, .. }, file) => {
+            (
+                Finish::Rename {
+                    temp,
+                    target,
+                    holder,
+                },
+                file,
+            ) => {
                 drop(file);
+                if let Some(ino) = holder {
+                    // Only the empty file this upload created: never what someone put there since.
+                    let ours = inner.root.symlink_metadata(&target).is_ok_and(|m| {
+                        m.is_file() && m.len() == 0 && cap_std::fs::MetadataExt::ino(&m) == ino
+                    });
+                    if ours {
+                        let _ = inner.root.remove_file(&target);
+                    }
+                }
                 inner.temp_dir()?.remove_file(temp)
             }
             (Finish::InPlace, Some(mut file)) => io::Write::write_all(&mut file, &head),
@@ -930,6 +968,33 @@ mod tests {
             assert_eq!(s.metadata("/f").await.unwrap().mode, Some(0o640));
             assert_eq!(root_names(&dir), vec!["f".to_owned()]);
         });
+    }
+
+    #[test]
+    fn create_new_takes_only_a_free_name_and_an_abort_frees_it() {
+        let (dir, s) = setup();
+        block_on(async {
+            write_all(&s, "/f", WriteMode::Create, b"old").await;
+            let err = s
+                .open_write("/f", WriteMode::CreateNew)
+                .await
+                .err()
+                .unwrap();
+            assert_eq!(err.kind(), StorageErrorKind::AlreadyExists);
+            assert_eq!(read_all(&s, "/f", 0).await.0, b"old");
+            // The name is held (empty) while the upload runs, and freed by an abort.
+            let mut up = s.open_write("/g", WriteMode::CreateNew).await.unwrap();
+            up.write_all(b"partial").await.unwrap();
+            assert_eq!(s.metadata("/g").await.unwrap().size, 0);
+            up.abort().await;
+            assert_eq!(
+                s.metadata("/g").await.unwrap_err().kind(),
+                StorageErrorKind::NotFound
+            );
+            assert_eq!(write_all(&s, "/g", WriteMode::CreateNew, b"whole").await, 5);
+            assert_eq!(read_all(&s, "/g", 0).await.0, b"whole");
+        });
+        assert!(temp_names(&dir).is_empty());
     }
 
     #[test]

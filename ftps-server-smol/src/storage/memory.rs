@@ -241,9 +241,17 @@ impl MemoryStorage {
 
     fn do_open_write(&self, path: &str, mode: WriteMode) -> Result<Box<dyn Upload>, StorageError> {
         let (key, parent) = keys(path)?;
-        let tree = self.lock();
+        let mut tree = self.lock();
         tree.check_parent(parent.as_ref())?;
         match tree.nodes.get(&key) {
+            Some(_) if mode == WriteMode::CreateNew => {
+                return Err(err(StorageErrorKind::AlreadyExists, "the name is taken"));
+            }
+            // The name is held by an empty file until the commit, as on disk.
+            None if mode == WriteMode::CreateNew => {
+                tree.nodes
+                    .insert(key.clone(), Node::file(Vec::new(), FILE_MODE));
+            }
             Some(node) if node.data.is_none() => {
                 return Err(err(StorageErrorKind::IsADirectory, "is a directory"));
             }
@@ -481,7 +489,7 @@ impl MemoryUpload {
         let mode = old.map_or(FILE_MODE, |n| n.mode);
         let old_data = old.and_then(|n| n.data.clone());
         let data = match self.mode {
-            WriteMode::Create => buffer,
+            WriteMode::Create | WriteMode::CreateNew => buffer,
             WriteMode::Append => {
                 let mut data = old_data.map(|d| d.to_vec()).unwrap_or_default();
                 data.extend_from_slice(&buffer);
@@ -556,6 +564,16 @@ impl MemoryUpload {
         }
         if self.mode == WriteMode::Create {
             self.done = true;
+        } else if self.mode == WriteMode::CreateNew {
+            self.done = true;
+            let mut tree = self.storage.lock();
+            if tree
+                .nodes
+                .get(&self.key)
+                .is_some_and(|n| n.data.as_ref().is_some_and(|d| d.is_empty()))
+            {
+                tree.nodes.remove(&self.key);
+            }
         } else {
             // In-place modes keep what arrived, like a real file.
             let _ = self.apply();

@@ -108,6 +108,10 @@ pub enum WriteMode {
     /// directory and replaces the target only on [`Upload::commit`]; an interrupted or aborted
     /// upload never clobbers an existing file.
     Create,
+    /// STOU: like `Create`, but only when nothing has the name yet ([`StorageErrorKind::AlreadyExists`]
+    /// otherwise), checked by an exclusive create, never by a separate lookup that could race. The name is
+    /// held by an empty file until [`Upload::commit`] fills it atomically; an abort removes it again.
+    CreateNew,
     /// APPE: append to the file, creating it if absent (RFC 959 section 4.1.3). Appended data is
     /// written in place: an interrupted append keeps what arrived.
     Append,
@@ -323,7 +327,13 @@ pub fn is_temp_file_name(name: &str) -> bool {
 
 /// A fresh temporary file name: `upload.<16 hex digits>.tmp`.
 pub(crate) fn temp_file_name() -> String {
-    let random = getrandom::u64().unwrap_or_else(|_| {
+    let random = random_u64();
+    format!("{TEMP_FILE_PREFIX}{random:016x}{TEMP_FILE_SUFFIX}")
+}
+
+/// 64 random bits, for names that must not be guessed or collide (exclusive creates still check).
+pub(crate) fn random_u64() -> u64 {
+    getrandom::u64().unwrap_or_else(|_| {
         // No OS randomness: fall back to time and a counter; create_new still prevents collisions.
         use std::sync::atomic::{AtomicU64, Ordering};
         static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -331,8 +341,7 @@ pub(crate) fn temp_file_name() -> String {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         nanos ^ COUNTER.fetch_add(1, Ordering::Relaxed).rotate_left(32)
-    });
-    format!("{TEMP_FILE_PREFIX}{random:016x}{TEMP_FILE_SUFFIX}")
+    })
 }
 
 #[cfg(test)]
