@@ -18,6 +18,9 @@ pub enum PathError {
     /// The pathname contains a NUL byte.
     #[error("pathname contains a NUL byte")]
     Nul,
+    /// A `..` would go above `/` (only from [`VirtualPath::resolve_within`]).
+    #[error("pathname goes above the root")]
+    AboveRoot,
 }
 
 impl VirtualPath {
@@ -34,6 +37,17 @@ impl VirtualPath {
     /// Resolves `path` relative to `self` (the current directory): an absolute `path` replaces it, `.` and empty
     /// segments are dropped, `..` goes up one level but never above `/`. An empty `path` is `self`.
     pub fn resolve(&self, path: &str) -> Result<Self, PathError> {
+        self.resolve_with(path, false)
+    }
+
+    /// Like [`resolve`](Self::resolve), but a `..` that would go above `/` is an error
+    /// ([`PathError::AboveRoot`]) instead of staying at `/`: for a file argument, where such a path can
+    /// only be an attempt to name something outside (`RETR ../../etc/passwd`).
+    pub fn resolve_within(&self, path: &str) -> Result<Self, PathError> {
+        self.resolve_with(path, true)
+    }
+
+    fn resolve_with(&self, path: &str, strict: bool) -> Result<Self, PathError> {
         if path.contains('\0') {
             return Err(PathError::Nul);
         }
@@ -46,7 +60,9 @@ impl VirtualPath {
             match segment {
                 "" | "." => {}
                 ".." => {
-                    segments.pop();
+                    if segments.pop().is_none() && strict {
+                        return Err(PathError::AboveRoot);
+                    }
                 }
                 name => segments.push(name),
             }
@@ -199,5 +215,19 @@ mod tests {
             // Normalisation is idempotent.
             proptest::prop_assert_eq!(VirtualPath::new(s).unwrap(), out.clone());
         }
+    }
+
+    #[test]
+    fn resolve_within_refuses_going_above_the_root() {
+        let cwd = VirtualPath::new("/a").unwrap();
+        assert_eq!(cwd.resolve_within("../b").unwrap().as_str(), "/b");
+        assert_eq!(cwd.resolve_within("x/../../b").unwrap().as_str(), "/b");
+        for bad in ["../../etc/passwd", "/../x", "../../.."] {
+            assert_eq!(cwd.resolve_within(bad), Err(PathError::AboveRoot), "{bad}");
+        }
+        assert_eq!(
+            cwd.resolve("../../etc/passwd").unwrap().as_str(),
+            "/etc/passwd"
+        );
     }
 }

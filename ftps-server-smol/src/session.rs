@@ -26,7 +26,7 @@ use crate::auth::{AuthOutcome, AuthenticatedUser, LoginAttempt, Permission, User
 use crate::listener::CountedListener;
 use crate::server::{ListenerContext, Shared};
 use crate::storage::{self, LocalStorage, ReadOnly, Storage, Subtree, Upload};
-use crate::storage_map::{failed, file_info, open_unique};
+use crate::storage_map::{failed, file_info, open_unique, set_modified};
 use crate::timing::{within, LazyTimer};
 use crate::transfer::{self, Body};
 
@@ -530,7 +530,7 @@ impl Driver {
             }
             RequestKind::SetModified { path, time } => {
                 self.with_storage(session, id, move |s| async move {
-                    done_or_failed(s.set_modified(path.as_str(), time.to_system_time()).await)
+                    set_modified(&*s, &path, time).await
                 })
             }
             RequestKind::Chmod { path, mode } => {

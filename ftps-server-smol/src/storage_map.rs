@@ -24,6 +24,8 @@ pub(crate) fn engine_storage_error(error: &StorageError) -> engine::StorageError
         StorageErrorKind::NotADirectory => engine::StorageError::NotADirectory,
         StorageErrorKind::DiskFull => engine::StorageError::DiskFull,
         StorageErrorKind::QuotaExceeded => engine::StorageError::QuotaExceeded,
+        StorageErrorKind::NameTooLong => engine::StorageError::NameTooLong,
+        StorageErrorKind::NotEmpty => engine::StorageError::NotEmpty,
         _ => engine::StorageError::Other(error.message().to_owned()),
     }
 }
@@ -31,6 +33,25 @@ pub(crate) fn engine_storage_error(error: &StorageError) -> engine::StorageError
 /// A storage failure as the engine's [`engine::Outcome`].
 pub(crate) fn failed(error: &StorageError) -> engine::Outcome {
     engine::Outcome::Failed(engine::Failure::Storage(engine_storage_error(error)))
+}
+
+/// `MFMT`: sets the time, then reads it back, so the reply says the time the file really has (a filesystem
+/// clamps what it cannot store: ext4 keeps nothing before 1901-12-13).
+pub(crate) async fn set_modified(
+    storage: &dyn Storage,
+    path: &VirtualPath,
+    time: Timeval,
+) -> engine::Outcome {
+    if let Err(e) = storage
+        .set_modified(path.as_str(), time.to_system_time())
+        .await
+    {
+        return failed(&e);
+    }
+    match storage.metadata(path.as_str()).await {
+        Ok(meta) => engine::Outcome::Metadata(file_info(path.file_name().unwrap_or("/"), &meta)),
+        Err(_) => engine::Outcome::Done,
+    }
 }
 
 /// File metadata as the engine lists it.
@@ -79,5 +100,9 @@ mod tests {
         assert_eq!(engine_storage_error(&e), engine::StorageError::DiskFull);
         let e = StorageError::new(StorageErrorKind::AlreadyExists, "x");
         assert_eq!(engine_storage_error(&e), engine::StorageError::Exists);
+        let e = StorageError::new(StorageErrorKind::NameTooLong, "x");
+        assert_eq!(engine_storage_error(&e), engine::StorageError::NameTooLong);
+        let e = StorageError::new(StorageErrorKind::NotEmpty, "x");
+        assert_eq!(engine_storage_error(&e), engine::StorageError::NotEmpty);
     }
 }

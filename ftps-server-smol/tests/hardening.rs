@@ -1331,6 +1331,48 @@ fn listing_with(
     (String::from_utf8_lossy(&listing).into_owned(), reply)
 }
 
+/// Clear replies on a real disk (issue 14): MFMT says the time the file really got, long names are "too long",
+/// `RMD .` of a full directory and a move into itself are plain 550s, a trailing slash names a directory, an
+/// escaping path is refused before the data connection, and a restart point past the end is 554.
+#[test]
+fn replies_say_what_happened_on_a_real_disk() {
+    use std::os::unix::fs::MetadataExt;
+    let server = TestServer::start(Setup::plain());
+    std::fs::write(server.root.join("f"), b"twelve bytes").unwrap();
+    std::fs::create_dir_all(server.root.join("d/sub")).unwrap();
+    let mut ctl = Control::connect(server.addr);
+    ctl.plain_login();
+    let reply = ctl.cmd("MFMT 19000101000000 f");
+    let mtime = std::fs::metadata(server.root.join("f")).unwrap().mtime();
+    let set = ftps_proto::codec::Timeval::from_unix_seconds(mtime).unwrap();
+    let expected = format!(
+        "213 Modify={:04}{:02}{:02}{:02}{:02}{:02}; /f",
+        set.year, set.month, set.day, set.hour, set.minute, set.second
+    );
+    assert_eq!(reply, expected);
+    let long = "n".repeat(256);
+    assert_eq!(ctl.cmd(&format!("MKD {long}")), "553 File name too long");
+    let longer = "m".repeat(4000);
+    assert_eq!(ctl.cmd(&format!("MLST {longer}")), "553 File name too long");
+    assert_eq!(ctl.cmd("SIZE f/"), "550 Not a plain file");
+    assert_eq!(ctl.cmd("SIZE f"), "213 12");
+    assert_eq!(
+        ctl.cmd("RETR ../../etc/passwd"),
+        "553 File name not allowed"
+    );
+    assert!(ctl.cmd("CWD d").starts_with("250"));
+    assert_eq!(ctl.cmd("RMD ."), "550 Directory not empty");
+    assert!(ctl.cmd("RNFR /d").starts_with("350"));
+    assert_eq!(
+        ctl.cmd("RNTO sub/d"),
+        "550 A directory cannot be moved into itself"
+    );
+    assert!(ctl.cmd("CWD /").starts_with("250"));
+    assert!(ctl.cmd("REST 9223372036854775807").starts_with("350"));
+    ctl.epsv();
+    assert_eq!(ctl.cmd("RETR f"), "554 Restart position beyond end of file");
+}
+
 /// STOU without an argument in `/t4` creates a fresh name inside `/t4` (not `/t4.1` next to it), and the
 /// preliminary reply names it (RFC 1123 section 4.1.2.9: `150 FILE: name`).
 #[test]

@@ -123,6 +123,8 @@ reply_codes! {
     EXCEEDED_STORAGE_ALLOCATION = 552;
     /// 553 Requested action not taken: file name not allowed.
     FILE_NAME_NOT_ALLOWED = 553;
+    /// 554 Requested action not taken: invalid REST parameter (RFC 3659 section 5.4).
+    INVALID_REST_PARAMETER = 554;
 }
 
 impl ReplyCode {

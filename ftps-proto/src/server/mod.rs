@@ -100,7 +100,7 @@ pub use request::{
 
 use crate::codec::{
     parse_command, AuthMechanism, Command, EpsvArgument, FileStructure, FormatControl, FrameError,
-    LineFramer, ProtectionLevel, Reply, ReplyCode, RepresentationType, TransferMode,
+    LineFramer, ProtectionLevel, Reply, ReplyCode, RepresentationType, Timeval, TransferMode,
 };
 use crate::path::VirtualPath;
 use crate::tls::{ReadState, SessionTls, TlsConn};
@@ -254,6 +254,12 @@ enum Pending {
     },
     Size,
     Mdtm,
+    /// `MFMT`: the reply says the time the file has afterwards when the frontend reads it back
+    /// ([`Outcome::Metadata`]), else the time asked for ([`Outcome::Done`]).
+    Mfmt {
+        path: VirtualPath,
+        time: Timeval,
+    },
     Mlst {
         path: VirtualPath,
     },
@@ -1043,6 +1049,23 @@ impl ServerSession {
         matches!(self.login, Login::LoggedIn { .. })
     }
 
+    /// Resolves the argument of a command that names a plain file (`RETR`, `STOR`, `SIZE`, `DELE`, ...):
+    /// a trailing `/` names a directory, so it is refused (550) rather than dropped, and a `..` above `/`
+    /// is refused (553) rather than clamped. The reply is sent when `None` is returned.
+    fn resolve_file(&mut self, path: &str) -> Option<VirtualPath> {
+        if path.len() > 1 && path.ends_with('/') {
+            self.reply(ReplyCode::FILE_NOT_AVAILABLE, "Not a plain file");
+            return None;
+        }
+        match self.cwd.resolve_within(path) {
+            Ok(p) => Some(p),
+            Err(_) => {
+                self.reply(ReplyCode::FILE_NAME_NOT_ALLOWED, "File name not allowed");
+                None
+            }
+        }
+    }
+
     fn resolve(&mut self, path: &str) -> Option<VirtualPath> {
         match self.cwd.resolve(path) {
             Ok(p) => Some(p),
@@ -1151,11 +1174,29 @@ impl ServerSession {
                     self.request(pending, RequestKind::MakeDir { path });
                 }
             }
-            Command::Rmd(arg) => self.simple(&arg, "Directory removed", |path| {
-                RequestKind::RemoveDir { path }
-            }),
+            Command::Rmd(arg) => match self.resolve(&arg) {
+                // `RMD .` or `RMD /` at the top: the user's root (a home directory, for a chrooted user).
+                Some(path) if path.is_root() => self.reply(
+                    ReplyCode::FILE_NOT_AVAILABLE,
+                    "The root directory cannot be removed",
+                ),
+                Some(path) => {
+                    let pending = Pending::Simple {
+                        code: ReplyCode::FILE_ACTION_OK,
+                        text: "Directory removed".to_owned(),
+                    };
+                    self.request(pending, RequestKind::RemoveDir { path });
+                }
+                None => {}
+            },
             Command::Dele(arg) => {
-                self.simple(&arg, "File deleted", |path| RequestKind::Delete { path })
+                if let Some(path) = self.resolve_file(&arg) {
+                    let pending = Pending::Simple {
+                        code: ReplyCode::FILE_ACTION_OK,
+                        text: "File deleted".to_owned(),
+                    };
+                    self.request(pending, RequestKind::Delete { path });
+                }
             }
             Command::Rnfr(arg) => {
                 if let Some(path) = self.resolve(&arg) {
@@ -1168,7 +1209,20 @@ impl ServerSession {
             Command::Rnto(arg) => match rnfr {
                 None => self.reply(ReplyCode::BAD_SEQUENCE, "RNFR required first"),
                 Some(from) => {
-                    if let Some(to) = self.resolve(&arg) {
+                    let Some(to) = self.resolve(&arg) else {
+                        return;
+                    };
+                    if from.is_root() || to.is_root() {
+                        self.reply(
+                            ReplyCode::FILE_NOT_AVAILABLE,
+                            "The root directory cannot be renamed",
+                        );
+                    } else if to.as_str().starts_with(&format!("{from}/")) {
+                        self.reply(
+                            ReplyCode::FILE_NOT_AVAILABLE,
+                            "A directory cannot be moved into itself",
+                        );
+                    } else {
                         let pending = Pending::Simple {
                             code: ReplyCode::FILE_ACTION_OK,
                             text: "Renamed".to_owned(),
@@ -1185,21 +1239,20 @@ impl ServerSession {
                         ReplyCode::FILE_NOT_AVAILABLE,
                         "SIZE not allowed in ASCII mode",
                     );
-                } else if let Some(path) = self.resolve(&arg) {
+                } else if let Some(path) = self.resolve_file(&arg) {
                     self.request(Pending::Size, RequestKind::Metadata { path });
                 }
             }
             Command::Mdtm(arg) => {
-                if let Some(path) = self.resolve(&arg) {
+                if let Some(path) = self.resolve_file(&arg) {
                     self.request(Pending::Mdtm, RequestKind::Metadata { path });
                 }
             }
             Command::Mfmt { time, path } => {
-                if let Some(path) = self.resolve(&path) {
-                    let text = format!("Modify={}; {}", listing::timeval(&time), path);
-                    let pending = Pending::Simple {
-                        code: ReplyCode::FILE_STATUS,
-                        text,
+                if let Some(path) = self.resolve_file(&path) {
+                    let pending = Pending::Mfmt {
+                        path: path.clone(),
+                        time,
                     };
                     self.request(pending, RequestKind::SetModified { path, time });
                 }
@@ -1246,6 +1299,13 @@ impl ServerSession {
                 "Only STRU F is supported",
             ),
             Command::Allo { .. } => self.reply(ReplyCode::SUPERFLUOUS, "ALLO not needed"),
+            // A position no file can have (lseek(2) takes an i64): refused now, not as a failed RETR later.
+            Command::Rest(offset) if i64::try_from(offset).is_err() => {
+                self.reply(
+                    ReplyCode::SYNTAX_ERROR_ARGUMENTS,
+                    "Restart position out of range",
+                );
+            }
             Command::Rest(offset) => {
                 self.rest = offset;
                 self.reply(
@@ -1302,16 +1362,6 @@ impl ServerSession {
             Command::Mlsd(arg) => self.cmd_transfer(arg, TransferKind::List(ListFormat::Mlsd)),
             Command::Unknown { .. } => self.reply(ReplyCode::SYNTAX_ERROR, "Unknown command"),
             _ => self.reply(ReplyCode::NOT_IMPLEMENTED, "Command not implemented"),
-        }
-    }
-
-    fn simple(&mut self, arg: &str, done: &str, kind: impl FnOnce(VirtualPath) -> RequestKind) {
-        if let Some(path) = self.resolve(arg) {
-            let pending = Pending::Simple {
-                code: ReplyCode::FILE_ACTION_OK,
-                text: done.to_owned(),
-            };
-            self.request(pending, kind(path));
         }
     }
 
@@ -1757,6 +1807,28 @@ impl ServerSession {
 
     fn cmd_transfer(&mut self, arg: Option<String>, kind: TransferKind) {
         let offset = std::mem::take(&mut self.rest);
+        let raw = arg.as_deref().unwrap_or("");
+        // LIST/NLST options such as `-la` are not paths (a common ls-ism): ignore them.
+        let raw = match kind {
+            TransferKind::List(_) => strip_ls_options(raw),
+            _ => raw,
+        };
+        // The path first: a name that can never be served is refused as such, whatever the data connection.
+        let resolved = match kind {
+            TransferKind::List(_) => self.resolve(raw),
+            // STOU alone: a fresh name in the current directory (RFC 959 section 4.1.3).
+            TransferKind::Write(WriteMode::Unique) if raw.is_empty() => {
+                self.cwd.join_name(STOU_DEFAULT_NAME)
+            }
+            _ if raw.is_empty() => {
+                self.reply(ReplyCode::SYNTAX_ERROR_ARGUMENTS, "Path required");
+                return;
+            }
+            _ => self.resolve_file(raw),
+        };
+        let Some(path) = resolved else {
+            return;
+        };
         if !self.data.passive && self.data.active.is_none() {
             self.reply(
                 ReplyCode::CANT_OPEN_DATA_CONNECTION,
@@ -1772,29 +1844,6 @@ impl ServerSession {
             );
             return;
         }
-        let raw = arg.as_deref().unwrap_or("");
-        // LIST/NLST options such as `-la` are not paths (a common ls-ism): ignore them.
-        let raw = match kind {
-            TransferKind::List(_) => strip_ls_options(raw),
-            _ => raw,
-        };
-        if !matches!(
-            kind,
-            TransferKind::List(_) | TransferKind::Write(WriteMode::Unique)
-        ) && raw.is_empty()
-        {
-            self.reply(ReplyCode::SYNTAX_ERROR_ARGUMENTS, "Path required");
-            return;
-        }
-        let resolved = if raw.is_empty() && matches!(kind, TransferKind::Write(WriteMode::Unique)) {
-            // STOU alone: a fresh name in the current directory (RFC 959 section 4.1.3).
-            self.cwd.join_name(STOU_DEFAULT_NAME)
-        } else {
-            self.resolve(raw)
-        };
-        let Some(path) = resolved else {
-            return;
-        };
         let (direction, request, format, write_mode, offset) = match kind {
             TransferKind::Retr => (
                 Direction::Download,
@@ -1852,6 +1901,18 @@ impl ServerSession {
             return;
         };
         match outcome {
+            // RFC 3659 section 5.4: a restart point past the end of the file is an invalid REST parameter.
+            Outcome::Opened {
+                size: Some(size), ..
+            } if t.direction == Direction::Download && t.offset > size => {
+                self.transfer = None;
+                self.push_request(RequestKind::ReleaseFile { file: id });
+                self.reply(
+                    ReplyCode::INVALID_REST_PARAMETER,
+                    "Restart position beyond end of file",
+                );
+                return;
+            }
             Outcome::Opened { path, .. } => {
                 t.file = Some(id);
                 if t.write_mode == Some(WriteMode::Unique) {
@@ -2238,6 +2299,21 @@ impl ServerSession {
                 self.reply_lines(ReplyCode::FILE_STATUS, lines);
             }
             (Pending::Simple { code, text }, Outcome::Done) => self.reply(code, text),
+            (Pending::Mfmt { path, time }, Outcome::Done) => {
+                let text = format!("Modify={}; {}", listing::timeval(&time), path);
+                self.reply(ReplyCode::FILE_STATUS, text);
+            }
+            (Pending::Mfmt { path, time }, Outcome::Metadata(info)) => match info.modified {
+                // Filesystems clamp what they cannot store (ext4: before 1901 or after 2446): say what is set.
+                Some(set) => {
+                    let text = format!("Modify={}; {}", listing::timeval(&set), path);
+                    self.reply(ReplyCode::FILE_STATUS, text);
+                }
+                None => {
+                    let text = format!("Modify={}; {}", listing::timeval(&time), path);
+                    self.reply(ReplyCode::FILE_STATUS, text);
+                }
+            },
             (Pending::Site, Outcome::SiteReply(lines)) => {
                 let mut lines: Vec<String> = lines
                     .into_iter()

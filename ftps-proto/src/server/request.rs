@@ -366,6 +366,10 @@ pub enum StorageError {
     DiskFull,
     /// The user's quota is exhausted (552).
     QuotaExceeded,
+    /// A name, or the whole path, is longer than the storage accepts (553).
+    NameTooLong,
+    /// The directory to remove still has entries (550).
+    NotEmpty,
     /// Anything else (451); the text goes to the log, not to the client.
     Other(String),
 }

@@ -340,6 +340,16 @@ impl Harness {
                 }
                 None => Outcome::Failed(Failure::Storage(StorageError::NotFound)),
             },
+            // Like a frontend that reads the time back, from a filesystem that clamps like ext4.
+            RequestKind::SetModified { path, time } if self.files.contains_key(path.as_str()) => {
+                let mut info = self.entry(path.as_str()).unwrap();
+                info.modified = Some(if time.year < 1902 {
+                    crate::codec::Timeval::new(1901, 12, 13, 20, 45, 52, None).unwrap()
+                } else {
+                    time
+                });
+                Outcome::Metadata(info)
+            }
             RequestKind::SetModified { path, .. } | RequestKind::Chmod { path, .. } => {
                 if self.files.contains_key(path.as_str()) {
                     Outcome::Done
@@ -809,6 +819,67 @@ fn size_mdtm_mfmt_mlst_site() {
     assert_eq!(h.cmd("SITE HELP"), "214 SITE commands: CHMOD HELP\r\n");
     assert_eq!(h.cmd("SITE PING"), "200 PONG\r\n");
     assert_eq!(h.cmd("SITE NOPE"), "504 Not supported\r\n");
+}
+
+/// Replies that say what happened (issue 14): a trailing slash names a directory, the path is checked before
+/// the data connection, the root cannot be removed, a directory cannot move into itself, a restart point past
+/// the end is 554, and MFMT reports the time the file really got.
+#[test]
+fn odd_arguments_get_clear_replies() {
+    let mut h = logged_in();
+    h.cmd("TYPE I");
+    assert_eq!(h.cmd("SIZE hello.txt/"), "550 Not a plain file\r\n");
+    assert_eq!(h.cmd("MDTM hello.txt/"), "550 Not a plain file\r\n");
+    assert_eq!(h.cmd("DELE hello.txt/"), "550 Not a plain file\r\n");
+    assert!(h.files.contains_key("/hello.txt"));
+    // No PASV yet: the path is refused first.
+    assert_eq!(
+        h.cmd("RETR ../../etc/passwd"),
+        "553 File name not allowed\r\n"
+    );
+    assert_eq!(h.cmd("STOR ../x"), "553 File name not allowed\r\n");
+    assert_eq!(h.cmd("RETR hello.txt/"), "550 Not a plain file\r\n");
+    assert_eq!(
+        h.cmd("RETR hello.txt"),
+        "425 Use PORT, PASV or EPSV first\r\n"
+    );
+    assert_eq!(
+        h.cmd("RMD ."),
+        "550 The root directory cannot be removed\r\n"
+    );
+    assert_eq!(
+        h.cmd("RMD /"),
+        "550 The root directory cannot be removed\r\n"
+    );
+    assert_eq!(h.cmd("RNFR pub"), "350 Ready for RNTO\r\n");
+    assert_eq!(
+        h.cmd("RNTO pub/inner"),
+        "550 A directory cannot be moved into itself\r\n"
+    );
+    assert_eq!(
+        h.cmd("REST 9223372036854775808"),
+        "501 Restart position out of range\r\n"
+    );
+    assert_eq!(
+        h.cmd("REST 9223372036854775807"),
+        "350 Restarting at 9223372036854775807\r\n"
+    );
+    h.cmd("PASV");
+    assert_eq!(
+        h.cmd("RETR hello.txt"),
+        "554 Restart position beyond end of file\r\n"
+    );
+    assert!(h.log.contains(&"ReleaseFile".to_owned()));
+    assert_eq!(h.cmd("REST 12"), "350 Restarting at 12\r\n");
+    h.cmd("PASV");
+    assert_eq!(
+        h.cmd("RETR hello.txt"),
+        "125 Data connection already open; transfer starting\r\n226 Transfer complete\r\n"
+    );
+    assert_eq!(
+        h.cmd("MFMT 19000101000000 hello.txt"),
+        "213 Modify=19011213204552; /hello.txt\r\n"
+    );
 }
 
 /// STOU creates its file in the current directory (not next to it), under a fresh name, and the preliminary

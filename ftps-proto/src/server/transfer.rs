@@ -103,6 +103,8 @@ pub(crate) fn storage_reply(error: &StorageError) -> (ReplyCode, &'static str) {
             "Insufficient storage space",
         ),
         StorageError::QuotaExceeded => (ReplyCode::EXCEEDED_STORAGE_ALLOCATION, "Quota exceeded"),
+        StorageError::NameTooLong => (ReplyCode::FILE_NAME_NOT_ALLOWED, "File name too long"),
+        StorageError::NotEmpty => (ReplyCode::FILE_NOT_AVAILABLE, "Directory not empty"),
         StorageError::Other(_) => (ReplyCode::LOCAL_ERROR, "Local error in processing"),
     }
 }

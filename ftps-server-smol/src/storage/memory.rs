@@ -305,7 +305,7 @@ impl MemoryStorage {
                     return Err(err(StorageErrorKind::NotADirectory, "not a directory"));
                 }
                 (true, true) if tree.has_children(&to_key) => {
-                    return Err(err(StorageErrorKind::Other, "directory not empty"));
+                    return Err(err(StorageErrorKind::NotEmpty, "directory not empty"));
                 }
                 _ => {}
             }
@@ -427,7 +427,7 @@ impl Storage for MemoryStorage {
                 return Err(err(StorageErrorKind::NotADirectory, "not a directory"));
             }
             if tree.has_children(&key) {
-                return Err(err(StorageErrorKind::Other, "directory not empty"));
+                return Err(err(StorageErrorKind::NotEmpty, "directory not empty"));
             }
             tree.nodes.remove(&key);
             Ok(())
@@ -677,7 +677,7 @@ mod tests {
             );
             assert_eq!(
                 s.rmdir("/d").await.unwrap_err().kind(),
-                StorageErrorKind::Other
+                StorageErrorKind::NotEmpty
             );
             assert_eq!(
                 s.delete("/d").await.unwrap_err().kind(),

@@ -204,6 +204,11 @@ pub enum StorageErrorKind {
     QuotaExceeded,
     /// The name is not acceptable to this backend (`..`, NUL, `\`, the reserved name).
     InvalidName,
+    /// A path component is longer than [`MAX_NAME_LEN`] bytes or the path longer than [`MAX_PATH_LEN`]
+    /// (`ENAMETOOLONG`).
+    NameTooLong,
+    /// The directory to remove is not empty (`ENOTEMPTY`).
+    NotEmpty,
     /// Anything else (I/O error, directory not empty, ...).
     Other,
 }
@@ -241,10 +246,18 @@ impl StorageError {
 /// Linux `ENAMETOOLONG`.
 #[cfg(target_os = "linux")]
 const ENAMETOOLONG_LINUX: i32 = 36;
+/// Linux `ENOTEMPTY`.
+#[cfg(target_os = "linux")]
+const ENOTEMPTY_LINUX: i32 = 39;
+
+/// The longest name (one path component) accepted, in bytes: `NAME_MAX` of Linux filesystems.
+pub const MAX_NAME_LEN: usize = 255;
+/// The longest virtual path accepted, in bytes: `PATH_MAX` of Linux.
+pub const MAX_PATH_LEN: usize = 4096;
 
 /// Maps an [`io::ErrorKind`] (which std derives from the OS error code) to a storage error kind.
 /// `ENOSPC` -> [`StorageErrorKind::DiskFull`], `EDQUOT` -> [`StorageErrorKind::QuotaExceeded`],
-/// `EROFS` -> `PermissionDenied`, `ENAMETOOLONG` -> `InvalidName`.
+/// `EROFS` -> `PermissionDenied`, `ENAMETOOLONG` -> `NameTooLong`, `ENOTEMPTY` -> `NotEmpty`.
 #[must_use]
 pub fn error_kind_of(error: &io::Error) -> StorageErrorKind {
     match error.kind() {
@@ -257,9 +270,12 @@ pub fn error_kind_of(error: &io::Error) -> StorageErrorKind {
         io::ErrorKind::IsADirectory => StorageErrorKind::IsADirectory,
         io::ErrorKind::StorageFull => StorageErrorKind::DiskFull,
         io::ErrorKind::QuotaExceeded => StorageErrorKind::QuotaExceeded,
+        io::ErrorKind::DirectoryNotEmpty => StorageErrorKind::NotEmpty,
         // `io::ErrorKind::InvalidFilename` is newer than the MSRV: match ENAMETOOLONG directly.
         #[cfg(target_os = "linux")]
-        _ if error.raw_os_error() == Some(ENAMETOOLONG_LINUX) => StorageErrorKind::InvalidName,
+        _ if error.raw_os_error() == Some(ENAMETOOLONG_LINUX) => StorageErrorKind::NameTooLong,
+        #[cfg(target_os = "linux")]
+        _ if error.raw_os_error() == Some(ENOTEMPTY_LINUX) => StorageErrorKind::NotEmpty,
         _ => StorageErrorKind::Other,
     }
 }
@@ -282,6 +298,8 @@ impl From<StorageError> for io::Error {
             StorageErrorKind::DiskFull => io::ErrorKind::StorageFull,
             StorageErrorKind::QuotaExceeded => io::ErrorKind::QuotaExceeded,
             StorageErrorKind::InvalidName => io::ErrorKind::InvalidInput,
+            StorageErrorKind::NameTooLong => io::ErrorKind::InvalidInput,
+            StorageErrorKind::NotEmpty => io::ErrorKind::DirectoryNotEmpty,
             StorageErrorKind::Other => io::ErrorKind::Other,
         };
         io::Error::new(kind, error.message)
@@ -292,6 +310,9 @@ impl From<StorageError> for io::Error {
 /// the root or that this crate does not accept in names: `..`, NUL, `\`. Empty and `.` components are
 /// skipped, so `/`, `//` and `/.` all name the root (an empty vector).
 pub(crate) fn components(path: &str) -> Result<Vec<&str>, StorageError> {
+    if path.len() > MAX_PATH_LEN {
+        return Err(name_too_long(path));
+    }
     let mut parts = Vec::new();
     for part in path.split('/') {
         match part {
@@ -303,10 +324,19 @@ pub(crate) fn components(path: &str) -> Result<Vec<&str>, StorageError> {
             _ if part.contains('\\') => return Err(invalid_name(path, "backslash")),
             // The server's temporary files live there: invisible and out of reach for every client.
             RESERVED_NAME => return Err(invalid_name(path, "reserved name")),
+            _ if part.len() > MAX_NAME_LEN => return Err(name_too_long(path)),
             _ => parts.push(part),
         }
     }
     Ok(parts)
+}
+
+fn name_too_long(path: &str) -> StorageError {
+    let shown: String = path.chars().take(64).collect();
+    StorageError::new(
+        StorageErrorKind::NameTooLong,
+        format!("refused path {shown:?}...: name too long"),
+    )
 }
 
 fn invalid_name(path: &str, why: &str) -> StorageError {
@@ -384,8 +414,8 @@ mod tests {
             (17, StorageErrorKind::AlreadyExists),
             (20, StorageErrorKind::NotADirectory),
             (21, StorageErrorKind::IsADirectory),
-            (36, StorageErrorKind::InvalidName),
-            (39, StorageErrorKind::Other),
+            (36, StorageErrorKind::NameTooLong),
+            (39, StorageErrorKind::NotEmpty),
         ] {
             let err = StorageError::from(io::Error::from_raw_os_error(code));
             assert_eq!(err.kind(), kind, "errno {code}");
@@ -430,6 +460,17 @@ mod tests {
             assert_eq!(err.kind(), StorageErrorKind::InvalidName, "{bad:?}");
         }
         assert!(components("/.ftps-tmp2").is_ok());
+        let long = format!("/{}", "x".repeat(MAX_NAME_LEN + 1));
+        assert_eq!(
+            components(&long).unwrap_err().kind(),
+            StorageErrorKind::NameTooLong
+        );
+        assert!(components(&format!("/{}", "x".repeat(MAX_NAME_LEN))).is_ok());
+        let deep = "/abc".repeat(MAX_PATH_LEN / 4 + 1);
+        assert_eq!(
+            components(&deep).unwrap_err().kind(),
+            StorageErrorKind::NameTooLong
+        );
         assert!(components("/.ftps-upload.mine.tmp").is_ok());
     }
 }
