@@ -26,7 +26,7 @@ use crate::auth::{AuthOutcome, AuthenticatedUser, LoginAttempt, Permission, User
 use crate::listener::CountedListener;
 use crate::server::{ListenerContext, Shared};
 use crate::storage::{self, LocalStorage, ReadOnly, Storage, Subtree, Upload};
-use crate::storage_map::{failed, file_info, open_unique, set_modified};
+use crate::storage_map::{failed, file_info, listing_now, open_unique, set_modified};
 use crate::timing::{within, LazyTimer};
 use crate::transfer::{self, Body};
 
@@ -726,7 +726,7 @@ fn done_or_failed(result: Result<(), crate::storage::StorageError>) -> Outcome {
 /// Lists a directory, or describes one file when `path` names a file (`LIST file`).
 async fn list(storage: &dyn Storage, path: &VirtualPath, format: ListFormat) -> Outcome {
     match storage.list(path.as_str()).await {
-        Ok(entries) => Outcome::Listing(
+        Ok(entries) => listing_now(
             entries
                 .iter()
                 .map(|entry| file_info(&entry.name, &entry.metadata))
@@ -737,9 +737,7 @@ async fn list(storage: &dyn Storage, path: &VirtualPath, format: ListFormat) -> 
                 && format != ListFormat::Mlsd =>
         {
             match storage.metadata(path.as_str()).await {
-                Ok(meta) => {
-                    Outcome::Listing(vec![file_info(path.file_name().unwrap_or("/"), &meta)])
-                }
+                Ok(meta) => listing_now(vec![file_info(path.file_name().unwrap_or("/"), &meta)]),
                 Err(e) => failed(&e),
             }
         }

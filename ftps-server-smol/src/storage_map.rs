@@ -54,6 +54,14 @@ pub(crate) async fn set_modified(
     }
 }
 
+/// A listing with the wall-clock time, so `LIST` can show recent files' time of day.
+pub(crate) fn listing_now(entries: Vec<FileInfo>) -> engine::Outcome {
+    match Timeval::from_system_time(std::time::SystemTime::now()) {
+        Some(now) => engine::Outcome::ListingAt { entries, now },
+        None => engine::Outcome::Listing(entries),
+    }
+}
+
 /// File metadata as the engine lists it.
 pub(crate) fn file_info(name: &str, metadata: &Metadata) -> FileInfo {
     let kind = match metadata.kind {

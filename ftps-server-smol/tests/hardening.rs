@@ -1333,7 +1333,8 @@ fn listing_with(
 
 /// Clear replies on a real disk (issue 14): MFMT says the time the file really got, long names are "too long",
 /// `RMD .` of a full directory and a move into itself are plain 550s, a trailing slash names a directory, an
-/// escaping path is refused before the data connection, and a restart point past the end is 554.
+/// escaping path is refused before the data connection, a restart point past the end is 554, and LIST shows a
+/// fresh file's time of day.
 #[test]
 fn replies_say_what_happened_on_a_real_disk() {
     use std::os::unix::fs::MetadataExt;
@@ -1371,6 +1372,25 @@ fn replies_say_what_happened_on_a_real_disk() {
     assert!(ctl.cmd("REST 9223372036854775807").starts_with("350"));
     ctl.epsv();
     assert_eq!(ctl.cmd("RETR f"), "554 Restart position beyond end of file");
+    // A file written just now is listed with its time of day, like `ls -l`.
+    std::fs::write(server.root.join("fresh"), b"x").unwrap();
+    let data = ctl.epsv();
+    ctl.send(b"LIST fresh\r\n");
+    let mut stream = with_timeouts(TcpStream::connect_timeout(&data, WAIT).unwrap());
+    let mut listing = String::new();
+    stream.read_to_string(&mut listing).unwrap();
+    drop(stream);
+    let mut reply = ctl.reply();
+    if reply.starts_with('1') {
+        reply = ctl.reply();
+    }
+    assert!(reply.starts_with("226"), "{reply}");
+    let date: Vec<&str> = listing.split_whitespace().skip(5).take(3).collect();
+    assert_eq!(date.len(), 3, "{listing}");
+    assert!(
+        date[2].len() == 5 && date[2].as_bytes()[2] == b':',
+        "{listing}"
+    );
 }
 
 /// STOU without an argument in `/t4` creates a fresh name inside `/t4` (not `/t4.1` next to it), and the

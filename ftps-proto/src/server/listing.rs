@@ -143,9 +143,13 @@ const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
 
-/// One `ls -l` line without line end. The date is always `Mon dd  yyyy` (the engine knows no wall clock to
-/// decide what is "recent").
-pub(crate) fn unix_line(info: &FileInfo) -> String {
+/// Half a Gregorian year in seconds: what `ls -l` (GNU coreutils) calls recent.
+const SIX_MONTHS_SECONDS: i64 = 31_556_952 / 2;
+
+/// One `ls -l` line without line end. The date is `Mon dd HH:MM` when the file was modified within the six
+/// months up to `now`, and `Mon dd  yyyy` when it is older, in the future, or `now` is unknown (the engine
+/// reads no clock: the frontend passes it with the listing).
+pub(crate) fn unix_line(info: &FileInfo, now: Option<&Timeval>) -> String {
     let mode = mode_of(info);
     let kind = match info.kind {
         FileKind::Dir => 'd',
@@ -165,7 +169,12 @@ pub(crate) fn unix_line(info: &FileInfo) -> String {
                 .get(usize::from(t.month.saturating_sub(1)))
                 .copied()
                 .unwrap_or("Jan");
-            format!("{month} {:>2}  {:04}", t.day, t.year)
+            let age = now.map(|now| now.to_unix_seconds() - t.to_unix_seconds());
+            if age.is_some_and(|age| (0..=SIX_MONTHS_SECONDS).contains(&age)) {
+                format!("{month} {:>2} {:02}:{:02}", t.day, t.hour, t.minute)
+            } else {
+                format!("{month} {:>2}  {:04}", t.day, t.year)
+            }
         }
         None => "Jan  1  1970".to_owned(),
     };
@@ -179,7 +188,12 @@ pub(crate) fn unix_line(info: &FileInfo) -> String {
 }
 
 /// The data-connection bytes of a listing, CRLF-terminated lines (RFC 959: listings travel as `TYPE A`).
-pub(crate) fn render(entries: &[FileInfo], format: ListFormat, set: FactSet) -> Vec<u8> {
+pub(crate) fn render(
+    entries: &[FileInfo],
+    format: ListFormat,
+    set: FactSet,
+    now: Option<&Timeval>,
+) -> Vec<u8> {
     let mut out = String::new();
     for entry in entries {
         // A name with a line break would forge listing lines; skip it rather than mangle it.
@@ -187,11 +201,46 @@ pub(crate) fn render(entries: &[FileInfo], format: ListFormat, set: FactSet) -> 
             continue;
         }
         match format {
-            ListFormat::Unix => out.push_str(&unix_line(entry)),
+            ListFormat::Unix => out.push_str(&unix_line(entry, now)),
             ListFormat::Mlsd => out.push_str(&facts(entry, set, &entry.name)),
             ListFormat::Names => out.push_str(&entry.name),
         }
         out.push_str("\r\n");
     }
     out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_at(t: &str) -> FileInfo {
+        let mut info = FileInfo::new("f", FileKind::File, 3);
+        info.modified = Timeval::parse(t);
+        info
+    }
+
+    fn date_of(line: &str) -> &str {
+        // `-rw-r--r-- 1 ftp ftp            3 Dec  6 06:06 f`: the 12 characters before the name.
+        line.get(line.len() - 2 - 12..line.len() - 2).unwrap_or("")
+    }
+
+    #[test]
+    fn recent_files_show_the_time_of_day_older_and_future_ones_the_year() {
+        let now = Timeval::parse("20261206111500").unwrap();
+        for (modified, date) in [
+            ("20261206060600", "Dec  6 06:06"), // minutes old
+            ("20261206111500", "Dec  6 11:15"), // this very second
+            ("20260701000000", "Jul  1 00:00"), // five months
+            ("20260601000000", "Jun  1  2026"), // more than six months
+            ("20251206060600", "Dec  6  2025"), // a year
+            ("20261207000000", "Dec  7  2026"), // the future
+        ] {
+            let line = unix_line(&file_at(modified), Some(&now));
+            assert_eq!(date_of(&line), date, "{modified}: {line}");
+        }
+        // Without a clock: always the year.
+        let line = unix_line(&file_at("20261206060600"), None);
+        assert_eq!(date_of(&line), "Dec  6  2026", "{line}");
+    }
 }

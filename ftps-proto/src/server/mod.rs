@@ -1926,7 +1926,13 @@ impl ServerSession {
             }
             Outcome::Listing(entries) => {
                 let format = t.format.unwrap_or(ListFormat::Unix);
-                t.source = Some(Source::Bytes(listing::render(&entries, format, self.facts)));
+                let bytes = listing::render(&entries, format, self.facts, None);
+                t.source = Some(Source::Bytes(bytes));
+            }
+            Outcome::ListingAt { entries, now } => {
+                let format = t.format.unwrap_or(ListFormat::Unix);
+                let bytes = listing::render(&entries, format, self.facts, Some(&now));
+                t.source = Some(Source::Bytes(bytes));
             }
             Outcome::Failed(f) => {
                 let (code, text) = transfer::failure_reply(&f);
@@ -2289,14 +2295,10 @@ impl ServerSession {
                 self.reply(ReplyCode::FILE_ACTION_PENDING, "Ready for RNTO");
             }
             (Pending::StatList { path }, Outcome::Listing(entries)) => {
-                let mut lines = vec![format!("Status of {path}:")];
-                for e in &entries {
-                    if !e.name.contains(['\r', '\n']) {
-                        lines.push(format!(" {}", listing::unix_line(e)));
-                    }
-                }
-                lines.push("End of status".to_owned());
-                self.reply_lines(ReplyCode::FILE_STATUS, lines);
+                self.stat_list(&path, &entries, None);
+            }
+            (Pending::StatList { path }, Outcome::ListingAt { entries, now }) => {
+                self.stat_list(&path, &entries, Some(&now));
             }
             (Pending::Simple { code, text }, Outcome::Done) => self.reply(code, text),
             (Pending::Mfmt { path, time }, Outcome::Done) => {
@@ -2349,6 +2351,18 @@ impl ServerSession {
     fn request(&mut self, pending: Pending, kind: RequestKind) {
         let id = self.push_request(kind);
         self.pending = Some((id, pending));
+    }
+
+    /// `STAT path`: the listing on the control connection (RFC 959 section 4.1.3).
+    fn stat_list(&mut self, path: &VirtualPath, entries: &[FileInfo], now: Option<&Timeval>) {
+        let mut lines = vec![format!("Status of {path}:")];
+        for e in entries {
+            if !e.name.contains(['\r', '\n']) {
+                lines.push(format!(" {}", listing::unix_line(e, now)));
+            }
+        }
+        lines.push("End of status".to_owned());
+        self.reply_lines(ReplyCode::FILE_STATUS, lines);
     }
 
     fn reply(&mut self, code: ReplyCode, text: impl Into<String>) {

@@ -302,8 +302,18 @@ pub enum Outcome {
         /// The path actually opened: the chosen name for [`WriteMode::Unique`].
         path: VirtualPath,
     },
-    /// Directory entries, in the order to list them.
+    /// Directory entries, in the order to list them. `LIST` shows every date with its year; answer
+    /// [`Outcome::ListingAt`] to give recent files their time of day, as `ls -l` does.
     Listing(Vec<FileInfo>),
+    /// Directory entries, with the wall-clock time of the listing (the engine reads no clock): `LIST` shows
+    /// `Mon dd HH:MM` for files modified within the six months before `now`, and `Mon dd  yyyy` otherwise
+    /// (older, or in the future), like `ls -l`.
+    ListingAt {
+        /// The entries, in the order to list them.
+        entries: Vec<FileInfo>,
+        /// The current time (UTC, like every [`Timeval`] here).
+        now: Timeval,
+    },
     /// Text for a `SITE` command's 200 reply (one or more lines).
     SiteReply(Vec<String>),
     /// The data channel finished; the report says whether it closed cleanly.
