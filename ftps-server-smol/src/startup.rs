@@ -188,6 +188,7 @@ mod tests {
             ..Config::default()
         };
         prepare(config.clone()).unwrap();
+        std::fs::create_dir_all(root.join(crate::storage::RESERVED_NAME)).unwrap();
         let leftover = root
             .join(crate::storage::RESERVED_NAME)
             .join("upload.00112233aabbccdd.tmp");

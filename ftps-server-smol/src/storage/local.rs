@@ -3,7 +3,7 @@
 use std::io::{self, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
@@ -36,7 +36,7 @@ const SETTABLE_MODE_BITS: u32 = 0o777;
 /// components are refused before any system call.
 ///
 /// Atomic uploads ([`WriteMode::Create`]) are written in the folder [`RESERVED_NAME`] at the top of the
-/// root (created at [`open`](Self::open), mode `0700`), on the same filesystem so the commit is a
+/// root (created on the first such upload, mode `0700`), on the same filesystem so the commit is a
 /// rename. No client path reaches that folder and listings hide it, so a partial upload can be neither
 /// read nor moved, and [`cleanup_temp_files`](Self::cleanup_temp_files) touches nothing a client wrote.
 ///
@@ -50,64 +50,92 @@ pub struct LocalStorage {
 #[derive(Debug)]
 struct Inner {
     root: Dir,
-    /// The folder of upload temporary files (`None` when it could not be created, e.g. a read-only root:
-    /// then atomic uploads are refused).
-    temp: Option<Arc<Dir>>,
+    /// The folder of upload temporary files, shared with subdir storages of the same root.
+    temp: Arc<TempFolder>,
     sync_on_commit: bool,
 }
 
 impl Inner {
-    fn temp_dir(&self) -> io::Result<&Dir> {
-        self.temp.as_deref().ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!("no {RESERVED_NAME} folder for uploads in this root"),
-            )
-        })
+    fn temp_dir(&self) -> io::Result<Arc<Dir>> {
+        self.temp.get_or_create()
     }
 }
 
-/// Creates (if needed) and opens the reserved folder of upload temporary files under `root`.
-fn open_temp_dir(root: &Dir) -> Option<Arc<Dir>> {
-    let mut builder = cap_std::fs::DirBuilder::new();
-    cap_std::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    match root.create_dir_with(RESERVED_NAME, &builder) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => {
-            tracing::debug!(error = %e, "no {RESERVED_NAME} folder: atomic uploads are refused here");
-            return None;
+/// The [`RESERVED_NAME`] folder of a root, created on the first atomic upload (a root nobody uploads to,
+/// such as a read-only share, never gets one).
+#[derive(Debug)]
+struct TempFolder {
+    /// The top root the folder lives in.
+    top: Dir,
+    dir: Mutex<Option<Arc<Dir>>>,
+}
+
+impl TempFolder {
+    fn new(root: &Dir) -> io::Result<Self> {
+        Ok(Self {
+            top: root.try_clone()?,
+            dir: Mutex::new(None),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<Dir>>> {
+        self.dir
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The folder, created (mode `0700`) if missing.
+    fn get_or_create(&self) -> io::Result<Arc<Dir>> {
+        let mut dir = self.lock();
+        if let Some(dir) = dir.as_ref() {
+            return Ok(Arc::clone(dir));
+        }
+        let mut builder = cap_std::fs::DirBuilder::new();
+        cap_std::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        match self.top.create_dir_with(RESERVED_NAME, &builder) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        let opened = Arc::new(self.open_existing()?);
+        *dir = Some(Arc::clone(&opened));
+        Ok(opened)
+    }
+
+    /// The folder if it exists (start-up cleanup creates nothing).
+    fn existing(&self) -> io::Result<Option<Arc<Dir>>> {
+        if let Some(dir) = self.lock().as_ref() {
+            return Ok(Some(Arc::clone(dir)));
+        }
+        match self.open_existing() {
+            Ok(dir) => Ok(Some(Arc::new(dir))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
         }
     }
-    // A real directory, not a symlink to some other folder of the root.
-    let opened = root.symlink_metadata(RESERVED_NAME).and_then(|meta| {
-        if meta.is_dir() {
-            root.open_dir(RESERVED_NAME)
+
+    /// Opens the folder: a real directory, not a symlink to some other folder of the root.
+    fn open_existing(&self) -> io::Result<Dir> {
+        if self.top.symlink_metadata(RESERVED_NAME)?.is_dir() {
+            self.top.open_dir(RESERVED_NAME)
         } else {
             Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
-                "not a directory",
+                format!("{RESERVED_NAME} is not a directory: atomic uploads are refused here"),
             ))
-        }
-    });
-    match opened {
-        Ok(dir) => Some(Arc::new(dir)),
-        Err(e) => {
-            tracing::warn!(error = %e, "{RESERVED_NAME} cannot be opened: atomic uploads are refused here");
-            None
         }
     }
 }
 
 impl LocalStorage {
-    /// Opens the directory `root` (which must exist) as a storage root, creating its [`RESERVED_NAME`]
-    /// folder when it can. Blocking; call at startup or login.
+    /// Opens the directory `root` (which must exist) as a storage root. Blocking; call at startup or
+    /// login.
     ///
     /// # Errors
     /// When `root` cannot be opened as a directory.
     pub fn open(root: impl AsRef<Path>) -> io::Result<Self> {
         let root = Dir::open_ambient_dir(root, ambient_authority())?;
-        let temp = open_temp_dir(&root);
+        let temp = Arc::new(TempFolder::new(&root)?);
         Ok(Self {
             inner: Arc::new(Inner {
                 root,
@@ -136,7 +164,7 @@ impl LocalStorage {
         Self {
             inner: Arc::new(Inner {
                 root,
-                temp: self.inner.temp.clone(),
+                temp: Arc::clone(&self.inner.temp),
                 sync_on_commit,
             }),
         }
@@ -162,7 +190,7 @@ impl LocalStorage {
             Ok(Self {
                 inner: Arc::new(Inner {
                     root,
-                    temp: inner.temp.clone(),
+                    temp: Arc::clone(&inner.temp),
                     sync_on_commit: inner.sync_on_commit,
                 }),
             })
@@ -181,7 +209,7 @@ impl LocalStorage {
     pub async fn cleanup_temp_files(&self, older_than: SystemTime) -> Result<usize, StorageError> {
         let inner = Arc::clone(&self.inner);
         unblock(move || {
-            let Some(temp) = inner.temp.as_deref() else {
+            let Some(temp) = inner.temp.existing()? else {
                 return Ok(0);
             };
             let mut removed = 0;
@@ -1210,6 +1238,7 @@ mod tests {
         let (dir, s) = setup();
         let root = dir.path().join("root");
         let reserved = root.join(RESERVED_NAME);
+        std::fs::create_dir(&reserved).unwrap();
         // A crash leftover, something else that is not ours, and users' files named like temp files
         // (the pattern of earlier versions, and today's) outside the reserved folder.
         std::fs::write(reserved.join("upload.0123456789abcdef.tmp"), b"x").unwrap();
@@ -1291,6 +1320,23 @@ mod tests {
             assert_eq!(read_all(&s, "/d/partial", 0).await.0, b"half");
             assert!(temp_names(&dir).is_empty());
         });
+    }
+
+    #[test]
+    fn the_reserved_folder_appears_with_the_first_atomic_upload_only() {
+        let (dir, s) = setup();
+        let reserved = dir.path().join("root").join(RESERVED_NAME);
+        block_on(async {
+            assert_eq!(s.cleanup_temp_files(SystemTime::now()).await.unwrap(), 0);
+            s.mkdir("/d").await.unwrap();
+            write_all(&s, "/d/a", WriteMode::Append, b"in place").await;
+            assert!(!reserved.exists());
+            write_all(&s, "/d/f", WriteMode::Create, b"atomic").await;
+        });
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&reserved).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o700);
     }
 
     #[test]
