@@ -12,7 +12,8 @@
 //!
 //! Certificates are verified by default; the crypto provider is rustls' `ring`.
 //!
-//! The `ftps` command-line client is built from [`cli`], [`url`], [`progress`] and [`mirror`].
+//! The `ftps` command-line client (`src/bin/ftps/`) is a user of this library like any other: its argument
+//! parsing, mirror planning and progress bar are private to the binary.
 
 mod client;
 mod config;
@@ -20,9 +21,6 @@ mod error;
 pub mod fxp;
 pub mod transfer;
 
-pub mod cli;
-pub mod mirror;
-pub mod progress;
 pub mod url;
 
 pub use client::Client;

@@ -10,11 +10,11 @@ use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ftps_client_blocking::cli::{
+use crate::cli::{
     Action, CliError, ConnectionOptions, Destination, ErrorKind, Invocation, MirrorDirection,
 };
-use ftps_client_blocking::mirror::{self, LocalWalk, Plan, TimePrecision, TreeEntry};
-use ftps_client_blocking::progress::{format_bytes, Mode as ProgressMode, Progress};
+use crate::mirror::{self, LocalWalk, Plan, TimePrecision, TreeEntry};
+use crate::progress::{format_bytes, Mode as ProgressMode, Progress};
 use ftps_client_blocking::{
     Client, ClientConfig, DataConnectionMode, Entry, EntryKind, Error, RetrGuard, Scheme,
     SiteToSiteProtection, Timeval, TlsVersions,

@@ -1,7 +1,7 @@
 //! The `ftps` command line: clap definitions, resolution of URLs and credentials into an
 //! [`Invocation`], and [`CliError`] with the exit codes scripts rely on.
 //!
-//! The binary (`src/bin/ftps.rs`) parses a [`Cli`], calls [`Cli::resolve`] and hands the
+//! `main.rs` parses a [`Cli`], calls [`Cli::resolve_with_env`] and hands the
 //! [`Invocation`] to the code that drives the client.
 
 use std::collections::HashSet;
@@ -12,27 +12,27 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::fxp::SiteToSiteProtection;
-use crate::url::{FtpUrl, Scheme, UrlError};
+use ftps_client_blocking::SiteToSiteProtection;
+use ftps_client_blocking::{FtpUrl, Scheme, UrlError};
 
 /// Environment variable consulted for the password when the URL has none.
-pub const PASSWORD_ENV: &str = "FTPS_PASSWORD";
+pub(crate) const PASSWORD_ENV: &str = "FTPS_PASSWORD";
 
 /// `ftps fxp`: the source server's password when its URL has none (before [`PASSWORD_ENV`]).
-pub const PASSWORD_ENV_SRC: &str = "FTPS_PASSWORD_SRC";
+pub(crate) const PASSWORD_ENV_SRC: &str = "FTPS_PASSWORD_SRC";
 
 /// `ftps fxp`: the destination server's password when its URL has none (before [`PASSWORD_ENV`]).
-pub const PASSWORD_ENV_DST: &str = "FTPS_PASSWORD_DST";
+pub(crate) const PASSWORD_ENV_DST: &str = "FTPS_PASSWORD_DST";
 
 /// `get URL -`: the LOCAL name that means standard output.
-pub const STDOUT_NAME: &str = "-";
+pub(crate) const STDOUT_NAME: &str = "-";
 
 /// User name sent when the URL names none (RFC 1635 anonymous FTP).
-pub const ANONYMOUS_USER: &str = "anonymous";
+pub(crate) const ANONYMOUS_USER: &str = "anonymous";
 
 /// Password sent for anonymous logins when neither the URL nor the environment gives one.
 /// RFC 1635 §3 asks for an e-mail-like identification; this is the customary stand-in.
-pub const ANONYMOUS_PASSWORD: &str = "anonymous@";
+pub(crate) const ANONYMOUS_PASSWORD: &str = "anonymous@";
 
 const EXIT_CODES_HELP: &str = "\
 Exit codes:
@@ -57,47 +57,47 @@ starts with %2F (ftps://host/%2Fetc/motd is /etc/motd).";
 /// `ftps`: an FTPS client.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "ftps", version, about = "FTPS client (explicit and implicit TLS)", after_help = EXIT_CODES_HELP)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Connection and output options shared by every command.
     #[command(flatten)]
-    pub options: GlobalOptions,
+    pub(crate) options: GlobalOptions,
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// Options before the command name.
 #[derive(Debug, Clone, Args)]
-pub struct GlobalOptions {
+pub(crate) struct GlobalOptions {
     /// Do not verify the server certificate (DANGEROUS: allows interception).
     #[arg(long, global = true)]
-    pub insecure: bool,
+    pub(crate) insecure: bool,
     /// Use implicit TLS (as ftpsi://) for ftps:// URLs; default port becomes 990.
     #[arg(long, global = true, conflicts_with = "plain")]
-    pub implicit: bool,
+    pub(crate) implicit: bool,
     /// Allow plain, unencrypted ftp:// URLs (the password travels in clear).
     #[arg(long, global = true)]
-    pub plain: bool,
+    pub(crate) plain: bool,
     /// Refuse TLS versions other than 1.2.
     #[arg(long, global = true)]
-    pub tls12: bool,
+    pub(crate) tls12: bool,
     /// No progress bar and no summary; errors only.
     #[arg(long, short = 'q', global = true)]
-    pub quiet: bool,
+    pub(crate) quiet: bool,
     /// Trust the CA certificates in this PEM file instead of the system roots.
     #[arg(long, value_name = "FILE", global = true)]
-    pub ca_file: Option<PathBuf>,
+    pub(crate) ca_file: Option<PathBuf>,
     /// Active mode: the server connects to us (PORT/EPRT) instead of PASV/EPSV.
     #[arg(long, global = true)]
-    pub active: bool,
+    pub(crate) active: bool,
     /// Give up on any network operation that makes no progress for SECS seconds.
     #[arg(long, value_name = "SECS", global = true, value_parser = clap::value_parser!(u64).range(1..))]
-    pub timeout: Option<u64>,
+    pub(crate) timeout: Option<u64>,
 }
 
 /// The subcommands.
 #[derive(Debug, Clone, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// List a remote directory.
     Ls {
         /// Remote directory (or file) URL.
@@ -175,11 +175,11 @@ pub enum Command {
 }
 
 /// Which way `mirror` copies (the planner's type).
-pub use crate::mirror::Direction as MirrorDirection;
+pub(crate) use crate::mirror::Direction as MirrorDirection;
 
 /// A command with its URL parsed and its local names decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// List `dir`.
     List {
         /// Remote directory.
@@ -245,43 +245,43 @@ pub enum Action {
 
 /// The second server of `ftps fxp`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Destination {
+pub(crate) struct Destination {
     /// Where and how to connect.
-    pub connection: ConnectionOptions,
+    pub(crate) connection: ConnectionOptions,
     /// Credentials.
-    pub login: Login,
+    pub(crate) login: Login,
     /// Destination file.
-    pub remote: String,
+    pub(crate) remote: String,
 }
 
 /// How to reach and secure the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectionOptions {
+pub(crate) struct ConnectionOptions {
     /// Host name or IP address (IPv6 without brackets).
-    pub host: String,
+    pub(crate) host: String,
     /// TCP port.
-    pub port: u16,
+    pub(crate) port: u16,
     /// Explicit, implicit or no TLS.
-    pub scheme: Scheme,
+    pub(crate) scheme: Scheme,
     /// Skip certificate verification.
-    pub insecure: bool,
+    pub(crate) insecure: bool,
     /// Only TLS 1.2.
-    pub tls12_only: bool,
+    pub(crate) tls12_only: bool,
     /// Extra trust anchors instead of the system roots.
-    pub ca_file: Option<PathBuf>,
+    pub(crate) ca_file: Option<PathBuf>,
     /// Active data connections.
-    pub active: bool,
+    pub(crate) active: bool,
     /// Inactivity timeout.
-    pub timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
 }
 
 /// User name and password. `Debug` does not show the password.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Login {
+pub(crate) struct Login {
     /// User name.
-    pub user: String,
+    pub(crate) user: String,
     /// Password.
-    pub password: String,
+    pub(crate) password: String,
 }
 
 impl fmt::Debug for Login {
@@ -295,15 +295,15 @@ impl fmt::Debug for Login {
 
 /// Everything the client needs to carry out one command.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invocation {
+pub(crate) struct Invocation {
     /// Where and how to connect.
-    pub connection: ConnectionOptions,
+    pub(crate) connection: ConnectionOptions,
     /// Credentials.
-    pub login: Login,
+    pub(crate) login: Login,
     /// What to do once logged in.
-    pub action: Action,
+    pub(crate) action: Action,
     /// Suppress progress output.
-    pub quiet: bool,
+    pub(crate) quiet: bool,
 }
 
 impl Cli {
@@ -312,7 +312,8 @@ impl Cli {
     /// `env_password` is the value of [`PASSWORD_ENV`]; `prompt` asks for a password on the
     /// terminal (called only when needed, with the prompt text) and fails when there is no
     /// terminal. Both are parameters so tests need neither an environment nor a terminal.
-    pub fn resolve(
+    #[cfg(test)]
+    pub(crate) fn resolve(
         &self,
         env_password: Option<String>,
         prompt: &mut dyn FnMut(&str) -> io::Result<String>,
@@ -327,9 +328,9 @@ impl Cli {
         )
     }
 
-    /// [`Cli::resolve`] with every password variable looked up through `env` (the name in, its value out):
-    /// [`PASSWORD_ENV`], and for `fxp` first [`PASSWORD_ENV_SRC`] / [`PASSWORD_ENV_DST`].
-    pub fn resolve_with_env(
+    /// Resolves URLs, local names and credentials, with every password variable looked up through `env` (the
+    /// name in, its value out): [`PASSWORD_ENV`], and for `fxp` first [`PASSWORD_ENV_SRC`] / [`PASSWORD_ENV_DST`].
+    pub(crate) fn resolve_with_env(
         &self,
         env: &mut dyn FnMut(&str) -> Option<String>,
         prompt: &mut dyn FnMut(&str) -> io::Result<String>,
@@ -417,7 +418,7 @@ impl Cli {
     }
 
     /// Parses a URL argument under the global options (`--plain`, `--implicit`).
-    pub fn parse_url(&self, text: &str) -> Result<FtpUrl, CliError> {
+    pub(crate) fn parse_url(&self, text: &str) -> Result<FtpUrl, CliError> {
         let parsed = if self.options.plain {
             FtpUrl::parse_allow_plain(text)
         } else {
@@ -649,7 +650,7 @@ fn resolve_login(
 /// The class of a failure, which decides the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum ErrorKind {
+pub(crate) enum ErrorKind {
     /// Bad arguments, bad URL, no password available. Exit code 1.
     Usage,
     /// DNS, TCP, TLS handshake, certificate or timeout. Exit code 2.
@@ -667,7 +668,7 @@ pub enum ErrorKind {
 impl ErrorKind {
     /// The process exit code for this kind, as documented in `ftps --help`.
     #[must_use]
-    pub fn exit_code(self) -> u8 {
+    pub(crate) fn exit_code(self) -> u8 {
         match self {
             ErrorKind::Usage => 1,
             ErrorKind::Connection => 2,
@@ -681,7 +682,7 @@ impl ErrorKind {
 
 /// A failure of an `ftps` command: a kind (the exit code) and a one-line message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CliError {
+pub(crate) struct CliError {
     kind: ErrorKind,
     message: String,
     silent: bool,
@@ -690,7 +691,7 @@ pub struct CliError {
 impl CliError {
     /// Creates an error. Line breaks in `message` are replaced by spaces so the report
     /// stays on one line (a server reply may span several, RFC 959 §4.2).
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> CliError {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> CliError {
         let message: String = message.into();
         let message = if message.contains(['\r', '\n']) {
             message
@@ -711,7 +712,7 @@ impl CliError {
     /// An error that ends `ftps` with its exit code but without the `ftps: ...` line: for
     /// ends that are no news to the user, such as the reader of standard output going away
     /// (`ftps get URL - | head`).
-    pub fn silent(kind: ErrorKind, message: impl Into<String>) -> CliError {
+    pub(crate) fn silent(kind: ErrorKind, message: impl Into<String>) -> CliError {
         CliError {
             silent: true,
             ..CliError::new(kind, message)
@@ -720,35 +721,35 @@ impl CliError {
 
     /// Whether `ftps` reports this error on stderr (`false` for [`CliError::silent`]).
     #[must_use]
-    pub fn is_reported(&self) -> bool {
+    pub(crate) fn is_reported(&self) -> bool {
         !self.silent
     }
 
     /// A usage error (exit code 1).
-    pub fn usage(message: impl Into<String>) -> CliError {
+    pub(crate) fn usage(message: impl Into<String>) -> CliError {
         CliError::new(ErrorKind::Usage, message)
     }
 
     /// A local I/O error (exit code 6), with the path it concerns.
-    pub fn local_io(path: &std::path::Path, error: &io::Error) -> CliError {
+    pub(crate) fn local_io(path: &std::path::Path, error: &io::Error) -> CliError {
         CliError::new(ErrorKind::LocalIo, format!("{}: {error}", path.display()))
     }
 
     /// The class of failure.
     #[must_use]
-    pub fn kind(&self) -> ErrorKind {
+    pub(crate) fn kind(&self) -> ErrorKind {
         self.kind
     }
 
     /// The exit code for this error.
     #[must_use]
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         self.kind.exit_code()
     }
 
     /// The one-line message, without the `ftps: ` prefix.
     #[must_use]
-    pub fn message(&self) -> &str {
+    pub(crate) fn message(&self) -> &str {
         &self.message
     }
 }

@@ -36,7 +36,7 @@ use std::time::{Duration, SystemTime};
 
 /// Whether an entry is a file or a directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EntryKind {
+pub(crate) enum EntryKind {
     /// A regular file.
     File,
     /// A directory.
@@ -45,7 +45,7 @@ pub enum EntryKind {
 
 /// How precise an entry's modification time is, which sets the comparison tolerance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum TimePrecision {
+pub(crate) enum TimePrecision {
     /// Local file system, MLSD `modify` fact or MDTM (RFC 3659): tolerance 1 s.
     Second,
     /// LIST with a time of day (`Jan  2 12:34`): tolerance 60 s.
@@ -57,7 +57,7 @@ pub enum TimePrecision {
 impl TimePrecision {
     /// The largest difference still counted as "the same time".
     #[must_use]
-    pub fn tolerance(self) -> Duration {
+    pub(crate) fn tolerance(self) -> Duration {
         match self {
             TimePrecision::Second => Duration::from_secs(1),
             TimePrecision::Minute => Duration::from_secs(60),
@@ -68,23 +68,23 @@ impl TimePrecision {
 
 /// One file or directory of a tree, relative to the tree's root.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TreeEntry {
+pub(crate) struct TreeEntry {
     /// Path relative to the root, `/`-separated, without leading or trailing `/`.
-    pub path: String,
+    pub(crate) path: String,
     /// File or directory.
-    pub kind: EntryKind,
+    pub(crate) kind: EntryKind,
     /// Size in bytes (ignored for directories).
-    pub size: u64,
+    pub(crate) size: u64,
     /// Modification time, when known.
-    pub mtime: Option<SystemTime>,
+    pub(crate) mtime: Option<SystemTime>,
     /// Precision of `mtime`.
-    pub precision: TimePrecision,
+    pub(crate) precision: TimePrecision,
 }
 
 impl TreeEntry {
     /// A file entry.
     #[must_use]
-    pub fn file(
+    pub(crate) fn file(
         path: &str,
         size: u64,
         mtime: Option<SystemTime>,
@@ -101,7 +101,7 @@ impl TreeEntry {
 
     /// A directory entry.
     #[must_use]
-    pub fn dir(path: &str) -> Self {
+    pub(crate) fn dir(path: &str) -> Self {
         TreeEntry {
             path: path.to_owned(),
             kind: EntryKind::Dir,
@@ -114,7 +114,7 @@ impl TreeEntry {
 
 /// Which way a mirror copies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
+pub(crate) enum Direction {
     /// Local tree to server.
     Upload,
     /// Server to local tree.
@@ -123,7 +123,7 @@ pub enum Direction {
 
 /// Why a file is transferred.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransferReason {
+pub(crate) enum TransferReason {
     /// Not present on the destination.
     Missing,
     /// Present with another size.
@@ -134,7 +134,7 @@ pub enum TransferReason {
 
 /// Why a file is not transferred.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SkipReason {
+pub(crate) enum SkipReason {
     /// Same size, times equal within the tolerance.
     UpToDate,
     /// Same size, destination newer beyond the tolerance.
@@ -145,51 +145,52 @@ pub enum SkipReason {
 
 /// A file to copy from source to destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transfer {
+pub(crate) struct Transfer {
     /// Path relative to both roots.
-    pub path: String,
+    pub(crate) path: String,
     /// Source size in bytes.
-    pub size: u64,
+    pub(crate) size: u64,
     /// Source modification time, to copy to the destination afterwards.
-    pub mtime: Option<SystemTime>,
+    pub(crate) mtime: Option<SystemTime>,
     /// Why it is transferred.
-    pub reason: TransferReason,
+    pub(crate) reason: TransferReason,
 }
 
 /// A file left as it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Skip {
+pub(crate) struct Skip {
     /// Path relative to both roots.
-    pub path: String,
+    pub(crate) path: String,
     /// Why it is left alone.
-    pub reason: SkipReason,
+    pub(crate) reason: SkipReason,
 }
 
 /// What a mirror run will do. Every list is sorted by path; `create_dirs` lists parents
 /// before children.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Which way the copy goes.
-    pub direction: Direction,
+    pub(crate) direction: Direction,
     /// Directories to create on the destination, parents first.
-    pub create_dirs: Vec<String>,
+    pub(crate) create_dirs: Vec<String>,
     /// Files to copy.
-    pub transfers: Vec<Transfer>,
+    pub(crate) transfers: Vec<Transfer>,
     /// Files already up to date.
-    pub skipped: Vec<Skip>,
+    pub(crate) skipped: Vec<Skip>,
     /// Paths that are a file on one side and a directory on the other (and anything
     /// below such a path): left alone, to be reported.
-    pub conflicts: Vec<String>,
+    pub(crate) conflicts: Vec<String>,
     /// Source paths refused as unsafe (see the module docs).
-    pub rejected: Vec<String>,
+    pub(crate) rejected: Vec<String>,
     /// Files and directories only on the destination (never deleted).
-    pub extraneous: Vec<String>,
+    pub(crate) extraneous: Vec<String>,
 }
 
 impl Plan {
     /// Bytes the planned transfers will copy.
     #[must_use]
-    pub fn bytes_to_transfer(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn bytes_to_transfer(&self) -> u64 {
         self.transfers
             .iter()
             .fold(0u64, |sum, t| sum.saturating_add(t.size))
@@ -198,7 +199,7 @@ impl Plan {
 
 /// Plans an upload (`local` to `remote`) or a download (`remote` to `local`).
 #[must_use]
-pub fn plan(direction: Direction, local: &[TreeEntry], remote: &[TreeEntry]) -> Plan {
+pub(crate) fn plan(direction: Direction, local: &[TreeEntry], remote: &[TreeEntry]) -> Plan {
     let (source, destination) = match direction {
         Direction::Upload => (local, remote),
         Direction::Download => (remote, local),
@@ -347,19 +348,19 @@ fn is_safe_relative_path(path: &str) -> bool {
 
 /// The result of walking a local tree.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct LocalWalk {
+pub(crate) struct LocalWalk {
     /// Files and directories, sorted by path.
-    pub entries: Vec<TreeEntry>,
+    pub(crate) entries: Vec<TreeEntry>,
     /// Symbolic links and special files, which are not followed or mirrored (a link could
     /// leave the tree or loop); relative paths, for a warning.
-    pub not_mirrored: Vec<String>,
+    pub(crate) not_mirrored: Vec<String>,
 }
 
 /// Walks the directory `root` with `std::fs` into relative [`TreeEntry`] values.
 ///
 /// Fails on an I/O error, or with [`io::ErrorKind::InvalidData`] on a name that is not
 /// UTF-8 (FTP paths are UTF-8, RFC 2640 §2.2).
-pub fn walk_local(root: &Path) -> io::Result<LocalWalk> {
+pub(crate) fn walk_local(root: &Path) -> io::Result<LocalWalk> {
     let mut walk = LocalWalk::default();
     let mut pending: Vec<(PathBuf, String)> = vec![(root.to_path_buf(), String::new())];
     while let Some((dir, prefix)) = pending.pop() {

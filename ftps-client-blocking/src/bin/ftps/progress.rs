@@ -9,7 +9,7 @@ use std::io::{self, IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 /// Minimum time between two redraws of the bar (at most ~10 per second).
-pub const REDRAW_INTERVAL: Duration = Duration::from_millis(100);
+pub(crate) const REDRAW_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Time constant of the rate smoothing: a sample's weight halves about every 2 s.
 const RATE_TIME_CONSTANT: f64 = 3.0;
@@ -22,7 +22,7 @@ const LABEL_WIDTH: usize = 24;
 
 /// What the reporter prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Nothing at all (`--quiet`).
     Silent,
     /// Only the final summary line.
@@ -33,7 +33,7 @@ pub enum Mode {
 
 /// Progress reporter for one transfer.
 #[derive(Debug)]
-pub struct Progress<W: Write> {
+pub(crate) struct Progress<W: Write> {
     out: W,
     mode: Mode,
     label: String,
@@ -53,7 +53,7 @@ impl Progress<io::Stderr> {
     /// A reporter on stderr: silent when `quiet`, a bar when stderr is a terminal, else only
     /// the summary.
     #[must_use]
-    pub fn stderr(label: &str, total: Option<u64>, now: Instant, quiet: bool) -> Self {
+    pub(crate) fn stderr(label: &str, total: Option<u64>, now: Instant, quiet: bool) -> Self {
         let err = io::stderr();
         let mode = if quiet {
             Mode::Silent
@@ -70,7 +70,7 @@ impl<W: Write> Progress<W> {
     /// A reporter writing to `out`. `total` is the expected size when known (SIZE, or the
     /// local file size for uploads); `start` is when the transfer began.
     #[must_use]
-    pub fn new(out: W, mode: Mode, label: &str, total: Option<u64>, start: Instant) -> Self {
+    pub(crate) fn new(out: W, mode: Mode, label: &str, total: Option<u64>, start: Instant) -> Self {
         Progress {
             out,
             mode,
@@ -88,7 +88,7 @@ impl<W: Write> Progress<W> {
 
     /// Starts counting from `bytes` already present (a resumed transfer); those bytes do
     /// not count towards the rate.
-    pub fn set_resumed_from(&mut self, bytes: u64) {
+    pub(crate) fn set_resumed_from(&mut self, bytes: u64) {
         self.bytes = bytes;
         self.resumed_from = bytes;
         self.last_sample.1 = bytes;
@@ -97,7 +97,7 @@ impl<W: Write> Progress<W> {
     /// Records that `bytes` bytes in total have been transferred by `now`, and redraws the
     /// bar if the last redraw is at least [`REDRAW_INTERVAL`] old. Write errors on the
     /// progress output are ignored: they must not fail the transfer.
-    pub fn update(&mut self, now: Instant, bytes: u64) {
+    pub(crate) fn update(&mut self, now: Instant, bytes: u64) {
         self.bytes = bytes;
         if self.finished || self.mode != Mode::Bar {
             return;
@@ -136,19 +136,20 @@ impl<W: Write> Progress<W> {
 
     /// The smoothed rate in bytes per second, once known.
     #[must_use]
-    pub fn rate(&self) -> Option<f64> {
+    #[cfg(test)]
+    pub(crate) fn rate(&self) -> Option<f64> {
         self.rate
     }
 
     /// Bytes transferred so far.
     #[must_use]
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.bytes
     }
 
     /// Estimated time left, when the total and a non-zero rate are known.
     #[must_use]
-    pub fn eta(&self) -> Option<Duration> {
+    pub(crate) fn eta(&self) -> Option<Duration> {
         let total = self.total?;
         let rate = self.rate.filter(|r| *r > 0.0)?;
         let left = total.saturating_sub(self.bytes) as f64 / rate;
@@ -157,7 +158,7 @@ impl<W: Write> Progress<W> {
 
     /// The bar as drawn, without the terminal control sequences.
     #[must_use]
-    pub fn bar_line(&self) -> String {
+    pub(crate) fn bar_line(&self) -> String {
         let label = truncate_label(&self.label);
         let rate = self.rate.map_or_else(|| "-".to_owned(), format_rate);
         match self.total {
@@ -185,7 +186,7 @@ impl<W: Write> Progress<W> {
 
     /// The summary line for a transfer that ended at `now`.
     #[must_use]
-    pub fn summary_line(&self, now: Instant, ok: bool) -> String {
+    pub(crate) fn summary_line(&self, now: Instant, ok: bool) -> String {
         let elapsed = now.saturating_duration_since(self.started);
         let secs = elapsed.as_secs_f64();
         let average = if secs > 0.0 {
@@ -204,7 +205,7 @@ impl<W: Write> Progress<W> {
 
     /// Ends the report: clears the bar and prints the summary line (unless silent). Later
     /// calls to `update` and `finish` do nothing.
-    pub fn finish(&mut self, now: Instant, ok: bool) {
+    pub(crate) fn finish(&mut self, now: Instant, ok: bool) {
         if self.finished {
             return;
         }
@@ -221,7 +222,8 @@ impl<W: Write> Progress<W> {
     }
 
     /// The output, for tests and callers that collect it.
-    pub fn into_inner(self) -> W {
+    #[cfg(test)]
+    pub(crate) fn into_inner(self) -> W {
         self.out
     }
 }
@@ -237,7 +239,7 @@ fn truncate_label(label: &str) -> String {
 
 /// Formats a byte count with binary units: `512 B`, `1.5 KiB`, `10.0 MiB`.
 #[must_use]
-pub fn format_bytes(bytes: u64) -> String {
+pub(crate) fn format_bytes(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     if bytes < 1024 {
         return format!("{bytes} B");
@@ -258,7 +260,7 @@ pub fn format_bytes(bytes: u64) -> String {
 /// Formats a rate in bytes per second: `0 B/s`, `1.5 MiB/s`. Negative or non-finite
 /// rates show as `-`.
 #[must_use]
-pub fn format_rate(bytes_per_second: f64) -> String {
+pub(crate) fn format_rate(bytes_per_second: f64) -> String {
     if !bytes_per_second.is_finite() || bytes_per_second < 0.0 {
         return "-".to_owned();
     }
@@ -268,7 +270,7 @@ pub fn format_rate(bytes_per_second: f64) -> String {
 
 /// Formats a time left as `m:ss` or `h:mm:ss`; over 99 hours as `>99h`.
 #[must_use]
-pub fn format_eta(left: Duration) -> String {
+pub(crate) fn format_eta(left: Duration) -> String {
     let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
     if secs >= 100 * 3600 {
         return ">99h".to_owned();

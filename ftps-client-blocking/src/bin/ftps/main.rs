@@ -1,18 +1,21 @@
 //! `ftps`: the command-line FTPS client.
 //!
-//! Parses the arguments, resolves URL and password, then hands over to [`ftps_run::run`].
+//! Parses the arguments, resolves URL and password, then hands over to [`run::run`].
 //! Every failure is reported as one line `ftps: ...` on stderr with the exit code
-//! documented in `ftps --help` (see [`ftps_client_blocking::cli::ErrorKind`]), except the
-//! few that need no report ([`ftps_client_blocking::cli::CliError::silent`]: the reader of
+//! documented in `ftps --help` (see [`crate::cli::ErrorKind`]), except the
+//! few that need no report ([`crate::cli::CliError::silent`]: the reader of
 //! `ftps get URL -` closed the pipe), which only set the exit code.
 
-mod ftps_run;
+mod cli;
+mod mirror;
+mod progress;
+mod run;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
+use crate::cli::{Cli, CliError};
 use clap::Parser;
-use ftps_client_blocking::cli::{Cli, CliError};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -22,7 +25,7 @@ fn main() -> ExitCode {
     // A non-UTF-8 value is treated as absent rather than guessed at.
     let result = cli
         .resolve_with_env(&mut |name| std::env::var(name).ok(), &mut prompt_password)
-        .and_then(ftps_run::run);
+        .and_then(run::run);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => report(&e),
