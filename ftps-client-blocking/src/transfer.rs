@@ -747,7 +747,11 @@ pub(crate) fn get(
     guard.on_progress(move |n| progress(offset + n));
     guard.copy_to(&mut file)?;
     let report = guard.finish()?;
-    file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    let file = file.into_inner().map_err(|e| e.into_error())?;
+    // A device or FIFO destination (`/dev/null`, a pipe) has nothing to sync, and fsync fails there (EINVAL).
+    if file.metadata()?.is_file() {
+        file.sync_all()?;
+    }
     Ok(Some(report))
 }
 

@@ -336,6 +336,78 @@ fn get_to_stdout_writes_the_file_and_nothing_else() {
     assert_eq!(site.scratch_files(), Vec::<String>::new());
 }
 
+/// Reads a FIFO opened non-blocking until `done` is set and nothing more comes.
+fn drain_fifo(mut pipe: std::fs::File, done: &std::sync::atomic::AtomicBool) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let mut buf = vec![0; 64 * 1024];
+    loop {
+        let finished = done.load(Ordering::SeqCst);
+        match pipe.read(&mut buf) {
+            Ok(n) if n > 0 => bytes.extend_from_slice(&buf[..n]),
+            // No writer (yet, or any more), or nothing to read right now.
+            Ok(_) | Err(_) if finished => return bytes,
+            _ => std::thread::sleep(Duration::from_millis(2)),
+        }
+    }
+}
+
+/// `get URL DEST` where DEST is a FIFO or a character device writes into it and never replaces it: the
+/// temporary-file-and-rename of a regular download, run as root with `/dev/null`, once replaced the machine's
+/// `/dev/null` with a regular file.
+#[test]
+fn get_into_a_fifo_or_a_device_writes_in_place() {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let site = Site::start();
+    let content = pattern(700_000, 3);
+    std::fs::write(site.remote("f.bin"), &content).unwrap();
+
+    let fifo = site.local("pipe");
+    let made = Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo failed");
+    // The reader opens without waiting for a writer (O_NONBLOCK on Linux) and reads until ftps has exited
+    // and the pipe is drained: bounded whatever ftps does to the FIFO.
+    let pipe = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(0o4000)
+        .open(&fifo)
+        .unwrap();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || drain_fifo(pipe, &done))
+    };
+    let out = site.ftps(&["get", &site.url("f.bin"), fifo.to_str().unwrap()]);
+    done.store(true, Ordering::SeqCst);
+    exits(&out, 0);
+    assert!(
+        reader.join().unwrap() == content,
+        "the FIFO's reader got other bytes"
+    );
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+
+    // A null device node of our own (mknod needs root, as the damage did).
+    let null = site.local("null");
+    if ftps_testkit::require_root("a device node (mknod)").is_some() {
+        let made = Command::new("mknod")
+            .arg(&null)
+            .args(["c", "1", "3"])
+            .status();
+        assert!(made.is_ok_and(|s| s.success()), "mknod failed");
+        let out = site.ftps(&["get", &site.url("f.bin"), null.to_str().unwrap()]);
+        exits(&out, 0);
+        assert!(std::fs::metadata(&null)
+            .unwrap()
+            .file_type()
+            .is_char_device());
+    }
+    // No temporary file left beside them.
+    let mut expected = vec!["pipe".to_string()];
+    if null.exists() {
+        expected.insert(0, "null".into());
+    }
+    assert_eq!(site.scratch_files(), expected);
+}
+
 #[test]
 fn get_to_stdout_that_breaks_off_fails_with_5() {
     let site = Site::start();

@@ -479,6 +479,10 @@ fn fill(
 /// Downloads `remote` into a temporary file next to `local` and renames it into place, so an
 /// interrupted download never leaves a partial file under the final name. Sets the file's
 /// modification time to `mtime` when given.
+///
+/// An existing `local` that is not a regular file (`/dev/null`, a FIFO, a socket, a terminal) is
+/// written in place instead: renaming over it would replace the device or pipe with a regular
+/// file (run as root, `ftps get URL /dev/null` once replaced the machine's `/dev/null`).
 fn download_fresh(
     client: &mut Client,
     remote: &str,
@@ -487,6 +491,16 @@ fn download_fresh(
     progress: &mut Progress<io::Stderr>,
     context: &str,
 ) -> Result<(), Failure> {
+    if is_special_file(local) {
+        let result = client
+            .get_with_progress(remote, local, false, |bytes| {
+                progress.update(Instant::now(), bytes);
+            })
+            .map(drop)
+            .map_err(|e| Failure::client(Phase::Transfer, context, &e));
+        end_progress(progress, result.is_ok(), 0);
+        return result;
+    }
     let partial = partial_path(local);
     let result = client.get_with_progress(remote, &partial, false, |bytes| {
         progress.update(Instant::now(), bytes);
@@ -512,6 +526,12 @@ fn end_progress(progress: &mut Progress<io::Stderr>, ok: bool, start: u64) {
     if ok || progress.bytes() > start {
         progress.finish(Instant::now(), ok);
     }
+}
+
+/// Whether `path` exists (following symbolic links) and is neither a regular file nor a
+/// directory: a device, FIFO or socket that a download writes into rather than replaces.
+fn is_special_file(path: &Path) -> bool {
+    fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
 }
 
 /// `dir/.name.ftps-PID.part` for `dir/name`: hidden, and private to this process.
