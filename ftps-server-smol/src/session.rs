@@ -6,6 +6,7 @@
 //! owned `DataChannel`, so bulk bytes never pass through here. No reply codes or verbs: the engine does the FTP.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWriteExt};
 use smol::channel::{Receiver, Sender};
 use smol::net::TcpStream;
 use smol::Task;
+use tracing::Instrument;
 
 use crate::auth::{AuthOutcome, AuthenticatedUser, LoginAttempt, Permission, UserHome};
 use crate::listener::CountedListener;
@@ -79,6 +81,11 @@ struct Resources {
     transfers: HashMap<ReqId, Task<()>>,
 }
 
+/// Spawns a task of this session: it logs in the session's span (the caller runs inside it).
+fn spawn<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> Task<T> {
+    smol::spawn(work.in_current_span())
+}
+
 /// Runs one control connection to its end; `refusal` turns it away with the engine's 421.
 pub(crate) async fn run(
     shared: Arc<Shared>,
@@ -91,8 +98,25 @@ pub(crate) async fn run(
     };
     let _ = stream.set_nodelay(true);
     let id = shared.next_session_id();
+    // The span is attached to the session's future (and each task it spawns, see `spawn`), never entered with a
+    // guard held across an await: a guard stays entered on the thread while the future is suspended, so every
+    // other session polled there nested its span inside this one (nesting depth 3,001 in a flood of 3,000
+    // connections, and transfer lines logged in another session's span).
     let span = tracing::info_span!("session", id, %peer);
-    let _entered = span.enter();
+    serve(shared, listener, stream, refusal, peer, local)
+        .instrument(span)
+        .await;
+}
+
+/// [`run`] inside the session's span.
+async fn serve(
+    shared: Arc<Shared>,
+    listener: Arc<ListenerContext>,
+    stream: TcpStream,
+    refusal: Option<Refusal>,
+    peer: SocketAddr,
+    local: SocketAddr,
+) {
     tracing::info!(%local, "connected");
 
     let config = listener.session_config(&shared);
@@ -328,7 +352,7 @@ impl Driver {
         work: impl std::future::Future<Output = Completion> + Send + 'static,
     ) {
         let tx = self.done_tx.clone();
-        smol::spawn(async move {
+        spawn(async move {
             let _ = tx.send(work.await).await;
         })
         .detach();
@@ -406,7 +430,7 @@ impl Driver {
                 let tx = self.done_tx.clone();
                 // Accepts every connection and lets the loop ask the engine about each peer; the loop cancels
                 // this task once one is allowed or the engine releases the data connection.
-                let task = smol::spawn(async move {
+                let task = spawn(async move {
                     loop {
                         match crate::listener::accept_from(&listener, |_| true).await {
                             Ok((stream, peer)) => {
@@ -431,7 +455,7 @@ impl Driver {
             RequestKind::ConnectData { addr } => {
                 let tx = self.done_tx.clone();
                 let local_ip = self.local.ip();
-                let task = smol::spawn(async move {
+                let task = spawn(async move {
                     let completion = match connect_data(local_ip, addr).await {
                         Ok(stream) => Completion::Connected(id, stream, addr),
                         Err(e) => {
@@ -504,7 +528,7 @@ impl Driver {
             }
             RequestKind::ReleaseFile { file } => {
                 if let Some(OpenFile::Write(upload)) = self.res.files.remove(&file) {
-                    smol::spawn(upload.abort()).detach();
+                    spawn(upload.abort()).detach();
                 }
             }
             RequestKind::List { path, format } => {
@@ -548,7 +572,7 @@ impl Driver {
                 let (start_tx, start_rx) = smol::channel::bounded(1);
                 let tx = self.done_tx.clone();
                 let idle = self.shared.data_idle_timeout();
-                let task = smol::spawn(async move {
+                let task = spawn(async move {
                     let outcome = match transfer::run(channel, socket, idle, start_rx).await {
                         Ok(report) => Outcome::TransferFinished(report),
                         Err(failure) => Outcome::Failed(failure),

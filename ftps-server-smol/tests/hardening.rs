@@ -1974,3 +1974,119 @@ fn the_protocol_log_follows_the_config() {
         assert!(log.contains("connected"), "{log}");
     }
 }
+
+// ===============================================================================================================
+// Nothing lost, nothing hidden (issue 14).
+
+/// The `session{id=.. peer=..}` spans of one log line, as `(id, peer)` pairs.
+fn session_spans(line: &str) -> Vec<(String, String)> {
+    let mut spans = Vec::new();
+    let mut rest = line;
+    while let Some(at) = rest.find("session{") {
+        rest = &rest[at + "session{".len()..];
+        let body = &rest[..rest.find('}').unwrap_or(rest.len())];
+        let field = |name: &str| {
+            body.split(' ')
+                .find_map(|kv| kv.strip_prefix(name))
+                .unwrap_or("")
+                .to_owned()
+        };
+        spans.push((field("id="), field("peer=")));
+    }
+    spans
+}
+
+/// A line's event field `peer=` (after the spans): the transfer line names its session's peer itself.
+fn event_peer(line: &str) -> Option<&str> {
+    let after = &line[line.find("ftps::transfer:")?..];
+    let value = &after[after.find(" peer=")? + " peer=".len()..];
+    value.split(' ').next()
+}
+
+/// Logs do not grow with the square of the sessions: with 200 sessions at once (some logging in and
+/// downloading, from 8 threads), every line of a session carries exactly one `session{..}` span, its own, and
+/// every transfer line names the session that transferred.
+#[test]
+fn every_log_line_names_exactly_its_own_session() {
+    let mut setup = Setup::plain();
+    setup.limits.max_sessions_per_ip = 400;
+    let server = TestServer::start(setup);
+    std::fs::write(server.root.join("small.bin"), random_bytes(100_000)).unwrap();
+    let addr = server.addr;
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut ctls: Vec<Control> = (0..25)
+                    .map(|_| {
+                        let mut ctl = Control::connect(addr);
+                        assert!(ctl.reply().starts_with("220"));
+                        ctl
+                    })
+                    .collect();
+                let mut downloaders = Vec::new();
+                for (i, ctl) in ctls.iter_mut().enumerate() {
+                    if i % 5 != 0 {
+                        continue;
+                    }
+                    ctl.login();
+                    assert!(ctl.cmd("TYPE I").starts_with("200"));
+                    let data = ctl.epsv();
+                    ctl.send(b"RETR small.bin\r\n");
+                    let mut stream =
+                        with_timeouts(TcpStream::connect_timeout(&data, WAIT).unwrap());
+                    let mut body = Vec::new();
+                    stream.read_to_end(&mut body).unwrap();
+                    assert_eq!(body.len(), 100_000);
+                    drop(stream);
+                    let mut reply = ctl.reply();
+                    if reply.starts_with('1') {
+                        reply = ctl.reply();
+                    }
+                    assert!(reply.starts_with("226"), "{reply}");
+                    downloaders.push(ctl.tcp.local_addr().unwrap().to_string());
+                }
+                let peers: Vec<String> = ctls
+                    .iter()
+                    .map(|c| c.tcp.local_addr().unwrap().to_string())
+                    .collect();
+                for ctl in &mut ctls {
+                    assert!(ctl.cmd("QUIT").starts_with("221"));
+                }
+                (peers, downloaders)
+            })
+        })
+        .collect();
+    let mut peers = std::collections::HashSet::new();
+    let mut downloaders = std::collections::HashSet::new();
+    for thread in threads {
+        let (p, d) = thread.join().unwrap();
+        peers.extend(p);
+        downloaders.extend(d);
+    }
+    assert_eq!((peers.len(), downloaders.len()), (200, 40));
+    server.assert_released();
+    let log = captured_log();
+    let (mut lines, mut transfers) = (0, 0);
+    let mut closed = std::collections::HashSet::new();
+    for line in log.lines() {
+        let spans = session_spans(line);
+        // Any line with a span of this test's sessions: other tests' servers run in the same process.
+        if !spans.iter().any(|(_, peer)| peers.contains(peer)) {
+            continue;
+        }
+        lines += 1;
+        assert_eq!(spans.len(), 1, "not exactly one session span: {line}");
+        let peer = &spans[0].1;
+        if line.contains("session closed") {
+            closed.insert(peer.clone());
+        }
+        if let Some(named) = event_peer(line) {
+            transfers += 1;
+            assert_eq!(named, peer, "a transfer line in another session's span: {line}");
+            assert!(downloaders.contains(peer), "{line}");
+        }
+    }
+    assert_eq!(closed.len(), 200, "every session's close is logged in its span");
+    assert_eq!(transfers, 40, "one transfer line per download");
+    eprintln!("{lines} log lines of 200 sessions, each with exactly its own session span");
+}
