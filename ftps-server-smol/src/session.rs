@@ -575,7 +575,10 @@ impl Driver {
                 let task = spawn(async move {
                     let outcome = match transfer::run(channel, socket, idle, start_rx).await {
                         Ok(report) => Outcome::TransferFinished(report),
-                        Err(failure) => Outcome::Failed(failure),
+                        Err(transfer::Failed::Before(failure)) => Outcome::Failed(failure),
+                        Err(transfer::Failed::During(failure, report)) => {
+                            Outcome::TransferFailed { failure, report }
+                        }
                     };
                     let _ = tx.send(Completion::Outcome(id, outcome)).await;
                 });

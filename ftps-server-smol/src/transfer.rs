@@ -58,7 +58,7 @@ pub(crate) async fn run(
     socket: TcpStream,
     idle: Duration,
     start: Receiver<Start>,
-) -> Result<DataReport, Failure> {
+) -> Result<DataReport, Failed> {
     let mut pump = Pump {
         socket,
         idle,
@@ -72,7 +72,7 @@ pub(crate) async fn run(
     };
     let Some(start) = pump.until_start(&mut channel, &start).await? else {
         // The session let the connection go without a transfer.
-        return Err(Failure::DataConnection);
+        return Err(Failed::Before(Failure::DataConnection));
     };
     // Whether the client spoke before the transfer command decides when an upload's tickets go out (see
     // `DataChannel::start_transfer`): take what already arrived first. A client that waits for the 150 cannot
@@ -84,7 +84,7 @@ pub(crate) async fn run(
     if !channel.is_handshaking() || !channel.peer_started() {
         pump.ready();
     }
-    match start.body {
+    let result = match start.body {
         Body::Write(upload) => pump.receive(&mut channel, upload, start.ascii).await,
         Body::Read(reader, size) => pump.send(&mut channel, reader, size, start.ascii).await,
         Body::Bytes(bytes) => {
@@ -92,6 +92,21 @@ pub(crate) async fn run(
             pump.send(&mut channel, Box::new(&bytes[..]), size, start.ascii)
                 .await
         }
+    };
+    // A transfer that ran and failed still reports what its connection did (TLS version, resumption, bytes):
+    // the transfer line of a truncated upload said `tls=None resumed=false bytes=0` after a resumed handshake.
+    result.map_err(|failure| Failed::During(failure, channel.report()))
+}
+
+/// Why [`run`] failed: before a transfer ran on the connection, or during one (with what the connection did).
+pub(crate) enum Failed {
+    Before(Failure),
+    During(Failure, DataReport),
+}
+
+impl From<Failure> for Failed {
+    fn from(failure: Failure) -> Self {
+        Self::Before(failure)
     }
 }
 

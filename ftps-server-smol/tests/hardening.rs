@@ -2090,3 +2090,41 @@ fn every_log_line_names_exactly_its_own_session() {
     assert_eq!(transfers, 40, "one transfer line per download");
     eprintln!("{lines} log lines of 200 sessions, each with exactly its own session span");
 }
+
+/// A failed upload's transfer line still says what happened on the data connection: the TLS version, that it
+/// resumed, and the bytes received before the failure, whether the client cut the connection (a FIN without
+/// close_notify) or stalled until the data timeout.
+#[test]
+fn a_failed_uploads_transfer_line_reports_tls_resumption_and_bytes() {
+    let mut setup = Setup::tls();
+    setup.limits.data_idle_timeout = Duration::from_secs(2);
+    let server = TestServer::start(setup);
+    let config = server.client_tls();
+    for stall in [false, true] {
+        let (mut ctl, stream) = start_tls_upload(&server, &config, "cut.bin");
+        let peer = ctl.tcp.local_addr().unwrap().to_string();
+        if !stall {
+            stream.sock.shutdown(Shutdown::Write).unwrap();
+        }
+        let _ = ctl.tcp.set_read_timeout(Some(WAIT));
+        let mut reply = ctl.reply();
+        if reply.starts_with('1') {
+            reply = ctl.reply();
+        }
+        assert!(reply.starts_with("426"), "stall {stall}: {reply}");
+        let mut line = None;
+        assert!(wait_until(WAIT, || {
+            line = captured_log()
+                .lines()
+                .find(|l| event_peer(l) == Some(peer.as_str()))
+                .map(str::to_owned);
+            line.is_some()
+        }));
+        let line = line.unwrap();
+        assert!(line.contains("status=426"), "{line}");
+        assert!(line.contains("tls=Some(TLSv1_3)"), "{line}");
+        assert!(line.contains("resumed=true"), "{line}");
+        assert!(line.contains(&format!("bytes={}", 1 << 20)), "{line}");
+        drop(stream);
+    }
+}

@@ -1988,7 +1988,7 @@ impl ServerSession {
     fn on_data_channel_ended(&mut self, outcome: Outcome) {
         self.data.channel = None;
         self.data.failed = Some(match outcome {
-            Outcome::Failed(failure) => failure,
+            Outcome::Failed(failure) | Outcome::TransferFailed { failure, .. } => failure,
             _ => Failure::DataConnection,
         });
     }
@@ -2138,6 +2138,17 @@ impl ServerSession {
                     transfer::failure_reply(&f)
                 };
                 (c, s, 0, None)
+            }
+            // The data connection did its part (or some of it) and the transfer still failed: the reply is the
+            // failure's, the record keeps what the connection did.
+            Outcome::TransferFailed { failure, report } => {
+                let (c, s) = if t.aborted {
+                    transfer::failure_reply(&Failure::Aborted)
+                } else {
+                    transfer::failure_reply(&failure)
+                };
+                let bytes = report.bytes_sent.saturating_add(report.bytes_received);
+                (c, s, bytes, report.tls)
             }
             _ => (ReplyCode::LOCAL_ERROR, "Unexpected answer", 0, None),
         };

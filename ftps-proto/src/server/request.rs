@@ -176,7 +176,8 @@ pub enum RequestKind {
     },
     /// Drive `channel` with the data connection just reported by [`Outcome::DataConnected`], from now on, on its
     /// own task or thread. *Answer required*, once: [`Outcome::TransferFinished`] with the channel's report when
-    /// the transfer it carries has ended, or [`Outcome::Failed`] as soon as it fails (even before its transfer);
+    /// the transfer it carries has ended, or [`Outcome::Failed`] as soon as it fails (even before its transfer;
+    /// [`Outcome::TransferFailed`] when a transfer ran, so its record keeps the channel's report);
     /// not answered when a [`RequestKind::ReleaseData`] drops it first.
     ///
     /// The TLS handshake runs at once: curl sends its ClientHello as soon as it has connected and waits for the
@@ -318,6 +319,14 @@ pub enum Outcome {
     SiteReply(Vec<String>),
     /// The data channel finished; the report says whether it closed cleanly.
     TransferFinished(DataReport),
+    /// The transfer failed after its data connection was up: the reply is the failure's, and the transfer record
+    /// keeps what the connection reported (TLS version, resumption, bytes moved before the failure).
+    TransferFailed {
+        /// Why it failed.
+        failure: Failure,
+        /// What the data connection did until then.
+        report: DataReport,
+    },
     /// The request failed.
     Failed(Failure),
 }

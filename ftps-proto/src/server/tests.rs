@@ -1235,6 +1235,43 @@ fn tls_policy_replies() {
 }
 
 #[test]
+fn a_failed_transfer_keeps_its_channel_report_in_the_record() {
+    let mut h = logged_in();
+    h.cmd("PASV");
+    h.hold_transfers = true;
+    h.cmd("RETR hello.txt");
+    let Request {
+        id,
+        kind: RequestKind::RunTransfer { .. },
+    } = h.held.pop().unwrap()
+    else {
+        panic!()
+    };
+    h.events.clear();
+    let report = DataReport {
+        bytes_sent: 7,
+        ..DataReport::default()
+    };
+    h.complete(
+        id,
+        Outcome::TransferFailed {
+            failure: Failure::Truncated,
+            report,
+        },
+    );
+    assert_eq!(h.take(), "426 Connection closed; transfer aborted\r\n");
+    let record = h
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::TransferFinished(r) => Some(r.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!((record.bytes, record.status.get()), (7, 426));
+}
+
+#[test]
 fn auth_tls_injection_is_not_executed() {
     let pki = TestPki::new();
     let mut h = Harness::new(SessionConfig {
