@@ -29,6 +29,27 @@ pub(crate) async fn within<T>(limit: Duration, op: impl Future<Output = T>) -> O
     .await
 }
 
+/// Awaits `op` for at most `limit` of *waiting*: `None` when `op` was not woken and done within it.
+///
+/// Unlike [`within`], the timer wins when both are ready: `op` is not polled once more when the time is up. A
+/// socket write blocked on a peer that does not read is woken by the kernel only when a third of the send buffer
+/// is free again, yet it may find a little room when polled anyway; with [`within`] that last poll wrote a few
+/// KiB at each expiry, counted as progress, and a stalled download ran for several timeouts in a row.
+pub(crate) async fn strictly_within<T>(limit: Duration, op: impl Future<Output = T>) -> Option<T> {
+    let mut op = pin!(op);
+    if let Some(done) = future::poll_once(op.as_mut()).await {
+        return Some(done);
+    }
+    future::or(
+        async {
+            Timer::after(limit).await;
+            None
+        },
+        async { Some(op.await) },
+    )
+    .await
+}
+
 /// A timer for a loop whose deadline keeps moving later (an idle timeout): armed once, and re-armed only after
 /// it fired or when the deadline moves earlier than the armed time.
 ///
@@ -85,6 +106,27 @@ mod tests {
                 3
             });
             assert_eq!(later.await, Some(3));
+        });
+    }
+
+    #[test]
+    fn strictly_within_lets_the_timer_win_a_tie() {
+        future::block_on(async {
+            assert_eq!(strictly_within(Duration::ZERO, async { 7 }).await, Some(7));
+            // Ready once the time is up, but never woken: like a socket that has a little room again, below
+            // the kernel's wake-up threshold. Only a poll at the timer's expiry would find it ready.
+            let limit = Duration::from_millis(10);
+            let silent = |start: Instant| {
+                future::poll_fn(move |_| {
+                    if start.elapsed() >= limit {
+                        std::task::Poll::Ready(3)
+                    } else {
+                        std::task::Poll::Pending
+                    }
+                })
+            };
+            assert_eq!(strictly_within(limit, silent(Instant::now())).await, None);
+            assert_eq!(within(limit, silent(Instant::now())).await, Some(3));
         });
     }
 

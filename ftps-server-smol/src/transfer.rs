@@ -16,7 +16,7 @@ use smol::net::TcpStream;
 
 use crate::storage::{Upload, FILE_BUFFER_SIZE};
 use crate::storage_map::engine_storage_error;
-use crate::timing::within;
+use crate::timing::{strictly_within, within};
 
 /// Socket reads in this unit at most: several TLS records per read.
 const NET_READ_SIZE: usize = 64 * 1024;
@@ -370,10 +370,17 @@ impl Pump {
                 }
                 return Ok(());
             }
-            let write = self.socket.write_all(&self.out);
-            timed(self.idle, write)
-                .await?
-                .map_err(|_| Failure::Truncated)?;
+            // Each write that takes bytes is progress; `idle` without one fails the transfer (426). Strictly:
+            // a write that needed the timer's own poll to take anything made no progress (see
+            // `strictly_within`).
+            let mut at = 0;
+            while at < self.out.len() {
+                let write = self.socket.write(&self.out[at..]);
+                match strictly_within(self.idle, write).await {
+                    Some(Ok(n)) if n > 0 => at += n,
+                    _ => return Err(Failure::Truncated),
+                }
+            }
         }
     }
 

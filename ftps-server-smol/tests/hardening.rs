@@ -2091,6 +2091,92 @@ fn every_log_line_names_exactly_its_own_session() {
     eprintln!("{lines} log lines of 200 sessions, each with exactly its own session span");
 }
 
+/// The download connection of `RETR name` (TLS with `tls`), after 64 KiB and the 150: a socket with a small
+/// receive buffer, so the server's writes block soon after the client stops reading.
+fn start_stalled_download(
+    ctl: &mut Control,
+    name: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Box<dyn Read> {
+    let data = ctl.epsv();
+    ctl.send(format!("RETR {name}\r\n").as_bytes());
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect_timeout(&data.into(), WAIT).unwrap();
+    let tcp = with_timeouts(socket.into());
+    let mut stream: Box<dyn Read> = match tls {
+        Some(config) => {
+            let conn = rustls::ClientConnection::new(Arc::clone(config), server_name()).unwrap();
+            Box::new(rustls::StreamOwned::new(conn, tcp))
+        }
+        None => Box::new(tcp),
+    };
+    let mut some = vec![0u8; 64 * 1024];
+    stream.read_exact(&mut some).unwrap();
+    let reply = ctl.reply();
+    assert!(reply.starts_with('1'), "{reply}");
+    stream
+}
+
+/// A download whose client reads 64 KiB and stops is failed at the data timeout: 426, the transfer line
+/// logged with its status, the file and the passive port released, the session goes on; a `QUIT` during such
+/// a stall closes the session within the data timeout too. In the clear and with TLS (the default policy).
+///
+/// "At the data timeout", not a multiple of it: a write that was not woken for the whole timeout used to be
+/// polled once more when its timer fired, and the few KiB the kernel then took (below its wake-up threshold)
+/// counted as progress, so each timeout let a trickle through and started over (426 after 2 to 3 timeouts,
+/// and never within 80 s with the default 60 s).
+#[test]
+fn a_stalled_download_fails_at_the_data_timeout() {
+    for tls in [false, true] {
+        let mut setup = if tls { Setup::tls() } else { Setup::plain() };
+        setup.limits.data_idle_timeout = Duration::from_secs(2);
+        let server = TestServer::start(setup);
+        std::fs::write(server.root.join("stall.bin"), vec![0x5a; 64 << 20]).unwrap();
+        let config = server.client_tls();
+        let mut ctl = Control::connect(server.addr);
+        if tls {
+            ctl.tls_login(&config);
+        } else {
+            ctl.plain_login();
+        }
+        let tls = tls.then_some(&config);
+        let peer = ctl.tcp.local_addr().unwrap().to_string();
+        let stalled = start_stalled_download(&mut ctl, "stall.bin", tls);
+        let started = Instant::now();
+        let _ = ctl.tcp.set_read_timeout(Some(WAIT));
+        let reply = ctl.reply();
+        let waited = started.elapsed();
+        assert!(reply.starts_with("426"), "tls {}: {reply:?} after {waited:?}", tls.is_some());
+        assert!(waited < Duration::from_millis(3500), "426 after {waited:?}");
+        let logged = wait_until(WAIT, || {
+            captured_log().lines().any(|line| {
+                event_peer(line) == Some(peer.as_str())
+                    && line.contains("direction=Download")
+                    && line.contains("status=426")
+            })
+        });
+        assert!(logged, "no transfer line for the stalled download");
+        assert_eq!(server.stats().passive_listeners, 0);
+        assert!(ctl.cmd("NOOP").starts_with("200"));
+        drop(stalled);
+
+        // QUIT while the download stalls: the session ends within the data timeout (and some slack).
+        let stalled = start_stalled_download(&mut ctl, "stall.bin", tls);
+        ctl.send(b"QUIT\r\n");
+        let started = Instant::now();
+        assert!(ctl.closed_within(Duration::from_secs(6)), "QUIT did not close the session");
+        let quit_closed = started.elapsed();
+        assert!(quit_closed < Duration::from_millis(3500), "QUIT closed after {quit_closed:?}");
+        eprintln!(
+            "stalled download (tls {}): 426 after {waited:?}; QUIT closed after {quit_closed:?}",
+            tls.is_some(),
+        );
+        drop(stalled);
+        server.assert_released();
+    }
+}
+
 /// A failed upload's transfer line still says what happened on the data connection: the TLS version, that it
 /// resumed, and the bytes received before the failure, whether the client cut the connection (a FIN without
 /// close_notify) or stalled until the data timeout.
