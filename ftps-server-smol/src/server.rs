@@ -142,17 +142,19 @@ impl Shared {
             .is_some_and(|t| t.is_locked(ip, Instant::now()))
     }
 
-    pub(crate) fn record_login_failure(&self, ip: IpAddr) {
-        if let Some(throttle) = &self.throttle {
-            if throttle.record_failure(ip, Instant::now()) {
-                tracing::warn!(%ip, "address locked out after repeated failed logins");
-            }
-        }
+    /// Reserves a password check for `ip` in the lockout before it runs; `false`: refuse without checking.
+    pub(crate) fn begin_login(&self, ip: IpAddr) -> bool {
+        self.throttle
+            .as_ref()
+            .is_none_or(|t| t.begin(ip, Instant::now()))
     }
 
-    pub(crate) fn record_login_success(&self, ip: IpAddr) {
+    /// Ends a check [`Shared::begin_login`] reserved.
+    pub(crate) fn finish_login(&self, ip: IpAddr, accepted: bool) {
         if let Some(throttle) = &self.throttle {
-            throttle.record_success(ip, Instant::now());
+            if throttle.finish(ip, accepted, Instant::now()) {
+                tracing::warn!(%ip, "address locked out after repeated failed logins");
+            }
         }
     }
 

@@ -316,14 +316,9 @@ impl Driver {
                 resumed = info.resumed,
                 "control TLS established"
             ),
-            Event::LoggedIn { user, anonymous } => {
-                tracing::info!(%user, anonymous, "logged in");
-                self.shared.record_login_success(self.peer.ip());
-            }
-            Event::LoginFailed { user } => {
-                tracing::warn!(%user, "login failed");
-                self.shared.record_login_failure(self.peer.ip());
-            }
+            // The lockout counted the check when it ran (`Shared::begin_login`).
+            Event::LoggedIn { user, anonymous } => tracing::info!(%user, anonymous, "logged in"),
+            Event::LoginFailed { user } => tracing::warn!(%user, "login failed"),
             Event::TransferFinished(record) => {
                 if self.shared.log_transfers() {
                     tracing::info!(
@@ -376,7 +371,9 @@ impl Driver {
                 let shared = Arc::clone(&self.shared);
                 let peer_ip = self.peer.ip();
                 self.spawn_completion(async move {
-                    if shared.is_locked_out(peer_ip) {
+                    // Counted before the check runs, so parallel sessions cannot check more passwords than
+                    // the lockout allows while earlier failures are still on their way.
+                    if !shared.begin_login(peer_ip) {
                         return Completion::Login(id, None);
                     }
                     let attempt = LoginAttempt {
@@ -385,10 +382,12 @@ impl Driver {
                         client_certificate: client_cert.map(|c| c.to_vec()),
                         peer_ip,
                     };
-                    match shared.authenticator.authenticate(attempt).await {
-                        AuthOutcome::Accepted(user) => Completion::Login(id, Some(user)),
-                        _ => Completion::Login(id, None),
-                    }
+                    let user = match shared.authenticator.authenticate(attempt).await {
+                        AuthOutcome::Accepted(user) => Some(user),
+                        _ => None,
+                    };
+                    shared.finish_login(peer_ip, user.is_some());
+                    Completion::Login(id, user)
                 });
             }
             // One name per server: every HOST is this host (RFC 7151 allows a server without virtual hosts).

@@ -2177,6 +2177,55 @@ fn a_stalled_download_fails_at_the_data_timeout() {
     }
 }
 
+/// The lockout counts password checks before they run: 16 sessions from one address guessing at once get at
+/// most `max_failed_logins` (5) passwords checked by the authenticator.
+#[test]
+fn parallel_password_guesses_are_counted_before_they_are_checked() {
+    let mut setup = Setup::plain();
+    setup.session.failed_login_delay = Duration::from_millis(500);
+    setup.limits.max_sessions_per_ip = 16;
+    setup.throttle = Some(Arc::new(LoginThrottle::new(
+        5,
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+        100,
+    )));
+    let server = TestServer::start(setup);
+    let attacker = Ipv4Addr::new(127, 0, 0, 3);
+    let addr = server.addr;
+    let barrier = Arc::new(std::sync::Barrier::new(16));
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                let mut ctl = Control::connect_from(attacker, addr);
+                let greeting = ctl.reply();
+                barrier.wait();
+                if !greeting.starts_with("220") {
+                    return;
+                }
+                for n in 0..3 {
+                    if !ctl.cmd(&format!("USER {USER}")).starts_with("331") {
+                        return;
+                    }
+                    if ctl.cmd(&format!("PASS wrong-{t}-{n}")).is_empty() {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let checked = server.attempts.load(Ordering::SeqCst);
+    eprintln!("16 parallel sessions guessing: {checked} passwords checked (limit 5)");
+    assert!((1..=5).contains(&checked), "{checked} passwords checked");
+    // The address is locked now; another address still logs in.
+    let mut user = Control::connect_from(SECOND_IP, server.addr);
+    user.plain_login();
+}
+
 /// A failed upload's transfer line still says what happened on the data connection: the TLS version, that it
 /// resumed, and the bytes received before the failure, whether the client cut the connection (a FIN without
 /// close_notify) or stalled until the data timeout.
