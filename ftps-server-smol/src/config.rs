@@ -307,6 +307,9 @@ pub struct LimitsConfig {
     pub idle_timeout: u64,
     /// Seconds from connect to successful login.
     pub login_timeout: u64,
+    /// Seconds from connect to the first command (`AUTH TLS` for a client that follows the default policy):
+    /// a connection that says nothing holds a session slot this long, not the whole `login_timeout`.
+    pub auth_timeout: u64,
     /// Seconds a data connection may make no progress.
     pub data_timeout: u64,
     /// Failed logins from one IP within `lockout_window` before it is locked out.
@@ -331,6 +334,10 @@ impl Default for LimitsConfig {
             max_sessions_per_ip: 16,
             idle_timeout: 300,
             login_timeout: 30,
+            // Clients send their first command within a round trip of the greeting (milliseconds; a second on
+            // the worst satellite links); 10 s leaves room for a stalled network while 512 silent connections
+            // free the default `max_sessions` three times faster than the login timeout did.
+            auth_timeout: 10,
             data_timeout: 60,
             max_failed_logins: 5,
             lockout_window: 300,
@@ -353,6 +360,12 @@ impl LimitsConfig {
     #[must_use]
     pub fn login_timeout(&self) -> Duration {
         Duration::from_secs(self.login_timeout)
+    }
+
+    /// `auth_timeout` as a duration.
+    #[must_use]
+    pub fn auth_timeout(&self) -> Duration {
+        Duration::from_secs(self.auth_timeout)
     }
 
     /// `data_timeout` as a duration.
@@ -573,6 +586,7 @@ impl Config {
             ("limits.max_sessions_per_ip", l.max_sessions_per_ip as u64),
             ("limits.idle_timeout", l.idle_timeout),
             ("limits.login_timeout", l.login_timeout),
+            ("limits.auth_timeout", l.auth_timeout),
             ("limits.data_timeout", l.data_timeout),
             ("limits.max_failed_logins", u64::from(l.max_failed_logins)),
             ("limits.lockout_window", l.lockout_window),

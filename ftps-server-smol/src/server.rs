@@ -483,6 +483,7 @@ pub fn session_config_from(config: &Config) -> SessionConfig {
         allow_site_to_site: config.policy.allow_site_to_site,
         idle_timeout: limits.idle_timeout(),
         login_timeout: limits.login_timeout(),
+        auth_timeout: limits.auth_timeout(),
         data_accept_timeout: limits.data_timeout(),
         max_failed_logins: limits.max_failed_logins,
         max_line_len: limits.max_line_len,
@@ -639,6 +640,19 @@ mod tests {
         let mut reader = futures_lite::io::BufReader::new(stream.clone());
         reader.read_line(&mut line).await.unwrap();
         line
+    }
+
+    #[test]
+    fn the_auth_timeout_reaches_the_engine() {
+        let config = Config::from_toml("[limits]\nauth_timeout = 3\n").unwrap();
+        assert_eq!(
+            session_config_from(&config).auth_timeout,
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            session_config_from(&Config::default()).auth_timeout,
+            Duration::from_secs(10)
+        );
     }
 
     #[test]

@@ -2263,3 +2263,58 @@ fn a_failed_uploads_transfer_line_reports_tls_resumption_and_bytes() {
         drop(stream);
     }
 }
+
+/// Silent connections cannot hold the server: one address gets at most `max_sessions_per_ip` slots, and a
+/// connection that sends no command is closed at the auth timeout (1 s here; the login timeout is 30 s), after
+/// which a client from another address gets in even when one address held every slot.
+#[test]
+fn silent_connections_are_closed_at_the_auth_timeout() {
+    // The per-address cap: 20 silent connections, 5 admitted, and another address logs in at once.
+    let mut setup = Setup::plain();
+    setup.limits.max_sessions = 20;
+    setup.limits.max_sessions_per_ip = 5;
+    setup.session.login_timeout = Duration::from_secs(30);
+    let server = TestServer::start(setup);
+    let silent: Vec<_> = (0..20)
+        .map(|_| TcpStream::connect_timeout(&server.addr, WAIT).unwrap())
+        .collect();
+    assert!(wait_until(WAIT, || server.stats().sessions == 5));
+    let mut user = Control::connect_from(SECOND_IP, server.addr);
+    user.plain_login();
+    drop(user);
+    drop(silent);
+    server.assert_released();
+
+    // One address may hold every slot (per-address cap = global cap): the auth timeout frees them.
+    let mut setup = Setup::plain();
+    setup.limits.max_sessions = 20;
+    setup.limits.max_sessions_per_ip = 20;
+    setup.session.login_timeout = Duration::from_secs(30);
+    setup.session.auth_timeout = Duration::from_secs(1);
+    let server = TestServer::start(setup);
+    let silent: Vec<_> = (0..20)
+        .map(|_| TcpStream::connect_timeout(&server.addr, WAIT).unwrap())
+        .collect();
+    assert!(wait_until(WAIT, || server.stats().sessions == 20));
+    let started = Instant::now();
+    let mut refused = 0;
+    let mut user = loop {
+        let mut ctl = Control::connect_from(SECOND_IP, server.addr);
+        let reply = ctl.reply();
+        if reply.starts_with("220") {
+            break ctl;
+        }
+        assert!(reply.starts_with("421"), "{reply}");
+        refused += 1;
+        assert!(started.elapsed() < WAIT, "still refused after {WAIT:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let waited = started.elapsed();
+    user.login();
+    eprintln!("20 silent connections: another address refused {refused} times, in after {waited:?}");
+    assert!(waited < Duration::from_secs(4), "{waited:?}");
+    // A client that speaks is not cut by the auth timeout.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(user.cmd("NOOP").starts_with("200"));
+    drop(silent);
+}

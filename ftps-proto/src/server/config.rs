@@ -61,6 +61,10 @@ pub struct SessionConfig {
     pub idle_timeout: Duration,
     /// Close (421) when not logged in this long after connecting.
     pub login_timeout: Duration,
+    /// Close (421) when no command line arrives this long after connecting (in implicit FTPS, after the TLS
+    /// handshake too): a connection that never speaks holds a session slot for this long, not the whole
+    /// `login_timeout`. Any complete line stops it.
+    pub auth_timeout: Duration,
     /// Answer 425 when no data connection arrives this long after a transfer command needs one.
     pub data_accept_timeout: Duration,
     /// Delay before answering a failed login with 530; commands meanwhile wait.
@@ -103,6 +107,7 @@ impl Default for SessionConfig {
             passive_public_ipv4: None,
             idle_timeout: Duration::from_secs(300),
             login_timeout: Duration::from_secs(60),
+            auth_timeout: Duration::from_secs(10),
             data_accept_timeout: Duration::from_secs(30),
             failed_login_delay: Duration::from_secs(1),
             max_failed_logins: 3,

@@ -175,6 +175,8 @@ pub enum CloseReason {
     IdleTimeout,
     /// Not logged in within the login timeout.
     LoginTimeout,
+    /// No command within [`SessionConfig::auth_timeout`] of connecting.
+    AuthTimeout,
     /// Too many failed logins.
     TooManyFailedLogins,
     /// A fatal error, see [`ServerSession::error`].
@@ -333,6 +335,8 @@ struct Transfer {
 struct Timers {
     idle: Option<Instant>,
     login: Option<Instant>,
+    /// Until the first command line (`auth_timeout`).
+    auth: Option<Instant>,
     data_accept: Option<Instant>,
     login_delay: Option<Instant>,
     /// When a held preliminary reply goes out anyway (`preliminary_reply_wait`).
@@ -511,6 +515,7 @@ impl ServerSession {
         };
         session.timers.login = Some(now + session.base.login_timeout);
         session.timers.idle = Some(now + session.base.idle_timeout);
+        session.timers.auth = Some(now + session.base.auth_timeout);
         session
     }
 
@@ -630,6 +635,15 @@ impl ServerSession {
             );
             self.abort_everything();
             self.close(CloseReason::LoginTimeout);
+            return;
+        }
+        if due(&mut self.timers.auth) {
+            self.reply(
+                ReplyCode::SERVICE_NOT_AVAILABLE,
+                "No command received, closing control connection",
+            );
+            self.abort_everything();
+            self.close(CloseReason::AuthTimeout);
             return;
         }
         if due(&mut self.timers.idle) {
@@ -780,6 +794,7 @@ impl ServerSession {
         [
             self.timers.idle,
             self.timers.login,
+            self.timers.auth,
             self.timers.data_accept,
             self.timers.login_delay,
             self.timers.preliminary,
@@ -953,6 +968,8 @@ impl ServerSession {
     // ----- internals: commands -----
 
     fn on_line(&mut self, line: Result<Vec<u8>, FrameError>) {
+        // A client that speaks has passed the auth timeout; the login timeout goes on.
+        self.timers.auth = None;
         if let Some(idle) = self.timers.idle.as_mut() {
             *idle = self.now + self.policy.idle_timeout;
         }

@@ -756,6 +756,44 @@ fn timers_fire_once_and_never_repeat_a_deadline() {
 }
 
 #[test]
+fn auth_timeout_closes_a_silent_connection_and_any_line_stops_it() {
+    let config = SessionConfig {
+        auth_timeout: Duration::from_secs(2),
+        login_timeout: Duration::from_secs(30),
+        ..plain_config()
+    };
+    let mut h = Harness::new(config.clone());
+    h.take();
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(h.base + Duration::from_secs(2))
+    );
+    h.advance(Duration::from_secs(2));
+    h.timeout();
+    assert_eq!(
+        h.take(),
+        "421 No command received, closing control connection\r\n"
+    );
+    assert!(h.session.is_closed());
+    assert!(h.events.contains(&Event::Closed(CloseReason::AuthTimeout)));
+
+    // Half a line does not count; a whole one (even unknown) does, and the login timeout goes on.
+    let mut h = Harness::new(config);
+    h.take();
+    h.send("NO");
+    h.advance(Duration::from_secs(1));
+    h.send("OP\r\n");
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(h.base + Duration::from_secs(30))
+    );
+    h.advance(Duration::from_secs(28));
+    h.timeout();
+    assert!(!h.session.is_closed());
+    assert_eq!(h.take(), "200 NOOP ok\r\n");
+}
+
+#[test]
 fn navigation() {
     let mut h = logged_in();
     assert_eq!(h.cmd("PWD"), "257 \"/\" is the current directory\r\n");
@@ -1191,6 +1229,43 @@ fn quit_during_transfer_waits_for_it() {
 }
 
 #[test]
+fn a_failed_transfer_keeps_its_channel_report_in_the_record() {
+    let mut h = logged_in();
+    h.cmd("PASV");
+    h.hold_transfers = true;
+    h.cmd("RETR hello.txt");
+    let Request {
+        id,
+        kind: RequestKind::RunTransfer { .. },
+    } = h.held.pop().unwrap()
+    else {
+        panic!()
+    };
+    h.events.clear();
+    let report = DataReport {
+        bytes_sent: 7,
+        ..DataReport::default()
+    };
+    h.complete(
+        id,
+        Outcome::TransferFailed {
+            failure: Failure::Truncated,
+            report,
+        },
+    );
+    assert_eq!(h.take(), "426 Connection closed; transfer aborted\r\n");
+    let record = h
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::TransferFinished(r) => Some(r.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!((record.bytes, record.status.get()), (7, 426));
+}
+
+#[test]
 fn truncated_upload_is_426() {
     let (mut h, _pki) = tls_session(TLS13, SessionConfig::default());
     h.login_tls();
@@ -1232,43 +1307,6 @@ fn tls_policy_replies() {
     // No TLS configured: AUTH is 502.
     let mut h = Harness::new(plain_config());
     assert_eq!(h.cmd("AUTH TLS"), "502 TLS not available\r\n");
-}
-
-#[test]
-fn a_failed_transfer_keeps_its_channel_report_in_the_record() {
-    let mut h = logged_in();
-    h.cmd("PASV");
-    h.hold_transfers = true;
-    h.cmd("RETR hello.txt");
-    let Request {
-        id,
-        kind: RequestKind::RunTransfer { .. },
-    } = h.held.pop().unwrap()
-    else {
-        panic!()
-    };
-    h.events.clear();
-    let report = DataReport {
-        bytes_sent: 7,
-        ..DataReport::default()
-    };
-    h.complete(
-        id,
-        Outcome::TransferFailed {
-            failure: Failure::Truncated,
-            report,
-        },
-    );
-    assert_eq!(h.take(), "426 Connection closed; transfer aborted\r\n");
-    let record = h
-        .events
-        .iter()
-        .find_map(|e| match e {
-            Event::TransferFinished(r) => Some(r.clone()),
-            _ => None,
-        })
-        .unwrap();
-    assert_eq!((record.bytes, record.status.get()), (7, 426));
 }
 
 #[test]
