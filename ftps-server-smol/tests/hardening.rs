@@ -2082,11 +2082,18 @@ fn every_log_line_names_exactly_its_own_session() {
         }
         if let Some(named) = event_peer(line) {
             transfers += 1;
-            assert_eq!(named, peer, "a transfer line in another session's span: {line}");
+            assert_eq!(
+                named, peer,
+                "a transfer line in another session's span: {line}"
+            );
             assert!(downloaders.contains(peer), "{line}");
         }
     }
-    assert_eq!(closed.len(), 200, "every session's close is logged in its span");
+    assert_eq!(
+        closed.len(),
+        200,
+        "every session's close is logged in its span"
+    );
     assert_eq!(transfers, 40, "one transfer line per download");
     eprintln!("{lines} log lines of 200 sessions, each with exactly its own session span");
 }
@@ -2147,7 +2154,11 @@ fn a_stalled_download_fails_at_the_data_timeout() {
         let _ = ctl.tcp.set_read_timeout(Some(WAIT));
         let reply = ctl.reply();
         let waited = started.elapsed();
-        assert!(reply.starts_with("426"), "tls {}: {reply:?} after {waited:?}", tls.is_some());
+        assert!(
+            reply.starts_with("426"),
+            "tls {}: {reply:?} after {waited:?}",
+            tls.is_some()
+        );
         assert!(waited < Duration::from_millis(3500), "426 after {waited:?}");
         let logged = wait_until(WAIT, || {
             captured_log().lines().any(|line| {
@@ -2165,9 +2176,15 @@ fn a_stalled_download_fails_at_the_data_timeout() {
         let stalled = start_stalled_download(&mut ctl, "stall.bin", tls);
         ctl.send(b"QUIT\r\n");
         let started = Instant::now();
-        assert!(ctl.closed_within(Duration::from_secs(6)), "QUIT did not close the session");
+        assert!(
+            ctl.closed_within(Duration::from_secs(6)),
+            "QUIT did not close the session"
+        );
         let quit_closed = started.elapsed();
-        assert!(quit_closed < Duration::from_millis(3500), "QUIT closed after {quit_closed:?}");
+        assert!(
+            quit_closed < Duration::from_millis(3500),
+            "QUIT closed after {quit_closed:?}"
+        );
         eprintln!(
             "stalled download (tls {}): 426 after {waited:?}; QUIT closed after {quit_closed:?}",
             tls.is_some(),
@@ -2311,7 +2328,9 @@ fn silent_connections_are_closed_at_the_auth_timeout() {
     };
     let waited = started.elapsed();
     user.login();
-    eprintln!("20 silent connections: another address refused {refused} times, in after {waited:?}");
+    eprintln!(
+        "20 silent connections: another address refused {refused} times, in after {waited:?}"
+    );
     assert!(waited < Duration::from_secs(4), "{waited:?}");
     // A client that speaks is not cut by the auth timeout.
     std::thread::sleep(Duration::from_millis(1500));
