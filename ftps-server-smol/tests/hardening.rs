@@ -71,6 +71,17 @@ fn captured_log() -> String {
     String::from_utf8_lossy(&LOG.lock().unwrap()).into_owned()
 }
 
+/// Where the captured log ends now: [`captured_log_since`] gives what a test logged from here on.
+fn log_mark() -> usize {
+    LOG.lock().unwrap().len()
+}
+
+/// The captured log from `mark` on. Client ports are reused across the tests of this binary, so a test that looks
+/// for its session's peer address reads only what was logged since it started.
+fn captured_log_since(mark: usize) -> String {
+    String::from_utf8_lossy(&LOG.lock().unwrap()[mark..]).into_owned()
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // The server under test.
 
@@ -2013,12 +2024,15 @@ fn every_log_line_names_exactly_its_own_session() {
     let server = TestServer::start(setup);
     std::fs::write(server.root.join("small.bin"), random_bytes(100_000)).unwrap();
     let addr = server.addr;
+    // An address of its own: no other test's session has these peer addresses.
+    let source = Ipv4Addr::new(127, 0, 0, 14);
+    let mark = log_mark();
     let threads: Vec<_> = (0..8)
         .map(|_| {
             std::thread::spawn(move || {
                 let mut ctls: Vec<Control> = (0..25)
                     .map(|_| {
-                        let mut ctl = Control::connect(addr);
+                        let mut ctl = Control::connect_from(source, addr);
                         assert!(ctl.reply().starts_with("220"));
                         ctl
                     })
@@ -2032,8 +2046,7 @@ fn every_log_line_names_exactly_its_own_session() {
                     assert!(ctl.cmd("TYPE I").starts_with("200"));
                     let data = ctl.epsv();
                     ctl.send(b"RETR small.bin\r\n");
-                    let mut stream =
-                        with_timeouts(TcpStream::connect_timeout(&data, WAIT).unwrap());
+                    let mut stream = connect_from(source.into(), data);
                     let mut body = Vec::new();
                     stream.read_to_end(&mut body).unwrap();
                     assert_eq!(body.len(), 100_000);
@@ -2065,7 +2078,7 @@ fn every_log_line_names_exactly_its_own_session() {
     }
     assert_eq!((peers.len(), downloaders.len()), (200, 40));
     server.assert_released();
-    let log = captured_log();
+    let log = captured_log_since(mark);
     let (mut lines, mut transfers) = (0, 0);
     let mut closed = std::collections::HashSet::new();
     for line in log.lines() {
@@ -2149,6 +2162,7 @@ fn a_stalled_download_fails_at_the_data_timeout() {
         }
         let tls = tls.then_some(&config);
         let peer = ctl.tcp.local_addr().unwrap().to_string();
+        let mark = log_mark();
         let stalled = start_stalled_download(&mut ctl, "stall.bin", tls);
         let started = Instant::now();
         let _ = ctl.tcp.set_read_timeout(Some(WAIT));
@@ -2161,7 +2175,7 @@ fn a_stalled_download_fails_at_the_data_timeout() {
         );
         assert!(waited < Duration::from_millis(3500), "426 after {waited:?}");
         let logged = wait_until(WAIT, || {
-            captured_log().lines().any(|line| {
+            captured_log_since(mark).lines().any(|line| {
                 event_peer(line) == Some(peer.as_str())
                     && line.contains("direction=Download")
                     && line.contains("status=426")
@@ -2253,6 +2267,7 @@ fn a_failed_uploads_transfer_line_reports_tls_resumption_and_bytes() {
     let server = TestServer::start(setup);
     let config = server.client_tls();
     for stall in [false, true] {
+        let mark = log_mark();
         let (mut ctl, stream) = start_tls_upload(&server, &config, "cut.bin");
         let peer = ctl.tcp.local_addr().unwrap().to_string();
         if !stall {
@@ -2266,7 +2281,7 @@ fn a_failed_uploads_transfer_line_reports_tls_resumption_and_bytes() {
         assert!(reply.starts_with("426"), "stall {stall}: {reply}");
         let mut line = None;
         assert!(wait_until(WAIT, || {
-            line = captured_log()
+            line = captured_log_since(mark)
                 .lines()
                 .find(|l| event_peer(l) == Some(peer.as_str()))
                 .map(str::to_owned);
