@@ -19,7 +19,7 @@
 //! .unwrap();
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -116,6 +116,13 @@ pub(crate) struct Shared {
     /// Passive listeners bound right now (see [`ServerStats::passive_listeners`]).
     passive_listeners: Arc<AtomicUsize>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Admitted sessions that have not sent a command yet, oldest first (by admission number): when the server is
+    /// full, a new connection evicts the oldest of them instead of being refused.
+    silent: Mutex<BTreeMap<u64, Arc<Silent>>>,
+    /// Admission numbers for `silent`.
+    admitted: AtomicU64,
+    /// Evicted sessions that have not ended yet: the server holds at most this many sessions over the cap.
+    evicting: AtomicUsize,
     shutting_down: AtomicBool,
     shutdown: Event,
 }
@@ -194,32 +201,111 @@ impl Shared {
     }
 
     /// Counts a session in, or says which limit refuses it (the guard counts it out on drop).
+    ///
+    /// An address over `max_sessions_per_ip` is refused. A server at `max_sessions` evicts its oldest session that
+    /// has not sent a command yet (421) and admits the newcomer in its place; only when every session has spoken
+    /// is the newcomer refused. Silent connections therefore cannot lock clients out, even from many addresses:
+    /// a client sends its first command within a round trip, so it is rarely the oldest silent one.
     fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<SessionGuard, Refusal> {
         let mut per_ip = self.per_ip.lock().map_err(|_| Refusal::TooManySessions)?;
-        if self.sessions.load(Ordering::Relaxed) >= self.limits.max_sessions {
-            return Err(Refusal::TooManySessions);
-        }
-        let from_ip = per_ip.entry(ip).or_insert(0);
-        if *from_ip >= self.limits.max_sessions_per_ip {
+        if per_ip.get(&ip).copied().unwrap_or(0) >= self.limits.max_sessions_per_ip {
             return Err(Refusal::TooManyFromAddress);
         }
-        *from_ip += 1;
+        let over = self
+            .sessions
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.evicting.load(Ordering::Relaxed));
+        if over >= self.limits.max_sessions && !self.evict_oldest_silent() {
+            return Err(Refusal::TooManySessions);
+        }
+        *per_ip.entry(ip).or_insert(0) += 1;
         self.sessions.fetch_add(1, Ordering::Relaxed);
+        let silent = Arc::new(Silent {
+            key: self.admitted.fetch_add(1, Ordering::Relaxed),
+            evicted: AtomicBool::new(false),
+            event: Event::new(),
+        });
+        if let Ok(mut map) = self.silent.lock() {
+            map.insert(silent.key, Arc::clone(&silent));
+        }
         Ok(SessionGuard {
             shared: Arc::clone(self),
             ip,
+            silent,
         })
+    }
+
+    /// Tells the oldest session that has not spoken to close; `false` when there is none (or too many evicted
+    /// sessions are still ending: at most a sixteenth of the cap, so a flood cannot push the count far over it).
+    fn evict_oldest_silent(&self) -> bool {
+        if self.evicting.load(Ordering::Relaxed) > self.limits.max_sessions / 16 {
+            return false;
+        }
+        let Some(victim) = self
+            .silent
+            .lock()
+            .ok()
+            .and_then(|mut map| map.pop_first().map(|(_, v)| v))
+        else {
+            return false;
+        };
+        self.evicting.fetch_add(1, Ordering::Relaxed);
+        victim.evicted.store(true, Ordering::Release);
+        victim.event.notify(usize::MAX);
+        true
+    }
+
+    /// The session behind `silent` has sent a command: it may no longer be evicted.
+    pub(crate) fn spoke(&self, silent: &Silent) {
+        if let Ok(mut map) = self.silent.lock() {
+            map.remove(&silent.key);
+        }
+    }
+}
+
+/// A session that may be evicted until it sends its first command (see [`Shared::admit`]).
+pub(crate) struct Silent {
+    key: u64,
+    evicted: AtomicBool,
+    event: Event,
+}
+
+impl Silent {
+    /// Resolves when the server evicts this session.
+    pub(crate) async fn evicted(&self) {
+        loop {
+            if self.evicted.load(Ordering::Acquire) {
+                return;
+            }
+            let listener = self.event.listen();
+            if self.evicted.load(Ordering::Acquire) {
+                return;
+            }
+            listener.await;
+        }
     }
 }
 
 /// Keeps one session counted while it lives.
-struct SessionGuard {
+pub(crate) struct SessionGuard {
     shared: Arc<Shared>,
     ip: IpAddr,
+    silent: Arc<Silent>,
+}
+
+impl SessionGuard {
+    /// The session's eviction handle.
+    pub(crate) fn silent(&self) -> &Arc<Silent> {
+        &self.silent
+    }
 }
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
+        self.shared.spoke(&self.silent);
+        if self.silent.evicted.load(Ordering::Acquire) {
+            self.shared.evicting.fetch_sub(1, Ordering::Relaxed);
+        }
         self.shared.sessions.fetch_sub(1, Ordering::Relaxed);
         if let Ok(mut per_ip) = self.shared.per_ip.lock() {
             if let Some(n) = per_ip.get_mut(&self.ip) {
@@ -333,7 +419,8 @@ impl Server {
                 Err(refusal) => (None, Some(refusal)),
             };
             smol::spawn(async move {
-                crate::session::run(shared, context, stream, refusal).await;
+                let silent = guard.as_ref().map(|g| Arc::clone(g.silent()));
+                crate::session::run(shared, context, stream, refusal, silent).await;
                 drop(guard);
             })
             .detach();
@@ -453,6 +540,9 @@ impl ServerBuilder {
                 sessions: AtomicUsize::new(0),
                 passive_listeners: Arc::new(AtomicUsize::new(0)),
                 per_ip: Mutex::new(HashMap::new()),
+                silent: Mutex::new(BTreeMap::new()),
+                admitted: AtomicU64::new(0),
+                evicting: AtomicUsize::new(0),
                 shutting_down: AtomicBool::new(false),
                 shutdown: Event::new(),
             }),

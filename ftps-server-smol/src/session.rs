@@ -26,7 +26,7 @@ use tracing::Instrument;
 
 use crate::auth::{AuthOutcome, AuthenticatedUser, LoginAttempt, Permission, UserHome};
 use crate::listener::CountedListener;
-use crate::server::{ListenerContext, Shared};
+use crate::server::{ListenerContext, Shared, Silent};
 use crate::storage::{self, LocalStorage, ReadOnly, Storage, Subtree, Upload};
 use crate::storage_map::{failed, file_info, listing_now, open_unique, set_modified};
 use crate::timing::{within, LazyTimer};
@@ -92,6 +92,7 @@ pub(crate) async fn run(
     listener: Arc<ListenerContext>,
     stream: TcpStream,
     refusal: Option<Refusal>,
+    silent: Option<Arc<Silent>>,
 ) {
     let (Ok(peer), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
         return;
@@ -103,7 +104,7 @@ pub(crate) async fn run(
     // other session polled there nested its span inside this one (nesting depth 3,001 in a flood of 3,000
     // connections, and transfer lines logged in another session's span).
     let span = tracing::info_span!("session", id, %peer);
-    serve(shared, listener, stream, refusal, peer, local)
+    serve(shared, listener, stream, refusal, silent, peer, local)
         .instrument(span)
         .await;
 }
@@ -114,6 +115,7 @@ async fn serve(
     listener: Arc<ListenerContext>,
     stream: TcpStream,
     refusal: Option<Refusal>,
+    silent: Option<Arc<Silent>>,
     peer: SocketAddr,
     local: SocketAddr,
 ) {
@@ -151,6 +153,7 @@ async fn serve(
         input: vec![0; CONTROL_READ_INITIAL],
         pending: 0..0,
         shutdown_seen: false,
+        silent,
         deadline: LazyTimer::new(),
     };
     let result = driver.drive(&mut session).await;
@@ -180,6 +183,8 @@ struct Driver {
     pending: std::ops::Range<usize>,
     /// The server's shutdown has been passed to the engine.
     shutdown_seen: bool,
+    /// Until the client's first command: the server may evict this session to admit another.
+    silent: Option<Arc<Silent>>,
     /// Fires by the engine's next deadline (`poll_timeout`).
     deadline: LazyTimer,
 }
@@ -189,6 +194,7 @@ enum Wake {
     Done(Option<Completion>),
     Timer,
     Shutdown,
+    Evicted,
 }
 
 impl Driver {
@@ -197,6 +203,11 @@ impl Driver {
             self.drain(session).await?;
             if session.is_closed() {
                 return Ok(());
+            }
+            if !session.awaits_first_command() {
+                if let Some(silent) = self.silent.take() {
+                    self.shared.spoke(&silent);
+                }
             }
             // Offer input the engine could not take before; if it takes some, drain again.
             if !self.pending.is_empty() {
@@ -235,7 +246,16 @@ impl Driver {
                     }
                     Wake::Shutdown
                 };
-                future::or(future::or(read, done), future::or(timer, shutdown)).await
+                let silent = self.silent.as_deref();
+                let evicted = async {
+                    match silent {
+                        Some(silent) => silent.evicted().await,
+                        None => future::pending::<()>().await,
+                    }
+                    Wake::Evicted
+                };
+                let wait = future::or(future::or(read, done), future::or(timer, shutdown));
+                future::or(wait, evicted).await
             };
             let now = Instant::now();
             match wake {
@@ -261,6 +281,12 @@ impl Driver {
                 Wake::Shutdown => {
                     self.shutdown_seen = true;
                     session.shutdown(now);
+                }
+                // The server is full and this session has not spoken: the engine says 421 and closes.
+                Wake::Evicted => {
+                    self.silent = None;
+                    tracing::info!("evicted to admit a new connection (no command sent yet)");
+                    session.evict(now);
                 }
             }
         }

@@ -2296,9 +2296,10 @@ fn a_failed_uploads_transfer_line_reports_tls_resumption_and_bytes() {
     }
 }
 
-/// Silent connections cannot hold the server: one address gets at most `max_sessions_per_ip` slots, and a
-/// connection that sends no command is closed at the auth timeout (1 s here; the login timeout is 30 s), after
-/// which a client from another address gets in even when one address held every slot.
+/// Silent connections cannot hold the server: one address gets at most `max_sessions_per_ip` slots; a
+/// connection that sends no command is closed at the auth timeout (1 s here; the login timeout is 30 s); and a
+/// full server makes room for a new connection by closing its oldest connection that has not spoken, so a client
+/// from another address gets in at once even when silent connections hold every slot.
 #[test]
 fn silent_connections_are_closed_at_the_auth_timeout() {
     // The per-address cap: 20 silent connections, 5 admitted, and another address logs in at once.
@@ -2317,38 +2318,66 @@ fn silent_connections_are_closed_at_the_auth_timeout() {
     drop(silent);
     server.assert_released();
 
-    // One address may hold every slot (per-address cap = global cap): the auth timeout frees them.
+    // The auth timeout: silent connections get 421 and a close after 1 s, long before the login timeout; a
+    // client that spoke stays.
+    let mut setup = Setup::plain();
+    setup.session.login_timeout = Duration::from_secs(30);
+    setup.session.auth_timeout = Duration::from_secs(1);
+    let server = TestServer::start(setup);
+    let mut user = Control::connect(server.addr);
+    assert!(user.reply().starts_with("220"));
+    assert!(user.cmd("NOOP").starts_with("200"));
+    let started = Instant::now();
+    let quiet: Vec<_> = (0..5).map(|_| Control::connect(server.addr)).collect();
+    for mut ctl in quiet {
+        assert!(ctl.reply().starts_with("220"));
+        let reply = ctl.reply();
+        assert!(reply.starts_with("421"), "{reply}");
+        assert!(ctl.closed_within(Duration::from_secs(3)));
+    }
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(4), "{waited:?}");
+    assert!(user.cmd("NOOP").starts_with("200"));
+    user.login();
+    drop(user);
+    server.assert_released();
+
+    // A full server (one address may hold every slot: per-address cap = global cap = 20, and no auth timeout
+    // within the test) evicts its oldest silent connection for a newcomer from another address.
     let mut setup = Setup::plain();
     setup.limits.max_sessions = 20;
     setup.limits.max_sessions_per_ip = 20;
     setup.session.login_timeout = Duration::from_secs(30);
-    setup.session.auth_timeout = Duration::from_secs(1);
+    setup.session.auth_timeout = Duration::from_secs(30);
     let server = TestServer::start(setup);
-    let silent: Vec<_> = (0..20)
-        .map(|_| TcpStream::connect_timeout(&server.addr, WAIT).unwrap())
+    let mut silent: Vec<_> = (0..20)
+        .map(|_| {
+            let mut ctl = Control::connect(server.addr);
+            assert!(ctl.reply().starts_with("220"));
+            ctl
+        })
         .collect();
-    assert!(wait_until(WAIT, || server.stats().sessions == 20));
+    assert_eq!(server.stats().sessions, 20);
     let started = Instant::now();
-    let mut refused = 0;
-    let mut user = loop {
-        let mut ctl = Control::connect_from(SECOND_IP, server.addr);
-        let reply = ctl.reply();
-        if reply.starts_with("220") {
-            break ctl;
-        }
-        assert!(reply.starts_with("421"), "{reply}");
-        refused += 1;
-        assert!(started.elapsed() < WAIT, "still refused after {WAIT:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let waited = started.elapsed();
+    let mut user = Control::connect_from(SECOND_IP, server.addr);
+    let reply = user.reply();
+    assert!(reply.starts_with("220"), "{reply}");
     user.login();
+    let waited = started.elapsed();
     eprintln!(
-        "20 silent connections: another address refused {refused} times, in after {waited:?}"
+        "20 silent connections filling the server: another address logged in after {waited:?}"
     );
-    assert!(waited < Duration::from_secs(4), "{waited:?}");
-    // A client that speaks is not cut by the auth timeout.
-    std::thread::sleep(Duration::from_millis(1500));
-    assert!(user.cmd("NOOP").starts_with("200"));
-    drop(silent);
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+    // The oldest silent connection was told why and closed; the others are still there.
+    let reply = silent[0].reply();
+    assert!(reply.starts_with("421"), "{reply}");
+    assert!(silent.remove(0).closed_within(Duration::from_secs(3)));
+    assert!(silent[0].cmd("NOOP").starts_with("200"));
+    // Once everyone has spoken, a newcomer is refused again.
+    for ctl in &mut silent {
+        assert!(ctl.cmd("NOOP").starts_with("200"));
+    }
+    let mut late = Control::connect(server.addr);
+    let reply = late.reply();
+    assert!(reply.starts_with("421"), "{reply}");
 }

@@ -177,6 +177,8 @@ pub enum CloseReason {
     LoginTimeout,
     /// No command within [`SessionConfig::auth_timeout`] of connecting.
     AuthTimeout,
+    /// Closed before its first command to make room for a new connection ([`ServerSession::evict`]).
+    Evicted,
     /// Too many failed logins.
     TooManyFailedLogins,
     /// A fatal error, see [`ServerSession::error`].
@@ -526,6 +528,12 @@ impl ServerSession {
         self.closed
     }
 
+    /// Whether no command line has arrived yet (the auth timer runs): such a session may be
+    /// [evicted](ServerSession::evict) when the server is full.
+    pub fn awaits_first_command(&self) -> bool {
+        !self.closed && self.timers.auth.is_some()
+    }
+
     /// The fatal error that ended the session, if one did.
     pub fn error(&self) -> Option<&SessionError> {
         self.error.as_ref()
@@ -685,6 +693,21 @@ impl ServerSession {
             return;
         }
         self.say_shutdown();
+    }
+
+    /// Closes a session that has not sent a command yet ([`ServerSession::awaits_first_command`]) to make room
+    /// for a new connection when the server is full: `421` and close. A session that has spoken is left alone.
+    pub fn evict(&mut self, now: Instant) {
+        self.now = now;
+        if !self.awaits_first_command() {
+            return;
+        }
+        self.reply(
+            ReplyCode::SERVICE_NOT_AVAILABLE,
+            "Too many connections, closing one that sent no command",
+        );
+        self.abort_everything();
+        self.close(CloseReason::Evicted);
     }
 
     fn say_shutdown(&mut self) {

@@ -791,6 +791,26 @@ fn auth_timeout_closes_a_silent_connection_and_any_line_stops_it() {
     h.timeout();
     assert!(!h.session.is_closed());
     assert_eq!(h.take(), "200 NOOP ok\r\n");
+    // A session that has spoken is not evicted.
+    assert!(!h.session.awaits_first_command());
+    h.session.evict(h.now);
+    assert!(!h.session.is_closed());
+}
+
+#[test]
+fn a_silent_session_can_be_evicted() {
+    let mut h = Harness::new(plain_config());
+    h.take();
+    assert!(h.session.awaits_first_command());
+    h.session.evict(h.now);
+    h.drive();
+    assert_eq!(
+        h.take(),
+        "421 Too many connections, closing one that sent no command\r\n"
+    );
+    assert!(h.session.is_closed());
+    assert!(!h.session.awaits_first_command());
+    assert!(h.events.contains(&Event::Closed(CloseReason::Evicted)));
 }
 
 #[test]
