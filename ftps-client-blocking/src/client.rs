@@ -26,6 +26,7 @@ use rustls::pki_types::ServerName;
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
 use crate::transfer::{DataConn, RetrGuard, StorGuard, TransferReport};
+use ftps_proto::client::{Security, SessionError};
 
 /// Control connection read buffer: replies are small; TLS records are at most ~16 KiB.
 const CONTROL_BUFFER: usize = 32 * 1024;
@@ -137,6 +138,12 @@ impl Client {
                 Event::Connected { greeting, .. } => {
                     client.greeting = Some(greeting);
                     return Ok(client);
+                }
+                Event::Failed(SessionError::Timeout("greeting"))
+                    if matches!(client.config.security, Security::Explicit { .. })
+                        && answers_tls_at_once(peer, &client.config) =>
+                {
+                    return Err(Error::ImplicitTlsPort { addr: peer });
                 }
                 Event::Failed(e) => return Err(e.into()),
                 _ => {}
@@ -715,6 +722,31 @@ impl Control {
         }
         Ok(())
     }
+}
+
+/// How long the implicit-port probe waits for a TLS answer: a server that speaks TLS first answers a
+/// ClientHello within a round trip.
+const IMPLICIT_PROBE_WAIT: Duration = Duration::from_secs(3);
+
+/// Whether `addr` answers a TLS ClientHello at once with a TLS record (a handshake or an alert): the sign
+/// of an implicit FTPS port, where an explicit client waits in vain for a plaintext greeting.
+fn answers_tls_at_once(addr: SocketAddr, config: &ClientConfig) -> bool {
+    let probe = || -> Result<bool> {
+        let tls = config.rustls_client_config()?;
+        let name = ServerName::from(addr.ip());
+        let mut hello = rustls::ClientConnection::new(tls, name)
+            .map_err(|e| Error::TlsConfig(e.to_string()))?;
+        let mut stream = TcpStream::connect_timeout(&addr, IMPLICIT_PROBE_WAIT)?;
+        stream.set_read_timeout(Some(IMPLICIT_PROBE_WAIT))?;
+        stream.set_write_timeout(Some(IMPLICIT_PROBE_WAIT))?;
+        while hello.wants_write() {
+            hello.write_tls(&mut stream)?;
+        }
+        let mut first = [0u8; 1];
+        // Content types 21 (alert) and 22 (handshake), RFC 8446 section 5.1.
+        Ok(stream.read(&mut first)? == 1 && matches!(first[0], 21 | 22))
+    };
+    probe().unwrap_or(false)
 }
 
 /// Connects to the first address that answers within `timeout`, with `TCP_NODELAY`.

@@ -252,7 +252,7 @@ impl ClientConfig {
             .map_err(|e| Error::TlsConfig(format!("server name {name:?}: {e}")))
     }
 
-    fn rustls_client_config(&self) -> Result<Arc<rustls::ClientConfig>> {
+    pub(crate) fn rustls_client_config(&self) -> Result<Arc<rustls::ClientConfig>> {
         if let Some(config) = &self.tls_config {
             return Ok(config.clone());
         }

@@ -1,6 +1,7 @@
 //! The one error type of the blocking client.
 
 use std::io;
+use std::net::SocketAddr;
 
 use ftps_proto::client::{OpError, SessionError};
 use ftps_proto::codec::Reply;
@@ -50,6 +51,23 @@ pub enum Error {
         /// The reply text, lines joined with spaces.
         text: String,
     },
+    /// The server refused `PBSZ 0` / `PROT P`: it will not protect data connections with TLS, and the
+    /// config does not allow clear ones ([`crate::ClientConfig::allow_clear_data`]). Not a login failure:
+    /// the credentials were not the problem.
+    #[error("server will not protect the data channel (PBSZ/PROT P refused): {code} {text}")]
+    ProtectionRefused {
+        /// The reply code, e.g. 534 or 536.
+        code: u16,
+        /// The reply text, lines joined with spaces.
+        text: String,
+    },
+    /// No greeting came on an explicit-FTPS connection, but the port answered a TLS ClientHello at once:
+    /// it is an implicit FTPS port (`Client::connect` with [`crate::ClientConfig::implicit`]).
+    #[error("no greeting from {addr}, but it answers TLS at once: an implicit FTPS port (connect with implicit TLS)")]
+    ImplicitTlsPort {
+        /// The address that was probed.
+        addr: SocketAddr,
+    },
     /// The server's replies could not be understood, or the call cannot be made as given.
     #[error("protocol error: {0}")]
     Protocol(String),
@@ -74,7 +92,9 @@ impl Error {
     /// The reply code of a refusal, if this is one.
     pub fn reply_code(&self) -> Option<u16> {
         match self {
-            Error::Refused { code, .. } | Error::LoginRefused { code, .. } => Some(*code),
+            Error::Refused { code, .. }
+            | Error::LoginRefused { code, .. }
+            | Error::ProtectionRefused { code, .. } => Some(*code),
             _ => None,
         }
     }
@@ -121,8 +141,11 @@ impl From<SessionError> for Error {
             SessionError::ServiceClosing(ref reply) | SessionError::GreetingRefused(ref reply) => {
                 Error::Closed(format!("{}: {}", e, reply_text(reply)))
             }
-            SessionError::AuthRefused(ref reply)
-            | SessionError::DataProtectionRefused(ref reply) => Error::refused(reply),
+            SessionError::AuthRefused(ref reply) => Error::refused(reply),
+            SessionError::DataProtectionRefused(ref reply) => Error::ProtectionRefused {
+                code: reply.code.get(),
+                text: reply_text(reply),
+            },
             other => Error::Protocol(other.to_string()),
         }
     }

@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use ftps_testkit::{pattern, TempDir, Vsftpd, VSFTPD_PASSWORD, VSFTPD_USER};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use ftps_testkit::{pattern, TempDir, TestCert, Vsftpd, VSFTPD_PASSWORD, VSFTPD_USER};
 
 fn ftps(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ftps"))
@@ -37,6 +41,7 @@ fn help_lists_every_subcommand_and_exit_code() {
         "4  remote file error",
         "5  transfer failed",
         "6  local I/O error",
+        "7  the server refused to protect data connections",
     ] {
         assert!(help.contains(code), "{code:?} missing from:\n{help}");
     }
@@ -451,4 +456,98 @@ fn vsftpd_fxp_between_two_servers() {
         std::fs::read(destination.home.join("src.bin")).unwrap(),
         data
     );
+}
+
+/// A TLS server config for the scripted servers below, on a fresh self-signed certificate.
+fn scripted_tls() -> Arc<rustls::ServerConfig> {
+    let cert = TestCert::generate();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_der.clone().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.cert_der.clone().into()], key)
+    .unwrap();
+    Arc::new(config)
+}
+
+/// `ftps --insecure --timeout SECONDS ls URL` with a password in the environment.
+fn ls_insecure(url: &str, timeout: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ftps"))
+        .args(["--insecure", "--timeout", timeout, "ls", url])
+        .env("FTPS_PASSWORD", "pw")
+        .output()
+        .unwrap()
+}
+
+/// A server that accepts AUTH TLS and the login but refuses `PBSZ`/`PROT` (as some hosted servers do): the
+/// failure is its own exit code (7) and says so, not "login refused" (3), which sent users to their password.
+#[test]
+fn refused_data_protection_exits_7_and_says_so() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let tls = scripted_tls();
+    let server = std::thread::spawn(move || {
+        let (mut tcp, _) = listener.accept().unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        tcp.write_all(b"220 scripted\r\n").unwrap();
+        let mut line = String::new();
+        BufReader::new(&mut tcp).read_line(&mut line).unwrap();
+        assert!(line.starts_with("AUTH TLS"), "{line}");
+        tcp.write_all(b"234 go\r\n").unwrap();
+        let conn = rustls::ServerConnection::new(tls).unwrap();
+        let mut stream = BufReader::new(rustls::StreamOwned::new(conn, tcp));
+        loop {
+            let mut line = String::new();
+            if stream.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let reply: &[u8] = match line.split_whitespace().next().unwrap_or("") {
+                "USER" => b"331 password\r\n",
+                "PASS" => b"230 in\r\n",
+                "PBSZ" | "PROT" => b"534 data protection not available\r\n",
+                "QUIT" => b"221 bye\r\n",
+                _ => b"502 not here\r\n",
+            };
+            let out = stream.get_mut();
+            out.write_all(reply).unwrap();
+            out.flush().unwrap();
+        }
+    });
+    let out = ls_insecure(&format!("ftps://alice@{addr}/"), "10");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(7), "{err}");
+    assert!(err.contains("will not protect the data channel"), "{err}");
+    assert!(err.contains("534"), "{err}");
+    assert!(!err.contains("login refused"), "{err}");
+    let _ = server.join();
+}
+
+/// An `ftps://` (explicit) URL pointed at an implicit FTPS port: no greeting comes, the port answers TLS, and
+/// the error says to use `ftpsi://` instead of only "timed out: greeting".
+#[test]
+fn an_implicit_port_behind_an_explicit_url_is_named() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let tls = scripted_tls();
+    std::thread::spawn(move || {
+        // The client's connection (silent: it waits for a greeting), then its probe, which gets a handshake.
+        for tcp in listener.incoming().take(2) {
+            let Ok(mut tcp) = tcp else { return };
+            let tls = Arc::clone(&tls);
+            std::thread::spawn(move || {
+                tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut conn = rustls::ServerConnection::new(tls).unwrap();
+                let _ = conn.complete_io(&mut tcp);
+                std::thread::sleep(Duration::from_secs(5));
+            });
+        }
+    });
+    let out = ls_insecure(&format!("ftps://alice@{addr}/"), "1");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("ftpsi://"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
 }

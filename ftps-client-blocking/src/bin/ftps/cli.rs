@@ -43,6 +43,7 @@ Exit codes:
   4  remote file error (not found, permission denied)
   5  transfer failed or truncated
   6  local I/O error
+  7  the server refused to protect data connections (PBSZ/PROT P) and clear data was not allowed
 
 Password: taken from the URL, else the FTPS_PASSWORD environment variable, else asked on
 the terminal without echo. Without a user in the URL the login is anonymous. For 'fxp',
@@ -663,6 +664,8 @@ pub(crate) enum ErrorKind {
     Transfer,
     /// Reading or writing a local file failed. Exit code 6.
     LocalIo,
+    /// The server refused `PBSZ`/`PROT P` and clear data connections were not allowed. Exit code 7.
+    Protection,
 }
 
 impl ErrorKind {
@@ -676,6 +679,7 @@ impl ErrorKind {
             ErrorKind::Remote => 4,
             ErrorKind::Transfer => 5,
             ErrorKind::LocalIo => 6,
+            ErrorKind::Protection => 7,
         }
     }
 }

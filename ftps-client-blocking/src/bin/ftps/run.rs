@@ -78,11 +78,14 @@ enum Phase {
 impl Failure {
     /// A client error, classified by phase.
     fn client(phase: Phase, context: &str, error: &Error) -> Failure {
-        let message = if context.is_empty() {
+        let mut message = if context.is_empty() {
             error.to_string()
         } else {
             format!("{context}: {error}")
         };
+        if let Error::ImplicitTlsPort { .. } = error {
+            message.push_str("; use an ftpsi:// URL");
+        }
         Failure {
             error: CliError::new(error_kind(phase, error), message),
             session_usable: error.is_session_usable(),
@@ -100,6 +103,10 @@ impl Failure {
 
 /// The exit-code class of `error` seen in `phase`.
 fn error_kind(phase: Phase, error: &Error) -> ErrorKind {
+    if let Error::ProtectionRefused { .. } = error {
+        // Not the login's fault: the server will not encrypt data connections.
+        return ErrorKind::Protection;
+    }
     if let Some(code) = error.reply_code() {
         return match phase {
             // AUTH TLS refused: the connection cannot be secured.
@@ -982,6 +989,20 @@ mod tests {
         let failure = Failure::client(Phase::Connect, "", &Error::Timeout("greeting"));
         assert_eq!(failure.error.message(), "timed out: greeting");
         assert!(!failure.session_usable);
+        let addr = "127.0.0.1:990".parse().unwrap();
+        let failure = Failure::client(Phase::Connect, "", &Error::ImplicitTlsPort { addr });
+        assert!(failure.error.message().ends_with("; use an ftpsi:// URL"));
+        assert_eq!(failure.error.kind().exit_code(), 2);
+        let refused = Error::ProtectionRefused {
+            code: 534,
+            text: "no".into(),
+        };
+        let failure = Failure::client(Phase::Login, "", &refused);
+        assert_eq!(failure.error.kind().exit_code(), 7);
+        assert!(failure
+            .error
+            .message()
+            .contains("will not protect the data channel"));
     }
 
     #[test]
