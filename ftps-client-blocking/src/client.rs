@@ -23,7 +23,7 @@ use ftps_proto::data::{DataChannel, DataError, DataReport};
 use ftps_proto::TlsInfo;
 use rustls::pki_types::ServerName;
 
-use crate::config::ClientConfig;
+use crate::config::{ClientConfig, TraceSink};
 use crate::error::{Error, Result};
 use crate::transfer::{DataConn, RetrGuard, StorGuard, TransferReport};
 use ftps_proto::client::{Security, SessionError};
@@ -127,7 +127,7 @@ impl Client {
         let mut session = ClientSession::new(session_config, server_name, peer, now)?;
         session.set_today(today());
         let mut client = Self {
-            control: Control::new(stream, session, config.reply_timeout)?,
+            control: Control::new(stream, session, config.reply_timeout, config.trace.clone())?,
             config,
             greeting: None,
             features: None,
@@ -608,10 +608,17 @@ pub(crate) struct Control {
     reply_timeout: Duration,
     read_timeout: Option<Duration>,
     pub(crate) last_activity: Instant,
+    /// Where trace events go ([`ClientConfig::trace`]); they never reach `events`.
+    trace: Option<TraceSink>,
 }
 
 impl Control {
-    fn new(stream: TcpStream, session: ClientSession, reply_timeout: Duration) -> Result<Self> {
+    fn new(
+        stream: TcpStream,
+        session: ClientSession,
+        reply_timeout: Duration,
+        trace: Option<TraceSink>,
+    ) -> Result<Self> {
         stream.set_nodelay(true)?;
         stream.set_write_timeout(Some(reply_timeout))?;
         Ok(Self {
@@ -626,6 +633,7 @@ impl Control {
             reply_timeout,
             read_timeout: None,
             last_activity: Instant::now(),
+            trace,
         })
     }
 
@@ -639,7 +647,14 @@ impl Control {
             self.last_activity = Instant::now();
         }
         while let Some(event) = self.session.poll_event() {
-            self.events.push_back(event);
+            match event {
+                Event::Trace(line) => {
+                    if let Some(sink) = &self.trace {
+                        (sink.0)(&line);
+                    }
+                }
+                event => self.events.push_back(event),
+            }
         }
         Ok(())
     }

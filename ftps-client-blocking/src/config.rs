@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ftps_proto::client::{ClientSessionConfig, DataConnectionMode, Security};
+use ftps_proto::client::{ClientSessionConfig, DataConnectionMode, Security, Trace};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
@@ -57,6 +57,17 @@ pub struct ClientConfig {
     pub(crate) trust_pasv_address: bool,
     pub(crate) clear_command_channel: bool,
     pub(crate) require_close_notify: bool,
+    pub(crate) trace: Option<TraceSink>,
+}
+
+/// Where [`ClientConfig::trace`] sends the protocol trace.
+#[derive(Clone)]
+pub(crate) struct TraceSink(pub(crate) Arc<dyn Fn(&Trace) + Send + Sync>);
+
+impl std::fmt::Debug for TraceSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TraceSink")
+    }
 }
 
 impl Default for ClientConfig {
@@ -91,6 +102,7 @@ impl ClientConfig {
             trust_pasv_address: false,
             clear_command_channel: false,
             require_close_notify: true,
+            trace: None,
         }
     }
 
@@ -221,6 +233,19 @@ impl ClientConfig {
         self
     }
 
+    /// Calls `sink` with each line of the protocol exchange: every command (`PASS` masked), every reply, and
+    /// what TLS negotiated on the control connection and on each data connection, including whether it resumed
+    /// the control session (the evidence that `PROT P` was in force). `Trace`'s `Display` is the log line.
+    ///
+    /// ```
+    /// let config = ftps_client_blocking::ClientConfig::new().trace(|line| eprintln!("{line}"));
+    /// # drop(config);
+    /// ```
+    pub fn trace(mut self, sink: impl Fn(&Trace) + Send + Sync + 'static) -> Self {
+        self.trace = Some(TraceSink(Arc::new(sink)));
+        self
+    }
+
     /// The engine's settings, with the rustls config built from the trust settings.
     pub(crate) fn session_config(&self) -> Result<ClientSessionConfig> {
         let mut session = match self.security {
@@ -237,6 +262,7 @@ impl ClientConfig {
         session.trust_pasv_address = self.trust_pasv_address;
         session.clear_command_channel = self.clear_command_channel;
         session.require_close_notify = self.require_close_notify;
+        session.trace = self.trace.is_some();
         session.reply_timeout = self.reply_timeout;
         session.data_handshake_timeout = self.data_handshake_timeout;
         session.abort_timeout = self.abort_timeout;

@@ -26,7 +26,7 @@ pub mod url;
 pub use client::Client;
 pub use config::{ClientConfig, TlsVersions};
 pub use error::{Error, Result};
-pub use ftps_proto::client::{Credentials, DataConnectionMode, ServerFeatures};
+pub use ftps_proto::client::{Credentials, DataConnectionMode, ServerFeatures, Trace};
 pub use ftps_proto::codec::{Entry, EntryKind, Timeval};
 pub use fxp::{SiteToSiteOptions, SiteToSiteProtection, SiteToSiteReport};
 pub use transfer::{RetrGuard, StorGuard, TransferReport};

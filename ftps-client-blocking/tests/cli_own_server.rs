@@ -336,6 +336,41 @@ fn get_to_stdout_writes_the_file_and_nothing_else() {
     assert_eq!(site.scratch_files(), Vec::<String>::new());
 }
 
+/// `-v` traces the exchange on stderr, the evidence a push service shows that PROT P was on: commands
+/// (PASS masked), replies, and the TLS of the control and of each data connection, with its resumption.
+#[test]
+fn verbose_traces_commands_replies_and_every_connections_tls() {
+    let site = Site::start();
+    std::fs::write(site.remote("f.bin"), pattern(5000, 9)).unwrap();
+    let out = site.ftps(&["-v", "get", &site.url("f.bin"), "f.bin"]);
+    let stderr = exits(&out, 0);
+    let host = site.addr.ip().to_string();
+    for expected in [
+        "< 220 ",
+        "> AUTH TLS",
+        "* control connection: TLSv1_3 TLS13_",
+        "> USER alice",
+        "> PASS ****",
+        "> PBSZ 0",
+        "> PROT P",
+        "< 200 ",
+        "> RETR f.bin",
+        "* data connection: TLSv1_3 TLS13_",
+        "< 226 ",
+    ] {
+        assert!(
+            stderr.contains(&format!("{host}: {expected}")),
+            "{expected:?} missing from:\n{stderr}"
+        );
+    }
+    assert!(stderr.contains(", resumed, 5000 bytes\n"), "{stderr}");
+    assert!(!stderr.contains(PASSWORD), "{stderr}");
+    assert_eq!(
+        std::fs::read(site.local("f.bin")).unwrap(),
+        pattern(5000, 9)
+    );
+}
+
 /// Reads a FIFO opened non-blocking until `done` is set and nothing more comes.
 fn drain_fifo(mut pipe: std::fs::File, done: &std::sync::atomic::AtomicBool) -> Vec<u8> {
     let mut bytes = Vec::new();

@@ -63,6 +63,9 @@ pub struct ClientSessionConfig {
     pub max_listing_bytes: usize,
     /// Require close_notify at the end of downloads; a bare TCP close is then reported as truncation.
     pub require_close_notify: bool,
+    /// Report the protocol exchange as [`Event::Trace`](super::Event::Trace): every command (`PASS` masked),
+    /// every reply, and the TLS of the control and of each data connection. Off by default.
+    pub trace: bool,
 }
 
 impl ClientSessionConfig {
@@ -100,6 +103,7 @@ impl ClientSessionConfig {
             abort_timeout: Duration::from_secs(10),
             max_listing_bytes: 64 * 1024 * 1024,
             require_close_notify: true,
+            trace: false,
         }
     }
 }

@@ -1,8 +1,9 @@
 //! What a [`ClientSession`](super::ClientSession) tells its frontend, and how it fails.
 
+use std::fmt;
 use std::net::SocketAddr;
 
-use crate::codec::{Reply, ReplyError};
+use crate::codec::{Command, Reply, ReplyError};
 use crate::data::DataChannel;
 use crate::TlsInfo;
 
@@ -69,6 +70,9 @@ pub enum Event {
     Failed(SessionError),
     /// The session ended cleanly (`QUIT` answered, or EOF after it). Close the connection.
     Closed,
+    /// One line of the protocol exchange, when [`ClientSessionConfig::trace`](super::ClientSessionConfig::trace)
+    /// is on: for a `-v` log, or as evidence that data connections were protected. Needs no answer.
+    Trace(Trace),
 }
 
 /// Why the whole session failed. Sticky: once set, every later operation fails with it.
@@ -121,5 +125,71 @@ pub enum SessionError {
 impl From<ReplyError> for SessionError {
     fn from(e: ReplyError) -> Self {
         Self::MalformedReply(e)
+    }
+}
+
+/// One entry of the protocol trace ([`Event::Trace`]). Its `Display` is the log line: `> ` for a command sent
+/// (`PASS` masked), `< ` for each line of a reply, `* ` for what TLS negotiated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Trace {
+    /// A command line sent on the control connection, `PASS` argument replaced by `****`.
+    Sent(String),
+    /// A reply received on the control connection.
+    Received(Reply),
+    /// The control connection's TLS handshake finished.
+    ControlTls(TlsInfo),
+    /// A data connection ended: what its TLS negotiated (`None`: in the clear).
+    DataConnection {
+        /// The data connection's TLS, with whether it resumed the control connection's session.
+        tls: Option<TlsInfo>,
+        /// Plaintext bytes received and sent on it.
+        bytes: u64,
+    },
+}
+
+impl Trace {
+    /// The trace entry of a command about to be sent.
+    pub(crate) fn sent(command: &Command) -> Self {
+        Trace::Sent(command.masked().to_string())
+    }
+}
+
+/// `TLSv1_3 TLS13_AES_128_GCM_SHA256`, with `, resumed` when the handshake resumed a session.
+fn write_tls(f: &mut fmt::Formatter<'_>, tls: &TlsInfo) -> fmt::Result {
+    write!(f, "{:?} {:?}", tls.version, tls.cipher_suite)?;
+    if tls.resumed {
+        f.write_str(", resumed")?;
+    }
+    Ok(())
+}
+
+impl fmt::Display for Trace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Trace::Sent(line) => write!(f, "> {line}"),
+            Trace::Received(reply) => {
+                let text = reply.to_string();
+                for (i, line) in text.lines().enumerate() {
+                    if i > 0 {
+                        f.write_str("\n")?;
+                    }
+                    write!(f, "< {line}")?;
+                }
+                Ok(())
+            }
+            Trace::ControlTls(tls) => {
+                f.write_str("* control connection: ")?;
+                write_tls(f, tls)
+            }
+            Trace::DataConnection { tls, bytes } => {
+                f.write_str("* data connection: ")?;
+                match tls {
+                    Some(tls) => write_tls(f, tls)?,
+                    None => f.write_str("clear (not protected)")?,
+                }
+                write!(f, ", {bytes} bytes")
+            }
+        }
     }
 }

@@ -90,7 +90,7 @@ use crate::data::{
 use crate::tls::{ReadState, TlsConn};
 
 pub use config::{ClientSessionConfig, DataConnectionMode, Security};
-pub use event::{Direction, Event, SessionError};
+pub use event::{Direction, Event, SessionError, Trace};
 pub use op::{
     Credentials, OpError, OpId, Operation, Output, ServerFeatures, SiteToSiteCommand,
     TransferReport,
@@ -624,6 +624,14 @@ impl ClientSession {
         if running.transfer.data.is_some() {
             return;
         }
+        if self.config.trace {
+            if let Ok(report) = &result {
+                self.events.push_back(Event::Trace(Trace::DataConnection {
+                    tls: report.tls.clone(),
+                    bytes: report.bytes_received + report.bytes_sent,
+                }));
+            }
+        }
         running.transfer.data = Some(result);
         if running.transfer.abort_requested {
             return;
@@ -721,14 +729,25 @@ impl ClientSession {
         self.phase = Phase::Ready;
         self.reply_deadline = None;
         let tls = self.tls_info();
+        if let Some(tls) = &tls {
+            self.trace(|| Trace::ControlTls(tls.clone()));
+        }
         if let Some(greeting) = self.greeting.take() {
             self.events.push_back(Event::Connected { greeting, tls });
         }
         self.pump(now);
     }
 
+    /// Queues a trace entry when tracing is on; `entry` is built only then.
+    fn trace(&mut self, entry: impl FnOnce() -> Trace) {
+        if self.config.trace {
+            self.events.push_back(Event::Trace(entry()));
+        }
+    }
+
     /// Queues one command line for the control connection and records what it waits for.
     fn send(&mut self, now: Instant, command: &Command, step: Step) {
+        self.trace(|| Trace::sent(command));
         let line = format!("{command}\r\n");
         match self.tls.as_mut() {
             Some(tls) => {
@@ -743,6 +762,7 @@ impl ClientSession {
 
     /// Every reply goes through here, in order.
     fn on_reply(&mut self, now: Instant, reply: Reply) {
+        self.trace(|| Trace::Received(reply.clone()));
         if reply.code.get() == 421 {
             // RFC 959 section 4.2: 421 may answer any command and means the server is closing.
             self.fail(SessionError::ServiceClosing(reply));

@@ -30,6 +30,8 @@ struct Script {
     /// Plaintext received from the client, not yet read as lines.
     inbox: Vec<u8>,
     events: Vec<Event>,
+    /// The trace lines, when the config asks for them (kept apart from `events`).
+    traces: Vec<String>,
 }
 
 impl Script {
@@ -44,6 +46,7 @@ impl Script {
             bound: None,
             inbox: Vec::new(),
             events: Vec::new(),
+            traces: Vec::new(),
         }
     }
 
@@ -63,6 +66,7 @@ impl Script {
             bound: Some(bound),
             inbox: Vec::new(),
             events: Vec::new(),
+            traces: Vec::new(),
         };
         if implicit {
             script.start_tls();
@@ -108,7 +112,10 @@ impl Script {
             }
             while let Some(e) = self.client.poll_event() {
                 moved = true;
-                self.events.push(e);
+                match e {
+                    Event::Trace(t) => self.traces.push(t.to_string()),
+                    e => self.events.push(e),
+                }
             }
             if !moved {
                 return;
@@ -468,6 +475,47 @@ fn explicit_login(versions: &[&'static rustls::SupportedProtocolVersion]) {
     assert!(!info.resumed);
 }
 
+/// With `trace` on, the exchange is reported line by line, `PASS` masked, with the TLS of the control
+/// connection and of each data connection (the evidence `ftps -v` shows that PROT P was in force).
+#[test]
+fn the_trace_shows_commands_replies_and_every_connections_tls() {
+    let pki = TestPki::new();
+    let versions = &[&rustls::version::TLS13];
+    let mut config = ClientSessionConfig::new(pki.client_config(versions));
+    config.trace = true;
+    let mut s = Script::tls(&pki, versions, config);
+    s.connect_and_login(FEAT_MLSD);
+    let report = retrieve(&mut s, b"payload");
+    assert!(report.resumed);
+    let traces = s.traces.join("\n");
+    for expected in [
+        "< 220 (vsFTPd 3.0.5)",
+        "> AUTH TLS",
+        "* control connection: TLSv1_3 TLS13_",
+        "> USER alice",
+        "> PASS ****",
+        "< 230 Login successful.",
+        "> PROT P",
+        "> RETR f",
+        ", resumed, 7 bytes",
+        "< 226 Transfer complete.",
+    ] {
+        assert!(
+            traces.contains(expected),
+            "{expected:?} missing from:\n{traces}"
+        );
+    }
+    assert!(!traces.contains("pw"), "{traces}");
+    // Off by default: nothing.
+    let mut s = Script::tls(
+        &pki,
+        versions,
+        ClientSessionConfig::new(pki.client_config(versions)),
+    );
+    s.connect_and_login(FEAT_MLSD);
+    assert!(s.traces.is_empty());
+}
+
 #[test]
 fn explicit_login_tls12() {
     explicit_login(TLS12);
@@ -822,6 +870,7 @@ fn two_sessions_on_one_caller_config_do_not_share_tickets() {
                 bound: Some(shared.clone()),
                 inbox: Vec::new(),
                 events: Vec::new(),
+                traces: Vec::new(),
             };
             s.connect_and_login(FEAT_PLAIN);
             // Let TLS 1.3 tickets arrive at the client.

@@ -85,6 +85,10 @@ pub(crate) struct GlobalOptions {
     /// No progress bar and no summary; errors only.
     #[arg(long, short = 'q', global = true)]
     pub(crate) quiet: bool,
+    /// Print the protocol exchange on stderr: every command (PASS masked) and reply, and the TLS
+    /// version, cipher and resumption of the control connection and of every data connection.
+    #[arg(long, short = 'v', global = true)]
+    pub(crate) verbose: bool,
     /// Trust the CA certificates in this PEM file instead of the system roots.
     #[arg(long, value_name = "FILE", global = true)]
     pub(crate) ca_file: Option<PathBuf>,
@@ -274,6 +278,8 @@ pub(crate) struct ConnectionOptions {
     pub(crate) active: bool,
     /// Inactivity timeout.
     pub(crate) timeout: Option<Duration>,
+    /// Trace the protocol exchange on stderr.
+    pub(crate) verbose: bool,
 }
 
 /// User name and password. `Debug` does not show the password.
@@ -367,6 +373,7 @@ impl Cli {
             ca_file: options.ca_file.clone(),
             active: options.active,
             timeout: options.timeout.map(Duration::from_secs),
+            verbose: options.verbose,
         }
     }
 

@@ -214,6 +214,15 @@ fn client_config(options: &ConnectionOptions) -> ClientConfig {
             .data_timeout(timeout)
             .data_handshake_timeout(timeout);
     }
+    if options.verbose {
+        // Each line names its server: `fxp` talks to two.
+        let host = options.host.clone();
+        config = config.trace(move |line| {
+            for part in line.to_string().lines() {
+                eprintln!("{host}: {part}");
+            }
+        });
+    }
     config
 }
 
