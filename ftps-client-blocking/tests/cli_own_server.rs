@@ -595,6 +595,10 @@ fn assert_same_tree(expected: &std::path::Path, actual: &std::path::Path) {
     };
     assert_eq!(names(expected), names(actual), "{}", actual.display());
     for name in names(expected) {
+        if expected.join(&name).is_dir() {
+            assert_same_tree(&expected.join(&name), &actual.join(&name));
+            continue;
+        }
         assert!(
             std::fs::read(expected.join(&name)).unwrap()
                 == std::fs::read(actual.join(&name)).unwrap(),
@@ -607,6 +611,96 @@ fn assert_same_tree(expected: &std::path::Path, actual: &std::path::Path) {
 /// a listing, a rename, a delete and both resumes, each command one session, with TLS 1.3 and with TLS 1.2
 /// (`--tls12`), under the server's default policy. The same matrix for the other clients is in
 /// `ftps-server-smol/tests/interop/clients.rs`.
+/// `--parallel 4`: a mirror up and down and a put of several files run on four sessions (four logins, each
+/// with its own control connection and TLS session), every file exactly once and byte for byte; a failing
+/// file still fails the run with its code.
+#[test]
+fn parallel_sessions_mirror_and_put_every_file_once() {
+    const FILES: usize = 300;
+    let site = Site::start();
+    let small = site.local("small");
+    std::fs::create_dir_all(small.join("sub")).unwrap();
+    for i in 1..=FILES {
+        let dir = if i % 3 == 0 {
+            small.join("sub")
+        } else {
+            small.clone()
+        };
+        std::fs::write(
+            dir.join(format!("f{i:04}.bin")),
+            pattern(i * 13 % 5000, i as u32),
+        )
+        .unwrap();
+    }
+    let logins = site.logins();
+    exits(
+        &site.ftps(&[
+            "-q",
+            "--parallel",
+            "4",
+            "mirror",
+            "--upload",
+            "small",
+            &site.url("up/"),
+        ]),
+        0,
+    );
+    assert_same_tree(&small, &site.remote("up"));
+    assert_eq!(site.logins() - logins, 4);
+    exits(
+        &site.ftps(&[
+            "-q",
+            "--parallel",
+            "4",
+            "mirror",
+            "--download",
+            &site.url("up/"),
+            "down",
+        ]),
+        0,
+    );
+    assert_same_tree(&small, &site.local("down"));
+    // Nothing changed: nothing transferred, one session is enough.
+    let logins = site.logins();
+    let out = site.ftps(&[
+        "--parallel",
+        "4",
+        "mirror",
+        "--upload",
+        "small",
+        &site.url("up/"),
+    ]);
+    exits(&out, 0);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("mirror: 0 transferred"));
+    assert_eq!(site.logins() - logins, 1);
+
+    // Files 1..=20 at the top level (every third one is in sub/).
+    let names: Vec<String> = (1..=20)
+        .filter(|i| i % 3 != 0)
+        .map(|i| format!("small/f{i:04}.bin"))
+        .collect();
+    let names_only: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut args = vec!["-q", "--parallel", "3", "put"];
+    args.extend(names_only.iter().copied());
+    let dest = site.url("put/");
+    exits(&site.ftps(&["mkdir", &site.url("put")]), 0);
+    args.push(&dest);
+    exits(&site.ftps(&args), 0);
+    for name in &names_only {
+        let file = std::path::Path::new(name).file_name().unwrap();
+        assert_eq!(
+            std::fs::read(site.remote("put").join(file)).unwrap(),
+            std::fs::read(site.local(name)).unwrap()
+        );
+    }
+    // A refused file (the directory does not exist) fails the run with 4, whatever the sessions.
+    let mut args = vec!["-q", "--parallel", "3", "put"];
+    args.extend(names_only.iter().copied());
+    let missing = site.url("no-such-dir/");
+    args.push(&missing);
+    exits(&site.ftps(&args), 4);
+}
+
 #[test]
 fn a_thousand_files_both_ways_and_every_operation_with_tls13_and_tls12() {
     const FILES: usize = 1000;

@@ -98,6 +98,11 @@ pub(crate) struct GlobalOptions {
     /// Give up on any network operation that makes no progress for SECS seconds.
     #[arg(long, value_name = "SECS", global = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) timeout: Option<u64>,
+    /// Transfer with N sessions at once (put of several files, mirror), each with its own
+    /// control connection and TLS session.
+    #[arg(long, value_name = "N", global = true, default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub(crate) parallel: u16,
 }
 
 /// The subcommands.
@@ -311,6 +316,8 @@ pub(crate) struct Invocation {
     pub(crate) action: Action,
     /// Suppress progress output.
     pub(crate) quiet: bool,
+    /// Sessions that transfer at once (1: the one logged-in session).
+    pub(crate) parallel: usize,
 }
 
 impl Cli {
@@ -358,6 +365,7 @@ impl Cli {
             login,
             action,
             quiet: self.options.quiet,
+            parallel: usize::from(self.options.parallel),
         })
     }
 
@@ -422,6 +430,7 @@ impl Cli {
                 protection,
             },
             quiet: self.options.quiet,
+            parallel: 1,
         })
     }
 

@@ -64,6 +64,24 @@ impl Progress<io::Stderr> {
         };
         Progress::new(err, mode, label, total, now)
     }
+
+    /// [`Progress::stderr`] for one of several files moving at once (`--parallel`): never a bar,
+    /// since the bars of concurrent transfers would draw over each other; the summary line
+    /// unless `quiet`.
+    #[must_use]
+    pub(crate) fn stderr_concurrent(
+        label: &str,
+        total: Option<u64>,
+        now: Instant,
+        quiet: bool,
+    ) -> Self {
+        let mode = if quiet {
+            Mode::Silent
+        } else {
+            Mode::SummaryOnly
+        };
+        Progress::new(io::stderr(), mode, label, total, now)
+    }
 }
 
 impl<W: Write> Progress<W> {

@@ -8,10 +8,12 @@
 use std::fs;
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::cli::{
-    Action, CliError, ConnectionOptions, Destination, ErrorKind, Invocation, MirrorDirection,
+    Action, CliError, ConnectionOptions, Destination, ErrorKind, Invocation, Login, MirrorDirection,
 };
 use crate::mirror::{self, LocalWalk, Plan, TimePrecision, TreeEntry};
 use crate::progress::{format_bytes, Mode as ProgressMode, Progress};
@@ -35,15 +37,18 @@ pub(crate) fn run(invocation: Invocation) -> Result<(), CliError> {
         login,
         action,
         quiet,
+        parallel,
     } = invocation;
     // Local problems are found before the network is touched: no login for a missing file.
     let local_tree = check_local(&action).map_err(|f| f.error)?;
-    let mut client = connect(&connection).map_err(|f| f.error)?;
-    if let Err(e) = client.login(&login.user, &login.password) {
-        let context = format!("login as {}", login.user);
-        return Err(Failure::client(Phase::Login, &context, &e).error);
-    }
-    let outcome = perform(&mut client, &action, local_tree, quiet);
+    let sessions = Sessions {
+        connection: &connection,
+        login: &login,
+        parallel,
+        quiet,
+    };
+    let mut client = sessions.open().map_err(|f| f.error)?;
+    let outcome = perform(&mut client, &action, local_tree, &sessions);
     let session_usable = match &outcome {
         Ok(()) => true,
         Err(failure) => failure.session_usable,
@@ -232,12 +237,98 @@ fn connect(options: &ConnectionOptions) -> Result<Client, Failure> {
 }
 
 /// Runs the logged-in part of `action`.
+/// How to open sessions for one run, and how many may transfer at once.
+struct Sessions<'a> {
+    connection: &'a ConnectionOptions,
+    login: &'a Login,
+    /// Sessions that transfer at once (`--parallel`), the first one included.
+    parallel: usize,
+    quiet: bool,
+}
+
+impl Sessions<'_> {
+    /// A new session, connected and logged in.
+    fn open(&self) -> Result<Client, Failure> {
+        let mut client = connect(self.connection)?;
+        if let Err(e) = client.login(&self.login.user, &self.login.password) {
+            let context = format!("login as {}", self.login.user);
+            return Err(Failure::client(Phase::Login, &context, &e));
+        }
+        Ok(client)
+    }
+
+    /// A progress report for one file of a run that may move several at once.
+    fn progress(&self, label: &str, total: Option<u64>) -> Progress<io::Stderr> {
+        if self.parallel > 1 {
+            Progress::stderr_concurrent(label, total, Instant::now(), self.quiet)
+        } else {
+            Progress::stderr(label, total, Instant::now(), self.quiet)
+        }
+    }
+
+    /// Runs `work` on every item: on `first` alone, or with `--parallel N` on up to N sessions
+    /// at once (`first` and N-1 opened here), each item on exactly one of them. A failure goes
+    /// to `failed`, which either lets the run go on (`Ok`) or ends it: then no session starts
+    /// another item and that failure is returned. A session that could not be opened is
+    /// reported and the others carry its share.
+    fn for_each<T: Sync>(
+        &self,
+        first: &mut Client,
+        items: &[T],
+        work: impl Fn(&mut Client, &T) -> Result<(), Failure> + Sync,
+        failed: impl Fn(Failure) -> Result<(), Failure> + Sync,
+    ) -> Result<(), Failure> {
+        let workers = self.parallel.min(items.len()).max(1);
+        let next = AtomicUsize::new(0);
+        let stop: Mutex<Option<Failure>> = Mutex::new(None);
+        let drain = |client: &mut Client| loop {
+            if stop.lock().map_or(true, |s| s.is_some()) {
+                return;
+            }
+            let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                return;
+            };
+            if let Err(failure) = work(client, item).or_else(&failed) {
+                if let Ok(mut stop) = stop.lock() {
+                    stop.get_or_insert(failure);
+                }
+                return;
+            }
+        };
+        std::thread::scope(|scope| {
+            for _ in 1..workers {
+                scope.spawn(|| match self.open() {
+                    Ok(mut client) => {
+                        drain(&mut client);
+                        if !client.is_closed() {
+                            let _ = client.quit();
+                        }
+                    }
+                    Err(failure) => {
+                        let _ = writeln!(
+                            io::stderr(),
+                            "ftps: an extra session: {} (going on with fewer)",
+                            failure.error
+                        );
+                    }
+                });
+            }
+            drain(first);
+        });
+        match stop.into_inner() {
+            Ok(Some(failure)) => Err(failure),
+            _ => Ok(()),
+        }
+    }
+}
+
 fn perform(
     client: &mut Client,
     action: &Action,
     local_tree: Option<LocalWalk>,
-    quiet: bool,
+    sessions: &Sessions<'_>,
 ) -> Result<(), Failure> {
+    let quiet = sessions.quiet;
     match action {
         Action::List { dir } => list(client, dir),
         Action::Get {
@@ -247,9 +338,12 @@ fn perform(
         } => get(client, remote, local, *resume, quiet),
         Action::GetToStdout { remote } => get_to_stdout(client, remote, quiet),
         // One session for every file; the first failure ends the run with its exit code.
-        Action::Put { files, resume } => files
-            .iter()
-            .try_for_each(|(local, remote)| put(client, local, remote, *resume, quiet)),
+        Action::Put { files, resume } => sessions.for_each(
+            client,
+            files,
+            |client, (local, remote)| put(client, local, remote, *resume, sessions),
+            Err,
+        ),
         Action::Remove { remote } => client
             .delete(remote)
             .map_err(|e| Failure::client(Phase::FileOp, &format!("rm {remote}"), &e)),
@@ -266,7 +360,7 @@ fn perform(
             remote,
         } => {
             let local_tree = local_tree.unwrap_or_default();
-            mirror(client, *direction, local, remote, &local_tree, quiet)
+            mirror(client, *direction, local, remote, &local_tree, sessions)
         }
         Action::SiteToSite {
             remote,
@@ -571,13 +665,13 @@ fn put(
     local: &Path,
     remote: &str,
     resume: bool,
-    quiet: bool,
+    sessions: &Sessions<'_>,
 ) -> Result<(), Failure> {
     let context = format!("put {remote}");
     let total = fs::metadata(local)
         .map_err(|e| Failure::local(local, &e))?
         .len();
-    let mut progress = Progress::stderr(remote, Some(total), Instant::now(), quiet);
+    let mut progress = sessions.progress(remote, Some(total));
     let result = client.put_with_progress(local, remote, resume, |bytes| {
         progress.update(Instant::now(), bytes);
     });
@@ -753,8 +847,9 @@ fn mirror(
     local_root: &Path,
     remote_root: &str,
     local_tree: &LocalWalk,
-    quiet: bool,
+    sessions: &Sessions<'_>,
 ) -> Result<(), Failure> {
+    let quiet = sessions.quiet;
     let upload = direction == MirrorDirection::Upload;
     let remote_tree = walk_remote(client, remote_root, upload)?;
     let remote_missing = remote_tree.as_ref().is_none_or(Vec::is_empty);
@@ -799,27 +894,36 @@ fn mirror(
             totals.failed(failure)?;
         }
     }
-    for transfer in &plan.transfers {
-        let remote = remote_join(remote_root, &transfer.path);
-        let local = local_root.join(&transfer.path);
-        let mut progress =
-            Progress::stderr(&transfer.path, Some(transfer.size), Instant::now(), quiet);
-        let result = match direction {
-            MirrorDirection::Upload => {
-                upload_with_mtime(client, &local, &remote, transfer.mtime, &mut progress)
-            }
-            MirrorDirection::Download => {
-                download_with_mtime(client, &remote, &local, transfer.mtime, &mut progress)
-            }
-        };
-        match result {
-            Ok(()) => {
+    let totals = Mutex::new(totals);
+    // Each file on one session; a failure that leaves its session usable is reported and the
+    // run goes on, any other ends it.
+    sessions.for_each(
+        client,
+        &plan.transfers,
+        |client, transfer| {
+            let remote = remote_join(remote_root, &transfer.path);
+            let local = local_root.join(&transfer.path);
+            let mut progress = sessions.progress(&transfer.path, Some(transfer.size));
+            match direction {
+                MirrorDirection::Upload => {
+                    upload_with_mtime(client, &local, &remote, transfer.mtime, &mut progress)
+                }
+                MirrorDirection::Download => {
+                    download_with_mtime(client, &remote, &local, transfer.mtime, &mut progress)
+                }
+            }?;
+            if let Ok(mut totals) = totals.lock() {
                 totals.transferred += 1;
                 totals.bytes = totals.bytes.saturating_add(progress.bytes());
             }
-            Err(failure) => totals.failed(failure)?,
-        }
-    }
+            Ok(())
+        },
+        |failure| match totals.lock() {
+            Ok(mut totals) => totals.failed(failure),
+            Err(_) => Err(failure),
+        },
+    )?;
+    let totals = totals.into_inner().unwrap_or_default();
     if !quiet {
         let mut summary = format!(
             "mirror: {} transferred ({}), {} skipped, {} directories created",
