@@ -26,7 +26,9 @@ fn help_lists_every_subcommand_and_exit_code() {
     let out = ftps(&["--help"]);
     assert_eq!(out.status.code(), Some(0));
     let help = String::from_utf8(out.stdout).unwrap();
-    for command in ["ls", "get", "put", "rm", "mkdir", "mv", "mirror", "fxp"] {
+    for command in [
+        "ls", "get", "put", "cat", "stat", "rm", "mkdir", "rmdir", "mv", "mirror", "fxp",
+    ] {
         assert!(
             help.lines()
                 .any(|l| l.trim_start().starts_with(&format!("{command} "))),

@@ -371,6 +371,43 @@ fn verbose_traces_commands_replies_and_every_connections_tls() {
     );
 }
 
+/// `cat` streams a file to stdout, `stat` prints SIZE and MDTM, `rmdir` removes an empty directory and
+/// refuses a full one with 4.
+#[test]
+fn cat_stat_and_rmdir() {
+    let site = Site::start();
+    let content = pattern(70_000, 4);
+    std::fs::write(site.remote("f.bin"), &content).unwrap();
+    let out = site.ftps(&["-q", "cat", &site.url("f.bin")]);
+    exits(&out, 0);
+    assert!(out.stdout == content);
+
+    let file = std::fs::File::options()
+        .write(true)
+        .open(site.remote("f.bin"))
+        .unwrap();
+    file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+        .unwrap();
+    let out = site.ftps(&["stat", &site.url("f.bin")]);
+    exits(&out, 0);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "size: 70000\nmodify: 2023-11-14T22:13:20Z\n"
+    );
+    let stderr = exits(&site.ftps(&["stat", &site.url("nope.bin")]), 4);
+    assert!(
+        stderr.starts_with("ftps: stat nope.bin: server refused: 550"),
+        "{stderr}"
+    );
+
+    std::fs::create_dir_all(site.remote("full/inner")).unwrap();
+    std::fs::create_dir(site.remote("empty")).unwrap();
+    exits(&site.ftps(&["rmdir", &site.url("empty")]), 0);
+    assert!(!site.remote("empty").exists());
+    exits(&site.ftps(&["rmdir", &site.url("full")]), 4);
+    assert!(site.remote("full/inner").exists());
+}
+
 /// Reads a FIFO opened non-blocking until `done` is set and nothing more comes.
 fn drain_fifo(mut pipe: std::fs::File, done: &std::sync::atomic::AtomicBool) -> Vec<u8> {
     let mut bytes = Vec::new();

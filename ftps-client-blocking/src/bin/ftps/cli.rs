@@ -136,6 +136,16 @@ pub(crate) enum Command {
         #[arg(short = 'c', long = "continue")]
         resume: bool,
     },
+    /// Write a remote file to standard output (the same as `get URL -`).
+    Cat {
+        /// Remote file URL.
+        url: String,
+    },
+    /// Show a remote file's size and modification time (SIZE, MDTM).
+    Stat {
+        /// Remote file URL.
+        url: String,
+    },
     /// Delete a remote file.
     Rm {
         /// Remote file URL.
@@ -143,6 +153,11 @@ pub(crate) enum Command {
     },
     /// Create a remote directory.
     Mkdir {
+        /// Remote directory URL.
+        url: String,
+    },
+    /// Remove an empty remote directory.
+    Rmdir {
         /// Remote directory URL.
         url: String,
     },
@@ -224,6 +239,16 @@ pub(crate) enum Action {
     /// Create a remote directory.
     MakeDir {
         /// Remote directory.
+        remote: String,
+    },
+    /// Remove an empty remote directory.
+    RemoveDir {
+        /// Remote directory.
+        remote: String,
+    },
+    /// Print a remote file's size and modification time.
+    Stat {
+        /// Remote file.
         remote: String,
     },
     /// Rename `from` to `to`.
@@ -512,6 +537,21 @@ impl Cli {
                 let url = self.parse_url(url)?;
                 let remote = non_empty_path(&url)?;
                 (url, Action::MakeDir { remote })
+            }
+            Command::Rmdir { url } => {
+                let url = self.parse_url(url)?;
+                let remote = non_empty_path(&url)?;
+                (url, Action::RemoveDir { remote })
+            }
+            Command::Cat { url } => {
+                let url = self.parse_url(url)?;
+                let remote = non_empty_path(&url)?;
+                (url, Action::GetToStdout { remote })
+            }
+            Command::Stat { url } => {
+                let url = self.parse_url(url)?;
+                let remote = non_empty_path(&url)?;
+                (url, Action::Stat { remote })
             }
             Command::Mv { url, new_path } => {
                 let url = self.parse_url(url)?;

@@ -351,6 +351,10 @@ fn perform(
             .mkdir(remote)
             .map(drop)
             .map_err(|e| Failure::client(Phase::FileOp, &format!("mkdir {remote}"), &e)),
+        Action::RemoveDir { remote } => client
+            .rmdir(remote)
+            .map_err(|e| Failure::client(Phase::FileOp, &format!("rmdir {remote}"), &e)),
+        Action::Stat { remote } => stat(client, remote),
         Action::Rename { from, to } => client
             .rename(from, to)
             .map_err(|e| Failure::client(Phase::FileOp, &format!("mv {from} {to}"), &e)),
@@ -367,6 +371,37 @@ fn perform(
             destination,
             protection,
         } => site_to_site(client, remote, destination, *protection, quiet),
+    }
+}
+
+// ----- stat -----
+
+/// `stat`: `size: N` (SIZE) and `modify: YYYY-MM-DDTHH:MM:SSZ` (MDTM) on stdout. A server that
+/// answers only one of them shows that one; the run fails with the SIZE refusal when neither.
+fn stat(client: &mut Client, remote: &str) -> Result<(), Failure> {
+    let context = format!("stat {remote}");
+    let size = client.size(remote);
+    if let Err(e) = &size {
+        if !e.is_session_usable() {
+            return Err(Failure::client(Phase::FileOp, &context, e));
+        }
+    }
+    let modified = client.mdtm_timeval(remote);
+    let mut out = String::new();
+    if let Ok(size) = &size {
+        out.push_str(&format!("size: {size}\n"));
+    }
+    if let Ok(t) = &modified {
+        out.push_str(&format!(
+            "modify: {:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z\n",
+            t.year, t.month, t.day, t.hour, t.minute, t.second
+        ));
+    }
+    match size {
+        Err(e) if modified.is_err() => Err(Failure::client(Phase::FileOp, &context, &e)),
+        _ => io::stdout()
+            .write_all(out.as_bytes())
+            .map_err(|e| Failure::local(Path::new("stdout"), &e)),
     }
 }
 
