@@ -408,6 +408,69 @@ fn cat_stat_and_rmdir() {
     assert!(site.remote("full/inner").exists());
 }
 
+/// `mirror --delete` removes what is only on the destination (files, then emptied directories), in both
+/// directions; `--dry-run` prints the plan and changes nothing.
+#[test]
+fn mirror_delete_and_dry_run() {
+    let site = Site::start();
+    let src = site.local("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    std::fs::write(src.join("a.bin"), b"a").unwrap();
+    std::fs::write(src.join("d/b.bin"), b"bb").unwrap();
+    std::fs::create_dir_all(site.remote("www/old/deeper")).unwrap();
+    std::fs::write(site.remote("www/extra.bin"), b"x").unwrap();
+    std::fs::write(site.remote("www/old/deeper/x.bin"), b"x").unwrap();
+
+    let out = site.ftps(&[
+        "-q",
+        "mirror",
+        "--upload",
+        "--delete",
+        "--dry-run",
+        "src",
+        &site.url("www/"),
+    ]);
+    exits(&out, 0);
+    let plan = String::from_utf8_lossy(&out.stdout).into_owned();
+    let expected = "mkdir d\ntransfer a.bin (missing)\ntransfer d/b.bin (missing)\n\
+                    delete extra.bin\ndelete old/deeper/x.bin\ndelete old/deeper\ndelete old\n\
+                    mirror (dry run): 2 to transfer (3 B), 0 skipped, 1 directories to create, 4 to delete\n";
+    assert_eq!(plan, expected);
+    assert!(
+        site.remote("www/old/deeper/x.bin").exists(),
+        "a dry run changed the server"
+    );
+    assert!(
+        !site.remote("www/a.bin").exists(),
+        "a dry run changed the server"
+    );
+
+    let out = site.ftps(&["mirror", "--upload", "--delete", "src", &site.url("www/")]);
+    exits(&out, 0);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(", 4 deleted"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_same_tree(&src, &site.remote("www"));
+
+    // Download direction: a local extra file and directory go.
+    std::fs::create_dir_all(site.local("copy/stale")).unwrap();
+    std::fs::write(site.local("copy/stale/s.bin"), b"s").unwrap();
+    exits(
+        &site.ftps(&[
+            "-q",
+            "mirror",
+            "--download",
+            "--delete",
+            &site.url("www/"),
+            "copy",
+        ]),
+        0,
+    );
+    assert_same_tree(&src, &site.local("copy"));
+}
+
 /// Reads a FIFO opened non-blocking until `done` is set and nothing more comes.
 fn drain_fifo(mut pipe: std::fs::File, done: &std::sync::atomic::AtomicBool) -> Vec<u8> {
     let mut bytes = Vec::new();

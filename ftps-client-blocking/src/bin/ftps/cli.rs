@@ -168,7 +168,7 @@ pub(crate) enum Command {
         /// New path on the same server (relative to the login directory unless it starts with '/').
         new_path: String,
     },
-    /// Mirror a directory tree (never deletes; transfers new and changed files).
+    /// Mirror a directory tree (transfers new and changed files; deletes only with --delete).
     Mirror {
         /// Local directory -> remote URL.
         #[arg(long, conflicts_with = "download")]
@@ -176,6 +176,12 @@ pub(crate) enum Command {
         /// Remote URL -> local directory.
         #[arg(long)]
         download: bool,
+        /// Also delete what exists only on the destination (files, then emptied directories).
+        #[arg(long)]
+        delete: bool,
+        /// Print what would be created, transferred and deleted; change nothing.
+        #[arg(long)]
+        dry_run: bool,
         /// Source (a local directory or a URL).
         src: String,
         /// Destination (a URL or a local directory).
@@ -266,6 +272,10 @@ pub(crate) enum Action {
         local: PathBuf,
         /// Remote directory root.
         remote: String,
+        /// Delete what exists only on the destination.
+        delete: bool,
+        /// Plan only: print, change nothing.
+        dry_run: bool,
     },
     /// Copy `remote` on this (source) server to another server (FXP).
     SiteToSite {
@@ -572,6 +582,8 @@ impl Cli {
             Command::Mirror {
                 upload,
                 download,
+                delete,
+                dry_run,
                 src,
                 dst,
             } => {
@@ -606,6 +618,8 @@ impl Cli {
                         direction,
                         local: PathBuf::from(local),
                         remote,
+                        delete: *delete,
+                        dry_run: *dry_run,
                     },
                 )
             }
@@ -1075,7 +1089,9 @@ mod tests {
             Action::Mirror {
                 direction: MirrorDirection::Upload,
                 local: PathBuf::from("site"),
-                remote: "www".into()
+                remote: "www".into(),
+                delete: false,
+                dry_run: false,
             }
         );
         let inv = resolve(&["mirror", "--download", "ftps://u:p@h/www", "site"]).unwrap();
@@ -1084,7 +1100,9 @@ mod tests {
             Action::Mirror {
                 direction: MirrorDirection::Download,
                 local: PathBuf::from("site"),
-                remote: "www".into()
+                remote: "www".into(),
+                delete: false,
+                dry_run: false,
             }
         );
         let err = resolve(&["mirror", "--upload", "ftps://u:p@h/www", "site"]).unwrap_err();

@@ -182,8 +182,12 @@ pub(crate) struct Plan {
     pub(crate) conflicts: Vec<String>,
     /// Source paths refused as unsafe (see the module docs).
     pub(crate) rejected: Vec<String>,
-    /// Files and directories only on the destination (never deleted).
+    /// Files and directories only on the destination (deleted only with `--delete`).
     pub(crate) extraneous: Vec<String>,
+    /// `extraneous` in the order `--delete` removes it: files first, then directories, deepest
+    /// first, so each directory is empty when its turn comes. Nothing below a file/directory
+    /// conflict (those are left alone).
+    pub(crate) deletions: Vec<(String, EntryKind)>,
 }
 
 impl Plan {
@@ -217,6 +221,7 @@ pub(crate) fn plan(direction: Direction, local: &[TreeEntry], remote: &[TreeEntr
         conflicts: Vec::new(),
         rejected: rejected.into_iter().collect(),
         extraneous: Vec::new(),
+        deletions: Vec::new(),
     };
 
     let mut conflicts = BTreeSet::new();
@@ -258,6 +263,19 @@ pub(crate) fn plan(direction: Direction, local: &[TreeEntry], remote: &[TreeEntr
         .filter(|p| !source.contains_key(*p))
         .map(|p| (*p).to_owned())
         .collect();
+    let mut deletions: Vec<(String, EntryKind)> = plan
+        .extraneous
+        .iter()
+        .filter(|p| !has_conflicting_ancestor(p, &source, &destination))
+        .filter_map(|p| destination.get(p.as_str()).map(|e| (p.clone(), e.kind)))
+        .collect();
+    // Files (in path order) before directories; directories deepest first.
+    deletions.sort_by_key(|(path, kind)| {
+        let dir = *kind == EntryKind::Dir;
+        let depth = if dir { path.matches('/').count() } else { 0 };
+        (dir, std::cmp::Reverse(depth), path.clone())
+    });
+    plan.deletions = deletions;
     plan
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::cli::{
     Action, CliError, ConnectionOptions, Destination, ErrorKind, Invocation, Login, MirrorDirection,
 };
-use crate::mirror::{self, LocalWalk, Plan, TimePrecision, TreeEntry};
+use crate::mirror::{self, LocalWalk, Plan, TimePrecision, TransferReason, TreeEntry};
 use crate::progress::{format_bytes, Mode as ProgressMode, Progress};
 use ftps_client_blocking::{
     Client, ClientConfig, DataConnectionMode, Entry, EntryKind, Error, RetrGuard, Scheme,
@@ -362,9 +362,23 @@ fn perform(
             direction,
             local,
             remote,
+            delete,
+            dry_run,
         } => {
             let local_tree = local_tree.unwrap_or_default();
-            mirror(client, *direction, local, remote, &local_tree, sessions)
+            let options = MirrorOptions {
+                delete: *delete,
+                dry_run: *dry_run,
+            };
+            mirror(
+                client,
+                *direction,
+                local,
+                remote,
+                &local_tree,
+                sessions,
+                options,
+            )
         }
         Action::SiteToSite {
             remote,
@@ -855,8 +869,16 @@ fn walk_remote(
 }
 
 /// Counts for the summary line.
+/// `mirror --delete` and `--dry-run`.
+#[derive(Debug, Clone, Copy)]
+struct MirrorOptions {
+    delete: bool,
+    dry_run: bool,
+}
+
 #[derive(Debug, Default)]
 struct MirrorTotals {
+    deleted: usize,
     transferred: usize,
     bytes: u64,
     failed: usize,
@@ -883,6 +905,7 @@ fn mirror(
     remote_root: &str,
     local_tree: &LocalWalk,
     sessions: &Sessions<'_>,
+    options: MirrorOptions,
 ) -> Result<(), Failure> {
     let quiet = sessions.quiet;
     let upload = direction == MirrorDirection::Upload;
@@ -892,6 +915,9 @@ fn mirror(
     let plan = mirror::plan(direction, &local_tree.entries, &remote_tree);
     if !quiet {
         warn_about(&plan, local_tree);
+    }
+    if options.dry_run {
+        return print_plan(&plan, options.delete);
     }
     match direction {
         MirrorDirection::Upload => {
@@ -958,7 +984,37 @@ fn mirror(
             Err(_) => Err(failure),
         },
     )?;
-    let totals = totals.into_inner().unwrap_or_default();
+    let mut totals = totals.into_inner().unwrap_or_default();
+    if options.delete {
+        for (path, kind) in &plan.deletions {
+            let deleted = match direction {
+                MirrorDirection::Upload => {
+                    let remote = remote_join(remote_root, path);
+                    let result = if *kind == mirror::EntryKind::Dir {
+                        client.rmdir(&remote)
+                    } else {
+                        client.delete(&remote)
+                    };
+                    result.map_err(|e| {
+                        Failure::client(Phase::FileOp, &format!("delete {remote}"), &e)
+                    })
+                }
+                MirrorDirection::Download => {
+                    let local = local_root.join(path);
+                    let result = if *kind == mirror::EntryKind::Dir {
+                        fs::remove_dir(&local)
+                    } else {
+                        fs::remove_file(&local)
+                    };
+                    result.map_err(|e| Failure::local(&local, &e))
+                }
+            };
+            match deleted {
+                Ok(()) => totals.deleted += 1,
+                Err(failure) => totals.failed(failure)?,
+            }
+        }
+    }
     if !quiet {
         let mut summary = format!(
             "mirror: {} transferred ({}), {} skipped, {} directories created",
@@ -967,10 +1023,13 @@ fn mirror(
             plan.skipped.len(),
             plan.create_dirs.len(),
         );
+        if options.delete {
+            summary.push_str(&format!(", {} deleted", totals.deleted));
+        }
         if totals.failed > 0 {
             summary.push_str(&format!(", {} failed", totals.failed));
         }
-        if !plan.extraneous.is_empty() {
+        if !options.delete && !plan.extraneous.is_empty() {
             summary.push_str(&format!(
                 "; {} only on the destination (not deleted)",
                 plan.extraneous.len()
@@ -986,7 +1045,13 @@ fn mirror(
                 format!(
                     "mirror: {} of {} operations failed",
                     totals.failed,
-                    plan.create_dirs.len() + plan.transfers.len()
+                    plan.create_dirs.len()
+                        + plan.transfers.len()
+                        + if options.delete {
+                            plan.deletions.len()
+                        } else {
+                            0
+                        }
                 ),
             ),
             session_usable: true,
@@ -1046,6 +1111,51 @@ fn download_with_mtime(
         progress,
         &format!("get {remote}"),
     )
+}
+
+/// `mirror --dry-run`: what the run would do, one line each on stdout (`mkdir`, `transfer`
+/// with its reason, `delete` with `--delete`), then a summary. Nothing is changed.
+fn print_plan(plan: &Plan, delete: bool) -> Result<(), Failure> {
+    let mut out = String::new();
+    for dir in &plan.create_dirs {
+        out.push_str(&format!("mkdir {}\n", printable(dir)));
+    }
+    for transfer in &plan.transfers {
+        let why = match transfer.reason {
+            TransferReason::Missing => "missing",
+            TransferReason::SizeDiffers => "size differs",
+            TransferReason::SourceNewer => "source newer",
+        };
+        out.push_str(&format!("transfer {} ({why})\n", printable(&transfer.path)));
+    }
+    if delete {
+        for (path, _) in &plan.deletions {
+            out.push_str(&format!("delete {}\n", printable(path)));
+        }
+    }
+    let bytes = plan
+        .transfers
+        .iter()
+        .fold(0u64, |sum, t| sum.saturating_add(t.size));
+    out.push_str(&format!(
+        "mirror (dry run): {} to transfer ({}), {} skipped, {} directories to create",
+        plan.transfers.len(),
+        format_bytes(bytes),
+        plan.skipped.len(),
+        plan.create_dirs.len()
+    ));
+    if delete {
+        out.push_str(&format!(", {} to delete", plan.deletions.len()));
+    } else if !plan.extraneous.is_empty() {
+        out.push_str(&format!(
+            "; {} only on the destination (not deleted)",
+            plan.extraneous.len()
+        ));
+    }
+    out.push('\n');
+    io::stdout()
+        .write_all(out.as_bytes())
+        .map_err(|e| Failure::local(Path::new("stdout"), &e))
 }
 
 /// Warnings about what a mirror run leaves alone.
