@@ -471,6 +471,87 @@ fn mirror_delete_and_dry_run() {
     assert_same_tree(&src, &site.local("copy"));
 }
 
+/// Checks `json` with Python's parser and returns what `expression` (Python, over `doc`) prints.
+fn json_query(json: &[u8], expression: &str) -> String {
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            &format!("import json,sys; doc=json.load(sys.stdin); print({expression})"),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), json).unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "not JSON: {}",
+        String::from_utf8_lossy(json)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// `--json`: `ls` prints the entries as a JSON array; `put`, `get` and `mirror` print a summary with each
+/// file's bytes and its data connection's TLS version and resumption (valid JSON, checked with Python).
+#[test]
+fn json_listing_and_transfer_summaries() {
+    let site = Site::start();
+    std::fs::create_dir(site.remote("d")).unwrap();
+    std::fs::write(site.remote("d/q\"uote.bin"), pattern(1234, 5)).unwrap();
+    std::fs::create_dir(site.remote("d/sub")).unwrap();
+    let out = site.ftps(&["--json", "ls", &site.url("d/")]);
+    exits(&out, 0);
+    assert_eq!(
+        json_query(
+            &out.stdout,
+            "sorted((e['name'], e['type'], e['size']) for e in doc if e['type'] == 'file')"
+        ),
+        "[('q\"uote.bin', 'file', 1234)]"
+    );
+    assert_eq!(
+        json_query(
+            &out.stdout,
+            "[e['type'] for e in doc if e['name'] == 'sub']"
+        ),
+        "['dir']"
+    );
+
+    std::fs::write(site.local("up.bin"), pattern(4321, 6)).unwrap();
+    let out = site.ftps(&["-q", "--json", "put", "up.bin", &site.url("d/up.bin")]);
+    exits(&out, 0);
+    assert_eq!(
+        json_query(
+            &out.stdout,
+            "(doc['ok'], [(f['path'], f['bytes'], f['tls'], f['resumed']) for f in doc['files']])"
+        ),
+        "(True, [('d/up.bin', 4321, 'TLSv1_3', True)])"
+    );
+    let out = site.ftps(&[
+        "-q",
+        "--json",
+        "mirror",
+        "--download",
+        &site.url("d/"),
+        "copy",
+    ]);
+    exits(&out, 0);
+    assert_eq!(
+        json_query(
+            &out.stdout,
+            "sorted((f['path'], f['bytes']) for f in doc['files'])"
+        ),
+        "[('q\"uote.bin', 1234), ('up.bin', 4321)]"
+    );
+    let out = site.ftps(&["-q", "--json", "get", &site.url("d/nope.bin"), "x.bin"]);
+    exits(&out, 4);
+    assert_eq!(
+        json_query(&out.stdout, "(doc['ok'], doc['files'])"),
+        "(False, [])"
+    );
+}
+
 /// Reads a FIFO opened non-blocking until `done` is set and nothing more comes.
 fn drain_fifo(mut pipe: std::fs::File, done: &std::sync::atomic::AtomicBool) -> Vec<u8> {
     let mut bytes = Vec::new();

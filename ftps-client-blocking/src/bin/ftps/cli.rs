@@ -103,6 +103,10 @@ pub(crate) struct GlobalOptions {
     #[arg(long, value_name = "N", global = true, default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub(crate) parallel: u16,
+    /// JSON on stdout: the entries of `ls`; for get, put and mirror a summary with every file's
+    /// path, bytes, seconds and data-connection TLS (version, resumed).
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
 }
 
 /// The subcommands.
@@ -353,6 +357,8 @@ pub(crate) struct Invocation {
     pub(crate) quiet: bool,
     /// Sessions that transfer at once (1: the one logged-in session).
     pub(crate) parallel: usize,
+    /// JSON on stdout: `ls` entries, and a summary of `get`, `put` and `mirror`.
+    pub(crate) json: bool,
 }
 
 impl Cli {
@@ -401,6 +407,7 @@ impl Cli {
             action,
             quiet: self.options.quiet,
             parallel: usize::from(self.options.parallel),
+            json: self.options.json,
         })
     }
 
@@ -466,6 +473,7 @@ impl Cli {
             },
             quiet: self.options.quiet,
             parallel: 1,
+            json: false,
         })
     }
 

@@ -7,6 +7,7 @@
 //! `ftps get URL -` closed the pipe), which only set the exit code.
 
 mod cli;
+mod json;
 mod mirror;
 mod progress;
 mod run;

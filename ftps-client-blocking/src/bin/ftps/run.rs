@@ -15,11 +15,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::cli::{
     Action, CliError, ConnectionOptions, Destination, ErrorKind, Invocation, Login, MirrorDirection,
 };
+use crate::json;
 use crate::mirror::{self, LocalWalk, Plan, TimePrecision, TransferReason, TreeEntry};
 use crate::progress::{format_bytes, Mode as ProgressMode, Progress};
 use ftps_client_blocking::{
     Client, ClientConfig, DataConnectionMode, Entry, EntryKind, Error, RetrGuard, Scheme,
-    SiteToSiteProtection, Timeval, TlsVersions,
+    SiteToSiteProtection, Timeval, TlsVersions, TransferReport,
 };
 
 /// Deepest remote directory level `mirror` descends into: a listing is peer input, and a server
@@ -38,6 +39,7 @@ pub(crate) fn run(invocation: Invocation) -> Result<(), CliError> {
         action,
         quiet,
         parallel,
+        json,
     } = invocation;
     // Local problems are found before the network is touched: no login for a missing file.
     let local_tree = check_local(&action).map_err(|f| f.error)?;
@@ -46,9 +48,20 @@ pub(crate) fn run(invocation: Invocation) -> Result<(), CliError> {
         login: &login,
         parallel,
         quiet,
+        json,
+        records: Mutex::new(Vec::new()),
     };
     let mut client = sessions.open().map_err(|f| f.error)?;
     let outcome = perform(&mut client, &action, local_tree, &sessions);
+    if json
+        && matches!(
+            action,
+            Action::Get { .. } | Action::Put { .. } | Action::Mirror { .. }
+        )
+    {
+        let records = sessions.records.into_inner().unwrap_or_default();
+        let _ = writeln!(io::stdout(), "{}", json::summary(outcome.is_ok(), &records));
+    }
     let session_usable = match &outcome {
         Ok(()) => true,
         Err(failure) => failure.session_usable,
@@ -244,9 +257,23 @@ struct Sessions<'a> {
     /// Sessions that transfer at once (`--parallel`), the first one included.
     parallel: usize,
     quiet: bool,
+    /// `--json`: listings and a summary of the files moved, as JSON on stdout.
+    json: bool,
+    /// What each transfer moved, for the `--json` summary.
+    records: Mutex<Vec<json::FileRecord>>,
 }
 
 impl Sessions<'_> {
+    /// Notes a finished transfer of `path` for the `--json` summary (`None`: nothing to move).
+    fn record(&self, path: &str, report: Option<&TransferReport>) {
+        if !self.json {
+            return;
+        }
+        if let Ok(mut records) = self.records.lock() {
+            records.push(json::FileRecord::new(path, report));
+        }
+    }
+
     /// A new session, connected and logged in.
     fn open(&self) -> Result<Client, Failure> {
         let mut client = connect(self.connection)?;
@@ -330,18 +357,26 @@ fn perform(
 ) -> Result<(), Failure> {
     let quiet = sessions.quiet;
     match action {
-        Action::List { dir } => list(client, dir),
+        Action::List { dir } => list(client, dir, sessions.json),
         Action::Get {
             remote,
             local,
             resume,
-        } => get(client, remote, local, *resume, quiet),
+        } => {
+            let report = get(client, remote, local, *resume, quiet)?;
+            sessions.record(remote, report.as_ref());
+            Ok(())
+        }
         Action::GetToStdout { remote } => get_to_stdout(client, remote, quiet),
         // One session for every file; the first failure ends the run with its exit code.
         Action::Put { files, resume } => sessions.for_each(
             client,
             files,
-            |client, (local, remote)| put(client, local, remote, *resume, sessions),
+            |client, (local, remote)| {
+                let report = put(client, local, remote, *resume, sessions)?;
+                sessions.record(remote, report.as_ref());
+                Ok(())
+            },
             Err,
         ),
         Action::Remove { remote } => client
@@ -421,12 +456,16 @@ fn stat(client: &mut Client, remote: &str) -> Result<(), Failure> {
 
 // ----- ls -----
 
-fn list(client: &mut Client, dir: &str) -> Result<(), Failure> {
+fn list(client: &mut Client, dir: &str, as_json: bool) -> Result<(), Failure> {
     let entries = client
         .list(non_empty(dir))
         .map_err(|e| Failure::client(Phase::FileOp, &format!("ls {}", shown(dir)), &e))?;
     let stdout = io::stdout();
     let mut out = stdout.lock();
+    if as_json {
+        return writeln!(out, "{}", json::listing(&entries))
+            .map_err(|e| Failure::local(Path::new("stdout"), &e));
+    }
     for entry in &entries {
         if matches!(entry.kind, EntryKind::CurrentDir | EntryKind::ParentDir) {
             continue;
@@ -504,7 +543,7 @@ fn get(
     local: &Path,
     resume: bool,
     quiet: bool,
-) -> Result<(), Failure> {
+) -> Result<Option<TransferReport>, Failure> {
     let context = format!("get {remote}");
     let total = remote_size(client, remote, &context)?;
     let mut progress = Progress::stderr(&local.display().to_string(), total, Instant::now(), quiet);
@@ -518,9 +557,7 @@ fn get(
             progress.update(Instant::now(), bytes);
         });
         end_progress(&mut progress, result.is_ok(), have);
-        return result
-            .map(drop)
-            .map_err(|e| Failure::client(Phase::Transfer, &context, &e));
+        return result.map_err(|e| Failure::client(Phase::Transfer, &context, &e));
     }
     download_fresh(client, remote, local, None, &mut progress, &context)
 }
@@ -649,13 +686,12 @@ fn download_fresh(
     mtime: Option<SystemTime>,
     progress: &mut Progress<io::Stderr>,
     context: &str,
-) -> Result<(), Failure> {
+) -> Result<Option<TransferReport>, Failure> {
     if is_special_file(local) {
         let result = client
             .get_with_progress(remote, local, false, |bytes| {
                 progress.update(Instant::now(), bytes);
             })
-            .map(drop)
             .map_err(|e| Failure::client(Phase::Transfer, context, &e));
         end_progress(progress, result.is_ok(), 0);
         return result;
@@ -666,11 +702,12 @@ fn download_fresh(
     });
     let result = result
         .map_err(|e| Failure::client(Phase::Transfer, context, &e))
-        .and_then(|_| {
+        .and_then(|report| {
             if let Some(mtime) = mtime {
                 set_local_mtime(&partial, mtime)?;
             }
-            fs::rename(&partial, local).map_err(|e| Failure::local(local, &e))
+            fs::rename(&partial, local).map_err(|e| Failure::local(local, &e))?;
+            Ok(report)
         });
     end_progress(progress, result.is_ok(), 0);
     if result.is_err() {
@@ -715,7 +752,7 @@ fn put(
     remote: &str,
     resume: bool,
     sessions: &Sessions<'_>,
-) -> Result<(), Failure> {
+) -> Result<Option<TransferReport>, Failure> {
     let context = format!("put {remote}");
     let total = fs::metadata(local)
         .map_err(|e| Failure::local(local, &e))?
@@ -725,9 +762,7 @@ fn put(
         progress.update(Instant::now(), bytes);
     });
     end_progress(&mut progress, result.is_ok(), 0);
-    result
-        .map(drop)
-        .map_err(|e| Failure::client(Phase::Transfer, &context, &e))
+    result.map_err(|e| Failure::client(Phase::Transfer, &context, &e))
 }
 
 // ----- fxp -----
@@ -965,7 +1000,7 @@ fn mirror(
             let remote = remote_join(remote_root, &transfer.path);
             let local = local_root.join(&transfer.path);
             let mut progress = sessions.progress(&transfer.path, Some(transfer.size));
-            match direction {
+            let report = match direction {
                 MirrorDirection::Upload => {
                     upload_with_mtime(client, &local, &remote, transfer.mtime, &mut progress)
                 }
@@ -973,6 +1008,7 @@ fn mirror(
                     download_with_mtime(client, &remote, &local, transfer.mtime, &mut progress)
                 }
             }?;
+            sessions.record(&transfer.path, report.as_ref());
             if let Ok(mut totals) = totals.lock() {
                 totals.transferred += 1;
                 totals.bytes = totals.bytes.saturating_add(progress.bytes());
@@ -1035,7 +1071,9 @@ fn mirror(
                 plan.extraneous.len()
             ));
         }
-        let _ = writeln!(io::stdout(), "{summary}");
+        if !sessions.json {
+            let _ = writeln!(io::stdout(), "{summary}");
+        }
     }
     match totals.first_failure {
         None => Ok(()),
@@ -1067,14 +1105,13 @@ fn upload_with_mtime(
     remote: &str,
     mtime: Option<SystemTime>,
     progress: &mut Progress<io::Stderr>,
-) -> Result<(), Failure> {
+) -> Result<Option<TransferReport>, Failure> {
     let result = client.put_with_progress(local, remote, false, |bytes| {
         progress.update(Instant::now(), bytes);
     });
     end_progress(progress, result.is_ok(), 0);
-    result
-        .map(drop)
-        .map_err(|e| Failure::client(Phase::Transfer, &format!("put {remote}"), &e))?;
+    let report =
+        result.map_err(|e| Failure::client(Phase::Transfer, &format!("put {remote}"), &e))?;
     let mfmt = client.features().is_some_and(|f| f.mfmt);
     if let (true, Some(mtime)) = (mfmt, mtime) {
         if let Err(e) = client.set_mtime(remote, mtime) {
@@ -1083,7 +1120,7 @@ fn upload_with_mtime(
             }
         }
     }
-    Ok(())
+    Ok(report)
 }
 
 /// Downloads one file and gives it the remote modification time: MDTM's, to the second, when
@@ -1094,7 +1131,7 @@ fn download_with_mtime(
     local: &Path,
     listed: Option<SystemTime>,
     progress: &mut Progress<io::Stderr>,
-) -> Result<(), Failure> {
+) -> Result<Option<TransferReport>, Failure> {
     let mut mtime = listed;
     if client.features().is_some_and(|f| f.mdtm) {
         match client.mdtm(remote) {
