@@ -63,6 +63,43 @@ impl Authenticator for CountingUser {
 /// in the middle of a download).
 struct BrokenReads {
     inner: LocalStorage,
+    /// Set when [`FLAKY_FILE`]'s first download broke off (the test's proxy then cuts the session).
+    flaky_broke: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether [`FLAKY_FILE`] was read from its start once already.
+    flaky_served: std::sync::atomic::AtomicBool,
+}
+
+/// The file whose first download from its start breaks off after [`FLAKY_AFTER`] bytes (later reads work).
+const FLAKY_FILE: &str = "flaky.bin";
+const FLAKY_AFTER: usize = 1024 * 1024;
+
+/// The first `left` bytes of `inner`, then an I/O error (and `broke` set).
+struct BreaksOff {
+    inner: Box<dyn smol::io::AsyncRead + Send + Unpin>,
+    left: usize,
+    broke: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl smol::io::AsyncRead for BreaksOff {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.left == 0 {
+            self.broke.store(true, Ordering::SeqCst);
+            return Poll::Ready(Err(io::Error::other("disk read error")));
+        }
+        let want = buf.len().min(self.left);
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_read(cx, &mut buf[..want]) {
+            Poll::Ready(Ok(n)) => {
+                this.left -= n;
+                Poll::Ready(Ok(n))
+            }
+            other => other,
+        }
+    }
 }
 
 /// [`BROKEN_AFTER`] bytes of zeros, then an I/O error.
@@ -98,6 +135,22 @@ impl Storage for BrokenReads {
         path: &'a str,
         offset: u64,
     ) -> BoxFuture<'a, Result<ReadHandle, StorageError>> {
+        if path.trim_start_matches('/').ends_with(FLAKY_FILE)
+            && offset == 0
+            && !self.flaky_served.swap(true, Ordering::SeqCst)
+        {
+            return Box::pin(async move {
+                let handle = self.inner.open_read(path, offset).await?;
+                Ok(ReadHandle {
+                    reader: Box::new(BreaksOff {
+                        inner: handle.reader,
+                        left: FLAKY_AFTER,
+                        broke: Arc::clone(&self.flaky_broke),
+                    }),
+                    size: handle.size,
+                })
+            });
+        }
         if path.trim_start_matches('/') != BROKEN_FILE {
             return self.inner.open_read(path, offset);
         }
@@ -142,6 +195,7 @@ impl Storage for BrokenReads {
 /// Our server on 127.0.0.1 serving `root`, a scratch directory to run `ftps` in, and the CA file it needs.
 struct Site {
     addr: SocketAddr,
+    flaky_broke: Arc<std::sync::atomic::AtomicBool>,
     root: TempDir,
     scratch: TempDir,
     ca: PathBuf,
@@ -166,9 +220,12 @@ impl Site {
         .with_single_cert(vec![cert.cert_der.clone().into()], key)
         .unwrap();
         let logins = Arc::new(AtomicUsize::new(0));
+        let flaky_broke = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let server = Server::builder()
             .storage(Arc::new(BrokenReads {
                 inner: LocalStorage::open(root.path()).unwrap(),
+                flaky_broke: Arc::clone(&flaky_broke),
+                flaky_served: std::sync::atomic::AtomicBool::new(false),
             }))
             .authenticator(Arc::new(CountingUser {
                 logins: Arc::clone(&logins),
@@ -190,6 +247,7 @@ impl Site {
         });
         Self {
             addr,
+            flaky_broke,
             root,
             scratch,
             ca,
@@ -550,6 +608,89 @@ fn json_listing_and_transfer_summaries() {
         json_query(&out.stdout, "(doc['ok'], doc['files'])"),
         "(False, [])"
     );
+}
+
+/// A TCP proxy to `to` whose first connection is cut (both ways) as soon as `cut` is set: a session lost in
+/// the middle of a transfer. Later connections pass. Returns the proxy's address.
+fn cutting_proxy(to: SocketAddr, cut: Arc<std::sync::atomic::AtomicBool>) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for (n, client) in listener.incoming().enumerate() {
+            let Ok(client) = client else { return };
+            let Ok(server) = std::net::TcpStream::connect(to) else {
+                return;
+            };
+            for (mut from, mut into) in [
+                (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                (server.try_clone().unwrap(), client.try_clone().unwrap()),
+            ] {
+                std::thread::spawn(move || {
+                    let _ = io::copy(&mut from, &mut into);
+                    let _ = into.shutdown(std::net::Shutdown::Write);
+                });
+            }
+            if n == 0 {
+                let cut = Arc::clone(&cut);
+                std::thread::spawn(move || {
+                    let deadline = Instant::now() + WAIT;
+                    while !cut.load(Ordering::SeqCst) && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    let _ = server.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        }
+    });
+    addr
+}
+
+/// `--retries`: a download that breaks off mid-file and loses its session (the proxy cuts the control
+/// connection) is continued on a new session from the bytes already here (REST), not started over; without
+/// `--retries` it fails with no file left behind.
+#[test]
+fn retries_reopen_the_session_and_continue_from_the_last_byte() {
+    let site = Site::start();
+    let content = pattern(5 * FLAKY_AFTER + 777, 11);
+    std::fs::write(site.remote(FLAKY_FILE), &content).unwrap();
+    let proxy = cutting_proxy(site.addr, Arc::clone(&site.flaky_broke));
+    let url = format!("ftps://{USER}@{proxy}/{FLAKY_FILE}");
+
+    let logins = site.logins();
+    let out = site.ftps(&["-q", "--json", "--retries", "3", "get", &url, "got.bin"]);
+    let stderr = exits(&out, 0);
+    assert!(stderr.contains("(retry 1 of 3)"), "{stderr}");
+    assert!(
+        std::fs::read(site.local("got.bin")).unwrap() == content,
+        "the file differs"
+    );
+    assert_eq!(site.logins() - logins, 2, "one new session after the cut");
+    // The last try moved only what was missing.
+    let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+    let bytes: u64 = summary
+        .split("\"bytes\":")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{summary}"));
+    assert!(bytes < content.len() as u64, "{summary}");
+    assert!(
+        bytes + FLAKY_AFTER as u64 >= content.len() as u64,
+        "{summary}"
+    );
+    assert_eq!(site.scratch_files(), vec!["got.bin".to_string()]);
+}
+
+/// Without `--retries`, the same break fails the run (5) and leaves nothing behind.
+#[test]
+fn without_retries_a_broken_download_fails_and_leaves_nothing() {
+    let site = Site::start();
+    std::fs::write(site.remote(FLAKY_FILE), pattern(3 * FLAKY_AFTER, 12)).unwrap();
+    let out = site.ftps(&["-q", "get", &site.url(FLAKY_FILE), "got.bin"]);
+    let stderr = exits(&out, 5);
+    assert!(!stderr.contains("retry"), "{stderr}");
+    assert_eq!(site.scratch_files(), Vec::<String>::new());
 }
 
 /// Reads a FIFO opened non-blocking until `done` is set and nothing more comes.

@@ -107,6 +107,12 @@ pub(crate) struct GlobalOptions {
     /// path, bytes, seconds and data-connection TLS (version, resumed).
     #[arg(long, global = true)]
     pub(crate) json: bool,
+    /// Try a file up to N more times after a transient failure (network, timeout, 4xx reply),
+    /// waiting 0.5 s, doubling up to 8 s; a lost session is reopened, and the transfer continues
+    /// from what the other side holds (REST for get; SIZE, then APPE for put).
+    #[arg(long, value_name = "N", global = true, default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub(crate) retries: u32,
 }
 
 /// The subcommands.
@@ -359,6 +365,8 @@ pub(crate) struct Invocation {
     pub(crate) parallel: usize,
     /// JSON on stdout: `ls` entries, and a summary of `get`, `put` and `mirror`.
     pub(crate) json: bool,
+    /// Further tries of a file after a transient failure.
+    pub(crate) retries: u32,
 }
 
 impl Cli {
@@ -408,6 +416,7 @@ impl Cli {
             quiet: self.options.quiet,
             parallel: usize::from(self.options.parallel),
             json: self.options.json,
+            retries: self.options.retries,
         })
     }
 
@@ -474,6 +483,7 @@ impl Cli {
             quiet: self.options.quiet,
             parallel: 1,
             json: false,
+            retries: 0,
         })
     }
 

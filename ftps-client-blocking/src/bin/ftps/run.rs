@@ -40,6 +40,7 @@ pub(crate) fn run(invocation: Invocation) -> Result<(), CliError> {
         quiet,
         parallel,
         json,
+        retries,
     } = invocation;
     // Local problems are found before the network is touched: no login for a missing file.
     let local_tree = check_local(&action).map_err(|f| f.error)?;
@@ -49,6 +50,7 @@ pub(crate) fn run(invocation: Invocation) -> Result<(), CliError> {
         parallel,
         quiet,
         json,
+        retries,
         records: Mutex::new(Vec::new()),
     };
     let mut client = sessions.open().map_err(|f| f.error)?;
@@ -78,6 +80,8 @@ pub(crate) fn run(invocation: Invocation) -> Result<(), CliError> {
 struct Failure {
     error: CliError,
     session_usable: bool,
+    /// Worth another try (`--retries`): the network or a transient (4xx) reply, not a refusal.
+    transient: bool,
 }
 
 /// What the client was doing when an error happened; with the error it decides the exit code.
@@ -107,6 +111,7 @@ impl Failure {
         Failure {
             error: CliError::new(error_kind(phase, error), message),
             session_usable: error.is_session_usable(),
+            transient: is_transient(error),
         }
     }
 
@@ -115,6 +120,7 @@ impl Failure {
         Failure {
             error: CliError::local_io(path, error),
             session_usable: true,
+            transient: false,
         }
     }
 }
@@ -144,6 +150,20 @@ fn error_kind(phase: Phase, error: &Error) -> ErrorKind {
         Error::Io(e) if phase == Phase::Transfer && !is_network_error(e) => ErrorKind::LocalIo,
         _ if phase == Phase::Transfer => ErrorKind::Transfer,
         _ => ErrorKind::Connection,
+    }
+}
+
+/// Whether `error` may go away if the same thing is tried again: the network (connect refused
+/// or reset, timeouts, a closed or cut connection, a data connection that failed or was
+/// truncated) or a 4yz reply (RFC 959 section 4.2: "transient negative completion", e.g. 421,
+/// 425, 426, 450, 451). 5yz refusals, TLS and certificate errors, and local errors are not.
+fn is_transient(error: &Error) -> bool {
+    match error {
+        Error::Refused { code, .. } | Error::LoginRefused { code, .. } => (400..500).contains(code),
+        Error::Connect { source, .. } => source.kind() != io::ErrorKind::InvalidInput,
+        Error::Timeout(_) | Error::Closed(_) | Error::Truncated | Error::Data(_) => true,
+        Error::Io(e) => is_network_error(e) || e.kind() == io::ErrorKind::UnexpectedEof,
+        _ => false,
     }
 }
 
@@ -259,8 +279,15 @@ struct Sessions<'a> {
     quiet: bool,
     /// `--json`: listings and a summary of the files moved, as JSON on stdout.
     json: bool,
+    /// `--retries N`: further tries of a file after a transient failure.
+    retries: u32,
     /// What each transfer moved, for the `--json` summary.
     records: Mutex<Vec<json::FileRecord>>,
+}
+
+/// How long to wait before retry number `n` (1-based): 0.5 s, doubling, at most 8 s.
+fn retry_delay(n: u32) -> Duration {
+    Duration::from_millis(500u64.saturating_mul(1 << n.saturating_sub(1).min(4)))
 }
 
 impl Sessions<'_> {
@@ -282,6 +309,51 @@ impl Sessions<'_> {
             return Err(Failure::client(Phase::Login, &context, &e));
         }
         Ok(client)
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or `--retries` are used up. Before each
+    /// retry it waits (0.5 s, doubling, at most 8 s) and, when the session did not survive,
+    /// opens a new one in `client`. `attempt` learns whether it is a retry: it then continues
+    /// from what the other side holds instead of starting over.
+    fn with_retries<T>(
+        &self,
+        client: &mut Client,
+        mut attempt: impl FnMut(&mut Client, bool) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        let mut tries = 0;
+        let mut retry = false;
+        loop {
+            let failure = match attempt(client, retry) {
+                Ok(value) => return Ok(value),
+                Err(failure) => failure,
+            };
+            let mut failure = failure;
+            loop {
+                if !failure.transient || tries >= self.retries {
+                    return Err(failure);
+                }
+                tries += 1;
+                let _ = writeln!(
+                    io::stderr(),
+                    "ftps: {} (retry {tries} of {})",
+                    failure.error,
+                    self.retries
+                );
+                std::thread::sleep(retry_delay(tries));
+                if failure.session_usable && !client.is_closed() {
+                    break;
+                }
+                match self.open() {
+                    Ok(fresh) => {
+                        *client = fresh;
+                        break;
+                    }
+                    // The server is not back yet: that costs a try too.
+                    Err(next) => failure = next,
+                }
+            }
+            retry = true;
+        }
     }
 
     /// A progress report for one file of a run that may move several at once.
@@ -363,7 +435,13 @@ fn perform(
             local,
             resume,
         } => {
-            let report = get(client, remote, local, *resume, quiet)?;
+            let report = sessions.with_retries(client, |client, retry| {
+                get(client, remote, local, *resume, retry, quiet)
+            });
+            if report.is_err() {
+                discard_partial(local);
+            }
+            let report = report?;
             sessions.record(remote, report.as_ref());
             Ok(())
         }
@@ -373,7 +451,11 @@ fn perform(
             client,
             files,
             |client, (local, remote)| {
-                let report = put(client, local, remote, *resume, sessions)?;
+                // A retry continues the upload (SIZE, then APPE of the rest; nothing when the
+                // server already has it all), so a completed file is never sent twice.
+                let report = sessions.with_retries(client, |client, retry| {
+                    put(client, local, remote, *resume || retry, sessions)
+                })?;
                 sessions.record(remote, report.as_ref());
                 Ok(())
             },
@@ -542,6 +624,7 @@ fn get(
     remote: &str,
     local: &Path,
     resume: bool,
+    retry: bool,
     quiet: bool,
 ) -> Result<Option<TransferReport>, Failure> {
     let context = format!("get {remote}");
@@ -559,7 +642,7 @@ fn get(
         end_progress(&mut progress, result.is_ok(), have);
         return result.map_err(|e| Failure::client(Phase::Transfer, &context, &e));
     }
-    download_fresh(client, remote, local, None, &mut progress, &context)
+    download_fresh(client, remote, local, None, &mut progress, &context, retry)
 }
 
 /// `get URL -`: streams `remote` to standard output in [`COPY_UNIT`] writes, then verifies the
@@ -603,6 +686,7 @@ fn get_to_stdout(client: &mut Client, remote: &str, quiet: bool) -> Result<(), F
             Ok(_) => Failure {
                 error: CliError::new(ErrorKind::Transfer, format!("{context}: {read_error}")),
                 session_usable: true,
+                transient: false,
             },
         }),
         Err(StreamError::Stdout(write_error)) => {
@@ -614,11 +698,13 @@ fn get_to_stdout(client: &mut Client, remote: &str, quiet: bool) -> Result<(), F
                 return Err(Failure {
                     error,
                     session_usable,
+                    transient: false,
                 });
             }
             Err(Failure {
                 error,
                 session_usable,
+                transient: false,
             })
         }
     };
@@ -686,6 +772,7 @@ fn download_fresh(
     mtime: Option<SystemTime>,
     progress: &mut Progress<io::Stderr>,
     context: &str,
+    continue_partial: bool,
 ) -> Result<Option<TransferReport>, Failure> {
     if is_special_file(local) {
         let result = client
@@ -697,7 +784,8 @@ fn download_fresh(
         return result;
     }
     let partial = partial_path(local);
-    let result = client.get_with_progress(remote, &partial, false, |bytes| {
+    // A retry continues what the failed try left in the partial file (REST).
+    let result = client.get_with_progress(remote, &partial, continue_partial, |bytes| {
         progress.update(Instant::now(), bytes);
     });
     let result = result
@@ -710,10 +798,17 @@ fn download_fresh(
             Ok(report)
         });
     end_progress(progress, result.is_ok(), 0);
-    if result.is_err() {
+    // A transient failure keeps the partial file for a retry; the caller discards it when the
+    // retries are used up (`discard_partial`).
+    if result.as_ref().is_err_and(|f| !f.transient) {
         let _ = fs::remove_file(&partial);
     }
     result
+}
+
+/// Removes what failed tries of a download of `local` left behind.
+fn discard_partial(local: &Path) {
+    let _ = fs::remove_file(partial_path(local));
 }
 
 /// Ends a progress report. A transfer that failed before moving a byte past `start` gets no
@@ -999,19 +1094,36 @@ fn mirror(
         |client, transfer| {
             let remote = remote_join(remote_root, &transfer.path);
             let local = local_root.join(&transfer.path);
-            let mut progress = sessions.progress(&transfer.path, Some(transfer.size));
-            let report = match direction {
-                MirrorDirection::Upload => {
-                    upload_with_mtime(client, &local, &remote, transfer.mtime, &mut progress)
+            let report = sessions.with_retries(client, |client, retry| {
+                let mut progress = sessions.progress(&transfer.path, Some(transfer.size));
+                match direction {
+                    MirrorDirection::Upload => upload_with_mtime(
+                        client,
+                        &local,
+                        &remote,
+                        transfer.mtime,
+                        &mut progress,
+                        retry,
+                    ),
+                    MirrorDirection::Download => download_with_mtime(
+                        client,
+                        &remote,
+                        &local,
+                        transfer.mtime,
+                        &mut progress,
+                        retry,
+                    ),
                 }
-                MirrorDirection::Download => {
-                    download_with_mtime(client, &remote, &local, transfer.mtime, &mut progress)
-                }
-            }?;
+            });
+            if report.is_err() && direction == MirrorDirection::Download {
+                discard_partial(&local);
+            }
+            let report = report?;
             sessions.record(&transfer.path, report.as_ref());
             if let Ok(mut totals) = totals.lock() {
                 totals.transferred += 1;
-                totals.bytes = totals.bytes.saturating_add(progress.bytes());
+                let moved = report.as_ref().map_or(0, |r| r.bytes);
+                totals.bytes = totals.bytes.saturating_add(moved);
             }
             Ok(())
         },
@@ -1093,6 +1205,7 @@ fn mirror(
                 ),
             ),
             session_usable: true,
+            transient: false,
         }),
     }
 }
@@ -1105,8 +1218,9 @@ fn upload_with_mtime(
     remote: &str,
     mtime: Option<SystemTime>,
     progress: &mut Progress<io::Stderr>,
+    retry: bool,
 ) -> Result<Option<TransferReport>, Failure> {
-    let result = client.put_with_progress(local, remote, false, |bytes| {
+    let result = client.put_with_progress(local, remote, retry, |bytes| {
         progress.update(Instant::now(), bytes);
     });
     end_progress(progress, result.is_ok(), 0);
@@ -1131,6 +1245,7 @@ fn download_with_mtime(
     local: &Path,
     listed: Option<SystemTime>,
     progress: &mut Progress<io::Stderr>,
+    retry: bool,
 ) -> Result<Option<TransferReport>, Failure> {
     let mut mtime = listed;
     if client.features().is_some_and(|f| f.mdtm) {
@@ -1147,6 +1262,7 @@ fn download_with_mtime(
         mtime,
         progress,
         &format!("get {remote}"),
+        retry,
     )
 }
 
