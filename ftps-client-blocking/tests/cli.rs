@@ -407,6 +407,88 @@ fn vsftpd_mirror_upload_then_download() {
 /// `ftps fxp` between two vsftpd (which allow PROT C data here): neither offers SSCN or CPSV, so the default
 /// (PROT P required) fails with exit 5 before any transfer, and `--clear` copies the file server to server.
 /// Each server gets its password from its own variable.
+/// The push-and-restore features against vsftpd (require_ssl_reuse): `--parallel` mirror both ways with
+/// `--delete`, `-v` showing every data connection resumed, `--json`, `stat`, `cat` and `rmdir`.
+#[test]
+fn vsftpd_parallel_mirror_trace_json_stat_and_rmdir() {
+    let Some(site) = Site::start() else {
+        return;
+    };
+    let files = small_tree(&site.local("src"));
+    let out = succeeds(site.ftps(&[
+        "--parallel",
+        "3",
+        "mirror",
+        "--upload",
+        "src",
+        &site.url("site"),
+    ]));
+    assert!(out.starts_with("mirror: 3 transferred"), "{out}");
+    for (path, content) in &files {
+        assert_eq!(
+            &std::fs::read(site.remote("site").join(path)).unwrap(),
+            content,
+            "{path}"
+        );
+    }
+    // An extra file on the server goes with --delete; the download side mirrors it back, in parallel.
+    std::fs::write(site.local("extra.txt"), b"extra").unwrap();
+    succeeds(site.ftps(&["put", "extra.txt", &site.url("site/extra.txt")]));
+    let out = succeeds(site.ftps(&["mirror", "--upload", "--delete", "src", &site.url("site")]));
+    assert!(out.contains(", 1 deleted"), "{out}");
+    assert!(!site.remote("site/extra.txt").exists());
+    succeeds(site.ftps(&[
+        "-q",
+        "--parallel",
+        "3",
+        "mirror",
+        "--download",
+        &site.url("site"),
+        "dst",
+    ]));
+    for (path, content) in &files {
+        assert_eq!(
+            &std::fs::read(site.local("dst").join(path)).unwrap(),
+            content,
+            "{path}"
+        );
+    }
+
+    // -v: vsftpd requires reuse, and every data connection says it resumed.
+    let (first, content) = &files[0];
+    let remote = format!("site/{first}");
+    let out = site.ftps(&["-v", "-q", "cat", &site.url(&remote)]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(&out.stdout == content);
+    let trace = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        trace.contains("> PROT P") && trace.contains("> PASS ****"),
+        "{trace}"
+    );
+    assert!(
+        trace
+            .lines()
+            .any(|l| l.contains("* data connection: TLS") && l.contains(", resumed, ")),
+        "{trace}"
+    );
+    assert!(!trace.contains(VSFTPD_PASSWORD), "{trace}");
+
+    let out = succeeds(site.ftps(&["stat", &site.url(&remote)]));
+    assert!(
+        out.starts_with(&format!("size: {}\nmodify: ", content.len())),
+        "{out}"
+    );
+    let out = succeeds(site.ftps(&["--json", "ls", &site.url("site")]));
+    assert!(
+        out.starts_with('[') && out.contains("\"type\":\"dir\""),
+        "{out}"
+    );
+
+    succeeds(site.ftps(&["mkdir", &site.url("gone")]));
+    succeeds(site.ftps(&["rmdir", &site.url("gone")]));
+    assert!(!site.remote("gone").exists());
+}
+
 #[test]
 fn vsftpd_fxp_between_two_servers() {
     let Some(source) = Vsftpd::start_with("force_local_data_ssl=NO\n") else {
