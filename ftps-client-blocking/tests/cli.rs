@@ -544,17 +544,7 @@ fn vsftpd_fxp_between_two_servers() {
 
 /// A TLS server config for the scripted servers below, on a fresh self-signed certificate.
 fn scripted_tls() -> Arc<rustls::ServerConfig> {
-    let cert = TestCert::generate();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_der.clone().into());
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![cert.cert_der.clone().into()], key)
-    .unwrap();
-    Arc::new(config)
+    Arc::new(TestCert::generate().server_config())
 }
 
 /// `ftps --insecure --timeout SECONDS ls URL` with a password in the environment.

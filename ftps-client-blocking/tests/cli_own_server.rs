@@ -210,15 +210,7 @@ impl Site {
         let cert = TestCert::generate();
         let ca = scratch.path().join("ca.pem");
         std::fs::write(&ca, &cert.cert_pem).unwrap();
-        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_der.clone().into());
-        let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.cert_der.clone().into()], key)
-        .unwrap();
+        let tls = cert.server_config();
         let logins = Arc::new(AtomicUsize::new(0));
         let flaky_broke = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let server = Server::builder()

@@ -110,6 +110,19 @@ impl TestCert {
         }
     }
 
+    /// A rustls server config presenting this certificate (ring provider, rustls' default versions).
+    pub fn server_config(&self) -> rustls::ServerConfig {
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(self.key_der.clone().into());
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("default protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![self.cert_der.clone().into()], key)
+        .expect("server certificate")
+    }
+
     /// Writes `cert.pem` and `key.pem` into `dir`, returning their paths.
     pub fn write_to(&self, dir: &Path) -> (PathBuf, PathBuf) {
         let cert = dir.join("cert.pem");
