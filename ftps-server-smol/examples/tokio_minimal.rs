@@ -61,6 +61,8 @@ async fn main() -> io::Result<()> {
     let config = session_config()?;
     loop {
         let (control, peer) = listener.accept().await?;
+        // Replies and data go out as soon as they are written, not after a delayed ACK (40 ms a file).
+        control.set_nodelay(true)?;
         let config = config.clone();
         tokio::spawn(async move {
             if let Err(e) = serve(control, peer, config).await {
@@ -361,7 +363,11 @@ async fn start(conn: &mut Connection, request: Request) -> Option<Completion> {
 /// Accepts on the passive listener, or never completes when there is none.
 async fn accept(listener: Option<&TcpListener>) -> io::Result<(TcpStream, SocketAddr)> {
     match listener {
-        Some(listener) => listener.accept().await,
+        Some(listener) => {
+            let (stream, peer) = listener.accept().await?;
+            stream.set_nodelay(true)?;
+            Ok((stream, peer))
+        }
         None => std::future::pending().await,
     }
 }

@@ -323,7 +323,7 @@ pub struct LimitsConfig {
     /// Longest command line accepted, in bytes.
     pub max_line_len: usize,
     /// Microseconds to wait before answering `PASV`/`EPSV` (0: at once); see
-    /// [`crate::server::PASSIVE_REPLY_PACING`] for why the default is not 0.
+    /// [`ftps_proto::server::SessionConfig::passive_reply_pacing`] for why the default is not 0.
     pub passive_reply_pacing_us: u64,
 }
 
@@ -344,7 +344,9 @@ impl Default for LimitsConfig {
             lockout_period: 900,
             lockout_table_size: 10_000,
             max_line_len: 4096,
-            passive_reply_pacing_us: crate::server::PASSIVE_REPLY_PACING.as_micros() as u64,
+            passive_reply_pacing_us: ftps_proto::server::SessionConfig::default()
+                .passive_reply_pacing
+                .as_micros() as u64,
         }
     }
 }

@@ -67,22 +67,7 @@ pub struct Limits {
     pub write_timeout: Duration,
     /// How long running transfers may go on after a shutdown request.
     pub shutdown_grace: Duration,
-    /// A short wait before answering `PASV`/`EPSV` (default [`PASSIVE_REPLY_PACING`]; zero answers at once).
-    pub passive_reply_pacing: Duration,
 }
-
-/// The default [`Limits::passive_reply_pacing`].
-///
-/// curl 7.88 (Debian 12) sleeps a full second before connecting the data port when the passive reply arrives
-/// within the call that sent the command (about 40 µs on loopback): it starts the connect on a path that
-/// schedules no wake-up, then waits for its default 1000 ms timeout. Answering a fraction of a millisecond
-/// later puts the reply on curl's normal path; measured on loopback, 50 uploads in one session went from about
-/// 1 file/s to hundreds per second. Other clients lose the same fraction of a millisecond per transfer.
-///
-/// 100 µs: with 1000-file curl sessions, 0 µs stalled 588 of the first 600 downloads for a second, 50 µs about
-/// one in 500, 100 µs none in 5,000 downloads and 6,000 mixed transfers (2026-12-06); 300 µs, the earlier
-/// default, cost every client 0.2 ms more per file (about a tenth of a small file's time).
-pub const PASSIVE_REPLY_PACING: Duration = Duration::from_micros(100);
 
 impl Default for Limits {
     fn default() -> Self {
@@ -92,7 +77,6 @@ impl Default for Limits {
             data_idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(30),
-            passive_reply_pacing: PASSIVE_REPLY_PACING,
         }
     }
 }
@@ -180,10 +164,6 @@ impl Shared {
 
     pub(crate) fn write_timeout(&self) -> Duration {
         self.limits.write_timeout
-    }
-
-    pub(crate) fn passive_reply_pacing(&self) -> Duration {
-        self.limits.passive_reply_pacing
     }
 
     /// Resolves when a shutdown has been requested.
@@ -577,6 +557,7 @@ pub fn session_config_from(config: &Config) -> SessionConfig {
         data_accept_timeout: limits.data_timeout(),
         max_failed_logins: limits.max_failed_logins,
         max_line_len: limits.max_line_len,
+        passive_reply_pacing: limits.passive_reply_pacing(),
         // This frontend reports data readiness (transfer.rs), so the engine may hold the 150 for it.
         preliminary_reply_wait: PRELIMINARY_REPLY_WAIT,
         ..SessionConfig::default()
@@ -595,7 +576,6 @@ pub fn run(parts: ServerParts) -> Result<(), String> {
         max_sessions_per_ip: config.limits.max_sessions_per_ip,
         data_idle_timeout: config.limits.data_timeout(),
         write_timeout: config.limits.idle_timeout(),
-        passive_reply_pacing: config.limits.passive_reply_pacing(),
         ..Limits::default()
     };
     let storage: Arc<dyn Storage> = Arc::new(parts.storage);

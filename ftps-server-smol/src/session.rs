@@ -435,17 +435,8 @@ impl Driver {
                         Outcome::Failed(Failure::DataConnection)
                     }
                 };
-                // Pace the passive reply (see PASSIVE_REPLY_PACING); the listener is already bound, so a client
-                // that connects at once is queued by the kernel meanwhile.
-                let pacing = self.shared.passive_reply_pacing();
-                if pacing.is_zero() {
-                    session.complete(now, id, outcome);
-                } else {
-                    self.spawn_completion(async move {
-                        Timer::after(pacing).await;
-                        Completion::Outcome(id, outcome)
-                    });
-                }
+                // The engine paces the reply itself (SessionConfig::passive_reply_pacing).
+                session.complete(now, id, outcome);
             }
             RequestKind::AcceptData => {
                 let Some(listener) = self.res.passive.clone() else {

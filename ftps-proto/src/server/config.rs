@@ -69,6 +69,13 @@ pub struct SessionConfig {
     pub data_accept_timeout: Duration,
     /// Delay before answering a failed login with 530; commands meanwhile wait.
     pub failed_login_delay: Duration,
+    /// A short wait before the `227`/`229` reply to `PASV`/`EPSV` (zero answers at once); commands meanwhile
+    /// wait, and the passive port is already listening. curl 7.88 (Debian 12) stalls for its default 1 s
+    /// before connecting the data port when that reply arrives within the call that sent the command (about
+    /// 40 µs from this engine on loopback); 100 µs puts it on curl's normal path. Measured with 1,000-file
+    /// curl sessions: no pacing, 588 of the first 600 downloads stalled; 50 µs, about one in 500; 100 µs, none
+    /// in 5,000. An engine timer, so every frontend inherits it.
+    pub passive_reply_pacing: Duration,
     /// Close (421) after this many failed logins in one session.
     pub max_failed_logins: u32,
     /// Text of the 220 greeting.
@@ -110,6 +117,7 @@ impl Default for SessionConfig {
             auth_timeout: Duration::from_secs(10),
             data_accept_timeout: Duration::from_secs(30),
             failed_login_delay: Duration::from_secs(1),
+            passive_reply_pacing: Duration::from_micros(100),
             max_failed_logins: 3,
             greeting: "ftps-rs ready".to_owned(),
             max_line_len: crate::codec::LineFramer::DEFAULT_MAX_LINE_LEN,

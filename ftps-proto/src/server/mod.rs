@@ -340,7 +340,9 @@ struct Timers {
     /// Until the first command line (`auth_timeout`).
     auth: Option<Instant>,
     data_accept: Option<Instant>,
-    login_delay: Option<Instant>,
+    /// A reply held back: a failed login's 530 (`failed_login_delay`) or a paced 227/229
+    /// (`passive_reply_pacing`).
+    reply_delay: Option<Instant>,
     /// When a held preliminary reply goes out anyway (`preliminary_reply_wait`).
     preliminary: Option<Instant>,
 }
@@ -382,7 +384,7 @@ pub struct ServerSession {
 
     login: Login,
     failed_logins: u32,
-    delayed_reply: Option<(ReplyCode, &'static str, bool)>,
+    delayed_reply: Option<(ReplyCode, String, bool)>,
     host: Option<String>,
     pbsz: bool,
     prot_private: bool,
@@ -627,7 +629,7 @@ impl ServerSession {
             return;
         }
         let due = |t: &mut Option<Instant>| t.is_some_and(|d| d <= now) && t.take().is_some();
-        if due(&mut self.timers.login_delay) {
+        if due(&mut self.timers.reply_delay) {
             if let Some((code, text, fatal)) = self.delayed_reply.take() {
                 self.reply(code, text);
                 if fatal {
@@ -819,7 +821,7 @@ impl ServerSession {
             self.timers.login,
             self.timers.auth,
             self.timers.data_accept,
-            self.timers.login_delay,
+            self.timers.reply_delay,
             self.timers.preliminary,
         ]
         .into_iter()
@@ -1026,7 +1028,7 @@ impl ServerSession {
     }
 
     fn busy(&self) -> bool {
-        self.pending.is_some() || self.transfer.is_some() || self.timers.login_delay.is_some()
+        self.pending.is_some() || self.transfer.is_some() || self.timers.reply_delay.is_some()
     }
 
     fn run_queue(&mut self) {
@@ -2269,14 +2271,18 @@ impl ServerSession {
                 self.delayed_reply = Some(if fatal {
                     (
                         ReplyCode::SERVICE_NOT_AVAILABLE,
-                        "Too many failed logins, closing control connection",
+                        "Too many failed logins, closing control connection".to_owned(),
                         true,
                     )
                 } else {
-                    (ReplyCode::NOT_LOGGED_IN, "Login incorrect", false)
+                    (
+                        ReplyCode::NOT_LOGGED_IN,
+                        "Login incorrect".to_owned(),
+                        false,
+                    )
                 });
                 // The reply waits out the delay (slows password guessing); commands meanwhile queue.
-                self.timers.login_delay = Some(self.now + self.base.failed_login_delay);
+                self.timers.reply_delay = Some(self.now + self.base.failed_login_delay);
             }
             (Pending::Host { host }, Outcome::Done) => {
                 self.host = Some(host);
@@ -2310,9 +2316,17 @@ impl ServerSession {
                 } else {
                     ReplyCode::ENTERING_PASSIVE_MODE
                 };
-                self.reply(code, text);
+                // The port listens already (a client that connects at once is queued by the kernel); the
+                // reply waits out the pacing (`SessionConfig::passive_reply_pacing`), commands meanwhile queue.
                 let id = self.push_request(RequestKind::AcceptData);
                 self.data.waiting = Some(id);
+                let pacing = self.base.passive_reply_pacing;
+                if pacing.is_zero() {
+                    self.reply(code, text);
+                } else {
+                    self.delayed_reply = Some((code, text, false));
+                    self.timers.reply_delay = Some(self.now + pacing);
+                }
             }
             (Pending::Cwd { path }, Outcome::Metadata(info)) => {
                 if info.kind == FileKind::File {

@@ -65,7 +65,16 @@ struct Harness {
 }
 
 impl Harness {
+    /// A session under `config`, except that `PASV`/`EPSV` are answered at once: most tests are about
+    /// something else; [`Harness::paced`] keeps the pacing (its own test).
     fn new(config: SessionConfig) -> Self {
+        Self::paced(SessionConfig {
+            passive_reply_pacing: Duration::ZERO,
+            ..config
+        })
+    }
+
+    fn paced(config: SessionConfig) -> Self {
         let base = Instant::now();
         let session =
             ServerSession::new(config, PEER.parse().unwrap(), LOCAL.parse().unwrap(), base);
@@ -677,6 +686,42 @@ fn acct_after_need_account() {
     h.cmd("USER u");
     assert_eq!(h.cmd("PASS acct"), "332 Need account for login\r\n");
     assert_eq!(h.cmd("ACCT a"), "332 Need account for login\r\n");
+}
+
+/// The passive reply waits out `passive_reply_pacing` (an engine timer, so every frontend has it): the port
+/// listens at once, the 229 comes at the deadline, and a command sent meanwhile waits behind it.
+#[test]
+fn passive_replies_are_paced_by_an_engine_timer() {
+    let pacing = Duration::from_micros(100);
+    let mut h = Harness::paced(SessionConfig {
+        passive_reply_pacing: pacing,
+        ..plain_config()
+    });
+    h.cmd("USER alice");
+    h.cmd("PASS secret");
+    let start = h.now;
+    assert_eq!(h.cmd("EPSV"), "", "the reply waits");
+    assert_eq!(h.session.poll_timeout(), Some(start + pacing));
+    assert_eq!(h.cmd("NOOP"), "", "a command waits behind the held reply");
+    h.advance(pacing);
+    h.timeout();
+    let replies = h.take();
+    assert!(
+        replies.starts_with("229 Entering Extended Passive Mode (|||"),
+        "{replies}"
+    );
+    assert!(
+        replies.ends_with("200 NOOP ok\r\n") || replies.contains("\r\n200 "),
+        "{replies}"
+    );
+    // Zero answers at once.
+    let mut h = Harness::paced(SessionConfig {
+        passive_reply_pacing: Duration::ZERO,
+        ..plain_config()
+    });
+    h.cmd("USER alice");
+    h.cmd("PASS secret");
+    assert!(h.cmd("EPSV").starts_with("229 "));
 }
 
 #[test]
@@ -1433,6 +1478,7 @@ fn implicit_tls_greets_inside_tls() {
     let config = SessionConfig {
         tls: Some(pki.server_config(TLS13)),
         implicit_tls: true,
+        passive_reply_pacing: Duration::ZERO,
         ..SessionConfig::default()
     };
     let base = Instant::now();
