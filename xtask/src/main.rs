@@ -7,7 +7,8 @@
 //! - `ci`: setup, then fmt, clippy, tests, docs, the fuzz build and a smoke run of the end-to-end bench — the
 //!   README's test command.
 //! - `bench [--peers] [--smoke] ...`: end-to-end throughput against peers and the raw-rustls ceiling.
-//! - `fuzz [TARGET] [SECONDS]`: run one fuzz target (or all) for a bounded time (nightly + cargo-fuzz).
+//! - `fuzz [--all | TARGET] [SECONDS]`: run one fuzz target, or every one, for SECONDS each (nightly +
+//!   cargo-fuzz); prints execs, execs/s, corpus size and crashes per target, and fails on a crash.
 //! - `bench [--peers] [--size N] [--files N] [--rounds N] [--smoke] [--many-only]`: end-to-end FTPS throughput
 //!   table, and files/s of many small files per client, server and direction.
 //! - `load [--smoke] [--clients N] [--rounds N] [--size N] [--idle N]`: concurrent sessions and idle memory.
@@ -37,7 +38,7 @@ fn main() -> ExitCode {
         "bench" => bench::run(rest),
         "load" => load::run(rest),
         _ => {
-            eprintln!("usage: cargo xtask <setup|ci|fuzz [TARGET] [SECONDS]|bench [--peers] [--smoke] ...|load [--smoke] [--idle N] ...>");
+            eprintln!("usage: cargo xtask <setup|ci|fuzz [--all | TARGET] [SECONDS]|bench [--peers] [--smoke] ...|load [--smoke] [--idle N] ...>");
             return ExitCode::from(if task == "help" { 0 } else { 2 });
         }
     };
@@ -290,7 +291,7 @@ fn fuzz_build() -> Result {
                 .args(["fuzz", "build", "--fuzz-dir"])
                 .arg(fuzz_dir()),
         )?;
-        fuzz(&[FUZZ_SMOKE_SECONDS.to_string()])
+        fuzz(&["--all".to_string(), FUZZ_SMOKE_SECONDS.to_string()])
     } else {
         eprintln!("fuzz: nightly or cargo-fuzz missing: type-checking the fuzz crate only");
         run(
@@ -321,45 +322,194 @@ fn fuzz_targets() -> Result<Vec<String>> {
     Ok(targets)
 }
 
+/// What one target's run did, from libFuzzer's output (`-print_final_stats=1` and its status lines).
+#[derive(Debug, Default, PartialEq)]
+struct FuzzStats {
+    execs: u64,
+    execs_per_sec: u64,
+    /// Inputs in the corpus at the end (libFuzzer's last `corp:` figure).
+    corpus: u64,
+    /// Crash, timeout, OOM or leak inputs libFuzzer wrote (it stops at the first).
+    crashes: u64,
+}
+
+impl FuzzStats {
+    /// Reads one line of libFuzzer's output into the figures.
+    fn read_line(&mut self, line: &str) {
+        let number = |text: &str| text.trim().parse::<u64>().ok();
+        if let Some(value) = line.strip_prefix("stat::number_of_executed_units:") {
+            self.execs = number(value).unwrap_or(self.execs);
+        } else if let Some(value) = line.strip_prefix("stat::average_exec_per_sec:") {
+            self.execs_per_sec = number(value).unwrap_or(self.execs_per_sec);
+        } else if let Some((_, after)) = line.split_once(" corp: ") {
+            // `#1234	NEW    cov: 567 ft: 890 corp: 42/1234b lim: ...`
+            if let Some(count) = after.split('/').next().and_then(number) {
+                self.corpus = count;
+            }
+        } else if line.contains("Test unit written to ") {
+            self.crashes += 1;
+        }
+    }
+}
+
+/// Parses `fuzz` arguments: `[--all | TARGET] [SECONDS]`; no target means all of them, 60 s each by default.
+fn fuzz_plan(args: &[String], all: Vec<String>) -> Result<(Vec<String>, u64)> {
+    let seconds = |text: &String| {
+        text.parse::<u64>()
+            .map_err(|_| format!("not a number of seconds: {text}"))
+    };
+    match args {
+        [] => Ok((all, 60)),
+        [flag] if flag == "--all" => Ok((all, 60)),
+        [flag, secs] if flag == "--all" => Ok((all, seconds(secs)?)),
+        [one] if one.parse::<u64>().is_ok() => Ok((all, seconds(one)?)),
+        [target] | [target, _] if !all.contains(target) => Err(format!(
+            "no fuzz target {target:?}; the targets are: {}",
+            all.join(", ")
+        )),
+        [target] => Ok((vec![target.clone()], 60)),
+        [target, secs] => Ok((vec![target.clone()], seconds(secs)?)),
+        _ => Err("usage: cargo xtask fuzz [--all | TARGET] [SECONDS]".into()),
+    }
+}
+
 fn fuzz(args: &[String]) -> Result {
     if !nightly_fuzz_available() {
         return Err(
             "needs the nightly toolchain and cargo-fuzz (`cargo xtask setup` installs it)".into(),
         );
     }
-    let all = fuzz_targets()?;
-    let (targets, seconds) = match args {
-        [] => (all, 60),
-        [one] if one.parse::<u64>().is_ok() => (all, one.parse().unwrap_or(60)),
-        [target] => (vec![target.clone()], 60),
-        [target, secs, ..] => (
-            vec![target.clone()],
-            secs.parse()
-                .map_err(|_| format!("not a number of seconds: {secs}"))?,
-        ),
-    };
+    let (targets, seconds) = fuzz_plan(args, fuzz_targets()?)?;
+    let mut rows = Vec::new();
     for target in targets {
-        // libFuzzer writes new inputs to its first corpus directory: a scratch one under target/, so the
-        // committed seeds (read as the second directory) stay as they are.
-        let seeds = fuzz_dir().join("corpus").join(&target);
-        let scratch = root().join("target").join("fuzz-corpus").join(&target);
-        for dir in [&seeds, &scratch] {
-            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        }
-        run(
-            &format!("fuzz {target} for {seconds}s"),
-            nightly_cargo()
-                .args(["fuzz", "run", "--fuzz-dir"])
-                .arg(fuzz_dir())
-                .arg(&target)
-                .arg(&scratch)
-                .arg(&seeds)
-                .args([
-                    "--",
-                    &format!("-max_total_time={seconds}"),
-                    "-print_final_stats=1",
-                ]),
-        )?;
+        let stats = fuzz_one(&target, seconds)?;
+        rows.push((target, stats));
     }
-    Ok(())
+    eprintln!("\nfuzz: {seconds}s per target");
+    eprintln!(
+        "{:<16} {:>12} {:>10} {:>8} {:>8}",
+        "target", "execs", "execs/s", "corpus", "crashes"
+    );
+    for (target, s) in &rows {
+        eprintln!(
+            "{target:<16} {:>12} {:>10} {:>8} {:>8}",
+            s.execs, s.execs_per_sec, s.corpus, s.crashes
+        );
+    }
+    let crashed: Vec<&str> = rows
+        .iter()
+        .filter(|(_, s)| s.crashes > 0)
+        .map(|(t, _)| t.as_str())
+        .collect();
+    if crashed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "crashes in {} (inputs in fuzz/artifacts/<target>/)",
+            crashed.join(", ")
+        ))
+    }
+}
+
+/// Runs one target for `seconds`, echoing libFuzzer's output and collecting its figures.
+///
+/// A crash is counted, not returned as an error, so that `--all` goes on to the next target; a run that fails
+/// without writing a crash input (the build, cargo-fuzz itself) counts as one crash, so it cannot pass silently.
+fn fuzz_one(target: &str, seconds: u64) -> Result<FuzzStats> {
+    use std::io::{BufRead, BufReader};
+    // libFuzzer writes new inputs to its first corpus directory: a scratch one under target/, so the committed
+    // seeds (read as the second directory) stay as they are.
+    let seeds = fuzz_dir().join("corpus").join(target);
+    let scratch = root().join("target").join("fuzz-corpus").join(target);
+    for dir in [&seeds, &scratch] {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let what = format!("fuzz {target} for {seconds}s");
+    eprintln!("==> {what}");
+    let started = Instant::now();
+    let mut child = nightly_cargo()
+        .args(["fuzz", "run", "--fuzz-dir"])
+        .arg(fuzz_dir())
+        .arg(target)
+        .arg(&scratch)
+        .arg(&seeds)
+        .args([
+            "--",
+            &format!("-max_total_time={seconds}"),
+            "-print_final_stats=1",
+        ])
+        .current_dir(root())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{what}: cannot start: {e}"))?;
+    let mut stats = FuzzStats::default();
+    if let Some(stderr) = child.stderr.take() {
+        for line in BufReader::new(stderr)
+            .lines()
+            .map_while(std::result::Result::ok)
+        {
+            eprintln!("{line}");
+            stats.read_line(&line);
+        }
+    }
+    let status = child.wait().map_err(|e| format!("{what}: {e}"))?;
+    eprintln!("    ({what}: {:.1}s)", started.elapsed().as_secs_f64());
+    if !status.success() && stats.crashes == 0 {
+        eprintln!("    {what} failed ({status}) without a crash input: counted as a crash");
+        stats.crashes = 1;
+    }
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fuzz_stats_come_from_libfuzzer_output() {
+        let mut stats = FuzzStats::default();
+        for line in [
+            "#2	INITED cov: 1207 ft: 1208 corp: 7/2180b exec/s: 0 rss: 45Mb",
+            "#4096	pulse  cov: 1490 ft: 2361 corp: 61/9114b lim: 43 exec/s: 2048 rss: 48Mb",
+            "#5000	NEW    cov: 1491 ft: 2362 corp: 62/9200b lim: 43 exec/s: 2500 rss: 48Mb L: 86/745 MS: 1 ChangeBit-",
+            "Done 5123 runs in 2 second(s)",
+            "stat::number_of_executed_units: 5123",
+            "stat::average_exec_per_sec:     2561",
+            "stat::new_units_added:          55",
+        ] {
+            stats.read_line(line);
+        }
+        assert_eq!(
+            stats,
+            FuzzStats {
+                execs: 5123,
+                execs_per_sec: 2561,
+                corpus: 62,
+                crashes: 0
+            }
+        );
+        stats.read_line("artifact_prefix='/x/'; Test unit written to /x/crash-da39a3ee");
+        assert_eq!(stats.crashes, 1);
+    }
+
+    #[test]
+    fn fuzz_arguments() {
+        let all = || vec!["command".to_owned(), "reply".to_owned()];
+        let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(fuzz_plan(&args(&[]), all()), Ok((all(), 60)));
+        assert_eq!(fuzz_plan(&args(&["--all", "30"]), all()), Ok((all(), 30)));
+        assert_eq!(fuzz_plan(&args(&["--all"]), all()), Ok((all(), 60)));
+        assert_eq!(fuzz_plan(&args(&["10"]), all()), Ok((all(), 10)));
+        assert_eq!(
+            fuzz_plan(&args(&["reply", "5"]), all()),
+            Ok((vec!["reply".to_owned()], 5))
+        );
+        assert_eq!(
+            fuzz_plan(&args(&["reply"]), all()),
+            Ok((vec!["reply".to_owned()], 60))
+        );
+        assert!(fuzz_plan(&args(&["nope", "5"]), all()).is_err());
+        assert!(fuzz_plan(&args(&["--all", "x"]), all()).is_err());
+        assert!(fuzz_plan(&args(&["reply", "5", "6"]), all()).is_err());
+    }
 }
