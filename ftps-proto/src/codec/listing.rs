@@ -289,7 +289,15 @@ pub fn parse_list(listing: &str, now: Timeval) -> Vec<Entry> {
 /// The engine reads no clock. Returns `None` for lines that are not entries, such as `total 12`.
 pub fn parse_list_line(line: &str, now: Timeval) -> Option<Entry> {
     let line = strip_line_end(line);
-    parse_unix_line(line, now).or_else(|| parse_dos_line(line))
+    let entry = parse_unix_line(line, now).or_else(|| parse_dos_line(line))?;
+    // As in [`parse_fact_line`]: a CR or LF left in the name (or link target) after the line end is not part of
+    // it (RFC 2640 section 3.1 pads a CR in a pathname with NUL), and [`format_unix_list_line`] could not write it
+    // back: a name ending in CR would lose it as the next reader's line end.
+    let stray = |text: &str| text.contains(['\r', '\n']);
+    if stray(&entry.name) || matches!(&entry.kind, EntryKind::Link(Some(target)) if stray(target)) {
+        return None;
+    }
+    Some(entry)
 }
 
 const MONTHS: [&str; 12] = [
@@ -965,6 +973,28 @@ mod tests {
         ] {
             assert_eq!(parse_list_line(bad, NOW), None, "{bad:?}");
         }
+    }
+
+    /// Found by the `listing` fuzz target (`fuzz/corpus/listing/crash-bfb077a4`): a name ending in CR parsed, but
+    /// its formatted line read back without the CR. CR or LF left in a name or link target refuses the line, as
+    /// `parse_fact_line` does.
+    #[test]
+    fn list_lines_with_cr_or_lf_in_the_name_are_refused() {
+        for bad in [
+            "01-02-20  03:04PM  12 a\r\r",
+            "01-02-20  03:04PM  12 a\r\r\n",
+            "01-02-20  03:04PM  12 a\rb",
+            "01-02-20  03:04PM  12 a\n\n",
+            "-rw-r--r--   1 user     group        12 Jan  1  2020 a\r\r\n",
+            "lrwxrwxrwx   1 user     group         1 Jan  1  2020 l -> t\r\r\n",
+        ] {
+            assert_eq!(parse_list_line(bad, NOW), None, "{bad:?}");
+        }
+        // One line end is still stripped, and the name round-trips.
+        let entry = parse_list_line("01-02-20  03:04PM  12 a\r\n", NOW).unwrap();
+        assert_eq!(entry.name, "a");
+        let formatted = format_unix_list_line(&entry, NOW);
+        assert_eq!(parse_list_line(&formatted, NOW).unwrap().name, "a");
     }
 
     #[test]
