@@ -31,7 +31,7 @@ use ftps_proto::data::ResumptionPolicy;
 use ftps_proto::server::{Refusal, SessionConfig};
 use smol::net::TcpListener;
 
-use crate::auth::{Authenticator, LoginThrottle};
+use crate::auth::{Authenticator, CheckSlot, LoginThrottle};
 use crate::certs::CertReloader;
 use crate::config::{Config, DataResumption, ListenMode, PortRange};
 use crate::listener::PassivePorts;
@@ -133,11 +133,20 @@ impl Shared {
             .is_some_and(|t| t.is_locked(ip, Instant::now()))
     }
 
-    /// Reserves a password check for `ip` in the lockout before it runs; `false`: refuse without checking.
-    pub(crate) fn begin_login(&self, ip: IpAddr) -> bool {
-        self.throttle
-            .as_ref()
-            .is_none_or(|t| t.begin(ip, Instant::now()))
+    /// Reserves a password check for `ip` in the lockout before it runs, waiting while checks already running
+    /// fill the address's budget; `false`: locked out, refuse without checking.
+    pub(crate) async fn begin_login(&self, ip: IpAddr) -> bool {
+        let Some(throttle) = &self.throttle else {
+            return true;
+        };
+        loop {
+            match throttle.begin(ip, Instant::now()) {
+                CheckSlot::Go => return true,
+                CheckSlot::Locked => return false,
+                // A password check takes milliseconds (argon2id ~35 ms): look again shortly.
+                CheckSlot::Wait => smol::Timer::after(Duration::from_millis(5)).await,
+            };
+        }
     }
 
     /// Ends a check [`Shared::begin_login`] reserved.

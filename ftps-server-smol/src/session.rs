@@ -399,7 +399,7 @@ impl Driver {
                 self.spawn_completion(async move {
                     // Counted before the check runs, so parallel sessions cannot check more passwords than
                     // the lockout allows while earlier failures are still on their way.
-                    if !shared.begin_login(peer_ip) {
+                    if !shared.begin_login(peer_ip).await {
                         return Completion::Login(id, None);
                     }
                     let attempt = LoginAttempt {

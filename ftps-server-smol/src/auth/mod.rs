@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::storage::BoxFuture;
 
 pub use cert_names::{certificate_names, CertificateNames};
-pub use throttle::LoginThrottle;
+pub use throttle::{CheckSlot, LoginThrottle};
 pub use users_file::{
     add_user, ensure_users_file, generate_password, hash_password, set_password, AnonymousAccess,
     UsersFile, DEFAULT_USER,

@@ -5,6 +5,17 @@ use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+/// What [`LoginThrottle::begin`] allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckSlot {
+    /// Check the password now.
+    Go,
+    /// Checks already running fill the address's budget: ask again when they may have ended.
+    Wait,
+    /// The address is locked out: refuse without checking.
+    Locked,
+}
+
 /// Counts failed logins per client IP: `max_failures` within `window` lock the IP out for
 /// `lockout`. Memory is bounded: at most `capacity` addresses are tracked; when full, expired
 /// entries go first, then the entry idle the longest. Time enters only as `now` arguments.
@@ -67,26 +78,30 @@ impl LoginThrottle {
         entry.locked_until.is_some_and(|until| now < until)
     }
 
-    /// Reserves one password check for `ip` before it runs; `false` when `ip` is locked out or when its failures
-    /// plus the checks already running reach `max_failures` (then the password must not be checked). Every `true`
-    /// must be followed by one [`LoginThrottle::finish`].
+    /// Reserves one password check for `ip` before it runs. [`CheckSlot::Locked`]: `ip` is locked out, refuse
+    /// without checking. [`CheckSlot::Wait`]: its failures plus the checks already running reach `max_failures`,
+    /// so this one must wait for those to end (their successes free their places; their failures may lock
+    /// `ip` out) and ask again. [`CheckSlot::Go`] must be followed by one [`LoginThrottle::finish`].
     ///
     /// Counting checks when they start, not when their failure is reported, keeps parallel sessions from one
     /// address to `max_failures` checks per window: with 16 sessions guessing at once, about 7.6 passwords per
-    /// address were checked against a limit of 5 while the failures were still on their way.
-    pub fn begin(&self, ip: IpAddr, now: Instant) -> bool {
+    /// address were checked against a limit of 5 while the failures were still on their way. Waiting rather
+    /// than refusing keeps parallel *correct* logins from one address (a client's `--parallel`, a load test)
+    /// from being refused for the others' checks in flight.
+    pub fn begin(&self, ip: IpAddr, now: Instant) -> CheckSlot {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         if !entries.contains_key(&ip) && entries.len() >= self.capacity {
             self.evict(&mut entries, now);
         }
         let entry = Self::current(&mut entries, ip, now, self.window);
-        if entry.locked_until.is_some()
-            || entry.failures.saturating_add(entry.in_flight) >= self.max_failures
-        {
-            return false;
+        if entry.locked_until.is_some() {
+            return CheckSlot::Locked;
+        }
+        if entry.failures.saturating_add(entry.in_flight) >= self.max_failures {
+            return CheckSlot::Wait;
         }
         entry.in_flight += 1;
-        true
+        CheckSlot::Go
     }
 
     /// Ends a check [`LoginThrottle::begin`] reserved: a failure is counted (and may lock `ip` out: the return
@@ -225,31 +240,41 @@ mod tests {
         let t = LoginThrottle::new(3, Duration::from_secs(60), Duration::from_secs(300), 100);
         let t0 = Instant::now();
         // Three checks start before any ends: a fourth may not start.
-        assert!(t.begin(ip(1), t0));
-        assert!(t.begin(ip(1), t0));
-        assert!(t.begin(ip(1), t0));
-        assert!(!t.begin(ip(1), t0));
-        assert!(t.begin(ip(2), t0), "another address is not affected");
+        assert!(CheckSlot::Go == t.begin(ip(1), t0));
+        assert!(CheckSlot::Go == t.begin(ip(1), t0));
+        assert!(CheckSlot::Go == t.begin(ip(1), t0));
+        assert_eq!(t.begin(ip(1), t0), CheckSlot::Wait);
+        assert!(
+            CheckSlot::Go == t.begin(ip(2), t0),
+            "another address is not affected"
+        );
         assert!(!t.finish(ip(1), false, t0));
         assert!(!t.finish(ip(1), false, t0));
-        assert!(!t.begin(ip(1), t0), "two failures and one check running");
+        assert_eq!(
+            t.begin(ip(1), t0),
+            CheckSlot::Wait,
+            "two failures and one check running"
+        );
         // The last one fails too: locked.
         assert!(t.finish(ip(1), false, t0));
         assert!(t.is_locked(ip(1), t0));
-        assert!(!t.begin(ip(1), t0 + Duration::from_secs(299)));
-        assert!(t.begin(ip(1), t0 + Duration::from_secs(300)));
+        assert_eq!(
+            t.begin(ip(1), t0 + Duration::from_secs(299)),
+            CheckSlot::Locked
+        );
+        assert!(CheckSlot::Go == t.begin(ip(1), t0 + Duration::from_secs(300)));
     }
 
     #[test]
     fn a_success_in_flight_frees_the_reservations() {
         let t = LoginThrottle::new(2, Duration::from_secs(60), Duration::from_secs(300), 100);
         let t0 = Instant::now();
-        assert!(t.begin(ip(1), t0));
-        assert!(t.begin(ip(1), t0));
+        assert!(CheckSlot::Go == t.begin(ip(1), t0));
+        assert!(CheckSlot::Go == t.begin(ip(1), t0));
         assert!(!t.finish(ip(1), true, t0));
         // One check still running: it counts, the forgotten failures do not.
-        assert!(t.begin(ip(1), t0));
-        assert!(!t.begin(ip(1), t0));
+        assert!(CheckSlot::Go == t.begin(ip(1), t0));
+        assert_eq!(t.begin(ip(1), t0), CheckSlot::Wait);
         assert!(!t.finish(ip(1), false, t0));
         assert!(t.finish(ip(1), false, t0));
         assert!(t.is_locked(ip(1), t0));
