@@ -494,6 +494,19 @@ impl Plan {
         self.targets.get(i).map_or("?", |t| t.name.as_str())
     }
 
+    /// A client run's time, once `dir` (then removed) holds every file of `source` byte for byte; a failed run
+    /// says what the check found too.
+    fn checked(&self, result: Result<f64>, dir: &Path, source: &Path) -> Result<f64> {
+        let checked = check_files(dir, source, &self.names);
+        let _ = fs::remove_dir_all(dir);
+        let seconds = result.map_err(|e| match &checked {
+            Ok(()) => e,
+            Err(c) => format!("{e} ({c})"),
+        })?;
+        checked?;
+        Ok(seconds)
+    }
+
     /// One run of one cell, checked; the seconds and, where the server logs TLS, the resumption count.
     fn measure(
         &self,
@@ -529,28 +542,14 @@ impl Plan {
                     peers::chown_to_user(&dir)?;
                 }
                 let result = run.upload(&work.small_dir, &remote);
-                let checked = check_files(&dir, &work.small_dir, &self.names);
-                let _ = fs::remove_dir_all(&dir);
-                let seconds = result.map_err(|e| match &checked {
-                    Ok(()) => e,
-                    Err(c) => format!("{e} ({c})"),
-                })?;
-                checked?;
-                seconds
+                self.checked(result, &dir, &work.small_dir)?
             }
             Direction::Down => {
                 let dir = work.scratch.join(format!("many-down-{tag}"));
                 let _ = fs::remove_dir_all(&dir);
                 fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
                 let result = run.download(SOURCE, &dir);
-                let checked = check_files(&dir, &work.small_dir, &self.names);
-                let _ = fs::remove_dir_all(&dir);
-                let seconds = result.map_err(|e| match &checked {
-                    Ok(()) => e,
-                    Err(c) => format!("{e} ({c})"),
-                })?;
-                checked?;
-                seconds
+                self.checked(result, &dir, &work.small_dir)?
             }
         };
         let resumed = match &t.tls_log {
