@@ -83,6 +83,18 @@ pub enum Error {
     /// The control connection is closed (by `quit`, by the server, or after an earlier fatal error).
     #[error("connection closed: {0}")]
     Closed(String),
+    /// The remote file's size changed during a download made of several ranges
+    /// ([`SessionPool::get_segmented`](crate::SessionPool::get_segmented)): the pieces would not fit
+    /// together. The session goes on.
+    #[error(
+        "the remote file changed during the download: {expected} bytes expected, {found} found"
+    )]
+    SourceChanged {
+        /// The size `SIZE` reported (or the end of the range being read).
+        expected: u64,
+        /// Where the data actually ended, or the byte count reached when it went past `expected`.
+        found: u64,
+    },
 }
 
 /// A convenient alias.
@@ -108,6 +120,7 @@ impl Error {
                 | Error::Truncated
                 | Error::Aborted
                 | Error::Data(_)
+                | Error::SourceChanged { .. }
         )
     }
 

@@ -7,6 +7,8 @@
 //! - [`ClientConfig`]: trust (system roots, CA files, or the loud [`ClientConfig::danger_accept_invalid_certs`]),
 //!   TLS versions, data connection mode and a timeout per phase;
 //! - [`RetrGuard`] / [`StorGuard`]: `Read` / `Write` transfer objects with an explicit `finish()`;
+//! - [`SessionPool`]: several sessions working through a queue of files, or one large file in segments
+//!   (`--parallel` in the CLI);
 //! - [`Client::site_to_site`]: server-to-server copies (FXP), `PROT P` via `SSCN`/`CPSV` (see [`fxp`]);
 //! - [`Error`]: one typed error.
 //!
@@ -19,6 +21,7 @@ mod client;
 mod config;
 mod error;
 pub mod fxp;
+pub mod parallel;
 pub mod transfer;
 
 pub mod url;
@@ -29,5 +32,6 @@ pub use error::{Error, Result};
 pub use ftps_proto::client::{Credentials, DataConnectionMode, ServerFeatures, Trace};
 pub use ftps_proto::codec::{Entry, EntryKind, Timeval};
 pub use fxp::{SiteToSiteOptions, SiteToSiteProtection, SiteToSiteReport};
+pub use parallel::{SegmentedReport, SessionPool};
 pub use transfer::{RetrGuard, StorGuard, TransferReport};
 pub use url::{FtpUrl, Scheme, UrlError};

@@ -921,10 +921,6 @@ fn assert_same_tree(expected: &std::path::Path, actual: &std::path::Path) {
     }
 }
 
-/// "Many files, every client", for our own `ftps`: 1000 small files mirrored up and back down, 8 MiB both ways,
-/// a listing, a rename, a delete and both resumes, each command one session, with TLS 1.3 and with TLS 1.2
-/// (`--tls12`), under the server's default policy. The same matrix for the other clients is in
-/// `ftps-server-smol/tests/interop/clients.rs`.
 /// `--parallel 4`: a mirror up and down and a put of several files run on four sessions (four logins, each
 /// with its own control connection and TLS session), every file exactly once and byte for byte; a failing
 /// file still fails the run with its code.
@@ -1015,6 +1011,69 @@ fn parallel_sessions_mirror_and_put_every_file_once() {
     exits(&site.ftps(&args), 4);
 }
 
+/// `get --parallel 4` of one large file: segments read at once by four sessions (`REST` + `RETR`, `ABOR`
+/// at each segment's end) land byte for byte; a file under two segments goes as one stream on one session;
+/// the JSON summary counts the whole file.
+#[test]
+fn parallel_get_of_one_large_file_reads_segments_on_several_sessions() {
+    let site = Site::start();
+    // Five 8 MiB segments and a tail that is not a whole segment.
+    let big = pattern(40 * 1024 * 1024 + 12_345, 40);
+    std::fs::write(site.remote("big.bin"), &big).unwrap();
+    let logins = site.logins();
+    let out = site.ftps(&[
+        "-q",
+        "--json",
+        "--parallel",
+        "4",
+        "get",
+        &site.url("big.bin"),
+        "big.bin",
+    ]);
+    exits(&out, 0);
+    assert!(std::fs::read(site.local("big.bin")).unwrap() == big);
+    assert_eq!(site.logins() - logins, 4);
+    assert_eq!(
+        json_query(&out.stdout, "[f['bytes'] for f in doc['files']]"),
+        format!("[{}]", big.len())
+    );
+    assert_eq!(site.scratch_files(), ["big.bin"], "no partial file left");
+
+    let small = pattern(3 * 1024 * 1024, 3);
+    std::fs::write(site.remote("small.bin"), &small).unwrap();
+    let logins = site.logins();
+    exits(
+        &site.ftps(&[
+            "-q",
+            "--parallel",
+            "4",
+            "get",
+            &site.url("small.bin"),
+            "small.bin",
+        ]),
+        0,
+    );
+    assert!(std::fs::read(site.local("small.bin")).unwrap() == small);
+    assert_eq!(site.logins() - logins, 1);
+    // A missing file is refused before any segment: exit 4, nothing left behind.
+    exits(
+        &site.ftps(&[
+            "-q",
+            "--parallel",
+            "4",
+            "get",
+            &site.url("nope.bin"),
+            "nope.bin",
+        ]),
+        4,
+    );
+    assert_eq!(site.scratch_files(), ["big.bin", "small.bin"]);
+}
+
+/// "Many files, every client", for our own `ftps`: 1000 small files mirrored up and back down, 8 MiB both ways,
+/// a listing, a rename, a delete and both resumes, each command one session, with TLS 1.3 and with TLS 1.2
+/// (`--tls12`), under the server's default policy. The same matrix for the other clients is in
+/// `ftps-server-smol/tests/interop/clients.rs`.
 #[test]
 fn a_thousand_files_both_ways_and_every_operation_with_tls13_and_tls12() {
     const FILES: usize = 1000;

@@ -8,7 +8,6 @@
 use std::fs;
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -20,7 +19,7 @@ use crate::mirror::{self, LocalWalk, Plan, TimePrecision, TransferReason, TreeEn
 use crate::progress::{format_bytes, Mode as ProgressMode, Progress};
 use ftps_client_blocking::{
     Client, ClientConfig, DataConnectionMode, Entry, EntryKind, Error, RetrGuard, Scheme,
-    SiteToSiteProtection, Timeval, TlsVersions, TransferReport,
+    SessionPool, SiteToSiteProtection, Timeval, TlsVersions, TransferReport,
 };
 
 /// Deepest remote directory level `mirror` descends into: a listing is peer input, and a server
@@ -365,6 +364,19 @@ impl Sessions<'_> {
         }
     }
 
+    /// The sessions of `--parallel N`: connected and logged in like the first one.
+    fn pool(&self) -> SessionPool<impl Fn() -> Result<Client, Error> + Sync + '_> {
+        SessionPool::new(self.parallel, || {
+            let mut client = Client::connect(
+                &self.connection.host,
+                self.connection.port,
+                client_config(self.connection),
+            )?;
+            client.login(&self.login.user, &self.login.password)?;
+            Ok(client)
+        })
+    }
+
     /// Runs `work` on every item: on `first` alone, or with `--parallel N` on up to N sessions
     /// at once (`first` and N-1 opened here), each item on exactly one of them. A failure goes
     /// to `failed`, which either lets the run go on (`Ok`) or ends it: then no session starts
@@ -377,48 +389,21 @@ impl Sessions<'_> {
         work: impl Fn(&mut Client, &T) -> Result<(), Failure> + Sync,
         failed: impl Fn(Failure) -> Result<(), Failure> + Sync,
     ) -> Result<(), Failure> {
-        let workers = self.parallel.min(items.len()).max(1);
-        let next = AtomicUsize::new(0);
-        let stop: Mutex<Option<Failure>> = Mutex::new(None);
-        let drain = |client: &mut Client| loop {
-            if stop.lock().map_or(true, |s| s.is_some()) {
-                return;
-            }
-            let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                return;
-            };
-            if let Err(failure) = work(client, item).or_else(&failed) {
-                if let Ok(mut stop) = stop.lock() {
-                    stop.get_or_insert(failure);
-                }
-                return;
-            }
-        };
-        std::thread::scope(|scope| {
-            for _ in 1..workers {
-                scope.spawn(|| match self.open() {
-                    Ok(mut client) => {
-                        drain(&mut client);
-                        if !client.is_closed() {
-                            let _ = client.quit();
-                        }
-                    }
-                    Err(failure) => {
-                        let _ = writeln!(
-                            io::stderr(),
-                            "ftps: an extra session: {} (going on with fewer)",
-                            failure.error
-                        );
-                    }
-                });
-            }
-            drain(first);
-        });
-        match stop.into_inner() {
-            Ok(Some(failure)) => Err(failure),
-            _ => Ok(()),
-        }
+        self.pool().for_each(
+            first,
+            items,
+            |client, item| work(client, item).or_else(&failed),
+            report_missing_session,
+        )
     }
+}
+
+/// A session of `--parallel N` that could not be opened: the run goes on with fewer.
+fn report_missing_session(error: &Error) {
+    let _ = writeln!(
+        io::stderr(),
+        "ftps: an extra session: {error} (going on with fewer)"
+    );
 }
 
 fn perform(
@@ -435,8 +420,13 @@ fn perform(
             local,
             resume,
         } => {
+            let segmented = sessions.parallel > 1 && !*resume && !is_special_file(local);
             let report = sessions.with_retries(client, |client, retry| {
-                get(client, remote, local, *resume, retry, quiet)
+                if segmented {
+                    get_segmented(client, remote, local, sessions)
+                } else {
+                    get(client, remote, local, *resume, retry, quiet)
+                }
             });
             if report.is_err() {
                 discard_partial(local);
@@ -643,6 +633,51 @@ fn get(
         return result.map_err(|e| Failure::client(Phase::Transfer, &context, &e));
     }
     download_fresh(client, remote, local, None, &mut progress, &context, retry)
+}
+
+/// `get --parallel N`: one file in segments read at once by N sessions ([`SessionPool::get_segmented`];
+/// a file under two segments goes as one stream), into a temporary file renamed into place. A
+/// retry starts over: the segments of a failed try are not a prefix that `REST` could continue.
+fn get_segmented(
+    client: &mut Client,
+    remote: &str,
+    local: &Path,
+    sessions: &Sessions<'_>,
+) -> Result<Option<TransferReport>, Failure> {
+    let context = format!("get {remote}");
+    let total = remote_size(client, remote, &context)?;
+    // One file: one bar, whichever session moved the bytes.
+    let label = local.display().to_string();
+    let progress = Mutex::new(Progress::stderr(
+        &label,
+        total,
+        Instant::now(),
+        sessions.quiet,
+    ));
+    let partial = partial_path(local);
+    let result = fs::File::create(&partial)
+        .map_err(|e| Failure::local(&partial, &e))
+        .and_then(|file| {
+            let report = sessions
+                .pool()
+                .get_segmented(client, remote, &file, |bytes| {
+                    if let Ok(mut progress) = progress.lock() {
+                        let done = progress.bytes() + bytes;
+                        progress.update(Instant::now(), done);
+                    }
+                })
+                .map_err(|e| Failure::client(Phase::Transfer, &context, &e))?;
+            file.sync_all().map_err(|e| Failure::local(&partial, &e))?;
+            fs::rename(&partial, local).map_err(|e| Failure::local(local, &e))?;
+            Ok(Some(report.as_transfer_report()))
+        });
+    if let Ok(mut progress) = progress.lock() {
+        end_progress(&mut progress, result.is_ok(), 0);
+    }
+    if result.is_err() {
+        let _ = fs::remove_file(&partial);
+    }
+    result
 }
 
 /// `get URL -`: streams `remote` to standard output in [`COPY_UNIT`] writes, then verifies the
