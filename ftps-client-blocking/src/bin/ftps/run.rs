@@ -8,15 +8,15 @@
 use std::fs;
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cli::{
     Action, CliError, ConnectionOptions, Destination, ErrorKind, Invocation, Login, MirrorDirection,
 };
 use crate::json;
 use crate::mirror::{self, LocalWalk, Plan, TimePrecision, TransferReason, TreeEntry};
-use crate::progress::{format_bytes, Mode as ProgressMode, Progress};
+use crate::progress::{format_bytes, Mode as ProgressMode, Progress, Total};
 use ftps_client_blocking::{
     Client, ClientConfig, DataConnectionMode, Entry, EntryKind, Error, RetrGuard, Scheme,
     SessionPool, SiteToSiteProtection, Timeval, TlsVersions, TransferReport,
@@ -51,6 +51,7 @@ pub(crate) fn run(invocation: Invocation) -> Result<(), CliError> {
         json,
         retries,
         records: Mutex::new(Vec::new()),
+        total: OnceLock::new(),
     };
     let mut client = sessions.open().map_err(|f| f.error)?;
     let outcome = perform(&mut client, &action, local_tree, &sessions);
@@ -282,6 +283,8 @@ struct Sessions<'a> {
     retries: u32,
     /// What each transfer moved, for the `--json` summary.
     records: Mutex<Vec<json::FileRecord>>,
+    /// The progress total of a run over several files (`put` of many, `mirror`).
+    total: OnceLock<Total>,
 }
 
 /// How long to wait before retry number `n` (1-based): 0.5 s, doubling, at most 8 s.
@@ -332,12 +335,10 @@ impl Sessions<'_> {
                     return Err(failure);
                 }
                 tries += 1;
-                let _ = writeln!(
-                    io::stderr(),
+                self.say(&format!(
                     "ftps: {} (retry {tries} of {})",
-                    failure.error,
-                    self.retries
-                );
+                    failure.error, self.retries
+                ));
                 std::thread::sleep(retry_delay(tries));
                 if failure.session_usable && !client.is_closed() {
                     break;
@@ -355,12 +356,41 @@ impl Sessions<'_> {
         }
     }
 
-    /// A progress report for one file of a run that may move several at once.
-    fn progress(&self, label: &str, total: Option<u64>) -> Progress<io::Stderr> {
-        if self.parallel > 1 {
-            Progress::stderr_concurrent(label, total, Instant::now(), self.quiet)
-        } else {
-            Progress::stderr(label, total, Instant::now(), self.quiet)
+    /// A progress report for one file: a line under the run's total when it has one
+    /// ([`Sessions::show_total`]), else a bar of its own.
+    fn progress(&self, label: &str, total: Option<u64>) -> Progress<'_> {
+        match self.total.get() {
+            Some(run_total) => run_total.file(label, total),
+            None => Progress::new(ProgressMode::for_stderr(self.quiet), label, total),
+        }
+    }
+
+    /// Shows a total (files, bytes, rate, ETA) above the lines of the transfers in flight when
+    /// the run moves more than one file; single transfers keep a bar of their own.
+    fn show_total(&self, sizes: impl Iterator<Item = u64>) {
+        let (files, bytes) = sizes.fold((0, 0u64), |(n, sum), size| {
+            (n + 1, sum.saturating_add(size))
+        });
+        if files > 1 {
+            let mode = ProgressMode::for_stderr(self.quiet);
+            let _ = self.total.set(Total::new(mode, files, bytes));
+        }
+    }
+
+    /// Prints `line` on stderr, above the progress lines while they are drawn.
+    fn say(&self, line: &str) {
+        match self.total.get() {
+            Some(total) => total.print(line),
+            None => {
+                let _ = writeln!(io::stderr().lock(), "{line}");
+            }
+        }
+    }
+
+    /// Removes the total's line (the per-file summary lines stay).
+    fn end_total(&self) {
+        if let Some(total) = self.total.get() {
+            total.finish();
         }
     }
 
@@ -393,17 +423,13 @@ impl Sessions<'_> {
             first,
             items,
             |client, item| work(client, item).or_else(&failed),
-            report_missing_session,
+            |error| {
+                self.say(&format!(
+                    "ftps: an extra session: {error} (going on with fewer)"
+                ))
+            },
         )
     }
-}
-
-/// A session of `--parallel N` that could not be opened: the run goes on with fewer.
-fn report_missing_session(error: &Error) {
-    let _ = writeln!(
-        io::stderr(),
-        "ftps: an extra session: {error} (going on with fewer)"
-    );
 }
 
 fn perform(
@@ -437,20 +463,29 @@ fn perform(
         }
         Action::GetToStdout { remote } => get_to_stdout(client, remote, quiet),
         // One session for every file; the first failure ends the run with its exit code.
-        Action::Put { files, resume } => sessions.for_each(
-            client,
-            files,
-            |client, (local, remote)| {
-                // A retry continues the upload (SIZE, then APPE of the rest; nothing when the
-                // server already has it all), so a completed file is never sent twice.
-                let report = sessions.with_retries(client, |client, retry| {
-                    put(client, local, remote, *resume || retry, sessions)
-                })?;
-                sessions.record(remote, report.as_ref());
-                Ok(())
-            },
-            Err,
-        ),
+        Action::Put { files, resume } => {
+            sessions.show_total(
+                files
+                    .iter()
+                    .map(|(local, _)| fs::metadata(local).map_or(0, |m| m.len())),
+            );
+            let result = sessions.for_each(
+                client,
+                files,
+                |client, (local, remote)| {
+                    // A retry continues the upload (SIZE, then APPE of the rest; nothing when
+                    // the server already has it all), so a completed file is never sent twice.
+                    let report = sessions.with_retries(client, |client, retry| {
+                        put(client, local, remote, *resume || retry, sessions)
+                    })?;
+                    sessions.record(remote, report.as_ref());
+                    Ok(())
+                },
+                Err,
+            );
+            sessions.end_total();
+            result
+        }
         Action::Remove { remote } => client
             .delete(remote)
             .map_err(|e| Failure::client(Phase::FileOp, &format!("rm {remote}"), &e)),
@@ -619,7 +654,8 @@ fn get(
 ) -> Result<Option<TransferReport>, Failure> {
     let context = format!("get {remote}");
     let total = remote_size(client, remote, &context)?;
-    let mut progress = Progress::stderr(&local.display().to_string(), total, Instant::now(), quiet);
+    let mode = ProgressMode::for_stderr(quiet);
+    let mut progress = Progress::new(mode, &local.display().to_string(), total);
     if resume {
         let have = fs::metadata(local).map_or(0, |m| m.len());
         // A longer local file is not a prefix: the library starts over.
@@ -627,7 +663,7 @@ fn get(
             progress.set_resumed_from(have);
         }
         let result = client.get_with_progress(remote, local, true, |bytes| {
-            progress.update(Instant::now(), bytes);
+            progress.update(bytes);
         });
         end_progress(&mut progress, result.is_ok(), have);
         return result.map_err(|e| Failure::client(Phase::Transfer, &context, &e));
@@ -648,11 +684,10 @@ fn get_segmented(
     let total = remote_size(client, remote, &context)?;
     // One file: one bar, whichever session moved the bytes.
     let label = local.display().to_string();
-    let progress = Mutex::new(Progress::stderr(
+    let progress = Mutex::new(Progress::new(
+        ProgressMode::for_stderr(sessions.quiet),
         &label,
         total,
-        Instant::now(),
-        sessions.quiet,
     ));
     let partial = partial_path(local);
     let result = fs::File::create(&partial)
@@ -663,7 +698,7 @@ fn get_segmented(
                 .get_segmented(client, remote, &file, |bytes| {
                     if let Ok(mut progress) = progress.lock() {
                         let done = progress.bytes() + bytes;
-                        progress.update(Instant::now(), done);
+                        progress.update(done);
                     }
                 })
                 .map_err(|e| Failure::client(Phase::Transfer, &context, &e))?;
@@ -747,9 +782,9 @@ fn get_to_stdout(client: &mut Client, remote: &str, quiet: bool) -> Result<(), F
     result
 }
 
-/// The report of `get URL -`: as [`Progress::stderr`], but never a bar when standard output
+/// The report of `get URL -`: as [`ProgressMode::for_stderr`], but never a bar when standard output
 /// is a terminal too, where it would be drawn over the file's text (curl does the same).
-fn stdout_progress(label: &str, total: Option<u64>, quiet: bool) -> Progress<io::Stderr> {
+fn stdout_progress(label: &str, total: Option<u64>, quiet: bool) -> Progress<'_> {
     let mode = if quiet {
         ProgressMode::Silent
     } else if io::stderr().is_terminal() && !io::stdout().is_terminal() {
@@ -757,7 +792,7 @@ fn stdout_progress(label: &str, total: Option<u64>, quiet: bool) -> Progress<io:
     } else {
         ProgressMode::SummaryOnly
     };
-    Progress::new(io::stderr(), mode, label, total, Instant::now())
+    Progress::new(mode, label, total)
 }
 
 /// Size of one write to standard output: few system calls, as in the library's file copies.
@@ -776,7 +811,7 @@ enum StreamError {
 fn fill(
     guard: &mut RetrGuard<'_>,
     buf: &mut [u8],
-    progress: &mut Progress<io::Stderr>,
+    progress: &mut Progress<'_>,
 ) -> io::Result<usize> {
     let mut filled = 0;
     while let Some(free) = buf.get_mut(filled..).filter(|f| !f.is_empty()) {
@@ -784,7 +819,7 @@ fn fill(
             Ok(0) => break,
             Ok(n) => {
                 filled += n;
-                progress.update(Instant::now(), RetrGuard::bytes(guard));
+                progress.update(RetrGuard::bytes(guard));
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -805,14 +840,14 @@ fn download_fresh(
     remote: &str,
     local: &Path,
     mtime: Option<SystemTime>,
-    progress: &mut Progress<io::Stderr>,
+    progress: &mut Progress<'_>,
     context: &str,
     continue_partial: bool,
 ) -> Result<Option<TransferReport>, Failure> {
     if is_special_file(local) {
         let result = client
             .get_with_progress(remote, local, false, |bytes| {
-                progress.update(Instant::now(), bytes);
+                progress.update(bytes);
             })
             .map_err(|e| Failure::client(Phase::Transfer, context, &e));
         end_progress(progress, result.is_ok(), 0);
@@ -821,7 +856,7 @@ fn download_fresh(
     let partial = partial_path(local);
     // A retry continues what the failed try left in the partial file (REST).
     let result = client.get_with_progress(remote, &partial, continue_partial, |bytes| {
-        progress.update(Instant::now(), bytes);
+        progress.update(bytes);
     });
     let result = result
         .map_err(|e| Failure::client(Phase::Transfer, context, &e))
@@ -848,9 +883,11 @@ fn discard_partial(local: &Path) {
 
 /// Ends a progress report. A transfer that failed before moving a byte past `start` gets no
 /// summary line: the error line says it all.
-fn end_progress(progress: &mut Progress<io::Stderr>, ok: bool, start: u64) {
+fn end_progress(progress: &mut Progress<'_>, ok: bool, start: u64) {
     if ok || progress.bytes() > start {
-        progress.finish(Instant::now(), ok);
+        progress.finish(ok);
+    } else {
+        progress.abandon();
     }
 }
 
@@ -889,7 +926,7 @@ fn put(
         .len();
     let mut progress = sessions.progress(remote, Some(total));
     let result = client.put_with_progress(local, remote, resume, |bytes| {
-        progress.update(Instant::now(), bytes);
+        progress.update(bytes);
     });
     end_progress(&mut progress, result.is_ok(), 0);
     result.map_err(|e| Failure::client(Phase::Transfer, &context, &e))
@@ -1052,11 +1089,11 @@ struct MirrorTotals {
 
 impl MirrorTotals {
     /// Records a per-file failure: reported now, the run goes on while the session is usable.
-    fn failed(&mut self, failure: Failure) -> Result<(), Failure> {
+    fn failed(&mut self, failure: Failure, sessions: &Sessions<'_>) -> Result<(), Failure> {
         if !failure.session_usable {
             return Err(failure);
         }
-        let _ = writeln!(io::stderr(), "ftps: {}", failure.error);
+        sessions.say(&format!("ftps: {}", failure.error));
         self.failed += 1;
         self.first_failure.get_or_insert(failure.error.kind());
         Ok(())
@@ -1117,13 +1154,14 @@ fn mirror(
             }
         };
         if let Err(failure) = created {
-            totals.failed(failure)?;
+            totals.failed(failure, sessions)?;
         }
     }
     let totals = Mutex::new(totals);
+    sessions.show_total(plan.transfers.iter().map(|t| t.size));
     // Each file on one session; a failure that leaves its session usable is reported and the
     // run goes on, any other ends it.
-    sessions.for_each(
+    let transferred = sessions.for_each(
         client,
         &plan.transfers,
         |client, transfer| {
@@ -1163,10 +1201,12 @@ fn mirror(
             Ok(())
         },
         |failure| match totals.lock() {
-            Ok(mut totals) => totals.failed(failure),
+            Ok(mut totals) => totals.failed(failure, sessions),
             Err(_) => Err(failure),
         },
-    )?;
+    );
+    sessions.end_total();
+    transferred?;
     let mut totals = totals.into_inner().unwrap_or_default();
     if options.delete {
         for (path, kind) in &plan.deletions {
@@ -1194,7 +1234,7 @@ fn mirror(
             };
             match deleted {
                 Ok(()) => totals.deleted += 1,
-                Err(failure) => totals.failed(failure)?,
+                Err(failure) => totals.failed(failure, sessions)?,
             }
         }
     }
@@ -1252,11 +1292,11 @@ fn upload_with_mtime(
     local: &Path,
     remote: &str,
     mtime: Option<SystemTime>,
-    progress: &mut Progress<io::Stderr>,
+    progress: &mut Progress<'_>,
     retry: bool,
 ) -> Result<Option<TransferReport>, Failure> {
     let result = client.put_with_progress(local, remote, retry, |bytes| {
-        progress.update(Instant::now(), bytes);
+        progress.update(bytes);
     });
     end_progress(progress, result.is_ok(), 0);
     let report =
@@ -1279,7 +1319,7 @@ fn download_with_mtime(
     remote: &str,
     local: &Path,
     listed: Option<SystemTime>,
-    progress: &mut Progress<io::Stderr>,
+    progress: &mut Progress<'_>,
     retry: bool,
 ) -> Result<Option<TransferReport>, Failure> {
     let mut mtime = listed;
