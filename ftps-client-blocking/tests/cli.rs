@@ -1,5 +1,6 @@
 //! Runs the `ftps` binary: help, usage errors and exit codes, and every command end to end against a real
-//! vsftpd (skipped, printing `skipped: ...`, where vsftpd is missing or this is not root).
+//! vsftpd (skipped, printing `skipped: ...`, where vsftpd is missing or this is not root) and a real pyftpdlib
+//! (skipped where python3 cannot import it). `FTPS_INTEROP=require` turns a skip into a failure.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
@@ -11,7 +12,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use ftps_testkit::{pattern, TempDir, TestCert, Vsftpd, VSFTPD_PASSWORD, VSFTPD_USER};
+use ftps_testkit::{
+    pattern, Pyftpdlib, TempDir, TestCert, Vsftpd, PYFTPDLIB_PASSWORD, PYFTPDLIB_USER,
+    VSFTPD_PASSWORD, VSFTPD_USER,
+};
 
 fn ftps(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ftps"))
@@ -121,37 +125,87 @@ fn refused_connection_exits_2() {
 
 // ----- end to end against vsftpd (skipped where it is not installed, or not root) -----
 
-/// A running vsftpd, a scratch directory holding its CA file, and the way to run `ftps` on it.
+/// A running server (vsftpd or pyftpdlib), a scratch directory holding its CA file, and the way to run `ftps`
+/// on it.
 struct Site {
-    server: Vsftpd,
+    /// Kept only to stop the server when the site is dropped.
+    _server: Box<dyn std::any::Any>,
+    addr: std::net::SocketAddr,
+    /// What the server serves.
+    home: PathBuf,
+    user: &'static str,
+    password: &'static str,
     scratch: TempDir,
     ca: PathBuf,
 }
 
 impl Site {
+    /// A vsftpd site, or `None` (skipped).
     fn start() -> Option<Self> {
         let server = Vsftpd::start()?;
-        let scratch = TempDir::new("cli");
-        let ca = scratch.path().join("ca.pem");
-        std::fs::write(&ca, &server.cert.cert_pem).unwrap();
-        Some(Self {
-            server,
-            scratch,
-            ca,
-        })
+        let (addr, home, cert_pem) = (
+            server.addr,
+            server.home.clone(),
+            server.cert.cert_pem.clone(),
+        );
+        Some(Self::new(
+            Box::new(server),
+            addr,
+            home,
+            &cert_pem,
+            VSFTPD_USER,
+            VSFTPD_PASSWORD,
+        ))
     }
 
-    /// `ftps://ftpsrs-test@127.0.0.1:PORT/path` (the password goes through FTPS_PASSWORD).
+    /// A pyftpdlib site, or `None` (skipped).
+    fn pyftpdlib() -> Option<Self> {
+        let server = Pyftpdlib::start()?;
+        let (addr, home, cert_pem) = (
+            server.addr,
+            server.home.clone(),
+            server.cert.cert_pem.clone(),
+        );
+        Some(Self::new(
+            Box::new(server),
+            addr,
+            home,
+            &cert_pem,
+            PYFTPDLIB_USER,
+            PYFTPDLIB_PASSWORD,
+        ))
+    }
+
+    fn new(
+        server: Box<dyn std::any::Any>,
+        addr: std::net::SocketAddr,
+        home: PathBuf,
+        cert_pem: &str,
+        user: &'static str,
+        password: &'static str,
+    ) -> Self {
+        let scratch = TempDir::new("cli");
+        let ca = scratch.path().join("ca.pem");
+        std::fs::write(&ca, cert_pem).unwrap();
+        Self {
+            _server: server,
+            addr,
+            home,
+            user,
+            password,
+            scratch,
+            ca,
+        }
+    }
+
+    /// `ftps://USER@127.0.0.1:PORT/path` (the password goes through FTPS_PASSWORD).
     fn url(&self, path: &str) -> String {
-        format!(
-            "ftps://{VSFTPD_USER}@127.0.0.1:{}/{path}",
-            self.server.addr.port()
-        )
+        format!("ftps://{}@127.0.0.1:{}/{path}", self.user, self.addr.port())
     }
 
     /// Runs `ftps --ca-file CA ARGS` in the scratch directory with the right password.
     fn ftps(&self, args: &[&str]) -> Output {
-        self.ftps_with_password(VSFTPD_PASSWORD, args)
+        self.ftps_with_password(self.password, args)
     }
 
     fn ftps_with_password(&self, password: &str, args: &[&str]) -> Output {
@@ -171,13 +225,13 @@ impl Site {
     }
 
     fn remote(&self, name: &str) -> PathBuf {
-        self.server.home.join(name)
+        self.home.join(name)
     }
 
     /// Makes a file written by the test (as root) writable by the FTP user, like its home.
     fn give_to_server_user(&self, path: &Path) {
         use std::os::unix::fs::MetadataExt;
-        let home = std::fs::metadata(&self.server.home).unwrap();
+        let home = std::fs::metadata(&self.home).unwrap();
         std::os::unix::fs::chown(path, Some(home.uid()), Some(home.gid())).unwrap();
     }
 
@@ -624,4 +678,247 @@ fn an_implicit_port_behind_an_explicit_url_is_named() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("ftpsi://"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+// ----- end to end against pyftpdlib (skipped where python3 cannot import it) -----
+
+/// Checks `json` with Python's parser and returns what `expression` (Python, over `doc`) prints.
+fn json_query(json: &[u8], expression: &str) -> String {
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            &format!("import json,sys; doc=json.load(sys.stdin); print({expression})"),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child.stdin.take().unwrap().write_all(json).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "not JSON: {}",
+        String::from_utf8_lossy(json)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// `cat` streams a file to stdout, `stat` prints SIZE and MDTM, `rmdir` removes an empty directory and refuses a
+/// full one with 4, against pyftpdlib.
+#[test]
+fn pyftpdlib_cat_stat_and_rmdir() {
+    let Some(site) = Site::pyftpdlib() else {
+        return;
+    };
+    let content = pattern(200_000, 11);
+    std::fs::write(site.remote("f.bin"), &content).unwrap();
+    let out = site.ftps(&["-q", "cat", &site.url("f.bin")]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(out.stdout == content, "cat: stdout differs from the file");
+    assert!(out.stderr.is_empty(), "{out:?}");
+    let err = fails(site.ftps(&["cat", &site.url("nope.bin")]), 4);
+    assert!(
+        err.starts_with("ftps: get nope.bin: server refused: 550"),
+        "{err}"
+    );
+
+    let file = std::fs::File::options()
+        .write(true)
+        .open(site.remote("f.bin"))
+        .unwrap();
+    file.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+        .unwrap();
+    let out = succeeds(site.ftps(&["stat", &site.url("f.bin")]));
+    assert_eq!(out, "size: 200000\nmodify: 2023-11-14T22:13:20Z\n");
+    let err = fails(site.ftps(&["stat", &site.url("nope.bin")]), 4);
+    assert!(
+        err.starts_with("ftps: stat nope.bin: server refused: 550"),
+        "{err}"
+    );
+
+    succeeds(site.ftps(&["mkdir", &site.url("empty")]));
+    assert!(site.remote("empty").is_dir());
+    succeeds(site.ftps(&["rmdir", &site.url("empty")]));
+    assert!(!site.remote("empty").exists());
+    std::fs::create_dir_all(site.remote("full/inner")).unwrap();
+    let err = fails(site.ftps(&["rmdir", &site.url("full")]), 4);
+    assert!(
+        err.starts_with("ftps: rmdir full: server refused: 550"),
+        "{err}"
+    );
+    assert!(site.remote("full/inner").is_dir());
+}
+
+/// Asserts that `root` holds exactly `files` (path, content), nothing more.
+fn assert_tree(root: &Path, files: &[(&str, Vec<u8>)]) {
+    for (path, content) in files {
+        assert_eq!(&std::fs::read(root.join(path)).unwrap(), content, "{path}");
+    }
+    let mut found = 0;
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                found += 1;
+            }
+        }
+    }
+    assert_eq!(found, files.len(), "extra files under {}", root.display());
+}
+
+/// `mirror --delete --dry-run` prints the plan and changes nothing; `--parallel 4 mirror --delete` then makes
+/// the destination equal the source in both directions, against pyftpdlib (MLSD, MFMT).
+#[test]
+fn pyftpdlib_parallel_mirror_with_delete_and_dry_run() {
+    let Some(site) = Site::pyftpdlib() else {
+        return;
+    };
+    let files = small_tree(&site.local("src"));
+    std::fs::create_dir_all(site.remote("site/old")).unwrap();
+    std::fs::write(site.remote("site/extra.txt"), b"extra").unwrap();
+    std::fs::write(site.remote("site/old/x.bin"), b"x").unwrap();
+
+    let plan = succeeds(site.ftps(&[
+        "mirror",
+        "--upload",
+        "--delete",
+        "--dry-run",
+        "src",
+        &site.url("site"),
+    ]));
+    assert_eq!(
+        plan,
+        "mkdir sub\nmkdir sub/deeper\ntransfer a.txt (missing)\ntransfer sub/b.txt (missing)\n\
+         transfer sub/deeper/c.bin (missing)\ndelete extra.txt\ndelete old/x.bin\ndelete old\n\
+         mirror (dry run): 3 to transfer (73.2 KiB), 0 skipped, 2 directories to create, 3 to delete\n"
+    );
+    assert!(
+        site.remote("site/old/x.bin").exists(),
+        "a dry run changed the server"
+    );
+    assert!(
+        !site.remote("site/a.txt").exists(),
+        "a dry run changed the server"
+    );
+
+    let mirror = |direction: &'static str, from: String, to: String| {
+        let out = site.ftps(&[
+            "--parallel",
+            "4",
+            "mirror",
+            direction,
+            "--delete",
+            &from,
+            &to,
+        ]);
+        succeeds(out)
+    };
+    let out = mirror("--upload", "src".into(), site.url("site"));
+    assert_eq!(
+        out,
+        "mirror: 3 transferred (73.2 KiB), 0 skipped, 2 directories created, 3 deleted\n"
+    );
+    assert_tree(&site.remote("site"), &files);
+    assert!(!site.remote("site/old").exists());
+    // The copies carry the source's times (MFMT): nothing to do the second time.
+    let out = mirror("--upload", "src".into(), site.url("site"));
+    assert_eq!(
+        out,
+        "mirror: 0 transferred (0 B), 3 skipped, 0 directories created, 0 deleted\n"
+    );
+
+    // Download into a directory with a stale file and directory: they go.
+    std::fs::create_dir_all(site.local("dst/stale")).unwrap();
+    std::fs::write(site.local("dst/stale/s.bin"), b"s").unwrap();
+    let out = mirror("--download", site.url("site"), "dst".into());
+    assert_eq!(
+        out,
+        "mirror: 3 transferred (73.2 KiB), 0 skipped, 2 directories created, 2 deleted\n"
+    );
+    assert_tree(&site.local("dst"), &files);
+    assert!(!site.local("dst/stale").exists());
+    assert!(site.partial_files().is_empty());
+}
+
+/// `--parallel 4 put` of several files and `--parallel 4 get`, with `--json` summaries, and `--json ls`, against
+/// pyftpdlib. Without a terminal, progress is one summary line per file on stderr: no bar.
+#[test]
+fn pyftpdlib_parallel_put_get_and_json() {
+    let Some(site) = Site::pyftpdlib() else {
+        return;
+    };
+    let names: Vec<String> = (1..=12).map(|i| format!("f{i:02}.bin")).collect();
+    for (i, name) in names.iter().enumerate() {
+        std::fs::write(site.local(name), pattern(1000 * i + 1, i as u32)).unwrap();
+    }
+    succeeds(site.ftps(&["mkdir", &site.url("in")]));
+    let dest = site.url("in/");
+    let mut args = vec!["--parallel", "4", "--json", "put"];
+    args.extend(names.iter().map(String::as_str));
+    args.push(&dest);
+    let out = site.ftps(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    // One summary line per file, in whatever order the sessions finished; no redraws.
+    assert_eq!(stderr.lines().count(), names.len(), "{stderr}");
+    assert!(!stderr.contains('\r'), "{stderr:?}");
+    for name in &names {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with(&format!("in/{name}: "))),
+            "{name} missing from:\n{stderr}"
+        );
+        assert_eq!(
+            std::fs::read(site.remote("in").join(name)).unwrap(),
+            std::fs::read(site.local(name)).unwrap(),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        json_query(
+            &out.stdout,
+            "(doc['ok'], len(doc['files']), sum(f['bytes'] for f in doc['files']), \
+             all(f['tls'].startswith('TLSv1_') for f in doc['files']))"
+        ),
+        format!(
+            "(True, 12, {}, True)",
+            (0..12).map(|i| 1000 * i + 1).sum::<usize>()
+        )
+    );
+
+    let out = succeeds(site.ftps(&["--json", "ls", &site.url("in/")]));
+    assert_eq!(
+        json_query(
+            out.as_bytes(),
+            "sorted((e['name'], e['type'], e['size']) for e in doc if e['type'] == 'file')[:2]"
+        ),
+        "[('f01.bin', 'file', 1), ('f02.bin', 'file', 1001)]"
+    );
+    assert_eq!(json_query(out.as_bytes(), "len(doc)"), "12");
+
+    let out = site.ftps(&[
+        "-q",
+        "--parallel",
+        "4",
+        "--json",
+        "get",
+        &site.url("in/f12.bin"),
+        "copy.bin",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        json_query(
+            &out.stdout,
+            "[(f['path'], f['bytes']) for f in doc['files']]"
+        ),
+        "[('in/f12.bin', 11001)]"
+    );
+    assert_eq!(
+        std::fs::read(site.local("copy.bin")).unwrap(),
+        std::fs::read(site.local("f12.bin")).unwrap()
+    );
 }

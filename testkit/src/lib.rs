@@ -4,6 +4,7 @@
 //!   `FTPS_INTEROP=require` (set by CI), which turns every skip into a failure.
 //! - [`TestCert`]: a self-signed certificate generated at run time (never committed), written as PEM files.
 //! - [`Vsftpd`]: a vsftpd on loopback with FTPS, `require_ssl_reuse=YES` and a local test user.
+//! - [`Pyftpdlib`]: a pyftpdlib on loopback with TLS required on control and data connections (no root needed).
 //! - [`TempDir`]: a directory removed on drop.
 //! - [`pattern`]: deterministic test content.
 
@@ -303,6 +304,113 @@ fn ensure_local_user(name: &str, password: &str) {
         chpasswd.wait().is_ok_and(|s| s.success()),
         "chpasswd {name}"
     );
+}
+
+/// The user [`Pyftpdlib`] serves (its own user table, not the system's).
+pub const PYFTPDLIB_USER: &str = "ftpsrs";
+/// Its password.
+pub const PYFTPDLIB_PASSWORD: &str = "ftpsrs-pyftpdlib-password";
+
+/// The pyftpdlib server [`Pyftpdlib::start`] runs: explicit FTPS, TLS required on control and data connections.
+/// pyftpdlib cannot require that a data connection resumes the control connection's TLS session; it accepts any.
+const PYFTPD_SCRIPT: &str = r#"import logging, sys
+from OpenSSL import SSL
+from pyftpdlib.authorizers import DummyAuthorizer
+from pyftpdlib.handlers import TLS_FTPHandler
+from pyftpdlib.log import config_logging
+from pyftpdlib.servers import FTPServer
+
+port, user, password, home, cert, key = sys.argv[1:]
+
+
+class Handler(TLS_FTPHandler):
+    tls_control_required = True
+    tls_data_required = True
+
+
+context = SSL.Context(SSL.TLS_SERVER_METHOD)
+context.use_certificate_chain_file(cert)
+context.use_privatekey_file(key)
+context.set_min_proto_version(SSL.TLS1_2_VERSION)
+Handler.ssl_context = context
+authorizer = DummyAuthorizer()
+authorizer.add_user(user, password, home, perm="elradfmwMT")
+Handler.authorizer = authorizer
+config_logging(level=logging.WARNING)
+FTPServer(("127.0.0.1", int(port)), Handler).serve_forever()
+"#;
+
+/// A pyftpdlib (Python) FTPS server on 127.0.0.1, serving a fresh home to [`PYFTPDLIB_USER`]. Killed on drop.
+pub struct Pyftpdlib {
+    child: Child,
+    /// The control address.
+    pub addr: SocketAddr,
+    /// What the server serves.
+    pub home: PathBuf,
+    /// The certificate the server presents.
+    pub cert: TestCert,
+    _dir: TempDir,
+}
+
+impl Pyftpdlib {
+    /// Starts pyftpdlib, or skips with `skipped: pyftpdlib not installed` when `python3` cannot import it and
+    /// pyOpenSSL (`pip install pyftpdlib pyopenssl`).
+    pub fn start() -> Option<Self> {
+        // A missing python3 is a missing pyftpdlib too: one skip message for both.
+        let python = "python3";
+        let importable = Command::new(python)
+            .args(["-c", "import OpenSSL, pyftpdlib"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !importable {
+            return skip("pyftpdlib not installed");
+        }
+        let dir = TempDir::new("pyftpdlib");
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(&home).expect("pyftpdlib home");
+        let cert = TestCert::generate();
+        let (cert_file, key_file) = cert.write_to(dir.path());
+        let script = dir.path().join("pyftpd.py");
+        std::fs::write(&script, PYFTPD_SCRIPT).expect("pyftpd.py");
+        let port = free_port();
+        let child = Command::new(python)
+            .arg(&script)
+            .arg(port.to_string())
+            .args([PYFTPDLIB_USER, PYFTPDLIB_PASSWORD])
+            .arg(&home)
+            .arg(&cert_file)
+            .arg(&key_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start pyftpdlib");
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let mut server = Self {
+            child,
+            addr,
+            home,
+            cert,
+            _dir: dir,
+        };
+        assert!(
+            wait_for_listener(addr, Duration::from_secs(20)),
+            "pyftpdlib did not start listening on {addr}"
+        );
+        if let Ok(Some(status)) = server.child.try_wait() {
+            panic!("pyftpdlib exited at start: {status}");
+        }
+        Some(server)
+    }
+}
+
+impl Drop for Pyftpdlib {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A client driver script shipped in `testkit/clients/` (`ftplib_client.py`, `php_ftp.php`): the interop tests
