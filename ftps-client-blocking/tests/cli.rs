@@ -13,7 +13,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use ftps_testkit::{
-    pattern, Pyftpdlib, TempDir, TestCert, Vsftpd, PYFTPDLIB_PASSWORD, PYFTPDLIB_USER,
+    json_query, pattern, Pyftpdlib, TempDir, TestCert, Vsftpd, PYFTPDLIB_PASSWORD, PYFTPDLIB_USER,
     VSFTPD_PASSWORD, VSFTPD_USER,
 };
 
@@ -681,27 +681,6 @@ fn an_implicit_port_behind_an_explicit_url_is_named() {
 }
 
 // ----- end to end against pyftpdlib (skipped where python3 cannot import it) -----
-
-/// Checks `json` with Python's parser and returns what `expression` (Python, over `doc`) prints.
-fn json_query(json: &[u8], expression: &str) -> String {
-    let mut child = Command::new("python3")
-        .args([
-            "-c",
-            &format!("import json,sys; doc=json.load(sys.stdin); print({expression})"),
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3");
-    child.stdin.take().unwrap().write_all(json).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "not JSON: {}",
-        String::from_utf8_lossy(json)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 /// `cat` streams a file to stdout, `stat` prints SIZE and MDTM, `rmdir` removes an empty directory and refuses a
 /// full one with 4, against pyftpdlib.

@@ -25,7 +25,7 @@ use ftps_server_smol::storage::{
     BoxFuture, DirEntry, LocalStorage, Metadata, ReadHandle, Storage, StorageError, Upload,
     WriteMode,
 };
-use ftps_testkit::{pattern, TempDir, TestCert};
+use ftps_testkit::{json_query, pattern, TempDir, TestCert};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "pw-cli-own-server";
@@ -519,28 +519,6 @@ fn mirror_delete_and_dry_run() {
         0,
     );
     assert_same_tree(&src, &site.local("copy"));
-}
-
-/// Checks `json` with Python's parser and returns what `expression` (Python, over `doc`) prints.
-fn json_query(json: &[u8], expression: &str) -> String {
-    let mut child = Command::new("python3")
-        .args([
-            "-c",
-            &format!("import json,sys; doc=json.load(sys.stdin); print({expression})"),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), json).unwrap();
-    drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "not JSON: {}",
-        String::from_utf8_lossy(json)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// `--json`: `ls` prints the entries as a JSON array; `put`, `get` and `mirror` print a summary with each

@@ -421,6 +421,31 @@ pub fn client_script(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// Checks `json` with Python's parser and returns what `expression` (Python, over `doc`) prints: the tests
+/// check the CLI's `--json` output with a parser that is not ours.
+pub fn json_query(json: &[u8], expression: &str) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            &format!("import json,sys; doc=json.load(sys.stdin); print({expression})"),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(json).expect("python3 reads its input");
+    }
+    let out = child.wait_with_output().expect("python3 ends");
+    assert!(
+        out.status.success(),
+        "not JSON: {}",
+        String::from_utf8_lossy(json)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// Runs `command` to its end, killing it after `limit`: a hung client fails its test instead of the whole run.
 ///
 /// Standard output and error go through files (no pipe can fill up and block the client). Returns the output;
