@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo xtask bench [--peers] [--size BYTES|64M|1G] [--files N] [--rounds N] [--dir DIR] [--smoke]
-//!                    [--many-only]
+//!                    [--many-only] [--clients NAME,NAME]
 //! ```
 //!
 //! Every file a row touches (the bulk file, the small files, the servers' homes, the ceiling's sink) lives in
@@ -21,7 +21,8 @@
 //! - the many-file rows (see [`crate::many`]): `--files` files up and down in one invocation of each client
 //!   people use (ours, curl, lftp, wget, Debian's and PyPI's rclone, PHP, Python's ftplib), against our server,
 //!   vsftpd and pyftpdlib, with TLS 1.3 and TLS 1.2, in files/s; a section of their own in the results.
-//!   `--many-only` runs only these (and a 1 MiB bulk file unless `--size` says otherwise).
+//!   `--many-only` runs only these (and a 1 MiB bulk file unless `--size` says otherwise); `--clients
+//!   ftps,lftp` keeps the many-file rows whose client name starts with one of the names.
 //!
 //! Every row is printed, measured or not: a pair whose program is not built yet, a peer that is missing and a
 //! transfer that failed each say so, with the reason. Each measured row also shows its ratio to the ceiling with
@@ -56,13 +57,15 @@ struct Options {
     smoke: bool,
     /// Only the many-file rows.
     many_only: bool,
+    /// `--clients`: the many-file rows of these clients only (name prefixes); empty: every client.
+    clients: Vec<String>,
     /// Where the files go (`--dir`); `None` chooses (see [`data_dir`]).
     dir: Option<PathBuf>,
 }
 
 const USAGE: &str =
     "usage: cargo xtask bench [--peers] [--size BYTES|64M|1G] [--files N] [--rounds N] \
-                     [--dir DIR] [--smoke] [--many-only]";
+                     [--dir DIR] [--smoke] [--many-only] [--clients NAME,NAME]";
 
 fn parse_size(text: &str) -> Result<u64> {
     let split = text
@@ -91,6 +94,7 @@ fn parse_args(args: &[String]) -> Result<Options> {
         rounds: 3,
         smoke: false,
         many_only: false,
+        clients: Vec::new(),
         dir: None,
     };
     let mut args = args.iter();
@@ -105,6 +109,9 @@ fn parse_args(args: &[String]) -> Result<Options> {
             "--many-only" => options.many_only = true,
             "--size" => size = Some(parse_size(value()?)?),
             "--dir" => options.dir = Some(PathBuf::from(value()?)),
+            "--clients" => {
+                options.clients = value()?.split(',').map(str::to_owned).collect();
+            }
             "--files" => {
                 files = Some(
                     value()?
@@ -1089,12 +1096,16 @@ pub(crate) fn run(args: &[String]) -> Result {
         }
     };
     let curl_name = Curl.name();
-    let mut many = many::Plan::new(
-        targets,
-        many::clients(&our_client_bin, curl_name),
-        &work,
-        &bench_dir.join("many"),
-    )?;
+    let mut many_clients = many::clients(&our_client_bin, curl_name);
+    if !options.clients.is_empty() {
+        many_clients.retain(|c| {
+            options
+                .clients
+                .iter()
+                .any(|n| c.name.starts_with(n.as_str()))
+        });
+    }
+    let mut many = many::Plan::new(targets, many_clients, &work, &bench_dir.join("many"))?;
 
     // The rows, in table order.
     let mut rows = Vec::new();

@@ -130,7 +130,7 @@ enum Kind {
 
 /// One client program.
 pub(crate) struct Client {
-    name: String,
+    pub(crate) name: String,
     kind: Kind,
     /// Why it cannot run here.
     gap: Option<Gap>,
