@@ -4,7 +4,7 @@ use std::io;
 use std::net::SocketAddr;
 
 use ftps_proto::client::{OpError, SessionError};
-use ftps_proto::codec::Reply;
+use ftps_proto::codec::{Reply, ReplyCode};
 use ftps_proto::data::DataError;
 
 /// Why a [`Client`](crate::Client) call failed. `Display` is one line.
@@ -111,6 +111,25 @@ impl Error {
         }
     }
 
+    /// Whether this is a transient refusal: a 4yz reply (RFC 959 section 4.2, e.g. 421, 425, 426, 450, 451), after
+    /// which the same command may succeed if tried again.
+    pub fn is_transient_refusal(&self) -> bool {
+        self.refusal_code()
+            .is_some_and(ReplyCode::is_transient_negative)
+    }
+
+    /// Whether this is a permanent refusal: a 5yz reply (RFC 959 section 4.2, e.g. 550 no such file, 553 name
+    /// not allowed), which the same command will meet again.
+    pub fn is_permanent_refusal(&self) -> bool {
+        self.refusal_code()
+            .is_some_and(ReplyCode::is_permanent_negative)
+    }
+
+    /// The typed reply code of a refusal; the engine's rules about it live on [`ReplyCode`].
+    fn refusal_code(&self) -> Option<ReplyCode> {
+        self.reply_code().and_then(ReplyCode::new)
+    }
+
     /// Whether the control connection can still be used after this error.
     pub fn is_session_usable(&self) -> bool {
         matches!(
@@ -181,7 +200,6 @@ impl From<OpError> for Error {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use ftps_proto::codec::ReplyCode;
 
     fn reply(code: u16, lines: &[&str]) -> Reply {
         Reply {
@@ -199,6 +217,16 @@ mod tests {
         );
         assert_eq!(e.reply_code(), Some(550));
         assert!(e.is_session_usable());
+    }
+
+    #[test]
+    fn refusals_are_transient_or_permanent_as_the_engine_says() {
+        let transient: Error = OpError::Refused(reply(451, &["local error"])).into();
+        assert!(transient.is_transient_refusal() && !transient.is_permanent_refusal());
+        let permanent: Error = OpError::Refused(reply(550, &["no such file"])).into();
+        assert!(permanent.is_permanent_refusal() && !permanent.is_transient_refusal());
+        let not_a_refusal: Error = OpError::Truncated.into();
+        assert!(!not_a_refusal.is_transient_refusal() && !not_a_refusal.is_permanent_refusal());
     }
 
     #[test]

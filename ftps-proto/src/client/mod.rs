@@ -1209,7 +1209,7 @@ impl ClientSession {
                         }
                         None => return self.malformed(now, "229 without a port"),
                     }
-                } else if reply.code.is_negative() && code >= 500 {
+                } else if reply.code.is_permanent_negative() {
                     // RFC 2428 section 3: a server without EPSV; fall back to PASV for the rest of the session.
                     self.epsv_refused = true;
                     running.plan.push_front(Step::Pasv);
@@ -1238,7 +1238,7 @@ impl ClientSession {
             Step::Eprt | Step::Port if reply.code.is_completion() => {}
             // RFC 2428 section 2: a server without EPRT; fall back to PORT (IPv4 only) for the session.
             Step::Eprt
-                if code >= 500
+                if reply.code.is_permanent_negative()
                     && !self.eprt_refused
                     && matches!(self.data_addr, Some(SocketAddr::V4(_))) =>
             {

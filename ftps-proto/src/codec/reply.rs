@@ -161,6 +161,18 @@ impl ReplyCode {
     pub const fn is_negative(self) -> bool {
         self.0 >= 400
     }
+
+    /// 4yz: transient negative completion (RFC 959 section 4.2). The error condition is temporary: the same
+    /// command may succeed if tried again (e.g. 421, 425, 426, 450, 451, 452).
+    pub const fn is_transient_negative(self) -> bool {
+        self.0 / 100 == 4
+    }
+
+    /// 5yz: permanent negative completion (RFC 959 section 4.2). Repeating the same command will fail the same
+    /// way (e.g. 530, 550, 553).
+    pub const fn is_permanent_negative(self) -> bool {
+        self.0 / 100 == 5
+    }
 }
 
 impl fmt::Display for ReplyCode {
@@ -763,6 +775,21 @@ mod tests {
 
     fn lines(texts: &[&str]) -> Vec<String> {
         texts.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn negative_replies_are_transient_or_permanent_by_first_digit() {
+        for n in [421, 425, 426, 450, 451, 452, 499] {
+            assert!(code(n).is_transient_negative(), "{n}");
+            assert!(!code(n).is_permanent_negative(), "{n}");
+        }
+        for n in [500, 530, 550, 553, 599] {
+            assert!(code(n).is_permanent_negative(), "{n}");
+            assert!(!code(n).is_transient_negative(), "{n}");
+        }
+        for n in [150, 226, 350] {
+            assert!(!code(n).is_transient_negative() && !code(n).is_permanent_negative());
+        }
     }
 
     /// Feeds `chunks` in order, collecting every reply or error, and checks each call's consumption.

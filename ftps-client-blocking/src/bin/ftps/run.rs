@@ -131,7 +131,7 @@ fn error_kind(phase: Phase, error: &Error) -> ErrorKind {
         // Not the login's fault: the server will not encrypt data connections.
         return ErrorKind::Protection;
     }
-    if let Some(code) = error.reply_code() {
+    if error.reply_code().is_some() {
         return match phase {
             // AUTH TLS refused: the connection cannot be secured.
             Phase::Connect => ErrorKind::Connection,
@@ -139,7 +139,7 @@ fn error_kind(phase: Phase, error: &Error) -> ErrorKind {
             Phase::FileOp => ErrorKind::Remote,
             // RFC 959 §4.2.1: 5yz is permanent (no such file, permission denied), 4yz
             // transient (no data connection, transfer aborted, local error on the server).
-            Phase::Transfer if code >= 500 => ErrorKind::Remote,
+            Phase::Transfer if error.is_permanent_refusal() => ErrorKind::Remote,
             Phase::Transfer => ErrorKind::Transfer,
         };
     }
@@ -159,7 +159,7 @@ fn error_kind(phase: Phase, error: &Error) -> ErrorKind {
 /// 425, 426, 450, 451). 5yz refusals, TLS and certificate errors, and local errors are not.
 fn is_transient(error: &Error) -> bool {
     match error {
-        Error::Refused { code, .. } | Error::LoginRefused { code, .. } => (400..500).contains(code),
+        Error::Refused { .. } | Error::LoginRefused { .. } => error.is_transient_refusal(),
         Error::Connect { source, .. } => source.kind() != io::ErrorKind::InvalidInput,
         Error::Timeout(_) | Error::Closed(_) | Error::Truncated | Error::Data(_) => true,
         Error::Io(e) => is_network_error(e) || e.kind() == io::ErrorKind::UnexpectedEof,
