@@ -414,6 +414,18 @@ impl Client {
         }
     }
 
+    /// Submits `op` and waits for the engine's own result, for callers that let the engine judge a refusal.
+    /// The outer error is this client's (I/O, a failed session).
+    pub(crate) fn run_op(&mut self, op: Operation) -> Result<std::result::Result<Output, OpError>> {
+        let id = self.submit(op);
+        match self.wait(id)? {
+            Progress::Done(result) => Ok(result),
+            Progress::Channel(..) => Err(Error::Protocol(
+                "data channel for a non-transfer operation".to_string(),
+            )),
+        }
+    }
+
     fn submit(&mut self, op: Operation) -> OpId {
         self.control.session.submit(Instant::now(), op)
     }

@@ -71,6 +71,7 @@
 mod config;
 mod event;
 mod op;
+mod site_to_site;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
@@ -94,6 +95,10 @@ pub use event::{Direction, Event, SessionError, Trace};
 pub use op::{
     Credentials, OpError, OpId, Operation, Output, ServerFeatures, SiteToSiteCommand,
     TransferReport,
+};
+pub use site_to_site::{
+    bytes_in_reply, Side, SiteToSiteError, SiteToSiteOptions, SiteToSitePlan, SiteToSiteProtection,
+    TlsClientMethod,
 };
 
 /// Replies the session absorbs while settling an `ABOR` before it gives up.
@@ -356,6 +361,11 @@ impl ClientSession {
             && self.current.is_none()
             && self.queue.is_empty()
             && self.awaiting.is_none()
+    }
+
+    /// The control connection's remote address, as given to [`ClientSession::new`].
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
     }
 
     /// Whether the session ended (closed with `QUIT` or failed): the frontend may close the socket.
@@ -1612,11 +1622,7 @@ fn parse_features(reply: &Reply) -> ServerFeatures {
         rest_stream,
         utf8: features.has("UTF8"),
         epsv: features.has("EPSV"),
-        lines: features
-            .to_lines()
-            .iter()
-            .map(|l| l.trim().to_string())
-            .collect(),
+        advertised: features,
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::codec::{Command, Entry, Reply, Timeval};
+use crate::codec::{Command, Entry, Features, Reply, Timeval};
 use crate::TlsInfo;
 
 /// Names one submitted operation; every operation ends in exactly one
@@ -199,8 +199,9 @@ pub struct ServerFeatures {
     pub utf8: bool,
     /// `EPSV` is offered (RFC 2428).
     pub epsv: bool,
-    /// Every feature line as sent, trimmed, in order.
-    pub lines: Vec<String>,
+    /// Everything the server announced, typed (names upper-cased, parameters trimmed, in order): what the
+    /// fields above do not cover, e.g. `SSCN` / `CPSV` for site-to-site transfers.
+    pub advertised: Features,
 }
 
 /// How a data transfer ended, once both the data connection and the final reply said so.

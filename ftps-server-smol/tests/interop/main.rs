@@ -688,12 +688,7 @@ fn site_to_site_prot_p_via_sscn_and_via_cpsv() {
     std::fs::write(far.root.path().join("src.bin"), &data).unwrap();
     let mut far_client = fxp_client(&far);
     let mut near_client = fxp_client(&near);
-    assert!(far_client
-        .features()
-        .unwrap()
-        .lines
-        .iter()
-        .any(|l| l == "SSCN"));
+    assert!(far_client.features().unwrap().advertised.has("SSCN"));
 
     // far -> near: SSCN on the source (far), which listens; near connects to it.
     let report = far_client
@@ -753,12 +748,8 @@ fn site_to_site_is_refused_without_the_opt_in() {
     std::fs::write(far.root.path().join("src.bin"), b"never copied").unwrap();
     let mut far_client = fxp_client(&far);
     let mut near_client = fxp_client(&near);
-    assert!(!near_client
-        .features()
-        .unwrap()
-        .lines
-        .iter()
-        .any(|l| l == "SSCN" || l == "CPSV"));
+    let advertised = &near_client.features().unwrap().advertised;
+    assert!(!advertised.has("SSCN") && !advertised.has("CPSV"));
     let error = far_client
         .site_to_site(
             "src.bin",
