@@ -16,7 +16,8 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ftps_proto::client::{
-    ClientSession, Credentials, Direction, Event, OpError, OpId, Operation, Output, ServerFeatures,
+    ClientSession, Credentials, DataConnectError, Direction, Event, OpError, OpId, Operation,
+    Output, ServerFeatures,
 };
 use ftps_proto::codec::{Entry, Reply, Timeval};
 use ftps_proto::data::{DataChannel, DataError, DataReport};
@@ -63,8 +64,6 @@ enum PendingData {
     Connected { op: OpId, stream: TcpStream },
     /// Active: listening for the server.
     Listening { op: OpId, listener: TcpListener },
-    /// Neither worked; the error is reported when the operation ends.
-    Failed { op: OpId, error: Error },
 }
 
 /// What waiting on a transfer operation produced.
@@ -407,7 +406,7 @@ impl Client {
     pub(crate) fn run(&mut self, op: Operation) -> Result<Output> {
         let id = self.submit(op);
         match self.wait(id)? {
-            Progress::Done(result) => result.map_err(|e| self.op_error(id, e)),
+            Progress::Done(result) => result.map_err(Error::from),
             Progress::Channel(..) => Err(Error::Protocol(
                 "data channel for a non-transfer operation".to_string(),
             )),
@@ -462,17 +461,17 @@ impl Client {
 
     /// Passive mode: connect now, before the server's 1xx.
     fn open_passive(&mut self, op: OpId, addr: SocketAddr) {
-        self.pending_data = Some(match connect_any(&[addr], self.config.connect_timeout) {
-            Ok(stream) => PendingData::Connected { op, stream },
-            Err(error) => {
-                let now = Instant::now();
-                self.control
-                    .session
-                    .data_finished(now, op, Err(DataError::EofDuringHandshake));
-                self.control.session.abort(now, op);
-                PendingData::Failed { op, error }
-            }
-        });
+        match connect_data(addr, self.config.connect_timeout) {
+            Ok(stream) => self.pending_data = Some(PendingData::Connected { op, stream }),
+            Err(e) => self.control.session.data_connect_failed(
+                Instant::now(),
+                op,
+                DataConnectError::Connect {
+                    addr,
+                    reason: e.to_string(),
+                },
+            ),
+        }
     }
 
     /// Active mode: listen on the control connection's local IP.
@@ -489,33 +488,36 @@ impl Client {
                 PendingData::Listening { op, listener }
             }
             Err(e) => {
-                self.control.session.abort(Instant::now(), op);
-                PendingData::Failed {
-                    op,
-                    error: e.into(),
-                }
+                let reason = e.to_string();
+                let failure = DataConnectError::Listen { reason };
+                self.control
+                    .session
+                    .data_connect_failed(Instant::now(), op, failure);
+                return;
             }
         });
     }
 
     /// The data connection of `op`: the passive one, or the server's accepted on the active listener.
-    fn take_data_stream(&mut self, op: OpId) -> Result<TcpStream> {
+    fn take_data_stream(&mut self, op: OpId) -> std::result::Result<TcpStream, DataConnectError> {
         match self.pending_data.take() {
             Some(PendingData::Connected { op: o, stream }) if o == op => Ok(stream),
             Some(PendingData::Listening { op: o, listener }) if o == op => {
-                let peer = self.control.stream.peer_addr()?.ip();
-                accept_from(&listener, peer, self.config.connect_timeout)
+                let accepted = self
+                    .control
+                    .stream
+                    .peer_addr()
+                    .map_err(Error::from)
+                    .and_then(|peer| {
+                        accept_from(&listener, peer.ip(), self.config.connect_timeout)
+                    });
+                accepted.map_err(|e| DataConnectError::Accept {
+                    reason: e.to_string(),
+                })
             }
-            Some(PendingData::Failed { op: o, error }) if o == op => Err(error),
-            _ => Err(Error::Protocol("no data connection was opened".to_string())),
-        }
-    }
-
-    /// The error for a failed operation: a data connection that could not be made explains it best.
-    fn op_error(&mut self, id: OpId, e: OpError) -> Error {
-        match self.pending_data.take() {
-            Some(PendingData::Failed { op, error }) if op == id => error,
-            _ => e.into(),
+            _ => Err(DataConnectError::Accept {
+                reason: "no data connection was opened".to_string(),
+            }),
         }
     }
 
@@ -524,19 +526,21 @@ impl Client {
         let id = self.submit(op);
         let (channel, direction) = match self.wait(id)? {
             Progress::Done(Ok(output)) => return Ok(Started::Done(output)),
-            Progress::Done(Err(e)) => return Err(self.op_error(id, e)),
+            Progress::Done(Err(e)) => return Err(e.into()),
             Progress::Channel(channel, direction) => (channel, direction),
         };
         let stream = match self.take_data_stream(id) {
             Ok(stream) => stream,
             Err(e) => {
-                let now = Instant::now();
                 self.control
                     .session
-                    .data_finished(now, id, Err(DataError::EofDuringHandshake));
-                self.control.session.abort(now, id);
-                let _ = self.wait(id);
-                return Err(e);
+                    .data_connect_failed(Instant::now(), id, e);
+                return match self.wait(id)? {
+                    Progress::Done(Err(e)) => Err(e.into()),
+                    _ => Err(Error::Protocol(
+                        "transfer went on without its data connection".to_string(),
+                    )),
+                };
             }
         };
         let mut conn = Box::new(DataConn::new(stream, channel, direction, &self.config)?);
@@ -776,6 +780,13 @@ fn answers_tls_at_once(addr: SocketAddr, config: &ClientConfig) -> bool {
     probe().unwrap_or(false)
 }
 
+/// Connects a passive data connection, with `TCP_NODELAY`.
+fn connect_data(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
 /// Connects to the first address that answers within `timeout`, with `TCP_NODELAY`.
 pub(crate) fn connect_any(addrs: &[SocketAddr], timeout: Duration) -> Result<TcpStream> {
     let mut last = io::Error::new(ErrorKind::InvalidInput, "no address");
@@ -832,4 +843,88 @@ fn today() -> Timeval {
 
 fn unexpected(output: &Output) -> Error {
     Error::Protocol(format!("unexpected result {output:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests may unwrap
+
+    use std::io::{BufRead, BufReader};
+
+    use super::*;
+
+    /// A plain-FTP server on loopback answering each command line from `answer` (a `None` answer sends nothing);
+    /// returns its address and the commands it received, once the client closed.
+    fn scripted_server(
+        answer: impl Fn(&str) -> Option<String> + Send + 'static,
+    ) -> (SocketAddr, std::thread::JoinHandle<Vec<String>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut tcp, _) = listener.accept().unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            tcp.write_all(b"220 scripted\r\n").unwrap();
+            let mut reader = BufReader::new(tcp.try_clone().unwrap());
+            let mut received = Vec::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    return received;
+                }
+                let line = line.trim_end().to_string();
+                if let Some(reply) = answer(&line) {
+                    tcp.write_all(reply.as_bytes()).unwrap();
+                }
+                received.push(line);
+            }
+        });
+        (addr, server)
+    }
+
+    /// A passive port that refuses connections: bound, then closed again.
+    fn closed_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    #[test]
+    fn a_refused_data_connection_is_a_connect_failure_and_the_session_goes_on() {
+        let port = closed_port();
+        let (addr, server) = scripted_server(move |line| {
+            let verb = line.split_whitespace().next().unwrap_or("");
+            Some(match verb {
+                "USER" => "331 password\r\n".to_string(),
+                "PASS" => "230 in\r\n".to_string(),
+                "FEAT" => "211-Features:\r\n211 End\r\n".to_string(),
+                "TYPE" | "NOOP" => "200 ok\r\n".to_string(),
+                "EPSV" => format!("229 Entering Extended Passive Mode (|||{port}|)\r\n"),
+                // Like a real server, RETR waits for the data connection: no reply until ABOR.
+                "RETR" => return None,
+                "ABOR" => "425 no data connection\r\n226 abort ok\r\n".to_string(),
+                "QUIT" => "221 bye\r\n".to_string(),
+                _ => "502 not here\r\n".to_string(),
+            })
+        });
+        let config = ClientConfig::new()
+            .plain()
+            .reply_timeout(Duration::from_secs(10));
+        let mut client = Client::connect_addr(addr, config).unwrap();
+        client.login("alice", "secret").unwrap();
+        let error = client.retr("file.bin", 0).map(drop).unwrap_err();
+        match &error {
+            Error::DataConnect(DataConnectError::Connect { addr, .. }) => {
+                assert_eq!(addr.port(), port);
+            }
+            other => panic!("expected a data connect failure, got {other:?}"),
+        }
+        assert!(error.is_session_usable(), "{error}");
+        assert!(error.to_string().contains("connect to"), "{error}");
+        client.noop().unwrap();
+        client.quit().unwrap();
+        let received = server.join().unwrap();
+        assert!(received.iter().any(|l| l == "ABOR"), "{received:?}");
+    }
 }

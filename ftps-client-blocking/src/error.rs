@@ -3,14 +3,15 @@
 use std::io;
 use std::net::SocketAddr;
 
-use ftps_proto::client::{OpError, SessionError};
+use ftps_proto::client::{DataConnectError, OpError, SessionError};
 use ftps_proto::codec::{Reply, ReplyCode};
 use ftps_proto::data::DataError;
 
 /// Why a [`Client`](crate::Client) call failed. `Display` is one line.
 ///
-/// A refusal ([`Error::Refused`], [`Error::LoginRefused`]), [`Error::Aborted`], [`Error::Truncated`] and
-/// [`Error::Data`] leave the session usable; the others mean the control connection is gone or cannot be trusted.
+/// A refusal ([`Error::Refused`], [`Error::LoginRefused`]), [`Error::Aborted`], [`Error::Truncated`],
+/// [`Error::Data`] and [`Error::DataConnect`] leave the session usable; the others mean the control connection is
+/// gone or cannot be trusted.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -80,6 +81,11 @@ pub enum Error {
     /// The data connection failed (its TLS handshake, session reuse, or the transport); the session goes on.
     #[error("data connection: {0}")]
     Data(DataError),
+    /// The data connection could not be opened (connecting to the server's passive port, or in active mode
+    /// listening or accepting, failed). A socket failure, not a TLS one; the transfer was aborted and the
+    /// session goes on.
+    #[error("data connection: {0}")]
+    DataConnect(DataConnectError),
     /// The control connection is closed (by `quit`, by the server, or after an earlier fatal error).
     #[error("connection closed: {0}")]
     Closed(String),
@@ -140,6 +146,7 @@ impl Error {
                 | Error::Aborted
                 | Error::Data(_)
                 | Error::SourceChanged { .. }
+                | Error::DataConnect(_)
         )
     }
 
@@ -189,6 +196,7 @@ impl From<OpError> for Error {
             OpError::Refused(reply) => Error::refused(&reply),
             OpError::Aborted => Error::Aborted,
             OpError::Data(e) => Error::Data(e),
+            OpError::DataConnect(e) => Error::DataConnect(e),
             OpError::Truncated => Error::Truncated,
             OpError::Session(e) => e.into(),
             other => Error::Protocol(other.to_string()),

@@ -75,6 +75,34 @@ pub enum Event {
     Trace(Trace),
 }
 
+/// Why the frontend could not set up a data connection
+/// ([`data_connect_failed`](super::ClientSession::data_connect_failed)). A socket failure, not a TLS one: TLS
+/// failures of a connected data channel are [`DataError`](crate::data::DataError)s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DataConnectError {
+    /// Passive mode: connecting to the server's data port failed.
+    #[error("connect to {addr}: {reason}")]
+    Connect {
+        /// Where the session said to connect.
+        addr: SocketAddr,
+        /// The socket error, as text.
+        reason: String,
+    },
+    /// Active mode: no listener could be bound.
+    #[error("listen: {reason}")]
+    Listen {
+        /// The socket error, as text.
+        reason: String,
+    },
+    /// Active mode: the server's connection did not arrive (or accepting it failed).
+    #[error("accept: {reason}")]
+    Accept {
+        /// The socket error or timeout, as text.
+        reason: String,
+    },
+}
+
 /// Why the whole session failed. Sticky: once set, every later operation fails with it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]

@@ -91,7 +91,7 @@ use crate::data::{
 use crate::tls::{ReadState, TlsConn};
 
 pub use config::{ClientSessionConfig, DataConnectionMode, Security};
-pub use event::{Direction, Event, SessionError, Trace};
+pub use event::{DataConnectError, Direction, Event, SessionError, Trace};
 pub use op::{
     Credentials, OpError, OpId, Operation, Output, ServerFeatures, SiteToSiteCommand,
     TransferReport,
@@ -202,6 +202,8 @@ struct TransferState {
     preliminary: bool,
     /// What the frontend reported about the data channel.
     data: Option<Result<DataReport, DataError>>,
+    /// The frontend could not set up the data connection (connect, listen or accept failed).
+    connect_failure: Option<DataConnectError>,
     /// The transfer command's final positive reply.
     final_reply: Option<Reply>,
     /// Listing bytes received so far.
@@ -216,6 +218,21 @@ struct TransferState {
     used_list: bool,
     /// Active mode: [`Event::Listen`] was emitted, [`ClientSession::listening`] not called yet.
     awaiting_listen: bool,
+}
+
+impl TransferState {
+    /// Whether the data side has ended, one way or another.
+    fn data_ended(&self) -> bool {
+        self.data.is_some() || self.connect_failure.is_some()
+    }
+
+    /// How an aborted transfer ends: with the data connection's setup failure when that caused the abort.
+    fn abort_error(&mut self) -> OpError {
+        match self.connect_failure.take() {
+            Some(e) => OpError::DataConnect(e),
+            None => OpError::Aborted,
+        }
+    }
 }
 
 /// The operation being worked on.
@@ -578,7 +595,7 @@ impl ClientSession {
             }
             None => {
                 // Waiting for `listening()`: nothing is on the wire yet.
-                self.finish_op(Err(OpError::Aborted));
+                self.finish_aborted();
                 self.pump(now);
             }
             // A preparatory command (EPSV, REST, ...) is in flight: stop when its reply arrives.
@@ -619,8 +636,8 @@ impl ClientSession {
     }
 
     /// The data channel of transfer `op` finished ([`DataEvent::Finished`](crate::data::DataEvent::Finished)) or
-    /// failed ([`DataEvent::Failed`](crate::data::DataEvent::Failed), including its handshake timeout), or the
-    /// connection could not be opened at all (report [`DataError::EofDuringHandshake`]).
+    /// failed ([`DataEvent::Failed`](crate::data::DataEvent::Failed), including its handshake timeout). A
+    /// connection that could not be opened at all is [`ClientSession::data_connect_failed`] instead.
     ///
     /// The transfer completes when this and the final reply have both arrived, in either order.
     pub fn data_finished(&mut self, now: Instant, op: OpId, result: Result<DataReport, DataError>) {
@@ -631,7 +648,7 @@ impl ClientSession {
         else {
             return;
         };
-        if running.transfer.data.is_some() {
+        if running.transfer.data_ended() {
             return;
         }
         if self.config.trace {
@@ -652,6 +669,32 @@ impl ClientSession {
             // The data side is done: the final reply is due now.
             self.reply_deadline = Some(now + self.config.reply_timeout);
         }
+    }
+
+    /// The frontend could not set up the data connection of transfer `op`: the connect (passive mode), the
+    /// listener or the accept (active mode) failed. A connect failure is not a TLS failure: `op` completes with
+    /// [`OpError::DataConnect`]. The session aborts the transfer command if it is out (`ABOR`, so the server
+    /// stops waiting for the connection) and goes on. Call it instead of [`ClientSession::data_finished`].
+    pub fn data_connect_failed(&mut self, now: Instant, op: OpId, error: DataConnectError) {
+        let Some(running) = self
+            .current
+            .as_mut()
+            .filter(|r| r.id == op && r.op.is_transfer())
+        else {
+            return;
+        };
+        if running.transfer.data_ended() {
+            return;
+        }
+        running.transfer.connect_failure = Some(error);
+        if running.transfer.awaiting_listen {
+            // Nothing is on the wire for this transfer yet.
+            running.transfer.awaiting_listen = false;
+            self.finish_aborted();
+            self.pump(now);
+            return;
+        }
+        self.abort(now, op);
     }
 
     /// Tells the session today's date (UTC). `ls`-style `LIST` lines omit the year of recent files; it is
@@ -981,7 +1024,7 @@ impl ClientSession {
             return;
         };
         if running.transfer.abort_requested {
-            self.finish_op(Err(OpError::Aborted));
+            self.finish_aborted();
             self.pump(now);
             return;
         }
@@ -1140,6 +1183,15 @@ impl ClientSession {
         }
     }
 
+    /// Ends the current transfer after `ABOR` (or before any command went out).
+    fn finish_aborted(&mut self) {
+        let error = match self.current.as_mut() {
+            Some(running) => running.transfer.abort_error(),
+            None => OpError::Aborted,
+        };
+        self.finish_op(Err(error));
+    }
+
     /// Ends the current operation with `result`.
     fn finish_op(&mut self, result: Result<Output, OpError>) {
         self.data_addr = None;
@@ -1157,7 +1209,7 @@ impl ClientSession {
             return;
         };
         if running.transfer.abort_requested {
-            self.finish_op(Err(OpError::Aborted));
+            self.finish_aborted();
             self.pump(now);
             return;
         }
@@ -1359,7 +1411,7 @@ impl ClientSession {
         } else {
             Direction::Download
         };
-        if running.transfer.data.is_some() {
+        if running.transfer.data_ended() {
             // The data connection already failed: keep waiting for the final reply.
             return;
         }
@@ -1420,7 +1472,7 @@ impl ClientSession {
         }
         let preliminary = running.transfer.preliminary;
         running.transfer.final_reply = Some(reply);
-        if !preliminary || running.transfer.data.is_some() {
+        if !preliminary || running.transfer.data_ended() {
             // 226 without 150 (an empty listing, some servers): no data channel was handed out.
             self.complete_transfer(now);
         }
@@ -1438,6 +1490,11 @@ impl ClientSession {
             self.current = Some(running);
             return;
         };
+        if let Some(e) = t.connect_failure.take() {
+            self.complete(running.id, Err(OpError::DataConnect(e)));
+            self.pump(now);
+            return;
+        }
         let report = match t.data.take() {
             Some(Ok(report)) => report,
             Some(Err(e)) => {
@@ -1515,7 +1572,7 @@ impl ClientSession {
             None => {
                 self.awaiting = None;
                 self.reply_deadline = None;
-                self.finish_op(Err(OpError::Aborted));
+                self.finish_aborted();
                 self.pump(now);
             }
         }

@@ -260,6 +260,9 @@ pub enum OpError {
     /// The data connection failed (including its TLS handshake timeout); the session goes on.
     #[error("data connection failed: {0}")]
     Data(crate::data::DataError),
+    /// The data connection could not be set up (connect, listen or accept failed); the session goes on.
+    #[error("data connection not opened: {0}")]
+    DataConnect(super::DataConnectError),
     /// A download's data connection ended without close_notify: possibly truncated (RFC 4217 section 10.2).
     #[error("data connection closed without close_notify (possible truncation)")]
     Truncated,

@@ -1214,6 +1214,49 @@ fn active_mode_listens_and_sends_eprt_with_port_fallback() {
     assert!(matches!(s.completed(), (id, Ok(Output::Transfer(t))) if id == op && t.bytes == 3));
 }
 
+#[test]
+fn a_data_connect_failure_aborts_the_transfer_and_is_not_a_tls_error() {
+    // Passive: RETR is on the wire when the connect fails, so the session sends ABOR itself.
+    let mut s = plain_session(FEAT_PLAIN);
+    let op = s.client.submit(
+        s.now,
+        Operation::Retrieve {
+            path: "f".into(),
+            offset: None,
+        },
+    );
+    s.expect("EPSV", "229 (|||6000|)");
+    let addr = s.open_addr();
+    assert_eq!(s.line(), "RETR f");
+    let failure = DataConnectError::Connect {
+        addr,
+        reason: "connection refused".into(),
+    };
+    s.client.data_connect_failed(s.now, op, failure.clone());
+    s.expect("ABOR", "425 Can't open data connection.");
+    s.send("226 ABOR successful.\r\n");
+    assert_eq!(s.completed(), (op, Err(OpError::DataConnect(failure))));
+    let pwd = s.client.submit(s.now, Operation::Pwd);
+    s.expect("PWD", "257 \"/\"");
+    assert_eq!(s.completed(), (pwd, Ok(Output::Directory("/".into()))));
+
+    // Active: no listener could be bound, so nothing was sent for the transfer.
+    let mut config = ClientSessionConfig::plain();
+    config.data_mode = DataConnectionMode::Active;
+    let mut s = Script::plain();
+    s.client = ClientSession::new(config, localhost(), peer(), s.now).unwrap();
+    s.connect_and_login(FEAT_PLAIN);
+    let op = s.client.submit(s.now, Operation::List(None));
+    s.exchange();
+    assert!(matches!(s.events.remove(0), Event::Listen { op: id } if id == op));
+    let failure = DataConnectError::Listen {
+        reason: "address in use".into(),
+    };
+    s.client.data_connect_failed(s.now, op, failure.clone());
+    assert_eq!(s.completed(), (op, Err(OpError::DataConnect(failure))));
+    s.no_command();
+}
+
 // ----- ABOR -----
 
 /// Starts a download and sends ABOR after the 150.

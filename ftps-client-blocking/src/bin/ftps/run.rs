@@ -161,7 +161,11 @@ fn is_transient(error: &Error) -> bool {
     match error {
         Error::Refused { .. } | Error::LoginRefused { .. } => error.is_transient_refusal(),
         Error::Connect { source, .. } => source.kind() != io::ErrorKind::InvalidInput,
-        Error::Timeout(_) | Error::Closed(_) | Error::Truncated | Error::Data(_) => true,
+        Error::Timeout(_)
+        | Error::Closed(_)
+        | Error::Truncated
+        | Error::Data(_)
+        | Error::DataConnect(_) => true,
         Error::Io(e) => is_network_error(e) || e.kind() == io::ErrorKind::UnexpectedEof,
         _ => false,
     }
