@@ -19,7 +19,8 @@ use std::time::Instant;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ftps_benches::{localhost, Pki};
 use ftps_proto::client::{
-    ClientSession, ClientSessionConfig, Credentials, Event as ClientEvent, OpId, Operation, Output,
+    ClientSession, ClientSessionConfig, Credentials, Event as ClientEvent, OpId, Operation,
+    Outcome as ClientOutcome, Output, ReqId as ClientReqId, RequestKind as ClientRequestKind,
 };
 use ftps_proto::data::{DataChannel, DataEvent, DataReport};
 use ftps_proto::server::{
@@ -64,6 +65,8 @@ struct Pair {
     /// Server bytes the client has not taken yet (TLS backpressure).
     to_client: Vec<u8>,
     client_events: Vec<ClientEvent>,
+    /// The client's channel from its last `DriveData`, with that request's id and operation.
+    client_channel: Option<(ClientReqId, OpId, Box<DataChannel>)>,
     /// The server's channel from the last `DriveData`, with that request's id.
     server_channel: Option<(ReqId, Box<DataChannel>)>,
 }
@@ -94,6 +97,7 @@ impl Pair {
             to_server: Vec::new(),
             to_client: Vec::new(),
             client_events: Vec::new(),
+            client_channel: None,
             server_channel: None,
         }
     }
@@ -129,6 +133,20 @@ impl Pair {
                 let taken = self.client.handle_input(self.now, &self.to_client);
                 moved |= taken > 0;
                 self.to_client.drain(..taken);
+            }
+            while let Some(request) = self.client.poll_request() {
+                moved = true;
+                match request.kind {
+                    // In memory: "connected" at once.
+                    ClientRequestKind::ConnectData { .. } => {
+                        self.client
+                            .complete(self.now, request.id, ClientOutcome::DataConnected);
+                    }
+                    ClientRequestKind::DriveData { channel, .. } => {
+                        self.client_channel = Some((request.id, request.op, channel));
+                    }
+                    other => panic!("unexpected client request {other:?}"),
+                }
             }
             while let Some(event) = self.client.poll_event() {
                 moved = true;
@@ -183,16 +201,10 @@ impl Pair {
         }
     }
 
-    /// Removes and returns the client's data channel of `op`, if it was handed out.
-    fn take_client_channel(&mut self, op: OpId) -> Option<Box<DataChannel>> {
-        let at = self
-            .client_events
-            .iter()
-            .position(|e| matches!(e, ClientEvent::DataChannel { op: o, .. } if *o == op))?;
-        match self.client_events.remove(at) {
-            ClientEvent::DataChannel { channel, .. } => Some(channel),
-            _ => None,
-        }
+    /// Removes and returns the client's data channel of `op` and its request id, if it was handed out.
+    fn take_client_channel(&mut self, op: OpId) -> Option<(ClientReqId, Box<DataChannel>)> {
+        let (id, _, channel) = self.client_channel.take_if(|(_, o, _)| *o == op)?;
+        Some((id, channel))
     }
 }
 
@@ -284,12 +296,17 @@ fn retrieve_empty(pair: &mut Pair) {
         },
     );
     pair.drive();
-    let mut client_channel = pair.take_client_channel(op).expect("client data channel");
+    let (client_request, mut client_channel) =
+        pair.take_client_channel(op).expect("client data channel");
     let (id, mut server_channel) = pair.server_channel.take().expect("server data channel");
     let (server_report, client_report) = pump_data(now, &mut server_channel, &mut client_channel);
     pair.server
         .complete(now, id, Outcome::TransferFinished(server_report));
-    pair.client.data_finished(now, op, Ok(client_report));
+    pair.client.complete(
+        now,
+        client_request,
+        ClientOutcome::DataFinished(Ok(client_report)),
+    );
     pair.drive();
     match pair.take_completed(op) {
         Some(Ok(Output::Transfer(report))) => {

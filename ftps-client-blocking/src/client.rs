@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ftps_proto::client::{
     ClientSession, Credentials, DataConnectError, Direction, Event, OpError, OpId, Operation,
-    Output, ServerFeatures,
+    Outcome, Output, Payload, ReqId, Request, RequestKind, ServerFeatures,
 };
 use ftps_proto::codec::{Entry, Reply, Timeval};
 use ftps_proto::data::{DataChannel, DataError, DataReport};
@@ -55,6 +55,8 @@ pub struct Client {
     features: Option<ServerFeatures>,
     /// The data connection prepared for the running transfer.
     pending_data: Option<PendingData>,
+    /// The running transfer's unanswered data channel request, and what it carries.
+    drive: Option<(OpId, ReqId, Payload)>,
 }
 
 /// A data connection made ready before the server's 1xx reply.
@@ -131,9 +133,13 @@ impl Client {
             greeting: None,
             features: None,
             pending_data: None,
+            drive: None,
         };
         loop {
-            match client.control.next_event()? {
+            let Next::Event(event) = client.control.next()? else {
+                continue;
+            };
+            match event {
                 Event::Connected { greeting, .. } => {
                     client.greeting = Some(greeting);
                     return Ok(client);
@@ -433,25 +439,34 @@ impl Client {
     /// on the way.
     pub(crate) fn wait(&mut self, id: OpId) -> Result<Progress> {
         loop {
-            match self.control.next_event()? {
+            let event = match self.control.next()? {
+                Next::Request(Request {
+                    id: request,
+                    op,
+                    kind,
+                }) => {
+                    match kind {
+                        RequestKind::ConnectData { addr } => self.open_passive(request, op, addr),
+                        RequestKind::Listen => self.listen(request, op),
+                        RequestKind::DriveData {
+                            channel,
+                            direction,
+                            payload,
+                        } if op == id => {
+                            self.drive = Some((op, request, payload));
+                            return Ok(Progress::Channel(channel, direction));
+                        }
+                        // The channel of a transfer abandoned by a dropped guard: its ABOR settles it.
+                        _ => self.pending_data = None,
+                    }
+                    continue;
+                }
+                Next::Event(event) => event,
+            };
+            match event {
                 Event::Completed { op, result } if op == id => return Ok(Progress::Done(result)),
                 // A transfer abandoned by a dropped guard settling its ABOR.
                 Event::Completed { .. } => {}
-                Event::OpenDataConnection { op, addr } => self.open_passive(op, addr),
-                Event::Listen { op } => self.listen(op),
-                Event::DataChannel {
-                    op,
-                    channel,
-                    direction,
-                } if op == id => return Ok(Progress::Channel(channel, direction)),
-                Event::DataChannel { op, .. } => {
-                    self.pending_data = None;
-                    self.control.session.data_finished(
-                        Instant::now(),
-                        op,
-                        Err(DataError::EofDuringHandshake),
-                    );
-                }
                 Event::Connected { greeting, .. } => self.greeting = Some(greeting),
                 // Failures complete every pending operation; the rest needs no action.
                 _ => {}
@@ -460,42 +475,42 @@ impl Client {
     }
 
     /// Passive mode: connect now, before the server's 1xx.
-    fn open_passive(&mut self, op: OpId, addr: SocketAddr) {
-        match connect_data(addr, self.config.connect_timeout) {
-            Ok(stream) => self.pending_data = Some(PendingData::Connected { op, stream }),
-            Err(e) => self.control.session.data_connect_failed(
-                Instant::now(),
-                op,
-                DataConnectError::Connect {
-                    addr,
-                    reason: e.to_string(),
-                },
-            ),
-        }
+    fn open_passive(&mut self, request: ReqId, op: OpId, addr: SocketAddr) {
+        let outcome = match connect_data(addr, self.config.connect_timeout) {
+            Ok(stream) => {
+                self.pending_data = Some(PendingData::Connected { op, stream });
+                Outcome::DataConnected
+            }
+            Err(e) => Outcome::DataConnectFailed(DataConnectError::Connect {
+                addr,
+                reason: e.to_string(),
+            }),
+        };
+        self.control
+            .session
+            .complete(Instant::now(), request, outcome);
     }
 
     /// Active mode: listen on the control connection's local IP.
-    fn listen(&mut self, op: OpId) {
+    fn listen(&mut self, request: ReqId, op: OpId) {
         let bound = self
             .control
             .stream
             .local_addr()
             .and_then(|local| TcpListener::bind((local.ip(), 0)))
             .and_then(|listener| listener.local_addr().map(|addr| (listener, addr)));
-        self.pending_data = Some(match bound {
+        let outcome = match bound {
             Ok((listener, addr)) => {
-                self.control.session.listening(Instant::now(), op, addr);
-                PendingData::Listening { op, listener }
+                self.pending_data = Some(PendingData::Listening { op, listener });
+                Outcome::Listening(addr)
             }
-            Err(e) => {
-                let reason = e.to_string();
-                let failure = DataConnectError::Listen { reason };
-                self.control
-                    .session
-                    .data_connect_failed(Instant::now(), op, failure);
-                return;
-            }
-        });
+            Err(e) => Outcome::DataConnectFailed(DataConnectError::Listen {
+                reason: e.to_string(),
+            }),
+        };
+        self.control
+            .session
+            .complete(Instant::now(), request, outcome);
     }
 
     /// The data connection of `op`: the passive one, or the server's accepted on the active listener.
@@ -532,9 +547,7 @@ impl Client {
         let stream = match self.take_data_stream(id) {
             Ok(stream) => stream,
             Err(e) => {
-                self.control
-                    .session
-                    .data_connect_failed(Instant::now(), id, e);
+                self.answer_drive(id, Outcome::DataConnectFailed(e));
                 return match self.wait(id)? {
                     Progress::Done(Err(e)) => Err(e.into()),
                     _ => Err(Error::Protocol(
@@ -556,15 +569,27 @@ impl Client {
         Ok(Started::Data(id, conn))
     }
 
+    /// Answers the data channel request of transfer `id`.
+    fn answer_drive(&mut self, id: OpId, outcome: Outcome) {
+        if let Some((_, request, _)) = self.drive.take_if(|(op, ..)| *op == id) {
+            self.control
+                .session
+                .complete(Instant::now(), request, outcome);
+        }
+    }
+
     /// Reports the data side of `id` and waits for the operation's result.
     pub(crate) fn finish_data(
         &mut self,
         id: OpId,
         outcome: std::result::Result<DataReport, DataError>,
     ) -> Result<Output> {
-        self.control
-            .session
-            .data_finished(Instant::now(), id, outcome);
+        self.finish_with(id, Outcome::DataFinished(outcome))
+    }
+
+    /// Answers the data side of `id` with `outcome` and waits for the operation's result.
+    fn finish_with(&mut self, id: OpId, outcome: Outcome) -> Result<Output> {
+        self.answer_drive(id, outcome);
         match self.wait(id)? {
             Progress::Done(result) => result.map_err(Error::from),
             Progress::Channel(..) => Err(Error::Protocol("second data channel".to_string())),
@@ -596,16 +621,31 @@ impl Client {
             Started::Done(output) => return Ok(output),
             Started::Data(id, conn) => (id, conn),
         };
-        let session = &mut self.control.session;
-        let drained = conn.drain(|chunk| session.listing_data(id, chunk));
-        let outcome = conn.take_outcome();
+        let max_bytes = match self.drive {
+            Some((_, _, Payload::Listing { max_bytes })) => max_bytes,
+            _ => usize::MAX,
+        };
+        let mut bytes = Vec::new();
+        // One byte past the limit is enough for the engine to call the listing too large.
+        let drained = conn.drain(|chunk| {
+            let room = max_bytes.saturating_add(1).saturating_sub(bytes.len());
+            bytes.extend_from_slice(chunk.get(..room.min(chunk.len())).unwrap_or_default());
+        });
+        let data = conn.take_outcome();
         drop(conn);
         if let Err(e) = drained {
             let _ = self.abort_transfer(id);
             return Err(e);
         }
-        self.finish_data(id, outcome)
+        self.finish_with(id, Outcome::ListingReceived { data, bytes })
     }
+}
+
+/// What the session handed out: work to do and answer, or a notice.
+#[derive(Debug)]
+enum Next {
+    Request(Request),
+    Event(Event),
 }
 
 /// The control socket, the session and their buffers.
@@ -618,7 +658,8 @@ pub(crate) struct Control {
     start: usize,
     end: usize,
     output: Vec<u8>,
-    events: VecDeque<Event>,
+    /// Requests and events not handed out yet, requests of each drain first.
+    pending: VecDeque<Next>,
     eof: bool,
     /// The longest a read may block when the engine has no deadline (a safety net; it normally has one).
     reply_timeout: Duration,
@@ -644,7 +685,7 @@ impl Control {
             start: 0,
             end: 0,
             output: Vec::new(),
-            events: VecDeque::new(),
+            pending: VecDeque::new(),
             eof: false,
             reply_timeout,
             read_timeout: None,
@@ -653,7 +694,7 @@ impl Control {
         })
     }
 
-    /// Writes what the session wants sent and collects its events.
+    /// Writes what the session wants sent and collects its requests and events.
     pub(crate) fn flush(&mut self) -> Result<()> {
         while self.session.poll_transmit(&mut self.output) > 0 {}
         if !self.output.is_empty() {
@@ -662,6 +703,9 @@ impl Control {
             written?;
             self.last_activity = Instant::now();
         }
+        while let Some(request) = self.session.poll_request() {
+            self.pending.push_back(Next::Request(request));
+        }
         while let Some(event) = self.session.poll_event() {
             match event {
                 Event::Trace(line) => {
@@ -669,18 +713,18 @@ impl Control {
                         (sink.0)(&line);
                     }
                 }
-                event => self.events.push_back(event),
+                event => self.pending.push_back(Next::Event(event)),
             }
         }
         Ok(())
     }
 
-    /// The next event, reading the control socket as long as needed.
-    fn next_event(&mut self) -> Result<Event> {
+    /// The next request or event, reading the control socket as long as needed.
+    fn next(&mut self) -> Result<Next> {
         loop {
             self.flush()?;
-            if let Some(event) = self.events.pop_front() {
-                return Ok(event);
+            if let Some(next) = self.pending.pop_front() {
+                return Ok(next);
             }
             if self.session.is_closed() {
                 return Err(match self.session.error() {

@@ -2,8 +2,8 @@
 //! from server to server without passing through this machine.
 //!
 //! Every protocol decision (which server listens, which is the TLS client, the commands and the address given
-//! to the other server) is the engine's [`SiteToSitePlan`](ftps_proto::client::SiteToSitePlan); this module runs
-//! its operations on the right control connection and keeps both transfer commands in flight at once.
+//! to the other server) is the engine's [`SiteToSitePlan`]; this module runs its operations on the right
+//! control connection and keeps both transfer commands in flight at once.
 //!
 //! **Protection.** [`SiteToSiteProtection`] says what to do when neither server offers a way to make one of them
 //! the TLS client (`SSCN` or `CPSV` in its `FEAT`): fail (the default), or fall back to `PROT C` on both when the

@@ -249,15 +249,21 @@ struct ServerTransfer {
 /// What the client does with the payload of a transfer.
 #[derive(Debug)]
 enum ClientPayload {
-    Upload { data: Vec<u8>, sent: usize },
+    Upload {
+        data: Vec<u8>,
+        sent: usize,
+    },
     Download,
-    Listing,
+    /// The listing's bytes so far.
+    Listing(Vec<u8>),
 }
 
-/// The client's end of a running transfer (its `Event::DataChannel`).
+/// The client's end of a running transfer (its `RequestKind::DriveData`).
 #[derive(Debug)]
 struct ClientTransfer {
     op: OpId,
+    /// The `DriveData` request, answered when the channel ends.
+    request: client::ReqId,
     channel: Box<DataChannel>,
     payload: ClientPayload,
     finished: bool,
@@ -582,6 +588,10 @@ impl Pair {
                 self.c2s.push(&out);
                 any = true;
             }
+            while let Some(request) = self.client.poll_request() {
+                any = true;
+                self.on_client_request(request);
+            }
             while let Some(event) = self.client.poll_event() {
                 any = true;
                 self.on_client_event(event);
@@ -661,36 +671,37 @@ impl Pair {
 
     // ----- the client's frontend -----
 
-    fn on_client_event(&mut self, event: client::Event) {
+    fn on_client_request(&mut self, request: client::Request) {
         let now = self.now();
-        match event {
-            client::Event::OpenDataConnection { op, addr: target } => {
-                self.client_log.push(format!(
-                    "OpenDataConnection {{ op: {op:?}, addr: {target} }}"
-                ));
+        let client::Request { id, op, kind } = request;
+        match kind {
+            client::RequestKind::ConnectData { addr: target } => {
+                self.client_log
+                    .push(format!("ConnectData {{ op: {op:?}, addr: {target} }}"));
                 assert_eq!(target, addr(SERVER_PASSIVE));
                 self.new_link();
                 self.client_data_ready = true;
                 self.connect_data();
+                self.client
+                    .complete(now, id, client::Outcome::DataConnected);
             }
-            client::Event::Listen { op } => {
+            client::RequestKind::Listen => {
                 self.client_log.push(format!("Listen {{ op: {op:?} }}"));
-                self.client.listening(now, op, addr(CLIENT_ACTIVE));
+                let listening = client::Outcome::Listening(addr(CLIENT_ACTIVE));
+                self.client.complete(now, id, listening);
                 self.client_data_ready = true;
                 self.connect_data();
             }
-            client::Event::DataChannel {
-                op,
-                channel,
-                direction,
+            client::RequestKind::DriveData {
+                channel, direction, ..
             } => {
                 self.client_log.push(format!(
-                    "DataChannel {{ op: {op:?}, direction: {direction:?} }}"
+                    "DriveData {{ op: {op:?}, direction: {direction:?} }}"
                 ));
                 let payload = if let Some(data) = self.uploads.remove(&op) {
                     ClientPayload::Upload { data, sent: 0 }
                 } else if self.listings.contains(&op) {
-                    ClientPayload::Listing
+                    ClientPayload::Listing(Vec::new())
                 } else {
                     ClientPayload::Download
                 };
@@ -704,11 +715,17 @@ impl Pair {
                 );
                 link.client = Some(ClientTransfer {
                     op,
+                    request: id,
                     channel,
                     payload,
                     finished: false,
                 });
             }
+        }
+    }
+
+    fn on_client_event(&mut self, event: client::Event) {
+        match event {
             client::Event::Completed { op, result } => {
                 self.client_log
                     .push(format!("Completed {{ op: {op:?}, result: {result:?} }}"));
@@ -1111,8 +1128,8 @@ impl Pair {
             let chunk = chunk.to_vec();
             c.channel.consume(chunk.len());
             progressed = true;
-            match c.payload {
-                ClientPayload::Listing => self.client.listing_data(c.op, &chunk),
+            match &mut c.payload {
+                ClientPayload::Listing(bytes) => bytes.extend_from_slice(&chunk),
                 ClientPayload::Download => self
                     .downloads
                     .entry(c.op)
@@ -1143,17 +1160,20 @@ impl Pair {
         }
         while let Some(event) = c.channel.poll_event() {
             progressed = true;
-            match event {
-                DataEvent::Finished(report) => {
-                    c.finished = true;
-                    self.client.data_finished(now, op, Ok(report));
-                }
-                DataEvent::Failed(e) => {
-                    c.finished = true;
-                    self.client.data_finished(now, op, Err(e));
-                }
-                _ => {}
-            }
+            let data = match event {
+                DataEvent::Finished(report) => Ok(report),
+                DataEvent::Failed(e) => Err(e),
+                _ => continue,
+            };
+            c.finished = true;
+            let outcome = match &mut c.payload {
+                ClientPayload::Listing(bytes) => client::Outcome::ListingReceived {
+                    data,
+                    bytes: std::mem::take(bytes),
+                },
+                _ => client::Outcome::DataFinished(data),
+            };
+            self.client.complete(now, c.request, outcome);
         }
         if c.channel.is_write_closed() && !link.c2s.fin {
             // The write half may shut down now (in the clear the FIN is the end of the file).

@@ -1,13 +1,14 @@
 #![no_main]
 //! Drives a plain-FTP `ClientSession` with a script (see `script.rs`): server bytes at arbitrary splits, EOF,
-//! time passing, and the caller's side (submitted operations, aborts, `listening`, listing bytes, data channel
-//! results), draining every output after each step (the drive-loop contract).
+//! time passing, and the caller's side (submitted operations, aborts, and answers to the session's requests by
+//! id: connected, listening, listing bytes, data channel results, setup failures, including stale and repeated
+//! ids), draining every output after each step (the drive-loop contract).
 //!
 //! The first byte picks the configuration; the rest is the script. `ACTION` parameters decode (`arbitrary`)
 //! into a [`Call`].
 //!
 //! Invariants: no panic; after `handle_timeout(now)` no deadline at or before `now`; every `Completed` names a
-//! submitted operation, once; no argument smuggles a second command onto the wire; the session error is sticky; after `Failed`/`Closed` nothing goes on the wire and
+//! submitted operation, once; every request names a submitted operation and none comes after the end; no argument smuggles a second command onto the wire; the session error is sticky; after `Failed`/`Closed` nothing goes on the wire and
 //! every new operation completes at once with an error.
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -16,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
 use ftps_proto::client::{
-    ClientSession, ClientSessionConfig, Credentials, DataConnectionMode, Event, OpId, Operation,
-    SessionError,
+    ClientSession, ClientSessionConfig, Credentials, DataConnectError, DataConnectionMode, Event,
+    OpId, Operation, Outcome, ReqId, SessionError,
 };
 use ftps_proto::codec::{parse_command, Timeval};
 use ftps_proto::data::{DataError, DataReport};
@@ -134,7 +135,9 @@ impl OpSeed {
     }
 }
 
-/// What the caller does besides feeding server bytes. `u8` operands pick among the submitted operations.
+/// What the caller does besides feeding server bytes. `Abort`'s operand picks among the submitted operations;
+/// the answers' first operand picks among the requests seen so far (answered ones too: a repeated or misfitting
+/// answer must be ignored).
 #[derive(Arbitrary, Debug)]
 enum Call {
     Submit(OpSeed),
@@ -142,12 +145,14 @@ enum Call {
     Listening(u8, u16),
     ListingData(u8, u8),
     DataFinished {
-        op: u8,
+        request: u8,
         ok: bool,
         clean: bool,
         bytes: u8,
     },
     SetToday(u8),
+    Connected(u8),
+    ConnectFailed(u8),
 }
 
 /// Listing bytes a data channel might deliver.
@@ -162,6 +167,8 @@ struct Harness {
     session: ClientSession,
     now: Instant,
     submitted: Vec<OpId>,
+    /// Every request id seen, in order.
+    requests: Vec<ReqId>,
     completed: BTreeSet<u64>,
     ended: bool,
     /// The error when the session ended, compared (not formatted) after every later step.
@@ -203,6 +210,15 @@ impl Harness {
                 eprintln!("<- {:?}", String::from_utf8_lossy(&self.wire));
             }
             assert!(!(self.ended && n > 0), "bytes sent after the session ended");
+            while let Some(request) = self.session.poll_request() {
+                progressed = true;
+                if script::tracing() {
+                    eprintln!("   {request:?}");
+                }
+                assert!(!self.ended, "request after the session ended");
+                assert!(self.submitted.contains(&request.op), "request for an unknown op");
+                self.requests.push(request.id);
+            }
             while let Some(event) = self.session.poll_event() {
                 progressed = true;
                 match event {
@@ -271,6 +287,20 @@ impl Harness {
         Some(self.submitted[usize::from(i) % self.submitted.len()])
     }
 
+    fn pick_request(&self, i: u8) -> Option<ReqId> {
+        if self.requests.is_empty() {
+            return None;
+        }
+        Some(self.requests[usize::from(i) % self.requests.len()])
+    }
+
+    /// Answers request `i` (see [`Call`]) with `outcome`.
+    fn answer(&mut self, i: u8, outcome: Outcome) {
+        if let Some(id) = self.pick_request(i) {
+            self.session.complete(self.now, id, outcome);
+        }
+    }
+
     fn call(&mut self, params: &[u8]) {
         let Ok(call) = Call::arbitrary(&mut Unstructured::new(params)) else {
             return;
@@ -293,37 +323,39 @@ impl Harness {
                 }
             }
             Call::Listening(i, port) => {
-                if let Some(op) = self.pick(i) {
-                    let addr = SocketAddr::from(([192, 0, 2, 9], port));
-                    self.session.listening(self.now, op, addr);
-                }
+                let addr = SocketAddr::from(([192, 0, 2, 9], port));
+                self.answer(i, Outcome::Listening(addr));
             }
             Call::ListingData(i, which) => {
-                if let Some(op) = self.pick(i) {
-                    self.session
-                        .listing_data(op, LISTINGS[usize::from(which) % LISTINGS.len()]);
-                }
+                let bytes = LISTINGS[usize::from(which) % LISTINGS.len()].to_vec();
+                let data = Ok(DataReport::default());
+                self.answer(i, Outcome::ListingReceived { data, bytes });
             }
             Call::DataFinished {
-                op,
+                request,
                 ok,
                 clean,
                 bytes,
             } => {
-                if let Some(op) = self.pick(op) {
-                    let result = if ok {
-                        let mut report = DataReport::default();
-                        report.clean_close = clean;
-                        report.bytes_received = u64::from(bytes);
-                        report.bytes_sent = u64::from(bytes);
-                        Ok(report)
-                    } else if clean {
-                        Err(DataError::HandshakeTimeout)
-                    } else {
-                        Err(DataError::EofDuringHandshake)
-                    };
-                    self.session.data_finished(self.now, op, result);
-                }
+                let result = if ok {
+                    let mut report = DataReport::default();
+                    report.clean_close = clean;
+                    report.bytes_received = u64::from(bytes);
+                    report.bytes_sent = u64::from(bytes);
+                    Ok(report)
+                } else if clean {
+                    Err(DataError::HandshakeTimeout)
+                } else {
+                    Err(DataError::EofDuringHandshake)
+                };
+                self.answer(request, Outcome::DataFinished(result));
+            }
+            Call::Connected(i) => self.answer(i, Outcome::DataConnected),
+            Call::ConnectFailed(i) => {
+                let failure = DataConnectError::Accept {
+                    reason: "refused".to_owned(),
+                };
+                self.answer(i, Outcome::DataConnectFailed(failure));
             }
             Call::SetToday(day) => self.session.set_today(Timeval {
                 year: 2024,
@@ -364,6 +396,7 @@ fuzz_target!(|data: &[u8]| {
         session,
         now,
         submitted: Vec::new(),
+        requests: Vec::new(),
         completed: BTreeSet::new(),
         ended: false,
         error: None,

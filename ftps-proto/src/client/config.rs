@@ -26,7 +26,7 @@ pub enum DataConnectionMode {
     /// Passive: `EPSV` (sticky fallback to `PASV`); the client connects to the server.
     Passive,
     /// Active: the client listens (the frontend binds, see
-    /// [`Event::Listen`](super::Event::Listen)) and sends `EPRT` (sticky fallback to `PORT`); the server connects.
+    /// [`RequestKind::Listen`](super::RequestKind::Listen)) and sends `EPRT` (sticky fallback to `PORT`); the server connects.
     Active,
 }
 

@@ -4,7 +4,6 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use crate::codec::{Command, Reply, ReplyError};
-use crate::data::DataChannel;
 use crate::TlsInfo;
 
 use super::op::{OpError, OpId, Output};
@@ -30,32 +29,6 @@ pub enum Event {
         /// What the control connection's TLS negotiated; `None` for plain FTP.
         tls: Option<TlsInfo>,
     },
-    /// Passive mode: open a TCP connection to `addr` for operation `op` now. The channel to run over it follows in
-    /// [`Event::DataChannel`].
-    OpenDataConnection {
-        /// The operation the connection is for.
-        op: OpId,
-        /// Where to connect (the control peer's IP unless the config trusts 227 addresses).
-        addr: SocketAddr,
-    },
-    /// Active mode: listen for the server's data connection (normally on the control connection's local IP)
-    /// and report the bound address with [`ClientSession::listening`](super::ClientSession::listening). Accept one
-    /// connection and run the following [`Event::DataChannel`] over it.
-    Listen {
-        /// The operation the listener is for.
-        op: OpId,
-    },
-    /// The server accepted the transfer (1xx): run `channel` over the data connection of `op` (TLS client role,
-    /// RFC 4217 section 10), then report with
-    /// [`ClientSession::data_finished`](super::ClientSession::data_finished).
-    DataChannel {
-        /// The operation the channel is for.
-        op: OpId,
-        /// The channel, owned by the frontend from now on.
-        channel: Box<DataChannel>,
-        /// Which way the payload flows.
-        direction: Direction,
-    },
     /// An operation ended. Every submitted operation gets exactly one.
     Completed {
         /// The operation.
@@ -76,7 +49,7 @@ pub enum Event {
 }
 
 /// Why the frontend could not set up a data connection
-/// ([`data_connect_failed`](super::ClientSession::data_connect_failed)). A socket failure, not a TLS one: TLS
+/// ([`Outcome::DataConnectFailed`](super::Outcome::DataConnectFailed)). A socket failure, not a TLS one: TLS
 /// failures of a connected data channel are [`DataError`](crate::data::DataError)s.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -5,26 +5,28 @@
 //! - getters (`&self`): [`ClientSession::error`], [`ClientSession::features`], [`ClientSession::is_idle`], ...
 //! - inputs: [`ClientSession::handle_input`] (bytes from the control socket), [`ClientSession::handle_eof`],
 //!   [`ClientSession::handle_timeout`];
-//! - mutators: [`ClientSession::submit`] (a typed [`Operation`]), [`ClientSession::abort`],
-//!   [`ClientSession::listening`], [`ClientSession::data_finished`], [`ClientSession::listing_data`];
+//! - mutators: [`ClientSession::submit`] (a typed [`Operation`]), [`ClientSession::abort`], and
+//!   [`ClientSession::complete`], which answers a [`Request`] by its [`ReqId`] (the server engine's shape);
 //! - outputs, all `#[must_use]`: [`ClientSession::poll_transmit`] (bytes for the control socket),
-//!   [`ClientSession::poll_event`] ([`Event`]s: data connections to open, channels to run, completed operations),
-//!   [`ClientSession::poll_timeout`].
+//!   [`ClientSession::poll_request`] ([`Request`]s: data connections to open, listeners to bind, channels to
+//!   run; each answered exactly once), [`ClientSession::poll_event`] ([`Event`]s, notices that need no answer:
+//!   connected, completed operations, traces), [`ClientSession::poll_timeout`].
 //!
 //! # The drive loop
 //!
 //! After every input or mutation, drain every `poll_*` until empty; then wait for the earliest of control socket
-//! readiness, a data channel finishing, or `poll_timeout()`. The session never reads a clock: time comes in as
+//! readiness, a request finishing, or `poll_timeout()`. The session never reads a clock: time comes in as
 //! `now`. [`ClientSession::handle_timeout`] clears or reschedules every expired timer, so the same deadline is
 //! never returned twice.
 //!
-//! Data connections never pass through the session. For a transfer it emits [`Event::OpenDataConnection`]
-//! (passive: connect there) or [`Event::Listen`] (active: bind, then [`ClientSession::listening`]), then
-//! [`Event::DataChannel`] with an owned [`DataChannel`] in the TLS client role once the
-//! server's 1xx reply arrived (RFC 4217 section 10: the client is always the TLS client). The frontend pumps it,
-//! and reports with [`ClientSession::data_finished`] (for listings it hands the received bytes to
-//! [`ClientSession::listing_data`] first). A transfer completes only when both the data channel finished and the
-//! final reply (226/250) arrived, in either order.
+//! Data connections never pass through the session. For a transfer it requests
+//! [`RequestKind::ConnectData`] (passive: connect there, answer [`Outcome::DataConnected`]) or
+//! [`RequestKind::Listen`] (active: bind, answer [`Outcome::Listening`]), then, once the server's 1xx reply
+//! arrived, [`RequestKind::DriveData`] with an owned [`DataChannel`] in the TLS client role (RFC 4217 section 10:
+//! the client is always the TLS client). The frontend pumps it and answers [`Outcome::DataFinished`] (for
+//! listings [`Outcome::ListingReceived`] with the bytes). A setup that fails is answered
+//! [`Outcome::DataConnectFailed`]: the session then aborts the transfer itself. A transfer completes only when
+//! both the data channel finished and the final reply (226/250) arrived, in either order.
 //!
 //! # Example
 //!
@@ -71,6 +73,7 @@
 mod config;
 mod event;
 mod op;
+mod request;
 mod site_to_site;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -96,6 +99,7 @@ pub use op::{
     Credentials, OpError, OpId, Operation, Output, ServerFeatures, SiteToSiteCommand,
     TransferReport,
 };
+pub use request::{Outcome, Payload, ReqId, Request, RequestKind};
 pub use site_to_site::{
     bytes_in_reply, Side, SiteToSiteError, SiteToSiteOptions, SiteToSitePlan, SiteToSiteProtection,
     TlsClientMethod,
@@ -141,7 +145,7 @@ enum Step {
     Rnto,
     Epsv,
     Pasv,
-    /// Not a command: waiting for [`ClientSession::listening`].
+    /// Not a command: waiting for the answer to [`RequestKind::Listen`].
     Listen,
     Eprt,
     Port,
@@ -216,8 +220,12 @@ struct TransferState {
     abort_replies: u8,
     /// `LIST` was used because `MLSD` is not offered.
     used_list: bool,
-    /// Active mode: [`Event::Listen`] was emitted, [`ClientSession::listening`] not called yet.
+    /// Active mode: [`RequestKind::Listen`] was sent and not answered yet.
     awaiting_listen: bool,
+    /// The unanswered [`RequestKind::ConnectData`] or [`RequestKind::Listen`].
+    setup_request: Option<ReqId>,
+    /// The unanswered [`RequestKind::DriveData`].
+    drive_request: Option<ReqId>,
 }
 
 impl TransferState {
@@ -260,6 +268,8 @@ pub struct ClientSession {
     /// Bytes for the control socket not yet handed out.
     out: Vec<u8>,
     events: VecDeque<Event>,
+    requests: VecDeque<Request>,
+    next_request: u64,
     queue: VecDeque<(OpId, Operation)>,
     current: Option<Running>,
     /// The command whose reply is awaited.
@@ -335,6 +345,8 @@ impl ClientSession {
             replies: ReplyParser::default(),
             out: Vec::new(),
             events: VecDeque::new(),
+            requests: VecDeque::new(),
+            next_request: 0,
             queue: VecDeque::new(),
             current: None,
             awaiting: Some(Step::Greeting),
@@ -546,16 +558,16 @@ impl ClientSession {
         self.next_op += 1;
         if let Some(e) = &self.error {
             let e = e.clone();
-            self.complete(id, Err(OpError::Session(e)));
+            self.complete_op(id, Err(OpError::Session(e)));
             return id;
         }
         if self.phase == Phase::Closed {
-            self.complete(id, Err(OpError::Session(SessionError::Closed)));
+            self.complete_op(id, Err(OpError::Session(SessionError::Closed)));
             return id;
         }
         if let Operation::Raw(command) = &op {
             if let Some(why) = raw_refusal(command) {
-                self.complete(id, Err(OpError::InvalidOperation(why)));
+                self.complete_op(id, Err(OpError::InvalidOperation(why)));
                 return id;
             }
         }
@@ -604,100 +616,44 @@ impl ClientSession {
         true
     }
 
-    /// Active mode: the frontend listens for `op`'s data connection on `addr` (after [`Event::Listen`]).
-    pub fn listening(&mut self, now: Instant, op: OpId, addr: SocketAddr) {
-        if self.error.is_some() || self.awaiting.is_some() {
-            return;
-        }
-        let Some(running) = self
-            .current
-            .as_mut()
-            .filter(|r| r.id == op && r.transfer.awaiting_listen)
-        else {
-            return;
-        };
-        running.transfer.awaiting_listen = false;
-        self.data_addr = Some(addr);
-        self.advance(now);
-    }
-
-    /// For listings (`List`, `NameList`): bytes the data channel of `op` received. Call before
-    /// [`ClientSession::data_finished`].
-    pub fn listing_data(&mut self, op: OpId, bytes: &[u8]) {
-        let max = self.config.max_listing_bytes;
-        if let Some(running) = self.current.as_mut().filter(|r| r.id == op) {
-            let t = &mut running.transfer;
-            if t.listing.len().saturating_add(bytes.len()) > max {
-                t.listing_overflow = true;
-            } else {
-                t.listing.extend_from_slice(bytes);
-            }
-        }
-    }
-
-    /// The data channel of transfer `op` finished ([`DataEvent::Finished`](crate::data::DataEvent::Finished)) or
-    /// failed ([`DataEvent::Failed`](crate::data::DataEvent::Failed), including its handshake timeout). A
-    /// connection that could not be opened at all is [`ClientSession::data_connect_failed`] instead.
+    /// Answers request `id` (see [`RequestKind`] for which [`Outcome`]s fit). An answer to a request whose
+    /// operation already ended (aborted, or the session failed), or one that does not fit, is ignored.
     ///
-    /// The transfer completes when this and the final reply have both arrived, in either order.
-    pub fn data_finished(&mut self, now: Instant, op: OpId, result: Result<DataReport, DataError>) {
-        let Some(running) = self
-            .current
-            .as_mut()
-            .filter(|r| r.id == op && r.op.is_transfer())
-        else {
+    /// A transfer completes when its data side is answered and the final reply arrived, in either order.
+    pub fn complete(&mut self, now: Instant, id: ReqId, outcome: Outcome) {
+        let Some(running) = self.current.as_mut() else {
             return;
         };
-        if running.transfer.data_ended() {
-            return;
-        }
-        if self.config.trace {
-            if let Ok(report) = &result {
-                self.events.push_back(Event::Trace(Trace::DataConnection {
-                    tls: report.tls.clone(),
-                    bytes: report.bytes_received + report.bytes_sent,
-                }));
+        let t = &mut running.transfer;
+        if t.setup_request == Some(id) {
+            t.setup_request = None;
+            match outcome {
+                // The 1xx came first: the channel goes out now.
+                Outcome::DataConnected if t.preliminary => self.drive_data(now),
+                Outcome::DataConnected => {}
+                Outcome::Listening(addr) => self.listening(now, addr),
+                Outcome::DataConnectFailed(e) => self.data_connect_failed(now, e),
+                _ => {}
+            }
+        } else if t.drive_request == Some(id) {
+            t.drive_request = None;
+            match outcome {
+                Outcome::DataFinished(result) => self.data_finished(now, result),
+                Outcome::ListingReceived { data, bytes } => {
+                    if bytes.len() > self.config.max_listing_bytes {
+                        t.listing_overflow = true;
+                    } else {
+                        t.listing = bytes;
+                    }
+                    self.data_finished(now, data);
+                }
+                Outcome::DataConnectFailed(e) => self.data_connect_failed(now, e),
+                _ => {}
             }
         }
-        running.transfer.data = Some(result);
-        if running.transfer.abort_requested {
-            return;
-        }
-        if running.transfer.final_reply.is_some() {
-            self.complete_transfer(now);
-        } else if self.awaiting == Some(Step::Transfer) {
-            // The data side is done: the final reply is due now.
-            self.reply_deadline = Some(now + self.config.reply_timeout);
-        }
     }
 
-    /// The frontend could not set up the data connection of transfer `op`: the connect (passive mode), the
-    /// listener or the accept (active mode) failed. A connect failure is not a TLS failure: `op` completes with
-    /// [`OpError::DataConnect`]. The session aborts the transfer command if it is out (`ABOR`, so the server
-    /// stops waiting for the connection) and goes on. Call it instead of [`ClientSession::data_finished`].
-    pub fn data_connect_failed(&mut self, now: Instant, op: OpId, error: DataConnectError) {
-        let Some(running) = self
-            .current
-            .as_mut()
-            .filter(|r| r.id == op && r.op.is_transfer())
-        else {
-            return;
-        };
-        if running.transfer.data_ended() {
-            return;
-        }
-        running.transfer.connect_failure = Some(error);
-        if running.transfer.awaiting_listen {
-            // Nothing is on the wire for this transfer yet.
-            running.transfer.awaiting_listen = false;
-            self.finish_aborted();
-            self.pump(now);
-            return;
-        }
-        self.abort(now, op);
-    }
-
-    /// Tells the session today's date (UTC). `ls`-style `LIST` lines omit the year of recent files; it is
+    /// Tells the session today's date (UTC).    /// Tells the session today's date (UTC). `ls`-style `LIST` lines omit the year of recent files; it is
     /// inferred from this date. The session never reads a clock itself.
     pub fn set_today(&mut self, today: Timeval) {
         self.today = today;
@@ -714,6 +670,12 @@ impl ClientSession {
             n += tls.write_tls_into(buf);
         }
         n
+    }
+
+    /// The next request for the frontend: answer it with [`ClientSession::complete`].
+    #[must_use]
+    pub fn poll_request(&mut self) -> Option<Request> {
+        self.requests.pop_front()
     }
 
     /// The next event for the frontend.
@@ -919,11 +881,11 @@ impl ClientSession {
                 Some(reply) => Err(OpError::Refused(reply)),
                 None => Err(OpError::Session(SessionError::ConnectionClosed)),
             };
-            self.complete(running.id, result);
+            self.complete_op(running.id, result);
         }
         self.phase = Phase::Closed;
         while let Some((id, _)) = self.queue.pop_front() {
-            self.complete(id, Err(OpError::Session(SessionError::Closed)));
+            self.complete_op(id, Err(OpError::Session(SessionError::Closed)));
         }
         self.events.push_back(Event::Closed);
     }
@@ -938,15 +900,15 @@ impl ClientSession {
         self.awaiting = None;
         self.reply_deadline = None;
         if let Some(running) = self.current.take() {
-            self.complete(running.id, Err(OpError::Session(error.clone())));
+            self.complete_op(running.id, Err(OpError::Session(error.clone())));
         }
         while let Some((id, _)) = self.queue.pop_front() {
-            self.complete(id, Err(OpError::Session(error.clone())));
+            self.complete_op(id, Err(OpError::Session(error.clone())));
         }
         self.events.push_back(Event::Failed(error));
     }
 
-    fn complete(&mut self, op: OpId, result: Result<Output, OpError>) {
+    fn complete_op(&mut self, op: OpId, result: Result<Output, OpError>) {
         self.events.push_back(Event::Completed { op, result });
     }
 
@@ -1087,7 +1049,14 @@ impl ClientSession {
             (Step::Pasv, _) => Command::Pasv,
             (Step::Listen, _) => {
                 running.transfer.awaiting_listen = true;
-                self.events.push_back(Event::Listen { op: running.id });
+                let id = ReqId(self.next_request);
+                self.next_request += 1;
+                running.transfer.setup_request = Some(id);
+                self.requests.push_back(Request {
+                    id,
+                    op: running.id,
+                    kind: RequestKind::Listen,
+                });
                 return Ok(None);
             }
             (Step::Eprt, _) => match self.data_addr {
@@ -1196,7 +1165,7 @@ impl ClientSession {
     fn finish_op(&mut self, result: Result<Output, OpError>) {
         self.data_addr = None;
         if let Some(running) = self.current.take() {
-            self.complete(running.id, result);
+            self.complete_op(running.id, result);
         }
     }
 
@@ -1368,11 +1337,12 @@ impl ClientSession {
 
     fn open_data_connection(&mut self, addr: SocketAddr) {
         self.data_addr = Some(addr);
-        if let Some(running) = self.current.as_ref() {
-            self.events.push_back(Event::OpenDataConnection {
-                op: running.id,
-                addr,
-            });
+        let Some(op) = self.current.as_ref().map(|r| r.id) else {
+            return;
+        };
+        let id = self.request(op, RequestKind::ConnectData { addr });
+        if let Some(running) = self.current.as_mut() {
+            running.transfer.setup_request = Some(id);
         }
     }
 
@@ -1387,9 +1357,80 @@ impl ClientSession {
         self.pump(now);
     }
 
+    /// Active mode: the frontend listens for the current transfer's data connection on `addr`.
+    fn listening(&mut self, now: Instant, addr: SocketAddr) {
+        if self.error.is_some() || self.awaiting.is_some() {
+            return;
+        }
+        let Some(running) = self.current.as_mut().filter(|r| r.transfer.awaiting_listen) else {
+            return;
+        };
+        running.transfer.awaiting_listen = false;
+        self.data_addr = Some(addr);
+        self.advance(now);
+    }
+
+    /// The current transfer's data channel finished or failed.
+    fn data_finished(&mut self, now: Instant, result: Result<DataReport, DataError>) {
+        let Some(running) = self.current.as_mut().filter(|r| r.op.is_transfer()) else {
+            return;
+        };
+        if running.transfer.data_ended() {
+            return;
+        }
+        if self.config.trace {
+            if let Ok(report) = &result {
+                self.events.push_back(Event::Trace(Trace::DataConnection {
+                    tls: report.tls.clone(),
+                    bytes: report.bytes_received + report.bytes_sent,
+                }));
+            }
+        }
+        running.transfer.data = Some(result);
+        if running.transfer.abort_requested {
+            return;
+        }
+        if running.transfer.final_reply.is_some() {
+            self.complete_transfer(now);
+        } else if self.awaiting == Some(Step::Transfer) {
+            // The data side is done: the final reply is due now.
+            self.reply_deadline = Some(now + self.config.reply_timeout);
+        }
+    }
+
+    /// The frontend could not set up the current transfer's data connection. A connect failure is not a TLS
+    /// failure: the operation completes with [`OpError::DataConnect`]. The transfer command, when it is out, is
+    /// aborted (`ABOR`, so the server stops waiting for the connection); the session goes on.
+    fn data_connect_failed(&mut self, now: Instant, error: DataConnectError) {
+        let Some(running) = self.current.as_mut().filter(|r| r.op.is_transfer()) else {
+            return;
+        };
+        if running.transfer.data_ended() {
+            return;
+        }
+        running.transfer.connect_failure = Some(error);
+        if running.transfer.awaiting_listen {
+            // Nothing is on the wire for this transfer yet.
+            running.transfer.awaiting_listen = false;
+            self.finish_aborted();
+            self.pump(now);
+            return;
+        }
+        let op = running.id;
+        self.abort(now, op);
+    }
+
+    /// Queues a request for the frontend.
+    fn request(&mut self, op: OpId, kind: RequestKind) -> ReqId {
+        let id = ReqId(self.next_request);
+        self.next_request += 1;
+        self.requests.push_back(Request { id, op, kind });
+        id
+    }
+
     // ----- internals: transfers -----
 
-    /// 1xx to the transfer command: hand the frontend its data channel.
+    /// 1xx to the transfer command: hand the frontend its data channel once the connection is set up.
     fn on_transfer_started(&mut self, now: Instant) {
         let Some(running) = self.current.as_mut() else {
             return;
@@ -1405,14 +1446,33 @@ impl ClientSession {
             self.reply_deadline = None;
             return;
         }
-        let id = running.id;
+        if running.transfer.setup_request.is_some() {
+            // Still connecting: the channel goes out with the answer.
+            return;
+        }
+        self.drive_data(now);
+    }
+
+    /// Hands the frontend the current transfer's data channel ([`RequestKind::DriveData`]), its handshake timed
+    /// from `now`.
+    fn drive_data(&mut self, now: Instant) {
+        let Some(running) = self.current.as_ref() else {
+            return;
+        };
+        let op = running.id;
         let direction = if running.op.is_upload() {
             Direction::Upload
         } else {
             Direction::Download
         };
-        if running.transfer.data_ended() {
-            // The data connection already failed: keep waiting for the final reply.
+        let payload = match running.op {
+            Operation::List(_) | Operation::NameList(_) => Payload::Listing {
+                max_bytes: self.config.max_listing_bytes,
+            },
+            _ => Payload::File,
+        };
+        if running.transfer.data_ended() || running.transfer.drive_request.is_some() {
+            // The data connection already failed (keep waiting for the final reply), or is handed out.
             return;
         }
         // The transfer may run for a long time: no reply deadline until the data side finishes.
@@ -1427,11 +1487,15 @@ impl ClientSession {
                 return;
             }
         };
-        self.events.push_back(Event::DataChannel {
-            op: id,
+        let kind = RequestKind::DriveData {
             channel: Box::new(channel),
             direction,
-        });
+            payload,
+        };
+        let id = self.request(op, kind);
+        if let Some(running) = self.current.as_mut() {
+            running.transfer.drive_request = Some(id);
+        }
     }
 
     /// A data channel for the current transfer, its handshake timed from `now` (the 1xx reply). TLS client role
@@ -1491,14 +1555,14 @@ impl ClientSession {
             return;
         };
         if let Some(e) = t.connect_failure.take() {
-            self.complete(running.id, Err(OpError::DataConnect(e)));
+            self.complete_op(running.id, Err(OpError::DataConnect(e)));
             self.pump(now);
             return;
         }
         let report = match t.data.take() {
             Some(Ok(report)) => report,
             Some(Err(e)) => {
-                self.complete(running.id, Err(OpError::Data(e)));
+                self.complete_op(running.id, Err(OpError::Data(e)));
                 self.pump(now);
                 return;
             }
@@ -1531,7 +1595,7 @@ impl ClientSession {
                 })),
             }
         };
-        self.complete(running.id, result);
+        self.complete_op(running.id, result);
         self.pump(now);
     }
 

@@ -141,7 +141,7 @@ pub enum Operation {
     SiteToSitePort(std::net::SocketAddr),
     /// `RETR` or `STOR` whose data connection goes to another server (set up with
     /// [`Operation::SiteToSitePassive`] / [`Operation::SiteToSitePort`]): the 1xx and final replies are tracked,
-    /// no [`Event::DataChannel`](super::Event::DataChannel) is emitted and no data deadline runs while the
+    /// no [`RequestKind::DriveData`](super::RequestKind::DriveData) is made and no data deadline runs while the
     /// servers copy. [`Output::Done`] with the final reply (226/250).
     SiteToSiteTransfer(SiteToSiteCommand),
     /// `QUIT` (221); the session is closed afterwards: [`Output::Done`].

@@ -30,6 +30,14 @@ struct Script {
     /// Plaintext received from the client, not yet read as lines.
     inbox: Vec<u8>,
     events: Vec<Event>,
+    /// Requests not answered by `exchange` (it answers `ConnectData` itself unless `manual_connect`).
+    requests: Vec<Request>,
+    /// Where `ConnectData` requests said to connect, in order.
+    connects: Vec<SocketAddr>,
+    /// Leave `ConnectData` requests to the test.
+    manual_connect: bool,
+    /// The last `DriveData` request taken with `take_channel`.
+    drive: Option<ReqId>,
     /// The trace lines, when the config asks for them (kept apart from `events`).
     traces: Vec<String>,
 }
@@ -46,6 +54,10 @@ impl Script {
             bound: None,
             inbox: Vec::new(),
             events: Vec::new(),
+            requests: Vec::new(),
+            connects: Vec::new(),
+            manual_connect: false,
+            drive: None,
             traces: Vec::new(),
         }
     }
@@ -66,6 +78,10 @@ impl Script {
             bound: Some(bound),
             inbox: Vec::new(),
             events: Vec::new(),
+            requests: Vec::new(),
+            connects: Vec::new(),
+            manual_connect: false,
+            drive: None,
             traces: Vec::new(),
         };
         if implicit {
@@ -108,6 +124,17 @@ impl Script {
                 if !out.is_empty() {
                     moved = true;
                     feed_all(&mut self.client, self.now, &out);
+                }
+            }
+            while let Some(request) = self.client.poll_request() {
+                moved = true;
+                match request.kind {
+                    RequestKind::ConnectData { addr } if !self.manual_connect => {
+                        self.connects.push(addr);
+                        self.client
+                            .complete(self.now, request.id, Outcome::DataConnected);
+                    }
+                    _ => self.requests.push(request),
                 }
             }
             while let Some(e) = self.client.poll_event() {
@@ -221,29 +248,52 @@ impl Script {
         panic!("no Completed event");
     }
 
+    /// The next `DriveData` request (others before it are dropped); its id is kept for `data_finished`.
     fn take_channel(&mut self) -> (OpId, DataChannel, Direction) {
         self.exchange();
-        while !self.events.is_empty() {
-            if let Event::DataChannel {
-                op,
-                channel,
-                direction,
-            } = self.events.remove(0)
+        while !self.requests.is_empty() {
+            let request = self.requests.remove(0);
+            if let RequestKind::DriveData {
+                channel, direction, ..
+            } = request.kind
             {
-                return (op, *channel, direction);
+                self.drive = Some(request.id);
+                return (request.op, *channel, direction);
             }
         }
-        panic!("no DataChannel event");
+        panic!("no DriveData request");
     }
 
-    fn open_addr(&mut self) -> SocketAddr {
+    /// The next `Listen` request's id and operation.
+    fn take_listen(&mut self) -> (ReqId, OpId) {
         self.exchange();
-        while !self.events.is_empty() {
-            if let Event::OpenDataConnection { addr, .. } = self.events.remove(0) {
-                return addr;
+        while !self.requests.is_empty() {
+            let request = self.requests.remove(0);
+            if let RequestKind::Listen = request.kind {
+                return (request.id, request.op);
             }
         }
-        panic!("no OpenDataConnection event");
+        panic!("no Listen request");
+    }
+
+    /// Where the last `ConnectData` request said to connect.
+    fn open_addr(&mut self) -> SocketAddr {
+        self.exchange();
+        *self.connects.last().expect("no ConnectData request")
+    }
+
+    /// Answers the channel taken last.
+    fn data_finished(&mut self, result: Result<DataReport, DataError>) {
+        let id = self.drive.expect("no channel taken");
+        self.client
+            .complete(self.now, id, Outcome::DataFinished(result));
+    }
+
+    /// Answers the listing channel taken last.
+    fn listing_received(&mut self, bytes: Vec<u8>, data: Result<DataReport, DataError>) {
+        let id = self.drive.expect("no channel taken");
+        self.client
+            .complete(self.now, id, Outcome::ListingReceived { data, bytes });
     }
 
     fn no_completion(&mut self) {
@@ -811,7 +861,7 @@ fn retrieve(s: &mut Script, payload: &[u8]) -> TransferReport {
     assert_eq!((id, direction), (op, Direction::Download));
     let (report, received) = run_data(s, channel, payload, b"");
     assert_eq!(received, payload);
-    s.client.data_finished(s.now, op, Ok(report));
+    s.data_finished(Ok(report));
     s.no_completion();
     s.send("226 Transfer complete.\r\n");
     let (id, result) = s.completed();
@@ -870,6 +920,10 @@ fn two_sessions_on_one_caller_config_do_not_share_tickets() {
                 bound: Some(shared.clone()),
                 inbox: Vec::new(),
                 events: Vec::new(),
+                requests: Vec::new(),
+                connects: Vec::new(),
+                manual_connect: false,
+                drive: None,
                 traces: Vec::new(),
             };
             s.connect_and_login(FEAT_PLAIN);
@@ -907,7 +961,7 @@ fn download_with_offset_sends_rest() {
     let (report, _) = run_data(&s, channel, b"rest", b"");
     s.send("226 ok\r\n");
     s.no_completion();
-    s.client.data_finished(s.now, op, Ok(report));
+    s.data_finished(Ok(report));
     let (id, r) = s.completed();
     assert_eq!(id, op);
     assert!(matches!(r, Ok(Output::Transfer(t)) if t.bytes == 4 && !t.resumed && t.tls.is_none()));
@@ -929,7 +983,7 @@ fn upload_at_offset_sends_rest_then_stor() {
     let (_, channel, direction) = s.take_channel();
     assert_eq!(direction, Direction::Upload);
     let (report, _) = run_data(&s, channel, b"", b"tail");
-    s.client.data_finished(s.now, op, Ok(report));
+    s.data_finished(Ok(report));
     s.send("226 Transfer complete.\r\n");
     let (id, r) = s.completed();
     assert_eq!(id, op);
@@ -973,7 +1027,7 @@ fn upload_zero_bytes_completes_handshake_and_close() {
     channel.finish(s.now);
     let (report, _) = run_data(&s, channel, b"", b"");
     assert!(report.tls.as_ref().unwrap().resumed);
-    s.client.data_finished(s.now, op, Ok(report));
+    s.data_finished(Ok(report));
     s.send("226 Transfer complete.\r\n");
     let (id, r) = s.completed();
     assert_eq!(id, op);
@@ -1001,9 +1055,9 @@ fn final_reply_before_and_after_data_complete_exactly_once() {
         if reply_first {
             s.send("226 done\r\n");
             s.no_completion();
-            s.client.data_finished(s.now, op, Ok(report.clone()));
+            s.data_finished(Ok(report.clone()));
         } else {
-            s.client.data_finished(s.now, op, Ok(report.clone()));
+            s.data_finished(Ok(report.clone()));
             s.no_completion();
             s.send("226 done\r\n");
         }
@@ -1014,7 +1068,7 @@ fn final_reply_before_and_after_data_complete_exactly_once() {
             "{r:?}"
         );
         // A repeated report is ignored, a late reply is unsolicited: nothing completes twice.
-        s.client.data_finished(s.now, op, Ok(report));
+        s.data_finished(Ok(report));
         s.exchange();
         assert!(!s
             .events
@@ -1042,7 +1096,7 @@ fn truncated_download_is_an_error() {
         clean_close: false,
         ..DataReport::default()
     };
-    s.client.data_finished(s.now, op, Ok(report));
+    s.data_finished(Ok(report));
     s.send("226 done\r\n");
     assert_eq!(s.completed(), (op, Err(OpError::Truncated)));
 }
@@ -1058,8 +1112,7 @@ fn epsv_refused_falls_back_to_pasv_for_the_session_and_ignores_the_227_address()
     s.expect("NLST", "150 Here comes the directory listing.");
     let (_, channel, _) = s.take_channel();
     let (report, bytes) = run_data(&s, channel, b"a.txt\r\nb c.txt\r\n", b"");
-    s.client.listing_data(op, &bytes);
-    s.client.data_finished(s.now, op, Ok(report));
+    s.listing_received(bytes, Ok(report));
     s.send("226 Directory send OK.\r\n");
     assert_eq!(
         s.completed(),
@@ -1102,11 +1155,11 @@ fn list_uses_mlsd_when_offered_else_list() {
     let op = s.client.submit(s.now, Operation::List(Some("/d".into())));
     s.expect("EPSV", "229 (|||6000|)");
     s.expect("MLSD /d", "150 ok");
-    let (_, channel, _) = s.take_channel();
+    let (id, channel, _) = s.take_channel();
+    assert_eq!(id, op);
     let listing = b"type=file;size=12;modify=20240102030405; a.txt\r\ntype=dir; sub\r\n";
     let (report, bytes) = run_data(&s, channel, listing, b"");
-    s.client.listing_data(op, &bytes);
-    s.client.data_finished(s.now, op, Ok(report));
+    s.listing_received(bytes, Ok(report));
     s.send("226 ok\r\n");
     let (_, r) = s.completed();
     let Ok(Output::Listing(entries)) = r else {
@@ -1123,11 +1176,11 @@ fn list_uses_mlsd_when_offered_else_list() {
     let op = s.client.submit(s.now, Operation::List(None));
     s.expect("EPSV", "229 (|||6000|)");
     s.expect("LIST", "150 Here comes the directory listing.");
-    let (_, channel, _) = s.take_channel();
+    let (id, channel, _) = s.take_channel();
+    assert_eq!(id, op);
     let listing = b"-rw-r--r--    1 1000     1000           12 Jan 02  2024 a.txt\r\ndrwxr-xr-x    2 1000     1000         4096 Jan 02  2024 sub\r\n";
     let (report, bytes) = run_data(&s, channel, listing, b"");
-    s.client.listing_data(op, &bytes);
-    s.client.data_finished(s.now, op, Ok(report));
+    s.listing_received(bytes, Ok(report));
     s.send("226 Directory send OK.\r\n");
     let (_, r) = s.completed();
     let Ok(Output::Listing(entries)) = r else {
@@ -1178,7 +1231,7 @@ fn errors_after_150_fail_the_transfer_not_the_session() {
             "{r:?}"
         );
         // A late data report for the failed op is ignored; the session goes on.
-        s.client.data_finished(s.now, op, Ok(DataReport::default()));
+        s.data_finished(Ok(DataReport::default()));
         let noop = s.client.submit(s.now, Operation::Noop);
         s.expect("NOOP", "200 ok");
         assert!(matches!(s.completed(), (id, Ok(_)) if id == noop));
@@ -1199,17 +1252,17 @@ fn active_mode_listens_and_sends_eprt_with_port_fallback() {
             offset: None,
         },
     );
-    s.exchange();
-    assert!(matches!(s.events.remove(0), Event::Listen { op: id } if id == op));
+    let (listen, id) = s.take_listen();
+    assert_eq!(id, op);
     s.no_command();
-    s.client
-        .listening(s.now, op, "198.51.100.7:50000".parse().unwrap());
+    let bound = "198.51.100.7:50000".parse().unwrap();
+    s.client.complete(s.now, listen, Outcome::Listening(bound));
     s.expect("EPRT |1|198.51.100.7|50000|", "500 no");
     s.expect("PORT 198,51,100,7,195,80", "200 PORT command successful.");
     s.expect("RETR f", "150 ok");
     let (_, channel, _) = s.take_channel();
     let (report, _) = run_data(&s, channel, b"abc", b"");
-    s.client.data_finished(s.now, op, Ok(report));
+    s.data_finished(Ok(report));
     s.send("226 ok\r\n");
     assert!(matches!(s.completed(), (id, Ok(Output::Transfer(t))) if id == op && t.bytes == 3));
 }
@@ -1218,6 +1271,7 @@ fn active_mode_listens_and_sends_eprt_with_port_fallback() {
 fn a_data_connect_failure_aborts_the_transfer_and_is_not_a_tls_error() {
     // Passive: RETR is on the wire when the connect fails, so the session sends ABOR itself.
     let mut s = plain_session(FEAT_PLAIN);
+    s.manual_connect = true;
     let op = s.client.submit(
         s.now,
         Operation::Retrieve {
@@ -1226,13 +1280,18 @@ fn a_data_connect_failure_aborts_the_transfer_and_is_not_a_tls_error() {
         },
     );
     s.expect("EPSV", "229 (|||6000|)");
-    let addr = s.open_addr();
     assert_eq!(s.line(), "RETR f");
+    let connect = s.requests.remove(0);
+    let RequestKind::ConnectData { addr } = connect.kind else {
+        panic!("{connect:?}");
+    };
+    assert_eq!(connect.op, op);
     let failure = DataConnectError::Connect {
         addr,
         reason: "connection refused".into(),
     };
-    s.client.data_connect_failed(s.now, op, failure.clone());
+    let outcome = Outcome::DataConnectFailed(failure.clone());
+    s.client.complete(s.now, connect.id, outcome);
     s.expect("ABOR", "425 Can't open data connection.");
     s.send("226 ABOR successful.\r\n");
     assert_eq!(s.completed(), (op, Err(OpError::DataConnect(failure))));
@@ -1247,14 +1306,48 @@ fn a_data_connect_failure_aborts_the_transfer_and_is_not_a_tls_error() {
     s.client = ClientSession::new(config, localhost(), peer(), s.now).unwrap();
     s.connect_and_login(FEAT_PLAIN);
     let op = s.client.submit(s.now, Operation::List(None));
-    s.exchange();
-    assert!(matches!(s.events.remove(0), Event::Listen { op: id } if id == op));
+    let (listen, _) = s.take_listen();
     let failure = DataConnectError::Listen {
         reason: "address in use".into(),
     };
-    s.client.data_connect_failed(s.now, op, failure.clone());
+    let outcome = Outcome::DataConnectFailed(failure.clone());
+    s.client.complete(s.now, listen, outcome);
     assert_eq!(s.completed(), (op, Err(OpError::DataConnect(failure))));
     s.no_command();
+}
+
+#[test]
+fn the_channel_waits_for_the_connect_answer_and_requests_are_answered_by_id() {
+    let mut s = plain_session(FEAT_PLAIN);
+    s.manual_connect = true;
+    let op = s.client.submit(
+        s.now,
+        Operation::Retrieve {
+            path: "f".into(),
+            offset: None,
+        },
+    );
+    s.expect("EPSV", "229 (|||6000|)");
+    s.expect("RETR f", "150 ok");
+    // The 1xx came first: no channel until the frontend says it connected.
+    let connect = s.requests.remove(0);
+    assert!(matches!(connect.kind, RequestKind::ConnectData { .. }));
+    assert!(s.requests.is_empty(), "{:?}", s.requests);
+    // An answer under another id changes nothing.
+    s.client.complete(s.now, ReqId(999), Outcome::DataConnected);
+    s.exchange();
+    assert!(s.requests.is_empty(), "{:?}", s.requests);
+    s.client.complete(s.now, connect.id, Outcome::DataConnected);
+    let (id, channel, _) = s.take_channel();
+    assert_eq!(id, op);
+    let (report, _) = run_data(&s, channel, b"abc", b"");
+    s.send("226 ok\r\n");
+    s.no_completion();
+    s.data_finished(Ok(report));
+    assert!(matches!(s.completed(), (id, Ok(Output::Transfer(t))) if id == op && t.bytes == 3));
+    // A second answer to the same request is ignored.
+    s.data_finished(Ok(DataReport::default()));
+    s.no_completion();
 }
 
 // ----- ABOR -----
@@ -1446,6 +1539,7 @@ mod never_panic {
             let mut submitted = Vec::new();
             let mut completed = Vec::new();
             let mut last_deadline = None;
+            let mut pending: Vec<Request> = Vec::new();
             for input in inputs {
                 match input {
                     Input::Bytes(b) => { let n = client.handle_input(now, &b); prop_assert!(n <= b.len()); }
@@ -1464,15 +1558,24 @@ mod never_panic {
                     Input::Submit(n) => submitted.push(client.submit(now, op(n))),
                     Input::Abort => { if let Some(op) = client.current_op() { let _ = client.abort(now, op); } }
                     Input::DataDone => {
-                        if let Some(op) = client.current_op() {
-                            client.listening(now, op, "127.0.0.1:1".parse().unwrap());
-                            client.listing_data(op, b"x\r\n");
-                            client.data_finished(now, op, Ok(DataReport::default()));
+                        // Every open request gets its natural answer.
+                        while let Some(request) = pending.pop() {
+                            let outcome = match request.kind {
+                                RequestKind::ConnectData { .. } => Outcome::DataConnected,
+                                RequestKind::Listen => Outcome::Listening("127.0.0.1:1".parse().unwrap()),
+                                RequestKind::DriveData { payload: Payload::Listing { .. }, .. } => Outcome::ListingReceived {
+                                    data: Ok(DataReport::default()),
+                                    bytes: b"x\r\n".to_vec(),
+                                },
+                                _ => Outcome::DataFinished(Ok(DataReport::default())),
+                            };
+                            client.complete(now, request.id, outcome);
                         }
                     }
                 }
                 let mut sink = Vec::new();
                 while client.poll_transmit(&mut sink) > 0 {}
+                while let Some(request) = client.poll_request() { pending.push(request); }
                 while let Some(e) = client.poll_event() {
                     if let Event::Completed { op, .. } = e { completed.push(op); }
                 }
@@ -1602,10 +1705,7 @@ fn site_to_site_operations_open_no_data_connection() {
         Operation::SiteToSiteTransfer(SiteToSiteCommand::Retrieve("big.iso".into())),
     );
     s.expect("RETR big.iso", "150 Opening BINARY mode data connection");
-    assert!(!s.events.iter().any(|e| matches!(
-        e,
-        Event::DataChannel { .. } | Event::OpenDataConnection { .. } | Event::Listen { .. }
-    )));
+    assert!(s.requests.is_empty(), "{:?}", s.requests);
     assert_eq!(s.client.poll_timeout(), None);
     s.now += Duration::from_secs(3600);
     s.send("226 Transfer complete (1234 bytes)\r\n");
