@@ -1114,3 +1114,42 @@ fn a_thousand_files_both_ways_and_every_operation_with_tls13_and_tls12() {
         assert_eq!(site.logins() - logins, 10, "{tls}");
     }
 }
+
+/// `examples/tokio_client.rs` (the engine driven on tokio) against our server, whose default policy refuses a
+/// data connection that does not resume the control session: put, list and get, byte for byte, every data
+/// connection resumed.
+#[test]
+fn the_tokio_client_example_puts_lists_and_gets_with_resumption() {
+    let example =
+        ftps_testkit::build_example(env!("CARGO"), "ftps-client-blocking", "tokio_client");
+    let site = Site::start();
+    let data = pattern(1_500_017, 31);
+    let local = site.local("tokio.bin");
+    std::fs::write(&local, &data).unwrap();
+    let mut command = Command::new(example);
+    command
+        .arg("127.0.0.1")
+        .arg(site.addr.port().to_string())
+        .args([USER, PASSWORD])
+        .arg(&local)
+        .arg(&site.ca);
+    let out = run_bounded(command);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::read(site.remote("tokio.bin")).unwrap() == data);
+    assert!(std::fs::read(site.local("tokio.bin.back")).unwrap() == data);
+    assert!(
+        stdout.contains("put tokio.bin: 1500017 bytes, data TLS resumed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("get tokio.bin: 1500017 bytes, data TLS resumed"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("listed tokio.bin 1500017"), "{stdout}");
+    assert_eq!(site.logins(), 1);
+}

@@ -420,3 +420,40 @@ fn a_refused_connection_is_a_connect_error() {
     let err = Client::connect_addr(("127.0.0.1", port), ClientConfig::new().plain()).unwrap_err();
     assert!(matches!(err, Error::Connect { .. }), "{err}");
 }
+
+/// `examples/tokio_client.rs` (the engine driven on tokio) against vsftpd, which requires every data connection
+/// to reuse the control connection's TLS session (`require_ssl_reuse`): put, list and get, byte for byte.
+#[test]
+fn the_tokio_client_example_puts_lists_and_gets_with_resumption() {
+    let Some(setup) = Setup::start(TLS13) else {
+        return;
+    };
+    let example =
+        ftps_testkit::build_example(env!("CARGO"), "ftps-client-blocking", "tokio_client");
+    let data = pattern(700_001, 41);
+    let local = setup.local("tokio.bin");
+    std::fs::write(&local, &data).unwrap();
+    let mut command = std::process::Command::new(example);
+    command
+        .arg("127.0.0.1")
+        .arg(setup.server.addr.port().to_string())
+        .args([VSFTPD_USER, VSFTPD_PASSWORD])
+        .arg(&local)
+        .arg(setup.scratch.path().join("ca.pem"));
+    let out = ftps_testkit::run_within(&mut command, Duration::from_secs(60));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::read(setup.remote("tokio.bin")).unwrap() == data);
+    assert!(std::fs::read(setup.local("tokio.bin.back")).unwrap() == data);
+    for line in [
+        "put tokio.bin: 700001 bytes, data TLS resumed",
+        "get tokio.bin: 700001 bytes, data TLS resumed",
+    ] {
+        assert!(stdout.contains(line), "{stdout}");
+    }
+    assert!(stdout.contains("listed tokio.bin 700001"), "{stdout}");
+}

@@ -485,6 +485,55 @@ pub fn run_within(command: &mut Command, limit: Duration) -> std::process::Outpu
     }
 }
 
+/// Builds example `example` of package `package` now (so it is never stale: `cargo test --test NAME` alone builds
+/// no examples) and returns its binary, next to the running test's profile directory.
+///
+/// `cargo` is the `CARGO` the test was started with. Cargo's per-test variables (`CARGO_PKG_*`, ...) are not passed
+/// on: build scripts such as ring's watch some of them, and would rebuild half the tree on every run.
+pub fn build_example(cargo: &str, package: &str, example: &str) -> PathBuf {
+    // A test runs from target/<profile>/deps; examples land in target/<profile>/examples.
+    let exe = std::env::current_exe().expect("test executable");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps")
+        .to_owned();
+    let mut build = Command::new(cargo);
+    build.args(["build", "--quiet", "-p", package, "--example", example]);
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_for_tests = [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_BIN_",
+            "CARGO_CRATE_",
+            "CARGO_PRIMARY_",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+            || ["CARGO_TARGET_TMPDIR", "CARGO_RUSTC_CURRENT_DIR", "OUT_DIR"].contains(&&*name);
+        if set_for_tests {
+            build.env_remove(&*name);
+        }
+    }
+    if profile_dir.file_name().is_some_and(|p| p == "release") {
+        build.arg("--release");
+    }
+    let output = run_within(&mut build, Duration::from_secs(600));
+    assert!(
+        output.status.success(),
+        "building example {example} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let binary = profile_dir.join("examples").join(example);
+    assert!(
+        binary.is_file(),
+        "no example binary at {}",
+        binary.display()
+    );
+    binary
+}
+
 /// Debian's rclone (`/usr/bin/rclone`, 1.60 in Debian 12), or a skip. Looked up by path: a pyenv shim named
 /// `rclone` may come first on `PATH`.
 pub fn rclone_debian() -> Option<PathBuf> {
