@@ -12,7 +12,6 @@
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ftps_proto::client::{
@@ -25,8 +24,8 @@ use ftps_proto::TlsInfo;
 use rustls::pki_types::ServerName;
 
 use crate::config::{ClientConfig, TraceSink};
+use crate::data_conn::DataConn;
 use crate::error::{Error, Result};
-use crate::transfer::{DataConn, RetrGuard, StorGuard, TransferReport};
 use ftps_proto::client::{Security, SessionError};
 
 /// Control connection read buffer: replies are small; TLS records are at most ~16 KiB.
@@ -321,82 +320,6 @@ impl Client {
             Output::Names(names) => Ok(names),
             other => Err(unexpected(&other)),
         }
-    }
-
-    /// Starts downloading `path` from byte `offset` (`REST`, when non-zero). Read the returned guard to its end,
-    /// then call [`RetrGuard::finish`].
-    pub fn retr(&mut self, path: &str, offset: u64) -> Result<RetrGuard<'_>> {
-        let op = Operation::Retrieve {
-            path: path.to_string(),
-            offset: (offset > 0).then_some(offset),
-        };
-        let started = self.start_transfer(op)?;
-        Ok(RetrGuard::new(self, started))
-    }
-
-    /// Starts uploading to `path` (`STOR`, replacing it). Write the content, then call [`StorGuard::finish`].
-    pub fn stor(&mut self, path: &str) -> Result<StorGuard<'_>> {
-        let started = self.start_transfer(Operation::Store(path.to_string()))?;
-        Ok(StorGuard::new(self, started))
-    }
-
-    /// Starts appending to `path` (`APPE`).
-    pub fn appe(&mut self, path: &str) -> Result<StorGuard<'_>> {
-        let started = self.start_transfer(Operation::Append(path.to_string()))?;
-        Ok(StorGuard::new(self, started))
-    }
-
-    /// Starts overwriting `path` from byte `offset` on (`REST` + `STOR`): write the file's bytes from `offset`.
-    pub fn stor_at(&mut self, path: &str, offset: u64) -> Result<StorGuard<'_>> {
-        let started = self.start_transfer(Operation::StoreAt {
-            path: path.to_string(),
-            offset,
-        })?;
-        Ok(StorGuard::new(self, started))
-    }
-
-    /// Downloads `remote` to `local`. With `resume`, an existing shorter local file is continued with `REST`
-    /// (nothing is transferred when the sizes already match: `Ok(None)`). See [`Client::get_with_progress`].
-    pub fn get(
-        &mut self,
-        remote: &str,
-        local: &Path,
-        resume: bool,
-    ) -> Result<Option<TransferReport>> {
-        self.get_with_progress(remote, local, resume, |_| {})
-    }
-
-    /// [`Client::get`], calling `progress` with the local file's length after each chunk.
-    pub fn get_with_progress(
-        &mut self,
-        remote: &str,
-        local: &Path,
-        resume: bool,
-        progress: impl FnMut(u64),
-    ) -> Result<Option<TransferReport>> {
-        crate::transfer::get(self, remote, local, resume, progress)
-    }
-
-    /// Uploads `local` to `remote`. With `resume`, a shorter remote file is continued with `APPE` (nothing is
-    /// transferred when the sizes already match: `Ok(None)`). See [`Client::put_with_progress`].
-    pub fn put(
-        &mut self,
-        local: &Path,
-        remote: &str,
-        resume: bool,
-    ) -> Result<Option<TransferReport>> {
-        self.put_with_progress(local, remote, resume, |_| {})
-    }
-
-    /// [`Client::put`], calling `progress` with the bytes of the remote file so far after each chunk.
-    pub fn put_with_progress(
-        &mut self,
-        local: &Path,
-        remote: &str,
-        resume: bool,
-        progress: impl FnMut(u64),
-    ) -> Result<Option<TransferReport>> {
-        crate::transfer::put(self, local, remote, resume, progress)
     }
 
     /// Ends the session with `QUIT` and closes the connection.

@@ -19,6 +19,7 @@
 
 mod client;
 mod config;
+mod data_conn;
 mod error;
 pub mod fxp;
 pub mod parallel;
