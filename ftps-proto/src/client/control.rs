@@ -1,0 +1,275 @@
+//! The control connection: TLS (`AUTH TLS`, implicit, `CCC`), sending commands, and routing each reply to the
+//! command that awaits it; how the session ends (`QUIT`, failure).
+
+use std::time::Instant;
+
+use crate::codec::{AuthMechanism, Command, Reply};
+use crate::tls::{ReadState, TlsConn};
+
+use super::{
+    ClientSession, Event, OpError, OpId, Output, Phase, Security, SessionError, Step, Trace,
+};
+
+impl ClientSession {
+    pub(super) fn start_tls(&mut self) -> Result<(), SessionError> {
+        let Some(config) = self.tls_config.clone() else {
+            return Err(SessionError::Config(
+                "TLS requested without a rustls::ClientConfig",
+            ));
+        };
+        let tls = TlsConn::client(config, self.server_name.clone()).map_err(SessionError::Tls)?;
+        self.tls = Some(tls);
+        Ok(())
+    }
+
+    /// Moves received plaintext from TLS to the reply parser; returns whether anything happened.
+    pub(super) fn drain_tls_plaintext(&mut self, now: Instant) -> bool {
+        let mut progressed = false;
+        loop {
+            if self.error.is_some() || self.phase == Phase::Closed {
+                return progressed;
+            }
+            let Some(tls) = self.tls.as_mut() else {
+                return progressed;
+            };
+            if self.phase == Phase::Handshake && !tls.is_handshaking() {
+                self.on_control_tls_ready(now);
+                progressed = true;
+                continue;
+            }
+            let chunk = tls.plaintext_chunk();
+            if chunk.is_empty() {
+                if tls.read_state() != ReadState::Open
+                    && self.awaiting != Some(Step::Quit)
+                    && !self.ccc_closing
+                {
+                    self.fail(SessionError::ConnectionClosed);
+                }
+                return progressed;
+            }
+            let (n, reply) = self.replies.decode(chunk);
+            tls.consume_plaintext(n);
+            progressed = true;
+            match reply {
+                Some(Ok(reply)) => self.on_reply(now, reply),
+                Some(Err(e)) => self.fail(e.into()),
+                None if n == 0 => return progressed,
+                None => {}
+            }
+        }
+    }
+
+    pub(super) fn on_control_tls_ready(&mut self, now: Instant) {
+        self.phase = Phase::Ready;
+        self.reply_deadline = None;
+        let tls = self.tls_info();
+        if let Some(tls) = &tls {
+            self.trace(|| Trace::ControlTls(tls.clone()));
+        }
+        if let Some(greeting) = self.greeting.take() {
+            self.events.push_back(Event::Connected { greeting, tls });
+        }
+        self.pump(now);
+    }
+
+    /// Queues a trace entry when tracing is on; `entry` is built only then.
+    pub(super) fn trace(&mut self, entry: impl FnOnce() -> Trace) {
+        if self.config.trace {
+            self.events.push_back(Event::Trace(entry()));
+        }
+    }
+
+    /// Queues one command line for the control connection and records what it waits for.
+    pub(super) fn send(&mut self, now: Instant, command: &Command, step: Step) {
+        self.trace(|| Trace::sent(command));
+        let line = format!("{command}\r\n");
+        match self.tls.as_mut() {
+            Some(tls) => {
+                // The control connection has no send limit: one command line at a time.
+                let _ = tls.write_plaintext(line.as_bytes());
+            }
+            None => self.out.extend_from_slice(line.as_bytes()),
+        }
+        self.awaiting = Some(step);
+        self.reply_deadline = Some(now + self.config.reply_timeout);
+    }
+
+    /// Every reply goes through here, in order.
+    pub(super) fn on_reply(&mut self, now: Instant, reply: Reply) {
+        self.trace(|| Trace::Received(reply.clone()));
+        if reply.code.get() == 421 {
+            // RFC 959 section 4.2: 421 may answer any command and means the server is closing.
+            self.fail(SessionError::ServiceClosing(reply));
+            return;
+        }
+        let Some(step) = self.awaiting else {
+            self.events.push_back(Event::UnsolicitedReply(reply));
+            return;
+        };
+        if let Step::Abort(state) = step {
+            self.on_abort_reply(now, state, reply);
+            return;
+        }
+        if reply.code.is_preliminary() {
+            match step {
+                // 120: "ready in nnn minutes"; the 220 follows.
+                Step::Greeting => {}
+                Step::Transfer => self.on_transfer_started(now),
+                _ => self.fail(SessionError::UnexpectedReply {
+                    reply,
+                    to: step.verb(),
+                }),
+            }
+            return;
+        }
+        self.awaiting = None;
+        self.reply_deadline = None;
+        match step {
+            Step::Greeting => self.on_greeting(now, reply),
+            Step::Auth { ssl } => self.on_auth(now, ssl, reply),
+            Step::Quit => self.close_after_quit(Some(reply)),
+            Step::Transfer => self.on_transfer_reply(now, reply),
+            _ => self.on_op_reply(now, step, reply),
+        }
+    }
+
+    pub(super) fn on_greeting(&mut self, now: Instant, reply: Reply) {
+        if reply.code.get() != 220 {
+            self.fail(SessionError::GreetingRefused(reply));
+            return;
+        }
+        match self.config.security {
+            Security::Explicit { .. } => {
+                self.greeting = Some(reply);
+                self.phase = Phase::Auth;
+                self.send(
+                    now,
+                    &Command::Auth(AuthMechanism::Tls),
+                    Step::Auth { ssl: false },
+                );
+            }
+            Security::Implicit | Security::Plain => {
+                self.phase = Phase::Ready;
+                let tls = self.tls_info();
+                self.events.push_back(Event::Connected {
+                    greeting: reply,
+                    tls,
+                });
+                self.pump(now);
+            }
+        }
+    }
+
+    pub(super) fn on_auth(&mut self, now: Instant, ssl: bool, reply: Reply) {
+        let allow_ssl = matches!(
+            self.config.security,
+            Security::Explicit {
+                allow_auth_ssl: true
+            }
+        );
+        match reply.code.get() {
+            // RFC 4217 section 4: 234 and the TLS handshake starts; the bytes after the reply belong to TLS.
+            234 => {
+                if let Err(e) = self.start_tls() {
+                    self.fail(e);
+                    return;
+                }
+                self.phase = Phase::Handshake;
+                self.reply_deadline = Some(now + self.config.reply_timeout);
+            }
+            _ if !ssl && allow_ssl && reply.code.is_negative() => {
+                self.send(
+                    now,
+                    &Command::Auth(AuthMechanism::Ssl),
+                    Step::Auth { ssl: true },
+                );
+            }
+            _ => self.fail(SessionError::AuthRefused(reply)),
+        }
+    }
+
+    pub(super) fn close_after_quit(&mut self, reply: Option<Reply>) {
+        self.reply_deadline = None;
+        self.awaiting = None;
+        if let Some(tls) = self.tls.as_mut() {
+            tls.send_close_notify();
+        }
+        if let Some(running) = self.current.take() {
+            let result = match reply {
+                Some(reply) if reply.code.is_completion() => Ok(Output::Done(reply)),
+                Some(reply) => Err(OpError::Refused(reply)),
+                None => Err(OpError::Session(SessionError::ConnectionClosed)),
+            };
+            self.complete_op(running.id, result);
+        }
+        self.phase = Phase::Closed;
+        while let Some((id, _)) = self.queue.pop_front() {
+            self.complete_op(id, Err(OpError::Session(SessionError::Closed)));
+        }
+        self.events.push_back(Event::Closed);
+    }
+
+    /// Fails the session for good: every pending operation completes with the error.
+    pub(super) fn fail(&mut self, error: SessionError) {
+        if self.error.is_some() {
+            return;
+        }
+        self.error = Some(error.clone());
+        self.phase = Phase::Closed;
+        self.awaiting = None;
+        self.reply_deadline = None;
+        if let Some(running) = self.current.take() {
+            self.complete_op(running.id, Err(OpError::Session(error.clone())));
+        }
+        while let Some((id, _)) = self.queue.pop_front() {
+            self.complete_op(id, Err(OpError::Session(error.clone())));
+        }
+        self.events.push_back(Event::Failed(error));
+    }
+
+    pub(super) fn complete_op(&mut self, op: OpId, result: Result<Output, OpError>) {
+        self.events.push_back(Event::Completed { op, result });
+    }
+
+    /// RFC 4217 section 12.3: after 200 to `CCC` both ends close TLS and the control connection goes on in the
+    /// clear. The session sends its close_notify and continues in plaintext.
+    /// The session sends its close_notify at once and keeps reading TLS records until the server's close_notify;
+    /// commands wait until then.
+    pub(super) fn clear_command_channel(&mut self, now: Instant) {
+        if let Some(tls) = self.tls.as_mut() {
+            tls.send_close_notify();
+            let _ = tls.write_tls_into(&mut self.out);
+            self.ccc_closing = true;
+            self.reply_deadline = Some(now + self.config.reply_timeout);
+        }
+    }
+
+    /// Whether TLS input must be fed record by record: `CCC` is on the wire or its TLS shutdown runs.
+    pub(super) fn ccc_pending(&self) -> bool {
+        self.awaiting == Some(Step::Ccc) || self.ccc_closing
+    }
+}
+
+/// Moves bytes of `input` into `record` up to the end of one TLS record (5-byte header, RFC 8446 section
+/// 5.1); returns how many it moved.
+pub(super) fn collect_tls_record(record: &mut Vec<u8>, input: &[u8]) -> usize {
+    let header = 5usize.saturating_sub(record.len()).min(input.len());
+    record.extend_from_slice(input.get(..header).unwrap_or_default());
+    let Some(&[hi, lo]) = record.get(3..5) else {
+        return header;
+    };
+    let total = 5 + usize::from(u16::from_be_bytes([hi, lo]));
+    let rest = input.get(header..).unwrap_or_default();
+    let body = total.saturating_sub(record.len()).min(rest.len());
+    record.extend_from_slice(rest.get(..body).unwrap_or_default());
+    header + body
+}
+
+/// The first TLS record of `input` (5-byte header, RFC 8446 section 5.1), or nothing while it is incomplete.
+pub(crate) fn first_tls_record(input: &[u8]) -> &[u8] {
+    let len = match input.get(3..5) {
+        Some(&[hi, lo]) => 5 + usize::from(u16::from_be_bytes([hi, lo])),
+        _ => return &[],
+    };
+    input.get(..len).unwrap_or(&[])
+}
