@@ -1737,3 +1737,102 @@ fn site_to_site_operations_open_no_data_connection() {
     assert!(s.client.data_protected());
     assert!(s.client.error().is_none());
 }
+
+/// A logged-in TLS session whose server announces `features` (FEAT lines without the 211 frame).
+fn tls_session_with(features: &str) -> Script {
+    let pki = TestPki::new();
+    let mut s = Script::tls(
+        &pki,
+        TLS13,
+        ClientSessionConfig::new(pki.client_config(TLS13)),
+    );
+    s.connect_and_login(&format!("211-Features:\n{features}\n211 End"));
+    s
+}
+
+#[test]
+fn the_site_to_site_plan_is_decided_from_both_sessions() {
+    let sscn = tls_session_with(" SIZE\n SSCN");
+    let cpsv = tls_session_with(" CPSV");
+    let neither = tls_session_with(" SIZE");
+    let plain = plain_session(FEAT_PLAIN);
+    let require = SiteToSiteOptions::default();
+
+    // SSCN on the source first: it listens (PASV) and is the TLS client; PROT P on both, SSCN OFF after.
+    let plan = SiteToSitePlan::new(&sscn.client, &neither.client, require).unwrap();
+    assert!(plan.is_private());
+    assert_eq!(
+        plan.tls_client(),
+        Some((Side::Source, TlsClientMethod::Sscn))
+    );
+    assert_eq!(
+        plan.setup(),
+        [
+            (Side::Source, Operation::SetDataProtection(true)),
+            (Side::Destination, Operation::SetDataProtection(true)),
+            (Side::Source, Operation::SiteToSiteTlsClient(true)),
+        ]
+    );
+    assert_eq!(
+        plan.passive(),
+        Operation::SiteToSitePassive { tls_client: false }
+    );
+    assert_eq!(
+        plan.teardown(),
+        Some((Side::Source, Operation::SiteToSiteTlsClient(false)))
+    );
+    assert_eq!(plan.source_size("f"), Some(Operation::Size("f".into())));
+    assert_eq!(
+        plan.destination_size("g"),
+        Some(Operation::Size("g".into()))
+    );
+
+    // CPSV on the destination: it listens with CPSV; the source gets PORT to its address (0.0.0.0 means the
+    // destination's control peer); no SSCN to undo.
+    let plan = SiteToSitePlan::new(&neither.client, &cpsv.client, require).unwrap();
+    assert_eq!(
+        plan.tls_client(),
+        Some((Side::Destination, TlsClientMethod::Cpsv))
+    );
+    assert_eq!(plan.passive_side(), Side::Destination);
+    assert_eq!(
+        plan.passive(),
+        Operation::SiteToSitePassive { tls_client: true }
+    );
+    assert_eq!(plan.teardown(), None);
+    assert_eq!(plan.destination_size("g"), None);
+    let port = plan
+        .port(
+            Output::PassiveAddress("0.0.0.0:2121".parse().unwrap()),
+            &cpsv.client,
+        )
+        .unwrap();
+    assert_eq!(
+        port,
+        Operation::SiteToSitePort(SocketAddr::new(peer().ip(), 2121))
+    );
+    assert!(plan.port(Output::Size(1), &cpsv.client).is_err());
+
+    // Options narrow the choice; what cannot be met is refused, or clear when the caller allows it.
+    let forced = require.method(TlsClientMethod::Cpsv);
+    assert_eq!(
+        SiteToSitePlan::new(&sscn.client, &neither.client, forced),
+        Err(SiteToSiteError::NoTlsClientMethod)
+    );
+    assert_eq!(
+        SiteToSitePlan::new(&sscn.client, &plain.client, require),
+        Err(SiteToSiteError::PlainControl)
+    );
+    let clear = SiteToSitePlan::new(
+        &sscn.client,
+        &plain.client,
+        SiteToSiteOptions::new(SiteToSiteProtection::AllowClear),
+    )
+    .unwrap();
+    assert!(!clear.is_private() && clear.tls_client().is_none());
+    // PROT only where the control connection is TLS.
+    assert_eq!(
+        clear.setup(),
+        [(Side::Source, Operation::SetDataProtection(false))]
+    );
+}
