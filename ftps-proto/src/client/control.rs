@@ -249,27 +249,3 @@ impl ClientSession {
         self.awaiting == Some(Step::Ccc) || self.ccc_closing
     }
 }
-
-/// Moves bytes of `input` into `record` up to the end of one TLS record (5-byte header, RFC 8446 section
-/// 5.1); returns how many it moved.
-pub(super) fn collect_tls_record(record: &mut Vec<u8>, input: &[u8]) -> usize {
-    let header = 5usize.saturating_sub(record.len()).min(input.len());
-    record.extend_from_slice(input.get(..header).unwrap_or_default());
-    let Some(&[hi, lo]) = record.get(3..5) else {
-        return header;
-    };
-    let total = 5 + usize::from(u16::from_be_bytes([hi, lo]));
-    let rest = input.get(header..).unwrap_or_default();
-    let body = total.saturating_sub(record.len()).min(rest.len());
-    record.extend_from_slice(rest.get(..body).unwrap_or_default());
-    header + body
-}
-
-/// The first TLS record of `input` (5-byte header, RFC 8446 section 5.1), or nothing while it is incomplete.
-pub(crate) fn first_tls_record(input: &[u8]) -> &[u8] {
-    let len = match input.get(3..5) {
-        Some(&[hi, lo]) => 5 + usize::from(u16::from_be_bytes([hi, lo])),
-        _ => return &[],
-    };
-    input.get(..len).unwrap_or(&[])
-}

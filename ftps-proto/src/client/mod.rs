@@ -93,12 +93,10 @@ use rustls::pki_types::ServerName;
 
 use crate::codec::{Command, Reply, ReplyParser, Timeval};
 use crate::data::{DataError, DataReport};
-use crate::tls::{ReadState, TlsConn};
-use control::collect_tls_record;
+use crate::tls::{collect_tls_record, first_tls_record, ReadState, TlsConn};
 use operations::raw_refusal;
 
 pub use config::{ClientSessionConfig, DataConnectionMode, Security};
-pub(crate) use control::first_tls_record;
 pub use event::{DataConnectError, Direction, Event, SessionError, Trace};
 pub use op::{
     Credentials, OpError, OpId, Operation, Output, ServerFeatures, SiteToSiteCommand,

@@ -927,7 +927,7 @@ impl ServerSession {
                         // RFC 4217 section 12.3: after CCC, cleartext follows the client's close_notify in the
                         // same stream; feed whole records one at a time so rustls never swallows it.
                         let input = if self.ccc_awaiting_peer {
-                            crate::client::first_tls_record(&self.inbound)
+                            crate::tls::first_tls_record(&self.inbound)
                         } else {
                             &self.inbound[..]
                         };

@@ -7,10 +7,12 @@
 //!
 //! - [`binding`]: the per-session configs that bind data-connection TLS to its control session;
 //! - [`tickets`]: the per-session ticket keys behind that binding;
-//! - [`provider`]: the crypto provider the frontends build their configs from.
+//! - [`provider`]: the crypto provider the frontends build their configs from;
+//! - [`record`]: TLS record framing, for feeding rustls one record at a time around `CCC`.
 
 mod binding;
 mod provider;
+mod record;
 mod tickets;
 
 use std::io::{self, Write};
@@ -22,6 +24,7 @@ use rustls::pki_types::ServerName;
 pub(crate) use binding::session_bound_config;
 pub(crate) use binding::{connection_bound_client_config, SessionTls};
 pub use provider::provider;
+pub(crate) use record::{collect_tls_record, first_tls_record};
 pub(crate) use tickets::{BindingState, ConnectionBinding};
 pub use tickets::{ResumptionScope, SessionKeyring};
 
