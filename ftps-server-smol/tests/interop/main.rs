@@ -461,46 +461,8 @@ fn custom_storage_example_serves_curl() {
     let Some(curl_bin) = peer("curl") else {
         return;
     };
-    // Build the example now so it is never stale (`cargo test --test interop` does not build examples). The
-    // variables cargo sets for this test process are not passed on: build scripts watch some of them, and
-    // seeing them change would rebuild half the tree (as in tests/tokio_example.rs).
-    let profile_dir = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_owned();
-    let mut build = Command::new(env!("CARGO"));
-    build.current_dir(env!("CARGO_MANIFEST_DIR")).args([
-        "build",
-        "--quiet",
-        "-p",
-        "ftps-server-smol",
-        "--example",
-        "custom_storage",
-    ]);
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        let set_for_tests = [
-            "CARGO_PKG_",
-            "CARGO_MANIFEST_",
-            "CARGO_BIN_",
-            "CARGO_CRATE_",
-            "CARGO_PRIMARY_",
-        ]
-        .iter()
-        .any(|prefix| name.starts_with(prefix))
-            || ["CARGO_TARGET_TMPDIR", "CARGO_RUSTC_CURRENT_DIR", "OUT_DIR"].contains(&&*name);
-        if set_for_tests {
-            build.env_remove(&*name);
-        }
-    }
-    if profile_dir.file_name().is_some_and(|p| p == "release") {
-        build.arg("--release");
-    }
-    run(&mut build);
-    let binary = profile_dir.join("examples").join("custom_storage");
+    // Built now so it is never stale (`cargo test --test interop` does not build examples).
+    let binary = ftps_testkit::build_example(env!("CARGO"), "ftps-server-smol", "custom_storage");
 
     // Port 0: the example prints the address it got as its first line.
     let mut child = Command::new(&binary)
