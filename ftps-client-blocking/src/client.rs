@@ -15,8 +15,8 @@ use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ftps_proto::client::{
-    ClientSession, Credentials, DataConnectError, Direction, Event, OpError, OpId, Operation,
-    Outcome, Output, Payload, ReqId, Request, RequestKind, ServerFeatures,
+    is_tls_answer, ClientSession, Credentials, DataConnectError, Direction, Event, OpError, OpId,
+    Operation, Outcome, Output, Payload, ReqId, Request, RequestKind, ServerFeatures,
 };
 use ftps_proto::codec::{Entry, Reply, Timeval};
 use ftps_proto::data::{DataChannel, DataError, DataReport};
@@ -730,19 +730,18 @@ const IMPLICIT_PROBE_WAIT: Duration = Duration::from_secs(3);
 /// of an implicit FTPS port, where an explicit client waits in vain for a plaintext greeting.
 fn answers_tls_at_once(addr: SocketAddr, config: &ClientConfig) -> bool {
     let probe = || -> Result<bool> {
-        let tls = config.rustls_client_config()?;
+        // An implicit session's first output is its ClientHello.
+        let implicit = config.clone().implicit().session_config()?;
         let name = ServerName::from(addr.ip());
-        let mut hello = rustls::ClientConnection::new(tls, name)
-            .map_err(|e| Error::TlsConfig(e.to_string()))?;
+        let mut session = ClientSession::new(implicit, name, addr, Instant::now())?;
+        let mut hello = Vec::new();
+        while session.poll_transmit(&mut hello) > 0 {}
         let mut stream = TcpStream::connect_timeout(&addr, IMPLICIT_PROBE_WAIT)?;
         stream.set_read_timeout(Some(IMPLICIT_PROBE_WAIT))?;
         stream.set_write_timeout(Some(IMPLICIT_PROBE_WAIT))?;
-        while hello.wants_write() {
-            hello.write_tls(&mut stream)?;
-        }
+        stream.write_all(&hello)?;
         let mut first = [0u8; 1];
-        // Content types 21 (alert) and 22 (handshake), RFC 8446 section 5.1.
-        Ok(stream.read(&mut first)? == 1 && matches!(first[0], 21 | 22))
+        Ok(stream.read(&mut first)? == 1 && is_tls_answer(first[0]))
     };
     probe().unwrap_or(false)
 }

@@ -108,6 +108,14 @@ pub use site_to_site::{
     TlsClientMethod,
 };
 
+/// Whether `first`, the first byte a server sent in answer to a TLS ClientHello, starts a TLS record (a
+/// handshake or an alert): the sign of an implicit FTPS port. An explicit-FTPS client whose greeting timed out
+/// can send an implicit session's ClientHello ([`Security::Implicit`]: it is in `poll_transmit` at once) and ask
+/// this of the answer, to tell its user which port it reached.
+pub fn is_tls_answer(first: u8) -> bool {
+    crate::tls::starts_handshake_or_alert(first)
+}
+
 /// Replies the session absorbs while settling an `ABOR` before it gives up.
 const MAX_ABORT_REPLIES: u8 = 4;
 

@@ -26,6 +26,12 @@ pub(crate) fn first_tls_record(input: &[u8]) -> &[u8] {
     input.get(..len).unwrap_or(&[])
 }
 
+/// Whether `byte`, the first a peer sent, starts a TLS handshake or alert record (content types 22 and 21, RFC
+/// 8446 section 5.1), as a TLS server's answer to a ClientHello does.
+pub(crate) fn starts_handshake_or_alert(byte: u8) -> bool {
+    matches!(byte, 21 | 22)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,5 +47,11 @@ mod tests {
         assert_eq!(collect_tls_record(&mut record, &stream[2..6]), 4);
         assert_eq!(collect_tls_record(&mut record, &stream[6..]), 2);
         assert_eq!(record, b"\x15\x03\x03\x00\x03abc");
+    }
+
+    #[test]
+    fn a_tls_answer_is_told_from_an_ftp_greeting() {
+        assert!(starts_handshake_or_alert(0x16) && starts_handshake_or_alert(0x15));
+        assert!(!starts_handshake_or_alert(b'2') && !starts_handshake_or_alert(0x17));
     }
 }
