@@ -10,8 +10,8 @@ use ftps_proto::data::DataError;
 /// Why a [`Client`](crate::Client) call failed. `Display` is one line.
 ///
 /// A refusal ([`Error::Refused`], [`Error::LoginRefused`]), [`Error::Aborted`], [`Error::Truncated`],
-/// [`Error::Data`] and [`Error::DataConnect`] leave the session usable; the others mean the control connection is
-/// gone or cannot be trusted.
+/// [`Error::Data`], [`Error::DataConnect`] and [`Error::SourceChanged`] leave the session usable; the others mean
+/// the control connection is gone or cannot be trusted.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
