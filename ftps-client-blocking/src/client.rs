@@ -26,6 +26,7 @@ use rustls::pki_types::ServerName;
 use crate::config::{ClientConfig, TraceSink};
 use crate::data_conn::DataConn;
 use crate::error::{Error, Result};
+use crate::read_buffer::ReadBuffer;
 use ftps_proto::client::{Security, SessionError};
 
 /// Control connection read buffer: replies are small; TLS records are at most ~16 KiB.
@@ -576,10 +577,8 @@ enum Next {
 pub(crate) struct Control {
     stream: TcpStream,
     pub(crate) session: ClientSession,
-    input: Box<[u8]>,
-    /// Received bytes `input[start..end]` not yet taken by the session.
-    start: usize,
-    end: usize,
+    /// Received bytes not yet taken by the session.
+    input: ReadBuffer,
     output: Vec<u8>,
     /// Requests and events not handed out yet, requests of each drain first.
     pending: VecDeque<Next>,
@@ -604,9 +603,7 @@ impl Control {
         Ok(Self {
             stream,
             session,
-            input: vec![0; CONTROL_BUFFER].into_boxed_slice(),
-            start: 0,
-            end: 0,
+            input: ReadBuffer::new(CONTROL_BUFFER, CONTROL_BUFFER),
             output: Vec::new(),
             pending: VecDeque::new(),
             eof: false,
@@ -656,11 +653,9 @@ impl Control {
                 });
             }
             let now = Instant::now();
-            if self.start < self.end {
-                let taken = self
-                    .session
-                    .handle_input(now, self.input.get(self.start..self.end).unwrap_or(&[]));
-                self.start += taken;
+            if !self.input.unread().is_empty() {
+                let taken = self.session.handle_input(now, self.input.unread());
+                self.input.consume(taken);
                 if taken > 0 {
                     continue;
                 }
@@ -682,23 +677,14 @@ impl Control {
 
     /// One read from the control socket, waiting at most `wait`.
     fn read(&mut self, wait: Duration, engine_deadline: bool) -> Result<()> {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        } else if self.end == self.input.len() {
-            self.input.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
         let wait = Some(wait.max(Duration::from_millis(1)));
         if self.read_timeout != wait {
             self.stream.set_read_timeout(wait)?;
             self.read_timeout = wait;
         }
         // A full buffer the session does not take from would read as a false EOF.
-        let free = match self.input.get_mut(self.end..) {
-            Some(free) if !free.is_empty() => free,
-            _ => return Err(Error::Protocol("control input stalled".to_string())),
+        let Some(free) = self.input.space() else {
+            return Err(Error::Protocol("control input stalled".to_string()));
         };
         match self.stream.read(free) {
             Ok(0) => {
@@ -706,7 +692,7 @@ impl Control {
                 self.session.handle_eof(Instant::now());
             }
             Ok(n) => {
-                self.end += n;
+                self.input.filled(n);
                 self.last_activity = Instant::now();
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}

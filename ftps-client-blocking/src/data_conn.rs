@@ -13,6 +13,7 @@ use ftps_proto::data::{DataChannel, DataError, DataEvent, DataReport};
 
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
+use crate::read_buffer::ReadBuffer;
 
 /// Socket reads and writes of bulk data move in units of this size.
 pub(crate) const BULK: usize = 256 * 1024;
@@ -27,12 +28,8 @@ const FIN_WAIT: Duration = Duration::from_millis(100);
 pub(crate) struct DataConn {
     stream: TcpStream,
     pub(crate) channel: Box<DataChannel>,
-    /// Received bytes `input[start..end]` not yet taken by the channel.
-    input: Box<[u8]>,
-    /// How far `input` may grow.
-    max_input: usize,
-    start: usize,
-    end: usize,
+    /// Received bytes not yet taken by the channel.
+    input: ReadBuffer,
     output: Vec<u8>,
     eof: bool,
     /// The channel's `Finished` / `Failed`.
@@ -63,10 +60,7 @@ impl DataConn {
         Ok(Self {
             stream,
             channel,
-            input: vec![0; INITIAL_INPUT.min(max_input)].into_boxed_slice(),
-            max_input,
-            start: 0,
-            end: 0,
+            input: ReadBuffer::new(INITIAL_INPUT, max_input),
             output: Vec::new(),
             eof: false,
             outcome: None,
@@ -144,26 +138,19 @@ impl DataConn {
 
     /// Offers buffered input to the channel; returns how much it took.
     fn feed(&mut self) -> usize {
-        if self.start == self.end {
+        if self.input.unread().is_empty() {
             return 0;
         }
-        let input = self.input.get(self.start..self.end).unwrap_or(&[]);
-        let taken = self.channel.handle_input(Instant::now(), input);
-        self.start += taken;
+        let taken = self
+            .channel
+            .handle_input(Instant::now(), self.input.unread());
+        self.input.consume(taken);
         self.collect_events();
         taken
     }
 
     /// Reads once from the socket, waiting at most `limit` (or the channel's handshake deadline).
     fn fill(&mut self, limit: Duration) -> Result<()> {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        } else if self.end == self.input.len() {
-            self.input.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
         let now = Instant::now();
         let wait = match self.channel.poll_timeout() {
             Some(deadline) if deadline <= now => {
@@ -180,9 +167,8 @@ impl DataConn {
             self.read_timeout = wait;
         }
         // A full buffer the channel does not take from would read as a false EOF.
-        let free = match self.input.get_mut(self.end..) {
-            Some(free) if !free.is_empty() => free,
-            _ => return Err(self.note(Error::Protocol("data input stalled".to_string()))),
+        let Some(free) = self.input.space() else {
+            return Err(self.note(Error::Protocol("data input stalled".to_string())));
         };
         match self.stream.read(free) {
             Ok(0) => {
@@ -192,14 +178,7 @@ impl DataConn {
                 Ok(())
             }
             Ok(n) => {
-                let filled = self.end + n == self.input.len();
-                self.end += n;
-                if filled && self.input.len() < self.max_input {
-                    // Growing keeps the unread bytes where `start..end` points.
-                    let mut grown = std::mem::take(&mut self.input).into_vec();
-                    grown.resize((grown.len() * 2).min(self.max_input), 0);
-                    self.input = grown.into_boxed_slice();
-                }
+                self.input.filled(n);
                 Ok(())
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => Ok(()),
@@ -369,10 +348,10 @@ impl DataConn {
                 break;
             }
             self.read_timeout = Some(deadline - now);
-            let scratch = match self.input.get_mut(..) {
-                Some(buf) if !buf.is_empty() => buf,
-                _ => break,
-            };
+            let scratch = self.input.scratch();
+            if scratch.is_empty() {
+                break;
+            }
             match self.stream.read(scratch) {
                 Ok(0) => self.eof = true,
                 Ok(_) => {}

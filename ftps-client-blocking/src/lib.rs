@@ -23,6 +23,7 @@ mod data_conn;
 mod error;
 pub mod fxp;
 pub mod parallel;
+mod read_buffer;
 pub mod transfer;
 
 pub mod url;
