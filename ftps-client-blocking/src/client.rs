@@ -27,7 +27,7 @@ use crate::config::{ClientConfig, TraceSink};
 use crate::data_conn::DataConn;
 use crate::error::{Error, Result};
 use crate::read_buffer::ReadBuffer;
-use ftps_proto::client::{Security, SessionError};
+use ftps_proto::client::Security;
 
 /// Control connection read buffer: replies are small; TLS records are at most ~16 KiB.
 const CONTROL_BUFFER: usize = 32 * 1024;
@@ -144,8 +144,9 @@ impl Client {
                     client.greeting = Some(greeting);
                     return Ok(client);
                 }
-                Event::Failed(SessionError::Timeout("greeting"))
-                    if matches!(client.config.security, Security::Explicit { .. })
+                Event::Failed(e)
+                    if e.is_greeting_timeout()
+                        && matches!(client.config.security, Security::Explicit { .. })
                         && answers_tls_at_once(peer, &client.config) =>
                 {
                     return Err(Error::ImplicitTlsPort { addr: peer });

@@ -123,6 +123,14 @@ pub enum SessionError {
     Closed,
 }
 
+impl SessionError {
+    /// Whether no greeting came within the reply timeout. On an explicit-FTPS connection that is the sign of
+    /// an implicit port, which waits for a ClientHello (see [`is_tls_answer`](super::is_tls_answer)).
+    pub fn is_greeting_timeout(&self) -> bool {
+        matches!(self, SessionError::Timeout("greeting"))
+    }
+}
+
 impl From<ReplyError> for SessionError {
     fn from(e: ReplyError) -> Self {
         Self::MalformedReply(e)

@@ -628,7 +628,8 @@ impl ClientSession {
     }
 
     /// Answers request `id` (see [`RequestKind`] for which [`Outcome`]s fit). An answer to a request whose
-    /// operation already ended (aborted, or the session failed), or one that does not fit, is ignored.
+    /// operation already ended (aborted, or the session failed), a second answer, and one that does not fit the
+    /// request are ignored.
     ///
     /// A transfer completes when its data side is answered and the final reply arrived, in either order.
     pub fn complete(&mut self, now: Instant, id: ReqId, outcome: Outcome) {
@@ -636,35 +637,43 @@ impl ClientSession {
             return;
         };
         let t = &mut running.transfer;
-        if t.setup_request == Some(id) {
-            t.setup_request = None;
-            match outcome {
+        let (setup, drive) = (t.setup_request == Some(id), t.drive_request == Some(id));
+        match outcome {
+            Outcome::DataConnected if setup => {
+                t.setup_request = None;
                 // The 1xx came first: the channel goes out now.
-                Outcome::DataConnected if t.preliminary => self.drive_data(now),
-                Outcome::DataConnected => {}
-                Outcome::Listening(addr) => self.listening(now, addr),
-                Outcome::DataConnectFailed(e) => self.data_connect_failed(now, e),
-                _ => {}
-            }
-        } else if t.drive_request == Some(id) {
-            t.drive_request = None;
-            match outcome {
-                Outcome::DataFinished(result) => self.data_finished(now, result),
-                Outcome::ListingReceived { data, bytes } => {
-                    if bytes.len() > self.config.max_listing_bytes {
-                        t.listing_overflow = true;
-                    } else {
-                        t.listing = bytes;
-                    }
-                    self.data_finished(now, data);
+                if t.preliminary {
+                    self.drive_data(now);
                 }
-                Outcome::DataConnectFailed(e) => self.data_connect_failed(now, e),
-                _ => {}
             }
+            Outcome::Listening(addr) if setup => {
+                t.setup_request = None;
+                self.listening(now, addr);
+            }
+            Outcome::DataConnectFailed(e) if setup || drive => {
+                (t.setup_request, t.drive_request) = (None, None);
+                self.data_connect_failed(now, e);
+            }
+            Outcome::DataFinished(result) if drive => {
+                t.drive_request = None;
+                self.data_finished(now, result);
+            }
+            Outcome::ListingReceived { data, bytes } if drive => {
+                t.drive_request = None;
+                if bytes.len() > self.config.max_listing_bytes {
+                    t.listing_overflow = true;
+                } else {
+                    t.listing = bytes;
+                }
+                self.data_finished(now, data);
+            }
+            // Another request's id, one answered already, or an answer that does not fit it: ignored, and a
+            // request that got a misfitting answer stays open.
+            _ => {}
         }
     }
 
-    /// Tells the session today's date (UTC).    /// Tells the session today's date (UTC). `ls`-style `LIST` lines omit the year of recent files; it is
+    /// Tells the session today's date (UTC). `ls`-style `LIST` lines omit the year of recent files; it is
     /// inferred from this date. The session never reads a clock itself.
     pub fn set_today(&mut self, today: Timeval) {
         self.today = today;

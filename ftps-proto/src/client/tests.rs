@@ -1333,8 +1333,10 @@ fn the_channel_waits_for_the_connect_answer_and_requests_are_answered_by_id() {
     let connect = s.requests.remove(0);
     assert!(matches!(connect.kind, RequestKind::ConnectData { .. }));
     assert!(s.requests.is_empty(), "{:?}", s.requests);
-    // An answer under another id changes nothing.
+    // An answer under another id, or one that does not fit the request, changes nothing.
     s.client.complete(s.now, ReqId(999), Outcome::DataConnected);
+    let misfit = Outcome::DataFinished(Ok(DataReport::default()));
+    s.client.complete(s.now, connect.id, misfit);
     s.exchange();
     assert!(s.requests.is_empty(), "{:?}", s.requests);
     s.client.complete(s.now, connect.id, Outcome::DataConnected);
@@ -1835,4 +1837,14 @@ fn the_site_to_site_plan_is_decided_from_both_sessions() {
         clear.setup(),
         [(Side::Source, Operation::SetDataProtection(false))]
     );
+}
+
+#[test]
+fn a_missing_greeting_is_a_greeting_timeout() {
+    let mut s = Script::plain();
+    s.now += Duration::from_secs(3600);
+    s.client.handle_timeout(s.now);
+    let error = s.client.error().cloned().unwrap();
+    assert!(error.is_greeting_timeout(), "{error}");
+    assert!(!SessionError::Timeout("PWD").is_greeting_timeout());
 }
