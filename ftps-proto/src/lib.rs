@@ -8,7 +8,9 @@
 //! - [`server::ServerSession`]: one server control connection: login, TLS upgrade (`AUTH TLS` or implicit),
 //!   `PBSZ`/`PROT`/`CCC`, navigation, data-connection negotiation and transfers. Work that needs the outside
 //!   world leaves as a [`server::Request`] with an id and comes back through `complete`.
-//! - [`client::ClientSession`]: the client side, with a typed operation queue and an explicit reply model.
+//! - [`client::ClientSession`]: the client side, with a typed operation queue and an explicit reply model. Data
+//!   connections leave it as a [`client::Request`] with an id (connect, listen, drive a channel), answered through
+//!   `complete`; the site-to-site plan is [`client::SiteToSitePlan`].
 //! - [`data::DataChannel`]: one data connection, owned and `Send`, so a transfer runs on its own task or thread
 //!   and bulk bytes never pass through a control session. Its TLS is bound to its control session.
 //! - [`ascii`]: `TYPE A` line-end conversion for frontends that move file bytes.
