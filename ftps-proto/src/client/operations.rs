@@ -7,8 +7,8 @@ use std::time::Instant;
 use crate::codec::{Command, EpsvArgument, ProtectionLevel, Reply, RepresentationType};
 
 use super::{
-    ClientSession, DataConnectionMode, Event, OpError, Operation, Output, Phase, ReqId, Request,
-    RequestKind, Running, ServerFeatures, SessionError, SiteToSiteCommand, Step, TransferState,
+    ClientSession, DataConnectionMode, Event, OpError, Operation, Output, Phase, RequestKind,
+    Running, ServerFeatures, SessionError, SiteToSiteCommand, Step, TransferState,
 };
 
 impl ClientSession {
@@ -88,6 +88,7 @@ impl ClientSession {
             self.pump(now);
             return;
         }
+        let running_id = running.id;
         let Some(step) = running.plan.pop_front() else {
             let result = self.output_without_reply();
             self.finish_op(result);
@@ -96,7 +97,15 @@ impl ClientSession {
         };
         let command = match self.command_for(step) {
             Ok(Some(command)) => command,
-            Ok(None) => return, // waiting for the frontend (Listen)
+            Ok(None) => {
+                // Active mode: waiting for the frontend's listener.
+                let id = self.request(running_id, RequestKind::Listen);
+                if let Some(running) = self.current.as_mut() {
+                    running.transfer.awaiting_listen = true;
+                    running.transfer.setup_request = Some(id);
+                }
+                return;
+            }
             Err(e) => {
                 self.finish_op(Err(e));
                 self.pump(now);
@@ -145,18 +154,8 @@ impl ClientSession {
             (Step::Rnto, Operation::Rename { to, .. }) => Command::Rnto(to.clone()),
             (Step::Epsv, _) => Command::Epsv(EpsvArgument::Default),
             (Step::Pasv, _) => Command::Pasv,
-            (Step::Listen, _) => {
-                running.transfer.awaiting_listen = true;
-                let id = ReqId(self.next_request);
-                self.next_request += 1;
-                running.transfer.setup_request = Some(id);
-                self.requests.push_back(Request {
-                    id,
-                    op: running.id,
-                    kind: RequestKind::Listen,
-                });
-                return Ok(None);
-            }
+            // Not a command: the frontend binds first.
+            (Step::Listen, _) => return Ok(None),
             (Step::Eprt, _) => match self.data_addr {
                 Some(addr) if self.eprt_refused => match addr {
                     SocketAddr::V4(v4) => Command::Port(v4),
