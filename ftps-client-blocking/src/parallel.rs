@@ -172,7 +172,8 @@ where
         local.set_len(0)?;
         let plan = SegmentPlan::new(total, self.size);
         if plan.count() <= 1 {
-            let last_segment = read_range(first, remote, local, 0, total, &progress)?;
+            let last_segment = read_segment(first, remote, local, (0, total), true, &progress)?
+                .ok_or_else(|| Error::Protocol("a whole-file read left no report".into()))?;
             return Ok(SegmentedReport {
                 bytes: total,
                 segments: 1,
@@ -191,15 +192,13 @@ where
             first,
             &indexes,
             |client, &index| {
-                let (start, end) = plan.range(index);
-                if end < total {
-                    return read_part(client, remote, local, start, end, &progress);
-                }
-                let report = read_range(client, remote, local, start, end, &progress)?;
-                if let Ok(mut last) = last_segment.lock() {
+                let range = plan.range(index);
+                let report =
+                    read_segment(client, remote, local, range, range.1 == total, &progress)?;
+                if let (Some(report), Ok(mut last)) = (report, last_segment.lock()) {
                     *last = Some(report);
                 }
-                Ok(())
+                Ok::<(), Error>(())
             },
             |_| {
                 not_opened.fetch_add(1, Ordering::Relaxed);
@@ -253,66 +252,46 @@ impl SegmentPlan {
     }
 }
 
-/// Downloads bytes `[start, end)` of `remote` into `local` at the same offsets, then aborts the rest of
-/// the stream, which belongs to other segments.
-fn read_part(
+/// Downloads bytes `[start, end)` of `remote` into `local` at the same offsets. When `end` is the
+/// file's size (`is_last`), the stream must end exactly there and its report is returned; otherwise the
+/// rest of the stream belongs to other segments and is aborted.
+fn read_segment(
     client: &mut Client,
     remote: &str,
     local: &File,
-    start: u64,
-    end: u64,
+    (start, end): (u64, u64),
+    is_last: bool,
     progress: &(impl Fn(u64) + Sync),
-) -> Result<()> {
+) -> Result<Option<TransferReport>> {
     let mut guard = client.retr(remote, start)?;
     let at = match copy_at(&mut guard, local, start, end, progress) {
         Ok(at) => at,
         Err(error) => return Err(error.settle(guard)),
     };
-    if at < end {
-        // The stream ended before the range did: the file shrank since SIZE.
-        guard.finish()?;
-        return Err(Error::SourceChanged {
-            expected: end,
-            found: at,
-        });
+    if at == end && !is_last {
+        return guard.abort().map(|()| None);
     }
-    guard.abort()
-}
-
-/// Downloads bytes `[start, end)` of `remote` into `local` at the same offsets, where `end` is the
-/// file's size: the stream must end exactly there.
-fn read_range(
-    client: &mut Client,
-    remote: &str,
-    local: &File,
-    start: u64,
-    end: u64,
-    progress: &(impl Fn(u64) + Sync),
-) -> Result<TransferReport> {
-    let mut guard = client.retr(remote, start)?;
-    let at = match copy_at(&mut guard, local, start, end, progress) {
-        Ok(at) => at,
-        Err(error) => return Err(error.settle(guard)),
-    };
+    // One more byte after the size means the file grew since SIZE.
     let mut probe = [0u8; 1];
-    let longer = match read_retrying(&mut guard, &mut probe) {
-        Ok(n) => at == end && n > 0,
+    let grew = match read_retrying(&mut guard, &mut probe) {
+        Ok(n) => n > 0,
         Err(error) => return Err(CopyError::Read(error).settle(guard)),
     };
-    if longer {
+    if grew {
         return Err(Error::SourceChanged {
             expected: end,
             found: end + 1,
         });
     }
     let report = guard.finish()?;
-    if at != end {
+    if at < end {
+        // The stream ended before the range did: the file shrank since SIZE.
         return Err(Error::SourceChanged {
             expected: end,
             found: at,
         });
     }
-    Ok(report)
+    Ok(Some(report))
 }
 
 /// Why copying a segment stopped early.
