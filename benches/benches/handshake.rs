@@ -178,7 +178,7 @@ impl Pair {
             }
             RequestKind::RunTransfer { data, plan } => {
                 let (_, channel) = self.server_channel.as_mut().filter(|(i, _)| *i == data)?;
-                channel.start_transfer(self.now, plan.flow());
+                channel.start_transfer(self.now, plan.flow(), plan.data_type);
                 return None;
             }
             RequestKind::ReleaseData

@@ -1,9 +1,8 @@
 //! `TYPE A` line-end conversion (RFC 959 section 3.1.1.1): the wire uses CRLF, the local files LF.
 //!
 //! Both converters are streaming: they keep the one byte of state a line end split across two chunks needs, and
-//! append to a caller-owned buffer so a transfer reuses one allocation. A frontend runs file bytes through
-//! [`ToNetwork`] before `DataChannel::write` and received bytes through [`FromNetwork`] before writing the file,
-//! when the transfer plan says `ascii`.
+//! append to a caller-owned buffer so a transfer reuses one allocation. A [`DataChannel`](crate::data::DataChannel)
+//! of [`DataType::Ascii`](crate::data::DataType::Ascii) runs them itself; frontends need not.
 
 /// Local (LF) to network (CRLF): every LF not already preceded by CR becomes CRLF, so files that already use
 /// CRLF are not doubled to CR CR LF.
@@ -59,6 +58,11 @@ impl FromNetwork {
                 out.push(byte);
             }
         }
+    }
+
+    /// Whether a CR is held, waiting to see whether an LF follows.
+    pub fn holds_cr(&self) -> bool {
+        self.pending_cr
     }
 
     /// Appends what is still held (a final lone CR) at the end of the stream.

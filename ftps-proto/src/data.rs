@@ -137,6 +137,7 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 
+use crate::ascii::{FromNetwork, ToNetwork};
 use crate::tls::{BindingState, ConnectionBinding, HandshakeDecision, ReadState, TlsConn, TlsInfo};
 
 /// How soon a held ClientHello answer looks again at the login it waits for, doubling up to
@@ -222,6 +223,18 @@ pub enum DataFlow {
     Both,
 }
 
+/// How the payload is represented on the wire (RFC 959 section 3.1.1, `TYPE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DataType {
+    /// `TYPE I`: bytes pass unchanged.
+    #[default]
+    Binary,
+    /// `TYPE A` (RFC 959 section 3.1.1.1): lines end in CRLF on the wire. The channel converts: what
+    /// [`DataChannel::write`] takes gets CRLF line ends (LF not already after CR becomes CRLF), and what
+    /// [`DataChannel::read_chunk`] gives has CRLF turned into LF.
+    Ascii,
+}
+
 /// Tunables of a data channel. Build with `DataOptions::default()` and change fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -240,6 +253,8 @@ pub struct DataOptions {
     ///   before this end's preliminary reply reads the connection once just before it closes (curl) and needs the
     ///   tickets by then: see [`DataChannel::start_transfer`].
     pub flow: DataFlow,
+    /// How the payload is represented (default [`DataType::Binary`]); the channel converts `TYPE A` itself.
+    pub data_type: DataType,
     /// How long the TLS handshake may take, counted from [`DataChannel::new`]'s `now`.
     pub handshake_timeout: Duration,
     /// Leniency for peers known to skip close_notify; `None` (the default) is strict.
@@ -263,6 +278,7 @@ impl Default for DataOptions {
     fn default() -> Self {
         Self {
             flow: DataFlow::Both,
+            data_type: DataType::Binary,
             handshake_timeout: Duration::from_secs(30),
             close_notify_grace: None,
             send_buffer_limit: 256 * 1024,
@@ -335,6 +351,42 @@ struct ClearBuffers {
     eof: bool,
 }
 
+/// `TYPE A` conversion state: converted bytes wait here until the transport or the caller takes them, so
+/// the bounded buffers stay bounded (a converted chunk is at most twice [`ASCII_CHUNK`]).
+#[derive(Default)]
+struct AsciiBuffers {
+    to_network: ToNetwork,
+    /// Converted outgoing bytes the transport has not taken yet, from `out_at`.
+    out: Vec<u8>,
+    out_at: usize,
+    from_network: FromNetwork,
+    /// Converted incoming bytes the caller has not consumed yet, from `in_at`.
+    input: Vec<u8>,
+    in_at: usize,
+}
+
+impl AsciiBuffers {
+    fn out_pending(&self) -> &[u8] {
+        self.out.get(self.out_at..).unwrap_or_default()
+    }
+
+    fn input_pending(&self) -> &[u8] {
+        self.input.get(self.in_at..).unwrap_or_default()
+    }
+
+    /// At the end of the peer's stream: a CR held back by the converter is text after all.
+    fn release_held_cr(&mut self) {
+        if self.input_pending().is_empty() && self.from_network.holds_cr() {
+            self.input.clear();
+            self.in_at = 0;
+            self.from_network.finish(&mut self.input);
+        }
+    }
+}
+
+/// `write` converts at most this much of its input at a time.
+const ASCII_CHUNK: usize = 16 * 1024;
+
 enum Transport {
     Clear(ClearBuffers),
     Tls(Box<TlsConn>),
@@ -373,6 +425,8 @@ pub struct DataChannel {
     peer_started: bool,
     read_closed: Option<bool>,
     terminated: bool,
+    /// `TYPE A`: the line-end conversions and their buffers (`None` for `TYPE I`).
+    ascii: Option<Box<AsciiBuffers>>,
     bytes_received: u64,
     bytes_sent: u64,
     events: VecDeque<DataEvent>,
@@ -446,6 +500,7 @@ impl DataChannel {
             peer_started: false,
             read_closed: None,
             terminated: false,
+            ascii: (options.data_type == DataType::Ascii).then(Box::default),
             bytes_received: 0,
             bytes_sent: 0,
             events: VecDeque::new(),
@@ -494,6 +549,13 @@ impl DataChannel {
 
     /// Whether [`DataChannel::poll_transmit`] has bytes to hand out.
     pub fn wants_transmit(&self) -> bool {
+        let converted = self
+            .ascii
+            .as_ref()
+            .is_some_and(|a| !a.out_pending().is_empty());
+        if converted && !self.output_held() {
+            return true;
+        }
         match &self.transport {
             Transport::Clear(clear) => !clear.sending.is_empty(),
             Transport::Tls(_) if self.output_held() => false,
@@ -645,10 +707,15 @@ impl DataChannel {
 
     /// Borrows the next run of received plaintext, without copying; empty when none is buffered.
     ///
-    /// Under TLS a run is at most one record (16 KiB); call again after [`DataChannel::consume`].
+    /// Under TLS a run is at most one record (16 KiB); call again after [`DataChannel::consume`]. Under
+    /// [`DataType::Ascii`] the run is the converted text (CRLF turned into LF).
     pub fn read_chunk(&mut self) -> &[u8] {
         if self.error.is_some() || self.awaiting_transfer || !self.established {
             return &[];
+        }
+        if self.ascii.is_some() {
+            self.convert_input();
+            return self.ascii.as_ref().map_or(&[], |a| a.input_pending());
         }
         match &mut self.transport {
             Transport::Clear(clear) => clear.received.get(clear.read_at..).unwrap_or(&[]),
@@ -661,41 +728,42 @@ impl DataChannel {
         if self.error.is_some() {
             return;
         }
-        let used = match &mut self.transport {
-            Transport::Clear(clear) => {
-                let used = n.min(clear.received.len().saturating_sub(clear.read_at));
-                clear.read_at += used;
-                if clear.read_at == clear.received.len() {
-                    clear.received.clear();
-                    clear.read_at = 0;
-                }
-                used
-            }
-            Transport::Tls(tls) => tls.consume_plaintext(n),
-        };
+        if let Some(ascii) = self.ascii.as_mut() {
+            ascii.in_at += n.min(ascii.input_pending().len());
+            self.update_ends();
+            return;
+        }
+        let used = self.consume_transport(n);
         self.bytes_received += used as u64;
         self.update_ends();
     }
 
     /// Queues plaintext to send. Returns how many bytes were taken: 0 before the TLS handshake finished, after
     /// [`DataChannel::finish`] or a failure, and while the send buffer is full (drain `poll_transmit` first).
+    /// Under [`DataType::Ascii`] the bytes are converted to CRLF line ends first.
     pub fn write(&mut self, plaintext: &[u8]) -> usize {
         if !self.can_write() {
             return 0;
         }
-        let taken = match &mut self.transport {
-            Transport::Clear(clear) => {
-                let room = self
-                    .options
-                    .send_buffer_limit
-                    .saturating_sub(clear.sending.len());
-                let taken = plaintext.len().min(room);
-                clear
-                    .sending
-                    .extend_from_slice(plaintext.get(..taken).unwrap_or(&[]));
-                taken
+        let taken = match self.ascii.as_mut() {
+            Some(ascii) => {
+                if !ascii.out_pending().is_empty() {
+                    self.flush_converted();
+                }
+                match self.ascii.as_mut() {
+                    Some(ascii) if ascii.out_pending().is_empty() => {
+                        let take = plaintext.len().min(ASCII_CHUNK);
+                        ascii.out.clear();
+                        ascii.out_at = 0;
+                        let (input, out) = (plaintext.get(..take).unwrap_or(&[]), &mut ascii.out);
+                        ascii.to_network.convert(input, out);
+                        self.flush_converted();
+                        take
+                    }
+                    _ => 0,
+                }
             }
-            Transport::Tls(tls) => tls.write_plaintext(plaintext),
+            None => self.write_transport(plaintext),
         };
         self.bytes_sent += taken as u64;
         taken
@@ -711,8 +779,8 @@ impl DataChannel {
         self.update_ends();
     }
 
-    /// The transfer command for this connection runs: payload may move now, `flow` (from
-    /// [`TransferPlan::flow`](crate::server::TransferPlan::flow)). Only channels that
+    /// The transfer command for this connection runs: payload may move now, `flow` and `data_type` from the
+    /// [`TransferPlan`](crate::server::TransferPlan). Only channels that
     /// [`awaits_transfer`](DataChannel::awaits_transfer) need it; the handshake deadline starts again if the
     /// handshake is still running.
     ///
@@ -720,12 +788,14 @@ impl DataChannel {
     /// handshake yet: it waits for the preliminary reply and may never read the connection (Go). A client that
     /// spoke first drives the data connection alongside the control connection and reads an upload connection
     /// once, just before it closes (curl): it needs its ticket as soon as the handshake ends.
-    pub fn start_transfer(&mut self, now: Instant, flow: DataFlow) {
+    pub fn start_transfer(&mut self, now: Instant, flow: DataFlow, data_type: DataType) {
         if !self.awaiting_transfer {
             return;
         }
         self.awaiting_transfer = false;
         self.options.flow = flow;
+        self.options.data_type = data_type;
+        self.ascii = (data_type == DataType::Ascii).then(Box::default);
         self.hold_tickets = self.policy.is_some()
             && flow == DataFlow::Receive
             && !self.peer_started
@@ -752,16 +822,32 @@ impl DataChannel {
     /// Appends the bytes to send (ciphertext, or plain bytes in the clear) to `out`; returns how many.
     #[must_use]
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> usize {
-        let held = self.output_held();
-        match &mut self.transport {
-            Transport::Clear(clear) => {
-                let n = clear.sending.len();
-                out.extend_from_slice(&clear.sending);
-                clear.sending.clear();
-                n
+        let mut total = 0;
+        loop {
+            let held = self.output_held();
+            let n = match &mut self.transport {
+                Transport::Clear(clear) => {
+                    let n = clear.sending.len();
+                    out.extend_from_slice(&clear.sending);
+                    clear.sending.clear();
+                    n
+                }
+                Transport::Tls(_) if held => 0,
+                Transport::Tls(tls) => tls.write_tls_into(out),
+            };
+            total += n;
+            // Converted `TYPE A` bytes waiting for room go in now that some went out; a finish waits for them.
+            let converted = self
+                .ascii
+                .as_ref()
+                .is_some_and(|a| !a.out_pending().is_empty());
+            if !converted || held || (n == 0 && total > 0) {
+                return total;
             }
-            Transport::Tls(_) if held => 0,
-            Transport::Tls(tls) => tls.write_tls_into(out),
+            if self.flush_converted() == 0 && n == 0 {
+                return total;
+            }
+            self.update_ends();
         }
     }
 
@@ -827,7 +913,96 @@ impl DataChannel {
             self.tls_info = Some(info.clone());
             self.events.push_back(DataEvent::HandshakeComplete(info));
         }
+        self.discard_if_sending();
         self.update_ends();
+    }
+
+    /// A sender receives no payload (FTP data flows one way, RFC 959 section 3.2): whatever the peer writes
+    /// anyway is dropped, so it can never fill the bounded receive buffer and stall the transfer.
+    fn discard_if_sending(&mut self) {
+        if self.options.flow != DataFlow::Send
+            || self.awaiting_transfer
+            || !self.established
+            || self.error.is_some()
+        {
+            return;
+        }
+        loop {
+            let n = match &mut self.transport {
+                Transport::Clear(clear) => clear.received.len().saturating_sub(clear.read_at),
+                Transport::Tls(tls) => tls.plaintext_chunk().len(),
+            };
+            if n == 0 || self.consume_transport(n) == 0 {
+                return;
+            }
+        }
+    }
+
+    /// Consumes `n` received bytes from the transport; returns how many it had.
+    fn consume_transport(&mut self, n: usize) -> usize {
+        match &mut self.transport {
+            Transport::Clear(clear) => {
+                let used = n.min(clear.received.len().saturating_sub(clear.read_at));
+                clear.read_at += used;
+                if clear.read_at == clear.received.len() {
+                    clear.received.clear();
+                    clear.read_at = 0;
+                }
+                used
+            }
+            Transport::Tls(tls) => tls.consume_plaintext(n),
+        }
+    }
+
+    /// Hands plaintext to the transport within its bound; returns how much it took.
+    fn write_transport(&mut self, plaintext: &[u8]) -> usize {
+        match &mut self.transport {
+            Transport::Clear(clear) => {
+                let room = self
+                    .options
+                    .send_buffer_limit
+                    .saturating_sub(clear.sending.len());
+                let taken = plaintext.len().min(room);
+                clear
+                    .sending
+                    .extend_from_slice(plaintext.get(..taken).unwrap_or(&[]));
+                taken
+            }
+            Transport::Tls(tls) => tls.write_plaintext(plaintext),
+        }
+    }
+
+    /// Moves converted `TYPE A` output into the transport as far as it takes it; returns how much.
+    fn flush_converted(&mut self) -> usize {
+        let Some(mut ascii) = self.ascii.take() else {
+            return 0;
+        };
+        let taken = self.write_transport(ascii.out_pending());
+        ascii.out_at += taken;
+        self.ascii = Some(ascii);
+        taken
+    }
+
+    /// Refills the converted `TYPE A` input from the transport once the caller has read it all.
+    fn convert_input(&mut self) {
+        let Some(mut ascii) = self.ascii.take() else {
+            return;
+        };
+        if ascii.input_pending().is_empty() {
+            ascii.input.clear();
+            ascii.in_at = 0;
+            let raw = match &mut self.transport {
+                Transport::Clear(clear) => clear.received.get(clear.read_at..).unwrap_or(&[]),
+                Transport::Tls(tls) => tls.plaintext_chunk(),
+            };
+            ascii.from_network.convert(raw, &mut ascii.input);
+            let raw_len = raw.len();
+            if raw_len > 0 {
+                let used = self.consume_transport(raw_len);
+                self.bytes_received += used as u64;
+            }
+        }
+        self.ascii = Some(ascii);
     }
 
     /// Notices the end of the peer's stream, answers it, queues close_notify, and emits `Finished`.
@@ -846,7 +1021,11 @@ impl DataChannel {
             // The client has written everything: it now reads until our close_notify, or has gone.
             self.hold_tickets = false;
         }
-        if self.finish_requested && self.established && !self.write_ended {
+        let converted_out = self
+            .ascii
+            .as_ref()
+            .is_some_and(|a| !a.out_pending().is_empty());
+        if self.finish_requested && self.established && !self.write_ended && !converted_out {
             self.write_ended = true;
             if let Transport::Tls(tls) = &mut self.transport {
                 tls.send_close_notify();
@@ -862,6 +1041,14 @@ impl DataChannel {
                     ReadState::CleanClose => Some(true),
                     ReadState::Truncated => Some(self.eof_accepted),
                 },
+            };
+            // `TYPE A`: the converted text, and a CR held at the very end, must be read out first.
+            let clean = match (clean, self.ascii.as_deref_mut()) {
+                (Some(true), Some(ascii)) => {
+                    ascii.release_held_cr();
+                    ascii.input_pending().is_empty().then_some(true)
+                }
+                (clean, _) => clean,
             };
             if let Some(clean) = clean {
                 self.read_closed = Some(clean);
@@ -1043,6 +1230,73 @@ mod tests {
         let mut client = End::new(client_channel(now, client), Vec::new(), false);
         run(now, &mut server, &mut client);
         (server, client)
+    }
+
+    fn clear_channel(flow: DataFlow, data_type: DataType) -> DataChannel {
+        let options = DataOptions {
+            flow,
+            data_type,
+            ..DataOptions::default()
+        };
+        DataChannel::new(Instant::now(), DataProtection::Clear, options).unwrap()
+    }
+
+    fn read_all(ch: &mut DataChannel) -> Vec<u8> {
+        let mut got = Vec::new();
+        loop {
+            let chunk = ch.read_chunk();
+            if chunk.is_empty() {
+                return got;
+            }
+            got.extend_from_slice(chunk);
+            let n = chunk.len();
+            ch.consume(n);
+        }
+    }
+
+    /// `TYPE A` (RFC 959 section 3.1.1.1) is the channel's job: LF goes out as CRLF (CRLF stays), CRLF comes in
+    /// as LF even when split between reads, and a CR held at the very end is text after all.
+    #[test]
+    fn type_a_converts_line_ends_in_the_channel() {
+        let now = Instant::now();
+        let mut sender = clear_channel(DataFlow::Send, DataType::Ascii);
+        let text = b"a\nb\r\nc\n".repeat(5_000);
+        let mut wire = Vec::new();
+        let mut at = 0;
+        while at < text.len() {
+            at += sender.write(&text[at..]);
+            let _ = sender.poll_transmit(&mut wire);
+        }
+        sender.finish(now);
+        let _ = sender.poll_transmit(&mut wire);
+        assert!(sender.is_write_closed());
+        assert_eq!(wire, b"a\r\nb\r\nc\r\n".repeat(5_000));
+        assert_eq!(sender.bytes_sent(), text.len() as u64);
+
+        let mut receiver = clear_channel(DataFlow::Receive, DataType::Ascii);
+        let mut got = Vec::new();
+        for part in [&b"x\r"[..], b"\ny\r", b"\r\nz\r"] {
+            assert_eq!(receiver.handle_input(now, part), part.len());
+            got.extend(read_all(&mut receiver));
+        }
+        receiver.handle_eof(now);
+        got.extend(read_all(&mut receiver));
+        assert_eq!(got, b"x\ny\r\nz\r");
+        assert_eq!(receiver.is_read_closed(), Some(true));
+    }
+
+    /// A sender receives no payload: what the peer writes anyway is dropped, so it never fills the bounded
+    /// receive buffer (nor stalls the transfer), whoever drives the channel.
+    #[test]
+    fn a_sender_drops_what_the_peer_writes() {
+        let now = Instant::now();
+        let mut sender = clear_channel(DataFlow::Send, DataType::Binary);
+        let junk = vec![b'j'; 64 * 1024];
+        for _ in 0..16 {
+            assert_eq!(sender.handle_input(now, &junk), junk.len());
+        }
+        assert!(sender.read_chunk().is_empty());
+        assert_eq!(sender.bytes_received(), 0);
     }
 
     #[test]
@@ -1430,11 +1684,11 @@ mod tests {
         let mut wire = Vec::new();
         let _ = client.poll_transmit(&mut wire);
         if !client_speaks_first {
-            server.start_transfer(now, DataFlow::Receive);
+            server.start_transfer(now, DataFlow::Receive, DataType::Binary);
         }
         assert_eq!(server.handle_input(now, &wire), wire.len());
         if client_speaks_first {
-            server.start_transfer(now, DataFlow::Receive);
+            server.start_transfer(now, DataFlow::Receive, DataType::Binary);
         }
         // The server's flight, then the client's Finished and its payload.
         wire.clear();

@@ -18,7 +18,7 @@ use crate::client::{
     Operation, Output,
 };
 use crate::codec::{Reply, Timeval};
-use crate::data::{DataChannel, DataEvent};
+use crate::data::{DataChannel, DataEvent, DataType};
 use crate::path::VirtualPath;
 use crate::server::{
     Event as ServerEvent, Failure, FileInfo, FileKind, LoginGrant, Outcome, ReqId, Request,
@@ -331,6 +331,8 @@ impl Setup {
                 client = ClientSessionConfig::plain();
             }
         }
+        // Every chunking of one script must see the same STOU names.
+        server.unique_name_seed = Some(1);
         (server, client)
     }
 }
@@ -914,7 +916,11 @@ impl Pair {
                 return;
             }
             RequestKind::RunTransfer { data: id, plan } => {
-                assert!(!plan.ascii, "the client always uses TYPE I");
+                assert_eq!(
+                    plan.data_type,
+                    DataType::Binary,
+                    "the client always uses TYPE I"
+                );
                 let (send, upload) = match plan.source.clone() {
                     Source::Bytes(bytes) => (Some((bytes, 0)), None),
                     Source::File(file) => match self.open_files.remove(&file) {
@@ -935,7 +941,7 @@ impl Pair {
                 s.started = true;
                 s.send = send;
                 s.upload = upload;
-                s.channel.start_transfer(now, plan.flow());
+                s.channel.start_transfer(now, plan.flow(), plan.data_type);
                 // As the smol frontend: ready at once unless the client's handshake is under way.
                 if !s.channel.is_handshaking() || !s.channel.peer_started() {
                     self.server.data_ready(now, id);
@@ -945,12 +951,10 @@ impl Pair {
             RequestKind::AbortTransfer { data: transfer } => {
                 if let Some(link) = self.link.as_mut() {
                     if link.server.as_ref().is_some_and(|s| s.id == transfer) {
-                        // Close the data connection at once; the upload (if any) is dropped.
+                        // Close the data connection at once; the upload (if any) is dropped. A notice: no answer.
                         link.server = None;
                         link.server_closed = true;
                         link.s2c.fin = true;
-                        self.server
-                            .complete(now, transfer, Outcome::Failed(Failure::Aborted));
                     }
                 }
                 return;
@@ -966,14 +970,9 @@ impl Pair {
         mode: WriteMode,
         offset: u64,
     ) -> Outcome {
-        let mut path = path.as_str().to_owned();
-        if mode == WriteMode::Unique {
-            let mut n = 0;
-            let stem = path.clone();
-            while self.store.exists(&path) {
-                n += 1;
-                path = format!("{stem}.{n}");
-            }
+        let path = path.as_str().to_owned();
+        if mode == WriteMode::Unique && self.store.exists(&path) {
+            return storage(StorageError::Exists);
         }
         if self.store.dirs.contains(&path) {
             return storage(StorageError::NotADirectory);
@@ -1555,7 +1554,13 @@ mod tests {
             assert_eq!(report.bytes, 2);
         }
         assert_eq!(pair.store.files["/u"], b"uu");
-        assert_eq!(pair.store.files["/u.1"], b"uu");
+        let second: Vec<_> = pair
+            .store
+            .files
+            .keys()
+            .filter(|k| k.starts_with("/u."))
+            .collect();
+        assert_eq!(second.len(), 1, "{second:?}");
 
         // An empty directory lists nothing; a big one spans many TLS records.
         assert_eq!(

@@ -22,7 +22,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use ftps_proto::data::{DataChannel, DataEvent, DataFlow, ResumptionPolicy};
+use ftps_proto::data::{DataChannel, DataEvent, DataFlow, DataType, ResumptionPolicy};
 use ftps_proto::path::VirtualPath;
 use ftps_proto::server::{
     Failure, FileInfo, FileKind, LoginGrant, Outcome, ReqId, Request, RequestKind, ServerSession,
@@ -45,6 +45,9 @@ const FILES: &[(&str, &[u8])] = &[
 
 /// An answer to a request that took a while (a transfer), sent back to the connection's drive loop.
 type Completion = (ReqId, Outcome);
+
+/// What a transfer sends, and in which representation (the channel converts `TYPE A`).
+type Payload = (Vec<u8>, DataType);
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> io::Result<()> {
@@ -106,7 +109,7 @@ struct Connection {
     data: Option<TcpStream>,
     /// The `DriveData` task of the data connection waiting for its transfer: its id, where the payload goes,
     /// and the task.
-    channel: Option<(ReqId, oneshot::Sender<Vec<u8>>, AbortHandle)>,
+    channel: Option<(ReqId, oneshot::Sender<Payload>, AbortHandle)>,
     /// Files opened by `OpenRead`, keyed by that request's id: contents and start offset.
     open_files: HashMap<ReqId, (&'static [u8], u64)>,
     /// Running transfers, keyed by their `DriveData` id, to stop them on `AbortTransfer`.
@@ -268,6 +271,8 @@ async fn start(conn: &mut Connection, request: Request) -> Option<Completion> {
             }
         }
         RequestKind::AcceptData => {
+            // A connection the engine refused (another host's) closes here.
+            conn.data = None;
             if conn.passive.is_none() {
                 Outcome::Failed(Failure::DataConnection)
             } else {
@@ -323,25 +328,20 @@ async fn start(conn: &mut Connection, request: Request) -> Option<Completion> {
                 // Read-only: `OpenWrite` is refused, so no upload is ever planned.
                 Source::Upload(_) => return Some((data, Outcome::Failed(Failure::Unsupported))),
             };
-            let payload = if plan.ascii {
-                to_crlf(&payload)
-            } else {
-                payload
-            };
             let Some((_, payload_tx, task)) = conn.channel.take().filter(|(c, _, _)| *c == data)
             else {
                 return Some((data, Outcome::Failed(Failure::DataConnection)));
             };
-            let _ = payload_tx.send(payload);
+            let _ = payload_tx.send((payload, plan.data_type));
             conn.transfers.insert(data, task);
             return None;
         }
         RequestKind::AbortTransfer { data } => {
-            // Dropping the task closes the data socket at once; then answer the transfer for it.
+            // Dropping the task closes the data socket at once; the engine has replied already.
             if let Some(task) = conn.transfers.remove(&data) {
                 task.abort();
             }
-            return Some((data, Outcome::Failed(Failure::Aborted)));
+            return None;
         }
         // Active mode (`ConnectData`) is left out to keep the example short: the client falls back to passive.
         RequestKind::ConnectData { .. } => Outcome::Failed(Failure::DataConnection),
@@ -380,10 +380,6 @@ fn on_accepted(
 ) {
     let Some(id) = conn.accepting else { return };
     match accepted {
-        // RFC 2577 section 3 ("port stealing"): the frontend checks the peer and keeps waiting when refused.
-        Ok((_stranger, from)) if !session.data_peer_allowed(from.ip()) => {
-            eprintln!("{}: refused data connection from {from}", session.peer());
-        }
         Ok((socket, from)) => {
             conn.accepting = None;
             conn.data = Some(socket);
@@ -401,7 +397,7 @@ fn on_accepted(
 async fn send_over(
     mut socket: TcpStream,
     mut channel: Box<DataChannel>,
-    mut payload_rx: oneshot::Receiver<Vec<u8>>,
+    mut payload_rx: oneshot::Receiver<Payload>,
 ) -> Outcome {
     let mut payload: Option<Vec<u8>> = None;
     let mut sent = 0;
@@ -454,22 +450,13 @@ async fn send_over(
             read = socket.read(&mut read_buf) => match read {
                 Ok(0) | Err(_) => channel.handle_eof(Instant::now()),
                 Ok(n) => {
-                    let mut input = &read_buf[..n];
-                    while !input.is_empty() {
-                        let taken = channel.handle_input(Instant::now(), input);
-                        // A download receives no payload; anything that arrives anyway is discarded.
-                        let unread = channel.read_chunk().len();
-                        channel.consume(unread);
-                        if taken == 0 && unread == 0 {
-                            break;
-                        }
-                        input = &input[taken..];
-                    }
+                    // A download receives no payload: the channel drops what arrives anyway, so it takes all.
+                    let _ = channel.handle_input(Instant::now(), &read_buf[..n]);
                 }
             },
             received = &mut payload_rx, if payload.is_none() => match received {
-                Ok(bytes) => {
-                    channel.start_transfer(Instant::now(), DataFlow::Send);
+                Ok((bytes, data_type)) => {
+                    channel.start_transfer(Instant::now(), DataFlow::Send, data_type);
                     payload = Some(bytes);
                 }
                 // The session let the connection go without a transfer.
@@ -486,20 +473,6 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
         None => std::future::pending().await,
     }
-}
-
-/// `TYPE A` (RFC 959 section 3.1.1.1): lines end in CRLF on the wire. Bare LFs get a CR; CRLFs stay as they are.
-fn to_crlf(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 16);
-    let mut previous = 0u8;
-    for &byte in bytes {
-        if byte == b'\n' && previous != b'\r' {
-            out.push(b'\r');
-        }
-        out.push(byte);
-        previous = byte;
-    }
-    out
 }
 
 /// The directory entry of one in-memory file.

@@ -15,8 +15,8 @@ use std::time::Instant;
 use async_io::Timer;
 use ftps_proto::path::VirtualPath;
 use ftps_proto::server::{
-    Event, Failure, ListFormat, LoginGrant, Outcome, Refusal, ReqId, Request, RequestKind,
-    ServerSession, Source, UserPolicy, WriteMode,
+    Event, Failure, LoginGrant, Outcome, Refusal, ReqId, Request, RequestKind, ServerSession,
+    Source, UserPolicy, WriteMode,
 };
 use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWriteExt};
 use smol::channel::{Receiver, Sender};
@@ -28,7 +28,7 @@ use crate::auth::{AuthOutcome, AuthenticatedUser, LoginAttempt, Permission, User
 use crate::listener::CountedListener;
 use crate::server::{ListenerContext, Shared, Silent};
 use crate::storage::{self, LocalStorage, ReadOnly, Storage, Subtree, Upload};
-use crate::storage_map::{failed, file_info, listing_now, open_unique, set_modified};
+use crate::storage_map::{failed, file_info, listing_now, metadata_now, set_modified};
 use crate::timing::{within, LazyTimer};
 use crate::transfer::{self, Body};
 
@@ -49,9 +49,7 @@ enum Completion {
     Login(ReqId, Option<AuthenticatedUser>),
     /// A file opened for a transfer; the loop keeps it until `RunTransfer` or `ReleaseFile`.
     Opened(ReqId, OpenFile, Outcome),
-    /// A connection arrived on the passive listener; the loop asks the engine whether its peer may connect.
-    Candidate(ReqId, TcpStream, SocketAddr),
-    /// The active-mode data connection is up.
+    /// A data connection is up (accepted or connected); the engine decides whether its peer may be used.
     Connected(ReqId, TcpStream, SocketAddr),
     /// The transfer's data connection is ready for the preliminary reply.
     DataReady(ReqId),
@@ -363,6 +361,9 @@ impl Driver {
                 }
             }
             Event::Closed(reason) => tracing::info!(?reason, "session closed"),
+            Event::DataConnectionRefused { peer } => {
+                tracing::warn!(%peer, "data connection from a foreign address refused (PASV hijack protection)")
+            }
             other => tracing::debug!(?other, "event"),
         }
     }
@@ -443,28 +444,15 @@ impl Driver {
                     session.complete(now, id, Outcome::Failed(Failure::DataConnection));
                     return;
                 };
+                // A connection the engine refused (another host's) is closed here; the engine wants the next.
+                self.res.data = None;
                 let tx = self.done_tx.clone();
-                // Accepts every connection and lets the loop ask the engine about each peer; the loop cancels
-                // this task once one is allowed or the engine releases the data connection.
                 let task = spawn(async move {
-                    loop {
-                        match crate::listener::accept_from(&listener, |_| true).await {
-                            Ok((stream, peer)) => {
-                                if tx
-                                    .send(Completion::Candidate(id, stream, peer))
-                                    .await
-                                    .is_err()
-                                {
-                                    return;
-                                }
-                            }
-                            Err(_) => {
-                                let outcome = Outcome::Failed(Failure::DataConnection);
-                                let _ = tx.send(Completion::Outcome(id, outcome)).await;
-                                return;
-                            }
-                        }
-                    }
+                    let completion = match crate::listener::accept_from(&listener, |_| true).await {
+                        Ok((stream, peer)) => Completion::Connected(id, stream, peer),
+                        Err(_) => Completion::Outcome(id, Outcome::Failed(Failure::DataConnection)),
+                    };
+                    let _ = tx.send(completion).await;
                 });
                 self.res.data_wait = Some((id, task));
             }
@@ -487,9 +475,7 @@ impl Driver {
             RequestKind::Metadata { path } => {
                 self.with_storage(session, id, move |storage| async move {
                     match storage.metadata(path.as_str()).await {
-                        Ok(meta) => {
-                            Outcome::Metadata(file_info(path.file_name().unwrap_or("/"), &meta))
-                        }
+                        Ok(meta) => metadata_now(file_info(path.file_name().unwrap_or("/"), &meta)),
                         Err(e) => failed(&e),
                     }
                 })
@@ -517,23 +503,14 @@ impl Driver {
                     return session.complete(now, id, not_logged_in());
                 };
                 self.spawn_completion(async move {
-                    let opened = match mode {
-                        WriteMode::Unique => open_unique(&*storage, &path).await,
-                        WriteMode::Append => storage
-                            .open_write(path.as_str(), storage::WriteMode::Append)
-                            .await
-                            .map(|upload| (upload, path)),
-                        _ if offset > 0 => storage
-                            .open_write(path.as_str(), storage::WriteMode::Resume(offset))
-                            .await
-                            .map(|upload| (upload, path)),
-                        _ => storage
-                            .open_write(path.as_str(), storage::WriteMode::Create)
-                            .await
-                            .map(|upload| (upload, path)),
+                    let mode = match mode {
+                        WriteMode::Unique => storage::WriteMode::CreateNew,
+                        WriteMode::Append => storage::WriteMode::Append,
+                        _ if offset > 0 => storage::WriteMode::Resume(offset),
+                        _ => storage::WriteMode::Create,
                     };
-                    match opened {
-                        Ok((upload, path)) => Completion::Opened(
+                    match storage.open_write(path.as_str(), mode).await {
+                        Ok(upload) => Completion::Opened(
                             id,
                             OpenFile::Write(upload),
                             Outcome::Opened { size: None, path },
@@ -547,9 +524,17 @@ impl Driver {
                     spawn(upload.abort()).detach();
                 }
             }
-            RequestKind::List { path, format } => {
+            RequestKind::List { path, .. } => {
                 self.with_storage(session, id, move |storage| async move {
-                    list(&*storage, &path, format).await
+                    match storage.list(path.as_str()).await {
+                        Ok(entries) => listing_now(
+                            entries
+                                .iter()
+                                .map(|entry| file_info(&entry.name, &entry.metadata))
+                                .collect(),
+                        ),
+                        Err(e) => failed(&e),
+                    }
                 })
             }
             RequestKind::MakeDir { path } => self.with_storage(session, id, move |s| async move {
@@ -625,7 +610,7 @@ impl Driver {
                 });
                 let start = transfer::Start {
                     body,
-                    ascii: plan.ascii,
+                    data_type: plan.data_type,
                     flow,
                     on_ready,
                 };
@@ -633,13 +618,8 @@ impl Driver {
                 let _ = start_tx.try_send(start);
                 self.res.transfers.insert(data, task);
             }
-            RequestKind::AbortTransfer { data } => {
-                if let Some(task) = self.res.transfers.remove(&data) {
-                    // Cancelling the task closes the data socket and aborts an upload (its Drop).
-                    drop(task);
-                    session.complete(now, data, Outcome::Failed(Failure::Aborted));
-                }
-            }
+            // Cancelling the task closes the data socket and aborts an upload (its Drop); the engine has replied.
+            RequestKind::AbortTransfer { data } => drop(self.res.transfers.remove(&data)),
             RequestKind::SiteCustom { .. } => {
                 session.complete(now, id, Outcome::Failed(Failure::Unsupported))
             }
@@ -710,16 +690,6 @@ impl Driver {
                 self.res.files.insert(id, file);
                 session.complete(now, id, outcome);
             }
-            Completion::Candidate(id, stream, peer) => {
-                if session.data_peer_allowed(peer.ip()) {
-                    // `accept_from` has set TCP_NODELAY.
-                    self.res.data_wait = None;
-                    self.res.data = Some(stream);
-                    session.complete(now, id, Outcome::DataConnected { peer });
-                } else {
-                    tracing::warn!(%peer, "data connection from a foreign address refused (PASV hijack protection)");
-                }
-            }
             Completion::DataReady(id) => session.data_ready(now, id),
             Completion::Connected(id, stream, peer) => {
                 self.res.data_wait = None;
@@ -762,28 +732,6 @@ fn not_logged_in() -> Outcome {
 fn done_or_failed(result: Result<(), crate::storage::StorageError>) -> Outcome {
     match result {
         Ok(()) => Outcome::Done,
-        Err(e) => failed(&e),
-    }
-}
-
-/// Lists a directory, or describes one file when `path` names a file (`LIST file`).
-async fn list(storage: &dyn Storage, path: &VirtualPath, format: ListFormat) -> Outcome {
-    match storage.list(path.as_str()).await {
-        Ok(entries) => listing_now(
-            entries
-                .iter()
-                .map(|entry| file_info(&entry.name, &entry.metadata))
-                .collect(),
-        ),
-        Err(e)
-            if e.kind() == storage::StorageErrorKind::NotADirectory
-                && format != ListFormat::Mlsd =>
-        {
-            match storage.metadata(path.as_str()).await {
-                Ok(meta) => listing_now(vec![file_info(path.file_name().unwrap_or("/"), &meta)]),
-                Err(e) => failed(&e),
-            }
-        }
         Err(e) => failed(&e),
     }
 }

@@ -8,9 +8,7 @@ use ftps_proto::server::{self as engine, FileInfo};
 
 use ftps_proto::path::VirtualPath;
 
-use crate::storage::{
-    FileKind, Metadata, Storage, StorageError, StorageErrorKind, Upload, WriteMode,
-};
+use crate::storage::{FileKind, Metadata, Storage, StorageError, StorageErrorKind};
 
 /// The engine's name for a storage failure.
 pub(crate) fn engine_storage_error(error: &StorageError) -> engine::StorageError {
@@ -62,6 +60,14 @@ pub(crate) fn listing_now(entries: Vec<FileInfo>) -> engine::Outcome {
     }
 }
 
+/// File status with the wall-clock time, so `LIST file` can show a recent file's time of day.
+pub(crate) fn metadata_now(info: FileInfo) -> engine::Outcome {
+    match Timeval::from_system_time(std::time::SystemTime::now()) {
+        Some(now) => engine::Outcome::MetadataAt { info, now },
+        None => engine::Outcome::Metadata(info),
+    }
+}
+
 /// File metadata as the engine lists it.
 pub(crate) fn file_info(name: &str, metadata: &Metadata) -> FileInfo {
     let kind = match metadata.kind {
@@ -73,29 +79,6 @@ pub(crate) fn file_info(name: &str, metadata: &Metadata) -> FileInfo {
     info.modified = metadata.modified.and_then(Timeval::from_system_time);
     info.mode = metadata.mode;
     info
-}
-
-/// STOU: the first of the engine's candidate names that can be created exclusively.
-pub(crate) async fn open_unique(
-    storage: &dyn Storage,
-    hint: &VirtualPath,
-) -> Result<(Box<dyn Upload>, VirtualPath), StorageError> {
-    let mut last = None;
-    for attempt in 0..ftps_proto::server::STOU_ATTEMPTS {
-        let random = crate::storage::random_u64() as u32;
-        let Some(candidate) = ftps_proto::server::unique_candidate(hint, attempt, random) else {
-            break;
-        };
-        match storage
-            .open_write(candidate.as_str(), WriteMode::CreateNew)
-            .await
-        {
-            Ok(upload) => return Ok((upload, candidate)),
-            Err(e) if e.kind() == StorageErrorKind::AlreadyExists => last = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| StorageError::new(StorageErrorKind::InvalidName, "no STOU name")))
 }
 
 #[cfg(test)]

@@ -7,8 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use ftps_proto::ascii;
-use ftps_proto::data::{DataChannel, DataError, DataEvent, DataFlow, DataReport};
+use ftps_proto::data::{DataChannel, DataEvent, DataFlow, DataReport, DataType};
 use ftps_proto::server::Failure;
 use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWriteExt};
 use smol::channel::Receiver;
@@ -40,7 +39,8 @@ pub(crate) type OnReady = Box<dyn FnOnce() + Send>;
 /// The transfer command's part, sent to a running data connection (`RunTransfer`).
 pub(crate) struct Start {
     pub(crate) body: Body,
-    pub(crate) ascii: bool,
+    /// `TYPE A` or `I`: the channel converts line ends itself.
+    pub(crate) data_type: DataType,
     pub(crate) flow: DataFlow,
     /// Runs when the engine may send its preliminary reply (`ServerSession::data_ready`).
     pub(crate) on_ready: OnReady,
@@ -78,19 +78,18 @@ pub(crate) async fn run(
     // `DataChannel::start_transfer`): take what already arrived first. A client that waits for the 150 cannot
     // have sent anything yet, since the engine holds an upload's 150 until `on_ready` below.
     pump.take_arrived(&mut channel).await?;
-    channel.start_transfer(Instant::now(), start.flow);
+    channel.start_transfer(Instant::now(), start.flow, start.data_type);
     pump.on_ready = Some(start.on_ready);
     pump.receiving = matches!(start.body, Body::Write(_));
     if !channel.is_handshaking() || !channel.peer_started() {
         pump.ready();
     }
     let result = match start.body {
-        Body::Write(upload) => pump.receive(&mut channel, upload, start.ascii).await,
-        Body::Read(reader, size) => pump.send(&mut channel, reader, size, start.ascii).await,
+        Body::Write(upload) => pump.receive(&mut channel, upload).await,
+        Body::Read(reader, size) => pump.send(&mut channel, reader, size).await,
         Body::Bytes(bytes) => {
             let size = bytes.len() as u64;
-            pump.send(&mut channel, Box::new(&bytes[..]), size, start.ascii)
-                .await
+            pump.send(&mut channel, Box::new(&bytes[..]), size).await
         }
     };
     // A transfer that ran and failed still reports what its connection did (TLS version, resumption, bytes):
@@ -147,7 +146,7 @@ impl Pump {
             while let Some(event) = channel.poll_event() {
                 if let DataEvent::Failed(error) = event {
                     self.transmit(channel).await?;
-                    return Err(failure_of(&error));
+                    return Err(Failure::from(&error));
                 }
             }
             // Offer what the channel could not take before; it takes nothing more while it waits for the transfer.
@@ -225,7 +224,6 @@ impl Pump {
         channel: &mut DataChannel,
         mut source: Box<dyn AsyncRead + Send + Unpin + 'a>,
         size: u64,
-        ascii: bool,
     ) -> Result<DataReport, Failure> {
         // Sized to the file (plus one byte, so the first read also sees the end): a 4 KiB file does not zero
         // a 256 KiB buffer.
@@ -233,8 +231,6 @@ impl Pump {
             .unwrap_or(FILE_BUFFER_SIZE)
             .min(FILE_BUFFER_SIZE);
         let mut file_buf = vec![0u8; buf_len];
-        let mut converted = Vec::new();
-        let mut to_network = ascii.then(ascii::ToNetwork::new);
         let (mut at, mut end) = (0, 0);
         let mut source_done = false;
         loop {
@@ -254,18 +250,8 @@ impl Pump {
                             break;
                         }
                         (at, end) = (0, n);
-                        if let Some(conv) = to_network.as_mut() {
-                            converted.clear();
-                            conv.convert(&file_buf[..n], &mut converted);
-                            end = converted.len();
-                        }
                     }
-                    let pending = if to_network.is_some() {
-                        &converted[at..end]
-                    } else {
-                        &file_buf[at..end]
-                    };
-                    let took = channel.write(pending);
+                    let took = channel.write(&file_buf[at..end]);
                     if took == 0 {
                         break;
                     }
@@ -278,9 +264,6 @@ impl Pump {
             if let Some(done) = self.events(channel) {
                 return self.conclude(channel, done).await;
             }
-            // A client sends no payload during a download; whatever it sends anyway is dropped, so it can never
-            // stall the channel's bounded receive buffer.
-            discard_plaintext(channel);
             // Input matters while handshaking and once everything is sent (the peer's close_notify).
             if channel.is_handshaking() || source_done || channel.error().is_some() {
                 self.pump_input(channel).await?;
@@ -293,14 +276,9 @@ impl Pump {
         &mut self,
         channel: &mut DataChannel,
         mut upload: Box<dyn Upload>,
-        ascii: bool,
     ) -> Result<DataReport, Failure> {
-        let mut from_network = ascii.then(ascii::FromNetwork::new);
-        let mut converted = Vec::new();
         let result = loop {
-            if let Err(e) =
-                drain_plaintext(channel, &mut upload, &mut from_network, &mut converted).await
-            {
+            if let Err(e) = drain_plaintext(channel, &mut upload).await {
                 break Err(e);
             }
             if let Err(e) = self.transmit(channel).await {
@@ -315,16 +293,6 @@ impl Pump {
         };
         match result {
             Ok(report) if report.clean_close => {
-                if let Some(conv) = from_network.as_mut() {
-                    converted.clear();
-                    conv.finish(&mut converted);
-                    if !converted.is_empty() {
-                        if let Err(e) = upload.write_all(&converted).await {
-                            upload.abort().await;
-                            return Err(Failure::Storage(engine_storage_error(&e.into())));
-                        }
-                    }
-                }
                 upload
                     .commit()
                     .await
@@ -391,7 +359,7 @@ impl Pump {
             match event {
                 DataEvent::HandshakeComplete(_) => self.ready(),
                 DataEvent::Finished(report) => return Some(Ok(report)),
-                DataEvent::Failed(error) => return Some(Err(failure_of(&error))),
+                DataEvent::Failed(error) => return Some(Err(Failure::from(&error))),
                 _ => {}
             }
         }
@@ -488,23 +456,10 @@ async fn timed<T>(idle: Duration, f: impl std::future::Future<Output = T>) -> Re
     within(idle, f).await.ok_or(Failure::Truncated)
 }
 
-/// Drops plaintext nobody asked for (a client writing during a download).
-fn discard_plaintext(channel: &mut DataChannel) {
-    loop {
-        let n = channel.read_chunk().len();
-        if n == 0 {
-            return;
-        }
-        channel.consume(n);
-    }
-}
-
-/// Moves received plaintext into the upload (converting line ends for `TYPE A`).
+/// Moves received plaintext (already converted for `TYPE A` by the channel) into the upload.
 async fn drain_plaintext(
     channel: &mut DataChannel,
     upload: &mut Box<dyn Upload>,
-    from_network: &mut Option<ascii::FromNetwork>,
-    converted: &mut Vec<u8>,
 ) -> Result<(), Failure> {
     loop {
         let chunk = channel.read_chunk();
@@ -512,22 +467,10 @@ async fn drain_plaintext(
             return Ok(());
         }
         let n = chunk.len();
-        let write = match from_network.as_mut() {
-            Some(conv) => {
-                converted.clear();
-                conv.convert(chunk, converted);
-                upload.write_all(converted).await
-            }
-            None => upload.write_all(chunk).await,
-        };
-        write.map_err(|e| Failure::Storage(engine_storage_error(&e.into())))?;
+        upload
+            .write_all(chunk)
+            .await
+            .map_err(|e| Failure::Storage(engine_storage_error(&e.into())))?;
         channel.consume(n);
-    }
-}
-
-fn failure_of(error: &DataError) -> Failure {
-    match error {
-        DataError::SessionReuseRequired => Failure::ResumptionRefused,
-        _ => Failure::DataTls,
     }
 }

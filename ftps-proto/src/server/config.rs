@@ -94,6 +94,10 @@ pub struct SessionConfig {
     /// arrived whether the upload's tickets wait for the client's close_notify. Such a client is reported ready at
     /// once.
     pub preliminary_reply_wait: Duration,
+    /// Seeds the random part of `STOU` names (see [`unique_candidate`](super::unique_candidate)). `None` (the
+    /// default) draws a seed per session from the TLS provider's secure random; tests fix it so two runs of one
+    /// script reply alike.
+    pub unique_name_seed: Option<u64>,
 }
 
 impl Default for SessionConfig {
@@ -122,6 +126,7 @@ impl Default for SessionConfig {
             greeting: "ftps-rs ready".to_owned(),
             max_line_len: crate::codec::LineFramer::DEFAULT_MAX_LINE_LEN,
             preliminary_reply_wait: Duration::ZERO,
+            unique_name_seed: None,
         }
     }
 }

@@ -74,9 +74,10 @@
 //!
 //! # Who checks the data connection's peer
 //!
-//! The frontend accepts and connects data sockets, so the frontend checks a passive data connection's peer with
-//! [`ServerSession::data_peer_allowed`] and keeps waiting when it is refused (RFC 2577 section 3). The engine
-//! checks `PORT`/`EPRT` targets itself before emitting any request.
+//! The engine, always. The frontend reports the peer of each passive data connection it accepted
+//! ([`Outcome::DataConnected`]); the engine refuses a peer other than the control peer (RFC 2577 section 3) by
+//! asking for the next connection (a new [`RequestKind::AcceptData`]), so a frontend cannot forget the check.
+//! It checks `PORT`/`EPRT` targets before emitting any request.
 
 mod config;
 mod listing;
@@ -90,7 +91,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use crate::data::{DataChannel, DataReport, ResumptionPolicy};
+pub use crate::data::{DataChannel, DataReport, DataType, ResumptionPolicy};
 pub use crate::tls::{ResumptionScope, SessionKeyring};
 pub use config::{SessionConfig, UserPolicy};
 pub use request::{
@@ -111,14 +112,14 @@ use listing::FactSet;
 /// `stou.<8 hex digits>` (see [`unique_candidate`]).
 pub const STOU_DEFAULT_NAME: &str = "stou";
 
-/// Attempts a frontend makes at a `STOU` name before giving up (each an exclusive create): with 32 random
-/// bits per attempt, a collision even once is already unlikely.
+/// Names the engine tries for one `STOU` before giving up (each an exclusive create, [`WriteMode::Unique`]):
+/// with 32 random bits per attempt, a collision even once is already unlikely.
 pub const STOU_ATTEMPTS: u32 = 8;
 
 /// The `attempt`-th name to try for `STOU` with the name hint `hint` (see [`WriteMode::Unique`]): the hint
 /// itself first when the client gave a name, then `name.<8 hex digits of random>` in the same directory.
-/// The frontend creates each candidate exclusively (never overwriting) and stops at the first that works,
-/// so no name is probed with a separate `stat`. `None` only when the hint has no file name.
+/// The engine asks the frontend to create each candidate exclusively (never overwriting) and stops at the first
+/// that works, so no name is probed with a separate `stat`. `None` only when the hint has no file name.
 #[must_use]
 pub fn unique_candidate(hint: &VirtualPath, attempt: u32, random: u32) -> Option<VirtualPath> {
     let name = hint.file_name()?;
@@ -159,6 +160,13 @@ pub enum Event {
     },
     /// A transfer ended (successfully or not).
     TransferFinished(TransferRecord),
+    /// A passive data connection came from an address other than the control peer's and was refused (RFC 2577
+    /// section 3, "port stealing"); the engine asked for the next connection with a new
+    /// [`RequestKind::AcceptData`].
+    DataConnectionRefused {
+        /// The refused connection's peer.
+        peer: SocketAddr,
+    },
     /// The session ended; no more input is processed.
     Closed(CloseReason),
 }
@@ -273,6 +281,10 @@ enum Pending {
     StatList {
         path: VirtualPath,
     },
+    /// `STAT path` named a file: its metadata is the listing.
+    StatFile {
+        path: VirtualPath,
+    },
     /// Reply `code text` on `Done`.
     Simple {
         code: ReplyCode,
@@ -330,6 +342,10 @@ struct Transfer {
     file: Option<ReqId>,
     /// The data channel runs as TLS server under [`ResumptionPolicy::Required`] (decided when it is built).
     resumption_required: bool,
+    /// `STOU`: the name hint and how many candidate names were tried (see [`unique_candidate`]).
+    unique: Option<(VirtualPath, u32)>,
+    /// `LIST`/`NLST` named a file: its metadata is listed as a one-line listing.
+    single_file: bool,
 }
 
 /// The session's timers; each is taken when it fires, so no deadline is returned twice.
@@ -392,6 +408,8 @@ pub struct ServerSession {
     rest: u64,
     rnfr: Option<VirtualPath>,
     epsv_all: bool,
+    /// The state of the `STOU` name sequence (see [`SessionConfig::unique_name_seed`]).
+    unique_names: u64,
     /// `SSCN ON`: this server takes the TLS client role on data connections (site-to-site transfers).
     sscn_client: bool,
     facts: FactSet,
@@ -508,6 +526,7 @@ impl ServerSession {
             rnfr: None,
             epsv_all: false,
             sscn_client: false,
+            unique_names: 0,
             facts: FactSet::default(),
             cwd: VirtualPath::root(),
             data: Data::default(),
@@ -517,6 +536,7 @@ impl ServerSession {
             shutdown_pending: false,
             error: None,
         };
+        session.unique_names = session.base.unique_name_seed.unwrap_or_else(random_seed);
         session.timers.login = Some(now + session.base.login_timeout);
         session.timers.idle = Some(now + session.base.idle_timeout);
         session.timers.auth = Some(now + session.base.auth_timeout);
@@ -565,7 +585,7 @@ impl ServerSession {
     }
 
     /// Whether a data connection from `ip` may be used (RFC 2577 section 3): the control peer's IP, unless the
-    /// policy allows site-to-site transfers. The frontend calls this for every accepted passive connection.
+    /// policy allows site-to-site transfers. The engine applies it to every [`Outcome::DataConnected`].
     pub fn data_peer_allowed(&self, ip: IpAddr) -> bool {
         self.policy.allow_site_to_site || same_ip(ip, self.peer.ip())
     }
@@ -1071,9 +1091,12 @@ impl ServerSession {
         };
         match t.stage {
             Stage::Running(id) => {
-                // 426 then 226 once the frontend confirms the channel is closed.
+                // The frontend closes the data connection when it sees the notice, without answering: 426 for
+                // the transfer and 226 for ABOR now (RFC 959 section 4.1.3), and a late answer is ignored.
                 t.aborted = true;
                 self.push_request(RequestKind::AbortTransfer { data: id });
+                self.abandoned.push(id);
+                self.on_transfer_done(Outcome::Failed(Failure::Aborted));
             }
             Stage::Preparing(id) => {
                 self.abandoned.push(id);
@@ -1820,6 +1843,15 @@ impl ServerSession {
 
     fn on_data_outcome(&mut self, outcome: Outcome) {
         match outcome {
+            // RFC 2577 section 3 ("port stealing"): a passive connection from another host is dropped and the
+            // next one awaited, within the same data-accept timeout; the frontend need not know the rule.
+            Outcome::DataConnected { peer }
+                if self.data.passive && !self.data_peer_allowed(peer.ip()) =>
+            {
+                self.events.push_back(Event::DataConnectionRefused { peer });
+                let id = self.push_request(RequestKind::AcceptData);
+                self.data.waiting = Some(id);
+            }
             Outcome::DataConnected { peer } => {
                 self.data.connected = Some(peer);
                 self.start_data_channel();
@@ -1886,6 +1918,21 @@ impl ServerSession {
             );
             return;
         }
+        let unique = match kind {
+            TransferKind::Write(WriteMode::Unique) => Some((path.clone(), 0)),
+            _ => None,
+        };
+        let path = match &unique {
+            Some((hint, _)) => match unique_candidate(hint, 0, next_random(&mut self.unique_names))
+            {
+                Some(first) => first,
+                None => {
+                    self.reply(ReplyCode::FILE_NAME_NOT_ALLOWED, "File name not allowed");
+                    return;
+                }
+            },
+            None => path,
+        };
         let (direction, request, format, write_mode, offset) = match kind {
             TransferKind::Retr => (
                 Direction::Download,
@@ -1935,6 +1982,8 @@ impl ServerSession {
             aborted: false,
             file: None,
             resumption_required: false,
+            unique,
+            single_file: false,
         });
     }
 
@@ -1965,6 +2014,71 @@ impl ServerSession {
                 } else {
                     Source::File(id)
                 });
+            }
+            // `STOU`: the name was taken meanwhile; try the next candidate.
+            Outcome::Failed(Failure::Storage(StorageError::Exists))
+                if t.unique
+                    .as_ref()
+                    .is_some_and(|(_, n)| n + 1 < STOU_ATTEMPTS) =>
+            {
+                let Some((hint, attempt)) = t.unique.as_mut() else {
+                    return;
+                };
+                *attempt += 1;
+                let Some(path) =
+                    unique_candidate(hint, *attempt, next_random(&mut self.unique_names))
+                else {
+                    self.transfer = None;
+                    self.reply(ReplyCode::FILE_NAME_NOT_ALLOWED, "File name not allowed");
+                    return;
+                };
+                t.path = path.clone();
+                let request = RequestKind::OpenWrite {
+                    path,
+                    mode: WriteMode::Unique,
+                    offset: 0,
+                };
+                let id = self.push_request(request);
+                if let Some(t) = self.transfer.as_mut() {
+                    t.stage = Stage::Preparing(id);
+                }
+                return;
+            }
+            // `LIST file` / `NLST file` (as `ls` does): the file's own line. `MLSD` is for directories only
+            // (RFC 3659 section 7.1), so it keeps the error.
+            Outcome::Failed(Failure::Storage(StorageError::NotADirectory))
+                if !t.single_file && t.format.is_some_and(|f| f != ListFormat::Mlsd) =>
+            {
+                t.single_file = true;
+                let request = RequestKind::Metadata {
+                    path: t.path.clone(),
+                };
+                let id = self.push_request(request);
+                if let Some(t) = self.transfer.as_mut() {
+                    t.stage = Stage::Preparing(id);
+                }
+                return;
+            }
+            Outcome::Metadata(_) | Outcome::MetadataAt { .. } if !t.single_file => {
+                self.transfer = None;
+                self.reply(ReplyCode::LOCAL_ERROR, "Unexpected answer");
+                return;
+            }
+            Outcome::Metadata(mut info) => {
+                info.name = t.path.file_name().unwrap_or("/").to_owned();
+                let format = t.format.unwrap_or(ListFormat::Unix);
+                t.source = Some(Source::Bytes(listing::render(
+                    &[info],
+                    format,
+                    self.facts,
+                    None,
+                )));
+            }
+            Outcome::MetadataAt { mut info, now } => {
+                info.name = t.path.file_name().unwrap_or("/").to_owned();
+                let format = t.format.unwrap_or(ListFormat::Unix);
+                let bytes = listing::render(&[info], format, self.facts, Some(&now));
+                t.source = Some(Source::Bytes(bytes));
             }
             Outcome::Listing(entries) => {
                 let format = t.format.unwrap_or(ListFormat::Unix);
@@ -2061,7 +2175,11 @@ impl ServerSession {
         let plan = TransferPlan {
             path: t.path.clone(),
             source,
-            ascii: self.ascii,
+            data_type: if self.ascii {
+                DataType::Ascii
+            } else {
+                DataType::Binary
+            },
             offset: t.offset,
         };
         let text = match (&plan.source, code) {
@@ -2232,6 +2350,26 @@ impl ServerSession {
     // ----- request outcomes -----
 
     fn on_pending_outcome(&mut self, pending: Pending, outcome: Outcome) {
+        // `STAT file` lists the file's own line, as `LIST file` does.
+        if let (
+            Pending::StatList { path },
+            Outcome::Failed(Failure::Storage(StorageError::NotADirectory)),
+        ) = (&pending, &outcome)
+        {
+            let path = path.clone();
+            let request = RequestKind::Metadata { path: path.clone() };
+            self.request(Pending::StatFile { path }, request);
+            return;
+        }
+        let outcome = match (&pending, outcome) {
+            (Pending::StatFile { path }, Outcome::MetadataAt { mut info, now }) => {
+                info.name = path.file_name().unwrap_or("/").to_owned();
+                self.stat_list(path, &[info], Some(&now));
+                return;
+            }
+            (_, Outcome::MetadataAt { info, .. }) => Outcome::Metadata(info),
+            (_, outcome) => outcome,
+        };
         if let Outcome::Failed(f) = &outcome {
             if let Pending::Auth { .. } = pending {
                 // Fall through to Denied handling below.
@@ -2365,6 +2503,10 @@ impl ServerSession {
             (Pending::StatList { path }, Outcome::ListingAt { entries, now }) => {
                 self.stat_list(&path, &entries, Some(&now));
             }
+            (Pending::StatFile { path }, Outcome::Metadata(mut info)) => {
+                info.name = path.file_name().unwrap_or("/").to_owned();
+                self.stat_list(&path, &[info], None);
+            }
             (Pending::Simple { code, text }, Outcome::Done) => self.reply(code, text),
             (Pending::Mfmt { path, time }, Outcome::Done) => {
                 let text = format!("Modify={}; {}", listing::timeval(&time), path);
@@ -2466,4 +2608,21 @@ enum TransferKind {
     Retr,
     Write(WriteMode),
     List(ListFormat),
+}
+
+/// A seed for `STOU` names from the TLS provider's generator (the engine reads no OS source itself).
+fn random_seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    // A failing generator only makes the names predictable; the exclusive create still never overwrites.
+    let _ = crate::tls_provider().secure_random.fill(&mut bytes);
+    u64::from_le_bytes(bytes)
+}
+
+/// The next 32 bits of a SplitMix64 sequence: names need to differ, not to be secret.
+fn next_random(state: &mut u64) -> u32 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    ((z ^ (z >> 31)) >> 32) as u32
 }

@@ -13,7 +13,7 @@ use rustls::pki_types::CertificateDer;
 
 use super::config::UserPolicy;
 use crate::codec::Timeval;
-use crate::data::{DataChannel, DataFlow, DataReport};
+use crate::data::{DataChannel, DataFlow, DataReport, DataType};
 use crate::path::VirtualPath;
 
 /// Identifies one request of one session; ids are never reused within a session.
@@ -71,13 +71,15 @@ pub enum RequestKind {
         /// Whether to bind an IPv6 address (the control connection is IPv6).
         ipv6: bool,
     },
-    /// Accept one data connection on the passive listener. *Answer required*: [`Outcome::DataConnected`] (then
-    /// a [`RequestKind::DriveData`] follows at once) or [`Outcome::Failed`].
+    /// Accept one data connection on the passive listener, closing any connection accepted for an earlier
+    /// `AcceptData` that no [`RequestKind::DriveData`] took. *Answer required*: [`Outcome::DataConnected`] with
+    /// the connection's peer, or [`Outcome::Failed`].
     ///
-    /// **The frontend checks the peer** before answering (RFC 2577 section 3, "port stealing"): a connection
-    /// whose IP is not [`ServerSession::data_peer_allowed`](super::ServerSession::data_peer_allowed) is closed
-    /// and the frontend keeps waiting. The engine bounds the wait with its data-accept timeout and then sends
-    /// [`RequestKind::ReleaseData`].
+    /// **The engine checks the peer** (RFC 2577 section 3, "port stealing"): when it is the control peer (or
+    /// site-to-site is allowed) a [`RequestKind::DriveData`] for that connection follows at once; otherwise a new
+    /// `AcceptData` follows (close the refused connection, accept the next) and an
+    /// [`Event::DataConnectionRefused`](super::Event::DataConnectionRefused) is logged. The engine bounds the
+    /// wait with its data-accept timeout and then sends [`RequestKind::ReleaseData`].
     AcceptData,
     /// Connect to the client's data port (`PORT`/`EPRT`; the engine has already applied RFC 2577's checks).
     /// *Answer required*: [`Outcome::DataConnected`] or [`Outcome::Failed`] (425).
@@ -89,8 +91,8 @@ pub enum RequestKind {
     /// (stop driving it; it is not answered), and cancel a pending `AcceptData`/`ConnectData` (answering it is
     /// then optional). Notification.
     ReleaseData,
-    /// File status for `SIZE`, `MDTM`, `MLST`, `CWD` (is it a directory?), `STAT path` and `RNFR`.
-    /// *Answer required*: [`Outcome::Metadata`] or [`Outcome::Failed`].
+    /// File status for `SIZE`, `MDTM`, `MLST`, `CWD` (is it a directory?), `STAT path`, `LIST file` and `RNFR`.
+    /// *Answer required*: [`Outcome::Metadata`] (or [`Outcome::MetadataAt`]) or [`Outcome::Failed`].
     Metadata {
         /// The file.
         path: VirtualPath,
@@ -104,12 +106,11 @@ pub enum RequestKind {
         /// Where to start (`REST`).
         offset: u64,
     },
-    /// Open a file for writing (`STOR`, `APPE`, `STOU`). *Answer required*: [`Outcome::Opened`] (for
-    /// [`WriteMode::Unique`], with the chosen path) or [`Outcome::Failed`]. Kept like [`RequestKind::OpenRead`].
+    /// Open a file for writing (`STOR`, `APPE`, `STOU`). *Answer required*: [`Outcome::Opened`] or
+    /// [`Outcome::Failed`]. Kept like [`RequestKind::OpenRead`].
     OpenWrite {
-        /// The file, or for [`WriteMode::Unique`] the name hint in the directory to create it in: the
-        /// frontend creates [`unique_candidate`](super::unique_candidate)`(path, attempt, random)`
-        /// exclusively, for a few attempts, and answers with the path it created.
+        /// The file. For [`WriteMode::Unique`] the engine picks the names and tries the next one when the
+        /// answer is [`StorageError::Exists`].
         path: VirtualPath,
         /// How to open it.
         mode: WriteMode,
@@ -122,8 +123,10 @@ pub enum RequestKind {
         /// The id of the `OpenRead`/`OpenWrite` request.
         file: ReqId,
     },
-    /// List a directory (or describe one file) for `LIST`, `NLST`, `MLSD`. *Answer required*:
-    /// [`Outcome::Listing`] or [`Outcome::Failed`]. The engine formats the lines (no FTP formats in frontends).
+    /// List a directory for `LIST`, `NLST`, `MLSD`, `STAT path`. *Answer required*: [`Outcome::Listing`] or
+    /// [`Outcome::Failed`]. The engine formats the lines (no FTP formats in frontends). When `path` is a file,
+    /// answer [`StorageError::NotADirectory`]: the engine then asks for its [`RequestKind::Metadata`] and lists
+    /// that one file where FTP wants it (`LIST`, `NLST`, `STAT`; not `MLSD`).
     List {
         /// The directory (or file).
         path: VirtualPath,
@@ -183,7 +186,8 @@ pub enum RequestKind {
     /// The TLS handshake runs at once: curl sends its ClientHello as soon as it has connected and waits for the
     /// answer before it reads the control connection again, so a handshake left for the transfer command stalls
     /// it (measured: 200 ms a download). No payload moves until [`RequestKind::RunTransfer`] names this request:
-    /// then call [`DataChannel::start_transfer`] with [`TransferPlan::flow`] and copy the bytes between the channel
+    /// then call [`DataChannel::start_transfer`] with [`TransferPlan::flow`] and [`TransferPlan::data_type`] and
+    /// copy the bytes between the channel
     /// and the source or sink the plan names. The engine replies 226 only after the answer, and only when the
     /// report shows a clean close.
     DriveData {
@@ -201,9 +205,9 @@ pub enum RequestKind {
         /// What to copy, in which direction.
         plan: TransferPlan,
     },
-    /// Stop the running transfer (`ABOR`, or the session is ending): close the data connection at once and
-    /// answer the `DriveData` request with [`Failure::Aborted`] (or with the report if it had already finished).
-    /// Notification.
+    /// Stop the running transfer (`ABOR`, or the session is ending): stop driving the channel of `DriveData`
+    /// request `data` and close its connection at once; an upload is discarded, never committed. Notification:
+    /// the engine has already replied for the transfer and ignores any answer to that `DriveData`.
     AbortTransfer {
         /// The id of the `DriveData` request.
         data: ReqId,
@@ -217,8 +221,9 @@ pub enum WriteMode {
     Create,
     /// `APPE`: create or append at the end.
     Append,
-    /// `STOU`: create a file with a name that does not exist yet, in the directory of the hint; never
-    /// overwrite. The preliminary reply names the file (`150 FILE: name`, RFC 1123 section 4.1.2.9).
+    /// `STOU`: create exactly this file, exclusively: never overwrite, answer [`StorageError::Exists`] when
+    /// it exists (the engine then tries another name). The preliminary reply names the file (`150 FILE: name`,
+    /// RFC 1123 section 4.1.2.9).
     Unique,
 }
 
@@ -240,8 +245,8 @@ pub struct TransferPlan {
     pub path: VirtualPath,
     /// Direction and source.
     pub source: Source,
-    /// `TYPE A`: convert line ends (to CRLF when sending, CRLF to the local convention when receiving).
-    pub ascii: bool,
+    /// `TYPE A` or `TYPE I`: pass it to [`DataChannel::start_transfer`], which converts line ends itself.
+    pub data_type: DataType,
     /// The `REST` offset the file was opened at (already applied by the open; for information).
     pub offset: u64,
 }
@@ -296,6 +301,15 @@ pub enum Outcome {
     },
     /// File status.
     Metadata(FileInfo),
+    /// File status with the wall-clock time (the engine reads no clock), so that `LIST file` and `STAT file`
+    /// show a recent file's time of day as [`Outcome::ListingAt`] does; elsewhere the same as
+    /// [`Outcome::Metadata`].
+    MetadataAt {
+        /// The file's status.
+        info: FileInfo,
+        /// The current time (UTC).
+        now: Timeval,
+    },
     /// The file is open.
     Opened {
         /// Its size (for reads), when known.
@@ -363,7 +377,7 @@ pub enum Failure {
     ResumptionRefused,
     /// The data connection ended early: no close_notify, or a reset (426).
     Truncated,
-    /// Stopped by [`RequestKind::AbortTransfer`] (426).
+    /// The transfer was stopped (`ABOR`; 426).
     Aborted,
     /// Not supported by this frontend, e.g. an unknown `SITE` command or `HOST` name (504).
     Unsupported,

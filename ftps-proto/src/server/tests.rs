@@ -262,10 +262,9 @@ impl Harness {
             }
             RequestKind::ReleaseData | RequestKind::ReleaseFile { .. } => return,
             RequestKind::AbortTransfer { data: transfer } => {
+                // A notice: drop the transfer, answer nothing.
                 if let Some(at) = self.held.iter().position(|r| r.id == transfer) {
                     self.held.remove(at);
-                    self.session
-                        .complete(self.now, transfer, Outcome::Failed(Failure::Aborted));
                 }
                 return;
             }
@@ -284,16 +283,9 @@ impl Harness {
                 None => Outcome::Failed(Failure::Storage(StorageError::NotFound)),
             },
             RequestKind::OpenWrite { path, mode, .. } => {
-                let path = if mode == WriteMode::Unique {
-                    // Like a frontend: the first candidate that does not exist yet.
-                    (0..STOU_ATTEMPTS)
-                        .filter_map(|attempt| unique_candidate(&path, attempt, 0x1234 + attempt))
-                        .find(|candidate| !self.files.contains_key(candidate.as_str()))
-                        .unwrap()
-                } else {
-                    path
-                };
-                if path.as_str().contains("full") {
+                if mode == WriteMode::Unique && self.files.contains_key(path.as_str()) {
+                    Outcome::Failed(Failure::Storage(StorageError::Exists))
+                } else if path.as_str().contains("full") {
                     Outcome::Failed(Failure::Storage(StorageError::DiskFull))
                 } else {
                     self.open.insert(id, path.to_string());
@@ -302,7 +294,10 @@ impl Harness {
             }
             RequestKind::List { path, .. } => {
                 let dir = path.as_str();
-                if !self.dirs.contains(dir) {
+                if self.files.contains_key(dir) {
+                    // As a storage backend says it: the engine then asks for the file's metadata.
+                    Outcome::Failed(Failure::Storage(StorageError::NotADirectory))
+                } else if !self.dirs.contains(dir) {
                     Outcome::Failed(Failure::Storage(StorageError::NotFound))
                 } else {
                     let prefix = if dir == "/" {
@@ -400,7 +395,7 @@ impl Harness {
             .channels
             .remove(&data)
             .expect("DriveData before RunTransfer");
-        channel.start_transfer(self.now, plan.flow());
+        channel.start_transfer(self.now, plan.flow(), plan.data_type);
         *channel
     }
 
@@ -421,16 +416,12 @@ impl Harness {
             DataProtection::Clear
         };
         let mut client = DataChannel::new(self.now, protection, DataOptions::default()).unwrap();
-        let (mut to_send, upload): (Vec<u8>, bool) = match &plan.source {
+        let (to_send, upload): (Vec<u8>, bool) = match &plan.source {
             Source::File(id) => (self.files[&self.open[id]].clone(), false),
             Source::Bytes(b) => (b.clone(), false),
             Source::Upload(_) => (self.upload.clone(), true),
         };
-        if plan.ascii && !upload {
-            to_send = String::from_utf8_lossy(&to_send)
-                .replace('\n', "\r\n")
-                .into_bytes();
-        }
+        // `TYPE A` is the server channel's job (`start_transfer`): the harness sends the file as it is.
         let (mut sent, mut got) = (0usize, Vec::new());
         let mut server_result = None;
         let (mut sender_eof_sent, mut receiver_eof_sent) = (false, false);
@@ -985,6 +976,15 @@ fn odd_arguments_get_clear_replies() {
     );
 }
 
+/// The file name a `125 FILE: name` reply (then `226`) announces.
+fn stou_name(replies: &str) -> String {
+    let name = replies
+        .strip_prefix("125 FILE: ")
+        .and_then(|rest| rest.split_once("\r\n226 Transfer complete\r\n"))
+        .map(|(name, _)| name.to_owned());
+    name.unwrap_or_else(|| panic!("not a STOU success: {replies:?}"))
+}
+
 /// STOU creates its file in the current directory (not next to it), under a fresh name, and the preliminary
 /// reply names it (RFC 1123 section 4.1.2.9); with an argument, that name while it is free.
 #[test]
@@ -994,23 +994,25 @@ fn stou_creates_a_fresh_name_in_the_current_directory_and_names_it() {
     assert_eq!(h.cmd("CWD pub"), "250 Directory changed\r\n");
     h.upload = b"unique".to_vec();
     h.cmd("PASV");
-    assert_eq!(
-        h.cmd("STOU"),
-        "125 FILE: stou.00001234\r\n226 Transfer complete\r\n"
-    );
-    assert_eq!(h.files["/pub/stou.00001234"], b"unique");
+    let replies = h.cmd("STOU");
+    let name = stou_name(&replies);
+    assert!(name.starts_with("stou.") && name.len() == 13, "{replies:?}");
+    assert_eq!(h.files[&format!("/pub/{name}")], b"unique");
     h.cmd("PASV");
     assert_eq!(
         h.cmd("STOU report.txt"),
         "125 FILE: report.txt\r\n226 Transfer complete\r\n"
     );
+    // The name is taken: the engine asks for the next candidate (the answer was `Exists`).
     h.cmd("PASV");
-    assert_eq!(
-        h.cmd("STOU report.txt"),
-        "125 FILE: report.txt.00001235\r\n226 Transfer complete\r\n"
+    let replies = h.cmd("STOU report.txt");
+    let name = stou_name(&replies);
+    assert!(
+        name.starts_with("report.txt.") && name.len() == 19,
+        "{replies:?}"
     );
     assert!(h.files.contains_key("/pub/report.txt"));
-    assert!(h.files.contains_key("/pub/report.txt.00001235"));
+    assert!(h.files.contains_key(&format!("/pub/{name}")));
     assert!(!h.files.keys().any(|k| k.starts_with("/pub.")));
     // The naming rule itself.
     let hint = VirtualPath::root()
@@ -1174,11 +1176,9 @@ fn plain_retr_list_nlst_mlsd_stor() {
     );
     assert_eq!(h.files["/up.bin"], b"uploaded");
     h.cmd("PASV");
-    assert_eq!(
-        h.cmd("STOU"),
-        "125 FILE: stou.00001234\r\n226 Transfer complete\r\n"
-    );
-    assert!(h.files.contains_key("/stou.00001234"));
+    let replies = h.cmd("STOU");
+    let name = stou_name(&replies);
+    assert!(h.files.contains_key(&format!("/{name}")));
     let finished: Vec<_> = h
         .events
         .iter()
@@ -1190,7 +1190,7 @@ fn plain_retr_list_nlst_mlsd_stor() {
     assert_eq!(finished.len(), 7);
     assert_eq!(finished[5].bytes, 8);
     assert_eq!(finished[5].direction, Direction::Upload);
-    assert_eq!(finished[6].path.as_str(), "/stou.00001234");
+    assert_eq!(finished[6].path.as_str(), format!("/{name}"));
 
     // Errors before any data connection.
     h.cmd("PASV");
@@ -1215,7 +1215,7 @@ fn rest_applies_to_next_transfer_only() {
         panic!()
     };
     assert_eq!(plan.offset, 5);
-    assert!(!plan.ascii);
+    assert_eq!(plan.data_type, DataType::Binary);
 }
 
 #[test]
@@ -1901,4 +1901,69 @@ fn site_to_site_can_be_granted_to_one_user() {
         "200 PORT command successful\r\n"
     );
     assert!(h.session.data_peer_allowed("203.0.113.9".parse().unwrap()));
+}
+
+/// RFC 2577 section 3: the engine, not the frontend, refuses a passive data connection from another host, and
+/// asks for the next connection within the same accept timeout.
+#[test]
+fn the_engine_refuses_a_passive_data_connection_from_another_host() {
+    let mut h = logged_in();
+    h.cmd("TYPE I");
+    h.data_mode = DataMode::Hold;
+    h.cmd("PASV");
+    assert_eq!(h.cmd("RETR hello.txt"), "");
+    let accept = h.held.pop().unwrap();
+    let stranger: std::net::SocketAddr = "203.0.113.9:40000".parse().unwrap();
+    h.complete(accept.id, Outcome::DataConnected { peer: stranger });
+    assert_eq!(
+        h.take(),
+        "",
+        "no reply while the right client may still connect"
+    );
+    assert!(h
+        .events
+        .contains(&Event::DataConnectionRefused { peer: stranger }));
+    let again = h.held.pop().expect("a new AcceptData");
+    assert!(matches!(again.kind, RequestKind::AcceptData));
+    assert_ne!(again.id, accept.id);
+    h.data_mode = DataMode::Auto;
+    h.complete(
+        again.id,
+        Outcome::DataConnected {
+            peer: "192.0.2.7:40001".parse().unwrap(),
+        },
+    );
+    assert_eq!(
+        h.take(),
+        "150 Opening data connection\r\n226 Transfer complete\r\n"
+    );
+    assert_eq!(h.received_data, b"hello\nworld\n");
+}
+
+/// `LIST file`, `NLST file` and `STAT file` describe that one file (as `ls` does); `MLSD file` is an error
+/// (RFC 3659 section 7.1). The frontend only reports that the path is not a directory.
+#[test]
+fn listing_a_file_describes_that_file_in_the_engine() {
+    let mut h = logged_in();
+    h.cmd("PASV");
+    h.cmd("LIST hello.txt");
+    let line = String::from_utf8(h.received_data.clone()).unwrap();
+    assert!(
+        line.starts_with("-rw-r--r-- ") && line.ends_with(" hello.txt\r\n"),
+        "{line:?}"
+    );
+    h.cmd("PASV");
+    h.cmd("NLST hello.txt");
+    assert_eq!(h.received_data, b"hello.txt\r\n");
+    h.cmd("PASV");
+    assert_eq!(h.cmd("MLSD hello.txt"), "550 Not a directory\r\n");
+    let stat = h.cmd("STAT hello.txt");
+    assert!(
+        stat.starts_with("213-Status of /hello.txt:\r\n -rw-r--r-- "),
+        "{stat:?}"
+    );
+    assert!(
+        stat.ends_with(" hello.txt\r\n213 End of status\r\n"),
+        "{stat:?}"
+    );
 }
