@@ -24,7 +24,7 @@ use ftps_proto::client::{
 };
 use ftps_proto::data::{DataChannel, DataEvent, DataReport};
 use ftps_proto::server::{
-    Failure, LoginGrant, Outcome, ReqId, RequestKind, ServerSession, SessionConfig,
+    Failure, LoginGrant, Notice, Outcome, ReqId, RequestKind, ServerSession, SessionConfig, Work,
 };
 use rustls::crypto::ring::cipher_suite as cs;
 use rustls::{HandshakeKind, SupportedCipherSuite};
@@ -118,11 +118,22 @@ impl Pair {
                 while self.server.poll_event().is_some() {
                     progressed = true;
                 }
-                if let Some(request) = self.server.poll_request() {
-                    progressed = true;
-                    if let Some(outcome) = self.answer(request.id, request.kind) {
-                        self.server.complete(self.now, request.id, outcome);
+                match self.server.poll_work() {
+                    Some(Work::Request(request)) => {
+                        progressed = true;
+                        if let Some(outcome) = self.answer(request.id, request.kind) {
+                            self.server.complete(self.now, request.id, outcome);
+                        }
                     }
+                    Some(Work::Notice(Notice::RunTransfer { data, plan })) => {
+                        progressed = true;
+                        let channel = self.server_channel.as_mut().filter(|(i, _)| *i == data);
+                        if let Some((_, channel)) = channel {
+                            channel.start_transfer(self.now, plan.flow(), plan.data_type);
+                        }
+                    }
+                    Some(_) => progressed = true,
+                    None => {}
                 }
                 if !progressed {
                     break;
@@ -159,7 +170,7 @@ impl Pair {
         panic!("the control conversation does not settle");
     }
 
-    /// The frontend's answer to one request; `None` for notifications and for the transfer, answered later.
+    /// The frontend's answer to one request; `None` for the transfer, answered later.
     fn answer(&mut self, id: ReqId, kind: RequestKind) -> Option<Outcome> {
         let outcome = match kind {
             RequestKind::Authenticate { .. } => Outcome::LoggedIn(LoginGrant::default()),
@@ -176,14 +187,6 @@ impl Pair {
                 self.server_channel = Some((id, channel));
                 return None;
             }
-            RequestKind::RunTransfer { data, plan } => {
-                let (_, channel) = self.server_channel.as_mut().filter(|(i, _)| *i == data)?;
-                channel.start_transfer(self.now, plan.flow(), plan.data_type);
-                return None;
-            }
-            RequestKind::ReleaseData
-            | RequestKind::ReleaseFile { .. }
-            | RequestKind::AbortTransfer { .. } => return None,
             _ => Outcome::Failed(Failure::Unsupported),
         };
         Some(outcome)

@@ -50,7 +50,7 @@
 //! // Drain everything.
 //! wire.clear();
 //! let _ = session.poll_transmit(&mut wire);
-//! while let Some(_request) = session.poll_request() { /* start it; answer with complete() */ }
+//! while let Some(_work) = session.poll_work() { /* answer a Request with complete(); act on a Notice */ }
 //! while let Some(_event) = session.poll_event() { /* log it */ }
 //! assert_eq!(wire, b"200 NOOP ok\r\n221 Goodbye\r\n");
 //! assert!(session.is_closed());

@@ -21,8 +21,8 @@ use crate::codec::{Reply, Timeval};
 use crate::data::{DataChannel, DataEvent, DataType};
 use crate::path::VirtualPath;
 use crate::server::{
-    Event as ServerEvent, Failure, FileInfo, FileKind, LoginGrant, Outcome, ReqId, Request,
-    RequestKind, ServerSession, SessionConfig, Source, StorageError, WriteMode,
+    Event as ServerEvent, Failure, FileInfo, FileKind, LoginGrant, Notice, Outcome, ReqId, Request,
+    RequestKind, ServerSession, SessionConfig, Source, StorageError, Work, WriteMode,
 };
 use crate::test_support::{localhost, TestPki, TLS12, TLS13};
 
@@ -603,9 +603,12 @@ impl Pair {
                 self.s2c.push(&out);
                 any = true;
             }
-            while let Some(request) = self.server.poll_request() {
+            while let Some(work) = self.server.poll_work() {
                 any = true;
-                self.on_request(request);
+                match work {
+                    Work::Request(request) => self.on_request(request),
+                    Work::Notice(notice) => self.on_notice(notice),
+                }
             }
             while let Some(event) = self.server.poll_event() {
                 any = true;
@@ -807,18 +810,6 @@ impl Pair {
                 self.connect_data();
                 return;
             }
-            RequestKind::ReleaseData => {
-                self.data_wanted = None;
-                // A data connection without a transfer is closed.
-                if let Some(link) = self.link.as_mut() {
-                    if !link.server.as_ref().is_some_and(|s| s.started) && !link.server_closed {
-                        link.server = None;
-                        link.server_closed = true;
-                        link.s2c.fin = true;
-                    }
-                }
-                return;
-            }
             RequestKind::Metadata { path } => match self.store.info(path.as_str()) {
                 Some(info) => Outcome::Metadata(info),
                 None => storage(StorageError::NotFound),
@@ -892,10 +883,6 @@ impl Pair {
             }
             RequestKind::Chmod { .. } => Outcome::Done,
             RequestKind::SiteCustom { .. } => Outcome::Failed(Failure::Unsupported),
-            RequestKind::ReleaseFile { file } => {
-                self.open_files.remove(&file);
-                return;
-            }
             RequestKind::DriveData { channel } => {
                 let link = self
                     .link
@@ -915,7 +902,29 @@ impl Pair {
                 });
                 return;
             }
-            RequestKind::RunTransfer { data: id, plan } => {
+        };
+        self.server.complete(now, id, outcome);
+    }
+
+    /// Acts on a notice of the server; none is answered.
+    fn on_notice(&mut self, notice: Notice) {
+        let now = self.now();
+        match notice {
+            Notice::ReleaseData => {
+                self.data_wanted = None;
+                // A data connection without a transfer is closed.
+                if let Some(link) = self.link.as_mut() {
+                    if !link.server.as_ref().is_some_and(|s| s.started) && !link.server_closed {
+                        link.server = None;
+                        link.server_closed = true;
+                        link.s2c.fin = true;
+                    }
+                }
+            }
+            Notice::ReleaseFile { file } => {
+                self.open_files.remove(&file);
+            }
+            Notice::RunTransfer { data: id, plan } => {
                 assert_eq!(
                     plan.data_type,
                     DataType::Binary,
@@ -946,9 +955,8 @@ impl Pair {
                 if !s.channel.is_handshaking() || !s.channel.peer_started() {
                     self.server.data_ready(now, id);
                 }
-                return;
             }
-            RequestKind::AbortTransfer { data: transfer } => {
+            Notice::AbortTransfer { data: transfer } => {
                 if let Some(link) = self.link.as_mut() {
                     if link.server.as_ref().is_some_and(|s| s.id == transfer) {
                         // Close the data connection at once; the upload (if any) is dropped. A notice: no answer.
@@ -957,10 +965,8 @@ impl Pair {
                         link.s2c.fin = true;
                     }
                 }
-                return;
             }
-        };
-        self.server.complete(now, id, outcome);
+        }
     }
 
     fn open_write(

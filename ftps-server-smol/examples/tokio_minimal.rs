@@ -25,8 +25,8 @@ use std::time::Instant;
 use ftps_proto::data::{DataChannel, DataEvent, DataFlow, DataType, ResumptionPolicy};
 use ftps_proto::path::VirtualPath;
 use ftps_proto::server::{
-    Failure, FileInfo, FileKind, LoginGrant, Outcome, ReqId, Request, RequestKind, ServerSession,
-    SessionConfig, Source, StorageError,
+    Failure, FileInfo, FileKind, LoginGrant, Notice, Outcome, ReqId, Request, RequestKind,
+    ServerSession, SessionConfig, Source, StorageError, Work,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -203,11 +203,13 @@ async fn drain(
         while let Some(event) = session.poll_event() {
             eprintln!("{}: {event:?}", session.peer());
         }
-        let Some(request) = session.poll_request() else {
-            return Ok(());
+        let answer = match session.poll_work() {
+            None => return Ok(()),
+            Some(Work::Request(request)) => start(conn, request).await,
+            Some(Work::Notice(notice)) => act_on(conn, notice),
         };
         // Answers known at once go straight back; the loop then drains what they caused.
-        if let Some((id, outcome)) = start(conn, request).await {
+        if let Some((id, outcome)) = answer {
             session.complete(Instant::now(), id, outcome);
         }
     }
@@ -281,19 +283,6 @@ async fn start(conn: &mut Connection, request: Request) -> Option<Completion> {
                 return None;
             }
         }
-        RequestKind::ReleaseData => {
-            conn.passive = None;
-            conn.accepting = None;
-            conn.data = None;
-            if let Some((_, _, task)) = conn.channel.take() {
-                task.abort();
-            }
-            return None;
-        }
-        RequestKind::ReleaseFile { file } => {
-            conn.open_files.remove(&file);
-            return None;
-        }
         RequestKind::DriveData { channel } => {
             // The channel runs from now on: a client may start its TLS handshake as soon as it has connected.
             let Some(socket) = conn.data.take() else {
@@ -308,7 +297,40 @@ async fn start(conn: &mut Connection, request: Request) -> Option<Completion> {
             conn.channel = Some((id, payload_tx, task.abort_handle()));
             return None;
         }
-        RequestKind::RunTransfer { data, plan } => {
+        // Active mode (`ConnectData`) is left out to keep the example short: the client falls back to passive.
+        RequestKind::ConnectData { .. } => Outcome::Failed(Failure::DataConnection),
+        RequestKind::OpenWrite { .. }
+        | RequestKind::MakeDir { .. }
+        | RequestKind::RemoveDir { .. }
+        | RequestKind::Delete { .. }
+        | RequestKind::Rename { .. }
+        | RequestKind::SetModified { .. }
+        | RequestKind::Chmod { .. } => {
+            Outcome::Failed(Failure::Storage(StorageError::PermissionDenied))
+        }
+        // `HOST`, `SITE` extensions, and whatever later engine versions ask for.
+        _ => Outcome::Failed(Failure::Unsupported),
+    };
+    Some((id, outcome))
+}
+
+/// Acts on one notice. Returns an answer for the transfer's `DriveData` when it cannot run at all.
+fn act_on(conn: &mut Connection, notice: Notice) -> Option<Completion> {
+    match notice {
+        Notice::ReleaseData => {
+            conn.passive = None;
+            conn.accepting = None;
+            conn.data = None;
+            if let Some((_, _, task)) = conn.channel.take() {
+                task.abort();
+            }
+            None
+        }
+        Notice::ReleaseFile { file } => {
+            conn.open_files.remove(&file);
+            None
+        }
+        Notice::RunTransfer { data, plan } => {
             let payload: Vec<u8> = match plan.source {
                 Source::Bytes(listing) => listing,
                 Source::File(file) => match conn.open_files.remove(&file) {
@@ -334,30 +356,17 @@ async fn start(conn: &mut Connection, request: Request) -> Option<Completion> {
             };
             let _ = payload_tx.send((payload, plan.data_type));
             conn.transfers.insert(data, task);
-            return None;
+            None
         }
-        RequestKind::AbortTransfer { data } => {
+        Notice::AbortTransfer { data } => {
             // Dropping the task closes the data socket at once; the engine has replied already.
             if let Some(task) = conn.transfers.remove(&data) {
                 task.abort();
             }
-            return None;
+            None
         }
-        // Active mode (`ConnectData`) is left out to keep the example short: the client falls back to passive.
-        RequestKind::ConnectData { .. } => Outcome::Failed(Failure::DataConnection),
-        RequestKind::OpenWrite { .. }
-        | RequestKind::MakeDir { .. }
-        | RequestKind::RemoveDir { .. }
-        | RequestKind::Delete { .. }
-        | RequestKind::Rename { .. }
-        | RequestKind::SetModified { .. }
-        | RequestKind::Chmod { .. } => {
-            Outcome::Failed(Failure::Storage(StorageError::PermissionDenied))
-        }
-        // `HOST`, `SITE` extensions, and whatever later engine versions ask for.
-        _ => Outcome::Failed(Failure::Unsupported),
-    };
-    Some((id, outcome))
+        _ => None,
+    }
 }
 
 /// Accepts on the passive listener, or never completes when there is none.

@@ -15,8 +15,8 @@ use std::time::Instant;
 use async_io::Timer;
 use ftps_proto::path::VirtualPath;
 use ftps_proto::server::{
-    Event, Failure, LoginGrant, Outcome, Refusal, ReqId, Request, RequestKind, ServerSession,
-    Source, UserPolicy, WriteMode,
+    Event, Failure, LoginGrant, Notice, Outcome, Refusal, ReqId, Request, RequestKind,
+    ServerSession, Source, UserPolicy, Work, WriteMode,
 };
 use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWriteExt};
 use smol::channel::{Receiver, Sender};
@@ -316,9 +316,12 @@ impl Driver {
                 progressed = true;
                 self.log(event);
             }
-            while let Some(request) = session.poll_request() {
+            while let Some(work) = session.poll_work() {
                 progressed = true;
-                self.start(session, request);
+                match work {
+                    Work::Request(request) => self.start(session, request),
+                    Work::Notice(notice) => self.act_on(session, notice),
+                }
             }
             if !progressed {
                 return Ok(());
@@ -471,7 +474,6 @@ impl Driver {
                 });
                 self.res.data_wait = Some((id, task));
             }
-            RequestKind::ReleaseData => self.release_data(),
             RequestKind::Metadata { path } => {
                 self.with_storage(session, id, move |storage| async move {
                     match storage.metadata(path.as_str()).await {
@@ -518,11 +520,6 @@ impl Driver {
                         Err(e) => Completion::Outcome(id, failed(&e)),
                     }
                 });
-            }
-            RequestKind::ReleaseFile { file } => {
-                if let Some(OpenFile::Write(upload)) = self.res.files.remove(&file) {
-                    spawn(upload.abort()).detach();
-                }
             }
             RequestKind::List { path, .. } => {
                 self.with_storage(session, id, move |storage| async move {
@@ -585,7 +582,21 @@ impl Driver {
                 });
                 self.res.channel = Some((id, start_tx, task));
             }
-            RequestKind::RunTransfer { data, plan } => {
+            _ => session.complete(now, id, Outcome::Failed(Failure::Unsupported)),
+        }
+    }
+
+    /// Acts on a notice of the engine; none is answered.
+    fn act_on(&mut self, session: &mut ServerSession, notice: Notice) {
+        let now = Instant::now();
+        match notice {
+            Notice::ReleaseData => self.release_data(),
+            Notice::ReleaseFile { file } => {
+                if let Some(OpenFile::Write(upload)) = self.res.files.remove(&file) {
+                    spawn(upload.abort()).detach();
+                }
+            }
+            Notice::RunTransfer { data, plan } => {
                 let channel = self.res.channel.take();
                 let Some((_, start_tx, task)) = channel.filter(|(cid, _, _)| *cid == data) else {
                     session.complete(now, data, Outcome::Failed(Failure::DataConnection));
@@ -619,11 +630,8 @@ impl Driver {
                 self.res.transfers.insert(data, task);
             }
             // Cancelling the task closes the data socket and aborts an upload (its Drop); the engine has replied.
-            RequestKind::AbortTransfer { data } => drop(self.res.transfers.remove(&data)),
-            RequestKind::SiteCustom { .. } => {
-                session.complete(now, id, Outcome::Failed(Failure::Unsupported))
-            }
-            _ => session.complete(now, id, Outcome::Failed(Failure::Unsupported)),
+            Notice::AbortTransfer { data } => drop(self.res.transfers.remove(&data)),
+            _ => {}
         }
     }
 

@@ -18,8 +18,8 @@ use ftps_proto::codec::Timeval;
 use ftps_proto::data::DataReport;
 use ftps_proto::path::VirtualPath;
 use ftps_proto::server::{
-    Failure, FileInfo, FileKind, LoginGrant, Outcome, ReqId, RequestKind, ResumptionPolicy,
-    ServerSession, SessionConfig, SessionError, Source, StorageError,
+    Failure, FileInfo, FileKind, LoginGrant, Notice, Outcome, ReqId, ResumptionPolicy,
+    ServerSession, SessionConfig, SessionError, Source, StorageError, Work,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -185,6 +185,8 @@ enum OutcomeSeed {
     NeedAccount,
     PassiveListening(u16),
     DataConnected(u16),
+    /// A passive data connection from another host: the engine refuses it (RFC 2577).
+    ForeignDataConnected(u16),
     Metadata(FileSeed),
     Listing(Vec<FileSeed>),
     Opened { size: Option<u32>, unique: bool },
@@ -218,6 +220,9 @@ impl OutcomeSeed {
             Self::PassiveListening(port) => Outcome::PassiveListening(SocketAddr::new(ip, port)),
             Self::DataConnected(port) => Outcome::DataConnected {
                 peer: SocketAddr::new(ip, port),
+            },
+            Self::ForeignDataConnected(port) => Outcome::DataConnected {
+                peer: SocketAddr::new(Ipv4Addr::new(203, 0, 113, 9).into(), port),
             },
             Self::Metadata(file) => Outcome::Metadata(file.build()),
             Self::Listing(files) => {
@@ -298,36 +303,33 @@ impl Harness {
             if script::tracing() && !self.wire.is_empty() {
                 eprintln!("<- {:?}", String::from_utf8_lossy(&self.wire));
             }
-            while let Some(request) = self.session.poll_request() {
+            while let Some(work) = self.session.poll_work() {
                 progressed = true;
-                let id = request.id.get();
-                if script::tracing() {
-                    eprintln!("   request {id}: {:?}", request.kind);
-                }
-                assert!(
-                    self.last_id.is_none_or(|last| id > last),
-                    "request id reused"
-                );
-                self.last_id = Some(id);
-                let needs_answer = !matches!(
-                    request.kind,
-                    RequestKind::ReleaseData
-                        | RequestKind::ReleaseFile { .. }
-                        | RequestKind::AbortTransfer { .. }
-                        | RequestKind::RunTransfer { .. }
-                );
-                assert!(
-                    !(self.closed && needs_answer),
-                    "request after close: {request:?}"
-                );
-                if let RequestKind::RunTransfer { plan, data } = &request.kind {
-                    if let Source::Bytes(listing) = &plan.source {
-                        assert!(!has_injected_line(listing), "listing line injected");
+                match work {
+                    Work::Request(request) => {
+                        let id = request.id.get();
+                        if script::tracing() {
+                            eprintln!("   request {id}: {:?}", request.kind);
+                        }
+                        assert!(
+                            self.last_id.is_none_or(|last| id > last),
+                            "request id reused"
+                        );
+                        self.last_id = Some(id);
+                        assert!(!self.closed, "request after close: {request:?}");
+                        self.pending.push(request.id);
                     }
-                    self.transfers.push(*data);
-                }
-                if needs_answer {
-                    self.pending.push(request.id);
+                    Work::Notice(notice) => {
+                        if script::tracing() {
+                            eprintln!("   notice: {notice:?}");
+                        }
+                        if let Notice::RunTransfer { plan, data } = &notice {
+                            if let Source::Bytes(listing) = &plan.source {
+                                assert!(!has_injected_line(listing), "listing line injected");
+                            }
+                            self.transfers.push(*data);
+                        }
+                    }
                 }
             }
             while let Some(event) = self.session.poll_event() {

@@ -12,12 +12,14 @@
 //! * inputs: [`ServerSession::handle_input`], [`ServerSession::handle_eof`], [`ServerSession::handle_timeout`];
 //! * mutator: [`ServerSession::complete`] (answer a [`Request`]);
 //! * outputs (all `#[must_use]`): [`ServerSession::poll_transmit`] (control-connection bytes, TLS ciphertext once
-//!   TLS is up), [`ServerSession::poll_request`], [`ServerSession::poll_event`], [`ServerSession::poll_timeout`].
+//!   TLS is up), [`ServerSession::poll_work`] ([`Request`]s to answer, [`Notice`]s to act on),
+//!   [`ServerSession::poll_event`] (for the log), [`ServerSession::poll_timeout`].
 //!
 //! # The drive loop
 //!
 //! After **every** input or mutation, drain every `poll_*` until it is empty: send what `poll_transmit` gave,
-//! start every request, log every event, and remember `poll_timeout()`. Then wait for the earliest of: control
+//! start every request (answer each exactly once, now or later) and act on every notice (never answered), log
+//! every event, and remember `poll_timeout()`. Then wait for the earliest of: control
 //! socket readable, a request completed, or the timeout; feed that in and repeat. Once [`ServerSession::is_closed`]
 //! is true and `poll_transmit` gives nothing more, close the control socket. `handle_input` returns how much it
 //! took; offer the rest again after the next drain (it takes less only when its bounded queues are full).
@@ -44,7 +46,7 @@
 //! let _ = session.poll_transmit(&mut wire);
 //! assert_eq!(wire, b"215 UNIX Type: L8\r\n221 Goodbye\r\n");
 //! while let Some(_event) = session.poll_event() {} // log them
-//! assert!(session.poll_request().is_none());
+//! assert!(session.poll_work().is_none());
 //! assert!(session.is_closed());
 //! ```
 //!
@@ -68,7 +70,7 @@
 //!
 //! When a data connection is up (the answer to `AcceptData`/`ConnectData`), the engine hands its
 //! [`DataChannel`] over at once ([`RequestKind::DriveData`]): the frontend drives its TLS handshake from then on,
-//! and the transfer command later names it ([`RequestKind::RunTransfer`]). Under TLS the channel's config is
+//! and the transfer command later names it ([`Notice::RunTransfer`]). Under TLS the channel's config is
 //! this session's own (its ticket key; see [`ResumptionScope`]), built for the version the control connection
 //! negotiated.
 //!
@@ -95,8 +97,8 @@ pub use crate::data::{DataChannel, DataReport, DataType, ResumptionPolicy};
 pub use crate::tls::{ResumptionScope, SessionKeyring};
 pub use config::{SessionConfig, UserPolicy};
 pub use request::{
-    Direction, Failure, FileInfo, FileKind, ListFormat, LoginGrant, Outcome, ReqId, Request,
-    RequestKind, Source, StorageError, TransferPlan, TransferRecord, WriteMode,
+    Direction, Failure, FileInfo, FileKind, ListFormat, LoginGrant, Notice, Outcome, ReqId,
+    Request, RequestKind, Source, StorageError, TransferPlan, TransferRecord, Work, WriteMode,
 };
 
 use crate::codec::{
@@ -391,7 +393,8 @@ pub struct ServerSession {
     tls_plain_out: Vec<u8>,
     close_notify_sent: bool,
 
-    requests: VecDeque<Request>,
+    /// Requests and notices, in order.
+    work: VecDeque<Work>,
     events: VecDeque<Event>,
     next_id: u64,
     pending: Option<(ReqId, Pending)>,
@@ -510,7 +513,7 @@ impl ServerSession {
             wire_out: Vec::new(),
             tls_plain_out: Vec::new(),
             close_notify_sent: false,
-            requests: VecDeque::new(),
+            work: VecDeque::new(),
             events: VecDeque::new(),
             next_id: 0,
             pending: None,
@@ -635,7 +638,7 @@ impl ServerSession {
             }) = &self.transfer
             {
                 let id = *id;
-                self.push_request(RequestKind::AbortTransfer { data: id });
+                self.push_notice(Notice::AbortTransfer { data: id });
             }
             self.release_data();
             self.close(CloseReason::PeerClosed);
@@ -760,7 +763,7 @@ impl ServerSession {
         if let Some(at) = self.abandoned.iter().position(|a| *a == id) {
             self.abandoned.swap_remove(at);
             if matches!(outcome, Outcome::Opened { .. }) {
-                self.push_request(RequestKind::ReleaseFile { file: id });
+                self.push_notice(Notice::ReleaseFile { file: id });
             }
             return;
         }
@@ -818,10 +821,11 @@ impl ServerSession {
         out.len() - before
     }
 
-    /// The next request for the frontend.
+    /// The next piece of work for the frontend: a [`Request`] to answer with [`ServerSession::complete`], or a
+    /// [`Notice`] to act on without answering. Take them in order: a notice may name an earlier request.
     #[must_use]
-    pub fn poll_request(&mut self) -> Option<Request> {
-        self.requests.pop_front()
+    pub fn poll_work(&mut self) -> Option<Work> {
+        self.work.pop_front()
     }
 
     /// The next event for the log.
@@ -900,14 +904,14 @@ impl ServerSession {
         if let Some(t) = self.transfer.take() {
             match t.stage {
                 Stage::Running(id) => {
-                    self.push_request(RequestKind::AbortTransfer { data: id });
+                    self.push_notice(Notice::AbortTransfer { data: id });
                 }
                 Stage::Preparing(id) => self.abandoned.push(id),
                 Stage::AwaitingData => {}
             }
             if let Some(file) = t.file {
                 if !matches!(t.stage, Stage::Running(_)) {
-                    self.push_request(RequestKind::ReleaseFile { file });
+                    self.push_notice(Notice::ReleaseFile { file });
                 }
             }
         }
@@ -1094,7 +1098,7 @@ impl ServerSession {
                 // The frontend closes the data connection when it sees the notice, without answering: 426 for
                 // the transfer and 226 for ABOR now (RFC 959 section 4.1.3), and a late answer is ignored.
                 t.aborted = true;
-                self.push_request(RequestKind::AbortTransfer { data: id });
+                self.push_notice(Notice::AbortTransfer { data: id });
                 self.abandoned.push(id);
                 self.on_transfer_done(Outcome::Failed(Failure::Aborted));
             }
@@ -1770,7 +1774,7 @@ impl ServerSession {
         self.data = Data::default();
         self.timers.data_accept = None;
         if had {
-            self.push_request(RequestKind::ReleaseData);
+            self.push_notice(Notice::ReleaseData);
         }
     }
 
@@ -1997,7 +2001,7 @@ impl ServerSession {
                 size: Some(size), ..
             } if t.direction == Direction::Download && t.offset > size => {
                 self.transfer = None;
-                self.push_request(RequestKind::ReleaseFile { file: id });
+                self.push_notice(Notice::ReleaseFile { file: id });
                 self.reply(
                     ReplyCode::INVALID_REST_PARAMETER,
                     "Restart position beyond end of file",
@@ -2203,7 +2207,7 @@ impl ServerSession {
         } else {
             self.reply(code, text);
         }
-        self.push_request(RequestKind::RunTransfer { data, plan });
+        self.push_notice(Notice::RunTransfer { data, plan });
         if let Some(t) = self.transfer.as_mut() {
             t.stage = Stage::Running(data);
         }
@@ -2262,7 +2266,7 @@ impl ServerSession {
     fn fail_transfer_before_run(&mut self, code: ReplyCode, text: &str) {
         if let Some(t) = self.transfer.take() {
             if let Some(file) = t.file {
-                self.push_request(RequestKind::ReleaseFile { file });
+                self.push_notice(Notice::ReleaseFile { file });
             }
             self.record(&t, 0, code, None);
         }
@@ -2551,8 +2555,12 @@ impl ServerSession {
 
     fn push_request(&mut self, kind: RequestKind) -> ReqId {
         let id = self.next_id();
-        self.requests.push_back(Request { id, kind });
+        self.work.push_back(Work::Request(Request { id, kind }));
         id
+    }
+
+    fn push_notice(&mut self, notice: Notice) {
+        self.work.push_back(Work::Notice(notice));
     }
 
     fn request(&mut self, pending: Pending, kind: RequestKind) {

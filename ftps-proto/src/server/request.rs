@@ -1,8 +1,8 @@
 //! Work the engine hands to the frontend ([`Request`]) and the frontend's answers ([`Outcome`]).
 //!
-//! Every request carries a [`ReqId`]. Requests marked *answer required* must be answered exactly once with
-//! [`ServerSession::complete`](super::ServerSession::complete); the others are notifications the frontend acts on
-//! and does not answer (an answer to them is ignored). An FTP negative reply is data, not an error: the frontend
+//! Every [`Request`] carries a [`ReqId`] and must be answered exactly once with
+//! [`ServerSession::complete`](super::ServerSession::complete); a [`Notice`] is acted on and never answered. Both
+//! leave the engine in one ordered queue of [`Work`]. An FTP negative reply is data, not an error: the frontend
 //! reports *what happened* (a [`StorageError`], a [`Failure`]) and the engine picks the reply code, so no reply
 //! code or verb ever appears in a frontend.
 
@@ -65,7 +65,7 @@ pub enum RequestKind {
     /// Bind a passive listener from the configured port range on the control connection's local address family.
     /// *Answer required*: [`Outcome::PassiveListening`] or [`Outcome::Failed`] (425).
     ///
-    /// Only one passive listener exists per session: the engine first sends [`RequestKind::ReleaseData`] for the
+    /// Only one passive listener exists per session: the engine first sends [`Notice::ReleaseData`] for the
     /// previous one.
     OpenPassive {
         /// Whether to bind an IPv6 address (the control connection is IPv6).
@@ -79,7 +79,7 @@ pub enum RequestKind {
     /// site-to-site is allowed) a [`RequestKind::DriveData`] for that connection follows at once; otherwise a new
     /// `AcceptData` follows (close the refused connection, accept the next) and an
     /// [`Event::DataConnectionRefused`](super::Event::DataConnectionRefused) is logged. The engine bounds the
-    /// wait with its data-accept timeout and then sends [`RequestKind::ReleaseData`].
+    /// wait with its data-accept timeout and then sends [`Notice::ReleaseData`].
     AcceptData,
     /// Connect to the client's data port (`PORT`/`EPRT`; the engine has already applied RFC 2577's checks).
     /// *Answer required*: [`Outcome::DataConnected`] or [`Outcome::Failed`] (425).
@@ -87,10 +87,6 @@ pub enum RequestKind {
         /// The address the client asked for.
         addr: SocketAddr,
     },
-    /// Close the passive listener and any data connection whose [`RequestKind::DriveData`] has no transfer yet
-    /// (stop driving it; it is not answered), and cancel a pending `AcceptData`/`ConnectData` (answering it is
-    /// then optional). Notification.
-    ReleaseData,
     /// File status for `SIZE`, `MDTM`, `MLST`, `CWD` (is it a directory?), `STAT path`, `LIST file` and `RNFR`.
     /// *Answer required*: [`Outcome::Metadata`] (or [`Outcome::MetadataAt`]) or [`Outcome::Failed`].
     Metadata {
@@ -99,7 +95,7 @@ pub enum RequestKind {
     },
     /// Open a file for reading (`RETR`), positioned at `offset`. *Answer required*: [`Outcome::Opened`] or
     /// [`Outcome::Failed`]. The frontend keeps the open file under this request's id until a
-    /// [`RequestKind::RunTransfer`] names it or a [`RequestKind::ReleaseFile`] drops it.
+    /// [`Notice::RunTransfer`] names it or a [`Notice::ReleaseFile`] drops it.
     OpenRead {
         /// The file.
         path: VirtualPath,
@@ -116,12 +112,6 @@ pub enum RequestKind {
         mode: WriteMode,
         /// Where to start writing (`REST`; 0 truncates for [`WriteMode::Create`]).
         offset: u64,
-    },
-    /// Drop a file opened by `OpenRead`/`OpenWrite` that will not be transferred (the data connection failed,
-    /// or `ABOR`). Notification.
-    ReleaseFile {
-        /// The id of the `OpenRead`/`OpenWrite` request.
-        file: ReqId,
     },
     /// List a directory for `LIST`, `NLST`, `MLSD`, `STAT path`. *Answer required*: [`Outcome::Listing`] or
     /// [`Outcome::Failed`]. The engine formats the lines (no FTP formats in frontends). When `path` is a file,
@@ -181,11 +171,11 @@ pub enum RequestKind {
     /// own task or thread. *Answer required*, once: [`Outcome::TransferFinished`] with the channel's report when
     /// the transfer it carries has ended, or [`Outcome::Failed`] as soon as it fails (even before its transfer;
     /// [`Outcome::TransferFailed`] when a transfer ran, so its record keeps the channel's report);
-    /// not answered when a [`RequestKind::ReleaseData`] drops it first.
+    /// not answered when a [`Notice::ReleaseData`] drops it first.
     ///
     /// The TLS handshake runs at once: curl sends its ClientHello as soon as it has connected and waits for the
     /// answer before it reads the control connection again, so a handshake left for the transfer command stalls
-    /// it (measured: 200 ms a download). No payload moves until [`RequestKind::RunTransfer`] names this request:
+    /// it (measured: 200 ms a download). No payload moves until [`Notice::RunTransfer`] names this request:
     /// then call [`DataChannel::start_transfer`] with [`TransferPlan::flow`] and [`TransferPlan::data_type`] and
     /// copy the bytes between the channel
     /// and the source or sink the plan names. The engine replies 226 only after the answer, and only when the
@@ -195,8 +185,25 @@ pub enum RequestKind {
         /// (the server role binds the handshake to this session's tickets and applies its resumption policy).
         channel: Box<DataChannel>,
     },
+}
+
+/// Something the frontend acts on and never answers: it has no id, so there is nothing to pass to
+/// [`ServerSession::complete`](super::ServerSession::complete).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Notice {
+    /// Close the passive listener and any data connection whose [`RequestKind::DriveData`] has no transfer yet
+    /// (stop driving it; it is not answered), and cancel a pending `AcceptData`/`ConnectData` (answering it is
+    /// then optional).
+    ReleaseData,
+    /// Drop a file opened by `OpenRead`/`OpenWrite` that will not be transferred (the data connection failed,
+    /// or `ABOR`).
+    ReleaseFile {
+        /// The id of the `OpenRead`/`OpenWrite` request.
+        file: ReqId,
+    },
     /// Move the payload of one transfer (`RETR`, `STOR`, `APPE`, `STOU`, `LIST`, `NLST`, `MLSD`) over the data
-    /// channel of [`RequestKind::DriveData`] request `data`. Notification: the `DriveData` request's answer
+    /// channel of [`RequestKind::DriveData`] request `data`; the `DriveData` request's answer
     /// reports the end. Any passive listener is done with once its connection carries a transfer: close it (the
     /// next transfer needs a new `PASV`/`EPSV`).
     RunTransfer {
@@ -206,12 +213,23 @@ pub enum RequestKind {
         plan: TransferPlan,
     },
     /// Stop the running transfer (`ABOR`, or the session is ending): stop driving the channel of `DriveData`
-    /// request `data` and close its connection at once; an upload is discarded, never committed. Notification:
+    /// request `data` and close its connection at once; an upload is discarded, never committed;
     /// the engine has already replied for the transfer and ignores any answer to that `DriveData`.
     AbortTransfer {
         /// The id of the `DriveData` request.
         data: ReqId,
     },
+}
+
+/// The next thing the frontend must do, in the order the engine decided it: answer a [`Request`] (exactly once)
+/// or act on a [`Notice`] (never answered). One queue keeps the order a frontend relies on: the
+/// [`RequestKind::DriveData`] of a data connection always comes before the [`Notice::RunTransfer`] naming it.
+#[derive(Debug)]
+pub enum Work {
+    /// Needs an answer with [`ServerSession::complete`](super::ServerSession::complete).
+    Request(Request),
+    /// Needs no answer.
+    Notice(Notice),
 }
 
 /// How [`RequestKind::OpenWrite`] opens its file.
@@ -238,7 +256,7 @@ pub enum ListFormat {
     Names,
 }
 
-/// What a [`RequestKind::RunTransfer`] copies.
+/// What a [`Notice::RunTransfer`] copies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransferPlan {
     /// The file or directory, for logs and the [`super::Event::TransferFinished`] record.

@@ -51,6 +51,8 @@ struct Harness {
     /// Cut the upload without close_notify.
     truncate_upload: bool,
     held: Vec<Request>,
+    /// `RunTransfer` notices held while `hold_transfers`: the `DriveData` id and the plan.
+    held_transfers: Vec<(ReqId, TransferPlan)>,
     /// Data channels from `DriveData`, until their `RunTransfer`.
     channels: BTreeMap<ReqId, Box<DataChannel>>,
     received_data: Vec<u8>,
@@ -98,6 +100,7 @@ impl Harness {
             upload: Vec::new(),
             truncate_upload: false,
             held: Vec::new(),
+            held_transfers: Vec::new(),
             channels: BTreeMap::new(),
             received_data: Vec::new(),
             log: Vec::new(),
@@ -193,9 +196,12 @@ impl Harness {
             while let Some(e) = self.session.poll_event() {
                 self.events.push(e);
             }
-            while let Some(req) = self.session.poll_request() {
+            while let Some(work) = self.session.poll_work() {
                 progressed = true;
-                self.fulfil(req);
+                match work {
+                    Work::Request(req) => self.fulfil(req),
+                    Work::Notice(notice) => self.act_on(notice),
+                }
             }
             if !progressed {
                 return;
@@ -259,14 +265,6 @@ impl Harness {
                 Outcome::DataConnected {
                     peer: self.data_peer,
                 }
-            }
-            RequestKind::ReleaseData | RequestKind::ReleaseFile { .. } => return,
-            RequestKind::AbortTransfer { data: transfer } => {
-                // A notice: drop the transfer, answer nothing.
-                if let Some(at) = self.held.iter().position(|r| r.id == transfer) {
-                    self.held.remove(at);
-                }
-                return;
             }
             RequestKind::Metadata { path } => match self.entry(path.as_str()) {
                 Some(info) => Outcome::Metadata(info),
@@ -372,21 +370,26 @@ impl Harness {
                 self.channels.insert(id, channel);
                 return;
             }
-            RequestKind::RunTransfer { data, plan } => {
+        };
+        self.session.complete(self.now, id, outcome);
+    }
+
+    /// Acts on a notice; none is ever answered.
+    fn act_on(&mut self, notice: Notice) {
+        self.log.push(notice_name(&notice).to_owned());
+        match notice {
+            Notice::AbortTransfer { data } => self.held_transfers.retain(|(id, _)| *id != data),
+            Notice::RunTransfer { data, plan } => {
                 if self.hold_transfers {
-                    self.held.push(Request {
-                        id: data,
-                        kind: RequestKind::RunTransfer { data, plan },
-                    });
+                    self.held_transfers.push((data, plan));
                     return;
                 }
                 let channel = self.take_channel(data, &plan);
                 let outcome = self.run_transfer(channel, plan);
                 self.session.complete(self.now, data, outcome);
-                return;
             }
-        };
-        self.session.complete(self.now, id, outcome);
+            _ => {}
+        }
     }
 
     /// The channel of `DriveData` request `data`, started for `plan`.
@@ -511,11 +514,9 @@ fn request_name(kind: &RequestKind) -> &'static str {
         RequestKind::OpenPassive { .. } => "OpenPassive",
         RequestKind::AcceptData => "AcceptData",
         RequestKind::ConnectData { .. } => "ConnectData",
-        RequestKind::ReleaseData => "ReleaseData",
         RequestKind::Metadata { .. } => "Metadata",
         RequestKind::OpenRead { .. } => "OpenRead",
         RequestKind::OpenWrite { .. } => "OpenWrite",
-        RequestKind::ReleaseFile { .. } => "ReleaseFile",
         RequestKind::List { .. } => "List",
         RequestKind::MakeDir { .. } => "MakeDir",
         RequestKind::RemoveDir { .. } => "RemoveDir",
@@ -525,8 +526,15 @@ fn request_name(kind: &RequestKind) -> &'static str {
         RequestKind::Chmod { .. } => "Chmod",
         RequestKind::SiteCustom { .. } => "SiteCustom",
         RequestKind::DriveData { .. } => "DriveData",
-        RequestKind::RunTransfer { .. } => "RunTransfer",
-        RequestKind::AbortTransfer { .. } => "AbortTransfer",
+    }
+}
+
+fn notice_name(notice: &Notice) -> &'static str {
+    match notice {
+        Notice::ReleaseData => "ReleaseData",
+        Notice::ReleaseFile { .. } => "ReleaseFile",
+        Notice::RunTransfer { .. } => "RunTransfer",
+        Notice::AbortTransfer { .. } => "AbortTransfer",
     }
 }
 
@@ -1207,13 +1215,7 @@ fn rest_applies_to_next_transfer_only() {
     h.cmd("PASV");
     h.hold_transfers = true;
     h.cmd("RETR hello.txt");
-    let Request {
-        kind: RequestKind::RunTransfer { plan, .. },
-        ..
-    } = h.held.pop().unwrap()
-    else {
-        panic!()
-    };
+    let (_, plan) = h.held_transfers.pop().unwrap();
     assert_eq!(plan.offset, 5);
     assert_eq!(plan.data_type, DataType::Binary);
 }
@@ -1278,13 +1280,8 @@ fn quit_during_transfer_waits_for_it() {
     h.cmd("RETR hello.txt");
     assert_eq!(h.cmd("QUIT"), "");
     assert!(!h.session.is_closed());
-    let Request {
-        id,
-        kind: RequestKind::RunTransfer { data, plan },
-    } = h.held.pop().unwrap()
-    else {
-        panic!()
-    };
+    let (data, plan) = h.held_transfers.pop().unwrap();
+    let id = data;
     h.hold_transfers = false;
     let channel = h.take_channel(data, &plan);
     let outcome = h.run_transfer(channel, plan);
@@ -1299,13 +1296,7 @@ fn a_failed_transfer_keeps_its_channel_report_in_the_record() {
     h.cmd("PASV");
     h.hold_transfers = true;
     h.cmd("RETR hello.txt");
-    let Request {
-        id,
-        kind: RequestKind::RunTransfer { .. },
-    } = h.held.pop().unwrap()
-    else {
-        panic!()
-    };
+    let (id, _) = h.held_transfers.pop().unwrap();
     h.events.clear();
     let report = DataReport {
         bytes_sent: 7,
@@ -1601,7 +1592,7 @@ proptest::proptest! {
             }
             let mut out = Vec::new();
             let _ = s.poll_transmit(&mut out);
-            while let Some(r) = s.poll_request() { ids.push(r.id); }
+            while let Some(w) = s.poll_work() { if let Work::Request(r) = w { ids.push(r.id); } }
             while s.poll_event().is_some() {}
             if let Some(t) = s.poll_timeout() { proptest::prop_assert!(t >= base); }
         }
@@ -1638,7 +1629,7 @@ mod refusal_and_shutdown {
         let _ = session.poll_transmit(&mut wire);
         assert_eq!(wire, b"421 Too many connections from your address\r\n");
         assert!(session.is_closed());
-        assert!(session.poll_request().is_none());
+        assert!(session.poll_work().is_none());
         let mut closed = None;
         while let Some(event) = session.poll_event() {
             if let Event::Closed(reason) = event {
@@ -1712,13 +1703,10 @@ impl Harness {
     fn held_channel_says_hello(&mut self, transfer: &str) -> bool {
         self.hold_transfers = true;
         self.cmd(transfer);
-        let Some(Request {
-            id,
-            kind: RequestKind::RunTransfer { data, plan },
-        }) = self.held.pop()
-        else {
+        let Some((data, plan)) = self.held_transfers.pop() else {
             panic!("no transfer held");
         };
+        let id = data;
         let mut channel = self.take_channel(data, &plan);
         let mut hello = Vec::new();
         let spoke = channel.poll_transmit(&mut hello) > 0;
