@@ -293,6 +293,11 @@ impl Default for DataOptions {
 pub enum DataEvent {
     /// The TLS handshake finished (and passed the resumption policy). Never emitted in the clear.
     HandshakeComplete(TlsInfo),
+    /// A channel that waited for [`DataChannel::start_transfer`] may now have its transfer announced: the
+    /// server passes this to [`ServerSession::data_ready`](crate::server::ServerSession::data_ready) (after
+    /// sending what `poll_transmit` gave before it). Emitted once, at `start_transfer` when the handshake is done
+    /// or the peer has not started it (it waits for the preliminary reply), else when the handshake completes.
+    TransferReady,
     /// The peer's stream ended and every byte before the end has been consumed.
     ReadClosed {
         /// Ended by close_notify (TLS) or EOF (clear), or accepted by the close_notify grace; `false` means a
@@ -423,6 +428,8 @@ pub struct DataChannel {
     awaiting_transfer: bool,
     /// The peer has sent at least one byte.
     peer_started: bool,
+    /// [`DataEvent::TransferReady`] is due when the handshake completes.
+    ready_on_handshake: bool,
     read_closed: Option<bool>,
     terminated: bool,
     /// `TYPE A`: the line-end conversions and their buffers (`None` for `TYPE I`).
@@ -498,6 +505,7 @@ impl DataChannel {
             binding_wait: None,
             awaiting_transfer: false,
             peer_started: false,
+            ready_on_handshake: false,
             read_closed: None,
             terminated: false,
             ascii: (options.data_type == DataType::Ascii).then(Box::default),
@@ -803,6 +811,13 @@ impl DataChannel {
         if self.is_handshaking() {
             self.handshake_deadline = Some(now + self.options.handshake_timeout);
         }
+        // A client that spoke first is mid-handshake: the preliminary reply waits for the handshake (and the
+        // tickets it produced) to go out first. A client that waits for the reply gets it at once.
+        if self.is_handshaking() && self.peer_started {
+            self.ready_on_handshake = true;
+        } else if self.error.is_none() {
+            self.events.push_back(DataEvent::TransferReady);
+        }
         self.update_ends();
     }
 
@@ -912,6 +927,9 @@ impl DataChannel {
             self.handshake_deadline = None;
             self.tls_info = Some(info.clone());
             self.events.push_back(DataEvent::HandshakeComplete(info));
+            if std::mem::take(&mut self.ready_on_handshake) {
+                self.events.push_back(DataEvent::TransferReady);
+            }
         }
         self.discard_if_sending();
         self.update_ends();

@@ -951,10 +951,6 @@ impl Pair {
                 s.send = send;
                 s.upload = upload;
                 s.channel.start_transfer(now, plan.flow(), plan.data_type);
-                // As the smol frontend: ready at once unless the client's handshake is under way.
-                if !s.channel.is_handshaking() || !s.channel.peer_started() {
-                    self.server.data_ready(now, id);
-                }
             }
             Notice::AbortTransfer { data: transfer } => {
                 if let Some(link) = self.link.as_mut() {
@@ -1243,7 +1239,7 @@ impl Pair {
             match event {
                 DataEvent::Finished(report) => outcome = Some(Ok(report)),
                 DataEvent::Failed(e) => outcome = Some(Err(Failure::from(&e))),
-                DataEvent::HandshakeComplete(_) => self.server.data_ready(now, s.id),
+                DataEvent::TransferReady => self.server.data_ready(now, s.id),
                 _ => {}
             }
         }

@@ -51,8 +51,8 @@ pub(crate) struct Start {
 ///
 /// Before the transfer nothing times out here but the channel's own deadlines: the control session governs the
 /// wait, and drops this task when it releases the connection. Afterwards `idle` bounds every wait on the socket
-/// or the file. `on_ready` runs at once when the handshake is done or the client has not started it (it waits for
-/// the 150), else when the handshake completes and what it produced (TLS 1.3 tickets) has been sent.
+/// or the file. `on_ready` runs when the channel says [`DataEvent::TransferReady`], after what it sent before (TLS
+/// 1.3 tickets) has been written.
 pub(crate) async fn run(
     mut channel: Box<DataChannel>,
     socket: TcpStream,
@@ -81,9 +81,6 @@ pub(crate) async fn run(
     channel.start_transfer(Instant::now(), start.flow, start.data_type);
     pump.on_ready = Some(start.on_ready);
     pump.receiving = matches!(start.body, Body::Write(_));
-    if !channel.is_handshaking() || !channel.peer_started() {
-        pump.ready();
-    }
     let result = match start.body {
         Body::Write(upload) => pump.receive(&mut channel, upload).await,
         Body::Read(reader, size) => pump.send(&mut channel, reader, size).await,
@@ -357,7 +354,7 @@ impl Pump {
     fn events(&mut self, channel: &mut DataChannel) -> Option<Result<DataReport, Failure>> {
         while let Some(event) = channel.poll_event() {
             match event {
-                DataEvent::HandshakeComplete(_) => self.ready(),
+                DataEvent::TransferReady => self.ready(),
                 DataEvent::Finished(report) => return Some(Ok(report)),
                 DataEvent::Failed(error) => return Some(Err(Failure::from(&error))),
                 _ => {}
