@@ -16,9 +16,9 @@ use async_io::Timer;
 use ftps_proto::path::VirtualPath;
 use ftps_proto::server::{
     Event, Failure, LoginGrant, Notice, Outcome, Refusal, ReqId, Request, RequestKind,
-    ServerSession, Source, UserPolicy, Work, WriteMode,
+    ServerSession, Source, UserPolicy, Work,
 };
-use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWriteExt};
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use smol::channel::{Receiver, Sender};
 use smol::net::TcpStream;
 use smol::Task;
@@ -26,9 +26,9 @@ use tracing::Instrument;
 
 use crate::auth::{AuthOutcome, AuthenticatedUser, LoginAttempt, Permission, UserHome};
 use crate::listener::CountedListener;
+use crate::requests::{self, Answer, OpenFile};
 use crate::server::{ListenerContext, Shared, Silent};
-use crate::storage::{self, LocalStorage, ReadOnly, Storage, Subtree, Upload};
-use crate::storage_map::{failed, file_info, listing_now, metadata_now, set_modified};
+use crate::storage::{LocalStorage, ReadOnly, Storage, Subtree};
 use crate::timing::{within, LazyTimer};
 use crate::transfer::{self, Body};
 
@@ -53,12 +53,6 @@ enum Completion {
     Connected(ReqId, TcpStream, SocketAddr),
     /// The transfer's data connection is ready for the preliminary reply.
     DataReady(ReqId),
-}
-
-/// A file held between its open and its transfer.
-enum OpenFile {
-    Read(Box<dyn AsyncRead + Send + Unpin>, u64),
-    Write(Box<dyn Upload>),
 }
 
 /// What one session holds for its requests.
@@ -474,92 +468,6 @@ impl Driver {
                 });
                 self.res.data_wait = Some((id, task));
             }
-            RequestKind::Metadata { path } => {
-                self.with_storage(session, id, move |storage| async move {
-                    match storage.metadata(path.as_str()).await {
-                        Ok(meta) => metadata_now(file_info(path.file_name().unwrap_or("/"), &meta)),
-                        Err(e) => failed(&e),
-                    }
-                })
-            }
-            RequestKind::OpenRead { path, offset } => {
-                let Some(storage) = self.storage() else {
-                    return session.complete(now, id, not_logged_in());
-                };
-                self.spawn_completion(async move {
-                    match storage.open_read(path.as_str(), offset).await {
-                        Ok(handle) => Completion::Opened(
-                            id,
-                            OpenFile::Read(handle.reader, handle.size),
-                            Outcome::Opened {
-                                size: Some(handle.size),
-                                path,
-                            },
-                        ),
-                        Err(e) => Completion::Outcome(id, failed(&e)),
-                    }
-                });
-            }
-            RequestKind::OpenWrite { path, mode, offset } => {
-                let Some(storage) = self.storage() else {
-                    return session.complete(now, id, not_logged_in());
-                };
-                self.spawn_completion(async move {
-                    let mode = match mode {
-                        WriteMode::Unique => storage::WriteMode::CreateNew,
-                        WriteMode::Append => storage::WriteMode::Append,
-                        _ if offset > 0 => storage::WriteMode::Resume(offset),
-                        _ => storage::WriteMode::Create,
-                    };
-                    match storage.open_write(path.as_str(), mode).await {
-                        Ok(upload) => Completion::Opened(
-                            id,
-                            OpenFile::Write(upload),
-                            Outcome::Opened { size: None, path },
-                        ),
-                        Err(e) => Completion::Outcome(id, failed(&e)),
-                    }
-                });
-            }
-            RequestKind::List { path, .. } => {
-                self.with_storage(session, id, move |storage| async move {
-                    match storage.list(path.as_str()).await {
-                        Ok(entries) => listing_now(
-                            entries
-                                .iter()
-                                .map(|entry| file_info(&entry.name, &entry.metadata))
-                                .collect(),
-                        ),
-                        Err(e) => failed(&e),
-                    }
-                })
-            }
-            RequestKind::MakeDir { path } => self.with_storage(session, id, move |s| async move {
-                done_or_failed(s.mkdir(path.as_str()).await)
-            }),
-            RequestKind::RemoveDir { path } => {
-                self.with_storage(session, id, move |s| async move {
-                    done_or_failed(s.rmdir(path.as_str()).await)
-                })
-            }
-            RequestKind::Delete { path } => self.with_storage(session, id, move |s| async move {
-                done_or_failed(s.delete(path.as_str()).await)
-            }),
-            RequestKind::Rename { from, to } => {
-                self.with_storage(session, id, move |s| async move {
-                    done_or_failed(s.rename(from.as_str(), to.as_str()).await)
-                })
-            }
-            RequestKind::SetModified { path, time } => {
-                self.with_storage(session, id, move |s| async move {
-                    set_modified(&*s, &path, time).await
-                })
-            }
-            RequestKind::Chmod { path, mode } => {
-                self.with_storage(session, id, move |s| async move {
-                    done_or_failed(s.set_mode(path.as_str(), mode).await)
-                })
-            }
             RequestKind::DriveData { channel } => {
                 let Some(socket) = self.res.data.take() else {
                     session.complete(now, id, Outcome::Failed(Failure::DataConnection));
@@ -581,6 +489,17 @@ impl Driver {
                     let _ = tx.send(Completion::Outcome(id, outcome)).await;
                 });
                 self.res.channel = Some((id, start_tx, task));
+            }
+            kind if requests::is_storage_request(&kind) => {
+                let Some(storage) = self.storage() else {
+                    return session.complete(now, id, not_logged_in());
+                };
+                self.spawn_completion(async move {
+                    match requests::answer(&*storage, kind).await {
+                        Answer::Outcome(outcome) => Completion::Outcome(id, outcome),
+                        Answer::Opened(file, outcome) => Completion::Opened(id, file, outcome),
+                    }
+                });
             }
             _ => session.complete(now, id, Outcome::Failed(Failure::Unsupported)),
         }
@@ -607,7 +526,7 @@ impl Driver {
                     Source::Bytes(bytes) => Body::Bytes(bytes),
                     Source::File(file) | Source::Upload(file) => match self.res.files.remove(&file)
                     {
-                        Some(OpenFile::Read(reader, size)) => Body::Read(reader, size),
+                        Some(OpenFile::Read(handle)) => Body::Read(handle.reader, handle.size),
                         Some(OpenFile::Write(upload)) => Body::Write(upload),
                         None => {
                             session.complete(now, data, Outcome::Failed(Failure::DataConnection));
@@ -632,20 +551,6 @@ impl Driver {
             // Cancelling the task closes the data socket and aborts an upload (its Drop); the engine has replied.
             Notice::AbortTransfer { data } => drop(self.res.transfers.remove(&data)),
             _ => {}
-        }
-    }
-
-    /// Runs a storage operation for a logged-in user on a task.
-    fn with_storage<F, Fut>(&self, session: &mut ServerSession, id: ReqId, work: F)
-    where
-        F: FnOnce(Arc<dyn Storage>) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = Outcome> + Send + 'static,
-    {
-        match self.storage() {
-            Some(storage) => {
-                self.spawn_completion(async move { Completion::Outcome(id, work(storage).await) })
-            }
-            None => session.complete(Instant::now(), id, not_logged_in()),
         }
     }
 
@@ -735,13 +640,6 @@ fn not_logged_in() -> Outcome {
     Outcome::Failed(Failure::Storage(
         ftps_proto::server::StorageError::PermissionDenied,
     ))
-}
-
-fn done_or_failed(result: Result<(), crate::storage::StorageError>) -> Outcome {
-    match result {
-        Ok(()) => Outcome::Done,
-        Err(e) => failed(&e),
-    }
 }
 
 /// Connects an active-mode data connection from the control connection's local address.

@@ -13,8 +13,8 @@ use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWriteExt};
 use smol::channel::Receiver;
 use smol::net::TcpStream;
 
+use crate::requests::engine_storage_error;
 use crate::storage::{Upload, FILE_BUFFER_SIZE};
-use crate::storage_map::engine_storage_error;
 use crate::timing::{strictly_within, within};
 
 /// Socket reads in this unit at most: several TLS records per read.
