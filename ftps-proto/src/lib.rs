@@ -2,7 +2,7 @@
 //!
 //! Bytes in, bytes and events out: no sockets, threads, clocks, files or async. The same engine runs under smol
 //! (`ftps-server-smol`), blocking `std::net` (`ftps-client-blocking`) and tokio (`ftps-server-smol`'s
-//! `tokio_minimal` example).
+//! `tokio_server` example).
 //!
 //! - [`codec`]: everything that crosses the control channel as typed values (commands, replies, listings).
 //! - [`server::ServerSession`]: one server control connection: login, TLS upgrade (`AUTH TLS` or implicit),

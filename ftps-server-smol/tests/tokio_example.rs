@@ -1,8 +1,10 @@
-//! The tokio example (`examples/tokio_minimal.rs`) serves a login, a listing and a download to curl, with TLS 1.3
-//! and TLS 1.2: the engine runs unchanged on a runtime the server crate itself does not use.
+//! The tokio example (`examples/tokio_server.rs`) serves curl and our own client: listings, downloads, uploads,
+//! directory and file changes, resumed transfers and 100 transfers in one session, over TLS 1.3 and TLS 1.2 with
+//! data connections bound to their control session. The engine runs unchanged on a runtime the server crate
+//! itself does not use.
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -56,7 +58,7 @@ fn example_binary() -> PathBuf {
         "-p",
         "ftps-server-smol",
         "--example",
-        "tokio_minimal",
+        "tokio_server",
     ]);
     // Cargo gives this test process its package's variables (CARGO_PKG_VERSION_MAJOR, ...); build scripts such
     // as ring's watch some of them, so passing them on would rebuild half the tree on every run.
@@ -87,14 +89,14 @@ fn example_binary() -> PathBuf {
     let output = wait_bounded(
         child,
         Duration::from_secs(600),
-        "cargo build --example tokio_minimal",
+        "cargo build --example tokio_server",
     );
     assert!(
         output.status.success(),
         "building the example failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let binary = profile_dir.join("examples").join("tokio_minimal");
+    let binary = profile_dir.join("examples").join("tokio_server");
     assert!(
         binary.is_file(),
         "no example binary at {}",
@@ -103,9 +105,11 @@ fn example_binary() -> PathBuf {
     binary
 }
 
-/// Starts the example on a free port and reads its address from the first line of its stdout.
-fn start_example() -> Example {
+/// Starts the example on a free port serving `root`, and reads its address from the first line of its stdout.
+fn start_example(root: &Path) -> Example {
     let mut child = Command::new(example_binary())
+        .arg("0")
+        .arg(root)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -175,35 +179,100 @@ fn curl(curl: &Path, tls: &[&str], url: &str, extra: &[&str]) -> Vec<u8> {
     output.stdout
 }
 
+/// A directory with `hello.txt` and `notes/a.md` to serve.
+fn served_root() -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(
+        root.path().join("hello.txt"),
+        b"Hello from ftps-rs on tokio!\n",
+    )
+    .unwrap();
+    std::fs::create_dir(root.path().join("notes")).unwrap();
+    std::fs::write(root.path().join("notes/a.md"), b"# a\n").unwrap();
+    root
+}
+
 #[test]
-fn curl_lists_and_downloads_over_tls13_and_tls12() {
+fn curl_lists_downloads_uploads_and_changes_files_over_tls13_and_tls12() {
     let Some(curl_path) = ftps_testkit::peer("curl") else {
         return;
     };
-    let example = start_example();
+    let root = served_root();
+    let example = start_example(root.path());
     let base = format!("ftp://{}", example.addr);
+    let local = tempfile::tempdir().unwrap();
+    let upload = local.path().join("up.bin");
+    std::fs::write(
+        &upload,
+        (0..=255u8).cycle().take(100_000).collect::<Vec<u8>>(),
+    )
+    .unwrap();
 
-    for tls in [&["--tlsv1.3"][..], &["--tlsv1.2", "--tls-max", "1.2"][..]] {
-        // LIST: one `ls -l` line per file, formatted by the engine from the example's FileInfo.
+    for (tls, name) in [
+        (&["--tlsv1.3"][..], "v13"),
+        (&["--tlsv1.2", "--tls-max", "1.2"][..], "v12"),
+    ] {
+        // LIST (EPSV) and NLST (PASV): the engine formats the lines from the storage's metadata.
         let listing = String::from_utf8(curl(&curl_path, tls, &format!("{base}/"), &[])).unwrap();
-        let lines: Vec<&str> = listing.lines().collect();
-        assert_eq!(lines.len(), 3, "{tls:?}: {listing:?}");
-        for (line, name) in lines.iter().zip(["hello.txt", "notes.md", "empty.bin"]) {
-            assert!(line.ends_with(&format!(" {name}")), "{tls:?}: {line:?}");
-        }
-
-        // NLST: exactly the names (curl turns the ASCII-mode CRLFs into local line ends).
-        let names = curl(&curl_path, tls, &format!("{base}/"), &["--list-only"]);
-        assert_eq!(names, b"hello.txt\nnotes.md\nempty.bin\n", "{tls:?}");
-
-        // RETR: the exact bytes, binary mode.
+        assert!(
+            listing
+                .lines()
+                .any(|l| l.starts_with('d') && l.ends_with(" notes")),
+            "{listing}"
+        );
+        assert!(
+            listing.lines().any(|l| l.ends_with(" hello.txt")),
+            "{listing}"
+        );
+        let names = curl(
+            &curl_path,
+            tls,
+            &format!("{base}/notes/"),
+            &["--list-only", "--disable-epsv"],
+        );
+        assert_eq!(names, b"a.md\n", "{tls:?}");
+        // RETR, and STOR into a directory curl creates (MKD).
         let hello = curl(&curl_path, tls, &format!("{base}/hello.txt"), &[]);
         assert_eq!(hello, b"Hello from ftps-rs on tokio!\n", "{tls:?}");
-        let empty = curl(&curl_path, tls, &format!("{base}/empty.bin"), &[]);
-        assert_eq!(empty, b"", "{tls:?}");
+        let target = format!("{base}/{name}/up.bin");
+        let upload_arg = upload.to_str().unwrap();
+        curl(
+            &curl_path,
+            tls,
+            &target,
+            &["--ftp-create-dirs", "-T", upload_arg],
+        );
+        assert_eq!(
+            std::fs::read(root.path().join(name).join("up.bin")).unwrap(),
+            std::fs::read(&upload).unwrap()
+        );
+        // RNFR/RNTO and DELE.
+        let rename_from = format!("RNFR {name}/up.bin");
+        let rename_to = format!("RNTO {name}/renamed.bin");
+        curl(
+            &curl_path,
+            tls,
+            &format!("{base}/"),
+            &[
+                "-Q",
+                &rename_from,
+                "-Q",
+                &rename_to,
+                "-Q",
+                "DELE hello.txt",
+                "--list-only",
+            ],
+        );
+        assert!(root.path().join(name).join("renamed.bin").is_file());
+        assert!(!root.path().join(name).join("up.bin").exists());
+        std::fs::write(
+            root.path().join("hello.txt"),
+            b"Hello from ftps-rs on tokio!\n",
+        )
+        .unwrap();
     }
 
-    // A missing file is an FTP error (550), which curl reports as "remote file not found" (exit 78).
+    // A missing file is an FTP error (550): curl exit 78. A wrong password is refused (530): curl exit 67.
     let missing = run_curl(
         &curl_path,
         "demo:demo",
@@ -212,7 +281,6 @@ fn curl_lists_and_downloads_over_tls13_and_tls12() {
         &[],
     );
     assert_eq!(missing.status.code(), Some(78));
-    // A wrong password is refused (530 after the engine's delay; curl exit 67, "login denied").
     let denied = run_curl(
         &curl_path,
         "demo:wrong",
@@ -221,4 +289,126 @@ fn curl_lists_and_downloads_over_tls13_and_tls12() {
         &[],
     );
     assert_eq!(denied.status.code(), Some(67));
+}
+
+/// 50 uploads then 50 downloads on one control connection: every data connection resumes that session's TLS
+/// session (the engine refuses any other), and the passive-reply pacing keeps curl off its 1 s stall path.
+#[test]
+fn fifty_uploads_and_fifty_downloads_in_one_curl_session() {
+    let Some(curl_path) = ftps_testkit::peer("curl") else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let example = start_example(root.path());
+    let local = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (1..=50).map(|i| format!("f{i:02}.bin")).collect();
+    for (i, name) in names.iter().enumerate() {
+        std::fs::write(local.path().join(name), vec![i as u8; 1000 + i]).unwrap();
+    }
+    let glob = format!("{}/{{{}}}", local.path().display(), names.join(","));
+    let down = local.path().join("down");
+    let output = Command::new(&curl_path)
+        .args([
+            "--silent",
+            "--show-error",
+            "--ssl-reqd",
+            "--insecure",
+            "--tlsv1.3",
+            "--user",
+            "demo:demo",
+        ])
+        .args(["--max-time", "60", "--ftp-create-dirs", "-T", &glob])
+        .arg(format!("ftp://{}/up/", example.addr))
+        .args([
+            "--next",
+            "--ssl-reqd",
+            "--insecure",
+            "--tlsv1.3",
+            "--user",
+            "demo:demo",
+            "--create-dirs",
+        ])
+        .arg(format!("ftp://{}/up/f[01-50].bin", example.addr))
+        .arg("-o")
+        .arg(down.join("f#1.bin"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for name in &names {
+        let sent = std::fs::read(local.path().join(name)).unwrap();
+        assert_eq!(
+            std::fs::read(root.path().join("up").join(name)).unwrap(),
+            sent,
+            "{name}"
+        );
+        assert_eq!(std::fs::read(down.join(name)).unwrap(), sent, "{name}");
+    }
+}
+
+/// `REST` + `RETR` and `SIZE` + `APPE`: curl's `-C -` both ways.
+#[test]
+fn curl_resumes_a_download_and_an_upload() {
+    let Some(curl_path) = ftps_testkit::peer("curl") else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let example = start_example(root.path());
+    let base = format!("ftp://{}", example.addr);
+    let local = tempfile::tempdir().unwrap();
+    let whole: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(root.path().join("big.bin"), &whole).unwrap();
+    let partial = local.path().join("big.part");
+    std::fs::write(&partial, &whole[..100_000]).unwrap();
+    curl(
+        &curl_path,
+        &[],
+        &format!("{base}/big.bin"),
+        &["-C", "-", "-o", partial.to_str().unwrap()],
+    );
+    assert_eq!(std::fs::read(&partial).unwrap(), whole);
+
+    std::fs::write(root.path().join("up.bin"), &whole[..123_456]).unwrap();
+    let source = local.path().join("up.bin");
+    std::fs::write(&source, &whole).unwrap();
+    curl(
+        &curl_path,
+        &[],
+        &format!("{base}/up.bin"),
+        &["-C", "-", "-T", source.to_str().unwrap()],
+    );
+    assert_eq!(std::fs::read(root.path().join("up.bin")).unwrap(), whole);
+}
+
+/// Our own blocking client against the tokio server: the same engine on both ends, over real sockets.
+#[test]
+fn our_blocking_client_uploads_lists_downloads_renames_and_deletes() {
+    let root = served_root();
+    let example = start_example(root.path());
+    let port = example.addr.rsplit(':').next().unwrap().parse().unwrap();
+    let config = ftps_client_blocking::ClientConfig::new()
+        .danger_accept_invalid_certs(true)
+        .reply_timeout(Duration::from_secs(10))
+        .data_timeout(Duration::from_secs(10));
+    let mut client = ftps_client_blocking::Client::connect("127.0.0.1", port, config).unwrap();
+    client.login("demo", "demo").unwrap();
+    client.mkdir("made").unwrap();
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i * 7) as u8).collect();
+    let mut upload = client.stor("made/p.bin").unwrap();
+    upload.write_all(&payload).unwrap();
+    upload.finish().unwrap();
+    let names = client.nlst(Some("made")).unwrap();
+    assert_eq!(names, vec!["p.bin".to_owned()]);
+    let mut download = client.retr("made/p.bin", 0).unwrap();
+    let mut got = Vec::new();
+    download.read_to_end(&mut got).unwrap();
+    download.finish().unwrap();
+    assert_eq!(got, payload);
+    client.rename("made/p.bin", "made/q.bin").unwrap();
+    client.delete("hello.txt").unwrap();
+    assert!(root.path().join("made/q.bin").is_file());
+    assert!(!root.path().join("hello.txt").exists());
 }
