@@ -13,7 +13,7 @@
 //!   `complete`; the site-to-site plan is [`client::SiteToSitePlan`].
 //! - [`data::DataChannel`]: one data connection, owned and `Send`, so a transfer runs on its own task or thread
 //!   and bulk bytes never pass through a control session. Its TLS is bound to its control session.
-//! - [`ascii`]: `TYPE A` line-end conversion for frontends that move file bytes.
+//! - [`ascii`]: the `TYPE A` line-end converters the data channel uses.
 //!
 //! # The drive loop
 //!
@@ -26,6 +26,68 @@
 //! 2. Then wait for the earliest of: socket readiness, a finished request, or `poll_timeout()`; feed it in.
 //! 3. Time enters only as `now: Instant` arguments. `handle_timeout` clears or reschedules every expired timer,
 //!    so the same deadline is never returned twice.
+//!
+//! # Writing a server frontend
+//!
+//! A frontend owns sockets (the control connection, passive listeners, data connections), one timer per
+//! session, tasks, and the storage and user backends. It owns nothing else: no reply code, command verb or
+//! protocol rule, since every one of them is in this crate (the data-peer check of RFC 2577, `TYPE A`, `STOU`
+//! names, `LIST file`, aborts, when the preliminary reply may go out). `ftps-server-smol`'s
+//! `examples/tokio_server.rs` follows this text in under 350 lines.
+//!
+//! **The control connection**, one [`server::ServerSession`] per accepted socket (set `TCP_NODELAY`: a reply
+//! must not wait for the peer's delayed ACK):
+//!
+//! ```text
+//! loop {
+//!     offer held-back input again: handle_input(now, unread) -> taken   (it takes less while its queue is full)
+//!     drain until nothing is left:
+//!         poll_transmit(&mut buf)   -> write it all to the control socket
+//!         poll_event()              -> log it (commands, replies, logins, one record per transfer)
+//!         poll_work()               -> Work::Request: start it, answer exactly once with complete(now, id, ..)
+//!                                      Work::Notice:  act on it, never answer it
+//!     is_closed()                   -> close the socket, stop the session's tasks
+//!     wait for the earliest of:
+//!         control socket readable   -> handle_input(now, bytes), or handle_eof(now)
+//!         a request's work is done  -> complete(now, id, outcome)
+//!         a data channel is ready   -> data_ready(now, drive_data_id)
+//!         poll_timeout()            -> handle_timeout(now)
+//! }
+//! ```
+//!
+//! The requests ([`server::RequestKind`]): `Authenticate` (check the password, answer `LoggedIn`/`Denied`),
+//! storage work (`Metadata`, `List`, `OpenRead`, `OpenWrite`, `MakeDir`, `Rename`...; keep an opened file under
+//! its request id), `OpenPassive` (bind a listener, answer its address), `AcceptData`/`ConnectData` (accept or
+//! connect one data connection, answer `DataConnected { peer }`: the engine checks the peer and asks again when
+//! it refuses it), and `DriveData` (below). An FTP error is an answer (`Outcome::Failed` with what happened),
+//! never an error of the frontend's. The notices ([`server::Notice`]): `ReleaseData` (close the listener and
+//! any data connection without a transfer), `ReleaseFile` (drop an opened file; abort an upload),
+//! `RunTransfer` (hand the file to the data channel it names), `AbortTransfer` (stop that data channel's task).
+//!
+//! **A data connection**, one task per `DriveData { channel }` with the socket just reported (`TCP_NODELAY`
+//! too). The [`data::DataChannel`] runs its TLS handshake at once, before the transfer command:
+//!
+//! ```text
+//! loop {
+//!     payload:  sending:   channel.write(file bytes) while can_write(); finish(now) at the end of the file
+//!               receiving: read_chunk() -> write it to the upload, consume(n)
+//!     poll_transmit(&mut buf)       -> write it all to the data socket; once is_write_closed(): shut down
+//!                                      the socket's write half (in the clear the FIN ends the file)
+//!     poll_event():
+//!         TransferReady             -> tell the control loop: data_ready(now, drive_data_id)
+//!         Finished(report)          -> commit an upload only if report.clean_close, else abort it;
+//!                                      answer DriveData with Outcome::TransferFinished(report)
+//!         Failed(error)             -> answer DriveData with Outcome::Failed(Failure::from(&error))
+//!     wait for the earliest of:
+//!         socket readable           -> handle_input(now, bytes) (keep what it did not take), or handle_eof(now)
+//!         RunTransfer's file        -> start_transfer(now, plan.flow(), plan.data_type), then move payload
+//!         poll_timeout()            -> handle_timeout(now); a silent socket fails the transfer (426)
+//! }
+//! ```
+//!
+//! The channel converts `TYPE A`, drops what a client writes during a download, sends and expects
+//! close_notify, enforces the resumption policy, and says when the transfer may be announced
+//! (`TransferReady`); the frontend only moves bytes and answers.
 //!
 //! A plain-FTP server session driven entirely in memory:
 //!
