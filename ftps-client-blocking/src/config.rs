@@ -5,11 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ftps_proto::client::{ClientSessionConfig, DataConnectionMode, Security, Trace};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::RootCertStore;
 
 use crate::error::{Error, Result};
 
@@ -294,7 +292,9 @@ impl ClientConfig {
         let config = if self.accept_invalid_certs {
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert::new(&provider)))
+                .with_custom_certificate_verifier(Arc::new(ftps_proto::AcceptAnyServerCert::new(
+                    &provider,
+                )))
                 .with_no_client_auth()
         } else {
             builder
@@ -341,56 +341,6 @@ impl ClientConfig {
             return Err(Error::TlsConfig("no trust roots".to_string()));
         }
         Ok(roots)
-    }
-}
-
-/// The verifier behind [`ClientConfig::danger_accept_invalid_certs`]: any certificate chain and name pass, but the
-/// handshake signatures must still be valid for the presented key (so the peer does hold that key).
-#[derive(Debug)]
-struct AcceptAnyServerCert {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl AcceptAnyServerCert {
-    fn new(provider: &CryptoProvider) -> Self {
-        Self {
-            algorithms: provider.signature_verification_algorithms,
-        }
-    }
-}
-
-impl ServerCertVerifier for AcceptAnyServerCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
     }
 }
 

@@ -129,6 +129,7 @@ pub mod server;
 mod tls;
 
 pub use tls::provider as tls_provider;
+pub use tls::AcceptAnyServerCert;
 pub use tls::TlsInfo;
 
 #[cfg(test)]

@@ -278,7 +278,7 @@ pub struct PolicyConfig {
     /// `site_to_site` in the users file overrides it either way. Ports below 1024 stay refused. With
     /// TLS, such sessions also offer `SSCN` and `CPSV` (this server as TLS client on the data
     /// connection, without verifying the other server's certificate: see
-    /// `certs::site_to_site_client_config`).
+    /// `ftps_proto::server::site_to_site_client_config`).
     pub allow_site_to_site: bool,
 }
 

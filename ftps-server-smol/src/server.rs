@@ -520,7 +520,12 @@ impl ServerBuilder {
                     .expect("Server::builder().authenticator(..) is required"),
                 tls: self.tls,
                 session: self.session,
-                site_to_site_tls: crate::certs::site_to_site_client_config(),
+                // ring supports both versions; only a provider without them could fail here.
+                site_to_site_tls: ftps_proto::server::site_to_site_client_config(&[
+                    &rustls::version::TLS13,
+                    &rustls::version::TLS12,
+                ])
+                .expect("the ring provider supports TLS 1.2 and 1.3"),
                 limits: self.limits,
                 throttle: self.throttle,
                 log_transfers: self.log_transfers,

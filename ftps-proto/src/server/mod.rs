@@ -98,7 +98,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use crate::data::{DataChannel, DataReport, DataType, ResumptionPolicy};
-pub use crate::tls::{ResumptionScope, SessionKeyring};
+pub use crate::tls::{site_to_site_client_config, ResumptionScope, SessionKeyring};
 pub use config::{SessionConfig, UserPolicy};
 pub use request::{
     Direction, Failure, FileInfo, FileKind, ListFormat, LoginGrant, Notice, Outcome, ReqId,

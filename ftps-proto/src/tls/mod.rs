@@ -8,12 +8,14 @@
 //! - [`binding`]: the per-session configs that bind data-connection TLS to its control session;
 //! - [`tickets`]: the per-session ticket keys behind that binding;
 //! - [`provider`]: the crypto provider the frontends build their configs from;
-//! - [`record`]: TLS record framing, for feeding rustls one record at a time around `CCC`.
+//! - [`record`]: TLS record framing, for feeding rustls one record at a time around `CCC`;
+//! - [`unverified`]: the one verifier that accepts any server certificate, and the site-to-site config.
 
 mod binding;
 mod provider;
 mod record;
 mod tickets;
+mod unverified;
 
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -27,6 +29,7 @@ pub use provider::provider;
 pub(crate) use record::{collect_tls_record, first_tls_record, starts_handshake_or_alert};
 pub(crate) use tickets::{BindingState, ConnectionBinding};
 pub use tickets::{ResumptionScope, SessionKeyring};
+pub use unverified::{site_to_site_client_config, AcceptAnyServerCert};
 
 /// What a finished handshake negotiated, for events and transfer reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
