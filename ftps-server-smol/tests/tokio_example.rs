@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -41,73 +41,10 @@ fn wait_bounded(mut child: Child, limit: Duration, what: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
-/// The example binary, built now so it is never stale: `cargo test --test tokio_example` alone does not build
-/// examples.
-fn example_binary() -> PathBuf {
-    // This test runs from target/<profile>/deps; examples land in target/<profile>/examples.
-    let deps = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_owned();
-    let profile_dir = deps.parent().unwrap().to_owned();
-    let mut build = Command::new(env!("CARGO"));
-    build.current_dir(env!("CARGO_MANIFEST_DIR")).args([
-        "build",
-        "--quiet",
-        "-p",
-        "ftps-server-smol",
-        "--example",
-        "tokio_server",
-    ]);
-    // Cargo gives this test process its package's variables (CARGO_PKG_VERSION_MAJOR, ...); build scripts such
-    // as ring's watch some of them, so passing them on would rebuild half the tree on every run.
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        let set_for_tests = [
-            "CARGO_PKG_",
-            "CARGO_MANIFEST_",
-            "CARGO_BIN_",
-            "CARGO_CRATE_",
-            "CARGO_PRIMARY_",
-        ]
-        .iter()
-        .any(|prefix| name.starts_with(prefix))
-            || ["CARGO_TARGET_TMPDIR", "CARGO_RUSTC_CURRENT_DIR", "OUT_DIR"].contains(&&*name);
-        if set_for_tests {
-            build.env_remove(&*name);
-        }
-    }
-    if profile_dir.file_name().is_some_and(|p| p == "release") {
-        build.arg("--release");
-    }
-    let child = build
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let output = wait_bounded(
-        child,
-        Duration::from_secs(600),
-        "cargo build --example tokio_server",
-    );
-    assert!(
-        output.status.success(),
-        "building the example failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let binary = profile_dir.join("examples").join("tokio_server");
-    assert!(
-        binary.is_file(),
-        "no example binary at {}",
-        binary.display()
-    );
-    binary
-}
-
 /// Starts the example on a free port serving `root`, and reads its address from the first line of its stdout.
 fn start_example(root: &Path) -> Example {
-    let mut child = Command::new(example_binary())
+    let example = ftps_testkit::build_example(env!("CARGO"), "ftps-server-smol", "tokio_server");
+    let mut child = Command::new(example)
         .arg("0")
         .arg(root)
         .stdin(Stdio::null())
