@@ -125,9 +125,11 @@ pub mod client;
 pub mod codec;
 pub mod data;
 pub mod path;
+mod request_id;
 pub mod server;
 mod tls;
 
+pub use request_id::ReqId;
 pub use tls::provider as tls_provider;
 pub use tls::AcceptAnyServerCert;
 pub use tls::TlsInfo;

@@ -13,16 +13,7 @@ use crate::data::{DataChannel, DataError, DataReport};
 use super::event::{DataConnectError, Direction};
 use super::op::OpId;
 
-/// Identifies one request of one client session; ids are never reused within a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ReqId(pub(crate) u64);
-
-impl ReqId {
-    /// The id as a number, for logs and maps.
-    pub fn get(self) -> u64 {
-        self.0
-    }
-}
+pub use crate::request_id::ReqId;
 
 /// One piece of work for the frontend, from [`ClientSession::poll_request`](super::ClientSession::poll_request).
 #[derive(Debug)]

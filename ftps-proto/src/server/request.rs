@@ -16,16 +16,7 @@ use crate::codec::Timeval;
 use crate::data::{DataChannel, DataFlow, DataReport, DataType};
 use crate::path::VirtualPath;
 
-/// Identifies one request of one session; ids are never reused within a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ReqId(pub(crate) u64);
-
-impl ReqId {
-    /// The id as a number, for logs and maps.
-    pub fn get(self) -> u64 {
-        self.0
-    }
-}
+pub use crate::request_id::ReqId;
 
 /// One piece of work for the frontend.
 #[derive(Debug)]
