@@ -15,6 +15,7 @@ pub mod listener;
 pub mod requests;
 pub mod server;
 mod session;
+mod shared;
 pub mod startup;
 pub mod storage;
 mod timing;

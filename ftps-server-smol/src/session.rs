@@ -27,7 +27,7 @@ use tracing::Instrument;
 use crate::auth::{AuthOutcome, AuthenticatedUser, LoginAttempt, Permission, UserHome};
 use crate::listener::CountedListener;
 use crate::requests::{self, Answer, OpenFile};
-use crate::server::{ListenerContext, Shared, Silent};
+use crate::shared::{ListenerContext, Shared, Silent};
 use crate::storage::{LocalStorage, ReadOnly, Storage, Subtree};
 use crate::timing::{within, LazyTimer};
 use crate::transfer::{self, Body};
