@@ -8,9 +8,9 @@
 //! Uploads `FILE` under its own name, lists the directory, downloads it to `FILE.back`. Certificates are verified
 //! against `CA_PEM` when given, else against the system roots.
 //!
-//! The drive loop is the one `ftps_proto`'s docs teach: after every input or mutation drain `poll_transmit`,
-//! `poll_request` (answered by id with `complete`) and `poll_event`; then wait for the earliest of control socket
-//! readiness, the running data task, or `poll_timeout()`. Everything FTP (commands, reply codes, TLS roles,
+//! The drive loop is the one `ftps_proto`'s docs teach: after every input or mutation drain `poll_output` (bytes
+//! to send, requests answered by id with `complete`, events) until it says `Wait`; then wait for the earliest of
+//! control socket readiness, the running data task, or that deadline. Everything FTP (commands, reply codes, TLS roles,
 //! resumption, aborting when a data connection fails) is the engine's: this file owns sockets, tasks and time.
 
 use std::error::Error;
@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use ftps_proto::client::{
     ClientSession, ClientSessionConfig, Credentials, DataConnectError, Direction, Event, Operation,
-    Outcome, Output, Payload, ReqId, Request, RequestKind,
+    Outcome, Output, Payload, ReqId, Request, RequestKind, SessionOutput,
 };
 use ftps_proto::data::{DataChannel, DataEvent};
 use rustls::pki_types::pem::PemObject;
@@ -55,20 +55,21 @@ impl Control {
         let id = self.session.submit(Instant::now(), op);
         let mut buf = vec![0u8; 32 * 1024];
         loop {
-            // 1. Drain every output.
+            // 1. Drain every output, one at a time.
             let mut wire = Vec::new();
-            while self.session.poll_transmit(&mut wire) > 0 {}
-            self.tcp.write_all(&wire).await?;
-            while let Some(request) = self.session.poll_request() {
-                self.start(request).await?;
-            }
-            while let Some(event) = self.session.poll_event() {
-                match event {
-                    Event::Completed { op, result } if op == id => return Ok(result?),
-                    Event::Failed(e) => return Err(e.into()),
-                    _ => {}
+            let deadline = loop {
+                wire.clear();
+                match self.session.poll_output(&mut wire) {
+                    SessionOutput::Transmit(_) => self.tcp.write_all(&wire).await?,
+                    SessionOutput::Request(request) => self.start(request).await?,
+                    SessionOutput::Event(Event::Completed { op, result }) if op == id => {
+                        return Ok(result?)
+                    }
+                    SessionOutput::Event(Event::Failed(e)) => return Err(e.into()),
+                    SessionOutput::Event(_) => {}
+                    SessionOutput::Wait(deadline) => break deadline,
                 }
-            }
+            };
             if !self.input.is_empty() {
                 let taken = self.session.handle_input(Instant::now(), &self.input);
                 self.input.drain(..taken);
@@ -77,7 +78,6 @@ impl Control {
                 }
             }
             // 2. Wait for the earliest of: control bytes, the data task, the engine's deadline.
-            let deadline = self.session.poll_timeout();
             tokio::select! {
                 read = self.tcp.read(&mut buf) => match read? {
                     0 => self.session.handle_eof(Instant::now()),

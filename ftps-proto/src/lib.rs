@@ -21,8 +21,10 @@
 //! `handle_eof(now)`, `handle_timeout(now)`), mutators (`complete`, `submit`, `write`...) and `#[must_use]`
 //! `poll_*` outputs. A frontend keeps one contract:
 //!
-//! 1. After **every** input or mutation, drain every `poll_*` until it is empty: send what `poll_transmit`
-//!    gives, start every request, handle every event, and note `poll_timeout()`.
+//! 1. After **every** input or mutation, drain the outputs until there are none: send what `poll_transmit`
+//!    gives, start every request, handle every event, and note `poll_timeout()`. A server session gives all
+//!    of them through one call, [`server::ServerSession::poll_output`], looped until it says
+//!    [`server::Output::Wait`]: a loop over it cannot forget one.
 //! 2. Then wait for the earliest of: socket readiness, a finished request, or `poll_timeout()`; feed it in.
 //! 3. Time enters only as `now: Instant` arguments. `handle_timeout` clears or reschedules every expired timer,
 //!    so the same deadline is never returned twice.
@@ -41,17 +43,18 @@
 //! ```text
 //! loop {
 //!     offer held-back input again: handle_input(now, unread) -> taken   (it takes less while its queue is full)
-//!     drain until nothing is left:
-//!         poll_transmit(&mut buf)   -> write it all to the control socket
-//!         poll_event()              -> log it (commands, replies, logins, one record per transfer)
-//!         poll_work()               -> Work::Request: start it, answer exactly once with complete(now, id, ..)
-//!                                      Work::Notice:  act on it, never answer it
+//!     loop over poll_output(&mut buf):
+//!         Transmit(n)               -> write buf to the control socket
+//!         Event(event)              -> log it (commands, replies, logins, one record per transfer)
+//!         Work(Request)             -> start it, answer exactly once with complete(now, id, ..)
+//!         Work(Notice)              -> act on it, never answer it
+//!         Wait(deadline)            -> leave the loop
 //!     is_closed()                   -> close the socket, stop the session's tasks
 //!     wait for the earliest of:
 //!         control socket readable   -> handle_input(now, bytes), or handle_eof(now)
 //!         a request's work is done  -> complete(now, id, outcome)
 //!         a data channel is ready   -> data_ready(now, drive_data_id)
-//!         poll_timeout()            -> handle_timeout(now)
+//!         the deadline              -> handle_timeout(now)
 //! }
 //! ```
 //!
@@ -93,7 +96,7 @@
 //!
 //! ```
 //! use std::time::Instant;
-//! use ftps_proto::server::{ServerSession, SessionConfig};
+//! use ftps_proto::server::{Output, ServerSession, SessionConfig};
 //!
 //! let config = SessionConfig { require_tls_control: false, require_tls_data: false, ..Default::default() };
 //! let now = Instant::now();
@@ -109,11 +112,16 @@
 //! // Input: bytes as the socket delivered them, in any chunking.
 //! let input = b"NOOP\r\nQUIT\r\n";
 //! assert_eq!(session.handle_input(now, input), input.len());
-//! // Drain everything.
+//! // Drain everything, one output at a time.
 //! wire.clear();
-//! let _ = session.poll_transmit(&mut wire);
-//! while let Some(_work) = session.poll_work() { /* answer a Request with complete(); act on a Notice */ }
-//! while let Some(_event) = session.poll_event() { /* log it */ }
+//! loop {
+//!     match session.poll_output(&mut wire) {
+//!         Output::Transmit(_) => {}     // the bytes are in `wire`: send them
+//!         Output::Event(_event) => {}   // log it
+//!         Output::Work(_work) => {}     // answer a Request with complete(); act on a Notice
+//!         Output::Wait(_deadline) => break,
+//!     }
+//! }
 //! assert_eq!(wire, b"200 NOOP ok\r\n221 Goodbye\r\n");
 //! assert!(session.is_closed());
 //! ```

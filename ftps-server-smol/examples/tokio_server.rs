@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use ftps_proto::data::{DataChannel, DataEvent, DataFlow, DataReport, DataType};
 use ftps_proto::server::{
-    Event, Failure, LoginGrant, Notice, Outcome, ReqId, Request, RequestKind, ServerSession,
-    SessionConfig, Source, Work,
+    Event, Failure, LoginGrant, Notice, Outcome, Output, ReqId, Request, RequestKind,
+    ServerSession, SessionConfig, Source, Work,
 };
 use ftps_server_smol::requests::{self, engine_storage_error, Answer, OpenFile};
 use ftps_server_smol::storage::{LocalStorage, ReadHandle, Storage};
@@ -134,27 +134,23 @@ async fn serve(
         // Input, or what the engine could not take before (its command queue was full).
         let taken = session.handle_input(Instant::now(), &unread);
         unread.drain(..taken);
-        loop {
+        let deadline = loop {
             wire.clear();
-            if session.poll_transmit(&mut wire) > 0 {
-                control.write_all(&wire).await?;
-            }
-            while let Some(event) = session.poll_event() {
-                if let Event::TransferFinished(t) = event {
+            match session.poll_output(&mut wire) {
+                Output::Transmit(_) => control.write_all(&wire).await?,
+                Output::Event(Event::TransferFinished(t)) => {
                     eprintln!("{peer} {} {} {}", t.status.get(), t.path, t.bytes);
                 }
+                Output::Event(_) => {}
+                Output::Work(Work::Request(request)) => conn.start(&mut session, request),
+                Output::Work(Work::Notice(notice)) => conn.act_on(&mut session, notice),
+                Output::Wait(deadline) => break deadline,
             }
-            match session.poll_work() {
-                Some(Work::Request(request)) => conn.start(&mut session, request),
-                Some(Work::Notice(notice)) => conn.act_on(&mut session, notice),
-                None => break,
-            }
-        }
+        };
         if session.is_closed() {
             return control.shutdown().await;
         }
         while conn.tasks.set.try_join_next().is_some() {}
-        let deadline = session.poll_timeout();
         tokio::select! {
             read = control.read(&mut input), if unread.is_empty() => match read {
                 Ok(0) | Err(_) => session.handle_eof(Instant::now()),

@@ -15,7 +15,7 @@ use std::time::Instant;
 use async_io::Timer;
 use ftps_proto::path::VirtualPath;
 use ftps_proto::server::{
-    Event, Failure, LoginGrant, Notice, Outcome, Refusal, ReqId, Request, RequestKind,
+    Event, Failure, LoginGrant, Notice, Outcome, Output, Refusal, ReqId, Request, RequestKind,
     ServerSession, Source, UserPolicy, Work,
 };
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
@@ -284,41 +284,31 @@ impl Driver {
         }
     }
 
-    /// Drains every engine output: control bytes, events, requests.
+    /// Drains every engine output, one at a time (`poll_output`): control bytes, events, requests and
+    /// notices, until the engine waits.
     async fn drain(&mut self, session: &mut ServerSession) -> io::Result<()> {
         loop {
-            let mut progressed = false;
             self.out.clear();
-            while session.poll_transmit(&mut self.out) > 0 {}
-            if !self.out.is_empty() {
-                progressed = true;
-                let idle = self.shared.write_timeout();
-                within(idle, self.stream.write_all(&self.out))
-                    .await
-                    .unwrap_or_else(|| {
-                        Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "client does not read",
-                        ))
-                    })?;
-                if self.out.capacity() > CONTROL_WRITE_KEEP {
-                    self.out.clear();
-                    self.out.shrink_to(CONTROL_WRITE_KEEP);
+            match session.poll_output(&mut self.out) {
+                Output::Transmit(_) => {
+                    let idle = self.shared.write_timeout();
+                    within(idle, self.stream.write_all(&self.out))
+                        .await
+                        .unwrap_or_else(|| {
+                            Err(io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                "client does not read",
+                            ))
+                        })?;
+                    if self.out.capacity() > CONTROL_WRITE_KEEP {
+                        self.out.clear();
+                        self.out.shrink_to(CONTROL_WRITE_KEEP);
+                    }
                 }
-            }
-            while let Some(event) = session.poll_event() {
-                progressed = true;
-                self.log(event);
-            }
-            while let Some(work) = session.poll_work() {
-                progressed = true;
-                match work {
-                    Work::Request(request) => self.start(session, request),
-                    Work::Notice(notice) => self.act_on(session, notice),
-                }
-            }
-            if !progressed {
-                return Ok(());
+                Output::Event(event) => self.log(event),
+                Output::Work(Work::Request(request)) => self.start(session, request),
+                Output::Work(Work::Notice(notice)) => self.act_on(session, notice),
+                Output::Wait(_) => return Ok(()),
             }
         }
     }

@@ -266,6 +266,22 @@ struct Running {
     transfer: TransferState,
 }
 
+/// What [`ClientSession::poll_output`] asks of the frontend next (the server's is
+/// [`crate::server::Output`]; here [`Output`] is already an operation's result).
+#[derive(Debug)]
+#[must_use]
+pub enum SessionOutput {
+    /// This many control-connection bytes were appended to the buffer: send them.
+    Transmit(usize),
+    /// An operation's progress or result, a trace line, or the session's end.
+    Event(Event),
+    /// A request to answer with [`ClientSession::complete`].
+    Request(Request),
+    /// Nothing more for now: wait for input, a finished request, or this deadline (then
+    /// [`ClientSession::handle_timeout`]); `None` means no timer is running.
+    Wait(Option<Instant>),
+}
+
 /// One FTPS control connection, client side. See the [module docs](self) for the drive loop.
 pub struct ClientSession {
     config: ClientSessionConfig,
@@ -680,6 +696,24 @@ impl ClientSession {
     }
 
     // ----- outputs -----
+
+    /// The one drain: the next thing the frontend must do, until [`SessionOutput::Wait`]. It yields what
+    /// [`poll_transmit`](Self::poll_transmit), [`poll_event`](Self::poll_event),
+    /// [`poll_request`](Self::poll_request) and [`poll_timeout`](Self::poll_timeout) give, in that order,
+    /// so a loop over it cannot forget one of them.
+    pub fn poll_output(&mut self, buf: &mut Vec<u8>) -> SessionOutput {
+        let n = self.poll_transmit(buf);
+        if n > 0 {
+            return SessionOutput::Transmit(n);
+        }
+        if let Some(event) = self.poll_event() {
+            return SessionOutput::Event(event);
+        }
+        match self.poll_request() {
+            Some(request) => SessionOutput::Request(request),
+            None => SessionOutput::Wait(self.poll_timeout()),
+        }
+    }
 
     /// Appends bytes for the control socket to `buf`. Returns how many were appended (0: nothing to send).
     #[must_use]

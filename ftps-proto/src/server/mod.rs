@@ -114,6 +114,21 @@ use crate::tls::{ReadState, SessionTls, TlsConn};
 use crate::TlsInfo;
 use listing::FactSet;
 
+/// What [`ServerSession::poll_output`] asks of the frontend next.
+#[derive(Debug)]
+#[must_use]
+pub enum Output {
+    /// This many control-connection bytes were appended to the buffer: send them.
+    Transmit(usize),
+    /// Something happened, for the log.
+    Event(Event),
+    /// A request to answer with [`ServerSession::complete`], or a notice to act on.
+    Work(Work),
+    /// Nothing more for now: wait for input, a finished request, a ready data channel, or this deadline
+    /// (then [`ServerSession::handle_timeout`]); `None` means no timer is running.
+    Wait(Option<Instant>),
+}
+
 /// The name hint of `STOU` without an argument: the file is created in the current directory as
 /// `stou.<8 hex digits>` (see [`unique_candidate`]).
 pub const STOU_DEFAULT_NAME: &str = "stou";
@@ -794,6 +809,26 @@ impl ServerSession {
     }
 
     // ----- outputs -----
+
+    /// The one drain: the next thing the frontend must do, until [`Output::Wait`]. Call it after every
+    /// input or mutation, in a loop, handling each output before asking for the next; `Wait` says the
+    /// session has nothing more until the next input, answer or deadline. It yields the same outputs as
+    /// [`poll_transmit`](Self::poll_transmit), [`poll_event`](Self::poll_event),
+    /// [`poll_work`](Self::poll_work) and [`poll_timeout`](Self::poll_timeout), in that order, so a loop
+    /// over it cannot forget one of them.
+    pub fn poll_output(&mut self, out: &mut Vec<u8>) -> Output {
+        let n = self.poll_transmit(out);
+        if n > 0 {
+            return Output::Transmit(n);
+        }
+        if let Some(event) = self.poll_event() {
+            return Output::Event(event);
+        }
+        match self.poll_work() {
+            Some(work) => Output::Work(work),
+            None => Output::Wait(self.poll_timeout()),
+        }
+    }
 
     /// Appends control-connection bytes to send to `out`; returns how many.
     #[must_use]
