@@ -154,8 +154,9 @@ where
     /// Downloads `remote` into `local` (created or truncated) in segments read at once by the pool's
     /// sessions: each segment is a `REST` + `RETR` that stops at the segment's end with `ABOR`
     /// (RFC 959 4.1.3; RFC 3659 section 5 for `REST` in stream mode), and its bytes are written at
-    /// their offset. The size comes from `SIZE` first; a file smaller than two [`MIN_SEGMENT`]s, or a
-    /// pool of one, is downloaded as one stream on `first`.
+    /// their offset. `size` is the remote size when the caller already asked for it (`SIZE`, e.g. for a
+    /// progress bar); `None` asks here. A file smaller than two [`MIN_SEGMENT`]s, or a pool of one, is
+    /// downloaded as one stream on `first`.
     ///
     /// `progress` is called with the number of new bytes after each write, from any session's thread.
     /// A file whose size changes during the download fails with [`Error::SourceChanged`]; on any error
@@ -164,11 +165,15 @@ where
         &self,
         first: &mut Client,
         remote: &str,
+        size: Option<u64>,
         local: &File,
         progress: impl Fn(u64) + Sync,
     ) -> Result<SegmentedReport> {
         let started = Instant::now();
-        let total = first.size(remote)?;
+        let total = match size {
+            Some(size) => size,
+            None => first.size(remote)?,
+        };
         local.set_len(0)?;
         let plan = SegmentPlan::new(total, self.size);
         if plan.count() <= 1 {

@@ -699,7 +699,7 @@ fn get_segmented(
         .and_then(|file| {
             let report = sessions
                 .pool()
-                .get_segmented(client, remote, &file, |bytes| {
+                .get_segmented(client, remote, total, &file, |bytes| {
                     if let Ok(mut progress) = progress.lock() {
                         let done = progress.bytes() + bytes;
                         progress.update(done);
