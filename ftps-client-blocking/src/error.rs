@@ -86,6 +86,18 @@ pub enum Error {
     /// session goes on.
     #[error("data connection: {0}")]
     DataConnect(DataConnectError),
+    /// The server refused a transfer because its data connection could not resume the control connection's
+    /// TLS 1.3 session: the server issued no ticket this session had not used yet, and rustls offers each TLS 1.3
+    /// ticket once (ProFTPD under TLS 1.3 does this from the third transfer of a session on). A new session
+    /// limited to TLS 1.2 ([`TlsVersions::Tls12Only`](crate::TlsVersions::Tls12Only)) resumes without limit; the
+    /// `ftps` command switches to one by itself. This session goes on.
+    #[error("server refused a data connection that could not resume the TLS 1.3 session ({code} {text}): the server issues no further TLS 1.3 tickets and each is used once; TLS 1.2 resumes without limit (--tls12)")]
+    ResumptionExhausted {
+        /// The reply code, e.g. 425.
+        code: u16,
+        /// The reply text, lines joined with spaces.
+        text: String,
+    },
     /// The control connection is closed (by `quit`, by the server, or after an earlier fatal error).
     #[error("connection closed: {0}")]
     Closed(String),
@@ -112,7 +124,8 @@ impl Error {
         match self {
             Error::Refused { code, .. }
             | Error::LoginRefused { code, .. }
-            | Error::ProtectionRefused { code, .. } => Some(*code),
+            | Error::ProtectionRefused { code, .. }
+            | Error::ResumptionExhausted { code, .. } => Some(*code),
             _ => None,
         }
     }
@@ -147,6 +160,7 @@ impl Error {
                 | Error::Data(_)
                 | Error::SourceChanged { .. }
                 | Error::DataConnect(_)
+                | Error::ResumptionExhausted { .. }
         )
     }
 
@@ -198,6 +212,10 @@ impl From<OpError> for Error {
             OpError::Data(e) => Error::Data(e),
             OpError::DataConnect(e) => Error::DataConnect(e),
             OpError::Truncated => Error::Truncated,
+            OpError::ResumptionExhausted(reply) => Error::ResumptionExhausted {
+                code: reply.code.get(),
+                text: reply_text(&reply),
+            },
             OpError::Session(e) => e.into(),
             other => Error::Protocol(other.to_string()),
         }

@@ -1545,7 +1545,7 @@ mod tests {
         let base = pki.server_config(versions);
         // The store a client session keeps per control connection.
         let client_config =
-            crate::tls::connection_bound_client_config(&pki.client_config(versions));
+            crate::tls::connection_bound_client_config(&pki.client_config(versions)).0;
         let bound = control_session(&base, &client_config);
         for i in 0..200 {
             // Alternate directions: uploads must also leave the client with fresh tickets.

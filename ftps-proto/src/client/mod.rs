@@ -237,6 +237,8 @@ struct TransferState {
     setup_request: Option<ReqId>,
     /// The unanswered [`RequestKind::DriveData`].
     drive_request: Option<ReqId>,
+    /// The data connection's TLS 1.3 handshake had no ticket of this session to offer: it cannot resume.
+    without_ticket: bool,
 }
 
 impl TransferState {
@@ -287,6 +289,8 @@ pub struct ClientSession {
     config: ClientSessionConfig,
     /// The caller's TLS config with a resumption store private to this session (control and data share it).
     tls_config: Option<Arc<rustls::ClientConfig>>,
+    /// That store's TLS 1.3 ticket count: whether a data connection can resume a TLS 1.3 control session.
+    tickets: Option<Arc<crate::tls::ConnectionTickets>>,
     server_name: ServerName<'static>,
     peer: SocketAddr,
     phase: Phase,
@@ -352,8 +356,8 @@ impl ClientSession {
         peer: SocketAddr,
         now: Instant,
     ) -> Result<Self, SessionError> {
-        let tls_config = match (&config.security, &config.tls) {
-            (Security::Plain, _) => None,
+        let (tls_config, tickets) = match (&config.security, &config.tls) {
+            (Security::Plain, _) => (None, None),
             (_, None) => {
                 return Err(SessionError::Config(
                     "TLS requested without a rustls::ClientConfig",
@@ -361,10 +365,14 @@ impl ClientSession {
             }
             // One resumption store per control connection, shared by its data connections and by nobody else
             // (DESIGN.md "Data-channel TLS is bound to its control session").
-            (_, Some(base)) => Some(crate::tls::connection_bound_client_config(base)),
+            (_, Some(base)) => {
+                let (config, tickets) = crate::tls::connection_bound_client_config(base);
+                (Some(config), Some(tickets))
+            }
         };
         let mut session = Self {
             tls_config,
+            tickets,
             server_name,
             peer,
             phase: Phase::Greeting,

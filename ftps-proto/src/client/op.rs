@@ -251,6 +251,13 @@ pub enum OpError {
     /// The server answered with a negative (4xx/5xx) or unexpected reply. The session goes on.
     #[error("server refused: {} {}", .0.code.get(), .0.lines.first().map(String::as_str).unwrap_or(""))]
     Refused(Reply),
+    /// The server refused a transfer whose data connection could not resume the control connection's TLS 1.3
+    /// session: every TLS 1.3 ticket the server issued to this session was used, and rustls offers each ticket
+    /// once (RFC 8446 appendix C.4). A server that accepts only the control session on data connections and
+    /// issues no tickets there (ProFTPD's `mod_tls` under TLS 1.3) refuses from the third transfer on. TLS 1.2
+    /// sessions resume any number of times, so a new session limited to TLS 1.2 works. This one goes on.
+    #[error("server refused a data connection that could not resume the control connection's TLS 1.3 session (its tickets are used up; TLS 1.2 resumes without limit): {} {}", .0.code.get(), .0.lines.first().map(String::as_str).unwrap_or(""))]
+    ResumptionExhausted(Reply),
     /// The operation cannot be submitted as given (e.g. a transfer command in [`Operation::Raw`]).
     #[error("invalid operation: {0}")]
     InvalidOperation(&'static str),

@@ -944,6 +944,61 @@ fn two_sessions_on_one_caller_config_do_not_share_tickets() {
     }
 }
 
+/// A `RETR` whose data connection the server refuses with `reply` after 150, without running it.
+fn refused_retrieve(s: &mut Script, reply: &str) -> Result<Output, OpError> {
+    let op = s.client.submit(
+        s.now,
+        Operation::Retrieve {
+            path: "f".into(),
+            offset: None,
+        },
+    );
+    s.expect("EPSV", "229 Entering Extended Passive Mode (|||40001|)");
+    s.expect("RETR f", "150 Opening BINARY mode data connection for f.");
+    let _ = s.take_channel();
+    s.send(&crlf(reply));
+    let (id, result) = s.completed();
+    assert_eq!(id, op);
+    result
+}
+
+/// ProFTPD under TLS 1.3: a data connection must resume the control session, and data connections issue no
+/// tickets. rustls offers each ticket once, so once the control handshake's tickets are used the refusal says
+/// why; under TLS 1.2 (sessions resume any number of times), or while a ticket was offered, a refusal is a refusal.
+#[test]
+fn a_refusal_once_the_tls13_tickets_are_used_up_says_so() {
+    const PROFTPD_425: &str = "425 Unable to build data connection: Operation not permitted";
+    for versions in [TLS13, TLS12] {
+        let mut s = tls_session(versions);
+        // Let the control connection's tickets arrive.
+        let noop = s.client.submit(s.now, Operation::Noop);
+        s.expect("NOOP", "200 NOOP ok.");
+        assert!(matches!(s.completed(), (id, Ok(_)) if id == noop));
+        let mut data = (**s.bound.as_ref().unwrap()).clone();
+        data.send_tls13_tickets = 0;
+        s.bound = Some(Arc::new(data));
+        // Refused for another reason while a ticket was offered: a plain refusal.
+        let result = refused_retrieve(&mut s, PROFTPD_425);
+        assert!(matches!(result, Err(OpError::Refused(_))), "{result:?}");
+        // The control handshake's second ticket.
+        assert!(retrieve(&mut s, b"resumed").resumed);
+        let result = refused_retrieve(&mut s, PROFTPD_425);
+        if versions == TLS13 {
+            match result {
+                Err(OpError::ResumptionExhausted(reply)) => assert_eq!(reply.code.get(), 425),
+                r => panic!("{r:?}"),
+            }
+        } else {
+            assert!(matches!(result, Err(OpError::Refused(_))), "{result:?}");
+            assert!(retrieve(&mut s, b"resumed again").resumed);
+        }
+        // The session goes on.
+        let noop = s.client.submit(s.now, Operation::Noop);
+        s.expect("NOOP", "200 ok");
+        assert!(matches!(s.completed(), (id, Ok(_)) if id == noop));
+    }
+}
+
 #[test]
 fn download_with_offset_sends_rest() {
     let mut s = plain_session(FEAT_PLAIN);

@@ -145,6 +145,15 @@ impl ClientSession {
         }
         // The transfer may run for a long time: no reply deadline until the data side finishes.
         self.reply_deadline = None;
+        // rustls takes the ticket when the channel's ClientHello is built: look before.
+        let without_ticket = self.data_private
+            && self
+                .tls_info()
+                .is_some_and(|tls| tls.version == rustls::ProtocolVersion::TLSv1_3)
+            && self.tickets.as_ref().is_some_and(|t| !t.has_tls13_ticket());
+        if let Some(running) = self.current.as_mut() {
+            running.transfer.without_ticket = without_ticket;
+        }
         let channel = match self.data_channel(now, direction) {
             Ok(channel) => channel,
             Err(e) => {
@@ -199,6 +208,11 @@ impl ClientSession {
         };
         if !reply.code.is_completion() {
             // 425/426/450/451/5xx: the transfer failed; the frontend drops the data channel.
+            if running.transfer.without_ticket {
+                self.finish_op(Err(OpError::ResumptionExhausted(reply)));
+                self.pump(now);
+                return;
+            }
             return self.refuse(now, reply);
         }
         if matches!(running.op, Operation::SiteToSiteTransfer(_)) {

@@ -12,7 +12,10 @@
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+
+use rustls::pki_types::ServerName;
 
 use rustls::server::StoresServerSessions;
 
@@ -150,13 +153,100 @@ impl StoresServerSessions for SessionIdCache {
 ///
 /// The client's data connections use this config, so they can resume the session of *this* control connection
 /// (which a server with a session-bound policy requires), and tickets are never shared between connections. The
-/// store is rustls' in-memory one; TLS 1.2 resumption uses session ids or tickets (rustls' default).
+/// store is rustls' in-memory one, counted ([`ConnectionTickets`]); TLS 1.2 resumption uses session ids or tickets
+/// (rustls' default).
 pub(crate) fn connection_bound_client_config(
     base: &Arc<rustls::ClientConfig>,
-) -> Arc<rustls::ClientConfig> {
+) -> (Arc<rustls::ClientConfig>, Arc<ConnectionTickets>) {
     let mut config = (**base).clone();
-    config.resumption = rustls::client::Resumption::in_memory_sessions(CLIENT_SESSIONS);
-    Arc::new(config)
+    let tickets = Arc::new(ConnectionTickets {
+        store: rustls::client::ClientSessionMemoryCache::new(CLIENT_SESSIONS),
+        tls13: AtomicUsize::new(0),
+    });
+    config.resumption = rustls::client::Resumption::store(tickets.clone());
+    (Arc::new(config), tickets)
+}
+
+/// One control connection's client-side resumption store, which knows how many unused TLS 1.3 tickets it holds.
+///
+/// rustls offers each TLS 1.3 ticket once (RFC 8446 appendix C.4) and cannot re-offer one, while OpenSSL clients
+/// re-offer the control connection's session on every data connection. A server that accepts only its control
+/// session on data connections and issues no tickets there (ProFTPD's `mod_tls` under TLS 1.3) therefore refuses
+/// this client's data connections once the control handshake's tickets are used up. The count lets the session
+/// say so ([`OpError::ResumptionExhausted`](crate::client::OpError::ResumptionExhausted)) instead of reporting an
+/// unexplained 425.
+#[derive(Debug)]
+pub(crate) struct ConnectionTickets {
+    store: rustls::client::ClientSessionMemoryCache,
+    /// Unused TLS 1.3 tickets in `store`: at most rustls' eight per server, as the store keeps no more.
+    tls13: AtomicUsize,
+}
+
+/// The TLS 1.3 tickets rustls' memory store keeps per server (the oldest are dropped beyond).
+const TLS13_TICKETS_KEPT: usize = 8;
+
+impl ConnectionTickets {
+    /// Whether a TLS 1.3 ticket is left for the next connection's ClientHello.
+    pub(crate) fn has_tls13_ticket(&self) -> bool {
+        self.tls13.load(Ordering::Relaxed) > 0
+    }
+}
+
+impl rustls::client::ClientSessionStore for ConnectionTickets {
+    fn set_kx_hint(&self, server_name: ServerName<'static>, group: rustls::NamedGroup) {
+        self.store.set_kx_hint(server_name, group);
+    }
+
+    fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.store.kx_hint(server_name)
+    }
+
+    fn set_tls12_session(
+        &self,
+        server_name: ServerName<'static>,
+        value: rustls::client::Tls12ClientSessionValue,
+    ) {
+        self.store.set_tls12_session(server_name, value);
+    }
+
+    fn tls12_session(
+        &self,
+        server_name: &ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.store.tls12_session(server_name)
+    }
+
+    fn remove_tls12_session(&self, server_name: &ServerName<'static>) {
+        self.store.remove_tls12_session(server_name);
+    }
+
+    fn insert_tls13_ticket(
+        &self,
+        server_name: ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
+        self.store.insert_tls13_ticket(server_name, value);
+        let _ = self
+            .tls13
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some((n + 1).min(TLS13_TICKETS_KEPT))
+            });
+    }
+
+    fn take_tls13_ticket(
+        &self,
+        server_name: &ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        let ticket = self.store.take_tls13_ticket(server_name);
+        if ticket.is_some() {
+            let _ = self
+                .tls13
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(1))
+                });
+        }
+        ticket
+    }
 }
 
 /// Server names one control connection's store remembers: a control connection talks to one server, so a few.

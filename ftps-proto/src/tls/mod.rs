@@ -24,7 +24,7 @@ use rustls::pki_types::ServerName;
 
 #[cfg(test)]
 pub(crate) use binding::session_bound_config;
-pub(crate) use binding::{connection_bound_client_config, SessionTls};
+pub(crate) use binding::{connection_bound_client_config, ConnectionTickets, SessionTls};
 pub use provider::provider;
 pub(crate) use record::{collect_tls_record, first_tls_record, starts_handshake_or_alert};
 pub(crate) use tickets::{BindingState, ConnectionBinding};
