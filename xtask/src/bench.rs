@@ -1194,11 +1194,6 @@ pub(crate) fn run(args: &[String]) -> Result {
                         row.tls.label(),
                         row.transfer.label()
                     );
-                    if let Some(known) =
-                        known_client_gap(row).filter(|_| row.client.contains("(ours)"))
-                    {
-                        row.notes.push(known.to_string());
-                    }
                     row.gap = Some(Gap::Failed(e));
                 }
             }
@@ -1264,9 +1259,6 @@ fn is_ours_to_answer_for(rows: &[Row], row: &Row) -> bool {
     if !row.client.contains("(ours)") || matches!(row.gap, Some(Gap::Missing(_))) {
         return false;
     }
-    if known_client_gap(row).is_some() {
-        return false;
-    }
     rows.iter().any(|other| {
         other.server_index == row.server_index
             && other.client_index != row.client_index
@@ -1274,19 +1266,6 @@ fn is_ours_to_answer_for(rows: &[Row], row: &Row) -> bool {
             && other.transfer == row.transfer
             && other.gap.is_none()
     })
-}
-
-/// A failure of our client against a peer that is understood and documented (README, Interoperability),
-/// still shown in the table with its cause, but not a broken build while it stands.
-fn known_client_gap(row: &Row) -> Option<&'static str> {
-    // ProFTPD accepts a data connection only when it resumes the control connection's own TLS session;
-    // with TLS 1.3 that means re-offering one of the two tickets of the control handshake every time, and
-    // rustls' client uses each ticket once (RFC 8446 section C.4), so the third upload in a row does a full
-    // handshake and gets 425. curl (OpenSSL re-offers the same session) passes this cell only sometimes.
-    (row.server.starts_with("ProFTPD") && row.tls == Tls::V13 && row.transfer == Transfer::ManySmall)
-        .then_some(
-            "known: rustls uses each TLS 1.3 ticket once; ProFTPD wants the control session's own (use --tls12)",
-        )
 }
 
 struct Machine {

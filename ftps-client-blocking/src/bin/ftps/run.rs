@@ -8,6 +8,7 @@
 use std::fs;
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -52,6 +53,7 @@ pub(crate) fn run(invocation: Invocation) -> Result<(), CliError> {
         retries,
         records: Mutex::new(Vec::new()),
         total: OnceLock::new(),
+        tls12_fallback: AtomicBool::new(false),
     };
     let mut client = sessions.open().map_err(|f| f.error)?;
     let outcome = perform(&mut client, &action, local_tree, &sessions);
@@ -82,6 +84,8 @@ struct Failure {
     session_usable: bool,
     /// Worth another try (`--retries`): the network or a transient (4xx) reply, not a refusal.
     transient: bool,
+    /// A TLS 1.2 session may succeed where this TLS 1.3 one cannot ([`Error::ResumptionExhausted`]).
+    needs_tls12: bool,
 }
 
 /// What the client was doing when an error happened; with the error it decides the exit code.
@@ -112,6 +116,7 @@ impl Failure {
             error: CliError::new(error_kind(phase, error), message),
             session_usable: error.is_session_usable(),
             transient: is_transient(error),
+            needs_tls12: matches!(error, Error::ResumptionExhausted { .. }),
         }
     }
 
@@ -121,6 +126,7 @@ impl Failure {
             error: CliError::local_io(path, error),
             session_usable: true,
             transient: false,
+            needs_tls12: false,
         }
     }
 }
@@ -289,6 +295,8 @@ struct Sessions<'a> {
     records: Mutex<Vec<json::FileRecord>>,
     /// The progress total of a run over several files (`put` of many, `mirror`).
     total: OnceLock<Total>,
+    /// The server refused a data connection for want of a TLS 1.3 ticket: sessions opened from now on are TLS 1.2.
+    tls12_fallback: AtomicBool,
 }
 
 /// How long to wait before retry number `n` (1-based): 0.5 s, doubling, at most 8 s.
@@ -307,9 +315,21 @@ impl Sessions<'_> {
         }
     }
 
+    /// The library configuration of the next session: the options', limited to TLS 1.2 after a fallback.
+    fn config(&self) -> ClientConfig {
+        let config = client_config(self.connection);
+        if self.tls12_fallback.load(Ordering::Relaxed) {
+            config.tls_versions(TlsVersions::Tls12Only)
+        } else {
+            config
+        }
+    }
+
     /// A new session, connected and logged in.
     fn open(&self) -> Result<Client, Failure> {
-        let mut client = connect(self.connection)?;
+        let mut client =
+            Client::connect(&self.connection.host, self.connection.port, self.config())
+                .map_err(|e| Failure::client(Phase::Connect, "", &e))?;
         if let Err(e) = client.login(&self.login.user, &self.login.password) {
             let context = format!("login as {}", self.login.user);
             return Err(Failure::client(Phase::Login, &context, &e));
@@ -329,7 +349,7 @@ impl Sessions<'_> {
         let mut tries = 0;
         let mut retry = false;
         loop {
-            let failure = match attempt(client, retry) {
+            let failure = match self.resuming(client, |client| attempt(client, retry)) {
                 Ok(value) => return Ok(value),
                 Err(failure) => failure,
             };
@@ -357,6 +377,30 @@ impl Sessions<'_> {
                 }
             }
             retry = true;
+        }
+    }
+
+    /// Runs `op`. When the server refused its data connection because this session's TLS 1.3 tickets are used
+    /// up ([`Error::ResumptionExhausted`]; ProFTPD from the third transfer of a session), every session opened
+    /// from now on is TLS 1.2, which resumes without limit: `client` is replaced by one and `op` runs again.
+    /// Not a retry: the server will refuse this session every time, and a new one always succeeds.
+    fn resuming<T>(
+        &self,
+        client: &mut Client,
+        mut op: impl FnMut(&mut Client) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        match op(client) {
+            Err(failure) if failure.needs_tls12 && !self.connection.tls12_only => {
+                if !self.tls12_fallback.swap(true, Ordering::Relaxed) {
+                    self.say(&format!(
+                        "ftps: {} accepts data connections only with the control connection's TLS session and issues no more TLS 1.3 tickets; going on with TLS 1.2",
+                        self.connection.host
+                    ));
+                }
+                *client = self.open()?;
+                op(client)
+            }
+            other => other,
         }
     }
 
@@ -401,11 +445,8 @@ impl Sessions<'_> {
     /// The sessions of `--parallel N`: connected and logged in like the first one.
     fn pool(&self) -> SessionPool<impl Fn() -> Result<Client, Error> + Sync + '_> {
         SessionPool::new(self.parallel, || {
-            let mut client = Client::connect(
-                &self.connection.host,
-                self.connection.port,
-                client_config(self.connection),
-            )?;
+            let mut client =
+                Client::connect(&self.connection.host, self.connection.port, self.config())?;
             client.login(&self.login.user, &self.login.password)?;
             Ok(client)
         })
@@ -444,7 +485,9 @@ fn perform(
 ) -> Result<(), Failure> {
     let quiet = sessions.quiet;
     match action {
-        Action::List { dir } => list(client, dir, sessions.json),
+        Action::List { dir } => {
+            sessions.resuming(client, |client| list(client, dir, sessions.json))
+        }
         Action::Get {
             remote,
             local,
@@ -465,7 +508,9 @@ fn perform(
             sessions.record(remote, report.as_ref());
             Ok(())
         }
-        Action::GetToStdout { remote } => get_to_stdout(client, remote, quiet),
+        Action::GetToStdout { remote } => {
+            sessions.resuming(client, |client| get_to_stdout(client, remote, quiet))
+        }
         // One session for every file; the first failure ends the run with its exit code.
         Action::Put { files, resume } => {
             sessions.show_total(
@@ -761,6 +806,7 @@ fn get_to_stdout(client: &mut Client, remote: &str, quiet: bool) -> Result<(), F
                 error: CliError::new(ErrorKind::Transfer, format!("{context}: {read_error}")),
                 session_usable: true,
                 transient: false,
+                needs_tls12: false,
             },
         }),
         Err(StreamError::Stdout(write_error)) => {
@@ -773,12 +819,14 @@ fn get_to_stdout(client: &mut Client, remote: &str, quiet: bool) -> Result<(), F
                     error,
                     session_usable,
                     transient: false,
+                    needs_tls12: false,
                 });
             }
             Err(Failure {
                 error,
                 session_usable,
                 transient: false,
+                needs_tls12: false,
             })
         }
     };
@@ -1024,6 +1072,7 @@ fn walk_remote(
     client: &mut Client,
     root: &str,
     missing_root_ok: bool,
+    sessions: &Sessions<'_>,
 ) -> Result<Option<Vec<TreeEntry>>, Failure> {
     let mlsd = client.features().is_some_and(|f| f.mlsd);
     let now = SystemTime::now();
@@ -1031,15 +1080,23 @@ fn walk_remote(
     let mut pending = vec![(String::new(), 0usize)];
     while let Some((relative, depth)) = pending.pop() {
         let dir = remote_join(root, &relative);
-        let listing = match client.list(non_empty(&dir)) {
-            Ok(listing) => listing,
-            Err(e) if missing_root_ok && relative.is_empty() && e.reply_code().is_some() => {
-                return Ok(None)
+        let listing = sessions.resuming(client, |client| match client.list(non_empty(&dir)) {
+            Ok(listing) => Ok(Some(listing)),
+            Err(e)
+                if missing_root_ok
+                    && relative.is_empty()
+                    && e.reply_code().is_some()
+                    && !matches!(e, Error::ResumptionExhausted { .. }) =>
+            {
+                Ok(None)
             }
             Err(e) => {
                 let context = format!("ls {}", shown(&dir));
-                return Err(Failure::client(Phase::FileOp, &context, &e));
+                Err(Failure::client(Phase::FileOp, &context, &e))
             }
+        })?;
+        let Some(listing) = listing else {
+            return Ok(None);
         };
         for entry in listing {
             // Names are single path segments; anything else is not ours to follow.
@@ -1115,7 +1172,7 @@ fn mirror(
 ) -> Result<(), Failure> {
     let quiet = sessions.quiet;
     let upload = direction == MirrorDirection::Upload;
-    let remote_tree = walk_remote(client, remote_root, upload)?;
+    let remote_tree = walk_remote(client, remote_root, upload, sessions)?;
     let remote_missing = remote_tree.as_ref().is_none_or(Vec::is_empty);
     let remote_tree = remote_tree.unwrap_or_default();
     let plan = mirror::plan(direction, &local_tree.entries, &remote_tree);
@@ -1285,6 +1342,7 @@ fn mirror(
             ),
             session_usable: true,
             transient: false,
+            needs_tls12: false,
         }),
     }
 }
