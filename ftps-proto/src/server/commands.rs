@@ -92,11 +92,11 @@ impl ServerSession {
             }
             Stage::Preparing(id) => {
                 self.abandoned.push(id);
-                self.fail_transfer_before_run(ReplyCode::TRANSFER_ABORTED, "Transfer aborted");
+                self.fail_transfer_before_run(Failure::Aborted, "Transfer aborted");
                 self.reply(ReplyCode::CLOSING_DATA_CONNECTION, "ABOR successful");
             }
             Stage::AwaitingData => {
-                self.fail_transfer_before_run(ReplyCode::TRANSFER_ABORTED, "Transfer aborted");
+                self.fail_transfer_before_run(Failure::Aborted, "Transfer aborted");
                 self.reply(ReplyCode::CLOSING_DATA_CONNECTION, "ABOR successful");
             }
         }

@@ -114,7 +114,7 @@ impl ServerSession {
                     Some(Stage::AwaitingData)
                 ) {
                     self.fail_transfer_before_run(
-                        ReplyCode::CANT_OPEN_DATA_CONNECTION,
+                        Failure::DataConnection,
                         "Can't open data connection",
                     );
                 }
@@ -398,15 +398,12 @@ impl ServerSession {
     pub(super) fn run_transfer(&mut self, code: ReplyCode) {
         self.timers.data_accept = None;
         if let Some(failure) = self.data.failed.take() {
-            let (code, text) = transfer::failure_reply(&failure);
-            self.fail_transfer_before_run(code, text);
+            let (_, text) = transfer::failure_reply(&failure);
+            self.fail_transfer_before_run(failure, text);
             return;
         }
         let Some(data) = self.data.channel else {
-            self.fail_transfer_before_run(
-                ReplyCode::CANT_OPEN_DATA_CONNECTION,
-                "Can't open data connection",
-            );
+            self.fail_transfer_before_run(Failure::DataConnection, "Can't open data connection");
             return;
         };
         let resumption_required = self.data.resumption_required;
@@ -503,13 +500,15 @@ impl ServerSession {
         }
     }
 
-    /// Ends a transfer that never reached `RunTransfer`: release its file and data connection, reply `code`.
-    pub(super) fn fail_transfer_before_run(&mut self, code: ReplyCode, text: &str) {
+    /// Ends a transfer that never reached `RunTransfer`: release its file and data connection, reply with
+    /// `failure`'s code and `text`.
+    pub(super) fn fail_transfer_before_run(&mut self, failure: Failure, text: &str) {
+        let (code, _) = transfer::failure_reply(&failure);
         if let Some(t) = self.transfer.take() {
             if let Some(file) = t.file {
                 self.push_notice(Notice::ReleaseFile { file });
             }
-            self.record(&t, 0, code, None);
+            self.record(&t, 0, code, None, Some(failure));
         }
         self.release_data();
         self.reply(code, text);
@@ -520,42 +519,41 @@ impl ServerSession {
             return;
         };
         let resumption_required = t.resumption_required;
-        let (code, text, bytes, tls): (ReplyCode, &str, u64, Option<TlsInfo>) = match outcome {
+        let aborted = |f: Failure| if t.aborted { Failure::Aborted } else { f };
+        let (failure, bytes, tls) = match outcome {
             Outcome::TransferFinished(report) => {
                 let bytes = report.bytes_sent.saturating_add(report.bytes_received);
                 let resumed = report.tls.as_ref().is_some_and(|t| t.resumed);
-                let (c, s) = if t.aborted {
-                    (ReplyCode::TRANSFER_ABORTED, "Transfer aborted")
+                let failure = if t.aborted {
+                    Some(Failure::Aborted)
                 } else if resumption_required && !resumed {
                     // The channel enforces this itself; checking again keeps a 226 from ever vouching for it.
-                    transfer::failure_reply(&Failure::ResumptionRefused)
+                    Some(Failure::ResumptionRefused)
                 } else if report.clean_close {
-                    (ReplyCode::CLOSING_DATA_CONNECTION, "Transfer complete")
+                    None
                 } else {
-                    transfer::failure_reply(&Failure::Truncated)
+                    Some(Failure::Truncated)
                 };
-                (c, s, bytes, report.tls)
+                (failure, bytes, report.tls)
             }
-            Outcome::Failed(f) => {
-                let (c, s) = if t.aborted {
-                    transfer::failure_reply(&Failure::Aborted)
-                } else {
-                    transfer::failure_reply(&f)
-                };
-                (c, s, 0, None)
-            }
+            Outcome::Failed(f) => (Some(aborted(f)), 0, None),
             // The data connection did its part (or some of it) and the transfer still failed: the reply is the
             // failure's, the record keeps what the connection did.
             Outcome::TransferFailed { failure, report } => {
-                let (c, s) = if t.aborted {
-                    transfer::failure_reply(&Failure::Aborted)
-                } else {
-                    transfer::failure_reply(&failure)
-                };
                 let bytes = report.bytes_sent.saturating_add(report.bytes_received);
-                (c, s, bytes, report.tls)
+                (Some(aborted(failure)), bytes, report.tls)
             }
-            _ => (ReplyCode::LOCAL_ERROR, "Unexpected answer", 0, None),
+            _ => (
+                Some(Failure::Storage(StorageError::Other(
+                    "unexpected answer".into(),
+                ))),
+                0,
+                None,
+            ),
+        };
+        let (code, text) = match &failure {
+            Some(f) => transfer::failure_reply(f),
+            None => (ReplyCode::CLOSING_DATA_CONNECTION, "Transfer complete"),
         };
         // A held preliminary reply still precedes a success; a failure alone is a complete answer (RFC 959
         // section 5.4 allows 4xx/5xx without 1xx), so it is dropped then.
@@ -570,7 +568,7 @@ impl ServerSession {
             // RFC 959 section 4.1.3: 426 for the aborted transfer, then 226 for ABOR itself.
             self.reply(ReplyCode::CLOSING_DATA_CONNECTION, "ABOR successful");
         }
-        self.record(&t, bytes, code, tls);
+        self.record(&t, bytes, code, tls, failure);
         if self.shutdown_pending {
             self.say_shutdown();
             return;
@@ -586,6 +584,7 @@ impl ServerSession {
         bytes: u64,
         status: ReplyCode,
         tls: Option<TlsInfo>,
+        failure: Option<Failure>,
     ) {
         self.events
             .push_back(Event::TransferFinished(TransferRecord {
@@ -595,6 +594,7 @@ impl ServerSession {
                 duration: self.now.saturating_duration_since(t.started),
                 status,
                 tls,
+                failure,
             }));
     }
 }

@@ -713,10 +713,7 @@ impl ServerSession {
         if due(&mut self.timers.data_accept) {
             if let Some(t) = &self.transfer {
                 if matches!(t.stage, Stage::AwaitingData) {
-                    self.fail_transfer_before_run(
-                        ReplyCode::CANT_OPEN_DATA_CONNECTION,
-                        "No data connection",
-                    );
+                    self.fail_transfer_before_run(Failure::DataConnection, "No data connection");
                 }
             }
         }

@@ -480,6 +480,8 @@ pub struct TransferRecord {
     pub status: crate::codec::ReplyCode,
     /// The data connection's TLS, when it had any.
     pub tls: Option<crate::TlsInfo>,
+    /// Why it failed, `None` when it completed (`status` is then 226 or 250).
+    pub failure: Option<Failure>,
 }
 
 /// A transfer's direction, from the server's point of view.
