@@ -430,6 +430,15 @@ impl Default for LogConfig {
     }
 }
 
+/// The Prometheus endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve the metrics in the Prometheus text format at `http://ADDR/metrics` (unset: no endpoint). Plain HTTP
+    /// without authentication: bind it to loopback or a monitoring network.
+    pub listen: Option<SocketAddr>,
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -455,6 +464,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Logging switches.
     pub log: LogConfig,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsConfig,
 }
 
 impl Default for Config {
@@ -470,6 +481,7 @@ impl Default for Config {
             state_dir: PathBuf::from("./.ftps-server"),
             storage: StorageConfig::default(),
             log: LogConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -642,6 +654,17 @@ mod tests {
         let config = Config::from_toml("[storage]\nfsync = false\n").unwrap();
         assert!(!config.storage.fsync);
         assert!(Config::from_toml("[storage]\nfsync = \"yes\"\n").is_err());
+    }
+
+    #[test]
+    fn metrics_endpoint_is_off_by_default_and_takes_an_address() {
+        assert_eq!(Config::default().metrics.listen, None);
+        let config = Config::from_toml("[metrics]\nlisten = \"127.0.0.1:9464\"\n").unwrap();
+        assert_eq!(
+            config.metrics.listen,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        assert!(Config::from_toml("[metrics]\nlisten = \"localhost\"\n").is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod certs;
 pub mod config;
 pub mod listener;
+pub mod metrics;
 pub mod requests;
 pub mod server;
 mod session;

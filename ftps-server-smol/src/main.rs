@@ -46,6 +46,10 @@ struct Cli {
     #[arg(long, value_name = "HOST")]
     public_address: Option<String>,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics (plain HTTP: bind it to loopback or a monitoring network).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+
     /// Directory for the generated certificate and users file [default: ./.ftps-server].
     #[arg(long, value_name = "DIR", global = true)]
     state_dir: Option<PathBuf>,
@@ -179,6 +183,9 @@ fn apply_overrides(config: &mut Config, cli: &Cli) {
     }
     if let Some(root) = &cli.root {
         config.root.clone_from(root);
+    }
+    if cli.metrics.is_some() {
+        config.metrics.listen = cli.metrics;
     }
     for listener in &mut config.listeners {
         if let Some(range) = cli.passive_ports {

@@ -108,6 +108,9 @@ impl Server {
                 Ok(guard) => (Some(guard), None),
                 Err(refusal) => (None, Some(refusal)),
             };
+            if guard.is_some() {
+                self.shared.metrics.session_opened();
+            }
             smol::spawn(async move {
                 let silent = guard.as_ref().map(|g| Arc::clone(g.silent()));
                 crate::session::run(shared, context, stream, refusal, silent).await;
@@ -135,6 +138,28 @@ impl Server {
             sessions: self.shared.sessions.load(Ordering::Relaxed),
             passive_listeners: self.shared.passive_listeners.load(Ordering::Relaxed),
         }
+    }
+}
+
+impl Server {
+    /// The server's metrics in the Prometheus text format (what `[metrics] listen` serves at `/metrics`).
+    pub fn metrics(&self) -> String {
+        let stats = self.stats();
+        self.shared.metrics.render(crate::metrics::Gauges {
+            sessions: stats.sessions,
+            passive_listeners: stats.passive_listeners,
+        })
+    }
+
+    /// Serves [`Server::metrics`] at `GET /metrics` on `listener` (Prometheus scrapes it) until
+    /// [`Server::shutdown`].
+    pub async fn serve_metrics(&self, listener: TcpListener) {
+        let server = self.clone();
+        futures_lite::future::or(
+            crate::metrics::serve(listener, move || server.metrics()),
+            self.shared.shutdown_requested(),
+        )
+        .await;
     }
 }
 
@@ -238,6 +263,7 @@ impl ServerBuilder {
                 silent: Mutex::new(BTreeMap::new()),
                 admitted: AtomicU64::new(0),
                 evicting: AtomicUsize::new(0),
+                metrics: crate::metrics::Metrics::default(),
                 shutting_down: AtomicBool::new(false),
                 shutdown: Event::new(),
             }),
@@ -340,6 +366,17 @@ pub fn run(parts: ServerParts) -> Result<(), String> {
         ));
     }
 
+    let metrics = match config.metrics.listen {
+        Some(addr) => {
+            let socket = std::net::TcpListener::bind(addr)
+                .map_err(|e| format!("metrics: listen on {addr}: {e}"))?;
+            let addr = socket.local_addr().map_err(|e| e.to_string())?;
+            println!("ftps-server: metrics on http://{addr}/metrics");
+            Some(socket)
+        }
+        None => None,
+    };
+
     // Everything runs on smol's executor threads, which also drive the reactor. The main thread only waits
     // (futures-lite's block_on parks it without touching the reactor), so it cannot hold the reactor while the
     // executor thread runs the sessions, where a socket event could cost a wake-up across threads (measured
@@ -354,6 +391,13 @@ pub fn run(parts: ServerParts) -> Result<(), String> {
                     tracing::error!(error = %e, "listener failed");
                 }
             }));
+        }
+        if let Some(socket) = metrics {
+            let listener = TcpListener::try_from(socket).map_err(|e| e.to_string())?;
+            let server = server.clone();
+            tasks.push(smol::spawn(
+                async move { server.serve_metrics(listener).await },
+            ));
         }
         let reloader = Arc::clone(&parts.tls);
         let _reload = smol::spawn(watch_certificates(reloader));

@@ -26,6 +26,7 @@ use tracing::Instrument;
 
 use crate::auth::{AuthOutcome, AuthenticatedUser, LoginAttempt, Permission, UserHome};
 use crate::listener::CountedListener;
+use crate::metrics::StorageOp;
 use crate::requests::{self, Answer, OpenFile};
 use crate::shared::{ListenerContext, Shared, Silent};
 use crate::storage::{LocalStorage, ReadOnly, Storage, Subtree};
@@ -314,6 +315,7 @@ impl Driver {
     }
 
     fn log(&mut self, event: Event) {
+        self.shared.metrics.record(&event);
         match event {
             Event::Command(line) => {
                 tracing::info!(target: "ftps::protocol", user = self.res.user.as_deref().unwrap_or("-"), "> {line}")
@@ -484,8 +486,16 @@ impl Driver {
                 let Some(storage) = self.storage() else {
                     return session.complete(now, id, not_logged_in());
                 };
+                let shared = Arc::clone(&self.shared);
+                let op = StorageOp::of(&kind);
                 self.spawn_completion(async move {
-                    match requests::answer(&*storage, kind).await {
+                    let started = Instant::now();
+                    let answer = requests::answer(&*storage, kind).await;
+                    if let Some(op) = op {
+                        let failed = matches!(answer, Answer::Outcome(Outcome::Failed(_)));
+                        shared.metrics.storage_op(op, started.elapsed(), failed);
+                    }
+                    match answer {
                         Answer::Outcome(outcome) => Completion::Outcome(id, outcome),
                         Answer::Opened(file, outcome) => Completion::Opened(id, file, outcome),
                     }

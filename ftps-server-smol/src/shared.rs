@@ -88,6 +88,7 @@ pub(crate) struct Shared {
     pub(crate) evicting: AtomicUsize,
     pub(crate) shutting_down: AtomicBool,
     pub(crate) shutdown: Event,
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 impl Shared {

