@@ -430,6 +430,18 @@ impl Default for LogConfig {
     }
 }
 
+/// The PROXY protocol, behind a load balancer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyProtocolConfig {
+    /// Load balancers (addresses or CIDR networks): their connections, control and data, must start with a PROXY
+    /// header (v1 or v2) naming the client, whose address is then used for logs, limits, the lockout and the
+    /// data-connection peer check. Empty: no proxies.
+    pub trusted: Vec<crate::proxy::Cidr>,
+    /// Refuse every connection that does not come from a trusted proxy.
+    pub required: bool,
+}
+
 /// The Prometheus endpoint.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -466,6 +478,8 @@ pub struct Config {
     pub log: LogConfig,
     /// The Prometheus endpoint.
     pub metrics: MetricsConfig,
+    /// The PROXY protocol.
+    pub proxy_protocol: ProxyProtocolConfig,
 }
 
 impl Default for Config {
@@ -482,6 +496,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
+            proxy_protocol: ProxyProtocolConfig::default(),
         }
     }
 }

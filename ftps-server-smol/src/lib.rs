@@ -13,6 +13,7 @@ pub mod certs;
 pub mod config;
 pub mod listener;
 pub mod metrics;
+pub mod proxy;
 pub mod requests;
 pub mod server;
 mod session;

@@ -35,6 +35,7 @@ use crate::auth::{Authenticator, LoginThrottle};
 use crate::certs::CertReloader;
 use crate::config::{Config, DataResumption, ListenMode};
 use crate::listener::PassivePorts;
+use crate::proxy::{Admission, ProxyPolicy};
 pub use crate::shared::{Limits, ListenerOptions};
 use crate::shared::{ListenerContext, Shared, TlsSource};
 use crate::startup::ServerParts;
@@ -56,6 +57,7 @@ pub struct ServerBuilder {
     throttle: Option<Arc<LoginThrottle>>,
     log_transfers: bool,
     sync_on_commit: bool,
+    proxy: ProxyPolicy,
 }
 
 impl Server {
@@ -70,6 +72,7 @@ impl Server {
             throttle: None,
             log_transfers: true,
             sync_on_commit: false,
+            proxy: ProxyPolicy::default(),
         }
     }
 
@@ -103,17 +106,29 @@ impl Server {
             };
             let shared = Arc::clone(&self.shared);
             let context = Arc::clone(&context);
-            // Over a limit, the engine still answers (421) before the connection closes.
-            let (guard, refusal) = match self.shared.admit(peer.ip()) {
-                Ok(guard) => (Some(guard), None),
-                Err(refusal) => (None, Some(refusal)),
-            };
-            if guard.is_some() {
-                self.shared.metrics.session_opened();
-            }
+            // Admitted here, in accept order, unless a proxy must first say whose connection it is.
+            let early = (!shared.proxy.is_active()).then(|| shared.admit(peer.ip()));
             smol::spawn(async move {
+                let (peer, admission) = match early {
+                    Some(admission) => (peer, admission),
+                    None => match shared.proxy.admit(&stream, peer).await {
+                        Admission::Client(client) => (client, shared.admit(client.ip())),
+                        Admission::Refuse(why) => {
+                            tracing::debug!(%peer, why, "connection refused");
+                            return;
+                        }
+                    },
+                };
+                // Over a limit, the engine still answers (421) before the connection closes.
+                let (guard, refusal) = match admission {
+                    Ok(guard) => (Some(guard), None),
+                    Err(refusal) => (None, Some(refusal)),
+                };
+                if guard.is_some() {
+                    shared.metrics.session_opened();
+                }
                 let silent = guard.as_ref().map(|g| Arc::clone(g.silent()));
-                crate::session::run(shared, context, stream, refusal, silent).await;
+                crate::session::run(shared, context, stream, peer, refusal, silent).await;
                 drop(guard);
             })
             .detach();
@@ -229,6 +244,12 @@ impl ServerBuilder {
         self.sync_on_commit = on;
         self
     }
+    /// The PROXY protocol: which peers are load balancers whose header names the client (control and passive
+    /// data connections alike), and whether only they may connect. Off by default.
+    pub fn proxy_protocol(mut self, policy: ProxyPolicy) -> Self {
+        self.proxy = policy;
+        self
+    }
 
     /// The server.
     ///
@@ -264,6 +285,7 @@ impl ServerBuilder {
                 admitted: AtomicU64::new(0),
                 evicting: AtomicUsize::new(0),
                 metrics: crate::metrics::Metrics::default(),
+                proxy: self.proxy,
                 shutting_down: AtomicBool::new(false),
                 shutdown: Event::new(),
             }),
@@ -329,6 +351,10 @@ pub fn run(parts: ServerParts) -> Result<(), String> {
         .login_throttle(parts.throttle)
         .log_transfers(config.log.transfers)
         .sync_on_commit(config.storage.fsync)
+        .proxy_protocol(ProxyPolicy {
+            trusted: config.proxy_protocol.trusted.clone(),
+            required: config.proxy_protocol.required,
+        })
         .build();
 
     let mut bound = Vec::new();

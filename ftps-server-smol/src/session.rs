@@ -27,6 +27,7 @@ use tracing::Instrument;
 use crate::auth::{AuthOutcome, AuthenticatedUser, LoginAttempt, Permission, UserHome};
 use crate::listener::CountedListener;
 use crate::metrics::StorageOp;
+use crate::proxy::Admission;
 use crate::requests::{self, Answer, OpenFile};
 use crate::shared::{ListenerContext, Shared, Silent};
 use crate::storage::{LocalStorage, ReadOnly, Storage, Subtree};
@@ -84,10 +85,11 @@ pub(crate) async fn run(
     shared: Arc<Shared>,
     listener: Arc<ListenerContext>,
     stream: TcpStream,
+    peer: SocketAddr,
     refusal: Option<Refusal>,
     silent: Option<Arc<Silent>>,
 ) {
-    let (Ok(peer), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
+    let Ok(local) = stream.local_addr() else {
         return;
     };
     let _ = stream.set_nodelay(true);
@@ -436,10 +438,26 @@ impl Driver {
                 // A connection the engine refused (another host's) is closed here; the engine wants the next.
                 self.res.data = None;
                 let tx = self.done_tx.clone();
+                let shared = Arc::clone(&self.shared);
                 let task = spawn(async move {
-                    let completion = match crate::listener::accept_from(&listener, |_| true).await {
-                        Ok((stream, peer)) => Completion::Connected(id, stream, peer),
-                        Err(_) => Completion::Outcome(id, Outcome::Failed(Failure::DataConnection)),
+                    // Behind a load balancer the engine checks the client its PROXY header names.
+                    let completion = loop {
+                        match crate::listener::accept_from(&listener, |_| true).await {
+                            Ok((stream, peer)) => match shared.proxy.admit(&stream, peer).await {
+                                Admission::Client(client) => {
+                                    break Completion::Connected(id, stream, client)
+                                }
+                                Admission::Refuse(why) => {
+                                    tracing::warn!(%peer, why, "data connection refused");
+                                }
+                            },
+                            Err(_) => {
+                                break Completion::Outcome(
+                                    id,
+                                    Outcome::Failed(Failure::DataConnection),
+                                )
+                            }
+                        }
                     };
                     let _ = tx.send(completion).await;
                 });

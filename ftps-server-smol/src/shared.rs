@@ -89,6 +89,7 @@ pub(crate) struct Shared {
     pub(crate) shutting_down: AtomicBool,
     pub(crate) shutdown: Event,
     pub(crate) metrics: crate::metrics::Metrics,
+    pub(crate) proxy: crate::proxy::ProxyPolicy,
 }
 
 impl Shared {

