@@ -274,6 +274,16 @@ impl Drop for Vsftpd {
     }
 }
 
+/// A child process that is killed and reaped when this is dropped: a failing test never leaves a server behind.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Creates a local login user with a password (root only; idempotent).
 fn ensure_local_user(name: &str, password: &str) {
     let exists = Command::new("id")

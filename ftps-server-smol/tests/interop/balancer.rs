@@ -6,22 +6,12 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ftps_testkit::{peer, TempDir};
+use ftps_testkit::{peer, KillOnDrop, TempDir};
 
 use crate::{random_bytes, run, PASSWORD, USER};
-
-/// Kills a child process when the test ends, passed or not.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 const CLIENT_IP: &str = "127.0.0.5";
 const BALANCER_IP: &str = "127.0.0.3";
@@ -33,7 +23,7 @@ fn passive_range(n: u16) -> (u16, u16) {
     (base, base + 4)
 }
 
-fn start_instance(dir: &Path, users: &Path, root: &Path, n: u16, port: u16) -> Running {
+fn start_instance(dir: &Path, users: &Path, root: &Path, n: u16, port: u16) -> KillOnDrop {
     let (first, last) = passive_range(n);
     let config = dir.join(format!("instance{n}.toml"));
     std::fs::write(
@@ -57,7 +47,7 @@ fn start_instance(dir: &Path, users: &Path, root: &Path, n: u16, port: u16) -> R
         .stderr(log)
         .spawn()
         .unwrap();
-    let running = Running(child);
+    let running = KillOnDrop(child);
     assert!(
         wait_for(SocketAddr::from(([127, 0, 0, 1], port))),
         "instance {n} does not listen"
@@ -134,7 +124,7 @@ fn two_instances_behind_haproxy_see_the_client_address() {
     )
     .unwrap();
     let haproxy_log = dir.path().join("haproxy.log");
-    let _haproxy = Running(
+    let _haproxy = KillOnDrop(
         Command::new(&haproxy)
             .arg("-db")
             .arg("-f")

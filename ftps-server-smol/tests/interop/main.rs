@@ -22,7 +22,7 @@ use ftps_server_smol::auth::{
 };
 use ftps_server_smol::server::{ListenerOptions, Server};
 use ftps_server_smol::storage::{BoxFuture, LocalStorage};
-use ftps_testkit::{peer, TempDir, TestCert, Vsftpd, VSFTPD_PASSWORD, VSFTPD_USER};
+use ftps_testkit::{peer, KillOnDrop, TempDir, TestCert, Vsftpd, VSFTPD_PASSWORD, VSFTPD_USER};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "correct horse battery staple";
@@ -450,15 +450,6 @@ fn own_client_tls12() {
 fn custom_storage_example_serves_curl() {
     use std::io::BufRead;
 
-    /// Kills the example when the test ends, passed or not.
-    struct Example(std::process::Child);
-    impl Drop for Example {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
     let Some(curl_bin) = peer("curl") else {
         return;
     };
@@ -474,7 +465,7 @@ fn custom_storage_example_serves_curl() {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let _example = Example(child);
+    let _example = KillOnDrop(child);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut lines = std::io::BufReader::new(stdout).lines();
@@ -889,15 +880,6 @@ fn site_to_site_clear_between_our_servers() {
 fn metrics_endpoint_counts_what_curl_did() {
     use std::io::BufRead;
 
-    /// Kills the server when the test ends, passed or not.
-    struct Binary(std::process::Child);
-    impl Drop for Binary {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
     let (Some(curl_bin), Some(python)) = (peer("curl"), peer("python3")) else {
         return;
     };
@@ -933,7 +915,7 @@ fn metrics_endpoint_counts_what_curl_did() {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let _server = Binary(child);
+    let _server = KillOnDrop(child);
     // Read stdout to its end on a thread: the server must never write into a closed pipe.
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
