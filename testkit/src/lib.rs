@@ -284,6 +284,31 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Starts `command` with standard output piped; its lines arrive on the receiver, read to the end on a thread of
+/// their own so the child never blocks on a full pipe nor writes into a closed one.
+pub fn spawn_with_stdout_lines(
+    command: &mut Command,
+) -> (KillOnDrop, std::sync::mpsc::Receiver<String>) {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    if let Some(stdout) = child.stdout.take() {
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    (KillOnDrop(child), rx)
+}
+
 /// Creates a local login user with a password (root only; idempotent).
 fn ensure_local_user(name: &str, password: &str) {
     let exists = Command::new("id")

@@ -1268,19 +1268,7 @@ fn errors_after_150_fail_the_transfer_not_the_session() {
         "451 local error",
     ] {
         let mut s = plain_session(FEAT_PLAIN);
-        let op = s.client.submit(
-            s.now,
-            Operation::Retrieve {
-                path: "f".into(),
-                offset: None,
-            },
-        );
-        s.expect("EPSV", "229 (|||6000|)");
-        s.expect("RETR f", "150 ok");
-        let _ = s.take_channel();
-        s.send(&crlf(code));
-        let (id, r) = s.completed();
-        assert_eq!(id, op);
+        let r = refused_retrieve(&mut s, code);
         assert!(
             matches!(r, Err(OpError::Refused(ref reply)) if reply.code.get().to_string() == code[..3]),
             "{r:?}"

@@ -22,7 +22,7 @@ use ftps_server_smol::auth::{
 };
 use ftps_server_smol::server::{ListenerOptions, Server};
 use ftps_server_smol::storage::{BoxFuture, LocalStorage};
-use ftps_testkit::{peer, KillOnDrop, TempDir, TestCert, Vsftpd, VSFTPD_PASSWORD, VSFTPD_USER};
+use ftps_testkit::{peer, TempDir, TestCert, Vsftpd, VSFTPD_PASSWORD, VSFTPD_USER};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "correct horse battery staple";
@@ -448,8 +448,6 @@ fn own_client_tls12() {
 /// README.txt and inbox, serves README.txt byte for byte, takes uploads into /inbox and refuses them elsewhere.
 #[test]
 fn custom_storage_example_serves_curl() {
-    use std::io::BufRead;
-
     let Some(curl_bin) = peer("curl") else {
         return;
     };
@@ -457,27 +455,14 @@ fn custom_storage_example_serves_curl() {
     let binary = ftps_testkit::build_example(env!("CARGO"), "ftps-server-smol", "custom_storage");
 
     // Port 0: the example prints the address it got as its first line.
-    let mut child = Command::new(&binary)
-        .arg("0")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let _example = KillOnDrop(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = std::io::BufReader::new(stdout).lines();
-        let _ = tx.send(lines.next());
-        // Keep reading so the example never blocks on a full pipe.
-        lines.map_while(Result::ok).for_each(drop);
-    });
-    let first = rx
+    let (_example, lines) = ftps_testkit::spawn_with_stdout_lines(
+        Command::new(&binary)
+            .arg("0")
+            .stderr(std::process::Stdio::null()),
+    );
+    let first = lines
         .recv_timeout(Duration::from_secs(30))
-        .expect("the example printed nothing within 30 s")
-        .unwrap()
-        .unwrap();
+        .expect("the example printed nothing within 30 s");
     let addr = first
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
@@ -878,8 +863,6 @@ fn site_to_site_clear_between_our_servers() {
 /// format Prometheus itself accepts).
 #[test]
 fn metrics_endpoint_counts_what_curl_did() {
-    use std::io::BufRead;
-
     let (Some(curl_bin), Some(python)) = (peer("curl"), peer("python3")) else {
         return;
     };
@@ -902,32 +885,18 @@ fn metrics_endpoint_counts_what_curl_did() {
         .unwrap();
     assert!(added.status.success(), "{added:?}");
     let (port, metrics_port) = (ftps_testkit::free_port(), ftps_testkit::free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ftps-server"))
-        .arg("--root")
-        .arg(dir.path().join("root"))
-        .arg("--state-dir")
-        .arg(&state)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--metrics", &format!("127.0.0.1:{metrics_port}")])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let _server = KillOnDrop(child);
-    // Read stdout to its end on a thread: the server must never write into a closed pipe.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
+    let (_server, lines) = ftps_testkit::spawn_with_stdout_lines(
+        Command::new(env!("CARGO_BIN_EXE_ftps-server"))
+            .arg("--root")
+            .arg(dir.path().join("root"))
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--metrics", &format!("127.0.0.1:{metrics_port}")])
+            .stderr(std::process::Stdio::null()),
+    );
     let mut announced = String::new();
-    while let Ok(line) = rx.recv_timeout(Duration::from_secs(10)) {
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(10)) {
         announced.push_str(&line);
         announced.push('\n');
         if line.contains("metrics on") {
