@@ -480,6 +480,10 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The PROXY protocol.
     pub proxy_protocol: ProxyProtocolConfig,
+    /// Webhooks that receive events (`[[webhooks]]` tables).
+    pub webhooks: Vec<crate::events::WebhookConfig>,
+    /// Commands run for events (`[[event_commands]]` tables).
+    pub event_commands: Vec<crate::events::EventCommandConfig>,
 }
 
 impl Default for Config {
@@ -497,6 +501,8 @@ impl Default for Config {
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
             proxy_protocol: ProxyProtocolConfig::default(),
+            webhooks: Vec::new(),
+            event_commands: Vec::new(),
         }
     }
 }

@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod certs;
 pub mod config;
+pub mod events;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;

@@ -34,6 +34,7 @@ use smol::net::TcpListener;
 use crate::auth::{Authenticator, LoginThrottle};
 use crate::certs::CertReloader;
 use crate::config::{Config, DataResumption, ListenMode};
+use crate::events::{Events, SinkConfig, SinkTarget};
 use crate::listener::PassivePorts;
 use crate::proxy::{Admission, ProxyPolicy};
 pub use crate::shared::{Limits, ListenerOptions};
@@ -58,6 +59,7 @@ pub struct ServerBuilder {
     log_transfers: bool,
     sync_on_commit: bool,
     proxy: ProxyPolicy,
+    events: Arc<Events>,
 }
 
 impl Server {
@@ -73,6 +75,7 @@ impl Server {
             log_transfers: true,
             sync_on_commit: false,
             proxy: ProxyPolicy::default(),
+            events: Arc::new(Events::default()),
         }
     }
 
@@ -250,6 +253,11 @@ impl ServerBuilder {
         self.proxy = policy;
         self
     }
+    /// Where events go (webhooks, commands): see [`Events::start`]. None by default.
+    pub fn events(mut self, events: Events) -> Self {
+        self.events = Arc::new(events);
+        self
+    }
 
     /// The server.
     ///
@@ -286,6 +294,7 @@ impl ServerBuilder {
                 evicting: AtomicUsize::new(0),
                 metrics: crate::metrics::Metrics::default(),
                 proxy: self.proxy,
+                events: self.events,
                 shutting_down: AtomicBool::new(false),
                 shutdown: Event::new(),
             }),
@@ -342,6 +351,24 @@ pub fn run(parts: ServerParts) -> Result<(), String> {
         ..Limits::default()
     };
     let storage: Arc<dyn Storage> = Arc::new(parts.storage);
+    let sinks = config
+        .webhooks
+        .iter()
+        .map(|w| SinkConfig {
+            target: SinkTarget::Webhook {
+                url: w.url.clone(),
+                secret: w.secret.clone(),
+            },
+            events: w.events.clone(),
+        })
+        .chain(config.event_commands.iter().map(|c| SinkConfig {
+            target: SinkTarget::Command {
+                argv: c.command.clone(),
+            },
+            events: c.events.clone(),
+        }))
+        .collect();
+    let events = Events::start(&config.state_dir, sinks).map_err(|e| format!("events: {e}"))?;
     let server = Server::builder()
         .storage(storage)
         .authenticator(parts.authenticator)
@@ -351,6 +378,7 @@ pub fn run(parts: ServerParts) -> Result<(), String> {
         .login_throttle(parts.throttle)
         .log_transfers(config.log.transfers)
         .sync_on_commit(config.storage.fsync)
+        .events(events)
         .proxy_protocol(ProxyPolicy {
             trusted: config.proxy_protocol.trusted.clone(),
             required: config.proxy_protocol.required,

@@ -25,6 +25,7 @@ use smol::Task;
 use tracing::Instrument;
 
 use crate::auth::{AuthOutcome, AuthenticatedUser, LoginAttempt, Permission, UserHome};
+use crate::events::{tls_version_label, EventKind, EventRecord};
 use crate::listener::CountedListener;
 use crate::metrics::StorageOp;
 use crate::proxy::Admission;
@@ -150,6 +151,7 @@ async fn serve(
         shutdown_seen: false,
         silent,
         deadline: LazyTimer::new(),
+        control_tls: None,
     };
     let result = driver.drive(&mut session).await;
     if let Err(e) = result {
@@ -182,6 +184,8 @@ struct Driver {
     silent: Option<Arc<Silent>>,
     /// Fires by the engine's next deadline (`poll_timeout`).
     deadline: LazyTimer,
+    /// The control connection's TLS version, for events.
+    control_tls: Option<&'static str>,
 }
 
 enum Wake {
@@ -318,6 +322,9 @@ impl Driver {
 
     fn log(&mut self, event: Event) {
         self.shared.metrics.record(&event);
+        if self.shared.events.is_active() {
+            self.emit_event_for(&event);
+        }
         match event {
             Event::Command(line) => {
                 tracing::info!(target: "ftps::protocol", user = self.res.user.as_deref().unwrap_or("-"), "> {line}")
@@ -357,6 +364,67 @@ impl Driver {
             }
             other => tracing::debug!(?other, "event"),
         }
+    }
+
+    /// The event a storage request makes when it succeeds: deletes, renames, directories made and removed.
+    fn change_event(&self, kind: &RequestKind) -> Option<EventRecord> {
+        let (event, path, target) = match kind {
+            RequestKind::Delete { path } => (EventKind::Delete, path, None),
+            RequestKind::Rename { from, to } => (EventKind::Rename, from, Some(to)),
+            RequestKind::MakeDir { path } => (EventKind::Mkdir, path, None),
+            RequestKind::RemoveDir { path } => (EventKind::Rmdir, path, None),
+            _ => return None,
+        };
+        let mut record = EventRecord::new(event, self.peer.ip());
+        record.path = Some(path.as_str().to_owned());
+        record.target = target.map(|t| t.as_str().to_owned());
+        record.user.clone_from(&self.res.user);
+        record.tls_version = self.control_tls;
+        Some(record)
+    }
+
+    /// Queues the user-level event (login, logout, upload, download) that an engine event stands for, if any.
+    fn emit_event_for(&mut self, event: &Event) {
+        let ip = self.peer.ip();
+        let mut record = match event {
+            Event::TlsEstablished(info) => {
+                self.control_tls = Some(tls_version_label(info.version));
+                return;
+            }
+            Event::LoggedIn { user, .. } => {
+                let mut record = EventRecord::new(EventKind::Login, ip);
+                record.user = Some(user.clone());
+                record
+            }
+            Event::LoginFailed { user } => {
+                let mut record = EventRecord::new(EventKind::LoginFailed, ip);
+                record.user = Some(user.clone());
+                record.status = "failed";
+                record
+            }
+            Event::Closed(_) if self.res.user.is_some() => EventRecord::new(EventKind::Logout, ip),
+            Event::TransferFinished(transfer) if !transfer.listing => {
+                let kind = match transfer.direction {
+                    ftps_proto::server::Direction::Upload => EventKind::Upload,
+                    ftps_proto::server::Direction::Download => EventKind::Download,
+                };
+                let mut record = EventRecord::new(kind, ip);
+                record.path = Some(transfer.path.as_str().to_owned());
+                record.size = Some(transfer.bytes);
+                record.data_tls_resumed = transfer.tls.as_ref().map(|t| t.resumed);
+                record.reply_code = Some(transfer.status.get());
+                if transfer.failure.is_some() {
+                    record.status = "failed";
+                }
+                record
+            }
+            _ => return,
+        };
+        if record.user.is_none() {
+            record.user.clone_from(&self.res.user);
+        }
+        record.tls_version = self.control_tls;
+        self.shared.events.emit(&record);
     }
 
     /// Sends a completion from a task back to the loop.
@@ -506,12 +574,22 @@ impl Driver {
                 };
                 let shared = Arc::clone(&self.shared);
                 let op = StorageOp::of(&kind);
+                // A change to the tree is an event once the storage says it is done.
+                let change = self
+                    .shared
+                    .events
+                    .is_active()
+                    .then(|| self.change_event(&kind))
+                    .flatten();
                 self.spawn_completion(async move {
                     let started = Instant::now();
                     let answer = requests::answer(&*storage, kind).await;
                     if let Some(op) = op {
                         let failed = matches!(answer, Answer::Outcome(Outcome::Failed(_)));
                         shared.metrics.storage_op(op, started.elapsed(), failed);
+                    }
+                    if let (Some(record), Answer::Outcome(Outcome::Done)) = (&change, &answer) {
+                        shared.events.emit(record);
                     }
                     match answer {
                         Answer::Outcome(outcome) => Completion::Outcome(id, outcome),

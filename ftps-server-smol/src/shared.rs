@@ -90,6 +90,7 @@ pub(crate) struct Shared {
     pub(crate) shutdown: Event,
     pub(crate) metrics: crate::metrics::Metrics,
     pub(crate) proxy: crate::proxy::ProxyPolicy,
+    pub(crate) events: Arc<crate::events::Events>,
 }
 
 impl Shared {

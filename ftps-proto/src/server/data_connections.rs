@@ -595,6 +595,7 @@ impl ServerSession {
                 status,
                 tls,
                 failure,
+                listing: t.format.is_some(),
             }));
     }
 }

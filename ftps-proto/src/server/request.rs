@@ -482,6 +482,8 @@ pub struct TransferRecord {
     pub tls: Option<crate::TlsInfo>,
     /// Why it failed, `None` when it completed (`status` is then 226 or 250).
     pub failure: Option<Failure>,
+    /// A directory listing (`LIST`, `NLST`, `MLSD`), not a file.
+    pub listing: bool,
 }
 
 /// A transfer's direction, from the server's point of view.

@@ -1,0 +1,210 @@
+//! A durable FIFO of event lines for one sink: an append-only file of JSON lines and, beside it, the byte offset
+//! up to which lines were delivered.
+//!
+//! Appending is one `write` of a whole line to a file opened with `O_APPEND`, so a process killed at any moment
+//! leaves whole lines (a power cut may leave a torn last line, which opening drops). The offset is replaced by a
+//! rename, so it is either the old or the new one: at worst the last line is delivered again.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+/// Once everything is delivered and the file is this large, it is emptied.
+const COMPACT_AT: u64 = 1 << 20;
+
+/// The longest line read back (events are a few hundred bytes; a longer line is a damaged file).
+const MAX_LINE: u64 = 1 << 20;
+
+pub(crate) struct Queue {
+    path: PathBuf,
+    offset_path: PathBuf,
+    state: Mutex<State>,
+    more: Condvar,
+}
+
+struct State {
+    appender: File,
+    /// Bytes in the file.
+    len: u64,
+    /// Bytes delivered.
+    delivered: u64,
+    /// Lines not yet delivered.
+    pending: u64,
+}
+
+impl Queue {
+    /// Opens (or creates) the queue `name` in `dir`.
+    pub(crate) fn open(dir: &Path, name: &str) -> io::Result<Self> {
+        fs::create_dir_all(dir)?;
+        let path = dir.join(format!("{name}.jsonl"));
+        let offset_path = dir.join(format!("{name}.offset"));
+        let mut appender = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)?;
+        let mut contents = Vec::new();
+        appender.read_to_end(&mut contents)?;
+        // A torn last line (power cut mid-write) is dropped: it was never acknowledged to anyone.
+        let whole = contents
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        if whole < contents.len() {
+            appender.set_len(whole as u64)?;
+            contents.truncate(whole);
+        }
+        let len = contents.len() as u64;
+        let delivered = fs::read_to_string(&offset_path)
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            .min(len);
+        // An offset inside a line (a file emptied without its offset: see `acknowledge`) restarts at that line.
+        let delivered = contents[..delivered as usize]
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i as u64 + 1);
+        let pending = contents[delivered as usize..]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count() as u64;
+        Ok(Self {
+            path,
+            offset_path,
+            state: Mutex::new(State {
+                appender,
+                len,
+                delivered,
+                pending,
+            }),
+            more: Condvar::new(),
+        })
+    }
+
+    /// Appends one line (no newline inside).
+    pub(crate) fn push(&self, line: &str) -> io::Result<()> {
+        let mut bytes = Vec::with_capacity(line.len() + 1);
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.push(b'\n');
+        let mut state = self.lock();
+        state.appender.write_all(&bytes)?;
+        state.len += bytes.len() as u64;
+        state.pending += 1;
+        self.more.notify_all();
+        Ok(())
+    }
+
+    /// The oldest undelivered line and the offset just after it, waiting up to `wait` for one.
+    pub(crate) fn next(&self, wait: Duration) -> io::Result<Option<(String, u64)>> {
+        let mut state = self.lock();
+        if state.delivered >= state.len {
+            state = match self.more.wait_timeout(state, wait) {
+                Ok((state, _)) => state,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+            if state.delivered >= state.len {
+                return Ok(None);
+            }
+        }
+        let start = state.delivered;
+        drop(state);
+        let mut reader = File::open(&self.path)?;
+        reader.seek(SeekFrom::Start(start))?;
+        let mut line = String::new();
+        let n = BufReader::new(reader.take(MAX_LINE)).read_line(&mut line)?;
+        if !line.ends_with('\n') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: damaged line at byte {start}", self.path.display()),
+            ));
+        }
+        line.pop();
+        Ok(Some((line, start + n as u64)))
+    }
+
+    /// Records that everything before `end` was delivered.
+    pub(crate) fn acknowledge(&self, end: u64) -> io::Result<()> {
+        let mut state = self.lock();
+        if end <= state.delivered {
+            return Ok(());
+        }
+        state.delivered = end.min(state.len);
+        state.pending = state.pending.saturating_sub(1);
+        if state.delivered == state.len && state.len >= COMPACT_AT {
+            // Empty the file first: a crash before the offset is rewritten leaves an offset past the end,
+            // which opening clamps to zero.
+            state.appender.set_len(0)?;
+            state.len = 0;
+            state.delivered = 0;
+        }
+        let tmp = self.offset_path.with_extension("offset.tmp");
+        fs::write(&tmp, state.delivered.to_string())?;
+        fs::rename(&tmp, &self.offset_path)
+    }
+
+    /// Lines not yet delivered.
+    pub(crate) fn pending(&self) -> u64 {
+        self.lock().pending
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_come_back_in_order_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), "q").unwrap();
+        assert_eq!(q.next(Duration::ZERO).unwrap(), None);
+        q.push("one").unwrap();
+        q.push("two").unwrap();
+        let (line, end) = q.next(Duration::ZERO).unwrap().unwrap();
+        assert_eq!(line, "one");
+        q.acknowledge(end).unwrap();
+        assert_eq!(q.pending(), 1);
+        drop(q);
+        // A restart continues after the delivered line; a torn line at the end is dropped.
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("q.jsonl"))
+            .unwrap();
+        file.write_all(b"{\"torn").unwrap();
+        let q = Queue::open(dir.path(), "q").unwrap();
+        assert_eq!(q.pending(), 1);
+        let (line, end) = q.next(Duration::ZERO).unwrap().unwrap();
+        assert_eq!(line, "two");
+        q.acknowledge(end).unwrap();
+        assert_eq!(q.next(Duration::ZERO).unwrap(), None);
+        q.push("three").unwrap();
+        assert_eq!(q.next(Duration::ZERO).unwrap().unwrap().0, "three");
+    }
+
+    #[test]
+    fn a_delivered_file_is_emptied_once_large() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), "q").unwrap();
+        let line = "x".repeat(1000);
+        for _ in 0..1100 {
+            q.push(&line).unwrap();
+        }
+        while let Some((_, end)) = q.next(Duration::ZERO).unwrap() {
+            q.acknowledge(end).unwrap();
+        }
+        assert_eq!(fs::metadata(dir.path().join("q.jsonl")).unwrap().len(), 0);
+        q.push("after").unwrap();
+        drop(q);
+        let q = Queue::open(dir.path(), "q").unwrap();
+        assert_eq!(q.next(Duration::ZERO).unwrap().unwrap().0, "after");
+    }
+}

@@ -1,0 +1,223 @@
+//! Events reach a real webhook receiver (Python's `http.server`, checking every signature) and an event command,
+//! at least once, in order, through failures and a `kill -9` of the server.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use ftps_testkit::{peer, KillOnDrop, TempDir};
+
+use crate::{run, PASSWORD, USER};
+
+const SECRET: &str = "webhook-secret-5d1e";
+
+/// Starts the receiver; returns it and its port.
+fn receiver(python: &Path, fail_first: u32, out: &Path) -> (KillOnDrop, u16) {
+    let (child, lines) = ftps_testkit::spawn_with_stdout_lines(
+        Command::new(python)
+            .arg(ftps_testkit::client_script("webhook_receiver.py"))
+            .args([SECRET, &fail_first.to_string()])
+            .arg(out),
+    );
+    let port = first_port(&lines, "listening on ");
+    (child, port)
+}
+
+fn first_port(lines: &Receiver<String>, prefix: &str) -> u16 {
+    let line = lines
+        .recv_timeout(Duration::from_secs(20))
+        .expect("no first line");
+    line.strip_prefix(prefix)
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+}
+
+fn start_server(dir: &Path, port: u16) -> KillOnDrop {
+    let (child, lines) = ftps_testkit::spawn_with_stdout_lines(
+        Command::new(env!("CARGO_BIN_EXE_ftps-server"))
+            .arg("--config")
+            .arg(dir.join("server.toml"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stderr(Stdio::null()),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(line) = lines.recv_timeout(Duration::from_millis(200)) {
+            if line.contains("listening on") {
+                return child;
+            }
+        }
+    }
+    panic!("ftps-server did not start");
+}
+
+/// The accepted events, parsed; waits until at least `count` are there.
+fn events(out: &Path, count: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(out).unwrap_or_default();
+        let events: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if events.len() >= count || Instant::now() > deadline {
+            return events;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn kinds(events: &[serde_json::Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn webhooks_and_commands_get_every_event_once_in_order_across_failures_and_kill_9() {
+    let (Some(curl_bin), Some(python)) = (peer("curl"), peer("python3")) else {
+        return;
+    };
+    let dir = TempDir::new("events");
+    let hooked = dir.path().join("hooked.jsonl");
+    let commanded = dir.path().join("commanded.jsonl");
+    let (receiver_process, hook_port) = receiver(&python, 3, &hooked);
+    let config = format!(
+        "root = {root:?}\nstate_dir = {state:?}\n\n\
+         [[webhooks]]\nurl = \"http://127.0.0.1:{hook_port}/ftps\"\nsecret = \"{SECRET}\"\n\n\
+         [[event_commands]]\ncommand = [\"sh\", \"-c\", \"cat >> {commanded}\"]\nevents = [\"upload\", \"delete\"]\n",
+        root = dir.path().join("root"),
+        state = dir.path().join("state"),
+        commanded = commanded.display(),
+    );
+    std::fs::write(dir.path().join("server.toml"), config).unwrap();
+    let added = Command::new(env!("CARGO_BIN_EXE_ftps-server"))
+        .arg("--config")
+        .arg(dir.path().join("server.toml"))
+        .args(["user", "add", USER, "--home", "/"])
+        .env("FTPS_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{added:?}");
+    let port = ftps_testkit::free_port();
+    let server = start_server(dir.path(), port);
+
+    let url = |path: &str| format!("ftp://127.0.0.1:{port}/{path}");
+    let curl = |password: &str| {
+        let mut command = Command::new(&curl_bin);
+        command
+            .args(["-sS", "--ssl-reqd", "--insecure", "--max-time", "30"])
+            .args(["-u", &format!("{USER}:{password}")]);
+        command
+    };
+    let local = TempDir::new("events-local");
+    let file = local.path().join("report.csv");
+    std::fs::write(&file, b"a,b\n1,2\n").unwrap();
+    // Session 1: upload, make a directory, rename into it. Session 2: download, delete, remove the directory.
+    run(curl(PASSWORD).arg("-T").arg(&file).arg(url("")).args([
+        "-Q",
+        "-MKD in",
+        "-Q",
+        "-RNFR report.csv",
+        "-Q",
+        "-RNTO in/report.csv",
+    ]));
+    run(curl(PASSWORD)
+        .arg("-o")
+        .arg(local.path().join("back.csv"))
+        .arg(url("in/report.csv"))
+        .args(["-Q", "-DELE /in/report.csv", "-Q", "-RMD /in"]));
+    assert!(!curl("wrong")
+        .arg(url(""))
+        .output()
+        .unwrap()
+        .status
+        .success());
+
+    let expected = [
+        "login",
+        "upload",
+        "mkdir",
+        "rename",
+        "logout",
+        "login",
+        "download",
+        "delete",
+        "rmdir",
+        "logout",
+        "login_failed",
+    ];
+    let got = events(&hooked, expected.len());
+    assert_eq!(kinds(&got), expected, "{got:#?}");
+    let mut ids: Vec<&str> = got.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), expected.len(), "an event was delivered twice");
+    let upload = &got[1];
+    assert_eq!(upload["path"], "/report.csv");
+    assert_eq!(upload["size"], 8);
+    assert_eq!(upload["user"], USER);
+    assert_eq!(upload["peer"], "127.0.0.1");
+    assert_eq!(upload["protocol"], "ftps");
+    assert_eq!(upload["tls_version"], "1.3");
+    assert_eq!(upload["data_tls_resumed"], true);
+    assert_eq!(upload["status"], "ok");
+    assert_eq!(got[3]["target"], "/in/report.csv");
+    assert_eq!(got[10]["status"], "failed");
+    // The command sink got only its kinds.
+    assert_eq!(kinds(&events(&commanded, 2)), ["upload", "delete"]);
+
+    // The receiver goes away; an upload's events wait in the queue; the server is killed; both come back: the
+    // events are delivered after the restart.
+    drop(receiver_process);
+    run(curl(PASSWORD).arg("-T").arg(&file).arg(url("again.csv")));
+    // The session's logout is queued once the server has seen curl's QUIT through.
+    let queue: PathBuf = std::fs::read_dir(dir.path().join("state/events"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.extension().is_some_and(|e| e == "jsonl")
+                && p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("webhook")
+        })
+        .expect("the webhook's queue file");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(&queue)
+        .unwrap_or_default()
+        .matches("\"event\":\"logout\"")
+        .count()
+        < 3
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the third logout was never queued"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(server); // SIGKILL
+    std::fs::remove_file(&hooked).unwrap();
+    // A new receiver on the same port (the URL is in the config), failing nothing.
+    let restarted = restart_receiver(&python, hook_port, &hooked);
+    let _server = start_server(dir.path(), port);
+    let got = events(&hooked, 3);
+    assert_eq!(kinds(&got), ["login", "upload", "logout"], "{got:#?}");
+    assert_eq!(got[1]["path"], "/again.csv");
+    drop(restarted);
+}
+
+/// A receiver on a given port: the first one's, so the configured URL still points at it.
+fn restart_receiver(python: &Path, port: u16, out: &Path) -> KillOnDrop {
+    let (child, lines) = ftps_testkit::spawn_with_stdout_lines(
+        Command::new(python)
+            .arg(ftps_testkit::client_script("webhook_receiver.py"))
+            .args([SECRET, "0"])
+            .arg(out)
+            .arg(port.to_string()),
+    );
+    assert_eq!(first_port(&lines, "listening on "), port);
+    child
+}
