@@ -25,7 +25,7 @@ use smol::Task;
 use tracing::Instrument;
 
 use crate::auth::{AuthOutcome, AuthenticatedUser, LoginAttempt, Permission, UserHome};
-use crate::events::{tls_version_label, EventKind, EventRecord};
+use crate::events::{tls_version_label, DigestSlot, EventKind, EventRecord, HashingUpload};
 use crate::listener::CountedListener;
 use crate::metrics::StorageOp;
 use crate::proxy::Admission;
@@ -152,6 +152,7 @@ async fn serve(
         silent,
         deadline: LazyTimer::new(),
         control_tls: None,
+        upload_digest: DigestSlot::default(),
     };
     let result = driver.drive(&mut session).await;
     if let Err(e) = result {
@@ -186,6 +187,8 @@ struct Driver {
     deadline: LazyTimer,
     /// The control connection's TLS version, for events.
     control_tls: Option<&'static str>,
+    /// The SHA-256 of the last committed upload, for its event (only while events are on).
+    upload_digest: DigestSlot,
 }
 
 enum Wake {
@@ -415,6 +418,10 @@ impl Driver {
                 record.reply_code = Some(transfer.status.get());
                 if transfer.failure.is_some() {
                     record.status = "failed";
+                }
+                if kind == EventKind::Upload {
+                    // Set by the commit of this transfer's upload; taken so a failed one never shows the last.
+                    record.sha256 = self.upload_digest.lock().ok().and_then(|mut d| d.take());
                 }
                 record
             }
@@ -696,6 +703,12 @@ impl Driver {
                 }
             },
             Completion::Opened(id, file, outcome) => {
+                let file = match file {
+                    OpenFile::Write(upload) if self.shared.events.is_active() => OpenFile::Write(
+                        Box::new(HashingUpload::new(upload, Arc::clone(&self.upload_digest))),
+                    ),
+                    file => file,
+                };
                 self.res.files.insert(id, file);
                 session.complete(now, id, outcome);
             }

@@ -8,6 +8,7 @@
 //! event may so be delivered twice (a crash between delivery and the record), never lost: receivers deduplicate
 //! by `id`.
 
+mod digest;
 mod http;
 mod queue;
 mod sink;
@@ -20,6 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use digest::{DigestSlot, HashingUpload};
 pub use sink::Sink;
 
 /// What happened.

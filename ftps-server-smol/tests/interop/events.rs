@@ -164,6 +164,14 @@ fn webhooks_and_commands_get_every_event_once_in_order_across_failures_and_kill_
     assert_eq!(upload["tls_version"], "1.3");
     assert_eq!(upload["data_tls_resumed"], true);
     assert_eq!(upload["status"], "ok");
+    let sha256sum = Command::new("sha256sum").arg(&file).output().unwrap();
+    let expected_digest = String::from_utf8_lossy(&sha256sum.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(upload["sha256"], expected_digest.as_str());
+    assert!(got[6]["sha256"].is_null(), "a download has no digest");
     assert_eq!(got[3]["target"], "/in/report.csv");
     assert_eq!(got[10]["status"], "failed");
     // The command sink got only its kinds.
