@@ -484,6 +484,8 @@ pub struct Config {
     pub webhooks: Vec<crate::events::WebhookConfig>,
     /// Commands run for events (`[[event_commands]]` tables).
     pub event_commands: Vec<crate::events::EventCommandConfig>,
+    /// The upload check.
+    pub hooks: crate::upload_check::HooksConfig,
 }
 
 impl Default for Config {
@@ -503,6 +505,7 @@ impl Default for Config {
             proxy_protocol: ProxyProtocolConfig::default(),
             webhooks: Vec::new(),
             event_commands: Vec::new(),
+            hooks: crate::upload_check::HooksConfig::default(),
         }
     }
 }

@@ -23,3 +23,4 @@ pub mod startup;
 pub mod storage;
 mod timing;
 mod transfer;
+pub mod upload_check;

@@ -124,6 +124,7 @@ pub fn engine_storage_error(error: &StorageError) -> engine::StorageError {
         StorageErrorKind::QuotaExceeded => engine::StorageError::QuotaExceeded,
         StorageErrorKind::NameTooLong => engine::StorageError::NameTooLong,
         StorageErrorKind::NotEmpty => engine::StorageError::NotEmpty,
+        StorageErrorKind::Rejected => engine::StorageError::Rejected,
         _ => engine::StorageError::Other(error.message().to_owned()),
     }
 }

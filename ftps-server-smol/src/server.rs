@@ -41,6 +41,7 @@ pub use crate::shared::{Limits, ListenerOptions};
 use crate::shared::{ListenerContext, Shared, TlsSource};
 use crate::startup::ServerParts;
 use crate::storage::Storage;
+use crate::upload_check::UploadCheck;
 
 /// An FTPS server: storage, users, TLS and policy, ready to serve listeners.
 #[derive(Clone)]
@@ -60,6 +61,7 @@ pub struct ServerBuilder {
     sync_on_commit: bool,
     proxy: ProxyPolicy,
     events: Arc<Events>,
+    upload_check: Option<Arc<UploadCheck>>,
 }
 
 impl Server {
@@ -76,6 +78,7 @@ impl Server {
             sync_on_commit: false,
             proxy: ProxyPolicy::default(),
             events: Arc::new(Events::default()),
+            upload_check: None,
         }
     }
 
@@ -258,6 +261,19 @@ impl ServerBuilder {
         self.events = Arc::new(events);
         self
     }
+    /// Holds every upload until `check` accepts it (`[hooks] upload_check`). None by default.
+    pub fn upload_check(mut self, check: UploadCheck) -> Self {
+        // Spool files of uploads cut short by a crash wait for no one: start clean.
+        if let Ok(entries) = std::fs::read_dir(&check.spool) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with("upload.") {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        self.upload_check = Some(Arc::new(check));
+        self
+    }
 
     /// The server.
     ///
@@ -295,6 +311,7 @@ impl ServerBuilder {
                 metrics: crate::metrics::Metrics::default(),
                 proxy: self.proxy,
                 events: self.events,
+                upload_check: self.upload_check,
                 shutting_down: AtomicBool::new(false),
                 shutdown: Event::new(),
             }),
@@ -369,7 +386,11 @@ pub fn run(parts: ServerParts) -> Result<(), String> {
         }))
         .collect();
     let events = Events::start(&config.state_dir, sinks).map_err(|e| format!("events: {e}"))?;
-    let server = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(check) = config.hooks.upload_check(&config.state_dir) {
+        builder = builder.upload_check(check);
+    }
+    let server = builder
         .storage(storage)
         .authenticator(parts.authenticator)
         .tls_reloading(Arc::clone(&parts.tls))

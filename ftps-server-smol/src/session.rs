@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use async_io::Timer;
 use ftps_proto::path::VirtualPath;
+use ftps_proto::server as engine;
 use ftps_proto::server::{
     Event, Failure, LoginGrant, Notice, Outcome, Output, Refusal, ReqId, Request, RequestKind,
     ServerSession, Source, UserPolicy, Work,
@@ -34,6 +35,7 @@ use crate::shared::{ListenerContext, Shared, Silent};
 use crate::storage::{LocalStorage, ReadOnly, Storage, Subtree};
 use crate::timing::{within, LazyTimer};
 use crate::transfer::{self, Body};
+use crate::upload_check::CheckedUpload;
 
 /// The control-channel read buffer starts this small: an idle session holds it for its whole life, and commands
 /// (RFC 959 section 4.1.3 lines) and TLS handshake flights fit in a few reads of it.
@@ -407,7 +409,10 @@ impl Driver {
             }
             Event::Closed(_) if self.res.user.is_some() => EventRecord::new(EventKind::Logout, ip),
             Event::TransferFinished(transfer) if !transfer.listing => {
+                let rejected =
+                    transfer.failure == Some(Failure::Storage(engine::StorageError::Rejected));
                 let kind = match transfer.direction {
+                    _ if rejected => EventKind::UploadRejected,
                     ftps_proto::server::Direction::Upload => EventKind::Upload,
                     ftps_proto::server::Direction::Download => EventKind::Download,
                 };
@@ -588,6 +593,15 @@ impl Driver {
                     .is_active()
                     .then(|| self.change_event(&kind))
                     .flatten();
+                // An upload waits in the spool for the upload check's verdict.
+                let checked = match (&self.shared.upload_check, &kind) {
+                    (Some(check), RequestKind::OpenWrite { path, .. }) => Some((
+                        Arc::clone(check),
+                        path.as_str().to_owned(),
+                        self.res.user.clone(),
+                    )),
+                    _ => None,
+                };
                 self.spawn_completion(async move {
                     let started = Instant::now();
                     let answer = requests::answer(&*storage, kind).await;
@@ -598,9 +612,21 @@ impl Driver {
                     if let (Some(record), Answer::Outcome(Outcome::Done)) = (&change, &answer) {
                         shared.events.emit(record);
                     }
-                    match answer {
-                        Answer::Outcome(outcome) => Completion::Outcome(id, outcome),
-                        Answer::Opened(file, outcome) => Completion::Opened(id, file, outcome),
+                    match (answer, checked) {
+                        (Answer::Opened(OpenFile::Write(upload), outcome), Some((check, path, user))) => {
+                            match CheckedUpload::new(upload, check, path, user) {
+                                Ok(held) => {
+                                    Completion::Opened(id, OpenFile::Write(Box::new(held)), outcome)
+                                }
+                                Err(e) => {
+                                    tracing::error!(error = %e, "upload spool unusable; upload refused");
+                                    let failure = engine::StorageError::Other(e.to_string());
+                                    Completion::Outcome(id, Outcome::Failed(Failure::Storage(failure)))
+                                }
+                            }
+                        }
+                        (Answer::Outcome(outcome), _) => Completion::Outcome(id, outcome),
+                        (Answer::Opened(file, outcome), _) => Completion::Opened(id, file, outcome),
                     }
                 });
             }

@@ -91,6 +91,7 @@ pub(crate) struct Shared {
     pub(crate) metrics: crate::metrics::Metrics,
     pub(crate) proxy: crate::proxy::ProxyPolicy,
     pub(crate) events: Arc<crate::events::Events>,
+    pub(crate) upload_check: Option<Arc<crate::upload_check::UploadCheck>>,
 }
 
 impl Shared {

@@ -412,6 +412,8 @@ pub enum StorageError {
     NameTooLong,
     /// The directory to remove still has entries (550).
     NotEmpty,
+    /// The server's upload check refused the file (550); it was not stored.
+    Rejected,
     /// Anything else (451); the text goes to the log, not to the client.
     Other(String),
 }

@@ -105,6 +105,10 @@ pub(crate) fn storage_reply(error: &StorageError) -> (ReplyCode, &'static str) {
         StorageError::QuotaExceeded => (ReplyCode::EXCEEDED_STORAGE_ALLOCATION, "Quota exceeded"),
         StorageError::NameTooLong => (ReplyCode::FILE_NAME_NOT_ALLOWED, "File name too long"),
         StorageError::NotEmpty => (ReplyCode::FILE_NOT_AVAILABLE, "Directory not empty"),
+        StorageError::Rejected => (
+            ReplyCode::FILE_NOT_AVAILABLE,
+            "Upload rejected by the server's check; file not stored",
+        ),
         StorageError::Other(_) => (ReplyCode::LOCAL_ERROR, "Local error in processing"),
     }
 }

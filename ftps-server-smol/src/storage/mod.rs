@@ -209,6 +209,8 @@ pub enum StorageErrorKind {
     NameTooLong,
     /// The directory to remove is not empty (`ENOTEMPTY`).
     NotEmpty,
+    /// The upload check refused the file (`[hooks] upload_check`); it was not stored.
+    Rejected,
     /// Anything else (I/O error, directory not empty, ...).
     Other,
 }
@@ -300,6 +302,7 @@ impl From<StorageError> for io::Error {
             StorageErrorKind::InvalidName => io::ErrorKind::InvalidInput,
             StorageErrorKind::NameTooLong => io::ErrorKind::InvalidInput,
             StorageErrorKind::NotEmpty => io::ErrorKind::DirectoryNotEmpty,
+            StorageErrorKind::Rejected => io::ErrorKind::PermissionDenied,
             StorageErrorKind::Other => io::ErrorKind::Other,
         };
         io::Error::new(kind, error.message)

@@ -229,3 +229,98 @@ fn restart_receiver(python: &Path, port: u16, out: &Path) -> KillOnDrop {
     assert_eq!(first_port(&lines, "listening on "), port);
     child
 }
+
+/// The EICAR anti-virus test file: harmless, and every scanner's "this is a virus".
+const EICAR: &[u8] = br"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
+
+/// `[hooks] upload_check`: a scanner script that refuses the EICAR string. A clean upload is stored; the EICAR
+/// one gets a 550, never appears (an existing file of that name keeps its content), lands in quarantine, and
+/// makes an `upload_rejected` event.
+#[test]
+fn the_upload_check_keeps_rejected_files_out_and_says_so() {
+    let (Some(curl_bin), Some(python)) = (peer("curl"), peer("python3")) else {
+        return;
+    };
+    let dir = TempDir::new("upload-check");
+    let hooked = dir.path().join("hooked.jsonl");
+    let (_receiver, hook_port) = receiver(&python, 0, &hooked);
+    let root = dir.path().join("root");
+    let quarantine = dir.path().join("quarantine");
+    let config = format!(
+        "root = {root:?}\nstate_dir = {state:?}\n\n\
+         [hooks]\nupload_check = [\"sh\", \"-c\", \"! grep -q EICAR-STANDARD-ANTIVIRUS-TEST-FILE \\\"$1\\\"\", \"scan\", \"{{path}}\"]\n\
+         quarantine = {quarantine:?}\n\n\
+         [[webhooks]]\nurl = \"http://127.0.0.1:{hook_port}/\"\nsecret = \"{SECRET}\"\n\
+         events = [\"upload\", \"upload_rejected\"]\n",
+        state = dir.path().join("state"),
+    );
+    std::fs::write(dir.path().join("server.toml"), config).unwrap();
+    let added = Command::new(env!("CARGO_BIN_EXE_ftps-server"))
+        .arg("--config")
+        .arg(dir.path().join("server.toml"))
+        .args(["user", "add", USER, "--home", "/"])
+        .env("FTPS_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{added:?}");
+    let port = ftps_testkit::free_port();
+    let _server = start_server(dir.path(), port);
+    let url = |path: &str| format!("ftp://127.0.0.1:{port}/{path}");
+    let curl = || {
+        let mut command = Command::new(&curl_bin);
+        command
+            .args(["-sS", "--ssl-reqd", "--insecure", "--max-time", "30"])
+            .args(["-u", &format!("{USER}:{PASSWORD}")]);
+        command
+    };
+    let local = TempDir::new("upload-check-local");
+    let clean = local.path().join("clean.txt");
+    std::fs::write(&clean, b"quarterly numbers\n").unwrap();
+    let infected = local.path().join("infected.txt");
+    std::fs::write(&infected, EICAR).unwrap();
+
+    run(curl().arg("-T").arg(&clean).arg(url("report.txt")));
+    assert_eq!(
+        std::fs::read(root.join("report.txt")).unwrap(),
+        b"quarterly numbers\n"
+    );
+    // Over an existing file, and under a new name: both refused with 550, neither stored.
+    for name in ["report.txt", "new.txt"] {
+        let refused = curl()
+            .arg("-T")
+            .arg(&infected)
+            .arg(url(name))
+            .output()
+            .unwrap();
+        assert!(!refused.status.success());
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains("550"), "{stderr}");
+    }
+    assert_eq!(
+        std::fs::read(root.join("report.txt")).unwrap(),
+        b"quarterly numbers\n"
+    );
+    assert!(!root.join("new.txt").exists());
+    let quarantined: Vec<Vec<u8>> = std::fs::read_dir(&quarantine)
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(quarantined, vec![EICAR.to_vec(), EICAR.to_vec()]);
+    assert!(
+        std::fs::read_dir(dir.path().join("state/spool"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "the spool keeps nothing"
+    );
+
+    let got = events(&hooked, 3);
+    assert_eq!(
+        kinds(&got),
+        ["upload", "upload_rejected", "upload_rejected"],
+        "{got:#?}"
+    );
+    assert_eq!(got[1]["path"], "/report.txt");
+    assert_eq!(got[1]["status"], "failed");
+    assert_eq!(got[1]["reply_code"], 550);
+}
