@@ -9,13 +9,17 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Once everything is delivered and the file is this large, it is emptied.
 const COMPACT_AT: u64 = 1 << 20;
 
 /// The longest line read back (events are a few hundred bytes; a longer line is a damaged file).
 const MAX_LINE: u64 = 1 << 20;
+
+/// While events keep coming, the delivered offset is written at most this often (a write and a rename per
+/// event were a fifth of the delivery thread's system calls); a crash then repeats at most this much.
+const OFFSET_EVERY: Duration = Duration::from_millis(200);
 
 pub(crate) struct Queue {
     path: PathBuf,
@@ -32,6 +36,8 @@ struct State {
     delivered: u64,
     /// Lines not yet delivered.
     pending: u64,
+    /// When the offset file was last written.
+    offset_written: Instant,
 }
 
 impl Queue {
@@ -79,6 +85,10 @@ impl Queue {
                 len,
                 delivered,
                 pending,
+                // The first acknowledgement is written at once.
+                offset_written: Instant::now()
+                    .checked_sub(OFFSET_EVERY)
+                    .unwrap_or_else(Instant::now),
             }),
             more: Condvar::new(),
         })
@@ -133,13 +143,17 @@ impl Queue {
         }
         state.delivered = end.min(state.len);
         state.pending = state.pending.saturating_sub(1);
-        if state.delivered == state.len && state.len >= COMPACT_AT {
+        let caught_up = state.delivered == state.len;
+        if caught_up && state.len >= COMPACT_AT {
             // Empty the file first: a crash before the offset is rewritten leaves an offset past the end,
             // which opening clamps to zero.
             state.appender.set_len(0)?;
             state.len = 0;
             state.delivered = 0;
+        } else if !caught_up && state.offset_written.elapsed() < OFFSET_EVERY {
+            return Ok(());
         }
+        state.offset_written = Instant::now();
         let tmp = self.offset_path.with_extension("offset.tmp");
         fs::write(&tmp, state.delivered.to_string())?;
         fs::rename(&tmp, &self.offset_path)
