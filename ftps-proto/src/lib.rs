@@ -131,6 +131,7 @@
 pub mod ascii;
 pub mod client;
 pub mod codec;
+mod control_channel;
 pub mod data;
 pub mod path;
 mod request_id;

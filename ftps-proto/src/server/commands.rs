@@ -33,7 +33,7 @@ impl ServerSession {
                 return;
             }
         }
-        if matches!(parsed, Ok(Command::Auth(_))) && matches!(self.control, Control::Plain) {
+        if matches!(parsed, Ok(Command::Auth(_))) && !self.control.is_tls() {
             self.switch_held = true;
         }
         self.queue.push_back(parsed);
@@ -494,10 +494,11 @@ impl ServerSession {
         account: Option<String>,
         anonymous: bool,
     ) {
-        let client_cert = match &self.control {
-            Control::Tls(tls) => tls.peer_certificates().and_then(|c| c.first()).cloned(),
-            Control::Plain => None,
-        };
+        let client_cert = self
+            .control
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .cloned();
         let kind = RequestKind::Authenticate {
             user: user.clone(),
             password: password.clone(),
@@ -597,8 +598,9 @@ impl ServerSession {
             self.reply(ReplyCode::BAD_SEQUENCE, "TLS not active");
         } else {
             self.reply(ReplyCode::COMMAND_OK, "Control connection cleared");
-            self.ccc_close_pending = true;
-            self.ccc_awaiting_peer = true;
+            // RFC 4217 section 12.3: our close_notify follows the 200, and the client's returns the connection
+            // to cleartext.
+            self.control.begin_clear();
         }
     }
 
