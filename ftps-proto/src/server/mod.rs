@@ -97,7 +97,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use crate::data::{DataChannel, DataReport, DataType, ResumptionPolicy};
+pub use crate::data::{DataChannel, DataReady, DataReport, DataType, ResumptionPolicy};
 pub use crate::tls::{site_to_site_client_config, ResumptionScope, SessionKeyring};
 pub use config::{SessionConfig, UserPolicy};
 pub use request::{
@@ -736,11 +736,13 @@ impl ServerSession {
         self.close(CloseReason::Shutdown);
     }
 
-    /// Tells the engine the data connection of the running transfer `transfer` (the `RunTransfer` request) is
-    /// ready for the preliminary reply: its TLS handshake completed and what it sent has been flushed, or the
-    /// client is not starting a handshake before the 150. Only matters with `preliminary_reply_wait` set.
-    pub fn data_ready(&mut self, now: Instant, transfer: ReqId) {
+    /// Tells the engine the data connection of the running transfer is ready for the preliminary reply: its TLS
+    /// handshake completed and what it sent has been flushed, or the client is not starting a handshake before
+    /// the 150. `ready` comes from the channel ([`DataOutput::TransferReady`](crate::data::DataOutput)); a stale
+    /// one (another transfer's) is ignored. Only matters with `preliminary_reply_wait` set.
+    pub fn data_ready(&mut self, now: Instant, ready: DataReady) {
         self.now = now;
+        let transfer = ready.transfer();
         let running = self
             .transfer
             .as_ref()
@@ -846,7 +848,7 @@ impl ServerSession {
 
     // ----- output helpers -----
 
-    fn next_id(&mut self) -> ReqId {
+    pub(super) fn next_id(&mut self) -> ReqId {
         self.next_id += 1;
         ReqId(self.next_id)
     }
