@@ -22,7 +22,7 @@ use ftps_proto::client::{
     ClientSession, ClientSessionConfig, Credentials, DataConnectError, Direction, Event, Operation,
     Outcome, Output, Payload, ReqId, Request, RequestKind, SessionOutput,
 };
-use ftps_proto::data::{DataChannel, DataEvent};
+use ftps_proto::data::{DataChannel, DataEvent, DataOutput};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -155,7 +155,7 @@ async fn pump(
     payload: Payload,
     upload: Vec<u8>,
 ) -> DataDone {
-    let (mut received, mut sent, mut write_shut) = (Vec::new(), 0, false);
+    let (mut received, mut sent) = (Vec::new(), 0);
     let mut buf = vec![0u8; 64 * 1024];
     let mut wire = Vec::new();
     let result = loop {
@@ -167,24 +167,27 @@ async fn pump(
             }
         }
         wire.clear();
-        if channel.poll_transmit(&mut wire) > 0 && tcp.write_all(&wire).await.is_err() {
-            channel.handle_eof(now);
-        }
-        // Our close_notify is out: the FIN follows, as a receiver in the clear needs it to see the end.
-        if channel.is_write_closed() && !channel.wants_transmit() && !write_shut {
-            write_shut = true;
-            let _ = tcp.shutdown().await;
-        }
-        match channel.poll_event() {
-            Some(DataEvent::Finished(report)) => break Ok(report),
-            Some(DataEvent::Failed(e)) => break Err(e),
-            Some(_) => continue,
-            None => {}
-        }
-        if channel.wants_transmit() || (direction == Direction::Upload && channel.can_write()) {
+        let deadline = match channel.poll_output(&mut wire) {
+            DataOutput::Transmit(_) => {
+                if tcp.write_all(&wire).await.is_err() {
+                    channel.handle_eof(now);
+                }
+                continue;
+            }
+            // Our close_notify is out: the FIN follows, as a receiver in the clear needs it to see the end.
+            DataOutput::ShutdownWrite => {
+                let _ = tcp.shutdown().await;
+                continue;
+            }
+            DataOutput::TransferReady(_) => continue, // a server session's duty, never a client's
+            DataOutput::Event(DataEvent::Finished(report)) => break Ok(report),
+            DataOutput::Event(DataEvent::Failed(e)) => break Err(e),
+            DataOutput::Event(_) => continue,
+            DataOutput::Wait(deadline) => deadline,
+        };
+        if direction == Direction::Upload && channel.can_write() {
             continue;
         }
-        let deadline = channel.poll_timeout();
         tokio::select! {
             read = tcp.read(&mut buf) => match read {
                 Ok(0) | Err(_) => channel.handle_eof(Instant::now()),

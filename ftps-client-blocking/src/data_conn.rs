@@ -9,7 +9,7 @@ use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 use ftps_proto::client::Direction;
-use ftps_proto::data::{DataChannel, DataError, DataEvent, DataReport};
+use ftps_proto::data::{DataChannel, DataError, DataEvent, DataOutput, DataReport};
 
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
@@ -106,26 +106,37 @@ impl DataConn {
         self.failure.take()
     }
 
-    /// Sends what the channel produced and collects its events.
+    /// The channel's one drain until it waits: sends what it produced, shuts the write half when it says so (in
+    /// the clear the FIN is the end of an upload, RFC 959 section 3.4.1), and collects its end.
     pub(crate) fn flush(&mut self) -> Result<()> {
         loop {
             self.output.clear();
-            if self.channel.poll_transmit(&mut self.output) == 0 {
-                break;
-            }
-            if let Err(e) = self.stream.write_all(&self.output) {
-                let e = if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
-                    Error::Timeout("data connection idle")
-                } else {
-                    Error::Io(e)
-                };
-                return Err(self.broken(e));
+            match self.channel.poll_output(&mut self.output) {
+                DataOutput::Transmit(_) => {
+                    if let Err(e) = self.stream.write_all(&self.output) {
+                        let e = if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
+                            Error::Timeout("data connection idle")
+                        } else {
+                            Error::Io(e)
+                        };
+                        return Err(self.broken(e));
+                    }
+                }
+                DataOutput::ShutdownWrite => {
+                    let _ = self.stream.shutdown(Shutdown::Write);
+                }
+                // Only a server session's channel says this.
+                DataOutput::TransferReady(_) => {}
+                DataOutput::Event(DataEvent::Finished(report)) => self.outcome = Some(Ok(report)),
+                DataOutput::Event(DataEvent::Failed(e)) => self.outcome = Some(Err(e)),
+                DataOutput::Event(_) => {}
+                DataOutput::Wait(_) => return Ok(()),
             }
         }
-        self.collect_events();
-        Ok(())
     }
 
+    /// Collects the channel's end without sending anything (mid-read, or after the socket broke); what it has to
+    /// send, and its write-half shutdown, still come from the next [`DataConn::flush`].
     fn collect_events(&mut self) {
         while let Some(event) = self.channel.poll_event() {
             match event {
@@ -291,9 +302,6 @@ impl DataConn {
     pub(crate) fn close_upload(&mut self) -> Result<()> {
         self.channel.finish(Instant::now());
         self.flush()?;
-        if self.channel.is_write_closed() {
-            let _ = self.stream.shutdown(Shutdown::Write);
-        }
         let deadline = Instant::now() + self.shutdown_timeout;
         while self.outcome.is_none() {
             let stray = self.channel.read_chunk().len();
@@ -323,9 +331,7 @@ impl DataConn {
     /// Ends a download: read (and discard) whatever is left, then answer the server's close_notify.
     pub(crate) fn close_download(&mut self) -> Result<()> {
         self.drain(|_| {})?;
-        if self.channel.is_write_closed() {
-            let _ = self.stream.shutdown(Shutdown::Write);
-        }
+        self.flush()?;
         self.await_server_fin();
         Ok(())
     }

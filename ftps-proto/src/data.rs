@@ -18,11 +18,13 @@
 //!   [`handle_timeout`](DataChannel::handle_timeout);
 //! - mutators: [`write`](DataChannel::write), [`finish`](DataChannel::finish), [`consume`](DataChannel::consume)
 //!   (with its borrow [`read_chunk`](DataChannel::read_chunk));
-//! - outputs (`#[must_use]`): [`poll_transmit`](DataChannel::poll_transmit), [`poll_event`](DataChannel::poll_event),
-//!   [`poll_timeout`](DataChannel::poll_timeout).
+//! - outputs (`#[must_use]`): the one drain [`poll_output`](DataChannel::poll_output), which yields what
+//!   [`poll_transmit`](DataChannel::poll_transmit), [`poll_event`](DataChannel::poll_event) and
+//!   [`poll_timeout`](DataChannel::poll_timeout) give, plus the duties only it reports
+//!   ([`DataOutput::ShutdownWrite`], [`DataOutput::TransferReady`]).
 //!
-//! After every input or mutation, drain `poll_transmit` and `poll_event` until both are empty, then wait for the
-//! earliest of socket readiness and `poll_timeout()`.
+//! After every input or mutation, loop over `poll_output` until [`DataOutput::Wait`], then wait for the earliest
+//! of socket readiness and its deadline.
 //!
 //! # Lifecycle and events
 //!
@@ -36,8 +38,8 @@
 //!    decided (see `ResumptionScope`). [`DataChannel::write`] takes nothing before this point.
 //! 2. Bytes flow. FTP moves a file one way per connection, but both directions work.
 //! 3. The sender calls [`DataChannel::finish`]: under TLS a close_notify is queued behind its data. Once
-//!    [`DataChannel::is_write_closed`] is true the caller may shut down the socket's write half (in the clear the
-//!    TCP FIN is the only end-of-file marker, RFC 959 §3.4.1).
+//!    [`DataChannel::is_write_closed`] is true, `poll_output` says [`DataOutput::ShutdownWrite`] and the caller
+//!    shuts down the socket's write half (in the clear the TCP FIN is the only end-of-file marker, RFC 959 §3.4.1).
 //! 4. The receiver sees the end of the peer's stream once it has consumed every byte before it:
 //!    [`DataEvent::ReadClosed`] with `clean: true` for the peer's close_notify (TLS) or a TCP EOF (clear), and
 //!    `clean: false` for a TLS stream cut by a TCP EOF without close_notify (possible truncation), unless this end
@@ -139,6 +141,7 @@ use rustls::pki_types::ServerName;
 
 use crate::ascii::{FromNetwork, ToNetwork};
 use crate::tls::{BindingState, ConnectionBinding, HandshakeDecision, ReadState, TlsConn, TlsInfo};
+use crate::ReqId;
 
 /// How soon a held ClientHello answer looks again at the login it waits for, doubling up to
 /// [`BINDING_RECHECK_MAX`]: a login takes a few milliseconds (a password hash) to a second (a failed-login delay).
@@ -293,11 +296,6 @@ impl Default for DataOptions {
 pub enum DataEvent {
     /// The TLS handshake finished (and passed the resumption policy). Never emitted in the clear.
     HandshakeComplete(TlsInfo),
-    /// A channel that waited for [`DataChannel::start_transfer`] may now have its transfer announced: the
-    /// server passes this to [`ServerSession::data_ready`](crate::server::ServerSession::data_ready) (after
-    /// sending what `poll_transmit` gave before it). Emitted once, at `start_transfer` when the handshake is done
-    /// or the peer has not started it (it waits for the preliminary reply), else when the handshake completes.
-    TransferReady,
     /// The peer's stream ended and every byte before the end has been consumed.
     ReadClosed {
         /// Ended by close_notify (TLS) or EOF (clear), or accepted by the close_notify grace; `false` means a
@@ -308,6 +306,50 @@ pub enum DataEvent {
     Failed(DataError),
     /// Both directions have ended; no further events follow.
     Finished(DataReport),
+}
+
+/// What [`DataChannel::poll_output`] asks of the frontend next. Exhaustive: every variant is a duty.
+#[derive(Debug)]
+#[must_use]
+pub enum DataOutput {
+    /// That many bytes were appended to the buffer: write them all to the data socket.
+    Transmit(usize),
+    /// This end has finished and everything, close_notify included, went out: shut down the socket's write half
+    /// now. In the clear the TCP FIN is the only end of file (RFC 959 section 3.4.1): a client reading to EOF
+    /// and a channel waiting for the client's close would otherwise wait for each other. Yielded once.
+    ShutdownWrite,
+    /// The transfer may be announced: hand this to
+    /// [`ServerSession::data_ready`](crate::server::ServerSession::data_ready) (on the control session's task).
+    /// What the channel sent before it (an upload's handshake, its tickets) has been yielded already. Yielded
+    /// once, and only by a server session's channel (`RequestKind::DriveData`).
+    TransferReady(DataReady),
+    /// Something happened; see [`DataEvent`].
+    Event(DataEvent),
+    /// Nothing more for now: wait for socket input, payload room, or this deadline (then
+    /// [`DataChannel::handle_timeout`]).
+    Wait(Option<Instant>),
+}
+
+/// A server data channel's word that its transfer may be announced (the preliminary reply it held, see
+/// `SessionConfig::preliminary_reply_wait`); it names the `DriveData` request the channel came with. `Send`, so it
+/// crosses from the data connection's task to the control session's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "pass it to ServerSession::data_ready, or the preliminary reply waits for its timeout"]
+pub struct DataReady {
+    transfer: ReqId,
+}
+
+impl DataReady {
+    /// The readiness of `DriveData` request `transfer`'s channel. Frontends get it from
+    /// [`DataOutput::TransferReady`]; this is for test and fuzz harnesses.
+    pub fn new(transfer: ReqId) -> Self {
+        Self { transfer }
+    }
+
+    /// The `DriveData` request whose channel is ready.
+    pub fn transfer(self) -> ReqId {
+        self.transfer
+    }
 }
 
 /// Why a data channel failed. Fatal and sticky.
@@ -428,8 +470,14 @@ pub struct DataChannel {
     awaiting_transfer: bool,
     /// The peer has sent at least one byte.
     peer_started: bool,
-    /// [`DataEvent::TransferReady`] is due when the handshake completes.
+    /// [`DataOutput::TransferReady`] is due when the handshake completes.
     ready_on_handshake: bool,
+    /// The `DriveData` request this channel came with (server sessions), named by its [`DataReady`].
+    transfer: Option<ReqId>,
+    /// [`DataOutput::TransferReady`] is due.
+    ready_due: bool,
+    /// [`DataOutput::ShutdownWrite`] was handed out.
+    write_shut: bool,
     read_closed: Option<bool>,
     terminated: bool,
     /// `TYPE A`: the line-end conversions and their buffers (`None` for `TYPE I`).
@@ -506,6 +554,9 @@ impl DataChannel {
             awaiting_transfer: false,
             peer_started: false,
             ready_on_handshake: false,
+            transfer: None,
+            ready_due: false,
+            write_shut: false,
             read_closed: None,
             terminated: false,
             ascii: (options.data_type == DataType::Ascii).then(Box::default),
@@ -816,7 +867,7 @@ impl DataChannel {
         if self.is_handshaking() && self.peer_started {
             self.ready_on_handshake = true;
         } else if self.error.is_none() {
-            self.events.push_back(DataEvent::TransferReady);
+            self.ready_due = true;
         }
         self.update_ends();
     }
@@ -826,13 +877,39 @@ impl DataChannel {
         self.binding = Some(binding);
     }
 
-    /// Marks a channel built before its transfer command: see [`DataChannel::start_transfer`].
-    pub(crate) fn await_transfer(&mut self) {
+    /// Marks a channel built before its transfer command, for `DriveData` request `transfer`: see
+    /// [`DataChannel::start_transfer`].
+    pub(crate) fn await_transfer(&mut self, transfer: ReqId) {
+        self.transfer = Some(transfer);
         self.awaiting_transfer = true;
         self.hold_tickets = false;
     }
 
     // ----- outputs -----
+
+    /// The one drain: the next thing the frontend must do, until [`DataOutput::Wait`]. It yields, in this order,
+    /// the bytes to send, the moment to shut down the socket's write half, the transfer's readiness for the
+    /// control session, and the events, so a loop over it cannot forget one of them (the enum is exhaustive on
+    /// purpose: a new duty breaks the frontend's build instead of being ignored).
+    pub fn poll_output(&mut self, out: &mut Vec<u8>) -> DataOutput {
+        let n = self.poll_transmit(out);
+        if n > 0 {
+            return DataOutput::Transmit(n);
+        }
+        if self.is_write_closed() && !self.write_shut {
+            self.write_shut = true;
+            return DataOutput::ShutdownWrite;
+        }
+        if std::mem::take(&mut self.ready_due) {
+            if let Some(transfer) = self.transfer {
+                return DataOutput::TransferReady(DataReady { transfer });
+            }
+        }
+        match self.poll_event() {
+            Some(event) => DataOutput::Event(event),
+            None => DataOutput::Wait(self.poll_timeout()),
+        }
+    }
 
     /// Appends the bytes to send (ciphertext, or plain bytes in the clear) to `out`; returns how many.
     #[must_use]
@@ -928,7 +1005,7 @@ impl DataChannel {
             self.tls_info = Some(info.clone());
             self.events.push_back(DataEvent::HandshakeComplete(info));
             if std::mem::take(&mut self.ready_on_handshake) {
-                self.events.push_back(DataEvent::TransferReady);
+                self.ready_due = true;
             }
         }
         self.discard_if_sending();
@@ -1697,7 +1774,7 @@ mod tests {
         let client_config = pki.client_config(TLS13);
         let bound = control_session(&pki.server_config(TLS13), &client_config);
         let mut server = server_channel(now, &bound, ResumptionPolicy::Required);
-        server.await_transfer();
+        server.await_transfer(ReqId(7));
         let mut client = client_channel(now, &client_config);
         let mut wire = Vec::new();
         let _ = client.poll_transmit(&mut wire);
@@ -1734,6 +1811,44 @@ mod tests {
         assert_eq!(client.handle_input(now, &after), after.len());
         assert!(client.report().peer_close_notify);
         (before.len(), after.len())
+    }
+
+    /// Drains `poll_output` until `Wait`: the bytes, and every other output in order.
+    fn outputs(ch: &mut DataChannel) -> (Vec<u8>, Vec<String>) {
+        let (mut wire, mut seen) = (Vec::new(), Vec::new());
+        loop {
+            match ch.poll_output(&mut wire) {
+                DataOutput::Transmit(_) => {}
+                DataOutput::Wait(_) => return (wire, seen),
+                other => seen.push(format!("{other:?}")),
+            }
+        }
+    }
+
+    #[test]
+    fn the_one_drain_says_when_to_shut_down_and_when_the_transfer_is_ready() {
+        let now = Instant::now();
+        // In the clear: the bytes, then (once) the write half, then the rest.
+        let mut ch = DataChannel::new(now, DataProtection::Clear, DataOptions::default()).unwrap();
+        assert_eq!(ch.write(b"file"), 4);
+        ch.finish(now);
+        let (wire, seen) = outputs(&mut ch);
+        assert_eq!(wire, b"file");
+        assert_eq!(seen, ["ShutdownWrite"]);
+        assert_eq!(outputs(&mut ch).1, Vec::<String>::new(), "yielded once");
+        // A server session's channel names its DriveData request when its transfer may be announced.
+        let pki = TestPki::new();
+        let client_config = pki.client_config(TLS13);
+        let bound = control_session(&pki.server_config(TLS13), &client_config);
+        let mut server = server_channel(now, &bound, ResumptionPolicy::Required);
+        server.await_transfer(ReqId(7));
+        assert!(outputs(&mut server).1.is_empty());
+        server.start_transfer(now, DataFlow::Receive, DataType::Binary);
+        let ready = DataReady::new(ReqId(7));
+        assert_eq!(
+            outputs(&mut server).1,
+            [format!("TransferReady({ready:?})")]
+        );
     }
 
     /// An alert record: header and 2 bytes, sealed (TLS 1.3 adds a content type byte and a 16-byte tag).

@@ -53,7 +53,7 @@
 //!     wait for the earliest of:
 //!         control socket readable   -> handle_input(now, bytes), or handle_eof(now)
 //!         a request's work is done  -> complete(now, id, outcome)
-//!         a data channel is ready   -> data_ready(now, drive_data_id)
+//!         a channel's DataReady     -> data_ready(now, ready)
 //!         the deadline              -> handle_timeout(now)
 //! }
 //! ```
@@ -74,13 +74,15 @@
 //! loop {
 //!     payload:  sending:   channel.write(file bytes) while can_write(); finish(now) at the end of the file
 //!               receiving: read_chunk() -> write it to the upload, consume(n)
-//!     poll_transmit(&mut buf)       -> write it all to the data socket; once is_write_closed(): shut down
-//!                                      the socket's write half (in the clear the FIN ends the file)
-//!     poll_event():
-//!         TransferReady             -> tell the control loop: data_ready(now, drive_data_id)
-//!         Finished(report)          -> commit an upload only if report.clean_close, else abort it;
+//!     loop over poll_output(&mut buf):
+//!         Transmit(n)               -> write buf to the data socket
+//!         ShutdownWrite             -> shut down the socket's write half (in the clear the FIN ends the file)
+//!         TransferReady(ready)      -> hand `ready` to the control loop, which calls data_ready(now, ready)
+//!         Event(Finished(report))   -> commit an upload only if report.clean_close, else abort it;
 //!                                      answer DriveData with Outcome::TransferFinished(report)
-//!         Failed(error)             -> answer DriveData with Outcome::Failed(Failure::from(&error))
+//!         Event(Failed(error))      -> answer DriveData with Outcome::Failed(Failure::from(&error))
+//!         Event(_)                  -> log it
+//!         Wait(deadline)            -> leave the loop
 //!     wait for the earliest of:
 //!         socket readable           -> handle_input(now, bytes) (keep what it did not take), or handle_eof(now)
 //!         RunTransfer's file        -> start_transfer(now, plan.flow(), plan.data_type), then move payload
@@ -89,8 +91,10 @@
 //! ```
 //!
 //! The channel converts `TYPE A`, drops what a client writes during a download, sends and expects
-//! close_notify, enforces the resumption policy, and says when the transfer may be announced
-//! (`TransferReady`); the frontend only moves bytes and answers.
+//! close_notify, enforces the resumption policy, says when the transfer may be announced (`TransferReady`, a
+//! [`data::DataReady`] that already names its request) and when the write half must close (`ShutdownWrite`);
+//! [`data::DataOutput`] is exhaustive, so a frontend that forgets either does not compile. The frontend only
+//! moves bytes and answers.
 //!
 //! A plain-FTP server session driven entirely in memory:
 //!
@@ -131,6 +135,7 @@
 pub mod ascii;
 pub mod client;
 pub mod codec;
+mod control_channel;
 pub mod data;
 pub mod path;
 mod request_id;

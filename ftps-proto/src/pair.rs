@@ -18,7 +18,7 @@ use crate::client::{
     Operation, Output,
 };
 use crate::codec::{Reply, Timeval};
-use crate::data::{DataChannel, DataEvent, DataType};
+use crate::data::{DataChannel, DataEvent, DataOutput, DataType};
 use crate::path::VirtualPath;
 use crate::server::{
     Event as ServerEvent, Failure, FileInfo, FileKind, LoginGrant, Notice, Outcome, ReqId, Request,
@@ -1155,11 +1155,26 @@ impl Pair {
             return true;
         }
         let mut out = Vec::new();
-        if c.channel.poll_transmit(&mut out) > 0 {
-            link.c2s.push(&out);
-            progressed = true;
-        }
-        while let Some(event) = c.channel.poll_event() {
+        loop {
+            out.clear();
+            let event = match c.channel.poll_output(&mut out) {
+                DataOutput::Wait(_) => break,
+                DataOutput::Transmit(_) => {
+                    link.c2s.push(&out);
+                    progressed = true;
+                    continue;
+                }
+                // In the clear the FIN is the end of the file.
+                DataOutput::ShutdownWrite => {
+                    link.c2s.fin = true;
+                    progressed = true;
+                    continue;
+                }
+                DataOutput::TransferReady(_) => {
+                    unreachable!("a client channel is never a DriveData")
+                }
+                DataOutput::Event(event) => event,
+            };
             progressed = true;
             let data = match event {
                 DataEvent::Finished(report) => Ok(report),
@@ -1175,11 +1190,6 @@ impl Pair {
                 _ => client::Outcome::DataFinished(data),
             };
             self.client.complete(now, c.request, outcome);
-        }
-        if c.channel.is_write_closed() && !link.c2s.fin {
-            // The write half may shut down now (in the clear the FIN is the end of the file).
-            link.c2s.fin = true;
-            progressed = true;
         }
         if c.finished && c.channel.is_closed() {
             link.client = None;
@@ -1229,22 +1239,18 @@ impl Pair {
             progressed = true;
         }
         let mut out = Vec::new();
-        if s.channel.poll_transmit(&mut out) > 0 {
-            link.s2c.push(&out);
-            progressed = true;
-        }
         let mut outcome = None;
-        while let Some(event) = s.channel.poll_event() {
-            progressed = true;
-            match event {
-                DataEvent::Finished(report) => outcome = Some(Ok(report)),
-                DataEvent::Failed(e) => outcome = Some(Err(Failure::from(&e))),
-                DataEvent::TransferReady => self.server.data_ready(now, s.id),
-                _ => {}
+        loop {
+            out.clear();
+            match s.channel.poll_output(&mut out) {
+                DataOutput::Wait(_) => break,
+                DataOutput::Transmit(_) => link.s2c.push(&out),
+                DataOutput::ShutdownWrite => link.s2c.fin = true,
+                DataOutput::TransferReady(ready) => self.server.data_ready(now, ready),
+                DataOutput::Event(DataEvent::Finished(report)) => outcome = Some(Ok(report)),
+                DataOutput::Event(DataEvent::Failed(e)) => outcome = Some(Err(Failure::from(&e))),
+                DataOutput::Event(_) => {}
             }
-        }
-        if s.channel.is_write_closed() && !link.s2c.fin {
-            link.s2c.fin = true;
             progressed = true;
         }
         let id = s.id;

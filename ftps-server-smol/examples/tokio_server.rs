@@ -20,7 +20,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ftps_proto::data::{DataChannel, DataEvent, DataFlow, DataReport, DataType};
+use ftps_proto::data::{
+    DataChannel, DataEvent, DataFlow, DataOutput, DataReady, DataReport, DataType,
+};
 use ftps_proto::server::{
     Event, Failure, LoginGrant, Notice, Outcome, Output, ReqId, Request, RequestKind,
     ServerSession, SessionConfig, Source, Work,
@@ -70,7 +72,7 @@ fn session_config() -> io::Result<SessionConfig> {
         .map_err(io::Error::other)?;
     Ok(SessionConfig {
         tls: Some(Arc::new(tls)),
-        // This frontend forwards `DataEvent::TransferReady`, so the engine may hold an upload's 150 for it.
+        // This frontend forwards `DataOutput::TransferReady`, so the engine may hold an upload's 150 for it.
         preliminary_reply_wait: Duration::from_secs(1),
         ..SessionConfig::default()
     })
@@ -82,8 +84,8 @@ enum Done {
     Answer(ReqId, Outcome, Option<OpenFile>),
     /// A data connection is up (accepted or connected).
     Connected(ReqId, TcpStream, SocketAddr),
-    /// The data channel of this `DriveData` said [`DataEvent::TransferReady`].
-    Ready(ReqId),
+    /// A data channel said [`DataOutput::TransferReady`]: for [`ServerSession::data_ready`].
+    Ready(DataReady),
 }
 
 /// What a [`Notice::RunTransfer`] hands its data connection's task (a listing is read from memory).
@@ -207,7 +209,7 @@ impl Connection {
                 tasks.passive = None;
                 let (start, started) = oneshot::channel();
                 let task = tasks.set.spawn(async move {
-                    let outcome = drive_data(id, socket, channel, started, &tx).await;
+                    let outcome = drive_data(socket, channel, started, &tx).await;
                     let _ = tx.send(Done::Answer(id, outcome, None));
                 });
                 tasks.channel = Some((id, start, task));
@@ -286,14 +288,13 @@ impl Connection {
                 tasks.data = Some(socket);
                 session.complete(now, id, Outcome::DataConnected { peer });
             }
-            Done::Ready(id) => session.data_ready(now, id),
+            Done::Ready(ready) => session.data_ready(now, ready),
         }
     }
 }
 
 /// Drives one data connection's channel: its TLS handshake at once, then the transfer `started` brings.
 async fn drive_data(
-    id: ReqId,
     mut socket: TcpStream,
     mut channel: Box<DataChannel>,
     mut started: oneshot::Receiver<Start>,
@@ -301,7 +302,7 @@ async fn drive_data(
 ) -> Outcome {
     let (mut input, mut unread, mut wire) = (vec![0; CHUNK], Vec::new(), Vec::new());
     let (mut file, mut buf, mut at, mut end) = (None, Vec::new(), 0, 0);
-    let (mut sent, mut eof, mut shut) = (false, false, false);
+    let (mut sent, mut eof) = (false, false);
     loop {
         // Payload: file (or listing) bytes to the channel, or received plaintext to the upload.
         match file.as_mut() {
@@ -328,23 +329,27 @@ async fn drive_data(
             },
             _ => {}
         }
-        // Ciphertext out; in the clear the FIN ends the stream (RFC 959 section 3.4.1).
-        wire.clear();
-        if channel.poll_transmit(&mut wire) > 0 && socket.write_all(&wire).await.is_err() {
-            return Outcome::Failed(Failure::Truncated);
-        }
-        if channel.is_write_closed() && !shut {
-            shut = true;
-            let _ = socket.shutdown().await;
-        }
-        while let Some(event) = channel.poll_event() {
-            match event {
-                DataEvent::TransferReady => drop(done.send(Done::Ready(id))),
-                DataEvent::Failed(error) => return Outcome::Failed(Failure::from(&error)),
-                DataEvent::Finished(report) => return commit_upload(file, report).await,
-                _ => {}
+        // The channel's one drain: bytes out, the write half, readiness for the control loop, the end.
+        let deadline = loop {
+            wire.clear();
+            match channel.poll_output(&mut wire) {
+                DataOutput::Transmit(_) => {
+                    if socket.write_all(&wire).await.is_err() {
+                        return Outcome::Failed(Failure::Truncated);
+                    }
+                }
+                DataOutput::ShutdownWrite => drop(socket.shutdown().await),
+                DataOutput::TransferReady(ready) => drop(done.send(Done::Ready(ready))),
+                DataOutput::Event(DataEvent::Failed(error)) => {
+                    return Outcome::Failed(Failure::from(&error))
+                }
+                DataOutput::Event(DataEvent::Finished(report)) => {
+                    return commit_upload(file, report).await
+                }
+                DataOutput::Event(_) => {}
+                DataOutput::Wait(deadline) => break deadline,
             }
-        }
+        };
         // Input, or what the channel could not take before (it takes none while it waits for its transfer).
         let taken = channel.handle_input(Instant::now(), &unread);
         unread.drain(..taken);
@@ -352,8 +357,7 @@ async fn drive_data(
         if taken > 0 || sending || channel.wants_transmit() {
             continue;
         }
-        let idle = Instant::now() + DATA_IDLE;
-        let deadline = channel.poll_timeout().unwrap_or(idle);
+        let deadline = deadline.unwrap_or(Instant::now() + DATA_IDLE);
         tokio::select! {
             // What arrived before the transfer command decides when an upload's tickets go out: read it first.
             biased;
@@ -405,9 +409,14 @@ fn no_data() -> Outcome {
 }
 
 /// Sleeps until `deadline`, or forever without one.
+///
+/// Not `tokio::time::sleep_until`: tokio's timer ticks in milliseconds and rounds up, so the engine's 100 µs
+/// passive-reply pacing (`SessionConfig::passive_reply_pacing`) cost 1-2 ms per transfer, most of this example's
+/// gap to the smol server (benches/tokio-vs-smol.sh: ratio about 0.85 before, 1.2 to 1.4 after). async-io's
+/// timer runs on its own reactor thread, works under any executor, and wakes within microseconds.
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
+        Some(at) => drop(async_io::Timer::at(at).await),
         None => std::future::pending().await,
     }
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_io::Timer;
+use ftps_proto::data::DataReady;
 use ftps_proto::path::VirtualPath;
 use ftps_proto::server as engine;
 use ftps_proto::server::{
@@ -57,7 +58,7 @@ enum Completion {
     /// A data connection is up (accepted or connected); the engine decides whether its peer may be used.
     Connected(ReqId, TcpStream, SocketAddr),
     /// The transfer's data connection is ready for the preliminary reply.
-    DataReady(ReqId),
+    DataReady(DataReady),
 }
 
 /// What one session holds for its requests.
@@ -664,8 +665,8 @@ impl Driver {
                     },
                 };
                 let ready_tx = self.done_tx.clone();
-                let on_ready: transfer::OnReady = Box::new(move || {
-                    let _ = ready_tx.try_send(Completion::DataReady(data));
+                let on_ready: transfer::OnReady = Box::new(move |ready| {
+                    let _ = ready_tx.try_send(Completion::DataReady(ready));
                 });
                 let start = transfer::Start {
                     body,
@@ -738,7 +739,7 @@ impl Driver {
                 self.res.files.insert(id, file);
                 session.complete(now, id, outcome);
             }
-            Completion::DataReady(id) => session.data_ready(now, id),
+            Completion::DataReady(ready) => session.data_ready(now, ready),
             Completion::Connected(id, stream, peer) => {
                 self.res.data_wait = None;
                 self.res.data = Some(stream);

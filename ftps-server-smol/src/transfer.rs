@@ -7,7 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use ftps_proto::data::{DataChannel, DataEvent, DataFlow, DataReport, DataType};
+use ftps_proto::data::{
+    DataChannel, DataEvent, DataFlow, DataOutput, DataReady, DataReport, DataType,
+};
 use ftps_proto::server::Failure;
 use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWriteExt};
 use smol::channel::Receiver;
@@ -33,8 +35,8 @@ pub(crate) enum Body {
     Write(Box<dyn Upload>),
 }
 
-/// Called once when the data connection is ready for the engine's preliminary reply.
-pub(crate) type OnReady = Box<dyn FnOnce() + Send>;
+/// Carries the channel's [`DataReady`] to the control session's task (`ServerSession::data_ready`), once.
+pub(crate) type OnReady = Box<dyn FnOnce(DataReady) + Send>;
 
 /// The transfer command's part, sent to a running data connection (`RunTransfer`).
 pub(crate) struct Start {
@@ -51,7 +53,7 @@ pub(crate) struct Start {
 ///
 /// Before the transfer nothing times out here but the channel's own deadlines: the control session governs the
 /// wait, and drops this task when it releases the connection. Afterwards `idle` bounds every wait on the socket
-/// or the file. `on_ready` runs when the channel says [`DataEvent::TransferReady`], after what it sent before (TLS
+/// or the file. `on_ready` runs when the channel says [`DataOutput::TransferReady`], after what it sent before (TLS
 /// 1.3 tickets) has been written.
 pub(crate) async fn run(
     mut channel: Box<DataChannel>,
@@ -67,7 +69,6 @@ pub(crate) async fn run(
         out: Vec::new(),
         on_ready: None,
         eof: false,
-        write_shut: false,
         receiving: false,
     };
     let Some(start) = pump.until_start(&mut channel, &start).await? else {
@@ -117,8 +118,6 @@ struct Pump {
     on_ready: Option<OnReady>,
     /// The socket delivered EOF (told to the channel).
     eof: bool,
-    /// The write half is shut down (once: strace counted three calls a file, two failing).
-    write_shut: bool,
     /// The transfer receives a file (an upload).
     receiving: bool,
 }
@@ -139,11 +138,12 @@ impl Pump {
         start: &Receiver<Start>,
     ) -> Result<Option<Start>, Failure> {
         loop {
-            self.transmit(channel).await?;
-            while let Some(event) = channel.poll_event() {
-                if let DataEvent::Failed(error) = event {
-                    self.transmit(channel).await?;
-                    return Err(Failure::from(&error));
+            match self.drain(channel).await? {
+                None => {}
+                // Failed (its alert is sent), or ended before any transfer ran on it.
+                Some(done) => {
+                    self.drain(channel).await?;
+                    return Err(done.err().unwrap_or(Failure::DataConnection));
                 }
             }
             // Offer what the channel could not take before; it takes nothing more while it waits for the transfer.
@@ -210,7 +210,10 @@ impl Pump {
                     self.grow_if_filled(n);
                 }
             }
-            self.transmit(channel).await?;
+            if let Some(done) = self.drain(channel).await? {
+                // Failed (or ended) before its transfer started.
+                return Err(done.err().unwrap_or(Failure::DataConnection));
+            }
         }
         Ok(())
     }
@@ -254,11 +257,12 @@ impl Pump {
                     }
                     at += took;
                     // Send as we go: the channel's send buffer is bounded.
-                    self.transmit(channel).await?;
+                    if let Some(done) = self.drain(channel).await? {
+                        return self.conclude(channel, done).await;
+                    }
                 }
             }
-            self.transmit(channel).await?;
-            if let Some(done) = self.events(channel) {
+            if let Some(done) = self.drain(channel).await? {
                 return self.conclude(channel, done).await;
             }
             // Input matters while handshaking and once everything is sent (the peer's close_notify).
@@ -278,11 +282,10 @@ impl Pump {
             if let Err(e) = drain_plaintext(channel, &mut upload).await {
                 break Err(e);
             }
-            if let Err(e) = self.transmit(channel).await {
-                break Err(e);
-            }
-            if let Some(done) = self.events(channel) {
-                break self.conclude(channel, done).await;
+            match self.drain(channel).await {
+                Err(e) => break Err(e),
+                Ok(Some(done)) => break self.conclude(channel, done).await,
+                Ok(None) => {}
             }
             if let Err(e) = self.pump_input(channel).await {
                 break Err(e);
@@ -315,52 +318,54 @@ impl Pump {
         channel: &mut DataChannel,
         done: Result<DataReport, Failure>,
     ) -> Result<DataReport, Failure> {
-        let flushed = self.transmit(channel).await;
+        let flushed = self.drain(channel).await;
         match done {
             Ok(report) if report.clean_close => Ok(report),
-            done => done.and_then(|report| flushed.map(|()| report)),
+            done => done.and_then(|report| flushed.map(|_| report)),
         }
     }
 
-    /// Sends everything the channel has queued.
-    async fn transmit(&mut self, channel: &mut DataChannel) -> Result<(), Failure> {
+    /// The channel's one drain ([`DataChannel::poll_output`]) until it waits: sends its bytes, shuts the write
+    /// half when it says so, passes its readiness on; returns how the channel ended, once it has.
+    async fn drain(
+        &mut self,
+        channel: &mut DataChannel,
+    ) -> Result<Option<Result<DataReport, Failure>>, Failure> {
         loop {
             self.out.clear();
-            if channel.poll_transmit(&mut self.out) == 0 {
-                // In the clear the FIN is the only end-of-file (RFC 959 section 3.4.1): without it a client
-                // reading to EOF and the channel waiting for the client's close wait for each other.
-                if channel.is_write_closed() && !self.write_shut {
-                    self.write_shut = true;
+            match channel.poll_output(&mut self.out) {
+                DataOutput::Transmit(_) => self.write_out().await?,
+                DataOutput::ShutdownWrite => {
                     let _ = self.socket.shutdown(std::net::Shutdown::Write);
                 }
-                return Ok(());
-            }
-            // Each write that takes bytes is progress; `idle` without one fails the transfer (426). Strictly:
-            // a write that needed the timer's own poll to take anything made no progress (see
-            // `strictly_within`).
-            let mut at = 0;
-            while at < self.out.len() {
-                let write = self.socket.write(&self.out[at..]);
-                match strictly_within(self.idle, write).await {
-                    Some(Ok(n)) if n > 0 => at += n,
-                    _ => return Err(Failure::Truncated),
+                DataOutput::TransferReady(ready) => {
+                    if let Some(on_ready) = self.on_ready.take() {
+                        on_ready(ready);
+                    }
                 }
+                DataOutput::Event(DataEvent::Finished(report)) => return Ok(Some(Ok(report))),
+                DataOutput::Event(DataEvent::Failed(error)) => {
+                    return Ok(Some(Err(Failure::from(&error))))
+                }
+                DataOutput::Event(_) => {}
+                DataOutput::Wait(_) => return Ok(None),
             }
         }
     }
 
-    /// The end of the transfer, when the channel reports it. Called after `transmit`, so by the time the
-    /// handshake is reported complete, what it produced is on its way to the client.
-    fn events(&mut self, channel: &mut DataChannel) -> Option<Result<DataReport, Failure>> {
-        while let Some(event) = channel.poll_event() {
-            match event {
-                DataEvent::TransferReady => self.ready(),
-                DataEvent::Finished(report) => return Some(Ok(report)),
-                DataEvent::Failed(error) => return Some(Err(Failure::from(&error))),
-                _ => {}
+    /// Writes `out` to the socket.
+    async fn write_out(&mut self) -> Result<(), Failure> {
+        // Each write that takes bytes is progress; `idle` without one fails the transfer (426). Strictly: a
+        // write that needed the timer's own poll to take anything made no progress (see `strictly_within`).
+        let mut at = 0;
+        while at < self.out.len() {
+            let write = self.socket.write(&self.out[at..]);
+            match strictly_within(self.idle, write).await {
+                Some(Ok(n)) if n > 0 => at += n,
+                _ => return Err(Failure::Truncated),
             }
         }
-        None
+        Ok(())
     }
 
     /// Acknowledges what was just read at once instead of after the delayed-ACK timer (about 40 ms).
@@ -376,13 +381,6 @@ impl Pump {
         #[cfg(target_os = "linux")]
         if self.receiving || channel.is_handshaking() {
             let _ = socket2::SockRef::from(&self.socket).set_tcp_quickack(true);
-        }
-    }
-
-    /// Reports readiness for the preliminary reply, once.
-    fn ready(&mut self) {
-        if let Some(on_ready) = self.on_ready.take() {
-            on_ready();
         }
     }
 

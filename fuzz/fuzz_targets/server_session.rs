@@ -398,7 +398,7 @@ impl Harness {
         // A few values of `pick` mean `data_ready` for a transfer instead of an answer.
         if pick >= 0xF0 {
             if let Some(&id) = self.transfers.get(usize::from(pick - 0xF0)) {
-                self.session.data_ready(self.now, id);
+                self.session.data_ready(self.now, ftps_proto::data::DataReady::new(id));
                 self.drain();
             }
             return;

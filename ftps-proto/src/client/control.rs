@@ -4,7 +4,8 @@
 use std::time::Instant;
 
 use crate::codec::{AuthMechanism, Command, Reply};
-use crate::tls::{ReadState, TlsConn};
+use crate::control_channel::Received;
+use crate::tls::TlsConn;
 
 use super::{
     ClientSession, Event, OpError, OpId, Output, Phase, Security, SessionError, Step, Trace,
@@ -18,43 +19,34 @@ impl ClientSession {
             ));
         };
         let tls = TlsConn::client(config, self.server_name.clone()).map_err(SessionError::Tls)?;
-        self.tls = Some(tls);
+        self.control.start_tls(tls);
         Ok(())
     }
 
-    /// Moves received plaintext from TLS to the reply parser; returns whether anything happened.
-    pub(super) fn drain_tls_plaintext(&mut self, now: Instant) -> bool {
-        let mut progressed = false;
-        loop {
-            if self.error.is_some() || self.phase == Phase::Closed {
-                return progressed;
-            }
-            let Some(tls) = self.tls.as_mut() else {
-                return progressed;
+    /// Runs what the control connection received: replies in order, and the transport's own events.
+    pub(super) fn read_control(&mut self, now: Instant) {
+        while self.error.is_none() && self.phase != Phase::Closed {
+            let Some(received) = self.control.poll_input(&mut self.replies) else {
+                return;
             };
-            if self.phase == Phase::Handshake && !tls.is_handshaking() {
-                self.on_control_tls_ready(now);
-                progressed = true;
-                continue;
-            }
-            let chunk = tls.plaintext_chunk();
-            if chunk.is_empty() {
-                if tls.read_state() != ReadState::Open
-                    && self.awaiting != Some(Step::Quit)
-                    && !self.ccc_closing
-                {
-                    self.fail(SessionError::ConnectionClosed);
+            match received {
+                Received::Frame(Ok(reply)) => self.on_reply(now, reply),
+                Received::Frame(Err(e)) => self.fail(e.into()),
+                Received::TlsEstablished(_) => {
+                    // Implicit FTPS reports TLS with the greeting; explicit FTPS goes on after its handshake.
+                    if self.phase == Phase::Handshake {
+                        self.on_control_tls_ready(now);
+                    }
                 }
-                return progressed;
-            }
-            let (n, reply) = self.replies.decode(chunk);
-            tls.consume_plaintext(n);
-            progressed = true;
-            match reply {
-                Some(Ok(reply)) => self.on_reply(now, reply),
-                Some(Err(e)) => self.fail(e.into()),
-                None if n == 0 => return progressed,
-                None => {}
+                Received::TlsCleared => {
+                    // RFC 4217 section 12.3: the server's close_notify after CCC; plaintext from the next byte.
+                    self.reply_deadline = None;
+                    self.advance(now);
+                }
+                // After QUIT the server may end TLS before its EOF; anywhere else the session is cut off.
+                Received::TlsEnded if self.awaiting == Some(Step::Quit) => {}
+                Received::TlsEnded => self.fail(SessionError::ConnectionClosed),
+                Received::TlsFailed(e) => self.fail(SessionError::Tls(e)),
             }
         }
     }
@@ -83,12 +75,10 @@ impl ClientSession {
     pub(super) fn send(&mut self, now: Instant, command: &Command, step: Step) {
         self.trace(|| Trace::sent(command));
         let line = format!("{command}\r\n");
-        match self.tls.as_mut() {
-            Some(tls) => {
-                // The control connection has no send limit: one command line at a time.
-                let _ = tls.write_plaintext(line.as_bytes());
-            }
-            None => self.out.extend_from_slice(line.as_bytes()),
+        self.control.queue(line.as_bytes());
+        if step == Step::Ccc {
+            // Its 200 and the server's close_notify may share a read with the cleartext after them.
+            self.control.announce_clear();
         }
         self.awaiting = Some(step);
         self.reply_deadline = Some(now + self.config.reply_timeout);
@@ -191,9 +181,7 @@ impl ClientSession {
     pub(super) fn close_after_quit(&mut self, reply: Option<Reply>) {
         self.reply_deadline = None;
         self.awaiting = None;
-        if let Some(tls) = self.tls.as_mut() {
-            tls.send_close_notify();
-        }
+        self.control.close();
         if let Some(running) = self.current.take() {
             let result = match reply {
                 Some(reply) if reply.code.is_completion() => Ok(Output::Done(reply)),
@@ -232,20 +220,12 @@ impl ClientSession {
     }
 
     /// RFC 4217 section 12.3: after 200 to `CCC` both ends close TLS and the control connection goes on in the
-    /// clear. The session sends its close_notify and continues in plaintext.
-    /// The session sends its close_notify at once and keeps reading TLS records until the server's close_notify;
-    /// commands wait until then.
+    /// clear. The session sends its close_notify at once and keeps reading TLS records until the server's
+    /// close_notify; commands wait until then.
     pub(super) fn clear_command_channel(&mut self, now: Instant) {
-        if let Some(tls) = self.tls.as_mut() {
-            tls.send_close_notify();
-            let _ = tls.write_tls_into(&mut self.out);
-            self.ccc_closing = true;
+        if self.control.is_tls() {
+            self.control.begin_clear();
             self.reply_deadline = Some(now + self.config.reply_timeout);
         }
-    }
-
-    /// Whether TLS input must be fed record by record: `CCC` is on the wire or its TLS shutdown runs.
-    pub(super) fn ccc_pending(&self) -> bool {
-        self.awaiting == Some(Step::Ccc) || self.ccc_closing
     }
 }

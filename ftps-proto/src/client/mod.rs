@@ -92,8 +92,8 @@ use std::time::Instant;
 use rustls::pki_types::ServerName;
 
 use crate::codec::{Command, Reply, ReplyParser, Timeval};
+use crate::control_channel::ControlChannel;
 use crate::data::{DataError, DataReport};
-use crate::tls::{collect_tls_record, first_tls_record, ReadState, TlsConn};
 use operations::raw_refusal;
 
 pub use config::{ClientSessionConfig, DataConnectionMode, Security};
@@ -294,10 +294,9 @@ pub struct ClientSession {
     server_name: ServerName<'static>,
     peer: SocketAddr,
     phase: Phase,
-    tls: Option<TlsConn>,
+    /// The control connection's transport: plain, TLS, plain again after `CCC`.
+    control: ControlChannel,
     replies: ReplyParser,
-    /// Bytes for the control socket not yet handed out.
-    out: Vec<u8>,
     events: VecDeque<Event>,
     requests: VecDeque<Request>,
     next_request: u64,
@@ -323,10 +322,6 @@ pub struct ClientSession {
     data_addr: Option<SocketAddr>,
     reply_deadline: Option<Instant>,
     error: Option<SessionError>,
-    /// `CCC` was accepted: waiting for the server's close_notify before going on in plaintext.
-    ccc_closing: bool,
-    /// Around `CCC`: the TLS record being collected (it may arrive split across reads).
-    ccc_record: Vec<u8>,
     /// Today's date (UTC) as the frontend last told it, for `LIST` lines that omit the year.
     today: Timeval,
 }
@@ -376,9 +371,8 @@ impl ClientSession {
             server_name,
             peer,
             phase: Phase::Greeting,
-            tls: None,
+            control: ControlChannel::plain(),
             replies: ReplyParser::default(),
-            out: Vec::new(),
             events: VecDeque::new(),
             requests: VecDeque::new(),
             next_request: 0,
@@ -396,8 +390,6 @@ impl ClientSession {
             data_addr: None,
             reply_deadline: Some(now + config.reply_timeout),
             error: None,
-            ccc_closing: false,
-            ccc_record: Vec::new(),
             today: Timeval::UNIX_EPOCH,
             config,
         };
@@ -449,7 +441,7 @@ impl ClientSession {
 
     /// The control connection's TLS parameters, once its handshake finished.
     pub fn tls_info(&self) -> Option<crate::TlsInfo> {
-        self.tls.as_ref().and_then(TlsConn::info)
+        self.control.tls_info()
     }
 
     /// The operation currently running, if any.
@@ -465,72 +457,14 @@ impl ClientSession {
     /// After a `234` reply to `AUTH`, the bytes that follow it go to TLS, never to the reply parser.
     pub fn handle_input(&mut self, now: Instant, input: &[u8]) -> usize {
         let mut consumed = 0;
-        while consumed < input.len() && self.error.is_none() && self.phase != Phase::Closed {
-            let rest = input.get(consumed..).unwrap_or_default();
-            // Around CCC, TLS gets whole records one at a time, so the bytes after the server's close_notify
-            // stay plaintext for the reply parser (RFC 4217 section 12.3). A record split across reads is
-            // collected first: taking nothing would stall a frontend that offers only what it has.
-            let record: Vec<u8>;
-            let whole_record = self.ccc_pending() && self.tls.is_some();
-            let rest = if whole_record {
-                let taken = collect_tls_record(&mut self.ccc_record, rest);
-                consumed += taken;
-                if self.ccc_record.is_empty()
-                    || first_tls_record(&self.ccc_record).len() != self.ccc_record.len()
-                {
-                    if taken == 0 {
-                        break;
-                    }
-                    continue;
-                }
-                record = std::mem::take(&mut self.ccc_record);
-                &record[..]
-            } else {
-                rest
-            };
-            if let Some(tls) = self.tls.as_mut() {
-                let n = match tls.read_tls(rest) {
-                    Ok(n) if whole_record && n != rest.len() => {
-                        // One record never meets TLS backpressure: the plaintext is drained after each.
-                        self.fail(SessionError::Tls(rustls::Error::General(
-                            "control TLS record not taken".to_owned(),
-                        )));
-                        break;
-                    }
-                    Ok(_) if whole_record => 0,
-                    Ok(n) => n,
-                    Err(e) => {
-                        self.fail(SessionError::Tls(e));
-                        break;
-                    }
-                };
-                consumed += n;
-                let progressed = self.drain_tls_plaintext(now);
-                if self.ccc_closing
-                    && self
-                        .tls
-                        .as_mut()
-                        .is_some_and(|t| t.read_state() != ReadState::Open)
-                {
-                    // The server's close_notify: the control connection is plaintext from the next byte on.
-                    self.tls = None;
-                    self.ccc_closing = false;
-                    self.reply_deadline = None;
-                    self.advance(now);
-                    continue;
-                }
-                if n == 0 && !progressed && !whole_record {
-                    break;
-                }
-            } else {
-                let (n, reply) = self.replies.decode(rest);
-                consumed += n;
-                match reply {
-                    Some(Ok(reply)) => self.on_reply(now, reply),
-                    Some(Err(e)) => self.fail(e.into()),
-                    None if n == 0 => break,
-                    None => {}
-                }
+        while self.error.is_none() && self.phase != Phase::Closed {
+            let taken = self
+                .control
+                .handle_input(input.get(consumed..).unwrap_or_default());
+            consumed += taken;
+            self.read_control(now);
+            if taken == 0 || consumed >= input.len() {
+                break;
             }
         }
         if self.error.is_some() || self.phase == Phase::Closed {
@@ -545,17 +479,9 @@ impl ClientSession {
         if self.error.is_some() || self.phase == Phase::Closed {
             return;
         }
-        if let Some(tls) = self.tls.as_mut() {
-            let result = tls.handle_eof();
-            // A final reply may still sit in TLS' plaintext buffer.
-            self.drain_tls_plaintext(now);
-            if let Err(e) = result {
-                if self.phase != Phase::Closed {
-                    self.fail(SessionError::Tls(e));
-                    return;
-                }
-            }
-        }
+        self.control.handle_eof();
+        // A final reply may still be buffered (in TLS' plaintext, or undecoded).
+        self.read_control(now);
         if self.phase == Phase::Closed || self.error.is_some() {
             return;
         }
@@ -573,7 +499,7 @@ impl ClientSession {
         if self.reply_deadline.is_some_and(|d| d <= now) {
             self.reply_deadline = None;
             let error = match self.awaiting {
-                _ if self.ccc_closing => SessionError::Timeout("CCC close_notify"),
+                _ if self.control.is_clearing() => SessionError::Timeout("CCC close_notify"),
                 Some(Step::Abort(_)) => SessionError::AbortUnresolved,
                 Some(step) => SessionError::Timeout(step.verb()),
                 None => SessionError::Timeout("reply"),
@@ -726,12 +652,7 @@ impl ClientSession {
     /// Appends bytes for the control socket to `buf`. Returns how many were appended (0: nothing to send).
     #[must_use]
     pub fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> usize {
-        let mut n = self.out.len();
-        buf.append(&mut self.out);
-        if let Some(tls) = self.tls.as_mut() {
-            n += tls.write_tls_into(buf);
-        }
-        n
+        self.control.poll_transmit(buf)
     }
 
     /// The next request for the frontend: answer it with [`ClientSession::complete`].

@@ -308,7 +308,7 @@ impl ClientSession {
                 // The next command goes out in plaintext, after the server's close_notify.
                 return;
             }
-            Step::Ccc => {}
+            Step::Ccc => self.control.abandon_clear(),
             Step::Feat => {
                 let features = parse_features(&reply);
                 if features.utf8 {
@@ -399,7 +399,7 @@ impl ClientSession {
 
     pub(super) fn logged_in(&mut self) {
         let tls = self.tls_config.is_some();
-        let ccc = self.config.clear_command_channel && self.tls.is_some();
+        let ccc = self.config.clear_command_channel && self.control.is_tls();
         let settled = self.protection_settled;
         let Some(running) = self.current.as_mut() else {
             return;

@@ -319,7 +319,7 @@ fn feed_all(client: &mut ClientSession, now: Instant, mut bytes: &[u8]) {
         }
         let mut sink = Vec::new();
         while client.poll_transmit(&mut sink) > 0 {}
-        assert!(sink.is_empty() || client.tls.is_some(), "output lost");
+        assert!(sink.is_empty() || client.control.is_tls(), "output lost");
     }
     panic!("input never consumed");
 }

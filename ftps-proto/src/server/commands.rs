@@ -33,7 +33,7 @@ impl ServerSession {
                 return;
             }
         }
-        if matches!(parsed, Ok(Command::Auth(_))) && matches!(self.control, Control::Plain) {
+        if matches!(parsed, Ok(Command::Auth(_))) && !self.control.is_tls() {
             self.switch_held = true;
         }
         self.queue.push_back(parsed);
@@ -133,45 +133,78 @@ impl ServerSession {
         }
     }
 
+    /// Runs one command: the login gate, then the handler of its concern. Every command ends a pending
+    /// `RNFR`, which only the `RNTO` right after it may use (RFC 959 section 4.1.3).
     pub(super) fn execute(&mut self, cmd: Command) {
         let rnfr = self.rnfr.take();
-        // Commands allowed before login (RFC 959 section 5.4 lists what needs it; RFC 4217 section 4 the TLS ones).
-        let open = matches!(
-            cmd,
-            Command::User(_)
-                | Command::Pass(_)
-                | Command::Acct(_)
-                | Command::Auth(_)
-                | Command::Pbsz(_)
-                | Command::Prot(_)
-                | Command::Ccc
-                | Command::Feat
-                | Command::Syst
-                | Command::Help(_)
-                | Command::Noop
-                | Command::Quit
-                | Command::Opts { .. }
-                | Command::Host(_)
-                | Command::Rein
-                | Command::Stat(None)
-                | Command::Unknown { .. }
-        );
         if let Command::Auth(_) = cmd {
             self.switch_held = false;
         }
-        if !open && !self.logged_in() {
+        if !allowed_before_login(&cmd) && !self.logged_in() {
             self.reply(ReplyCode::NOT_LOGGED_IN, "Please login with USER and PASS");
             return;
         }
+        // Each handler runs the commands of its concern and hands any other back.
+        let Some(cmd) = self.run_login_and_security(cmd) else {
+            return;
+        };
+        let Some(cmd) = self.run_informational(cmd) else {
+            return;
+        };
+        let Some(cmd) = self.run_navigation(cmd) else {
+            return;
+        };
+        let Some(cmd) = self.run_file_command(cmd, rnfr) else {
+            return;
+        };
+        let Some(cmd) = self.run_transfer_parameter(cmd) else {
+            return;
+        };
+        let Some(cmd) = self.run_data_setup(cmd) else {
+            return;
+        };
+        let Some(cmd) = self.run_transfer_command(cmd) else {
+            return;
+        };
+        match cmd {
+            Command::Unknown { .. } => self.reply(ReplyCode::SYNTAX_ERROR, "Unknown command"),
+            _ => self.reply(ReplyCode::NOT_IMPLEMENTED, "Command not implemented"),
+        }
+    }
+
+    /// Login, TLS and protection (RFC 959 section 4.1.1, RFC 4217, RFC 7151 `HOST`).
+    fn run_login_and_security(&mut self, cmd: Command) -> Option<Command> {
         match cmd {
             Command::User(user) => self.cmd_user(user),
             Command::Pass(password) => self.cmd_pass(password),
             Command::Acct(account) => self.cmd_acct(account),
+            Command::Host(host) => self.cmd_host(host),
+            Command::Auth(mech) => self.cmd_auth(mech),
+            Command::Pbsz(_) => {
+                // RFC 4217 section 8: PBSZ follows a completed AUTH; 0 is the only size for TLS.
+                if !self.tls_active() {
+                    self.reply(ReplyCode::BAD_SEQUENCE, "PBSZ needs AUTH TLS first");
+                } else {
+                    self.pbsz = true;
+                    self.reply(ReplyCode::COMMAND_OK, "PBSZ=0");
+                }
+            }
+            Command::Prot(level) => self.cmd_prot(level),
+            Command::Ccc => self.cmd_ccc(),
+            Command::Rein => self.cmd_rein(),
             Command::Quit => {
                 self.reply(ReplyCode::CLOSING, "Goodbye");
                 self.abort_everything();
                 self.close(CloseReason::Quit);
             }
+            other => return Some(other),
+        }
+        None
+    }
+
+    /// Commands that only tell: `NOOP`, `SYST`, `FEAT`/`OPTS` (RFC 2389), `HELP`, `STAT`, `SITE`.
+    fn run_informational(&mut self, cmd: Command) -> Option<Command> {
+        match cmd {
             Command::Noop => self.reply(ReplyCode::COMMAND_OK, "NOOP ok"),
             Command::Syst => self.reply(ReplyCode::SYSTEM_TYPE, "UNIX Type: L8"),
             Command::Feat => self.cmd_feat(),
@@ -192,19 +225,15 @@ impl ServerSession {
                     );
                 }
             }
-            Command::Host(host) => self.cmd_host(host),
-            Command::Auth(mech) => self.cmd_auth(mech),
-            Command::Pbsz(_) => {
-                if !self.tls_active() {
-                    self.reply(ReplyCode::BAD_SEQUENCE, "PBSZ needs AUTH TLS first");
-                } else {
-                    self.pbsz = true;
-                    self.reply(ReplyCode::COMMAND_OK, "PBSZ=0");
-                }
-            }
-            Command::Prot(level) => self.cmd_prot(level),
-            Command::Ccc => self.cmd_ccc(),
-            Command::Rein => self.cmd_rein(),
+            Command::Site(text) => self.cmd_site(&text),
+            other => return Some(other),
+        }
+        None
+    }
+
+    /// The working directory and directories: `PWD`, `CWD`, `CDUP`, `MKD`, `RMD`.
+    fn run_navigation(&mut self, cmd: Command) -> Option<Command> {
+        match cmd {
             Command::Pwd => {
                 let text = format!("\"{}\" is the current directory", self.cwd.quoted());
                 self.reply(ReplyCode::PATHNAME_CREATED, text);
@@ -246,6 +275,15 @@ impl ServerSession {
                 }
                 None => {}
             },
+            other => return Some(other),
+        }
+        None
+    }
+
+    /// Files without a data connection: `DELE`, `RNFR`/`RNTO`, and the facts `SIZE`, `MDTM`, `MFMT`, `MLST`
+    /// (RFC 3659).
+    fn run_file_command(&mut self, cmd: Command, rnfr: Option<VirtualPath>) -> Option<Command> {
+        match cmd {
             Command::Dele(arg) => {
                 if let Some(path) = self.resolve_file(&arg) {
                     let pending = Pending::Simple {
@@ -263,31 +301,7 @@ impl ServerSession {
                     );
                 }
             }
-            Command::Rnto(arg) => match rnfr {
-                None => self.reply(ReplyCode::BAD_SEQUENCE, "RNFR required first"),
-                Some(from) => {
-                    let Some(to) = self.resolve(&arg) else {
-                        return;
-                    };
-                    if from.is_root() || to.is_root() {
-                        self.reply(
-                            ReplyCode::FILE_NOT_AVAILABLE,
-                            "The root directory cannot be renamed",
-                        );
-                    } else if to.as_str().starts_with(&format!("{from}/")) {
-                        self.reply(
-                            ReplyCode::FILE_NOT_AVAILABLE,
-                            "A directory cannot be moved into itself",
-                        );
-                    } else {
-                        let pending = Pending::Simple {
-                            code: ReplyCode::FILE_ACTION_OK,
-                            text: "Renamed".to_owned(),
-                        };
-                        self.request(pending, RequestKind::Rename { from, to });
-                    }
-                }
-            },
+            Command::Rnto(arg) => self.cmd_rnto(rnfr, &arg),
             Command::Size(arg) => {
                 if self.ascii {
                     // RFC 3659 section 4: SIZE is the size *as transferred* in the current TYPE; computing the
@@ -322,25 +336,44 @@ impl ServerSession {
                     );
                 }
             }
-            Command::Site(text) => self.cmd_site(&text),
-            Command::Type(t) => {
-                let (ok, ascii) = match t {
-                    RepresentationType::Ascii(FormatControl::NonPrint) => (true, true),
-                    RepresentationType::Image | RepresentationType::Local(8) => (true, false),
-                    _ => (false, self.ascii),
-                };
-                self.ascii = ascii;
-                if ok {
-                    let text = if ascii {
-                        "Switching to ASCII mode"
-                    } else {
-                        "Switching to Binary mode"
-                    };
-                    self.reply(ReplyCode::COMMAND_OK, text);
-                } else {
-                    self.reply(ReplyCode::NOT_IMPLEMENTED_FOR_PARAMETER, "Unsupported TYPE");
-                }
-            }
+            other => return Some(other),
+        }
+        None
+    }
+
+    /// `RNTO`, right after an accepted `RNFR` (RFC 959 section 4.1.3).
+    fn cmd_rnto(&mut self, rnfr: Option<VirtualPath>, arg: &str) {
+        let Some(from) = rnfr else {
+            self.reply(ReplyCode::BAD_SEQUENCE, "RNFR required first");
+            return;
+        };
+        let Some(to) = self.resolve(arg) else {
+            return;
+        };
+        if from.is_root() || to.is_root() {
+            self.reply(
+                ReplyCode::FILE_NOT_AVAILABLE,
+                "The root directory cannot be renamed",
+            );
+        } else if to.as_str().starts_with(&format!("{from}/")) {
+            self.reply(
+                ReplyCode::FILE_NOT_AVAILABLE,
+                "A directory cannot be moved into itself",
+            );
+        } else {
+            let pending = Pending::Simple {
+                code: ReplyCode::FILE_ACTION_OK,
+                text: "Renamed".to_owned(),
+            };
+            self.request(pending, RequestKind::Rename { from, to });
+        }
+    }
+
+    /// How the next transfer is shaped: `TYPE`, `MODE`, `STRU`, `ALLO`, `REST` (RFC 959 section 4.1.2, RFC 3659
+    /// section 5 for `REST STREAM`).
+    fn run_transfer_parameter(&mut self, cmd: Command) -> Option<Command> {
+        match cmd {
+            Command::Type(t) => self.cmd_type(t),
             Command::Mode(TransferMode::Stream) => {
                 self.reply(ReplyCode::COMMAND_OK, "Mode set to S")
             }
@@ -370,6 +403,35 @@ impl ServerSession {
                     format!("Restarting at {offset}"),
                 );
             }
+            other => return Some(other),
+        }
+        None
+    }
+
+    /// `TYPE` (RFC 959 section 3.1.1): ASCII non-print and image (or `L 8`) only.
+    fn cmd_type(&mut self, t: RepresentationType) {
+        let (ok, ascii) = match t {
+            RepresentationType::Ascii(FormatControl::NonPrint) => (true, true),
+            RepresentationType::Image | RepresentationType::Local(8) => (true, false),
+            _ => (false, self.ascii),
+        };
+        self.ascii = ascii;
+        if ok {
+            let text = if ascii {
+                "Switching to ASCII mode"
+            } else {
+                "Switching to Binary mode"
+            };
+            self.reply(ReplyCode::COMMAND_OK, text);
+        } else {
+            self.reply(ReplyCode::NOT_IMPLEMENTED_FOR_PARAMETER, "Unsupported TYPE");
+        }
+    }
+
+    /// The data connection: passive (`PASV`, `EPSV`, RFC 2428), active (`PORT`, `EPRT`), site-to-site TLS
+    /// (`SSCN`, `CPSV`), and `ABOR` with no transfer running.
+    fn run_data_setup(&mut self, cmd: Command) -> Option<Command> {
+        match cmd {
             Command::Abor => {
                 // No transfer (RFC 959 section 4.1.3): close any pending data connection, answer 226.
                 self.release_data();
@@ -390,10 +452,12 @@ impl ServerSession {
             }
             Command::Epsv(EpsvArgument::Default) => self.cmd_passive(true),
             Command::Epsv(EpsvArgument::All) => {
+                // RFC 2428 section 4: from now on only EPSV sets up data connections.
                 self.epsv_all = true;
                 self.reply(ReplyCode::COMMAND_OK, "EPSV ALL ok");
             }
             Command::Epsv(EpsvArgument::Protocol(p)) => {
+                // RFC 2428 section 3: 1 is IPv4, 2 is IPv6; only the control connection's family is offered.
                 let want = if self.local.is_ipv6() { 2 } else { 1 };
                 if p == want {
                     self.cmd_passive(true);
@@ -406,20 +470,25 @@ impl ServerSession {
             }
             Command::Port(addr) => self.cmd_active(SocketAddr::V4(addr)),
             Command::Eprt(addr) => self.cmd_active(addr),
-            Command::Retr(arg) => self.cmd_transfer(Some(arg), TransferKind::Retr),
-            Command::Stor(arg) => {
-                self.cmd_transfer(Some(arg), TransferKind::Write(WriteMode::Create))
-            }
-            Command::Appe(arg) => {
-                self.cmd_transfer(Some(arg), TransferKind::Write(WriteMode::Append))
-            }
-            Command::Stou(arg) => self.cmd_transfer(arg, TransferKind::Write(WriteMode::Unique)),
-            Command::List(arg) => self.cmd_transfer(arg, TransferKind::List(ListFormat::Unix)),
-            Command::Nlst(arg) => self.cmd_transfer(arg, TransferKind::List(ListFormat::Names)),
-            Command::Mlsd(arg) => self.cmd_transfer(arg, TransferKind::List(ListFormat::Mlsd)),
-            Command::Unknown { .. } => self.reply(ReplyCode::SYNTAX_ERROR, "Unknown command"),
-            _ => self.reply(ReplyCode::NOT_IMPLEMENTED, "Command not implemented"),
+            other => return Some(other),
         }
+        None
+    }
+
+    /// The commands that move bytes over the data connection.
+    fn run_transfer_command(&mut self, cmd: Command) -> Option<Command> {
+        let (arg, kind) = match cmd {
+            Command::Retr(arg) => (Some(arg), TransferKind::Retr),
+            Command::Stor(arg) => (Some(arg), TransferKind::Write(WriteMode::Create)),
+            Command::Appe(arg) => (Some(arg), TransferKind::Write(WriteMode::Append)),
+            Command::Stou(arg) => (arg, TransferKind::Write(WriteMode::Unique)),
+            Command::List(arg) => (arg, TransferKind::List(ListFormat::Unix)),
+            Command::Nlst(arg) => (arg, TransferKind::List(ListFormat::Names)),
+            Command::Mlsd(arg) => (arg, TransferKind::List(ListFormat::Mlsd)),
+            other => return Some(other),
+        };
+        self.cmd_transfer(arg, kind);
+        None
     }
 
     pub(super) fn cmd_user(&mut self, user: String) {
@@ -494,10 +563,11 @@ impl ServerSession {
         account: Option<String>,
         anonymous: bool,
     ) {
-        let client_cert = match &self.control {
-            Control::Tls(tls) => tls.peer_certificates().and_then(|c| c.first()).cloned(),
-            Control::Plain => None,
-        };
+        let client_cert = self
+            .control
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .cloned();
         let kind = RequestKind::Authenticate {
             user: user.clone(),
             password: password.clone(),
@@ -597,8 +667,9 @@ impl ServerSession {
             self.reply(ReplyCode::BAD_SEQUENCE, "TLS not active");
         } else {
             self.reply(ReplyCode::COMMAND_OK, "Control connection cleared");
-            self.ccc_close_pending = true;
-            self.ccc_awaiting_peer = true;
+            // RFC 4217 section 12.3: our close_notify follows the 200, and the client's returns the connection
+            // to cleartext.
+            self.control.begin_clear();
         }
     }
 
@@ -748,4 +819,28 @@ impl ServerSession {
         lines.push("End of status".to_owned());
         lines
     }
+}
+
+/// Commands allowed before login (RFC 959 section 5.4 lists what needs it; RFC 4217 section 4 the TLS ones).
+fn allowed_before_login(cmd: &Command) -> bool {
+    matches!(
+        cmd,
+        Command::User(_)
+            | Command::Pass(_)
+            | Command::Acct(_)
+            | Command::Auth(_)
+            | Command::Pbsz(_)
+            | Command::Prot(_)
+            | Command::Ccc
+            | Command::Feat
+            | Command::Syst
+            | Command::Help(_)
+            | Command::Noop
+            | Command::Quit
+            | Command::Opts { .. }
+            | Command::Host(_)
+            | Command::Rein
+            | Command::Stat(None)
+            | Command::Unknown { .. }
+    )
 }

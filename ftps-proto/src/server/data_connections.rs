@@ -375,10 +375,15 @@ impl ServerSession {
         );
         match transfer::build_channel(self.now, role) {
             Ok(mut channel) => {
-                channel.await_transfer();
-                let id = self.push_request(RequestKind::DriveData {
-                    channel: Box::new(channel),
-                });
+                // The channel knows its request, so its `DataReady` names it without the frontend's help.
+                let id = self.next_id();
+                channel.await_transfer(id);
+                self.work.push_back(Work::Request(Request {
+                    id,
+                    kind: RequestKind::DriveData {
+                        channel: Box::new(channel),
+                    },
+                }));
                 self.data.channel = Some(id);
             }
             Err(_) => self.data.failed = Some(Failure::DataTls),

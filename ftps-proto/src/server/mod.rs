@@ -97,7 +97,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use crate::data::{DataChannel, DataReport, DataType, ResumptionPolicy};
+pub use crate::data::{DataChannel, DataReady, DataReport, DataType, ResumptionPolicy};
 pub use crate::tls::{site_to_site_client_config, ResumptionScope, SessionKeyring};
 pub use config::{SessionConfig, UserPolicy};
 pub use request::{
@@ -109,8 +109,9 @@ use crate::codec::{
     parse_command, AuthMechanism, Command, EpsvArgument, FileStructure, FormatControl, FrameError,
     LineFramer, ProtectionLevel, Reply, ReplyCode, RepresentationType, Timeval, TransferMode,
 };
+use crate::control_channel::{ControlChannel, Received};
 use crate::path::VirtualPath;
-use crate::tls::{ReadState, SessionTls, TlsConn};
+use crate::tls::{SessionTls, TlsConn};
 use crate::TlsInfo;
 use listing::FactSet;
 
@@ -152,8 +153,6 @@ pub fn unique_candidate(hint: &VirtualPath, attempt: u32, random: u32) -> Option
 
 /// Commands parsed but not yet run; beyond this `handle_input` stops taking bytes (backpressure).
 const MAX_QUEUED: usize = 32;
-/// Raw control bytes held (after an `AUTH` line, or waiting to be parsed); beyond this input is not taken.
-const MAX_INBOUND: usize = 64 * 1024;
 
 /// Something worth logging.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,11 +245,6 @@ pub enum SessionError {
 }
 
 /// The control connection's transport.
-enum Control {
-    Plain,
-    Tls(Box<TlsConn>),
-}
-
 /// Login progress.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Login {
@@ -393,24 +387,18 @@ pub struct ServerSession {
     local: SocketAddr,
     now: Instant,
 
-    control: Control,
+    /// The control connection's transport: plain, TLS, plain again after `CCC`.
+    control: ControlChannel,
     /// This session's TLS configs (control and data), bound to its own ticket key; made when TLS starts.
     session_tls: Option<SessionTls>,
     /// The running transfer's preliminary reply, held until `data_ready` (see `preliminary_reply_wait`).
     held_preliminary: Option<(ReplyCode, String)>,
-    tls_reported: bool,
     /// The TLS version the control connection negotiated (kept after `CCC`): the data connections' too.
     control_tls_version: Option<rustls::ProtocolVersion>,
-    ccc_close_pending: bool,
-    ccc_awaiting_peer: bool,
-    inbound: Vec<u8>,
     framer: LineFramer,
     queue: VecDeque<Result<Command, ReplyCode>>,
     /// An `AUTH` line is queued: parse nothing more until it ran.
     switch_held: bool,
-    wire_out: Vec<u8>,
-    tls_plain_out: Vec<u8>,
-    close_notify_sent: bool,
 
     /// Requests and notices, in order.
     work: VecDeque<Work>,
@@ -519,19 +507,12 @@ impl ServerSession {
             peer,
             local,
             now,
-            control: Control::Plain,
+            control: ControlChannel::plain(),
             session_tls: None,
             held_preliminary: None,
-            tls_reported: false,
             control_tls_version: None,
-            ccc_close_pending: false,
-            ccc_awaiting_peer: false,
-            inbound: Vec::new(),
             queue: VecDeque::new(),
             switch_held: false,
-            wire_out: Vec::new(),
-            tls_plain_out: Vec::new(),
-            close_notify_sent: false,
             work: VecDeque::new(),
             events: VecDeque::new(),
             next_id: 0,
@@ -603,7 +584,7 @@ impl ServerSession {
 
     /// Whether the control connection is protected by TLS (handshake finished or in progress).
     pub fn tls_active(&self) -> bool {
-        matches!(self.control, Control::Tls(_))
+        self.control.is_tls()
     }
 
     /// Whether a data connection from `ip` may be used (RFC 2577 section 3): the control peer's IP, unless the
@@ -628,10 +609,7 @@ impl ServerSession {
         if self.closed {
             return input.len();
         }
-        let room = MAX_INBOUND.saturating_sub(self.inbound.len());
-        let taken = input.len().min(room);
-        self.inbound
-            .extend_from_slice(input.get(..taken).unwrap_or_default());
+        let taken = self.control.handle_input(input);
         self.pump();
         if self.closed {
             return input.len();
@@ -645,10 +623,8 @@ impl ServerSession {
         if self.closed {
             return;
         }
-        if let Control::Tls(tls) = &mut self.control {
-            // Plaintext that arrived before the end still counts; a TLS error here just ends the session.
-            let _ = tls.handle_eof();
-        }
+        // Plaintext that arrived before the end still counts.
+        self.control.handle_eof();
         self.pump();
         if !self.closed {
             if let Some(Transfer {
@@ -757,11 +733,13 @@ impl ServerSession {
         self.close(CloseReason::Shutdown);
     }
 
-    /// Tells the engine the data connection of the running transfer `transfer` (the `RunTransfer` request) is
-    /// ready for the preliminary reply: its TLS handshake completed and what it sent has been flushed, or the
-    /// client is not starting a handshake before the 150. Only matters with `preliminary_reply_wait` set.
-    pub fn data_ready(&mut self, now: Instant, transfer: ReqId) {
+    /// Tells the engine the data connection of the running transfer is ready for the preliminary reply: its TLS
+    /// handshake completed and what it sent has been flushed, or the client is not starting a handshake before
+    /// the 150. `ready` comes from the channel ([`DataOutput::TransferReady`](crate::data::DataOutput)); a stale
+    /// one (another transfer's) is ignored. Only matters with `preliminary_reply_wait` set.
+    pub fn data_ready(&mut self, now: Instant, ready: DataReady) {
         self.now = now;
+        let transfer = ready.transfer();
         let running = self
             .transfer
             .as_ref()
@@ -830,31 +808,7 @@ impl ServerSession {
     /// Appends control-connection bytes to send to `out`; returns how many.
     #[must_use]
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> usize {
-        let before = out.len();
-        out.append(&mut self.wire_out);
-        if let Control::Tls(tls) = &mut self.control {
-            loop {
-                let mut progressed = false;
-                if !self.tls_plain_out.is_empty() && !self.close_notify_sent {
-                    let n = tls.write_plaintext(&self.tls_plain_out);
-                    self.tls_plain_out.drain(..n);
-                    progressed |= n > 0;
-                }
-                if self.tls_plain_out.is_empty()
-                    && (self.ccc_close_pending || self.closed)
-                    && !self.close_notify_sent
-                {
-                    tls.send_close_notify();
-                    self.close_notify_sent = true;
-                    self.ccc_close_pending = false;
-                }
-                progressed |= tls.write_tls_into(out) > 0;
-                if !progressed {
-                    break;
-                }
-            }
-        }
-        out.len() - before
+        self.control.poll_transmit(out)
     }
 
     /// The next piece of work for the frontend: a [`Request`] to answer with [`ServerSession::complete`], or a
@@ -891,7 +845,7 @@ impl ServerSession {
 
     // ----- output helpers -----
 
-    fn next_id(&mut self) -> ReqId {
+    pub(super) fn next_id(&mut self) -> ReqId {
         self.next_id += 1;
         ReqId(self.next_id)
     }
@@ -935,10 +889,9 @@ impl ServerSession {
         if self.closed {
             return;
         }
-        match self.control {
-            Control::Plain => reply.encode(&mut self.wire_out),
-            Control::Tls(_) => reply.encode(&mut self.tls_plain_out),
-        }
+        let mut line = Vec::new();
+        reply.encode(&mut line);
+        self.control.queue(&line);
         self.events.push_back(Event::Reply(reply));
     }
 }

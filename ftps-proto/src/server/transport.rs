@@ -1,5 +1,5 @@
-//! The control connection's transport inside [`ServerSession`]: the TLS upgrade, and turning received bytes
-//! (plain, TLS, plain again after `CCC`) into command lines.
+//! The server's side of the control connection's transport (`crate::control_channel`): which TLS config the
+//! upgrade uses, what each transport event means for the session, and how the session ends.
 
 use super::*; // the session's own types and imports, one level up
 
@@ -24,9 +24,7 @@ impl ServerSession {
             .map(|tls| Arc::clone(&tls.control))
             .ok_or(SessionError::NoTlsConfig)?;
         let conn = TlsConn::server(config).map_err(SessionError::Tls)?;
-        self.control = Control::Tls(Box::new(conn));
-        self.tls_reported = false;
-        self.close_notify_sent = false;
+        self.control.start_tls(conn);
         Ok(())
     }
 
@@ -41,7 +39,8 @@ impl ServerSession {
     pub(super) fn close(&mut self, reason: CloseReason) {
         if !self.closed {
             self.closed = true;
-            self.inbound.clear();
+            // Nothing more is read; TLS says goodbye (close_notify) after the replies already queued.
+            self.control.close();
             self.queue.clear();
             self.timers = Timers::default();
             self.events.push_back(Event::Closed(reason));
@@ -72,93 +71,29 @@ impl ServerSession {
         loop {
             self.run_queue();
             if self.closed {
-                self.inbound.clear();
                 return;
             }
             if self.switch_held || self.queue.len() >= MAX_QUEUED {
                 return;
             }
-            let progressed = match &mut self.control {
-                Control::Plain => {
-                    if self.inbound.is_empty() {
-                        false
-                    } else {
-                        let (n, line) = self.framer.decode(&self.inbound);
-                        let line = line.map(|l| l.map(<[u8]>::to_vec));
-                        self.inbound.drain(..n.min(self.inbound.len()));
-                        if let Some(line) = line {
-                            self.on_line(line);
-                        }
-                        n > 0
-                    }
+            match self.control.poll_input(&mut self.framer) {
+                None => return,
+                Some(Received::Frame(line)) => self.on_line(line),
+                Some(Received::TlsEstablished(info)) => {
+                    self.control_tls_version = Some(info.version);
+                    self.events.push_back(Event::TlsEstablished(info));
                 }
-                Control::Tls(tls) => {
-                    let mut progressed = false;
-                    // rustls reads nothing while its handshake output waits: move that output out first.
-                    let _ = tls.write_tls_into(&mut self.wire_out);
-                    if !self.inbound.is_empty() {
-                        // RFC 4217 section 12.3: after CCC, cleartext follows the client's close_notify in the
-                        // same stream; feed whole records one at a time so rustls never swallows it.
-                        let input = if self.ccc_awaiting_peer {
-                            crate::tls::first_tls_record(&self.inbound)
-                        } else {
-                            &self.inbound[..]
-                        };
-                        match tls.read_tls(input) {
-                            Ok(n) => {
-                                self.inbound.drain(..n.min(self.inbound.len()));
-                                progressed |= n > 0;
-                            }
-                            Err(e) => {
-                                self.fail(SessionError::Tls(e));
-                                return;
-                            }
-                        }
-                    }
-                    if !self.tls_reported {
-                        if let Some(info) = tls.info() {
-                            self.tls_reported = true;
-                            self.control_tls_version = Some(info.version);
-                            self.events.push_back(Event::TlsEstablished(info));
-                        }
-                    }
-                    let chunk = tls.plaintext_chunk();
-                    if chunk.is_empty() {
-                        match tls.read_state() {
-                            ReadState::Open => {}
-                            ReadState::CleanClose if self.ccc_awaiting_peer => {
-                                // RFC 4217 section 12.3: after both close_notify alerts the control connection
-                                // continues in cleartext; what follows the alert is plaintext.
-                                let mut rest = Vec::new();
-                                let _ = tls.write_tls_into(&mut self.wire_out);
-                                rest.append(&mut self.inbound);
-                                self.control = Control::Plain;
-                                self.ccc_awaiting_peer = false;
-                                self.inbound = rest;
-                                self.events.push_back(Event::TlsCleared);
-                                progressed = true;
-                            }
-                            ReadState::CleanClose | ReadState::Truncated => {
-                                // The client ended TLS (close_notify, or EOF without it): the session is over.
-                                self.abort_everything();
-                                self.close(CloseReason::PeerClosed);
-                                return;
-                            }
-                        }
-                    } else {
-                        let (n, line) = self.framer.decode(chunk);
-                        let line = line.map(|l| l.map(<[u8]>::to_vec));
-                        tls.consume_plaintext(n);
-                        if let Some(line) = line {
-                            self.on_line(line);
-                        }
-                        progressed |= n > 0;
-                    }
-                    progressed
+                Some(Received::TlsCleared) => self.events.push_back(Event::TlsCleared),
+                Some(Received::TlsFailed(e)) => {
+                    self.fail(SessionError::Tls(e));
+                    return;
                 }
-            };
-            if !progressed {
-                return;
+                Some(Received::TlsEnded) => {
+                    // The client ended TLS (close_notify, or EOF without it) outside CCC: the session is over.
+                    self.abort_everything();
+                    self.close(CloseReason::PeerClosed);
+                    return;
+                }
             }
         }
     }

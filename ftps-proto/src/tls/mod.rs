@@ -26,7 +26,7 @@ use rustls::pki_types::ServerName;
 pub(crate) use binding::session_bound_config;
 pub(crate) use binding::{connection_bound_client_config, ConnectionTickets, SessionTls};
 pub use provider::provider;
-pub(crate) use record::{collect_tls_record, first_tls_record, starts_handshake_or_alert};
+pub(crate) use record::{first_tls_record, starts_handshake_or_alert};
 pub(crate) use tickets::{BindingState, ConnectionBinding};
 pub use tickets::{ResumptionScope, SessionKeyring};
 pub use unverified::{site_to_site_client_config, AcceptAnyServerCert};

@@ -2,21 +2,6 @@
 //! session must hand rustls exactly one record: around `CCC` (RFC 4217 section 12.3), where the bytes after the
 //! peer's close_notify are plaintext and must not be swallowed by TLS.
 
-/// Moves bytes of `input` into `record` up to the end of one TLS record (5-byte header, RFC 8446 section
-/// 5.1); returns how many it moved.
-pub(crate) fn collect_tls_record(record: &mut Vec<u8>, input: &[u8]) -> usize {
-    let header = 5usize.saturating_sub(record.len()).min(input.len());
-    record.extend_from_slice(input.get(..header).unwrap_or_default());
-    let Some(&[hi, lo]) = record.get(3..5) else {
-        return header;
-    };
-    let total = 5 + usize::from(u16::from_be_bytes([hi, lo]));
-    let rest = input.get(header..).unwrap_or_default();
-    let body = total.saturating_sub(record.len()).min(rest.len());
-    record.extend_from_slice(rest.get(..body).unwrap_or_default());
-    header + body
-}
-
 /// The first TLS record of `input` (5-byte header, RFC 8446 section 5.1), or nothing while it is incomplete.
 pub(crate) fn first_tls_record(input: &[u8]) -> &[u8] {
     let len = match input.get(3..5) {
@@ -37,16 +22,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_record_is_cut_out_whole_or_collected_across_reads() {
+    fn one_record_is_cut_out_whole() {
         // A 3-byte alert record, then plaintext.
         let stream = b"\x15\x03\x03\x00\x03abc221 bye\r\n";
         assert_eq!(first_tls_record(stream), b"\x15\x03\x03\x00\x03abc");
         assert_eq!(first_tls_record(&stream[..6]), b"");
-        let mut record = Vec::new();
-        assert_eq!(collect_tls_record(&mut record, &stream[..2]), 2);
-        assert_eq!(collect_tls_record(&mut record, &stream[2..6]), 4);
-        assert_eq!(collect_tls_record(&mut record, &stream[6..]), 2);
-        assert_eq!(record, b"\x15\x03\x03\x00\x03abc");
     }
 
     #[test]
