@@ -24,32 +24,32 @@ fn receiver(python: &Path, fail_first: u32, out: &Path) -> (KillOnDrop, u16) {
     (child, port)
 }
 
+/// The port in the first line that contains `prefix`, read right after it.
 fn first_port(lines: &Receiver<String>, prefix: &str) -> u16 {
-    let line = lines
-        .recv_timeout(Duration::from_secs(20))
-        .expect("no first line");
-    line.strip_prefix(prefix)
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+    loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("no line with {prefix:?}"));
+        if let Some((_, rest)) = line.split_once(prefix) {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            return digits
+                .parse()
+                .unwrap_or_else(|_| panic!("no port in {line:?}"));
+        }
+    }
 }
 
-fn start_server(dir: &Path, port: u16) -> KillOnDrop {
+/// Starts the server on a port it picks (a port chosen beforehand may be taken by another test meanwhile).
+fn start_server(dir: &Path) -> (KillOnDrop, u16) {
     let (child, lines) = ftps_testkit::spawn_with_stdout_lines(
         Command::new(env!("CARGO_BIN_EXE_ftps-server"))
             .arg("--config")
             .arg(dir.join("server.toml"))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--listen", "127.0.0.1:0"])
             .stderr(Stdio::null()),
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(line) = lines.recv_timeout(Duration::from_millis(200)) {
-            if line.contains("listening on") {
-                return child;
-            }
-        }
-    }
-    panic!("ftps-server did not start");
+    let port = first_port(&lines, "ftps-server: listening on 127.0.0.1:");
+    (child, port)
 }
 
 /// The accepted events, parsed; waits until at least `count` are there.
@@ -101,8 +101,7 @@ fn webhooks_and_commands_get_every_event_once_in_order_across_failures_and_kill_
         .output()
         .unwrap();
     assert!(added.status.success(), "{added:?}");
-    let port = ftps_testkit::free_port();
-    let server = start_server(dir.path(), port);
+    let (server, port) = start_server(dir.path());
 
     let url = |path: &str| format!("ftp://127.0.0.1:{port}/{path}");
     let curl = |password: &str| {
@@ -210,7 +209,7 @@ fn webhooks_and_commands_get_every_event_once_in_order_across_failures_and_kill_
     std::fs::remove_file(&hooked).unwrap();
     // A new receiver on the same port (the URL is in the config), failing nothing.
     let restarted = restart_receiver(&python, hook_port, &hooked);
-    let _server = start_server(dir.path(), port);
+    let _server = start_server(dir.path());
     let got = events(&hooked, 3);
     assert_eq!(kinds(&got), ["login", "upload", "logout"], "{got:#?}");
     assert_eq!(got[1]["path"], "/again.csv");
@@ -263,8 +262,7 @@ fn the_upload_check_keeps_rejected_files_out_and_says_so() {
         .output()
         .unwrap();
     assert!(added.status.success(), "{added:?}");
-    let port = ftps_testkit::free_port();
-    let _server = start_server(dir.path(), port);
+    let (_server, port) = start_server(dir.path());
     let url = |path: &str| format!("ftp://127.0.0.1:{port}/{path}");
     let curl = || {
         let mut command = Command::new(&curl_bin);
