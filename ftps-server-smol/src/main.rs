@@ -46,6 +46,11 @@ struct Cli {
     #[arg(long, value_name = "HOST")]
     public_address: Option<String>,
 
+    /// Keep every overwritten, deleted or renamed file as a version and serve the read-only views
+    /// /@at/<TIME>/ and /@versions/ (the config's [versions] enabled).
+    #[arg(long)]
+    versions: bool,
+
     /// Directory for the generated certificate and users file [default: ./.ftps-server].
     #[arg(long, value_name = "DIR", global = true)]
     state_dir: Option<PathBuf>,
@@ -179,6 +184,9 @@ fn apply_overrides(config: &mut Config, cli: &Cli) {
     }
     if let Some(root) = &cli.root {
         config.root.clone_from(root);
+    }
+    if cli.versions {
+        config.versions.enabled = true;
     }
     for listener in &mut config.listeners {
         if let Some(range) = cli.passive_ports {

@@ -38,7 +38,7 @@ use crate::listener::PassivePorts;
 pub use crate::shared::{Limits, ListenerOptions};
 use crate::shared::{ListenerContext, Shared, TlsSource};
 use crate::startup::ServerParts;
-use crate::storage::Storage;
+use crate::storage::{LocalStorage, Storage, Versioned, VersionsOptions};
 
 /// An FTPS server: storage, users, TLS and policy, ready to serve listeners.
 #[derive(Clone)]
@@ -56,6 +56,7 @@ pub struct ServerBuilder {
     throttle: Option<Arc<LoginThrottle>>,
     log_transfers: bool,
     sync_on_commit: bool,
+    time_views: bool,
 }
 
 impl Server {
@@ -70,6 +71,7 @@ impl Server {
             throttle: None,
             log_transfers: true,
             sync_on_commit: false,
+            time_views: false,
         }
     }
 
@@ -205,6 +207,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Whether each user sees the history of the storage as the read-only paths `/@at/<TIME>/` and
+    /// `/@versions/` ([`TimeViews`](crate::storage::TimeViews) over their home; default off). The storage must
+    /// keep history, e.g. [`Versioned`](crate::storage::Versioned).
+    pub fn time_views(mut self, on: bool) -> Self {
+        self.time_views = on;
+        self
+    }
+
     /// The server.
     ///
     /// # Panics
@@ -231,6 +241,7 @@ impl ServerBuilder {
                 throttle: self.throttle,
                 log_transfers: self.log_transfers,
                 sync_on_commit: self.sync_on_commit,
+                time_views: self.time_views,
                 next_id: AtomicU64::new(1),
                 sessions: AtomicUsize::new(0),
                 passive_listeners: Arc::new(AtomicUsize::new(0)),
@@ -293,8 +304,29 @@ pub fn run(parts: ServerParts) -> Result<(), String> {
         write_timeout: config.limits.idle_timeout(),
         ..Limits::default()
     };
-    let storage: Arc<dyn Storage> = Arc::new(parts.storage);
+    let versions = &config.versions;
+    let storage: Arc<dyn Storage> = if versions.enabled {
+        let log = LocalStorage::history_log_path(&config.root)
+            .map_err(|e| format!("versions: {}: {e}", config.root.display()))?;
+        let options = VersionsOptions {
+            keep: versions.keep_duration().map_err(|e| e.to_string())?,
+            max_per_file: (versions.max_per_file > 0).then_some(versions.max_per_file),
+            sync: config.storage.fsync,
+            clock: None,
+        };
+        let versioned = Versioned::open(Arc::new(parts.storage), &log, options)
+            .map_err(|e| format!("versions: {}: {e}", log.display()))?;
+        versioned.spawn_pruner(
+            Duration::from_secs(versions.prune_interval.max(1)),
+            versions.prune_batch.max(1),
+        );
+        tracing::info!(log = %log.display(), "versions kept; time views at /@at/<TIME>/ and /@versions/");
+        Arc::new(versioned)
+    } else {
+        Arc::new(parts.storage)
+    };
     let server = Server::builder()
+        .time_views(versions.enabled)
         .storage(storage)
         .authenticator(parts.authenticator)
         .tls_reloading(Arc::clone(&parts.tls))

@@ -28,7 +28,7 @@ use crate::auth::{AuthOutcome, AuthenticatedUser, LoginAttempt, Permission, User
 use crate::listener::CountedListener;
 use crate::requests::{self, Answer, OpenFile};
 use crate::shared::{ListenerContext, Shared, Silent};
-use crate::storage::{LocalStorage, ReadOnly, Storage, Subtree};
+use crate::storage::{LocalStorage, ReadOnly, Storage, Subtree, TimeViews};
 use crate::timing::{within, LazyTimer};
 use crate::transfer::{self, Body};
 
@@ -612,9 +612,15 @@ impl Driver {
                 Arc::new(LocalStorage::open(dir)?.with_sync_on_commit(self.shared.sync_on_commit))
             }
         };
-        Ok(match user.permission {
+        let storage: Arc<dyn Storage> = match user.permission {
             Permission::ReadOnly => Arc::new(ReadOnly(home)),
             _ => home,
+        };
+        // Outermost, so each user's views start at their own root and show only their files.
+        Ok(if self.shared.time_views {
+            Arc::new(TimeViews(storage))
+        } else {
+            storage
         })
     }
 

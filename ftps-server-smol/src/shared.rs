@@ -74,6 +74,8 @@ pub(crate) struct Shared {
     pub(crate) log_transfers: bool,
     /// `LocalStorage::with_sync_on_commit` for users whose home is a directory of its own.
     pub(crate) sync_on_commit: bool,
+    /// Serve `/@at/` and `/@versions/` to every user (`TimeViews` over their storage).
+    pub(crate) time_views: bool,
     pub(crate) next_id: AtomicU64,
     pub(crate) sessions: AtomicUsize,
     /// Passive listeners bound right now (see [`ServerStats::passive_listeners`](crate::server::ServerStats::passive_listeners)).

@@ -105,6 +105,14 @@ pub(crate) fn storage_reply(error: &StorageError) -> (ReplyCode, &'static str) {
         StorageError::QuotaExceeded => (ReplyCode::EXCEEDED_STORAGE_ALLOCATION, "Quota exceeded"),
         StorageError::NameTooLong => (ReplyCode::FILE_NAME_NOT_ALLOWED, "File name too long"),
         StorageError::NotEmpty => (ReplyCode::FILE_NOT_AVAILABLE, "Directory not empty"),
+        StorageError::ReadOnlyView => (
+            ReplyCode::FILE_NOT_AVAILABLE,
+            "Read-only view: files of the past cannot be changed",
+        ),
+        StorageError::InvalidViewTime => (
+            ReplyCode::SYNTAX_ERROR_ARGUMENTS,
+            "Invalid time in path: use RFC 3339 (2026-11-23T10:00:00Z) or a date (2026-11-23)",
+        ),
         StorageError::Other(_) => (ReplyCode::LOCAL_ERROR, "Local error in processing"),
     }
 }
