@@ -382,13 +382,18 @@ impl Versioned {
         index.next_id
     }
 
-    /// When the current content at `path` became current.
+    /// When the current content at `path` became current. Without a record (made before versions were on,
+    /// or outside the server) a file's is its modification time, and a directory's the beginning of time: a
+    /// directory's mtime says when its entries last changed, not when it appeared.
     fn since_of(&self, path: &str, meta: &Metadata) -> i64 {
         lock(&self.shared.index)
             .since
             .get(path)
             .copied()
-            .or_else(|| meta.modified.map(to_micros))
+            .or_else(|| match meta.kind {
+                FileKind::Directory => None,
+                _ => meta.modified.map(to_micros),
+            })
             .unwrap_or(i64::MIN)
     }
 
