@@ -569,6 +569,26 @@ impl Storage for LocalStorage {
         )
     }
 
+    fn kept_is_live<'a>(
+        &'a self,
+        path: &'a str,
+        id: u64,
+    ) -> BoxFuture<'a, Result<bool, StorageError>> {
+        let rel = match relative(path) {
+            Ok(rel) => rel,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        self.run(move |inner| {
+            use cap_std::fs::MetadataExt;
+            let kept = kept_dir(inner)?.symlink_metadata(kept_name(id))?;
+            Ok(match inner.root.symlink_metadata(&rel) {
+                Ok(live) => live.dev() == kept.dev() && live.ino() == kept.ino(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+                Err(e) => return Err(e),
+            })
+        })
+    }
+
     fn remove_kept(&self, id: u64) -> BoxFuture<'_, Result<(), StorageError>> {
         self.run(
             move |inner| match kept_dir(inner)?.remove_file(kept_name(id)) {

@@ -277,6 +277,18 @@ pub trait Storage: Send + Sync {
         unsupported()
     }
 
+    /// Whether kept object `id` still *is* the live file at `path` (shares its storage: a link made by
+    /// [`keep`](Self::keep) and not yet followed by the change it was made for). Crash recovery asks, to tell
+    /// a change that happened from one that did not. Default: `false`.
+    fn kept_is_live<'a>(
+        &'a self,
+        path: &'a str,
+        id: u64,
+    ) -> BoxFuture<'a, Result<bool, StorageError>> {
+        let _ = (path, id);
+        Box::pin(async { Ok(false) })
+    }
+
     /// Removes kept object `id` (missing is not an error).
     fn remove_kept(&self, id: u64) -> BoxFuture<'_, Result<(), StorageError>> {
         let _ = id;

@@ -14,8 +14,8 @@
 //!   for one writer and an index that fits in memory.
 //! - **Commit protocol**: intent records (`V`, `S` with a transaction number) are made durable *before* the
 //!   objects are linked; then the change; then a `C` record (an `X` record if the change failed: objects
-//!   removed). After a crash, a transaction with neither is kept if all its objects exist (whether the change
-//!   itself happened or not, the history then reads the same content at every instant) and dropped otherwise
+//!   removed). After a crash, a transaction with neither is kept if all its objects exist and the change
+//!   happened (some object is no longer the live file, [`Storage::kept_is_live`]), and dropped otherwise
 //!   (objects removed). Start-up then rewrites the log compacted.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -614,7 +614,7 @@ async fn load(inner: &dyn Storage, log_path: &Path) -> io::Result<Index> {
     let mut committed: HashSet<u64> = HashSet::from([0]);
     let mut aborted: HashSet<u64> = HashSet::new();
     let mut removed: HashSet<u64> = HashSet::new();
-    let mut objects: HashMap<u64, Vec<u64>> = HashMap::new();
+    let mut objects: HashMap<u64, Vec<(String, u64)>> = HashMap::new();
     let mut index = Index::default();
     for line in &lines {
         match line {
@@ -627,29 +627,34 @@ async fn load(inner: &dyn Storage, log_path: &Path) -> io::Result<Index> {
             Line::D(id) => {
                 removed.insert(*id);
             }
-            Line::V(tx, _, r) => {
+            Line::V(tx, path, r) => {
                 index.next_tx = index.next_tx.max(*tx);
                 index.next_id = index.next_id.max(r.id);
                 if r.kind == Kind::File {
-                    objects.entry(*tx).or_default().push(r.id);
+                    objects.entry(*tx).or_default().push((path.clone(), r.id));
                 }
             }
             Line::S(tx, _, _) => index.next_tx = index.next_tx.max(*tx),
         }
     }
-    // Transactions a crash interrupted: kept when all their objects exist, undone otherwise.
+    // Transactions a crash interrupted: kept when all their objects exist and the change happened, else undone.
     let mut dropped: HashSet<u64> = aborted.clone();
     for (tx, ids) in &objects {
         if committed.contains(tx) || aborted.contains(tx) {
             continue;
         }
         let mut all = true;
-        for id in ids {
+        let mut unchanged = true;
+        for (path, id) in ids {
             if !inner.has_kept(*id).await.unwrap_or(false) {
                 all = false;
+            } else if !inner.kept_is_live(path, *id).await.unwrap_or(false) {
+                unchanged = false;
             }
         }
-        if all {
+        // Every object still the live file: the change never happened (a kept copy of the current content
+        // would list it twice in /@versions).
+        if all && !unchanged {
             tracing::info!(tx, "history: an interrupted change kept its versions");
         } else {
             tracing::info!(tx, "history: an interrupted change was undone");
@@ -657,7 +662,7 @@ async fn load(inner: &dyn Storage, log_path: &Path) -> io::Result<Index> {
         }
     }
     for tx in &dropped {
-        for id in objects.get(tx).into_iter().flatten() {
+        for (_, id) in objects.get(tx).into_iter().flatten() {
             let _ = inner.remove_kept(*id).await;
         }
     }
@@ -1305,7 +1310,7 @@ mod tests {
         });
         let log = LocalStorage::history_log_path(&f.root).unwrap();
         let objects = log.parent().unwrap().to_path_buf();
-        // A crash after the intent and the link, before the change: kept, and reads the same.
+        // A crash after the intent and the link, before the change: undone (the object is still the live file).
         std::fs::hard_link(f.root.join("a"), objects.join(format!("{:016x}", 50))).unwrap();
         let rec = Rec {
             id: 50,
@@ -1333,9 +1338,10 @@ mod tests {
             let views = TimeViews(Arc::new(f.open(VersionsOptions::default())));
             assert_eq!(get(&views, "/@at/1970-01-01T00:20:00Z/a").await, b"a1");
             assert_eq!(get(&views, "/@at/1970-01-01T00:40:00Z/a").await, b"a1");
-            assert_eq!(names(&views, "/@versions/a").await.len(), 2);
+            assert_eq!(names(&views, "/@versions/a").await.len(), 1);
         });
-        assert!(objects.join(format!("{:016x}", 50)).exists());
+        assert!(!objects.join(format!("{:016x}", 50)).exists());
+        assert!(!objects.join(format!("{:016x}", 51)).exists());
     }
 
     #[test]
