@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ftps_proto::server::SessionConfig;
 use ftps_server_smol::auth::{
@@ -264,9 +264,21 @@ fn expected_hashes(files: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, String
     files.iter().map(|(p, b)| (p.clone(), sha256(b))).collect()
 }
 
+/// The names at the top of a tree of files.
+fn top_names(files: &BTreeMap<String, Vec<u8>>) -> Vec<String> {
+    let mut top: Vec<String> = files
+        .keys()
+        .map(|p| p.split('/').next().unwrap().to_owned())
+        .collect();
+    top.sort();
+    top.dedup();
+    top
+}
+
 fn restore_all(f: &Fixture, cases: &[(String, BTreeMap<String, Vec<u8>>)], round: &str) {
     let curl = peer("curl");
     let lftp = peer("lftp");
+    let php = ftps_testkit::php_with_ftp();
     for (i, (time, files)) in cases.iter().enumerate() {
         let want = expected_hashes(files);
         // Our client.
@@ -302,6 +314,54 @@ fn restore_all(f: &Fixture, cases: &[(String, BTreeMap<String, Vec<u8>>)], round
             );
         }
 
+        if let Some(php) = &php {
+            // PHP's ftp extension (OpenSSL): CWD into the view, NLST it, then RETR each file by its path.
+            let dest = f.scratch.path().join(format!("{round}-php-{i}"));
+            std::fs::create_dir_all(&dest).unwrap();
+            let script = r#"
+                [$_, $port, $user, $pass, $view, $dest] = $argv;
+                $files = array_slice($argv, 6);
+                $ftp = ftp_ssl_connect('127.0.0.1', (int)$port, 30) or exit(2);
+                ftp_login($ftp, $user, $pass) or exit(3);
+                ftp_pasv($ftp, true) or exit(4);
+                ftp_chdir($ftp, $view) or exit(5);
+                $names = ftp_nlist($ftp, '.');
+                if ($names === false) exit(6);
+                sort($names);
+                echo implode("
+", $names), "
+";
+                foreach ($files as $p) {
+                    @mkdir(dirname("$dest/$p"), 0777, true);
+                    ftp_get($ftp, "$dest/$p", $p, FTP_BINARY) or exit(7);
+                }
+            "#;
+            let mut command = Command::new(php);
+            command
+                .args(["-r", script, "--"])
+                .args([
+                    &f.site.addr.port().to_string(),
+                    USER,
+                    PASSWORD,
+                    &format!("/@at/{time}/"),
+                ])
+                .arg(&dest)
+                .args(files.keys());
+            let out = run_within(&mut command, WAIT);
+            assert!(out.status.success(), "php at {time}: {out:?}");
+            let listed: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(|l| l.trim_start_matches("./").to_owned())
+                .collect();
+            assert_eq!(listed, top_names(files), "php NLST /@at/{time}/ ({round})");
+            assert_eq!(
+                tree_hashes(&dest),
+                want,
+                "php RETR in /@at/{time}/ ({round})"
+            );
+        }
+
         if let Some(curl) = &curl {
             // curl has no mirror: list the view's top directory, then fetch each file of the expected tree.
             let base = format!("ftp://localhost:{}/@at/{time}/", f.site.addr.port());
@@ -319,13 +379,7 @@ fn restore_all(f: &Fixture, cases: &[(String, BTreeMap<String, Vec<u8>>)], round
                 .map(str::to_owned)
                 .collect();
             listed.sort();
-            let mut top: Vec<String> = files
-                .keys()
-                .map(|p| p.split('/').next().unwrap().to_owned())
-                .collect();
-            top.sort();
-            top.dedup();
-            assert_eq!(listed, top, "curl NLST /@at/{time}/ ({round})");
+            assert_eq!(listed, top_names(files), "curl NLST /@at/{time}/ ({round})");
             for (path, bytes) in files {
                 let out = run_within(curl_cmd().arg(format!("{base}{path}")), WAIT);
                 assert!(out.status.success(), "curl RETR {path} at {time}: {out:?}");
@@ -390,6 +444,40 @@ fn restore_any_point_in_time_with_real_clients_and_after_a_restart() {
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("501"), "{said}");
+
+    // The commands a restore uses, inside a view: CWD, SIZE, MDTM (the version's time), REST + RETR, MLSD.
+    let config = ftps_client_blocking::ClientConfig::new().danger_accept_invalid_certs(true);
+    let mut c =
+        ftps_client_blocking::Client::connect("127.0.0.1", f.site.addr.port(), config).unwrap();
+    c.login(USER, PASSWORD).unwrap();
+    c.cwd("/@at/2026-11-23T11:30:00Z/docs").unwrap();
+    assert_eq!(c.pwd().unwrap(), "/@at/2026-11-23T11:30:00Z/docs");
+    let a2 = body("a.txt", 2);
+    assert_eq!(c.size("a.txt").unwrap(), a2.len() as u64);
+    assert_eq!(
+        c.mdtm("a.txt").unwrap(),
+        UNIX_EPOCH + Duration::from_secs(secs_of(T2) as u64)
+    );
+    let mut down = c.retr("a.txt", 3).unwrap();
+    let mut tail = Vec::new();
+    std::io::Read::read_to_end(&mut down, &mut tail).unwrap();
+    down.finish().unwrap();
+    assert_eq!(tail, a2[3..]);
+    let mut entries: Vec<(String, Option<SystemTime>)> = c
+        .list(None)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.name.clone(), e.modified.map(|t| t.to_system_time())))
+        .collect();
+    entries.sort();
+    let at = |t: &str| Some(UNIX_EPOCH + Duration::from_secs(secs_of(t) as u64));
+    assert_eq!(
+        entries,
+        [("a.txt".to_owned(), at(T2)), ("c.txt".to_owned(), at(T2))]
+    );
+    c.cwd("/").unwrap();
+    assert!(c.mkdir("/@at/2026-11-24/new").is_err());
+    drop(c);
 
     // A restart: the history is read back from its log.
     f.site = Site::start(f._root.path(), &cert, &now);

@@ -1372,4 +1372,107 @@ mod tests {
                 .is_err());
         });
     }
+
+    /// Issue 16's scale: files × 5 versions, the view of each instant listed and read back, after a restart.
+    /// 300 files by default (a few seconds in a debug build); `FTPS_VERSIONS_FILES=10000` runs the issue's 10,000.
+    #[test]
+    fn many_files_with_five_versions_each_restore_at_every_instant() {
+        let files: usize = std::env::var("FTPS_VERSIONS_FILES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(300);
+        let f = Fixture::new();
+        let options = VersionsOptions {
+            sync: false,
+            ..VersionsOptions::default()
+        };
+        block_on(async {
+            let v = f.open(options.clone());
+            f.set(500);
+            v.mkdir("/d").await.unwrap();
+            for version in 1..=5 {
+                f.set(version * 1_000);
+                for i in 0..files {
+                    put(
+                        &v,
+                        &format!("/d/f{i:05}"),
+                        format!("f{i} v{version}").as_bytes(),
+                    )
+                    .await;
+                }
+            }
+            let started = std::time::Instant::now();
+            let views = TimeViews(Arc::new(f.open(options)));
+            eprintln!("reopened {} versions in {:?}", files * 4, started.elapsed());
+            for version in 1..=5_i64 {
+                let t = version * 1_000 + 500;
+                let time = format!(
+                    "/@at/1970-01-01T{:02}:{:02}:{:02}Z/d",
+                    t / 3600,
+                    t / 60 % 60,
+                    t % 60
+                );
+                let started = std::time::Instant::now();
+                let listed = views.list(&time).await.unwrap();
+                eprintln!(
+                    "{time}: {} entries listed in {:?}",
+                    listed.len(),
+                    started.elapsed()
+                );
+                assert_eq!(listed.len(), files);
+                for i in (0..files).step_by((files / 200).max(1)) {
+                    let got = get(&views, &format!("{time}/f{i:05}")).await;
+                    assert_eq!(got, format!("f{i} v{version}").as_bytes());
+                }
+            }
+            // Before the directory was made: an empty tree.
+            assert!(views
+                .list("/@at/1970-01-01T00:05:00Z/")
+                .await
+                .unwrap()
+                .is_empty());
+            let err = views.list("/@at/1970-01-01T00:05:00Z/d").await.unwrap_err();
+            assert_eq!(err.kind(), StorageErrorKind::NotFound);
+        });
+    }
+
+    /// What versioning adds to an upload that replaces a file (`cargo test -- --ignored --nocapture
+    /// measure_upload_cost`): STOR of 4 KiB over an existing file, and of 256 MiB, versions off and on, fsync on
+    /// as the server's default.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn measure_upload_cost() {
+        let f = Fixture::new();
+        block_on(async {
+            let plain: Arc<dyn Storage> = Arc::new(
+                LocalStorage::open(&f.root)
+                    .unwrap()
+                    .with_sync_on_commit(true),
+            );
+            let local: Arc<dyn Storage> = Arc::new(
+                LocalStorage::open(&f.root)
+                    .unwrap()
+                    .with_sync_on_commit(true),
+            );
+            let log = LocalStorage::history_log_path(&f.root).unwrap();
+            let versioned = Versioned::open(local, &log, VersionsOptions::default()).unwrap();
+            let small = vec![7u8; 4096];
+            let big = vec![9u8; 256 << 20];
+            for round in 0..3 {
+                for (label, s) in [("off", &*plain), ("on", &versioned as &dyn Storage)] {
+                    let started = std::time::Instant::now();
+                    for i in 0..500 {
+                        put(s, &format!("/{label}{}", i % 50), &small).await;
+                    }
+                    let per = started.elapsed() / 500;
+                    let started = std::time::Instant::now();
+                    put(s, &format!("/{label}-big"), &big).await;
+                    eprintln!(
+                        "round {round} versions {label}: 4 KiB overwrite {per:?}/file, 256 MiB overwrite {:?}",
+                        started.elapsed()
+                    );
+                }
+            }
+        });
+    }
 }
