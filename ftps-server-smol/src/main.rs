@@ -47,7 +47,7 @@ struct Cli {
     public_address: Option<String>,
 
     /// Keep every overwritten, deleted or renamed file as a version and serve the read-only views
-    /// /@at/<TIME>/ and /@versions/ (the config's [versions] enabled).
+    /// /@at/TIME/ and /@versions/ (the config file: versions.enabled).
     #[arg(long)]
     versions: bool,
 

@@ -209,7 +209,7 @@ impl ServerBuilder {
 
     /// Whether each user sees the history of the storage as the read-only paths `/@at/<TIME>/` and
     /// `/@versions/` ([`TimeViews`](crate::storage::TimeViews) over their home; default off). The storage must
-    /// keep history, e.g. [`Versioned`](crate::storage::Versioned).
+    /// keep history, e.g. [`Versioned`].
     pub fn time_views(mut self, on: bool) -> Self {
         self.time_views = on;
         self
