@@ -414,15 +414,16 @@ impl Versioned {
     }
 
     /// Runs `action` as a transaction of `tx`: intent records (durable), kept objects, the change, commit.
-    async fn run_tx<T>(
+    /// `action` makes the change's future only when it is time: a backend may do the work when it is called.
+    async fn run_tx<T, F: Future<Output = Result<T, StorageError>>>(
         &self,
         tx: Tx,
         copy: bool,
-        action: impl Future<Output = Result<T, StorageError>>,
+        action: impl FnOnce() -> F,
     ) -> Result<T, StorageError> {
         if tx.versions.is_empty() {
             // Nothing to keep: the change, then its record (losing it in a crash only loses a start time).
-            let out = action.await?;
+            let out = action().await?;
             self.record_committed(&tx).await;
             return Ok(out);
         }
@@ -446,7 +447,7 @@ impl Versioned {
         }
         let outcome = match failure {
             Some(e) => Err(e),
-            None => action.await,
+            None => action().await,
         };
         match outcome {
             Ok(out) => {
@@ -778,7 +779,7 @@ impl Storage for Versioned {
                         tx.since.push((path.to_owned(), now));
                     }
                     let upload = self
-                        .run_tx(tx, true, self.inner().open_write(path, mode))
+                        .run_tx(tx, true, || self.inner().open_write(path, mode))
                         .await?;
                     let wrapped: Box<dyn Upload> = Box::new(VersionedUpload {
                         upload: Some(upload),
@@ -803,7 +804,7 @@ impl Storage for Versioned {
             let now = self.now();
             let mut tx = self.new_tx();
             tx.since.push((path.to_owned(), now));
-            self.run_tx(tx, false, self.inner().mkdir(path)).await
+            self.run_tx(tx, false, || self.inner().mkdir(path)).await
         })
     }
 
@@ -834,7 +835,7 @@ impl Storage for Versioned {
             let now = self.now();
             let mut tx = self.new_tx();
             self.version_of_file(&mut tx, path, now).await;
-            self.run_tx(tx, false, self.inner().delete(path)).await
+            self.run_tx(tx, false, || self.inner().delete(path)).await
         })
     }
 
@@ -887,7 +888,8 @@ impl Storage for Versioned {
                 self.version_of_file(&mut tx, to, now).await;
                 tx.since.push((to.to_owned(), now));
             }
-            self.run_tx(tx, false, self.inner().rename(from, to)).await
+            self.run_tx(tx, false, || self.inner().rename(from, to))
+                .await
         })
     }
 
@@ -1134,7 +1136,7 @@ impl Upload for VersionedUpload {
                 owner.version_of_file(&mut tx, &self.path, now).await;
             }
             tx.since.push((self.path.clone(), now));
-            owner.run_tx(tx, false, upload.commit()).await
+            owner.run_tx(tx, false, || upload.commit()).await
         })
     }
 
@@ -1297,6 +1299,31 @@ mod tests {
             check(&TimeViews(Arc::new(v))).await;
             let v = f.open(VersionsOptions::default());
             check(&TimeViews(Arc::new(v))).await;
+        });
+    }
+
+    /// The same history over the in-memory backend: the layer needs only the trait's kept objects.
+    #[test]
+    fn the_layer_works_over_any_backend_with_kept_objects() {
+        let f = Fixture::new();
+        let memory: Arc<dyn Storage> = Arc::new(crate::storage::MemoryStorage::new());
+        let log = f.root.join("history.log");
+        block_on(async {
+            let open = || {
+                Versioned::open(
+                    Arc::clone(&memory),
+                    &log,
+                    VersionsOptions {
+                        clock: Some(Arc::clone(&f.clock)),
+                        ..VersionsOptions::default()
+                    },
+                )
+                .unwrap()
+            };
+            let v = open();
+            history(&f, &v).await;
+            check(&TimeViews(Arc::new(v))).await;
+            check(&TimeViews(Arc::new(open()))).await;
         });
     }
 
