@@ -29,11 +29,25 @@ const USER: &str = "alice";
 const PASSWORD: &str = "pw-restore";
 const WAIT: Duration = Duration::from_secs(120);
 
-struct OneUser;
+/// alice (a home below the root) and bob (a home that is a directory of its own).
+struct Users {
+    bob_home: PathBuf,
+}
 
-impl Authenticator for OneUser {
+const BOB: &str = "bob";
+
+impl Authenticator for Users {
     fn authenticate(&self, attempt: LoginAttempt) -> BoxFuture<'_, AuthOutcome> {
         Box::pin(async move {
+            if attempt.user == BOB && attempt.password == PASSWORD {
+                return AuthOutcome::Accepted(AuthenticatedUser {
+                    name: BOB.into(),
+                    home: UserHome::Directory(self.bob_home.clone()),
+                    permission: Permission::ReadWrite,
+                    require_tls: None,
+                    site_to_site: None,
+                });
+            }
             if attempt.user == USER && attempt.password == PASSWORD {
                 AuthOutcome::Accepted(AuthenticatedUser {
                     name: USER.into(),
@@ -65,26 +79,25 @@ struct Site {
 }
 
 impl Site {
-    fn start(root: &Path, cert: &TestCert, now: &Arc<AtomicI64>) -> Self {
+    fn start(root: &Path, bob_home: &Path, cert: &TestCert, now: &Arc<AtomicI64>) -> Self {
         let c = Arc::clone(now);
         let clock: Clock = Arc::new(move || {
             UNIX_EPOCH + Duration::from_secs(c.load(Ordering::SeqCst).unsigned_abs())
         });
         let local: Arc<dyn Storage> = Arc::new(LocalStorage::open(root).unwrap());
         let log = LocalStorage::history_log_path(root).unwrap();
-        let versioned = Versioned::open(
-            local,
-            &log,
-            VersionsOptions {
-                clock: Some(clock),
-                ..VersionsOptions::default()
-            },
-        )
-        .unwrap();
+        let options = VersionsOptions {
+            clock: Some(clock),
+            ..VersionsOptions::default()
+        };
+        let versioned = Versioned::open(local, &log, options.clone()).unwrap();
         let server = Server::builder()
             .storage(Arc::new(versioned))
             .time_views(true)
-            .authenticator(Arc::new(OneUser))
+            .home_versions(Some(options), Duration::from_secs(600), 100)
+            .authenticator(Arc::new(Users {
+                bob_home: bob_home.to_path_buf(),
+            }))
             .tls(Arc::new(cert.server_config()))
             .session_config(SessionConfig {
                 preliminary_reply_wait: PRELIMINARY_REPLY_WAIT,
@@ -402,7 +415,8 @@ fn restore_any_point_in_time_with_real_clients_and_after_a_restart() {
     let ca = scratch.path().join("ca.pem");
     std::fs::write(&ca, &cert.cert_pem).unwrap();
     let now = Arc::new(AtomicI64::new(0));
-    let site = Site::start(root.path(), &cert, &now);
+    let bob_home = TempDir::new("restore-bob");
+    let site = Site::start(root.path(), bob_home.path(), &cert, &now);
     let mut f = Fixture {
         _root: root,
         scratch,
@@ -480,6 +494,58 @@ fn restore_any_point_in_time_with_real_clients_and_after_a_restart() {
     drop(c);
 
     // A restart: the history is read back from its log.
-    f.site = Site::start(f._root.path(), &cert, &now);
+    // bob's home is a directory of its own: its history is its own too.
+    let bob = |f: &Fixture, args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ftps"));
+        command
+            .arg("--ca-file")
+            .arg(&f.ca)
+            .args(["--timeout", "20", "-q"])
+            .args(args)
+            .current_dir(f.scratch.path())
+            .env("FTPS_PASSWORD", PASSWORD)
+            .stdin(Stdio::null());
+        let out = run_within(&mut command, WAIT);
+        assert!(out.status.success(), "bob: ftps {args:?}: {out:?}");
+        out
+    };
+    let bob_url =
+        |f: &Fixture, path: &str| format!("ftps://{BOB}@localhost:{}/{path}", f.site.addr.port());
+    let local = f.scratch.path().join("bob.txt");
+    now.store(secs_of("2026-12-01"), Ordering::SeqCst);
+    std::fs::write(&local, "bob 1").unwrap();
+    bob(&f, &["put", local.to_str().unwrap(), &bob_url(&f, "b.txt")]);
+    now.store(secs_of("2026-12-02"), Ordering::SeqCst);
+    std::fs::write(&local, "bob 2").unwrap();
+    bob(&f, &["put", local.to_str().unwrap(), &bob_url(&f, "b.txt")]);
+    let old = bob(
+        &f,
+        &[
+            "get",
+            "--at",
+            "2026-12-01T12:00Z",
+            &bob_url(&f, "b.txt"),
+            "-",
+        ],
+    );
+    assert_eq!(old.stdout, b"bob 1");
+    let listed = bob(&f, &["ls", &bob_url(&f, "@at/2026-12-01T12:00Z/")]);
+    assert!(
+        !String::from_utf8_lossy(&listed.stdout).contains("docs"),
+        "bob sees alice's files"
+    );
+
+    f.site = Site::start(f._root.path(), bob_home.path(), &cert, &now);
     restore_all(&f, &cases, "restarted");
+    let old = bob(
+        &f,
+        &[
+            "get",
+            "--at",
+            "2026-12-01T12:00Z",
+            &bob_url(&f, "b.txt"),
+            "-",
+        ],
+    );
+    assert_eq!(old.stdout, b"bob 1");
 }

@@ -57,6 +57,7 @@ pub struct ServerBuilder {
     log_transfers: bool,
     sync_on_commit: bool,
     time_views: bool,
+    home_versions: Option<(VersionsOptions, Duration, usize)>,
 }
 
 impl Server {
@@ -72,6 +73,7 @@ impl Server {
             log_transfers: true,
             sync_on_commit: false,
             time_views: false,
+            home_versions: None,
         }
     }
 
@@ -215,6 +217,20 @@ impl ServerBuilder {
         self
     }
 
+    /// Keep versions in the homes of users whose home is a directory of its own (`UserHome::Directory`), with
+    /// these options: each such home gets one [`Versioned`] layer (shared by all its sessions, history log in its
+    /// own reserved folder), pruned in the background every `prune_every`, at most `prune_batch` a round.
+    /// Default: none.
+    pub fn home_versions(
+        mut self,
+        options: Option<VersionsOptions>,
+        prune_every: Duration,
+        prune_batch: usize,
+    ) -> Self {
+        self.home_versions = options.map(|o| (o, prune_every, prune_batch));
+        self
+    }
+
     /// The server.
     ///
     /// # Panics
@@ -242,6 +258,9 @@ impl ServerBuilder {
                 log_transfers: self.log_transfers,
                 sync_on_commit: self.sync_on_commit,
                 time_views: self.time_views,
+                home_versions: self
+                    .home_versions
+                    .map(|(o, every, batch)| crate::shared::HomeVersions::new(o, every, batch)),
                 next_id: AtomicU64::new(1),
                 sessions: AtomicUsize::new(0),
                 passive_listeners: Arc::new(AtomicUsize::new(0)),
@@ -325,8 +344,23 @@ pub fn run(parts: ServerParts) -> Result<(), String> {
     } else {
         Arc::new(parts.storage)
     };
+    let home_versions = if versions.enabled {
+        Some(VersionsOptions {
+            keep: versions.keep_duration().map_err(|e| e.to_string())?,
+            max_per_file: (versions.max_per_file > 0).then_some(versions.max_per_file),
+            sync: config.storage.fsync,
+            clock: None,
+        })
+    } else {
+        None
+    };
     let server = Server::builder()
         .time_views(versions.enabled)
+        .home_versions(
+            home_versions,
+            Duration::from_secs(versions.prune_interval.max(1)),
+            versions.prune_batch.max(1),
+        )
         .storage(storage)
         .authenticator(parts.authenticator)
         .tls_reloading(Arc::clone(&parts.tls))

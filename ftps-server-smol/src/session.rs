@@ -608,9 +608,12 @@ impl Driver {
             UserHome::Virtual(prefix) => {
                 Arc::new(Subtree::new(Arc::clone(&self.shared.storage), prefix))
             }
-            UserHome::Directory(dir) => {
-                Arc::new(LocalStorage::open(dir)?.with_sync_on_commit(self.shared.sync_on_commit))
-            }
+            UserHome::Directory(dir) => match &self.shared.home_versions {
+                Some(versions) => versions.open(dir, self.shared.sync_on_commit)?,
+                None => Arc::new(
+                    LocalStorage::open(dir)?.with_sync_on_commit(self.shared.sync_on_commit),
+                ),
+            },
         };
         let storage: Arc<dyn Storage> = match user.permission {
             Permission::ReadOnly => Arc::new(ReadOnly(home)),
