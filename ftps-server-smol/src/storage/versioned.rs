@@ -288,9 +288,25 @@ struct Shared {
     inner: Arc<dyn Storage>,
     index: Mutex<Index>,
     log: Arc<Mutex<Log>>,
-    /// Changes run one at a time: the records of a change must describe the state it changes.
-    ops: smol::lock::Mutex<()>,
+    /// The records of a change must describe the state it changes, so changes of one path run one at a time
+    /// (a stripe lock per path hash, under a shared `tree` lock), and changes of whole subtrees (a directory
+    /// renamed or removed) alone (`tree` exclusive). Uploads to different files commit (and fsync) in parallel.
+    tree: smol::lock::RwLock<()>,
+    stripes: Vec<smol::lock::Mutex<()>>,
     options: VersionsOptions,
+}
+
+/// How many path stripes: enough that unrelated uploads rarely share one.
+const STRIPES: usize = 64;
+
+/// The locks a change of some paths holds ([`Versioned::lock_paths`]).
+#[allow(dead_code)] // held for their drop
+enum Held<'a> {
+    Paths(
+        smol::lock::RwLockReadGuard<'a, ()>,
+        Vec<smol::lock::MutexGuard<'a, ()>>,
+    ),
+    Tree(smol::lock::RwLockWriteGuard<'a, ()>),
 }
 
 /// A storage that keeps the previous content of every file it replaces or removes (STOR over a file, DELE,
@@ -339,7 +355,8 @@ impl Versioned {
                 inner,
                 index: Mutex::new(index),
                 log: Arc::new(Mutex::new(Log { file })),
-                ops: smol::lock::Mutex::new(()),
+                tree: smol::lock::RwLock::new(()),
+                stripes: (0..STRIPES).map(|_| smol::lock::Mutex::new(())).collect(),
                 options,
             }),
         })
@@ -357,6 +374,32 @@ impl Versioned {
 
     fn inner(&self) -> &dyn Storage {
         &*self.shared.inner
+    }
+
+    /// Locks `paths` for a change (their stripes in index order, so two changes never wait on each other).
+    async fn lock_paths(&self, paths: &[&str]) -> Held<'_> {
+        let tree = self.shared.tree.read().await;
+        let mut stripes: Vec<usize> = paths
+            .iter()
+            .map(|p| {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                p.hash(&mut h);
+                (h.finish() % STRIPES as u64) as usize
+            })
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for i in stripes {
+            guards.push(self.shared.stripes[i].lock().await);
+        }
+        Held::Paths(tree, guards)
+    }
+
+    /// Locks the whole tree (a change of a subtree).
+    async fn lock_tree(&self) -> Held<'_> {
+        Held::Tree(self.shared.tree.write().await)
     }
 
     async fn append(&self, lines: Vec<String>, sync: bool) -> Result<(), StorageError> {
@@ -516,7 +559,7 @@ impl Versioned {
             .keep
             .map(|keep| now.saturating_sub(i64::try_from(keep.as_micros()).unwrap_or(i64::MAX)));
         let victims: Vec<(String, u64, Kind)> = {
-            let _op = self.shared.ops.lock().await;
+            // Only the index: pruning touches versions that no change is making.
             let mut index = lock(&self.shared.index);
             let mut victims = Vec::new();
             for (path, recs) in &index.versions {
@@ -770,7 +813,7 @@ impl Storage for Versioned {
                 }
                 WriteMode::Append | WriteMode::Resume(_) => {
                     // In-place writes: the old content is copied first (a link would see the new bytes).
-                    let _op = self.shared.ops.lock().await;
+                    let _held = self.lock_paths(&[path]).await;
                     let now = self.now();
                     let mut tx = self.new_tx();
                     self.version_of_file(&mut tx, path, now).await;
@@ -800,7 +843,7 @@ impl Storage for Versioned {
 
     fn mkdir<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move {
-            let _op = self.shared.ops.lock().await;
+            let _held = self.lock_paths(&[path]).await;
             let now = self.now();
             let mut tx = self.new_tx();
             tx.since.push((path.to_owned(), now));
@@ -810,7 +853,7 @@ impl Storage for Versioned {
 
     fn rmdir<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move {
-            let _op = self.shared.ops.lock().await;
+            let _held = self.lock_tree().await;
             let meta = self.inner().metadata(path).await?;
             let now = self.now();
             self.inner().rmdir(path).await?;
@@ -831,7 +874,7 @@ impl Storage for Versioned {
 
     fn delete<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move {
-            let _op = self.shared.ops.lock().await;
+            let _held = self.lock_paths(&[path]).await;
             let now = self.now();
             let mut tx = self.new_tx();
             self.version_of_file(&mut tx, path, now).await;
@@ -841,8 +884,24 @@ impl Storage for Versioned {
 
     fn rename<'a>(&'a self, from: &'a str, to: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move {
-            let _op = self.shared.ops.lock().await;
+            // A directory's change covers its subtree: the whole tree then (checked again once locked).
+            let is_dir = self
+                .inner()
+                .metadata(from)
+                .await
+                .is_ok_and(|m| m.kind == FileKind::Directory);
+            let _held = if is_dir {
+                self.lock_tree().await
+            } else {
+                self.lock_paths(&[from, to]).await
+            };
             let meta = self.inner().metadata(from).await?;
+            if (meta.kind == FileKind::Directory) != is_dir {
+                return Err(StorageError::new(
+                    StorageErrorKind::Other,
+                    "changed kind while being renamed; try again",
+                ));
+            }
             let now = self.now();
             let mut tx = self.new_tx();
             if meta.kind == FileKind::Directory {
@@ -1129,7 +1188,7 @@ impl Upload for VersionedUpload {
                 return upload.commit().await;
             }
             let owner = self.owner.clone();
-            let _op = owner.shared.ops.lock().await;
+            let _held = owner.lock_paths(&[&self.path]).await;
             let now = owner.now();
             let mut tx = owner.new_tx();
             if self.on_commit == OnCommit::Replace {
