@@ -411,6 +411,66 @@ impl Default for StorageConfig {
     }
 }
 
+/// Versioned storage: history kept on every overwrite, delete and rename, served read-only as `/@at/<TIME>/` and
+/// `/@versions/` (README "Restore from any point in time").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VersionsConfig {
+    /// Keep versions and serve the time views (`ftps-server --versions` sets it too). Off by default.
+    pub enabled: bool,
+    /// How long a version is kept after it stopped being current: `<n>` plus `s`, `m`, `h`, `d` or `w`
+    /// (`"90d"`), or `"forever"`.
+    pub keep: String,
+    /// At most this many versions per file, the oldest pruned first; 0: no cap.
+    pub max_per_file: usize,
+    /// Seconds between pruning rounds.
+    pub prune_interval: u64,
+    /// At most this many versions removed per round (bounds the pruner's I/O).
+    pub prune_batch: usize,
+}
+
+impl Default for VersionsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            keep: "90d".into(),
+            max_per_file: 100,
+            prune_interval: 600,
+            prune_batch: 1000,
+        }
+    }
+}
+
+impl VersionsConfig {
+    /// `keep` as a duration (`None`: forever).
+    ///
+    /// # Errors
+    /// When `keep` is not `<n><s|m|h|d|w>` or `forever`.
+    pub fn keep_duration(&self) -> Result<Option<Duration>, ConfigError> {
+        let keep = self.keep.trim();
+        if keep == "forever" {
+            return Ok(None);
+        }
+        let bad = || {
+            ConfigError::Invalid(format!(
+                "[versions] keep {keep:?}: use a number and s, m, h, d or w (\"90d\"), or \"forever\""
+            ))
+        };
+        let unit = match keep.chars().last() {
+            Some('s') => 1,
+            Some('m') => 60,
+            Some('h') => 3600,
+            Some('d') => 86_400,
+            Some('w') => 7 * 86_400,
+            _ => return Err(bad()),
+        };
+        let n: u64 = keep[..keep.len() - 1].parse().map_err(|_| bad())?;
+        n.checked_mul(unit)
+            .map(|s| Some(Duration::from_secs(s)))
+            .ok_or_else(bad)
+    }
+}
+
 /// What is logged beyond the defaults.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -474,6 +534,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// How uploads reach the disk.
     pub storage: StorageConfig,
+    /// Versioned storage and time views.
+    pub versions: VersionsConfig,
     /// Logging switches.
     pub log: LogConfig,
     /// The Prometheus endpoint.
@@ -500,6 +562,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             state_dir: PathBuf::from("./.ftps-server"),
             storage: StorageConfig::default(),
+            versions: VersionsConfig::default(),
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
             proxy_protocol: ProxyProtocolConfig::default(),
@@ -552,6 +615,7 @@ impl Config {
     /// The first problem found, in words.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
+        self.versions.keep_duration()?;
         if self.listeners.is_empty() {
             return invalid("at least one [[listener]] is required".into());
         }

@@ -49,6 +49,10 @@ struct Cli {
     /// Serve Prometheus metrics at http://ADDR/metrics (plain HTTP: bind it to loopback or a monitoring network).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
+    /// Keep every overwritten, deleted or renamed file as a version and serve the read-only views
+    /// /@at/TIME/ and /@versions/ (the config file: versions.enabled).
+    #[arg(long)]
+    versions: bool,
 
     /// Directory for the generated certificate and users file [default: ./.ftps-server].
     #[arg(long, value_name = "DIR", global = true)]
@@ -186,6 +190,9 @@ fn apply_overrides(config: &mut Config, cli: &Cli) {
     }
     if cli.metrics.is_some() {
         config.metrics.listen = cli.metrics;
+    }
+    if cli.versions {
+        config.versions.enabled = true;
     }
     for listener in &mut config.listeners {
         if let Some(range) = cli.passive_ports {

@@ -125,6 +125,9 @@ pub fn engine_storage_error(error: &StorageError) -> engine::StorageError {
         StorageErrorKind::NameTooLong => engine::StorageError::NameTooLong,
         StorageErrorKind::NotEmpty => engine::StorageError::NotEmpty,
         StorageErrorKind::Rejected => engine::StorageError::Rejected,
+        StorageErrorKind::ReadOnlyView => engine::StorageError::ReadOnlyView,
+        StorageErrorKind::InvalidTime => engine::StorageError::InvalidViewTime,
+        StorageErrorKind::Unsupported => engine::StorageError::PermissionDenied,
         _ => engine::StorageError::Other(error.message().to_owned()),
     }
 }

@@ -40,7 +40,7 @@ use crate::proxy::{Admission, ProxyPolicy};
 pub use crate::shared::{Limits, ListenerOptions};
 use crate::shared::{ListenerContext, Shared, TlsSource};
 use crate::startup::ServerParts;
-use crate::storage::Storage;
+use crate::storage::{LocalStorage, Storage, Versioned, VersionsOptions};
 use crate::upload_check::UploadCheck;
 
 /// An FTPS server: storage, users, TLS and policy, ready to serve listeners.
@@ -62,6 +62,8 @@ pub struct ServerBuilder {
     proxy: ProxyPolicy,
     events: Arc<Events>,
     upload_check: Option<Arc<UploadCheck>>,
+    time_views: bool,
+    home_versions: Option<(VersionsOptions, Duration, usize)>,
 }
 
 impl Server {
@@ -79,6 +81,8 @@ impl Server {
             proxy: ProxyPolicy::default(),
             events: Arc::new(Events::default()),
             upload_check: None,
+            time_views: false,
+            home_versions: None,
         }
     }
 
@@ -275,6 +279,28 @@ impl ServerBuilder {
         self
     }
 
+    /// Whether each user sees the history of the storage as the read-only paths `/@at/<TIME>/` and
+    /// `/@versions/` ([`TimeViews`](crate::storage::TimeViews) over their home; default off). The storage must
+    /// keep history, e.g. [`Versioned`].
+    pub fn time_views(mut self, on: bool) -> Self {
+        self.time_views = on;
+        self
+    }
+
+    /// Keep versions in the homes of users whose home is a directory of its own (`UserHome::Directory`), with
+    /// these options: each such home gets one [`Versioned`] layer (shared by all its sessions, history log in its
+    /// own reserved folder), pruned in the background every `prune_every`, at most `prune_batch` a round.
+    /// Default: none.
+    pub fn home_versions(
+        mut self,
+        options: Option<VersionsOptions>,
+        prune_every: Duration,
+        prune_batch: usize,
+    ) -> Self {
+        self.home_versions = options.map(|o| (o, prune_every, prune_batch));
+        self
+    }
+
     /// The server.
     ///
     /// # Panics
@@ -301,6 +327,10 @@ impl ServerBuilder {
                 throttle: self.throttle,
                 log_transfers: self.log_transfers,
                 sync_on_commit: self.sync_on_commit,
+                time_views: self.time_views,
+                home_versions: self
+                    .home_versions
+                    .map(|(o, every, batch)| crate::shared::HomeVersions::new(o, every, batch)),
                 next_id: AtomicU64::new(1),
                 sessions: AtomicUsize::new(0),
                 passive_listeners: Arc::new(AtomicUsize::new(0)),
@@ -367,7 +397,6 @@ pub fn run(parts: ServerParts) -> Result<(), String> {
         write_timeout: config.limits.idle_timeout(),
         ..Limits::default()
     };
-    let storage: Arc<dyn Storage> = Arc::new(parts.storage);
     let sinks = config
         .webhooks
         .iter()
@@ -386,11 +415,48 @@ pub fn run(parts: ServerParts) -> Result<(), String> {
         }))
         .collect();
     let events = Events::start(&config.state_dir, sinks).map_err(|e| format!("events: {e}"))?;
+    let versions = &config.versions;
+    let storage: Arc<dyn Storage> = if versions.enabled {
+        let log = LocalStorage::history_log_path(&config.root)
+            .map_err(|e| format!("versions: {}: {e}", config.root.display()))?;
+        let options = VersionsOptions {
+            keep: versions.keep_duration().map_err(|e| e.to_string())?,
+            max_per_file: (versions.max_per_file > 0).then_some(versions.max_per_file),
+            sync: config.storage.fsync,
+            clock: None,
+        };
+        let versioned = Versioned::open(Arc::new(parts.storage), &log, options)
+            .map_err(|e| format!("versions: {}: {e}", log.display()))?;
+        versioned.spawn_pruner(
+            Duration::from_secs(versions.prune_interval.max(1)),
+            versions.prune_batch.max(1),
+        );
+        tracing::info!(log = %log.display(), "versions kept; time views at /@at/<TIME>/ and /@versions/");
+        Arc::new(versioned)
+    } else {
+        Arc::new(parts.storage)
+    };
+    let home_versions = if versions.enabled {
+        Some(VersionsOptions {
+            keep: versions.keep_duration().map_err(|e| e.to_string())?,
+            max_per_file: (versions.max_per_file > 0).then_some(versions.max_per_file),
+            sync: config.storage.fsync,
+            clock: None,
+        })
+    } else {
+        None
+    };
     let mut builder = Server::builder();
     if let Some(check) = config.hooks.upload_check(&config.state_dir) {
         builder = builder.upload_check(check);
     }
     let server = builder
+        .time_views(versions.enabled)
+        .home_versions(
+            home_versions,
+            Duration::from_secs(versions.prune_interval.max(1)),
+            versions.prune_batch.max(1),
+        )
         .storage(storage)
         .authenticator(parts.authenticator)
         .tls_reloading(Arc::clone(&parts.tls))

@@ -33,7 +33,7 @@ use crate::metrics::StorageOp;
 use crate::proxy::Admission;
 use crate::requests::{self, Answer, OpenFile};
 use crate::shared::{ListenerContext, Shared, Silent};
-use crate::storage::{LocalStorage, ReadOnly, Storage, Subtree};
+use crate::storage::{LocalStorage, ReadOnly, Storage, Subtree, TimeViews};
 use crate::timing::{within, LazyTimer};
 use crate::transfer::{self, Body};
 use crate::upload_check::CheckedUpload;
@@ -754,13 +754,22 @@ impl Driver {
             UserHome::Virtual(prefix) => {
                 Arc::new(Subtree::new(Arc::clone(&self.shared.storage), prefix))
             }
-            UserHome::Directory(dir) => {
-                Arc::new(LocalStorage::open(dir)?.with_sync_on_commit(self.shared.sync_on_commit))
-            }
+            UserHome::Directory(dir) => match &self.shared.home_versions {
+                Some(versions) => versions.open(dir, self.shared.sync_on_commit)?,
+                None => Arc::new(
+                    LocalStorage::open(dir)?.with_sync_on_commit(self.shared.sync_on_commit),
+                ),
+            },
         };
-        Ok(match user.permission {
+        let storage: Arc<dyn Storage> = match user.permission {
             Permission::ReadOnly => Arc::new(ReadOnly(home)),
             _ => home,
+        };
+        // Outermost, so each user's views start at their own root and show only their files.
+        Ok(if self.shared.time_views {
+            Arc::new(TimeViews(storage))
+        } else {
+            storage
         })
     }
 

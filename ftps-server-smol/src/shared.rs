@@ -74,6 +74,10 @@ pub(crate) struct Shared {
     pub(crate) log_transfers: bool,
     /// `LocalStorage::with_sync_on_commit` for users whose home is a directory of its own.
     pub(crate) sync_on_commit: bool,
+    /// Serve `/@at/` and `/@versions/` to every user (`TimeViews` over their storage).
+    pub(crate) time_views: bool,
+    /// Versions in the homes of users whose home is a directory of its own.
+    pub(crate) home_versions: Option<HomeVersions>,
     pub(crate) next_id: AtomicU64,
     pub(crate) sessions: AtomicUsize,
     /// Passive listeners bound right now (see [`ServerStats::passive_listeners`](crate::server::ServerStats::passive_listeners)).
@@ -319,5 +323,53 @@ impl ListenerContext {
         config.implicit_tls = self.options.implicit;
         config.passive_public_ipv4 = self.options.passive_public_ipv4;
         config
+    }
+}
+
+/// The versioning layer of each home that is a directory of its own, opened at its first login and shared by every
+/// session of that home afterwards (one history log, one lock per home).
+pub(crate) struct HomeVersions {
+    options: crate::storage::VersionsOptions,
+    prune_every: std::time::Duration,
+    prune_batch: usize,
+    homes: Mutex<HashMap<std::path::PathBuf, Arc<crate::storage::Versioned>>>,
+}
+
+impl HomeVersions {
+    pub(crate) fn new(
+        options: crate::storage::VersionsOptions,
+        prune_every: std::time::Duration,
+        prune_batch: usize,
+    ) -> Self {
+        Self {
+            options,
+            prune_every,
+            prune_batch,
+            homes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The versioned storage of home `dir` (blocking at its first use: the history log is read).
+    pub(crate) fn open(
+        &self,
+        dir: &std::path::Path,
+        sync_on_commit: bool,
+    ) -> std::io::Result<Arc<crate::storage::Versioned>> {
+        let mut homes = self
+            .homes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(home) = homes.get(dir) {
+            return Ok(Arc::clone(home));
+        }
+        let local = crate::storage::LocalStorage::open(dir)?.with_sync_on_commit(sync_on_commit);
+        let log = crate::storage::LocalStorage::history_log_path(dir)?;
+        let versioned =
+            crate::storage::Versioned::open(Arc::new(local), &log, self.options.clone())
+                .map_err(std::io::Error::from)?;
+        versioned.spawn_pruner(self.prune_every, self.prune_batch);
+        let versioned = Arc::new(versioned);
+        homes.insert(dir.to_path_buf(), Arc::clone(&versioned));
+        Ok(versioned)
     }
 }

@@ -414,6 +414,12 @@ pub enum StorageError {
     NotEmpty,
     /// The server's upload check refused the file (550); it was not stored.
     Rejected,
+    /// The path is inside a read-only view of the storage, such as a view of its history (550, and the
+    /// reply says the view is read-only so the user knows why the write failed).
+    ReadOnlyView,
+    /// The path names a view by a time the storage cannot read, such as `/@at/<TIME>/` with a malformed
+    /// TIME (501: the argument is wrong, not the state of the storage).
+    InvalidViewTime,
     /// Anything else (451); the text goes to the log, not to the client.
     Other(String),
 }

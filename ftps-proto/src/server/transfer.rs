@@ -109,6 +109,31 @@ pub(crate) fn storage_reply(error: &StorageError) -> (ReplyCode, &'static str) {
             ReplyCode::FILE_NOT_AVAILABLE,
             "Upload rejected by the server's check; file not stored",
         ),
+        StorageError::ReadOnlyView => (
+            ReplyCode::FILE_NOT_AVAILABLE,
+            "Read-only view: files of the past cannot be changed",
+        ),
+        StorageError::InvalidViewTime => (
+            ReplyCode::SYNTAX_ERROR_ARGUMENTS,
+            "Invalid time in path: use RFC 3339 (2026-11-23T10:00:00Z) or a date (2026-11-23)",
+        ),
         StorageError::Other(_) => (ReplyCode::LOCAL_ERROR, "Local error in processing"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The time views' refusals: a write in the past is 550 and says why; a TIME that does not parse is the
+    /// argument's fault (501).
+    #[test]
+    fn view_errors_have_their_own_replies() {
+        let (code, text) = storage_reply(&StorageError::ReadOnlyView);
+        assert_eq!(code, ReplyCode::FILE_NOT_AVAILABLE);
+        assert!(text.starts_with("Read-only view"), "{text}");
+        let (code, text) = storage_reply(&StorageError::InvalidViewTime);
+        assert_eq!(code, ReplyCode::SYNTAX_ERROR_ARGUMENTS);
+        assert!(text.contains("RFC 3339"), "{text}");
     }
 }

@@ -498,6 +498,139 @@ impl Storage for LocalStorage {
                 .set_permissions(&rel, Permissions::from_mode(mode & SETTABLE_MODE_BITS))
         })
     }
+
+    fn keep<'a>(
+        &'a self,
+        path: &'a str,
+        id: u64,
+        copy: bool,
+    ) -> BoxFuture<'a, Result<Metadata, StorageError>> {
+        let rel = match relative(path) {
+            Ok(rel) => rel,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        self.run(move |inner| {
+            let meta = inner.root.symlink_metadata(&rel)?;
+            if !meta.is_file() {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "only regular files are kept as versions",
+                ));
+            }
+            let store = kept_dir(inner)?;
+            let name = kept_name(id);
+            if copy {
+                inner.root.copy(&rel, &store, &name)?;
+            } else {
+                // Same filesystem (the reserved folder is inside the root): O(1), and the live file is then
+                // replaced or removed by one rename or unlink, so readers never see it missing.
+                inner.root.hard_link(&rel, &store, &name)?;
+            }
+            if inner.sync_on_commit {
+                // The kept name must be durable before the change that removes the live one.
+                if copy {
+                    store.open(&name)?.into_std().sync_all()?;
+                }
+                store.open(".")?.into_std().sync_all()?;
+            }
+            Ok(convert_metadata(&meta))
+        })
+    }
+
+    fn open_kept<'a>(
+        &'a self,
+        id: u64,
+        offset: u64,
+    ) -> BoxFuture<'a, Result<ReadHandle, StorageError>> {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            let (body, size) = unblock(move || {
+                let store = kept_dir(&inner)?;
+                let file = store.open(kept_name(id))?;
+                let size = file.metadata()?.len();
+                let mut file = file.into_std();
+                file.seek(SeekFrom::Start(offset.min(size)))?;
+                Ok::<_, io::Error>((file, size))
+            })
+            .await?;
+            let reader: Box<dyn AsyncRead + Send + Unpin> =
+                Box::new(Unblock::with_capacity(FILE_BUFFER_SIZE, body));
+            Ok(ReadHandle { reader, size })
+        })
+    }
+
+    fn has_kept(&self, id: u64) -> BoxFuture<'_, Result<bool, StorageError>> {
+        self.run(
+            move |inner| match kept_dir(inner)?.symlink_metadata(kept_name(id)) {
+                Ok(meta) => Ok(meta.is_file()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(e),
+            },
+        )
+    }
+
+    fn kept_is_live<'a>(
+        &'a self,
+        path: &'a str,
+        id: u64,
+    ) -> BoxFuture<'a, Result<bool, StorageError>> {
+        let rel = match relative(path) {
+            Ok(rel) => rel,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        self.run(move |inner| {
+            use cap_std::fs::MetadataExt;
+            let kept = kept_dir(inner)?.symlink_metadata(kept_name(id))?;
+            Ok(match inner.root.symlink_metadata(&rel) {
+                Ok(live) => live.dev() == kept.dev() && live.ino() == kept.ino(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+                Err(e) => return Err(e),
+            })
+        })
+    }
+
+    fn remove_kept(&self, id: u64) -> BoxFuture<'_, Result<(), StorageError>> {
+        self.run(
+            move |inner| match kept_dir(inner)?.remove_file(kept_name(id)) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+            },
+        )
+    }
+}
+
+/// The folder of kept versions, `versions` in the reserved folder (created on first use): inside the root, so
+/// on its filesystem, and out of every client's reach.
+fn kept_dir(inner: &Inner) -> io::Result<Dir> {
+    let temp = inner.temp_dir()?;
+    match temp.create_dir(KEPT_DIR) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    temp.open_dir(KEPT_DIR)
+}
+
+/// The folder name of kept versions inside the reserved folder (the history log lives there too).
+const KEPT_DIR: &str = "versions";
+
+fn kept_name(id: u64) -> String {
+    format!("{id:016x}")
+}
+
+impl LocalStorage {
+    /// Where this root's history log belongs: next to the kept versions, in the reserved folder (created).
+    ///
+    /// # Errors
+    /// When the folder cannot be created or opened.
+    pub fn history_log_path(root: &Path) -> io::Result<PathBuf> {
+        let dir = root.join(RESERVED_NAME).join(KEPT_DIR);
+        // Like the upload folder: the server's own, 0700.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&dir)?;
+        Ok(dir.join("history.log"))
+    }
 }
 
 /// Makes a rename into `target`'s directory durable: fsync of that directory (the file itself was

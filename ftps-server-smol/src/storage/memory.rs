@@ -32,6 +32,9 @@ struct Shared {
     tree: Mutex<Tree>,
     /// Total file bytes the store may hold; `None` is unbounded.
     capacity: Option<u64>,
+    /// Kept versions ([`Storage::keep`]): the same shared bytes as the file had (appends replace a file's
+    /// bytes, never change them in place, so sharing is always safe).
+    kept: Mutex<std::collections::HashMap<u64, Arc<Vec<u8>>>>,
 }
 
 #[derive(Debug)]
@@ -178,6 +181,7 @@ impl MemoryStorage {
             shared: Arc::new(Shared {
                 tree: Mutex::default(),
                 capacity: Some(capacity),
+                kept: Mutex::default(),
             }),
         }
     }
@@ -461,6 +465,78 @@ impl Storage for MemoryStorage {
 
     fn set_mode<'a>(&'a self, path: &'a str, mode: u32) -> BoxFuture<'a, Result<(), StorageError>> {
         Self::ready(self.update(path, |node| node.mode = mode & 0o777))
+    }
+
+    fn keep<'a>(
+        &'a self,
+        path: &'a str,
+        id: u64,
+        _copy: bool,
+    ) -> BoxFuture<'a, Result<Metadata, StorageError>> {
+        let result = keys(path).and_then(|(key, _)| {
+            let tree = self.lock();
+            let node = tree.node(&key)?;
+            let data = node
+                .data
+                .clone()
+                .ok_or_else(|| err(StorageErrorKind::PermissionDenied, "only files are kept"))?;
+            self.kept().insert(id, data);
+            Ok(node.metadata())
+        });
+        Self::ready(result)
+    }
+
+    fn open_kept<'a>(
+        &'a self,
+        id: u64,
+        offset: u64,
+    ) -> BoxFuture<'a, Result<ReadHandle, StorageError>> {
+        let result = match self.kept().get(&id) {
+            Some(data) => {
+                let start = usize::try_from(offset)
+                    .unwrap_or(usize::MAX)
+                    .min(data.len());
+                Ok(ReadHandle {
+                    reader: Box::new(Cursor::new(data.get(start..).unwrap_or_default().to_vec())),
+                    size: data.len() as u64,
+                })
+            }
+            None => Err(err(StorageErrorKind::NotFound, "no such version")),
+        };
+        Self::ready(result)
+    }
+
+    fn has_kept(&self, id: u64) -> BoxFuture<'_, Result<bool, StorageError>> {
+        Self::ready(Ok(self.kept().contains_key(&id)))
+    }
+
+    fn kept_is_live<'a>(
+        &'a self,
+        path: &'a str,
+        id: u64,
+    ) -> BoxFuture<'a, Result<bool, StorageError>> {
+        let live = keys(path)
+            .ok()
+            .and_then(|(key, _)| self.lock().node(&key).ok().and_then(|n| n.data.clone()));
+        let same = match (live, self.kept().get(&id)) {
+            (Some(live), Some(kept)) => Arc::ptr_eq(&live, kept),
+            _ => false,
+        };
+        Self::ready(Ok(same))
+    }
+
+    fn remove_kept(&self, id: u64) -> BoxFuture<'_, Result<(), StorageError>> {
+        self.kept().remove(&id);
+        Self::ready(Ok(()))
+    }
+}
+
+impl MemoryStorage {
+    fn kept(&self) -> MutexGuard<'_, std::collections::HashMap<u64, Arc<Vec<u8>>>> {
+        self.shared
+            .kept
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 

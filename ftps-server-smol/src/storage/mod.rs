@@ -14,6 +14,8 @@
 
 mod local;
 mod memory;
+mod timeview;
+mod versioned;
 mod view;
 
 use std::fmt;
@@ -26,6 +28,8 @@ use futures_lite::{AsyncRead, AsyncWrite};
 
 pub use local::LocalStorage;
 pub use memory::MemoryStorage;
+pub use timeview::{parse_view_time, version_name, TimeViews, AT_DIR, VERSIONS_DIR};
+pub use versioned::{Clock, Versioned, VersionsOptions};
 pub use view::{ReadOnly, Subtree};
 
 /// A boxed, `Send` future, the return type of every [`Storage`] and [`Upload`] method (so both traits
@@ -182,6 +186,136 @@ pub trait Storage: Send + Sync {
 
     /// Sets the Unix permission bits of `path` (`SITE CHMOD`); only the low 12 bits are used.
     fn set_mode<'a>(&'a self, path: &'a str, mode: u32) -> BoxFuture<'a, Result<(), StorageError>>;
+
+    // History: what the read-only time views (`/@at/<TIME>/`, `/@versions/`, see [`TimeViews`]) need. A
+    // storage that keeps versions ([`Versioned`], or a backend with native versioning) answers them; the
+    // defaults say "unsupported".
+
+    /// Metadata of `path` as it was at `at` (`NotFound` if nothing had that name then).
+    fn metadata_at<'a>(
+        &'a self,
+        path: &'a str,
+        at: SystemTime,
+    ) -> BoxFuture<'a, Result<Metadata, StorageError>> {
+        let _ = (path, at);
+        unsupported()
+    }
+
+    /// The entries of directory `path` as it was at `at`; `modified` is when each entry's content became
+    /// current.
+    fn list_at<'a>(
+        &'a self,
+        path: &'a str,
+        at: SystemTime,
+    ) -> BoxFuture<'a, Result<Vec<DirEntry>, StorageError>> {
+        let _ = (path, at);
+        unsupported()
+    }
+
+    /// Opens file `path` as it was at `at`, from byte `offset`.
+    fn open_read_at<'a>(
+        &'a self,
+        path: &'a str,
+        at: SystemTime,
+        offset: u64,
+    ) -> BoxFuture<'a, Result<ReadHandle, StorageError>> {
+        let _ = (path, at, offset);
+        unsupported()
+    }
+
+    /// Every kept version of file `path`, oldest first, the current content last (if the file exists).
+    fn versions<'a>(
+        &'a self,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<VersionInfo>, StorageError>> {
+        let _ = path;
+        unsupported()
+    }
+
+    /// Opens version `id` (from [`versions`](Self::versions)) of file `path` from byte `offset`.
+    fn open_version<'a>(
+        &'a self,
+        path: &'a str,
+        id: u64,
+        offset: u64,
+    ) -> BoxFuture<'a, Result<ReadHandle, StorageError>> {
+        let _ = (path, id, offset);
+        unsupported()
+    }
+
+    // Kept objects: what a versioning layer ([`Versioned`]) needs from the backend below it. A backend keeps
+    // a file's content under an id, out of the tree clients see.
+
+    /// Keeps the current content of regular file `path` as object `id`, leaving the file in place. With
+    /// `copy` false the backend may share the content with the live file (a hard link: O(1)), so the caller
+    /// must then only ever *replace* or *remove* the live file, never write into it; with `copy` true the
+    /// object is an independent copy (for appends and resumed uploads, which write in place). Returns the
+    /// file's metadata.
+    fn keep<'a>(
+        &'a self,
+        path: &'a str,
+        id: u64,
+        copy: bool,
+    ) -> BoxFuture<'a, Result<Metadata, StorageError>> {
+        let _ = (path, id, copy);
+        unsupported()
+    }
+
+    /// Opens kept object `id` from byte `offset`.
+    fn open_kept<'a>(
+        &'a self,
+        id: u64,
+        offset: u64,
+    ) -> BoxFuture<'a, Result<ReadHandle, StorageError>> {
+        let _ = (id, offset);
+        unsupported()
+    }
+
+    /// Whether kept object `id` exists (crash recovery asks).
+    fn has_kept(&self, id: u64) -> BoxFuture<'_, Result<bool, StorageError>> {
+        let _ = id;
+        unsupported()
+    }
+
+    /// Whether kept object `id` still *is* the live file at `path` (shares its storage: a link made by
+    /// [`keep`](Self::keep) and not yet followed by the change it was made for). Crash recovery asks, to tell
+    /// a change that happened from one that did not. Default: `false`.
+    fn kept_is_live<'a>(
+        &'a self,
+        path: &'a str,
+        id: u64,
+    ) -> BoxFuture<'a, Result<bool, StorageError>> {
+        let _ = (path, id);
+        Box::pin(async { Ok(false) })
+    }
+
+    /// Removes kept object `id` (missing is not an error).
+    fn remove_kept(&self, id: u64) -> BoxFuture<'_, Result<(), StorageError>> {
+        let _ = id;
+        unsupported()
+    }
+}
+
+/// One version of a file in a storage that keeps history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionInfo {
+    /// The version's id, for [`Storage::open_version`] (0 is the current content).
+    pub id: u64,
+    /// When this content became current.
+    pub since: SystemTime,
+    /// When it stopped being current (`None`: it is the current content).
+    pub until: Option<SystemTime>,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+fn unsupported<'a, T: Send + 'a>() -> BoxFuture<'a, Result<T, StorageError>> {
+    Box::pin(async {
+        Err(StorageError::new(
+            StorageErrorKind::Unsupported,
+            "this storage keeps no history",
+        ))
+    })
 }
 
 /// Why a storage operation failed, as a kind the engine can map to a reply.
@@ -211,6 +345,12 @@ pub enum StorageErrorKind {
     NotEmpty,
     /// The upload check refused the file (`[hooks] upload_check`); it was not stored.
     Rejected,
+    /// The path is in a read-only view (`/@at/...`, `/@versions/...`): the past cannot be changed.
+    ReadOnlyView,
+    /// A view path names a time that cannot be read (`/@at/yesterday/`).
+    InvalidTime,
+    /// The storage does not offer this (history on a backend that keeps none).
+    Unsupported,
     /// Anything else (I/O error, directory not empty, ...).
     Other,
 }
@@ -303,6 +443,9 @@ impl From<StorageError> for io::Error {
             StorageErrorKind::NameTooLong => io::ErrorKind::InvalidInput,
             StorageErrorKind::NotEmpty => io::ErrorKind::DirectoryNotEmpty,
             StorageErrorKind::Rejected => io::ErrorKind::PermissionDenied,
+            StorageErrorKind::ReadOnlyView => io::ErrorKind::ReadOnlyFilesystem,
+            StorageErrorKind::InvalidTime => io::ErrorKind::InvalidInput,
+            StorageErrorKind::Unsupported => io::ErrorKind::Unsupported,
             StorageErrorKind::Other => io::ErrorKind::Other,
         };
         io::Error::new(kind, error.message)

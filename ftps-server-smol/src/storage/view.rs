@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use super::{
     BoxFuture, DirEntry, Metadata, ReadHandle, Storage, StorageError, StorageErrorKind, Upload,
-    WriteMode,
+    VersionInfo, WriteMode,
 };
 
 /// The part of a storage below `prefix`, seen as a whole storage: `/x` here is `prefix/x` there.
@@ -80,6 +80,42 @@ impl Storage for Subtree {
     fn set_mode<'a>(&'a self, path: &'a str, mode: u32) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move { self.inner.set_mode(&self.map(path), mode).await })
     }
+    fn metadata_at<'a>(
+        &'a self,
+        path: &'a str,
+        at: SystemTime,
+    ) -> BoxFuture<'a, Result<Metadata, StorageError>> {
+        Box::pin(async move { self.inner.metadata_at(&self.map(path), at).await })
+    }
+    fn list_at<'a>(
+        &'a self,
+        path: &'a str,
+        at: SystemTime,
+    ) -> BoxFuture<'a, Result<Vec<DirEntry>, StorageError>> {
+        Box::pin(async move { self.inner.list_at(&self.map(path), at).await })
+    }
+    fn open_read_at<'a>(
+        &'a self,
+        path: &'a str,
+        at: SystemTime,
+        offset: u64,
+    ) -> BoxFuture<'a, Result<ReadHandle, StorageError>> {
+        Box::pin(async move { self.inner.open_read_at(&self.map(path), at, offset).await })
+    }
+    fn versions<'a>(
+        &'a self,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<VersionInfo>, StorageError>> {
+        Box::pin(async move { self.inner.versions(&self.map(path)).await })
+    }
+    fn open_version<'a>(
+        &'a self,
+        path: &'a str,
+        id: u64,
+        offset: u64,
+    ) -> BoxFuture<'a, Result<ReadHandle, StorageError>> {
+        Box::pin(async move { self.inner.open_version(&self.map(path), id, offset).await })
+    }
 }
 
 /// A storage that refuses every change with [`StorageErrorKind::PermissionDenied`].
@@ -144,6 +180,42 @@ impl Storage for ReadOnly {
         _mode: u32,
     ) -> BoxFuture<'a, Result<(), StorageError>> {
         denied()
+    }
+    fn metadata_at<'a>(
+        &'a self,
+        path: &'a str,
+        at: SystemTime,
+    ) -> BoxFuture<'a, Result<Metadata, StorageError>> {
+        self.0.metadata_at(path, at)
+    }
+    fn list_at<'a>(
+        &'a self,
+        path: &'a str,
+        at: SystemTime,
+    ) -> BoxFuture<'a, Result<Vec<DirEntry>, StorageError>> {
+        self.0.list_at(path, at)
+    }
+    fn open_read_at<'a>(
+        &'a self,
+        path: &'a str,
+        at: SystemTime,
+        offset: u64,
+    ) -> BoxFuture<'a, Result<ReadHandle, StorageError>> {
+        self.0.open_read_at(path, at, offset)
+    }
+    fn versions<'a>(
+        &'a self,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<VersionInfo>, StorageError>> {
+        self.0.versions(path)
+    }
+    fn open_version<'a>(
+        &'a self,
+        path: &'a str,
+        id: u64,
+        offset: u64,
+    ) -> BoxFuture<'a, Result<ReadHandle, StorageError>> {
+        self.0.open_version(path, id, offset)
     }
 }
 

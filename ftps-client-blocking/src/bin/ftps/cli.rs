@@ -113,6 +113,11 @@ pub(crate) struct GlobalOptions {
     #[arg(long, value_name = "N", global = true, default_value_t = 0,
           value_parser = clap::value_parser!(u32).range(0..=100))]
     pub(crate) retries: u32,
+    /// Read the tree as it was at TIME (RFC 3339 such as 2026-11-23T10:00:00Z, or a date): ls, get,
+    /// cat, stat and mirror --download read the server's read-only view /@at/TIME/ (ftps-server with
+    /// versions on). The URL's path is then taken from the root of the login.
+    #[arg(long, value_name = "TIME", global = true)]
+    pub(crate) at: Option<String>,
 }
 
 /// The subcommands.
@@ -407,7 +412,10 @@ impl Cli {
         {
             return self.resolve_fxp(src, dst, *allow_clear, *clear, env, prompt);
         }
-        let (url, action) = self.resolve_action()?;
+        let (url, mut action) = self.resolve_action()?;
+        if let Some(time) = &self.options.at {
+            action = at_view(time, action)?;
+        }
         let login = resolve_login(&url, env(PASSWORD_ENV), prompt)?;
         Ok(Invocation {
             connection: self.connection_options(&url),
@@ -648,6 +656,59 @@ impl Cli {
     }
 }
 
+/// The path of `path` in the server's read-only view of the tree at `time`: `/@at/<time>/<path>`.
+pub(crate) fn at_path(time: &str, path: &str) -> String {
+    format!("/@at/{time}/{}", path.trim_start_matches('/'))
+}
+
+/// `--at TIME`: the same command on the view of the past; only reading commands have one.
+fn at_view(time: &str, action: Action) -> Result<Action, CliError> {
+    // The server parses TIME (and answers 501 to a bad one); refuse here only what would change the path.
+    if time.is_empty() || time.contains('/') || time.chars().any(char::is_control) {
+        return Err(CliError::usage(format!(
+            "--at {time:?}: give an RFC 3339 time (2026-11-23T10:00:00Z) or a date (2026-11-23)"
+        )));
+    }
+    Ok(match action {
+        Action::List { dir } => Action::List {
+            dir: at_path(time, &dir),
+        },
+        Action::Get {
+            remote,
+            local,
+            resume,
+        } => Action::Get {
+            remote: at_path(time, &remote),
+            local,
+            resume,
+        },
+        Action::GetToStdout { remote } => Action::GetToStdout {
+            remote: at_path(time, &remote),
+        },
+        Action::Stat { remote } => Action::Stat {
+            remote: at_path(time, &remote),
+        },
+        Action::Mirror {
+            direction: MirrorDirection::Download,
+            local,
+            remote,
+            delete,
+            dry_run,
+        } => Action::Mirror {
+            direction: MirrorDirection::Download,
+            local,
+            remote: at_path(time, &remote),
+            delete,
+            dry_run,
+        },
+        _ => {
+            return Err(CliError::usage(
+                "--at reads the past: only ls, get, cat, stat and mirror --download take it",
+            ))
+        }
+    })
+}
+
 /// The remote file of each local file for `put FILE... URL`. "put f ftps://h/dir/" keeps the
 /// local name, like cp into a directory; several files need such a directory URL, and two
 /// files may not land on the same remote name.
@@ -875,6 +936,37 @@ mod tests {
     fn clap_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn at_reads_the_view_of_the_past() {
+        let inv = resolve(&["get", "--at", "2026-11-23", "ftps://u:p@h/dir/f.bin"]).unwrap();
+        assert_eq!(
+            inv.action,
+            Action::Get {
+                remote: "/@at/2026-11-23/dir/f.bin".into(),
+                local: PathBuf::from("f.bin"),
+                resume: false
+            }
+        );
+        let inv = resolve(&["--at", "2026-11-23T10:00Z", "ls", "ftps://u:p@h/"]).unwrap();
+        assert_eq!(
+            inv.action,
+            Action::List {
+                dir: "/@at/2026-11-23T10:00Z/".into()
+            }
+        );
+        let inv = resolve(&["mirror", "--at", "2026-11-23", "ftps://u:p@h//d/", "out"]).unwrap();
+        assert!(
+            matches!(inv.action, Action::Mirror { ref remote, .. } if remote == "/@at/2026-11-23/d/")
+        );
+        for bad in [
+            &["put", "--at", "2026-11-23", "x", "ftps://u:p@h/"][..],
+            &["mirror", "--at", "2026-11-23", "in", "ftps://u:p@h/"][..],
+            &["ls", "--at", "a/b", "ftps://u:p@h/"][..],
+        ] {
+            assert!(resolve(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
