@@ -39,6 +39,28 @@ fn first_port(lines: &Receiver<String>, prefix: &str) -> u16 {
     }
 }
 
+/// Writes the server's config in `dir` and adds the test user.
+fn configure(dir: &Path, config: &str) {
+    std::fs::write(dir.join("server.toml"), config).unwrap();
+    let added = Command::new(env!("CARGO_BIN_EXE_ftps-server"))
+        .arg("--config")
+        .arg(dir.join("server.toml"))
+        .args(["user", "add", USER, "--home", "/"])
+        .env("FTPS_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{added:?}");
+}
+
+/// curl as the test user with `password`, over explicit TLS, not checking the generated certificate.
+fn curl_as(curl_bin: &Path, password: &str) -> Command {
+    let mut command = Command::new(curl_bin);
+    command
+        .args(["-sS", "--ssl-reqd", "--insecure", "--max-time", "30"])
+        .args(["-u", &format!("{USER}:{password}")]);
+    command
+}
+
 /// Starts the server on a port it picks (a port chosen beforehand may be taken by another test meanwhile).
 fn start_server(dir: &Path) -> (KillOnDrop, u16) {
     let (child, lines) = ftps_testkit::spawn_with_stdout_lines(
@@ -92,25 +114,11 @@ fn webhooks_and_commands_get_every_event_once_in_order_across_failures_and_kill_
         state = dir.path().join("state"),
         commanded = commanded.display(),
     );
-    std::fs::write(dir.path().join("server.toml"), config).unwrap();
-    let added = Command::new(env!("CARGO_BIN_EXE_ftps-server"))
-        .arg("--config")
-        .arg(dir.path().join("server.toml"))
-        .args(["user", "add", USER, "--home", "/"])
-        .env("FTPS_PASSWORD", PASSWORD)
-        .output()
-        .unwrap();
-    assert!(added.status.success(), "{added:?}");
+    configure(dir.path(), &config);
     let (server, port) = start_server(dir.path());
 
     let url = |path: &str| format!("ftp://127.0.0.1:{port}/{path}");
-    let curl = |password: &str| {
-        let mut command = Command::new(&curl_bin);
-        command
-            .args(["-sS", "--ssl-reqd", "--insecure", "--max-time", "30"])
-            .args(["-u", &format!("{USER}:{password}")]);
-        command
-    };
+    let curl = |password: &str| curl_as(&curl_bin, password);
     let local = TempDir::new("events-local");
     let file = local.path().join("report.csv");
     std::fs::write(&file, b"a,b\n1,2\n").unwrap();
@@ -253,24 +261,10 @@ fn the_upload_check_keeps_rejected_files_out_and_says_so() {
          events = [\"upload\", \"upload_rejected\"]\n",
         state = dir.path().join("state"),
     );
-    std::fs::write(dir.path().join("server.toml"), config).unwrap();
-    let added = Command::new(env!("CARGO_BIN_EXE_ftps-server"))
-        .arg("--config")
-        .arg(dir.path().join("server.toml"))
-        .args(["user", "add", USER, "--home", "/"])
-        .env("FTPS_PASSWORD", PASSWORD)
-        .output()
-        .unwrap();
-    assert!(added.status.success(), "{added:?}");
+    configure(dir.path(), &config);
     let (_server, port) = start_server(dir.path());
     let url = |path: &str| format!("ftp://127.0.0.1:{port}/{path}");
-    let curl = || {
-        let mut command = Command::new(&curl_bin);
-        command
-            .args(["-sS", "--ssl-reqd", "--insecure", "--max-time", "30"])
-            .args(["-u", &format!("{USER}:{PASSWORD}")]);
-        command
-    };
+    let curl = || curl_as(&curl_bin, PASSWORD);
     let local = TempDir::new("upload-check-local");
     let clean = local.path().join("clean.txt");
     std::fs::write(&clean, b"quarterly numbers\n").unwrap();
