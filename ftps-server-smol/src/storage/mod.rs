@@ -9,11 +9,13 @@
 //! executor. Errors are a typed [`StorageError`] whose [`StorageErrorKind`] the engine maps to reply
 //! codes; this module knows no reply codes.
 //!
-//! Two backends ship with the crate: [`LocalStorage`] (a directory on the local filesystem, confined
-//! with capability-based `openat` semantics) and [`MemoryStorage`] (tests and embedding).
+//! Three backends ship with the crate: [`LocalStorage`] (a directory on the local filesystem, confined
+//! with capability-based `openat` semantics), [`S3Storage`] (an S3-compatible bucket) and [`MemoryStorage`]
+//! (tests and embedding).
 
 mod local;
 mod memory;
+pub mod s3;
 mod view;
 
 use std::fmt;
@@ -26,6 +28,7 @@ use futures_lite::{AsyncRead, AsyncWrite};
 
 pub use local::LocalStorage;
 pub use memory::MemoryStorage;
+pub use s3::{S3Options, S3Storage};
 pub use view::{ReadOnly, Subtree};
 
 /// A boxed, `Send` future, the return type of every [`Storage`] and [`Upload`] method (so both traits
@@ -209,6 +212,8 @@ pub enum StorageErrorKind {
     NameTooLong,
     /// The directory to remove is not empty (`ENOTEMPTY`).
     NotEmpty,
+    /// The backend cannot do this at all (e.g. `MFMT` on object storage, whose objects have no settable time).
+    Unsupported,
     /// Anything else (I/O error, directory not empty, ...).
     Other,
 }
@@ -271,6 +276,7 @@ pub fn error_kind_of(error: &io::Error) -> StorageErrorKind {
         io::ErrorKind::StorageFull => StorageErrorKind::DiskFull,
         io::ErrorKind::QuotaExceeded => StorageErrorKind::QuotaExceeded,
         io::ErrorKind::DirectoryNotEmpty => StorageErrorKind::NotEmpty,
+        io::ErrorKind::Unsupported => StorageErrorKind::Unsupported,
         // `io::ErrorKind::InvalidFilename` is newer than the MSRV: match ENAMETOOLONG directly.
         #[cfg(target_os = "linux")]
         _ if error.raw_os_error() == Some(ENAMETOOLONG_LINUX) => StorageErrorKind::NameTooLong,
@@ -300,6 +306,7 @@ impl From<StorageError> for io::Error {
             StorageErrorKind::InvalidName => io::ErrorKind::InvalidInput,
             StorageErrorKind::NameTooLong => io::ErrorKind::InvalidInput,
             StorageErrorKind::NotEmpty => io::ErrorKind::DirectoryNotEmpty,
+            StorageErrorKind::Unsupported => io::ErrorKind::Unsupported,
             StorageErrorKind::Other => io::ErrorKind::Other,
         };
         io::Error::new(kind, error.message)
