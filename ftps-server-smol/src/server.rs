@@ -341,7 +341,10 @@ pub fn run(parts: ServerParts) -> Result<(), String> {
         write_timeout: config.limits.idle_timeout(),
         ..Limits::default()
     };
-    let storage: Arc<dyn Storage> = Arc::new(parts.storage);
+    let storage: Arc<dyn Storage> = match parts.object_storage {
+        Some(bucket) => Arc::new(bucket),
+        None => Arc::new(parts.storage),
+    };
     let server = Server::builder()
         .storage(storage)
         .authenticator(parts.authenticator)

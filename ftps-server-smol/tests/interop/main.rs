@@ -8,6 +8,7 @@
 
 mod balancer;
 mod clients;
+mod s3;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
