@@ -1,7 +1,7 @@
 //! [`S3Storage`]: files in an S3-compatible bucket (AWS S3, MinIO, Ceph RGW, Garage, moto).
 //!
 //! Requests are SigV4-presigned by `rusty-s3` (sans-IO: it only builds URLs and parses XML) and sent by the small
-//! HTTP/1.1 client in [`http`] on async-io sockets, so the backend needs no tokio and works under any executor.
+//! HTTP/1.1 client in `http.rs` on async-io sockets, so the backend needs no tokio and works under any executor.
 //!
 //! How the FTP view maps onto keys (under the configured `prefix`):
 //! - a file `/a/b` is the object `prefix + "a/b"`; a directory is a key prefix `a/`, which exists when any key
