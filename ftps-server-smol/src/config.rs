@@ -417,8 +417,10 @@ pub struct StorageConfig {
     /// fsync its directory. On by default (a backup target must not lose an acknowledged file to a
     /// power cut or kernel crash); the measured cost is in the README. Local backend only.
     pub fsync: bool,
-    /// S3: endpoint URL, `http://host:port`.
+    /// S3: endpoint URL, `http://host:port` or `https://host`.
     pub endpoint: Option<String>,
+    /// S3 over https: PEM certificates to trust besides the system's roots (a private CA).
+    pub ca_file: Option<PathBuf>,
     /// S3: bucket name.
     pub bucket: Option<String>,
     /// S3: region used in signatures.
@@ -443,6 +445,7 @@ impl std::fmt::Debug for StorageConfig {
             .field("backend", &self.backend)
             .field("fsync", &self.fsync)
             .field("endpoint", &self.endpoint)
+            .field("ca_file", &self.ca_file)
             .field("bucket", &self.bucket)
             .field("region", &self.region)
             .field("prefix", &self.prefix)
@@ -463,6 +466,7 @@ impl Default for StorageConfig {
             backend: StorageBackend::Local,
             fsync: true,
             endpoint: None,
+            ca_file: None,
             bucket: None,
             region: "us-east-1".to_owned(),
             prefix: String::new(),
@@ -506,6 +510,7 @@ impl StorageConfig {
         }
         Ok(crate::storage::S3Options {
             endpoint,
+            ca_file: self.ca_file.clone(),
             bucket,
             region: self.region.clone(),
             prefix: self.prefix.clone(),

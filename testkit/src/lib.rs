@@ -420,6 +420,8 @@ pub struct Moto {
     child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// `https` when started with a certificate, else `http`.
+    scheme: &'static str,
 }
 
 impl Moto {
@@ -430,6 +432,15 @@ impl Moto {
 
     /// Starts `python3 -m moto.server` on a free port, or skips with `skipped: moto[server] not installed`.
     pub fn start() -> Option<Self> {
+        Self::start_with(None)
+    }
+
+    /// Like [`Moto::start`], serving HTTPS with `cert` (its [`Moto::endpoint`] is then `https://localhost:PORT`).
+    pub fn start_tls(cert: &TestCert, dir: &Path) -> Option<Self> {
+        Self::start_with(Some(cert.write_to(dir)))
+    }
+
+    fn start_with(tls: Option<(PathBuf, PathBuf)>) -> Option<Self> {
         let python = "python3";
         let importable = Command::new(python)
             .args(["-c", "import moto.server, flask, werkzeug"])
@@ -441,15 +452,19 @@ impl Moto {
             return skip("moto[server] not installed (pip install 'moto[server]')");
         }
         let port = free_port();
-        let mut child = Command::new(python)
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
+        let mut command = Command::new(python);
+        command.args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ]);
+        if let Some((cert, key)) = &tls {
+            command.arg("-c").arg(cert).arg("-k").arg(key);
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -461,12 +476,20 @@ impl Moto {
             let _ = child.wait();
             panic!("moto did not start listening on {addr}");
         }
-        Some(Self { child, addr })
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        Some(Self {
+            child,
+            addr,
+            scheme,
+        })
     }
 
-    /// The endpoint URL, `http://127.0.0.1:PORT`.
+    /// The endpoint URL, `http://127.0.0.1:PORT` (`https://localhost:PORT` with TLS: the certificate's name).
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.scheme {
+            "https" => format!("https://localhost:{}", self.addr.port()),
+            _ => format!("http://{}", self.addr),
+        }
     }
 }
 

@@ -7,7 +7,7 @@
 //! - request bodies are byte slices with `Content-Length`; response bodies come with `Content-Length`, chunked, or
 //!   until close, and are read whole (bounded) or streamed;
 //! - the response head is bounded ([`MAX_HEAD`]), every connect, write and read has a timeout;
-//! - plain `http://` only: TLS endpoints are refused when the backend is built.
+//! - `http://`, or `https://` with rustls (the server's own TLS library) over the same sockets.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use async_io::Timer;
 use futures_lite::io::BufReader;
-use futures_lite::{future, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt};
+use futures_lite::{future, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use smol::net::TcpStream;
 
 /// The largest response head (status line and headers) accepted.
@@ -80,9 +80,61 @@ impl Response {
     }
 }
 
+/// A socket to the endpoint, plain or TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<futures_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_close(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
+        }
+    }
+}
+
+/// TLS towards an `https://` endpoint: the client configuration and the name to verify.
+pub(super) struct Tls {
+    pub(super) config: Arc<rustls::ClientConfig>,
+    pub(super) name: rustls::pki_types::ServerName<'static>,
+}
+
 /// A connection to the endpoint.
 struct Conn {
-    io: BufReader<TcpStream>,
+    io: BufReader<Stream>,
     idle_since: Instant,
 }
 
@@ -91,16 +143,24 @@ pub(super) struct Client {
     addr: String,
     host_header: String,
     timeout: Duration,
+    tls: Option<Tls>,
     idle: Mutex<VecDeque<Conn>>,
 }
 
 impl Client {
     /// A client for `host:port`, sending `host_header` as `Host` (it must be the one the requests were signed for).
-    pub(super) fn new(addr: String, host_header: String, timeout: Duration) -> Arc<Self> {
+    /// `tls`: for an `https://` endpoint.
+    pub(super) fn new(
+        addr: String,
+        host_header: String,
+        timeout: Duration,
+        tls: Option<Tls>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             addr,
             host_header,
             timeout,
+            tls,
             idle: Mutex::new(VecDeque::new()),
         })
     }
@@ -138,6 +198,16 @@ impl Client {
         })
         .await?;
         stream.set_nodelay(true)?;
+        let stream = match &self.tls {
+            None => Stream::Plain(stream),
+            Some(tls) => {
+                let connector = futures_rustls::TlsConnector::from(Arc::clone(&tls.config));
+                let handshake = connector.connect(tls.name.clone(), stream);
+                Stream::Tls(Box::new(
+                    timed(self.timeout, "TLS handshake", handshake).await?,
+                ))
+            }
+        };
         Ok(Conn {
             io: BufReader::with_capacity(READ_BUFFER, stream),
             idle_since: Instant::now(),
@@ -274,7 +344,7 @@ async fn timed<T>(
 }
 
 /// Reads one CRLF-terminated line of at most `budget` bytes (the budget shrinks by what was read).
-async fn read_line(io: &mut BufReader<TcpStream>, budget: &mut usize) -> io::Result<String> {
+async fn read_line(io: &mut BufReader<Stream>, budget: &mut usize) -> io::Result<String> {
     let mut line = Vec::new();
     loop {
         let available = io.fill_buf().await?;
@@ -304,7 +374,7 @@ async fn read_line(io: &mut BufReader<TcpStream>, budget: &mut usize) -> io::Res
 }
 
 /// Reads a status line and headers (skipping `100 Continue` heads).
-async fn read_head(io: &mut BufReader<TcpStream>) -> io::Result<(u16, Vec<(String, String)>)> {
+async fn read_head(io: &mut BufReader<Stream>) -> io::Result<(u16, Vec<(String, String)>)> {
     let mut budget = MAX_HEAD;
     loop {
         let status_line = read_line(io, &mut budget).await?;

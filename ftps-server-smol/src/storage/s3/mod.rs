@@ -17,7 +17,8 @@
 //! - `MFMT` and `SITE CHMOD` are unsupported (objects have no settable time or mode).
 //!
 //! Throttling (`503 SlowDown`, `429`) and server errors (5xx) and lost connections are retried inside with
-//! exponential backoff, [`MAX_ATTEMPTS`] attempts in all; what remains becomes a [`StorageError`].
+//! exponential backoff, [`MAX_ATTEMPTS`] attempts in all; what remains becomes a [`StorageError`]. `https://`
+//! endpoints use rustls with the system's trust roots and an optional extra CA file.
 
 mod http;
 
@@ -67,8 +68,10 @@ const COPY_SOURCE: &AsciiSet = &NON_ALPHANUMERIC
 /// Where the bucket is and how to reach it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct S3Options {
-    /// Endpoint URL, `http://host:port` (an `https` endpoint is refused: this client speaks plain HTTP).
+    /// Endpoint URL, `http://host:port` or `https://host`.
     pub endpoint: String,
+    /// For `https`: PEM certificates to trust besides the system's roots (a private CA); `None`: the system's only.
+    pub ca_file: Option<std::path::PathBuf>,
     /// Bucket name.
     pub bucket: String,
     /// Region used in signatures (`us-east-1` for most S3-compatible servers).
@@ -95,6 +98,7 @@ impl Default for S3Options {
     fn default() -> Self {
         Self {
             endpoint: String::new(),
+            ca_file: None,
             bucket: String::new(),
             region: "us-east-1".to_owned(),
             prefix: String::new(),
@@ -160,9 +164,9 @@ impl S3Storage {
     pub fn new(options: &S3Options) -> Result<Self, StorageError> {
         let endpoint = url::Url::parse(&options.endpoint)
             .map_err(|e| other(format!("S3 endpoint {:?}: {e}", options.endpoint)))?;
-        if endpoint.scheme() != "http" {
+        if !matches!(endpoint.scheme(), "http" | "https") {
             return Err(other(format!(
-                "S3 endpoint {:?}: only http:// endpoints are supported (put a TLS proxy in front for https)",
+                "S3 endpoint {:?}: http:// or https:// expected",
                 options.endpoint
             )));
         }
@@ -209,6 +213,21 @@ impl S3Storage {
         } else {
             addr
         };
+        let tls = match base.scheme() {
+            "https" => {
+                let name = rustls::pki_types::ServerName::try_from(
+                    host.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_owned(),
+                )
+                .map_err(|e| other(format!("S3 endpoint host {host:?}: {e}")))?;
+                Some(http::Tls {
+                    config: tls_config(options.ca_file.as_deref())?,
+                    name,
+                })
+            }
+            _ => None,
+        };
         let credentials = match &options.session_token {
             Some(token) => Credentials::new_with_token(
                 options.access_key_id.clone(),
@@ -230,7 +249,7 @@ impl S3Storage {
             inner: Arc::new(Inner {
                 bucket,
                 credentials,
-                http: Client::new(addr, host_header, options.timeout),
+                http: Client::new(addr, host_header, options.timeout, tls),
                 prefix,
                 part_size: options.part_size,
                 retry_base_delay: options.retry_base_delay,
@@ -569,6 +588,40 @@ impl S3Storage {
     }
 }
 
+/// The TLS client configuration for an `https` endpoint: the system's trust roots plus those of `ca_file`.
+fn tls_config(
+    ca_file: Option<&std::path::Path>,
+) -> Result<Arc<rustls::ClientConfig>, StorageError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    // Unreadable individual system certificates are skipped, as every TLS client does.
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(path) = ca_file {
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| other(format!("S3 ca_file {}: {e}", path.display())))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| other(format!("S3 ca_file {}: {e}", path.display())))?;
+            roots
+                .add(cert)
+                .map_err(|e| other(format!("S3 ca_file {}: {e}", path.display())))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(other(
+            "https S3 endpoint, but no trust roots (system or ca_file)",
+        ));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| other(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// Whether a name from a listing can be shown as an entry: not empty (the directory's own marker), no `/` (keys
 /// like `a//b`), nothing [`components`] would refuse.
 fn acceptable_name(name: &str) -> bool {
@@ -674,7 +727,8 @@ impl Inner {
                     response.body.discard().await;
                 }
                 Ok(response) => return Ok(response),
-                Err(e) if last => {
+                // A TLS failure (an untrusted certificate) or a malformed response will not fix itself.
+                Err(e) if last || e.kind() == io::ErrorKind::InvalidData => {
                     return Err(other(format!(
                         "S3 request failed after {attempt} attempts: {e}"
                     )));

@@ -421,8 +421,12 @@ fn chunked_bodies_are_decoded() {
 
 #[test]
 fn endpoints_and_options_are_checked() {
-    let mut o = options("https://s3.example.com".to_owned(), "b", "");
-    assert!(S3Storage::new(&o).is_err(), "https is refused");
+    let mut o = options("ftp://s3.example.com".to_owned(), "b", "");
+    assert!(S3Storage::new(&o).is_err(), "only http and https");
+    o.endpoint = "https://s3.example.com".to_owned();
+    o.ca_file = Some("/nonexistent/ca.pem".into());
+    assert!(S3Storage::new(&o).is_err(), "a missing ca_file is an error");
+    o.ca_file = None;
     o.endpoint = "not a url".to_owned();
     assert!(S3Storage::new(&o).is_err());
     o.endpoint = "http://127.0.0.1:9000".to_owned();
@@ -440,4 +444,27 @@ fn endpoints_and_options_are_checked() {
         ))
     );
     assert_eq!(parse_http_date("yesterday"), None);
+}
+
+#[test]
+fn https_endpoint_with_a_private_ca() {
+    let dir = ftps_testkit::TempDir::new("moto-tls");
+    let cert = ftps_testkit::TestCert::generate();
+    let Some(moto) = Moto::start_tls(&cert, dir.path()) else {
+        return;
+    };
+    let mut o = options(moto.endpoint(), "tls", "");
+    // Not trusted without the CA: the handshake fails (retried, then an error).
+    let untrusted = S3Storage::new(&o).unwrap();
+    assert!(block_on(untrusted.create_bucket()).is_err());
+    o.ca_file = Some(dir.path().join("cert.pem"));
+    let s3 = S3Storage::new(&o).unwrap();
+    block_on(async {
+        s3.create_bucket().await.unwrap();
+        let data = pattern(6 * MIB + 5, 4);
+        write(&s3, "/over-tls.bin", WriteMode::Create, &data).await;
+        let (back, _) = read(&s3, "/over-tls.bin", MIB as u64).await;
+        assert!(back == data[MIB..], "differs over TLS");
+        assert_eq!(names(&s3.list("/").await.unwrap()).len(), 1);
+    });
 }
