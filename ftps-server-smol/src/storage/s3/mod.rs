@@ -12,8 +12,9 @@
 //!   `APPE` and `REST`+`STOR` write a new object whose first bytes are streamed from the old one (same atomicity);
 //! - `RETR` is a `GetObject`, with `Range` for a `REST` offset; `SIZE`/`MDTM` come from `HeadObject`;
 //! - `LIST`/`NLST`/`MLSD` come from `ListObjectsV2` with delimiter `/`, every page;
-//! - `RNFR`/`RNTO` of a file is `CopyObject` then `DeleteObject`; directories cannot be renamed (refused: it would
-//!   be a copy of every key, not atomic);
+//! - `RNFR`/`RNTO` of a file is `CopyObject` (a multipart `UploadPartCopy` above
+//!   [`S3Options::multipart_copy_threshold`]) then `DeleteObject`; directories cannot be renamed (refused: it
+//!   would be a copy of every key, not atomic);
 //! - `MFMT` and `SITE CHMOD` are unsupported (objects have no settable time or mode).
 //!
 //! Throttling (`503 SlowDown`, `429`) and server errors (5xx) and lost connections are retried inside with
@@ -50,8 +51,8 @@ pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 const URL_EXPIRY: Duration = Duration::from_secs(3600);
 /// S3's limit on parts per multipart upload.
 const MAX_PARTS: u16 = 10_000;
-/// The largest object `CopyObject` copies in one request.
-const MAX_COPY_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+/// The largest object `CopyObject` copies in one request (S3's limit); larger ones are copied in parts.
+pub const MAX_COPY_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 /// Longest object key S3 accepts, in bytes.
 const MAX_KEY_LEN: usize = 1024;
 /// Limit for XML response bodies (a page of 1,000 keys is ~300 KB).
@@ -92,6 +93,9 @@ pub struct S3Options {
     pub timeout: Duration,
     /// First retry delay; each retry doubles it (capped at 32 times this).
     pub retry_base_delay: Duration,
+    /// Objects larger than this are renamed with a multipart copy (`UploadPartCopy`) rather than one
+    /// `CopyObject`; at most [`MAX_COPY_SIZE`]. Also the size of each copied part.
+    pub multipart_copy_threshold: u64,
 }
 
 impl Default for S3Options {
@@ -109,6 +113,7 @@ impl Default for S3Options {
             part_size: 8 * 1024 * 1024,
             timeout: Duration::from_secs(60),
             retry_base_delay: Duration::from_millis(100),
+            multipart_copy_threshold: 1024 * 1024 * 1024,
         }
     }
 }
@@ -138,6 +143,7 @@ struct Inner {
     prefix: String,
     part_size: usize,
     retry_base_delay: Duration,
+    multipart_copy_threshold: u64,
 }
 
 fn err(kind: StorageErrorKind, message: impl Into<String>) -> StorageError {
@@ -253,6 +259,9 @@ impl S3Storage {
                 prefix,
                 part_size: options.part_size,
                 retry_base_delay: options.retry_base_delay,
+                multipart_copy_threshold: options
+                    .multipart_copy_threshold
+                    .clamp(MIN_PART_SIZE as u64, MAX_COPY_SIZE),
             }),
         })
     }
@@ -578,10 +587,13 @@ impl S3Storage {
                 "the target is a directory",
             ));
         }
-        if head.size > MAX_COPY_SIZE {
-            return Err(unsupported("renaming a file over 5 GiB"));
+        if head.size > self.inner.multipart_copy_threshold {
+            self.inner
+                .copy_multipart(&from_key, &to_key, head.size)
+                .await?;
+        } else {
+            self.inner.copy(&from_key, &to_key).await?;
         }
-        self.inner.copy(&from_key, &to_key).await?;
         self.inner.delete(&from_key).await?;
         self.keep_dir(from_parts.split_last().map_or(&[][..], |(_, p)| p))
             .await
@@ -888,11 +900,7 @@ impl Inner {
     }
 
     async fn copy(&self, from: &str, to: &str) -> Result<(), StorageError> {
-        let source = format!(
-            "/{}/{}",
-            self.bucket.name(),
-            utf8_percent_encode(from, COPY_SOURCE)
-        );
+        let source = self.copy_source(from);
         let mut action = self.bucket.put_object(Some(&self.credentials), to);
         // Signed with the request, as SigV4 wants every x-amz-* header signed.
         action
@@ -913,6 +921,85 @@ impl Inner {
             return Err(other(format!("S3 CopyObject: {code}")));
         }
         Ok(())
+    }
+
+    /// `x-amz-copy-source` for `key` of this bucket.
+    fn copy_source(&self, key: &str) -> String {
+        format!(
+            "/{}/{}",
+            self.bucket.name(),
+            utf8_percent_encode(key, COPY_SOURCE)
+        )
+    }
+
+    /// Copies a large object in parts of `multipart_copy_threshold` bytes (`UploadPartCopy`), all server-side;
+    /// the target appears at the end, and a failure aborts the upload.
+    async fn copy_multipart(
+        self: &Arc<Self>,
+        from: &str,
+        to: &str,
+        size: u64,
+    ) -> Result<(), StorageError> {
+        let id = Arc::clone(self).create_multipart(to.to_owned()).await?;
+        let result = self.copy_parts(from, to, size, &id).await;
+        if result.is_err() {
+            self.abort_multipart(to, &id).await;
+        }
+        result
+    }
+
+    async fn copy_parts(
+        &self,
+        from: &str,
+        to: &str,
+        size: u64,
+        id: &str,
+    ) -> Result<(), StorageError> {
+        let source = self.copy_source(from);
+        let mut parts = Vec::new();
+        let mut offset = 0;
+        let mut number: u16 = 1;
+        while offset < size {
+            let end = offset
+                .saturating_add(self.multipart_copy_threshold)
+                .min(size)
+                - 1;
+            let range = format!("bytes={offset}-{end}");
+            let mut action = self
+                .bucket
+                .upload_part(Some(&self.credentials), to, number, id);
+            action
+                .headers_mut()
+                .insert("x-amz-copy-source", source.clone());
+            action
+                .headers_mut()
+                .insert("x-amz-copy-source-range", range.clone());
+            let url = action.sign(URL_EXPIRY);
+            let headers = [
+                ("x-amz-copy-source", source.as_str()),
+                ("x-amz-copy-source-range", range.as_str()),
+            ];
+            let response = self.call(Method::Put, &url, &headers, b"").await?;
+            if response.status != 200 {
+                return Err(status_error(response.status, response, "UploadPartCopy").await);
+            }
+            let body = response.body.bytes(MAX_XML_BODY).await?;
+            let text = String::from_utf8_lossy(&body);
+            if text.contains("<Error>") {
+                let code = xml_field(&text, "Code").unwrap_or("");
+                return Err(other(format!("S3 UploadPartCopy: {code}")));
+            }
+            let etag = xml_field(&text, "ETag")
+                .ok_or_else(|| other("S3 UploadPartCopy without an ETag"))?
+                .replace("&quot;", "\"");
+            parts.push((number, etag));
+            offset = end + 1;
+            number = number
+                .checked_add(1)
+                .filter(|n| *n <= MAX_PARTS)
+                .ok_or_else(|| other("multipart copy needs more than 10,000 parts"))?;
+        }
+        self.complete_multipart(to, id, &parts).await
     }
 
     async fn create_multipart(self: Arc<Self>, key: String) -> Result<String, StorageError> {

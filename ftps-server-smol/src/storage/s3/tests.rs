@@ -309,6 +309,19 @@ fn multipart_upload_commits_and_abort_keeps_the_old_object() {
         upload.commit().await.unwrap();
         assert_eq!(s.metadata("/new.bin").await.unwrap().size, 6 * MIB as u64);
 
+        // A rename above the multipart-copy threshold (5 MiB here) is copied server-side in parts.
+        let mut o = options(moto.endpoint(), "big", "");
+        o.multipart_copy_threshold = MIN_PART_SIZE as u64;
+        let small_copies = S3Storage::new(&o).unwrap();
+        small_copies.rename("/big.bin", "/moved.bin").await.unwrap();
+        assert_eq!(
+            kind(s.metadata("/big.bin").await),
+            StorageErrorKind::NotFound
+        );
+        let (moved, size) = read(s, "/moved.bin", 0).await;
+        assert_eq!(size, data.len() as u64);
+        assert!(moved == data, "multipart copy differs");
+
         // APPE onto a multipart object streams the old bytes through the new upload.
         write(s, "/new.bin", WriteMode::Append, b"tail").await;
         let (appended, size) = read(s, "/new.bin", 6 * MIB as u64 - 2).await;
