@@ -395,19 +395,137 @@ impl LimitsConfig {
     }
 }
 
-/// How uploads reach the disk.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Where files live: the local `root` (default) or an S3-compatible bucket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum StorageBackend {
+    /// The directory `root` on the local filesystem.
+    #[default]
+    Local,
+    /// An S3-compatible bucket (`endpoint`, `bucket`, `region`, `prefix`, `path_style`, credentials).
+    S3,
+}
+
+/// Where files live and how uploads reach them.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
+    /// `"local"` (the directory `root`) or `"s3"` (a bucket; the keys below).
+    pub backend: StorageBackend,
     /// Make every completed upload durable before its `226`: fsync the file, rename it into place,
     /// fsync its directory. On by default (a backup target must not lose an acknowledged file to a
-    /// power cut or kernel crash); the measured cost is in the README.
+    /// power cut or kernel crash); the measured cost is in the README. Local backend only.
     pub fsync: bool,
+    /// S3: endpoint URL, `http://host:port` or `https://host`.
+    pub endpoint: Option<String>,
+    /// S3 over https: PEM certificates to trust besides the system's roots (a private CA).
+    pub ca_file: Option<PathBuf>,
+    /// S3: bucket name.
+    pub bucket: Option<String>,
+    /// S3: region used in signatures.
+    pub region: String,
+    /// S3: key prefix of the FTP root (`""`: the whole bucket). Users' homes are sub-prefixes below it.
+    pub prefix: String,
+    /// S3: path-style URLs (`endpoint/bucket/key`), for servers without virtual-host addressing (MinIO, moto,
+    /// most self-hosted ones). Off: `bucket.endpoint/key`, as AWS prefers.
+    pub path_style: bool,
+    /// S3: access key id; unset: the `AWS_ACCESS_KEY_ID` environment variable.
+    pub access_key_id: Option<String>,
+    /// S3: secret access key; unset: `AWS_SECRET_ACCESS_KEY`.
+    pub secret_access_key: Option<String>,
+    /// S3: size of multipart upload parts in MiB (5 to 512); memory per upload is at most three parts.
+    pub part_size_mib: u32,
+}
+
+impl std::fmt::Debug for StorageConfig {
+    // The secret never goes to a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageConfig")
+            .field("backend", &self.backend)
+            .field("fsync", &self.fsync)
+            .field("endpoint", &self.endpoint)
+            .field("ca_file", &self.ca_file)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("prefix", &self.prefix)
+            .field("path_style", &self.path_style)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<hidden>"),
+            )
+            .field("part_size_mib", &self.part_size_mib)
+            .finish()
+    }
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { fsync: true }
+        Self {
+            backend: StorageBackend::Local,
+            fsync: true,
+            endpoint: None,
+            ca_file: None,
+            bucket: None,
+            region: "us-east-1".to_owned(),
+            prefix: String::new(),
+            path_style: false,
+            access_key_id: None,
+            secret_access_key: None,
+            part_size_mib: 8,
+        }
+    }
+}
+
+impl StorageConfig {
+    /// The S3 backend's options, with credentials from the config or else the environment
+    /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, and `AWS_SESSION_TOKEN` when set).
+    ///
+    /// # Errors
+    /// When the endpoint, the bucket or the credentials are missing.
+    pub fn s3_options(&self) -> Result<crate::storage::S3Options, ConfigError> {
+        let invalid = |m: &str| ConfigError::Invalid(format!("[storage] backend = \"s3\": {m}"));
+        let endpoint = self
+            .endpoint
+            .clone()
+            .ok_or_else(|| invalid("endpoint is required"))?;
+        let bucket = self
+            .bucket
+            .clone()
+            .ok_or_else(|| invalid("bucket is required"))?;
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let access_key_id = self
+            .access_key_id
+            .clone()
+            .or_else(|| env("AWS_ACCESS_KEY_ID"))
+            .ok_or_else(|| invalid("access_key_id or AWS_ACCESS_KEY_ID is required"))?;
+        let secret_access_key = self
+            .secret_access_key
+            .clone()
+            .or_else(|| env("AWS_SECRET_ACCESS_KEY"))
+            .ok_or_else(|| invalid("secret_access_key or AWS_SECRET_ACCESS_KEY is required"))?;
+        if !(5..=512).contains(&self.part_size_mib) {
+            return Err(invalid("part_size_mib must be 5 to 512"));
+        }
+        Ok(crate::storage::S3Options {
+            endpoint,
+            ca_file: self.ca_file.clone(),
+            bucket,
+            region: self.region.clone(),
+            prefix: self.prefix.clone(),
+            path_style: self.path_style,
+            access_key_id,
+            secret_access_key,
+            // A session token only makes sense with the environment's keys.
+            session_token: self
+                .access_key_id
+                .is_none()
+                .then(|| env("AWS_SESSION_TOKEN"))
+                .flatten(),
+            part_size: self.part_size_mib as usize * 1024 * 1024,
+            ..crate::storage::S3Options::default()
+        })
     }
 }
 
@@ -674,6 +792,11 @@ impl Config {
         if let Some(users) = &self.users_file {
             require_file("users_file", users)?;
         }
+        if self.storage.backend == StorageBackend::S3 {
+            let options = self.storage.s3_options()?;
+            crate::storage::S3Storage::new(&options)
+                .map_err(|e| ConfigError::Invalid(format!("[storage]: {}", e.message())))?;
+        }
         if let Some(root) = &self.anonymous.root {
             if self.anonymous.enabled && !root.is_dir() {
                 return invalid(format!(
@@ -742,6 +865,40 @@ mod tests {
         let config = Config::from_toml("[storage]\nfsync = false\n").unwrap();
         assert!(!config.storage.fsync);
         assert!(Config::from_toml("[storage]\nfsync = \"yes\"\n").is_err());
+    }
+
+    #[test]
+    fn s3_storage_needs_endpoint_bucket_and_credentials() {
+        let config = Config::from_toml(
+            "[storage]\nbackend = \"s3\"\nendpoint = \"http://127.0.0.1:9000\"\nbucket = \"b\"\n\
+             prefix = \"ftp\"\npath_style = true\naccess_key_id = \"k\"\nsecret_access_key = \"s\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.storage.backend, StorageBackend::S3);
+        let options = config.storage.s3_options().unwrap();
+        assert_eq!(
+            (
+                options.bucket.as_str(),
+                options.prefix.as_str(),
+                options.path_style
+            ),
+            ("b", "ftp", true)
+        );
+        assert_eq!(options.part_size, 8 * 1024 * 1024);
+        assert!(
+            !format!("{:?}", config.storage).contains("\"s\""),
+            "secret in Debug"
+        );
+        let mut missing = config.clone();
+        missing.storage.bucket = None;
+        assert!(missing.storage.s3_options().is_err());
+        let mut https = config.clone();
+        https.storage.endpoint = Some("ftp://x".into());
+        assert!(matches!(https.validate(), Err(ConfigError::Invalid(_))));
+        let mut small = config;
+        small.storage.part_size_mib = 4;
+        assert!(small.storage.s3_options().is_err());
+        assert!(Config::from_toml("[storage]\nbackend = \"gcs\"\n").is_err());
     }
 
     #[test]

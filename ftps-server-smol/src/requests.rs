@@ -134,6 +134,10 @@ pub fn engine_storage_error(error: &StorageError) -> engine::StorageError {
 
 /// A storage failure as the engine's [`engine::Outcome`].
 fn failed(error: &StorageError) -> engine::Outcome {
+    if error.kind() == StorageErrorKind::Unsupported {
+        // "504 Not supported" says more than a 451 local error: the command cannot work on this backend.
+        return engine::Outcome::Failed(engine::Failure::Unsupported);
+    }
     engine::Outcome::Failed(engine::Failure::Storage(engine_storage_error(error)))
 }
 
@@ -195,5 +199,11 @@ mod tests {
         assert_eq!(engine_storage_error(&e), engine::StorageError::NameTooLong);
         let e = StorageError::new(StorageErrorKind::NotEmpty, "x");
         assert_eq!(engine_storage_error(&e), engine::StorageError::NotEmpty);
+        // A backend that cannot do something at all (MFMT on S3) says so with 504, not a 451 local error.
+        let e = StorageError::new(StorageErrorKind::Unsupported, "x");
+        assert!(matches!(
+            failed(&e),
+            engine::Outcome::Failed(engine::Failure::Unsupported)
+        ));
     }
 }

@@ -416,7 +416,15 @@ pub fn run(parts: ServerParts) -> Result<(), String> {
         .collect();
     let events = Events::start(&config.state_dir, sinks).map_err(|e| format!("events: {e}"))?;
     let versions = &config.versions;
-    let storage: Arc<dyn Storage> = if versions.enabled {
+    let storage: Arc<dyn Storage> = if let Some(bucket) = parts.object_storage {
+        if versions.enabled {
+            return Err(
+                "versions: the S3 backend keeps no versions yet; turn off [versions] or use the local backend"
+                    .into(),
+            );
+        }
+        Arc::new(bucket)
+    } else if versions.enabled {
         let log = LocalStorage::history_log_path(&config.root)
             .map_err(|e| format!("versions: {}: {e}", config.root.display()))?;
         let options = VersionsOptions {

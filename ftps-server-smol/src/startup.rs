@@ -9,8 +9,8 @@ use crate::auth::{
     ensure_users_file, AnonymousAccess, AuthError, Authenticator, LoginThrottle, UsersFile,
 };
 use crate::certs::{CertError, CertReloader, TlsSettings};
-use crate::config::{Config, ConfigError};
-use crate::storage::{LocalStorage, StorageError};
+use crate::config::{Config, ConfigError, StorageBackend};
+use crate::storage::{LocalStorage, S3Storage, StorageError};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +50,9 @@ pub struct ServerParts {
     pub authenticator: Arc<dyn Authenticator>,
     /// The storage root (users' homes are subdirectories or separate roots).
     pub storage: LocalStorage,
+    /// With `[storage] backend = "s3"`: the bucket, served instead of `storage` (users' homes are sub-prefixes;
+    /// a home that names a directory of its own stays local).
+    pub object_storage: Option<S3Storage>,
     /// The per-IP failed-login lockout.
     pub throttle: Arc<LoginThrottle>,
     /// When this process started preparing (upload temp files older than this were removed).
@@ -125,6 +128,17 @@ pub fn prepare(config: Config) -> Result<ServerParts, StartupError> {
             }
         }
     }
+    let object_storage = match config.storage.backend {
+        StorageBackend::S3 => {
+            let options = config.storage.s3_options()?;
+            let s3 = S3Storage::new(&options)?;
+            // A wrong endpoint, bucket or key fails the start, not every login.
+            futures_lite::future::block_on(s3.check())?;
+            tracing::info!(endpoint = %options.endpoint, bucket = %options.bucket, prefix = %options.prefix, "serving an S3 bucket");
+            Some(s3)
+        }
+        _ => None,
+    };
     let limits = &config.limits;
     let throttle = LoginThrottle::new(
         limits.max_failed_logins,
@@ -136,6 +150,7 @@ pub fn prepare(config: Config) -> Result<ServerParts, StartupError> {
         tls: Arc::new(tls),
         authenticator: Arc::new(users),
         storage,
+        object_storage,
         throttle: Arc::new(throttle),
         started_at,
         generated_password,

@@ -5,6 +5,7 @@
 //! - [`TestCert`]: a self-signed certificate generated at run time (never committed), written as PEM files.
 //! - [`Vsftpd`]: a vsftpd on loopback with FTPS, `require_ssl_reuse=YES` and a local test user.
 //! - [`Pyftpdlib`]: a pyftpdlib on loopback with TLS required on control and data connections (no root needed).
+//! - [`Moto`]: moto's S3-compatible server on loopback, for the S3 storage backend.
 //! - [`TempDir`]: a directory removed on drop.
 //! - [`pattern`]: deterministic test content.
 
@@ -448,6 +449,92 @@ impl Drop for Pyftpdlib {
     }
 }
 
+/// moto's server (PyPI `moto[server]`): an S3-compatible HTTP server on 127.0.0.1 with in-memory buckets, for
+/// the S3 storage backend's tests. Killed on drop.
+pub struct Moto {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// `https` when started with a certificate, else `http`.
+    scheme: &'static str,
+}
+
+impl Moto {
+    /// Access key id the tests sign with (moto accepts any credentials).
+    pub const ACCESS_KEY: &'static str = "testing";
+    /// Secret access key the tests sign with.
+    pub const SECRET_KEY: &'static str = "testing";
+
+    /// Starts `python3 -m moto.server` on a free port, or skips with `skipped: moto[server] not installed`.
+    pub fn start() -> Option<Self> {
+        Self::start_with(None)
+    }
+
+    /// Like [`Moto::start`], serving HTTPS with `cert` (its [`Moto::endpoint`] is then `https://localhost:PORT`).
+    pub fn start_tls(cert: &TestCert, dir: &Path) -> Option<Self> {
+        Self::start_with(Some(cert.write_to(dir)))
+    }
+
+    fn start_with(tls: Option<(PathBuf, PathBuf)>) -> Option<Self> {
+        let python = "python3";
+        let importable = Command::new(python)
+            .args(["-c", "import moto.server, flask, werkzeug"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !importable {
+            return skip("moto[server] not installed (pip install 'moto[server]')");
+        }
+        let port = free_port();
+        let mut command = Command::new(python);
+        command.args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ]);
+        if let Some((cert, key)) = &tls {
+            command.arg("-c").arg(cert).arg("-k").arg(key);
+        }
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto");
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        if !wait_for_listener(addr, Duration::from_secs(30)) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("moto did not start listening on {addr}");
+        }
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        Some(Self {
+            child,
+            addr,
+            scheme,
+        })
+    }
+
+    /// The endpoint URL, `http://127.0.0.1:PORT` (`https://localhost:PORT` with TLS: the certificate's name).
+    pub fn endpoint(&self) -> String {
+        match self.scheme {
+            "https" => format!("https://localhost:{}", self.addr.port()),
+            _ => format!("http://{}", self.addr),
+        }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A client driver script shipped in `testkit/clients/` (`ftplib_client.py`, `php_ftp.php`): the interop tests
 /// and `cargo xtask bench` drive Python's ftplib and PHP's ftp extension with the same steps.
 pub fn client_script(name: &str) -> PathBuf {
@@ -526,6 +613,17 @@ pub fn run_within(command: &mut Command, limit: Duration) -> std::process::Outpu
 /// `cargo` is the `CARGO` the test was started with. Cargo's per-test variables (`CARGO_PKG_*`, ...) are not passed
 /// on: build scripts such as ring's watch some of them, and would rebuild half the tree on every run.
 pub fn build_example(cargo: &str, package: &str, example: &str) -> PathBuf {
+    build_target(cargo, package, "--example", example)
+}
+
+/// Builds binary `bin` of package `package` now (a test of one crate that runs another crate's program, such as
+/// the `ftps` client against the `ftps-server` binary) and returns its path, next to the running test's profile
+/// directory.
+pub fn build_bin(cargo: &str, package: &str, bin: &str) -> PathBuf {
+    build_target(cargo, package, "--bin", bin)
+}
+
+fn build_target(cargo: &str, package: &str, kind: &str, example: &str) -> PathBuf {
     // A test runs from target/<profile>/deps; examples land in target/<profile>/examples.
     let exe = std::env::current_exe().expect("test executable");
     let profile_dir = exe
@@ -534,7 +632,7 @@ pub fn build_example(cargo: &str, package: &str, example: &str) -> PathBuf {
         .expect("target/<profile>/deps")
         .to_owned();
     let mut build = Command::new(cargo);
-    build.args(["build", "--quiet", "-p", package, "--example", example]);
+    build.args(["build", "--quiet", "-p", package, kind, example]);
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
         let set_for_tests = [
@@ -557,15 +655,15 @@ pub fn build_example(cargo: &str, package: &str, example: &str) -> PathBuf {
     let output = run_within(&mut build, Duration::from_secs(600));
     assert!(
         output.status.success(),
-        "building example {example} failed:\n{}",
+        "building {example} failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let binary = profile_dir.join("examples").join(example);
-    assert!(
-        binary.is_file(),
-        "no example binary at {}",
-        binary.display()
-    );
+    let binary = if kind == "--example" {
+        profile_dir.join("examples").join(example)
+    } else {
+        profile_dir.join(example)
+    };
+    assert!(binary.is_file(), "no binary at {}", binary.display());
     binary
 }
 

