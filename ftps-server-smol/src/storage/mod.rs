@@ -15,9 +15,9 @@
 
 mod local;
 mod memory;
+pub mod s3;
 mod timeview;
 mod versioned;
-pub mod s3;
 mod view;
 
 use std::fmt;
@@ -30,9 +30,9 @@ use futures_lite::{AsyncRead, AsyncWrite};
 
 pub use local::LocalStorage;
 pub use memory::MemoryStorage;
+pub use s3::{S3Options, S3Storage};
 pub use timeview::{parse_view_time, version_name, TimeViews, AT_DIR, VERSIONS_DIR};
 pub use versioned::{Clock, Versioned, VersionsOptions};
-pub use s3::{S3Options, S3Storage};
 pub use view::{ReadOnly, Subtree};
 
 /// A boxed, `Send` future, the return type of every [`Storage`] and [`Upload`] method (so both traits
