@@ -90,15 +90,7 @@ fn two_instances_behind_haproxy_see_the_client_address() {
     let root = dir.path().join("root");
     std::fs::create_dir_all(&root).unwrap();
     let users = dir.path().join("users.toml");
-    let added = Command::new(env!("CARGO_BIN_EXE_ftps-server"))
-        .args(["user", "add", USER, "--home", "/", "--users-file"])
-        .arg(&users)
-        .arg("--state-dir")
-        .arg(dir.path().join("state-admin"))
-        .env("FTPS_PASSWORD", PASSWORD)
-        .output()
-        .unwrap();
-    assert!(added.status.success(), "{added:?}");
+    crate::add_test_user(&users);
     let ports = [ftps_testkit::free_port(), ftps_testkit::free_port()];
     let _a = start_instance(dir.path(), &users, &root, 0, ports[0]);
     let _b = start_instance(dir.path(), &users, &root, 1, ports[1]);

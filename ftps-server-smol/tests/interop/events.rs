@@ -39,17 +39,10 @@ fn first_port(lines: &Receiver<String>, prefix: &str) -> u16 {
     }
 }
 
-/// Writes the server's config in `dir` and adds the test user.
+/// Writes the server's config in `dir` (its `state_dir` is `dir/state`) and adds the test user.
 fn configure(dir: &Path, config: &str) {
     std::fs::write(dir.join("server.toml"), config).unwrap();
-    let added = Command::new(env!("CARGO_BIN_EXE_ftps-server"))
-        .arg("--config")
-        .arg(dir.join("server.toml"))
-        .args(["user", "add", USER, "--home", "/"])
-        .env("FTPS_PASSWORD", PASSWORD)
-        .output()
-        .unwrap();
-    assert!(added.status.success(), "{added:?}");
+    crate::add_test_user(&dir.join("state/users.toml"));
 }
 
 /// curl as the test user with `password`, over explicit TLS, not checking the generated certificate.

@@ -162,6 +162,20 @@ fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// Adds the test user (read-write, home `/`) to the users file `users` with `ftps-server user add`.
+fn add_test_user(users: &Path) {
+    let state = users.with_extension("admin-state");
+    let added = Command::new(env!("CARGO_BIN_EXE_ftps-server"))
+        .args(["user", "add", USER, "--home", "/", "--users-file"])
+        .arg(users)
+        .arg("--state-dir")
+        .arg(&state)
+        .env("FTPS_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{added:?}");
+}
+
 fn run(command: &mut Command) -> Output {
     let output = command.output().expect("run client");
     assert!(

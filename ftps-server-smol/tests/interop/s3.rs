@@ -68,15 +68,7 @@ fn server_binary_on_s3_serves_curl_and_the_ftps_mirror() {
 
     let dir = TempDir::new("s3-e2e");
     let users = dir.path().join("users.toml");
-    let added = Command::new(env!("CARGO_BIN_EXE_ftps-server"))
-        .args(["user", "add", USER, "--home", "/", "--users-file"])
-        .arg(&users)
-        .arg("--state-dir")
-        .arg(dir.path().join("state-admin"))
-        .env("FTPS_PASSWORD", PASSWORD)
-        .output()
-        .unwrap();
-    assert!(added.status.success(), "{added:?}");
+    crate::add_test_user(&users);
     let port = ftps_testkit::free_port();
     let (first, last) = passive_range();
     let config = dir.path().join("server.toml");
