@@ -3,23 +3,13 @@
 //! our `ftps` client mirrors a tree of a few dozen files up and back down.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ftps_server_smol::storage::{S3Options, S3Storage};
-use ftps_testkit::{peer, run_within, Moto, TempDir};
+use ftps_testkit::{peer, run_within, KillOnDrop, Moto, TempDir};
 
 use crate::{random_bytes, run, PASSWORD, USER};
-
-/// Kills the server when the test ends, passed or not.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A passive range of its own for this test binary (below Linux's ephemeral ports, apart from the balancer's).
 fn passive_range() -> (u16, u16) {
@@ -87,7 +77,7 @@ fn server_binary_on_s3_serves_curl_and_the_ftps_mirror() {
     .unwrap();
     let log_path = dir.path().join("server.log");
     // Credentials from the environment, as an operator would pass them.
-    let server = Running(
+    let server = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_ftps-server"))
             .arg("--config")
             .arg(&config)
