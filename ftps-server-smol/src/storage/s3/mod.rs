@@ -144,7 +144,18 @@ struct Inner {
     part_size: usize,
     retry_base_delay: Duration,
     multipart_copy_threshold: u64,
+    /// Directories a listing showed to exist lately, by key prefix: an upload into one skips the parent's
+    /// listing for [`RECENT_DIR_TTL`] (a thousand uploads into one folder cost a thousand listings before).
+    recent_dirs: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
+
+/// How long a directory seen to exist is taken for granted by uploads into it. Another instance may remove it
+/// meanwhile; an upload then recreates the prefix, as object storage allows. This instance's own `RMD` and
+/// renames forget every entry at once.
+const RECENT_DIR_TTL: Duration = Duration::from_secs(2);
+
+/// At most this many directories are remembered (beyond, the memory is cleared).
+const RECENT_DIRS: usize = 1024;
 
 fn err(kind: StorageErrorKind, message: impl Into<String>) -> StorageError {
     StorageError::new(kind, message)
@@ -262,6 +273,7 @@ impl S3Storage {
                 multipart_copy_threshold: options
                     .multipart_copy_threshold
                     .clamp(MIN_PART_SIZE as u64, MAX_COPY_SIZE),
+                recent_dirs: std::sync::Mutex::default(),
             }),
         })
     }
@@ -333,7 +345,7 @@ impl S3Storage {
         Ok(!page.contents.is_empty() || !page.common_prefixes.is_empty())
     }
 
-    /// The parent of `parts` must be an existing directory.
+    /// The parent of `parts` must be an existing directory (one seen lately counts: see [`RECENT_DIR_TTL`]).
     async fn check_parent(&self, parts: &[&str]) -> Result<(), StorageError> {
         let Some((_, parent)) = parts.split_last() else {
             return Err(err(
@@ -341,13 +353,65 @@ impl S3Storage {
                 "the root cannot be replaced",
             ));
         };
+        let prefix = self.dir_prefix(parent);
+        let fresh = |seen: &std::time::Instant| seen.elapsed() < RECENT_DIR_TTL;
+        if let Ok(recent) = self.inner.recent_dirs.lock() {
+            if recent.get(&prefix).is_some_and(fresh) {
+                return Ok(());
+            }
+        }
         if self.dir_exists(parent).await? {
+            if let Ok(mut recent) = self.inner.recent_dirs.lock() {
+                if recent.len() >= RECENT_DIRS {
+                    recent.clear();
+                }
+                recent.insert(prefix, std::time::Instant::now());
+            }
             Ok(())
         } else {
             Err(err(
                 StorageErrorKind::NotFound,
                 "parent directory not found",
             ))
+        }
+    }
+
+    /// Forgets every directory seen lately (this instance removes or renames one).
+    fn forget_recent_dirs(&self) {
+        if let Ok(mut recent) = self.inner.recent_dirs.lock() {
+            recent.clear();
+        }
+    }
+
+    /// What `key` names, from one listing in the usual case (a `HeadObject` and a listing before): the object's
+    /// size if there is one, and whether a directory of that name exists (`key/` among the common prefixes).
+    /// S3 lists in byte order, so `key` comes before `key/`; pages are followed only while neither was passed.
+    async fn entry_at(&self, key: &str) -> Result<(Option<u64>, bool), StorageError> {
+        let dir = format!("{key}/");
+        let mut object = None;
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .inner
+                .list_page(key, true, token.as_deref(), 1000)
+                .await?;
+            let mut passed = false;
+            for content in &page.contents {
+                if content.key == key {
+                    object = Some(content.size);
+                }
+                passed |= content.key.as_str() > dir.as_str();
+            }
+            for common in &page.common_prefixes {
+                if common.prefix == dir {
+                    return Ok((object, true));
+                }
+                passed |= common.prefix.as_str() > dir.as_str();
+            }
+            match page.next_continuation_token {
+                Some(next) if !passed => token = Some(next),
+                _ => return Ok((object, false)),
+            }
         }
     }
 
@@ -459,23 +523,23 @@ impl S3Storage {
             ));
         }
         self.check_parent(&parts).await?;
-        let existing = self.inner.head(&key).await?;
-        if existing.is_none() && self.dir_exists(&parts).await? {
+        let (existing, is_dir) = self.entry_at(&key).await?;
+        if existing.is_none() && is_dir {
             return Err(err(StorageErrorKind::IsADirectory, "is a directory"));
         }
         // Bytes of the old object that the new one starts with (APPE, REST + STOR).
-        let keep = match (mode, &existing) {
+        let keep = match (mode, existing) {
             (WriteMode::CreateNew, Some(_)) => {
                 return Err(err(StorageErrorKind::AlreadyExists, "the name is taken"));
             }
             (WriteMode::Resume(_), None) => {
                 return Err(err(StorageErrorKind::NotFound, "no file to resume"));
             }
-            (WriteMode::Resume(offset), Some(head)) if offset > head.size => {
+            (WriteMode::Resume(offset), Some(size)) if offset > size => {
                 return Err(other("resume offset past the end of the file"));
             }
             (WriteMode::Resume(offset), Some(_)) => offset,
-            (WriteMode::Append, Some(head)) => head.size,
+            (WriteMode::Append, Some(size)) => size,
             _ => 0,
         };
         let mut upload = Box::new(S3Upload::new(Arc::clone(&self.inner), key.clone()));
@@ -517,6 +581,7 @@ impl S3Storage {
     }
 
     async fn do_rmdir(&self, path: &str) -> Result<(), StorageError> {
+        self.forget_recent_dirs();
         let (key, parts) = self.key(path)?;
         if parts.is_empty() {
             return Err(err(
@@ -562,6 +627,7 @@ impl S3Storage {
     }
 
     async fn do_rename(&self, from: &str, to: &str) -> Result<(), StorageError> {
+        self.forget_recent_dirs();
         let (from_key, from_parts) = self.key(from)?;
         let (to_key, to_parts) = self.key(to)?;
         if from_parts.is_empty() || to_parts.is_empty() {

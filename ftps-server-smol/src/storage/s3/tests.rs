@@ -481,3 +481,36 @@ fn https_endpoint_with_a_private_ca() {
         assert_eq!(names(&s3.list("/").await.unwrap()).len(), 1);
     });
 }
+
+/// An upload's checks come from one listing: the object's own size, and whether a directory of that name exists,
+/// whatever siblings share the name's prefix (`x.bak` and `x-1` sort between `x` and `x/`).
+#[test]
+fn one_listing_tells_a_file_from_a_directory_of_the_same_name() {
+    let Some(moto) = Moto::start() else { return };
+    block_on(async {
+        let s3 = storage(&moto, "entries", "").await;
+        for key in ["x", "x.bak", "x-1", "x+2", "x/inner", "y.bak", "z/", "w0"] {
+            s3.inner.put(key, b"12345").await.unwrap();
+        }
+        assert_eq!(s3.entry_at("x").await.unwrap(), (Some(5), true));
+        assert_eq!(s3.entry_at("y").await.unwrap(), (None, false));
+        assert_eq!(s3.entry_at("z").await.unwrap(), (None, true));
+        assert_eq!(s3.entry_at("w").await.unwrap(), (None, false));
+        assert_eq!(s3.entry_at("x.bak").await.unwrap(), (Some(5), false));
+        // STOR onto a directory's name is refused; onto a file beside a directory of the same name, allowed.
+        assert_eq!(
+            kind(s3.open_write("/z", WriteMode::Create).await),
+            StorageErrorKind::IsADirectory
+        );
+        assert_eq!(write(&s3, "/x", WriteMode::Create, b"new").await, 3);
+        // A directory removed by this instance is forgotten at once: uploads into it fail again.
+        s3.mkdir("/d").await.unwrap();
+        assert_eq!(write(&s3, "/d/f", WriteMode::Create, b"f").await, 1);
+        s3.delete("/d/f").await.unwrap();
+        s3.rmdir("/d").await.unwrap();
+        assert_eq!(
+            kind(s3.open_write("/d/g", WriteMode::Create).await),
+            StorageErrorKind::NotFound
+        );
+    });
+}
