@@ -429,7 +429,10 @@ pub(super) struct Body {
 
 impl Body {
     /// The next piece of the body, at most `max` bytes; empty at its end.
-    async fn next_chunk(&mut self, max: usize) -> io::Result<Vec<u8>> {
+    /// The next piece of the body, at most `max` bytes, read into `buf`, whose allocation is reused: bulk data
+    /// moves without an allocation per piece (measured on a 1 GiB download from moto: no change within the
+    /// noise, so the download gap lies elsewhere). Empty at the end.
+    async fn next_chunk(&mut self, max: usize, mut buf: Vec<u8>) -> io::Result<Vec<u8>> {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(Vec::new());
         };
@@ -461,9 +464,11 @@ impl Body {
         };
         if want == 0 {
             self.finish();
-            return Ok(Vec::new());
+            buf.clear();
+            return Ok(buf);
         }
-        let mut buf = vec![0; want];
+        // Zero-fills only what the buffer never held.
+        buf.resize(want, 0);
         let n = timed(self.timeout, "body", io.read(&mut buf)).await?;
         buf.truncate(n);
         match &mut self.framing {
@@ -517,7 +522,7 @@ impl Body {
     pub(super) async fn bytes(mut self, limit: usize) -> io::Result<Vec<u8>> {
         let mut all = Vec::new();
         loop {
-            let chunk = self.next_chunk(READ_BUFFER).await?;
+            let chunk = self.next_chunk(READ_BUFFER, Vec::new()).await?;
             if chunk.is_empty() {
                 return Ok(all);
             }
@@ -575,8 +580,13 @@ impl AsyncRead for BodyReader {
             match std::mem::replace(&mut this.state, ReaderState::Done) {
                 ReaderState::Done => return Poll::Ready(Ok(0)),
                 ReaderState::Idle(mut body) => {
+                    // The consumed piece's buffer carries the next one.
+                    let buf = std::mem::take(&mut this.pending);
+                    this.pos = 0;
                     this.state = ReaderState::Reading(Box::pin(async move {
-                        let chunk = body.next_chunk(crate::storage::FILE_BUFFER_SIZE).await;
+                        let chunk = body
+                            .next_chunk(crate::storage::FILE_BUFFER_SIZE, buf)
+                            .await;
                         (body, chunk)
                     }));
                 }
