@@ -1,4 +1,4 @@
-//! Two `ftps-server` instances on one shared root behind HAProxy (Debian's package), the way the README's
+//! Two `ftps-server` instances on one S3 bucket (moto's server) behind HAProxy (Debian's package), the way the README's
 //! "Behind a load balancer" section sets it up: HAProxy balances control connections round robin with a PROXY
 //! header (v2 to one instance, v1 to the other), and forwards each instance's own passive port range to it, with a
 //! header too. curl connects from 127.0.0.5 to HAProxy on 127.0.0.3; both instances must see 127.0.0.5.
@@ -9,7 +9,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ftps_testkit::{peer, KillOnDrop, TempDir};
+use ftps_server_smol::storage::{S3Options, S3Storage};
+use ftps_testkit::{peer, KillOnDrop, Moto, TempDir};
 
 use crate::{random_bytes, run, PASSWORD, USER};
 
@@ -23,17 +24,20 @@ fn passive_range(n: u16) -> (u16, u16) {
     (base, base + 4)
 }
 
-fn start_instance(dir: &Path, users: &Path, root: &Path, n: u16, port: u16) -> KillOnDrop {
+fn start_instance(dir: &Path, users: &Path, s3: &str, n: u16, port: u16) -> KillOnDrop {
     let (first, last) = passive_range(n);
     let config = dir.join(format!("instance{n}.toml"));
     std::fs::write(
         &config,
         format!(
             "root = {root:?}\nstate_dir = {state:?}\nusers_file = {users:?}\n\n\
+             [storage]\nbackend = \"s3\"\nendpoint = \"{s3}\"\nbucket = \"shared\"\nprefix = \"ftp\"\n\
+             path_style = true\n\n\
              [[listener]]\naddress = \"127.0.0.1:{port}\"\npassive_ports = \"{first}-{last}\"\n\
              passive_public_address = \"{BALANCER_IP}\"\n\n\
              [proxy_protocol]\ntrusted = [\"127.0.0.1/32\"]\nrequired = true\n",
             state = dir.join(format!("state{n}")),
+            root = dir.join(format!("unused-root{n}")),
         ),
     )
     .unwrap();
@@ -42,6 +46,8 @@ fn start_instance(dir: &Path, users: &Path, root: &Path, n: u16, port: u16) -> K
         .arg("--config")
         .arg(&config)
         .env("RUST_LOG", "info")
+        .env("AWS_ACCESS_KEY_ID", Moto::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", Moto::SECRET_KEY)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
@@ -87,13 +93,24 @@ fn two_instances_behind_haproxy_see_the_client_address() {
         return;
     };
     let dir = TempDir::new("balancer");
-    let root = dir.path().join("root");
-    std::fs::create_dir_all(&root).unwrap();
+    let Some(moto) = Moto::start() else {
+        return;
+    };
+    let bucket = S3Storage::new(&S3Options {
+        endpoint: moto.endpoint(),
+        bucket: "shared".to_owned(),
+        path_style: true,
+        access_key_id: Moto::ACCESS_KEY.to_owned(),
+        secret_access_key: Moto::SECRET_KEY.to_owned(),
+        ..S3Options::default()
+    })
+    .unwrap();
+    futures_lite::future::block_on(bucket.create_bucket()).unwrap();
     let users = dir.path().join("users.toml");
     crate::add_test_user(&users);
     let ports = [ftps_testkit::free_port(), ftps_testkit::free_port()];
-    let _a = start_instance(dir.path(), &users, &root, 0, ports[0]);
-    let _b = start_instance(dir.path(), &users, &root, 1, ports[1]);
+    let _a = start_instance(dir.path(), &users, &moto.endpoint(), 0, ports[0]);
+    let _b = start_instance(dir.path(), &users, &moto.endpoint(), 1, ports[1]);
 
     let front = ftps_testkit::free_port();
     let ((a_first, a_last), (b_first, b_last)) = (passive_range(0), passive_range(1));
@@ -157,6 +174,10 @@ fn two_instances_behind_haproxy_see_the_client_address() {
         .arg(url("via-balancer.bin"))
         .arg(url("")));
     assert_eq!(std::fs::read(&down).unwrap(), data);
+    // The file is in the bucket, under the instances' prefix: neither instance kept it to itself.
+    use ftps_server_smol::storage::Storage;
+    let stored = futures_lite::future::block_on(bucket.metadata("/ftp/via-balancer.bin")).unwrap();
+    assert_eq!(stored.size, data.len() as u64);
     assert!(String::from_utf8_lossy(&listing.stdout).contains("via-balancer.bin"));
 
     let logs: Vec<String> = (0..2)

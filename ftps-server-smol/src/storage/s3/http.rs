@@ -584,9 +584,7 @@ impl AsyncRead for BodyReader {
                     let buf = std::mem::take(&mut this.pending);
                     this.pos = 0;
                     this.state = ReaderState::Reading(Box::pin(async move {
-                        let chunk = body
-                            .next_chunk(crate::storage::FILE_BUFFER_SIZE, buf)
-                            .await;
+                        let chunk = body.next_chunk(crate::storage::FILE_BUFFER_SIZE, buf).await;
                         (body, chunk)
                     }));
                 }
