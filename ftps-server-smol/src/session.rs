@@ -205,14 +205,16 @@ enum Wake {
 impl Driver {
     async fn drive(&mut self, session: &mut ServerSession) -> io::Result<()> {
         loop {
-            self.drain(session).await?;
-            if session.is_closed() {
-                return Ok(());
-            }
+            // Before the reply goes out: a client that has its answer must no longer count as silent, or a full
+            // server could evict it for a newcomer (seen in CI: the last NOOP's 200 arrived first).
             if !session.awaits_first_command() {
                 if let Some(silent) = self.silent.take() {
                     self.shared.spoke(&silent);
                 }
+            }
+            self.drain(session).await?;
+            if session.is_closed() {
+                return Ok(());
             }
             // Offer input the engine could not take before; if it takes some, drain again.
             if !self.pending.is_empty() {
