@@ -7,13 +7,16 @@ usage: webhook_receiver.py SECRET FAIL_FIRST OUT [PORT]   (prints "listening on 
 import hashlib
 import hmac
 import sys
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 SECRET, FAIL_FIRST, OUT = sys.argv[1].encode(), int(sys.argv[2]), sys.argv[3]
 valid = 0
 
 
 class Hook(BaseHTTPRequestHandler):
+    # Keep-alive, as real receivers do: the server reuses one connection for its events.
+    protocol_version = "HTTP/1.1"
+
     def do_POST(self):
         global valid
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
@@ -36,6 +39,6 @@ class Hook(BaseHTTPRequestHandler):
         pass
 
 
-server = HTTPServer(("127.0.0.1", int(sys.argv[4]) if len(sys.argv) > 4 else 0), Hook)
+server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[4]) if len(sys.argv) > 4 else 0), Hook)
 print("listening on", server.server_address[1], flush=True)
 server.serve_forever()

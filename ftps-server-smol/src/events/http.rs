@@ -1,6 +1,6 @@
-//! One HTTP/1.1 POST per event, on the sink's own thread: `http://` over TCP, `https://` over rustls with the
-//! system's trust roots. Bounded everywhere: connect, write and read time out, and only the status line and
-//! headers are read back.
+//! One HTTP/1.1 POST per event, on the sink's own thread, over a kept-alive connection: `http://` over TCP,
+//! `https://` over rustls with the system's trust roots. Bounded everywhere: connect, write and read time out,
+//! the response head is read up to 16 KiB and a body is skipped only when short and length-delimited.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -12,6 +12,9 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The longest response head read.
 const MAX_HEAD: u64 = 16 * 1024;
+
+/// The longest response body skipped to keep a connection; a longer one closes it instead.
+const MAX_BODY: u64 = 64 * 1024;
 
 /// Where a webhook posts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,8 +78,15 @@ impl Endpoint {
         })
     }
 
-    /// POSTs `body` with `headers`; returns the response's status code.
-    pub(crate) fn post(&self, headers: &[(&str, &str)], body: &[u8]) -> io::Result<u16> {
+    /// A client that posts to this endpoint over one kept-alive connection.
+    pub(crate) fn client(self) -> Client {
+        Client {
+            endpoint: self,
+            conn: None,
+        }
+    }
+
+    fn connect(&self) -> io::Result<Connection> {
         let addr = (self.host.as_str(), self.port)
             .to_socket_addrs()?
             .next()
@@ -84,46 +94,139 @@ impl Endpoint {
         let tcp = TcpStream::connect_timeout(&addr, TIMEOUT)?;
         tcp.set_read_timeout(Some(TIMEOUT))?;
         tcp.set_write_timeout(Some(TIMEOUT))?;
+        // Small requests answered by small responses: Nagle would hold the body behind the head.
+        tcp.set_nodelay(true)?;
+        let stream: Box<dyn Stream> = if self.tls {
+            let name = rustls::pki_types::ServerName::try_from(self.host.clone())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            let conn =
+                rustls::ClientConnection::new(client_config()?, name).map_err(io::Error::other)?;
+            Box::new(rustls::StreamOwned::new(conn, tcp))
+        } else {
+            Box::new(tcp)
+        };
+        Ok(BufReader::new(stream))
+    }
+
+    fn request_head(&self, headers: &[(&str, &str)], body_len: usize) -> String {
         let host_header = if self.host.contains(':') {
             format!("[{}]", self.host)
         } else {
             self.host.clone()
         };
-        let mut request = format!(
+        let mut head = format!(
             "POST {} HTTP/1.1\r\nHost: {host_header}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\nUser-Agent: ftps-server\r\n",
+             Content-Length: {body_len}\r\nUser-Agent: ftps-server\r\n",
             self.path,
-            body.len()
         );
         for (name, value) in headers {
-            request.push_str(&format!("{name}: {value}\r\n"));
+            head.push_str(&format!("{name}: {value}\r\n"));
         }
-        request.push_str("\r\n");
-        if self.tls {
-            let name = rustls::pki_types::ServerName::try_from(self.host.clone())
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-            let conn =
-                rustls::ClientConnection::new(client_config()?, name).map_err(io::Error::other)?;
-            exchange(rustls::StreamOwned::new(conn, tcp), &request, body)
-        } else {
-            exchange(tcp, &request, body)
-        }
+        head.push_str("\r\n");
+        head
     }
 }
 
-fn exchange(mut stream: impl Read + Write, head: &str, body: &[u8]) -> io::Result<u16> {
+/// A TCP or TLS stream to a receiver.
+trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
+type Connection = BufReader<Box<dyn Stream>>;
+
+/// Posts to one endpoint, keeping the connection open between events (HTTP/1.1 persistent connections,
+/// RFC 9112 section 9.3): a new TCP and TLS handshake per event cost the receiver, on the same machine, more
+/// CPU than the event itself.
+pub(crate) struct Client {
+    endpoint: Endpoint,
+    conn: Option<Connection>,
+}
+
+impl Client {
+    /// POSTs `body` with `headers`; returns the response's status code.
+    ///
+    /// A kept connection the receiver closed in the meantime fails on first use; the request is then sent
+    /// once more on a new connection (at-least-once delivery allows the rare repeat).
+    pub(crate) fn post(&mut self, headers: &[(&str, &str)], body: &[u8]) -> io::Result<u16> {
+        let head = self.endpoint.request_head(headers, body.len());
+        if let Some(mut conn) = self.conn.take() {
+            if let Ok((status, reusable)) = exchange(&mut conn, &head, body) {
+                if reusable {
+                    self.conn = Some(conn);
+                }
+                return Ok(status);
+            }
+        }
+        let mut conn = self.endpoint.connect()?;
+        let (status, reusable) = exchange(&mut conn, &head, body)?;
+        if reusable {
+            self.conn = Some(conn);
+        }
+        Ok(status)
+    }
+}
+
+/// Sends one request and reads its response; returns the status and whether the connection can carry the
+/// next request (a length-delimited body that was read whole, no `Connection: close`).
+fn exchange(conn: &mut Connection, head: &str, body: &[u8]) -> io::Result<(u16, bool)> {
+    let stream = conn.get_mut();
     stream.write_all(head.as_bytes())?;
     stream.write_all(body)?;
     stream.flush()?;
-    let mut status = String::new();
-    BufReader::new(stream.take(MAX_HEAD)).read_line(&mut status)?;
+    let mut line = String::new();
+    let mut head_len = 0u64;
+    let mut read_line = |conn: &mut Connection, line: &mut String| -> io::Result<()> {
+        line.clear();
+        let n = conn.by_ref().take(MAX_HEAD - head_len).read_line(line)?;
+        head_len += n as u64;
+        if n == 0 || !line.ends_with('\n') {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "response head cut short or too long",
+            ));
+        }
+        Ok(())
+    };
     // "HTTP/1.1 200 OK"
-    status
+    read_line(conn, &mut line)?;
+    let version_1_1 = line.starts_with("HTTP/1.1 ");
+    let status: u16 = line
         .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
-        .filter(|_| status.starts_with("HTTP/1."))
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an HTTP/1.x response"))
+        .filter(|_| line.starts_with("HTTP/1."))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an HTTP/1.x response"))?;
+    let mut length = None;
+    let mut reusable = version_1_1;
+    loop {
+        read_line(conn, &mut line)?;
+        let field = line.trim_end();
+        if field.is_empty() {
+            break;
+        }
+        let Some((name, value)) = field.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            length = value.parse::<u64>().ok();
+        } else if name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case("close") {
+            reusable = false;
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            // Chunked bodies are not worth parsing for a status: read none, reuse nothing.
+            reusable = false;
+        }
+    }
+    // 1xx, 204 and 304 have no body (RFC 9112 section 6.3); otherwise only a small, delimited body is skipped.
+    let bodiless = status < 200 || status == 204 || status == 304;
+    match length {
+        _ if bodiless => {}
+        Some(n) if n <= MAX_BODY => {
+            let skipped = io::copy(&mut conn.by_ref().take(n), &mut io::sink())?;
+            reusable &= skipped == n;
+        }
+        _ => reusable = false,
+    }
+    Ok((status, reusable))
 }
 
 /// The TLS client config of every webhook: the system's roots, built once.
@@ -152,6 +255,81 @@ fn client_config() -> io::Result<Arc<rustls::ClientConfig>> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// Serves `responses` on one listener: each accepted connection answers requests in turn until its
+    /// response says `Connection: close`; returns the port and how many connections were accepted.
+    fn receiver(responses: Vec<&'static str>) -> (u16, std::thread::JoinHandle<usize>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handle = std::thread::spawn(move || {
+            let mut responses = responses.into_iter();
+            let mut accepted = 0;
+            'connections: while responses.len() > 0 {
+                let (stream, _) = listener.accept().unwrap();
+                accepted += 1;
+                let mut reader = BufReader::new(stream);
+                loop {
+                    // Read one request: head, then its Content-Length body.
+                    let mut length = 0;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap() == 0 {
+                            continue 'connections;
+                        }
+                        if let Some(v) = line.strip_prefix("Content-Length: ") {
+                            length = v.trim().parse().unwrap();
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    let Some(response) = responses.next() else {
+                        break 'connections;
+                    };
+                    reader.get_mut().write_all(response.as_bytes()).unwrap();
+                    if response.contains("close") {
+                        continue 'connections;
+                    }
+                }
+            }
+            accepted
+        });
+        (port, handle)
+    }
+
+    #[test]
+    fn one_connection_carries_every_event_while_the_receiver_keeps_it() {
+        let ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        let (port, receiver) = receiver(vec![ok, "HTTP/1.1 204 No Content\r\n\r\n", ok]);
+        let mut client = Endpoint::parse(&format!("http://127.0.0.1:{port}/h"))
+            .unwrap()
+            .client();
+        for expected in [200, 204, 200] {
+            assert_eq!(client.post(&[], b"{}").unwrap(), expected);
+        }
+        drop(client);
+        assert_eq!(receiver.join().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_closed_connection_is_replaced_without_losing_the_event() {
+        let close = "HTTP/1.1 500 Oops\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+        let unframed = "HTTP/1.0 200 OK\r\n\r\n";
+        let ok = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let (port, receiver) = receiver(vec![close, unframed, ok, ok]);
+        let mut client = Endpoint::parse(&format!("http://127.0.0.1:{port}/"))
+            .unwrap()
+            .client();
+        assert_eq!(client.post(&[], b"1").unwrap(), 500);
+        assert_eq!(client.post(&[], b"2").unwrap(), 200);
+        assert_eq!(client.post(&[], b"3").unwrap(), 200);
+        assert_eq!(client.post(&[], b"4").unwrap(), 200);
+        drop(client);
+        // close, then HTTP/1.0 (not reusable), then one connection for the last two.
+        assert_eq!(receiver.join().unwrap(), 3);
+    }
 
     #[test]
     fn urls() {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::http::Endpoint;
+use super::http::{Client, Endpoint};
 use super::queue::Queue;
 use super::EventKind;
 
@@ -48,7 +48,7 @@ pub struct SinkConfig {
 }
 
 /// Delivers one event line; `Err` says why it was not accepted.
-type Deliver = Box<dyn Fn(&str) -> Result<(), String> + Send>;
+type Deliver = Box<dyn FnMut(&str) -> Result<(), String> + Send>;
 
 /// A started sink.
 pub struct Sink {
@@ -86,10 +86,11 @@ impl Sink {
     pub(crate) fn start(dir: &Path, config: SinkConfig) -> io::Result<Arc<Self>> {
         let (name, deliver): (String, Deliver) = match &config.target {
             SinkTarget::Webhook { url, secret } => {
-                let endpoint = Endpoint::parse(url)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                let mut client = Endpoint::parse(url)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
+                    .client();
                 let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-                let deliver = move |line: &str| post(&endpoint, &key, line);
+                let deliver = move |line: &str| post(&mut client, &key, line);
                 (format!("webhook-{}", short_hash(url)), Box::new(deliver))
             }
             SinkTarget::Command { argv } => {
@@ -112,7 +113,7 @@ impl Sink {
         });
         std::thread::Builder::new()
             .name(format!("events {name}"))
-            .spawn(move || deliver_forever(&name, &queue, &*deliver))?;
+            .spawn(move || deliver_forever(&name, &queue, deliver))?;
         Ok(sink)
     }
 
@@ -133,7 +134,7 @@ impl Sink {
 }
 
 /// Delivers the queue in order, each event until it is accepted.
-fn deliver_forever(name: &str, queue: &Queue, deliver: &dyn Fn(&str) -> Result<(), String>) {
+fn deliver_forever(name: &str, queue: &Queue, mut deliver: Deliver) {
     loop {
         let (line, end) = match queue.next(Duration::from_secs(5)) {
             Ok(Some(next)) => next,
@@ -160,10 +161,10 @@ fn deliver_forever(name: &str, queue: &Queue, deliver: &dyn Fn(&str) -> Result<(
     }
 }
 
-fn post(endpoint: &Endpoint, key: &ring::hmac::Key, line: &str) -> Result<(), String> {
+fn post(client: &mut Client, key: &ring::hmac::Key, line: &str) -> Result<(), String> {
     let tag = ring::hmac::sign(key, line.as_bytes());
     let signature = format!("sha256={}", hex(tag.as_ref()));
-    match endpoint.post(&[("X-Ftps-Signature", &signature)], line.as_bytes()) {
+    match client.post(&[("X-Ftps-Signature", &signature)], line.as_bytes()) {
         Ok(code) if (200..300).contains(&code) => Ok(()),
         Ok(code) => Err(format!("HTTP {code}")),
         Err(e) => Err(e.to_string()),
