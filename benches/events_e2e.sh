@@ -1,0 +1,44 @@
+#!/bin/bash
+# Issue 17's event-cost measurement, end to end with the release binaries (cargo build --release -p
+# ftps-server-smol --bin ftps-server -p ftps-client-blocking --bin ftps): `ftps put` of 1000 x 4 KiB files
+# (each an upload event, plus login/logout) with no sink vs one webhook sink whose receiver
+# (testkit/clients/webhook_receiver.py, checking every signature) runs on the same machine, rounds interleaved.
+# Prints each time and the ratio events-on / events-off of the medians.
+set -e
+R=${CARGO_TARGET_DIR:-target}/release
+B=${BENCH_DIR:-/dev/shm/ftps-events-bench}
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+export FTPS_PASSWORD=pw-bench
+rm -rf $B; mkdir -p $B/files
+for i in $(seq -w 1000); do head -c 4096 /dev/urandom > $B/files/f$i.bin; done
+python3 $HERE/testkit/clients/webhook_receiver.py secret 0 $B/received > $B/receiver.out &
+receiver=$!
+trap 'kill $receiver 2>/dev/null' EXIT
+for i in $(seq 100); do grep -q "listening on" $B/receiver.out 2>/dev/null && break; sleep 0.05; done
+hook_port=$(awk '{print $3}' $B/receiver.out)
+declare -A times
+for round in ${ROUNDS:-1 2 3 4 5}; do
+for mode in off on; do
+  d=$B/$mode; rm -rf $d; mkdir -p $d/root $d/state
+  $R/ftps-server --state-dir $d/state user add bench --home / >/dev/null
+  if [ $mode = on ]; then
+    printf '[[webhooks]]\nurl = "http://127.0.0.1:%s/events"\nsecret = "secret"\n' $hook_port > $d/config.toml
+  else
+    : > $d/config.toml
+  fi
+  $R/ftps-server -c $d/config.toml --root $d/root --state-dir $d/state --listen 127.0.0.1:0 > $d/out 2>$d/err &
+  pid=$!
+  for i in $(seq 100); do grep -q "listening on" $d/out 2>/dev/null && break; sleep 0.05; done
+  port=$(grep -o "listening on [0-9.]*:[0-9]*" $d/out | head -1 | sed 's/.*://')
+  url=ftps://bench@127.0.0.1:$port/
+  s=$(date +%s.%N); $R/ftps --insecure -q put $B/files/* $url; e=$(date +%s.%N)
+  t=$(echo "$e - $s" | bc)
+  times[$mode]="${times[$mode]} $t"
+  echo "round $round events $mode: 1000 x 4 KiB uploads ${t}s"
+  kill $pid; wait $pid 2>/dev/null || true
+done
+done
+median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+off=$(echo ${times[off]} | median); on=$(echo ${times[on]} | median)
+echo "medians: off ${off}s, on ${on}s; throughput ratio on/off $(echo "scale=3; $off / $on" | bc)"
+echo "events received: $(wc -l < $B/received)"
