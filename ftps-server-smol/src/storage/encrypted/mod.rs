@@ -173,10 +173,11 @@ impl fmt::Debug for Encrypted {
     }
 }
 
-/// An error for a file that cannot be decrypted.
+/// A storage error for a file that cannot be opened for decryption. The format's own errors already name
+/// the file; others (inner I/O) get the path and keep their kind.
 fn damaged(path: &str, error: &io::Error) -> StorageError {
     if error.kind() == io::ErrorKind::InvalidData {
-        StorageError::new(StorageErrorKind::Other, format!("{path}: {error}"))
+        StorageError::new(StorageErrorKind::Other, error.to_string())
     } else {
         StorageError::from(io::Error::new(error.kind(), format!("{path}: {error}")))
     }
@@ -222,13 +223,8 @@ impl Encrypted {
         let mut first = open(0).await?;
         let cipher_size = first.size;
         let size = plaintext_len(cipher_size).ok_or_else(|| {
-            damaged(
-                path,
-                &format::invalid(
-                    "",
-                    format_args!("{cipher_size} bytes is not the size of an encrypted file"),
-                ),
-            )
+            let why = format!("{cipher_size} bytes is not the size of an encrypted file");
+            damaged(path, &format::invalid(path, why))
         })?;
         let header = read_header(&mut first.reader, path)
             .await

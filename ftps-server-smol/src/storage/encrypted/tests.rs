@@ -1,4 +1,5 @@
-use super::format::SEGMENT_CIPHER_LEN;
+use super::format::{FileCipher, SEGMENT_CIPHER_LEN};
+use super::write::EncryptWriter;
 use super::*;
 use crate::storage::MemoryStorage;
 use futures_lite::future::block_on;
@@ -91,6 +92,24 @@ fn round_trips_at_segment_boundaries() {
 }
 
 #[test]
+fn sync_decrypt_refuses_damage_and_the_wrong_key() {
+    let data = body(S + 1);
+    let mut raw = Vec::new();
+    encrypt_file(&key(1), &data[..], &mut raw).unwrap();
+    let mut out = Vec::new();
+    let err = decrypt_file(&key(2), &raw[..], &mut out).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    assert!(out.is_empty());
+    let cut = &raw[..H + SEGMENT_CIPHER_LEN];
+    let err = decrypt_file(&key(1), cut, &mut out).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    assert!(
+        out.is_empty(),
+        "the non-final segment opened as the final one"
+    );
+}
+
+#[test]
 fn sync_encrypt_then_storage_read() {
     let f = fixture();
     let data = body(2 * S + 3);
@@ -156,7 +175,10 @@ async fn assert_tamper_fails(f: &Fixture, data: &[u8], raw: Vec<u8>, case: &str)
         ),
         "{case}: {err}"
     );
-    assert!(err.to_string().contains("encrypted file"), "{case}: {err}");
+    assert!(
+        err.to_string().contains("encrypted file /t"),
+        "{case}: {err}"
+    );
     assert!(out.len() % S == 0, "{case}: partial segment released");
     assert!(out[..] == data[..out.len()], "{case}: wrong bytes released");
 }
@@ -462,4 +484,67 @@ proptest! {
             }
         });
     }
+}
+
+/// An inner writer that records the size of every write.
+struct Recorder {
+    sizes: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl futures_lite::AsyncWrite for Recorder {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        self.sizes.push(buf.len());
+        self.bytes.extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[test]
+fn the_inner_store_gets_whole_segments_whatever_the_client_writes() {
+    let recorder = Recorder {
+        sizes: Vec::new(),
+        bytes: Vec::new(),
+    };
+    let mut writer = EncryptWriter::new(recorder, FileCipher::new(&key(1)).unwrap());
+    let data = body(3 * S + 5);
+    block_on(async {
+        for chunk in data.chunks(1_000) {
+            writer.write_all(chunk).await.unwrap();
+        }
+        // A flush does not cut a segment short.
+        writer.flush().await.unwrap();
+        std::future::poll_fn(|cx| writer.poll_finish(cx))
+            .await
+            .unwrap();
+    });
+    let recorder = writer.into_inner();
+    assert_eq!(
+        recorder.sizes,
+        [
+            H + SEGMENT_CIPHER_LEN,
+            SEGMENT_CIPHER_LEN,
+            SEGMENT_CIPHER_LEN,
+            5 + TAG_LEN
+        ]
+    );
+    let mut out = Vec::new();
+    decrypt_file(&key(1), &recorder.bytes[..], &mut out).unwrap();
+    assert!(out == data);
 }
