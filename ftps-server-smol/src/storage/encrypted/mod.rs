@@ -39,13 +39,15 @@
 //! Every upload writes a **new** file with a new salt through the inner storage's `Create` (or `CreateNew`),
 //! so the inner layer's atomicity holds and no (key, nonce) pair is ever used for two plaintexts. `APPE` and
 //! `REST`+`STOR` therefore cannot write in place: the upload first decrypts and re-encrypts the existing
-//! plaintext (all of it for `Append`, the first `n` bytes for `Resume(n)`, zero-filled past the end like the
-//! local backend) into the new file, then streams the new bytes; commit replaces the file atomically. That
+//! plaintext (all of it for `Append`, the first `n` bytes for `Resume(n)`) into the new file, then streams the new bytes; commit replaces the file atomically. That
 //! costs O(existing size) local work per append (about 1 ms per MB at the measured 1 GB/s), the price of never
 //! reusing a nonce: re-sealing the last segment in place would seal different plaintext under the same key
 //! and nonce, which breaks GCM's confidentiality and authenticity. To keep [`WriteMode`]'s promise that an
 //! interrupted append keeps what arrived, [`Upload::abort`] of an append or resume finishes the stream and
 //! commits; dropping one without commit or abort cannot run that async work and leaves the old file.
+//! `Resume(n)` past the end of the file is refused ([`StorageErrorKind::Other`]): the local backend makes a
+//! sparse hole there for free, but here every byte of the hole would be encrypted and written, so a
+//! `REST 1000000000000` would turn into a terabyte of zeros.
 //!
 //! Listings and metadata report plaintext sizes; a file whose size no plaintext encrypts to is listed with
 //! size 0 and fails to open.
@@ -280,16 +282,28 @@ impl Encrypted {
         // Open the old content before the new file, so a failure to read it changes nothing.
         let existing = match keep {
             None => None,
-            Some(_) => match self
-                .open_plain(path, 0, |at| self.inner.open_read(path, at))
-                .await
-            {
-                Ok((reader, _)) => reader,
-                Err(e) if e.kind() == StorageErrorKind::NotFound && mode == WriteMode::Append => {
-                    None
+            Some(limit) => {
+                let opened = self
+                    .open_plain(path, 0, |at| self.inner.open_read(path, at))
+                    .await;
+                match opened {
+                    Ok((_, size)) if mode != WriteMode::Append && limit > size => {
+                        return Err(StorageError::new(
+                            StorageErrorKind::Other,
+                            format!(
+                                "{path}: cannot resume at {limit}, past the end ({size} bytes)"
+                            ),
+                        ));
+                    }
+                    Ok((reader, _)) => reader,
+                    Err(e)
+                        if e.kind() == StorageErrorKind::NotFound && mode == WriteMode::Append =>
+                    {
+                        None
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
-            },
+            }
         };
         let cipher = FileCipher::new(&self.key)?;
         let inner = self.inner.open_write(path, inner_mode).await?;
@@ -304,8 +318,7 @@ impl Encrypted {
     }
 }
 
-/// Re-encrypts the first `limit` plaintext bytes of `old` into `writer`, zero-filling up to `limit` when
-/// `old` is shorter (a resume past the end, like the local backend); `u64::MAX` copies everything.
+/// Re-encrypts the first `limit` plaintext bytes of `reader` into `writer` (`u64::MAX`: all of them).
 async fn copy_prefix(
     mut reader: DecryptReader<InnerReader>,
     limit: u64,
@@ -322,14 +335,6 @@ async fn copy_prefix(
         writer.write_all(&data[..n]).await?;
         reader.consume(n);
         left -= n as u64;
-    }
-    if limit != u64::MAX {
-        let zeros = [0u8; 4096];
-        while left > 0 {
-            let n = zeros.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            writer.write_all(&zeros[..n]).await?;
-            left -= n as u64;
-        }
     }
     Ok(())
 }

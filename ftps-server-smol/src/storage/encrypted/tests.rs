@@ -285,9 +285,19 @@ fn append_and_resume_reencrypt_under_a_fresh_salt() {
         let mut want = first[..S - 2].to_vec();
         want.extend_from_slice(b"XYZ");
         assert!(get(&f.enc, "/f", 0).await.1 == want);
-        // Past the end: zero-filled, as the local backend does with set_len.
-        put(&f.enc, "/f", WriteMode::Resume(S as u64 + 3), b"!").await;
-        want.extend_from_slice(&[0, 0]);
+        // Past the end: refused (no terabyte of encrypted zeros for a REST), the file untouched.
+        let before = f.mem.file_contents("/f");
+        let err = f
+            .enc
+            .open_write("/f", WriteMode::Resume(S as u64 + 3))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), StorageErrorKind::Other);
+        assert!(err.message().contains("past the end"), "{err}");
+        assert_eq!(f.mem.file_contents("/f"), before);
+        // Exactly at the end is an append.
+        put(&f.enc, "/f", WriteMode::Resume(S as u64 + 1), b"!").await;
         want.push(b'!');
         assert!(get(&f.enc, "/f", 0).await.1 == want);
 
