@@ -558,3 +558,32 @@ fn the_inner_store_gets_whole_segments_whatever_the_client_writes() {
     decrypt_file(&key(1), &recorder.bytes[..], &mut out).unwrap();
     assert!(out == data);
 }
+
+#[test]
+fn streams_over_a_local_directory() {
+    // Past the local backend's 256 KiB in-memory head, its writes and reads go through a background thread
+    // and return Pending: the writer's and reader's resumable states are exercised.
+    let dir = tempfile::tempdir().unwrap();
+    let local: Arc<dyn Storage> = Arc::new(crate::storage::LocalStorage::open(dir.path()).unwrap());
+    let enc = Encrypted::new(local, key(4));
+    let data = body((1 << 20) + 7);
+    block_on(async {
+        put(&enc, "/big", WriteMode::Create, &data).await;
+        for offset in [0, 3 * S + 1, data.len() - 1] {
+            let (size, out, err) = get(&enc, "/big", offset as u64).await;
+            assert!(err.is_none(), "{err:?}");
+            assert_eq!(size, data.len() as u64);
+            assert!(out[..] == data[offset..]);
+        }
+        assert_eq!(put(&enc, "/big", WriteMode::Append, b"end").await, 3);
+        assert_eq!(
+            enc.metadata("/big").await.unwrap().size,
+            data.len() as u64 + 3
+        );
+    });
+    let raw = std::fs::read(dir.path().join("big")).unwrap();
+    assert_eq!(
+        Some(raw.len() as u64),
+        ciphertext_len(data.len() as u64 + 3)
+    );
+}
