@@ -13,6 +13,7 @@
 //! with capability-based `openat` semantics), [`S3Storage`] (an S3-compatible bucket) and [`MemoryStorage`]
 //! (tests and embedding).
 
+pub mod encrypted;
 mod local;
 mod memory;
 pub mod s3;
@@ -28,6 +29,7 @@ use std::time::SystemTime;
 
 use futures_lite::{AsyncRead, AsyncWrite};
 
+pub use encrypted::{decrypt_file, encrypt_file, DataKey, Encrypted};
 pub use local::LocalStorage;
 pub use memory::MemoryStorage;
 pub use s3::{S3Options, S3Storage};
