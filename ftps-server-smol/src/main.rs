@@ -56,7 +56,7 @@ struct Cli {
     versions: bool,
 
     /// Encrypt users' files at rest, each user's with a data key of its own wrapped by the KEK (the config
-    /// file: [encryption]; default KEK file STATE_DIR/kek, generated on first start).
+    /// file: encryption.enabled; default KEK file STATE_DIR/kek, generated on first start).
     #[arg(long)]
     encrypt: bool,
 
@@ -77,7 +77,7 @@ enum Command {
     /// Manage the users file.
     #[command(subcommand)]
     User(UserCommand),
-    /// Manage the keys of encryption at rest ([encryption]).
+    /// Manage the keys of encryption at rest (the config file: encryption).
     #[command(subcommand)]
     Keys(KeysCommand),
 }

@@ -4,7 +4,9 @@
 //! - **KEK** (key-encryption key, 32 bytes): from `kek_file` (default `<state_dir>/kek`, generated on first
 //!   start, mode 0600) or from `kek_command`, a KMS hook. It only wraps data keys.
 //! - **Data key** of each user (32 random bytes, made on the user's first use): stored wrapped with AES-256-GCM
-//!   under the KEK in `<state_dir>/keys/<hex of the user name>.key` ([`wrap`] has the layout).
+//!   under the KEK in `<state_dir>/keys/<hex of the user name>.key` (76 bytes: the label `FTPSDK01`, the
+//!   KEK's fingerprint, a random 96-bit nonce, the sealed key; the AAD binds the label, the fingerprint and the
+//!   user name, so a key file moved to another user's name fails to open).
 //! - **File keys**: derived from the data key per file by HKDF in the storage layer's file format
 //!   (`storage::encrypted`, not this module).
 //!
@@ -16,7 +18,7 @@
 //! characters (the 32-byte KEK; a trailing newline is fine) on stdout, and the same KEK every time. stderr is
 //! shown in the error when it fails. It may print nothing else on stdout.
 //!
-//! **Rotation** ([`rotate`]) re-wraps every data key under a new KEK, never touching file data. While it runs a
+//! **Rotation** ([`mod@rotate`]) re-wraps every data key under a new KEK, never touching file data. While it runs a
 //! key file is wrapped under the current or the new ("pending") KEK, and the [`Keyring`] opens either (it picks
 //! by the fingerprint stored in the file), so a rotation may run while the server runs and may be killed at any
 //! point and run again.
@@ -396,8 +398,10 @@ impl Keyring {
             }
         }
         let keks = self.keks();
-        if let Some((source, _)) = &keks.pending {
-            tracing::warn!(%source, "a KEK rotation is pending: finish it with `ftps-server keys rotate`");
+        let configured = self.origin.as_ref().map(|o| &o.source);
+        if let Some((source, _)) = keks.pending.as_ref().filter(|(s, _)| Some(s) != configured) {
+            tracing::warn!(%source, "a KEK rotation is pending: finish it with `ftps-server keys rotate`, \
+                then name the new KEK in [encryption] if it is not the generated kek_file");
         }
         if unknown.is_empty() {
             return Ok(all_current);

@@ -254,13 +254,19 @@ fn rotation_to_a_kms_command_is_followed_by_a_running_server_and_finished_by_the
         kek_command: Some(command),
         ..config()
     };
-    assert_keys(
-        &Keyring::from_config(&to_command, dir.path()).unwrap(),
-        &users,
+    // Run again after the switch: nothing to re-wrap; the marker goes.
+    let outcome = rotate(&to_command, dir.path(), None).unwrap();
+    assert_eq!(
+        (outcome.rewrapped, outcome.already, outcome.config_change),
+        (0, 3, None)
     );
     assert!(
         !dir.path().join(PENDING_MARKER).exists(),
         "marker kept after the switch"
+    );
+    assert_keys(
+        &Keyring::from_config(&to_command, dir.path()).unwrap(),
+        &users,
     );
     let stale = Keyring::open(
         &dir.path().join(KEYS_DIR),
@@ -273,6 +279,37 @@ fn rotation_to_a_kms_command_is_followed_by_a_running_server_and_finished_by_the
         .unwrap_err()
         .to_string();
     assert!(err.contains("--new-kek-command"), "{err}");
+}
+
+#[test]
+fn the_first_start_under_the_new_source_removes_the_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = make_users(dir.path(), 2);
+    let new = Kek::generate().unwrap();
+    let new_file = dir.path().join("kek2");
+    std::fs::write(&new_file, format!("{}\n", new.to_hex())).unwrap();
+    std::fs::set_permissions(
+        &new_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let outcome = rotate(
+        &config(),
+        dir.path(),
+        Some(KekSource::KekFile(new_file.clone())),
+    )
+    .unwrap();
+    assert_eq!(outcome.rewrapped, 2);
+    assert!(outcome.config_change.unwrap().starts_with("kek_file = "));
+    let switched = EncryptionConfig {
+        kek_file: Some(new_file),
+        ..config()
+    };
+    assert_keys(
+        &Keyring::from_config(&switched, dir.path()).unwrap(),
+        &users,
+    );
+    assert!(!dir.path().join(PENDING_MARKER).exists());
 }
 
 #[test]
