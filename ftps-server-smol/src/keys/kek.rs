@@ -156,7 +156,7 @@ fn read_kek_file(path: &Path) -> io::Result<Kek> {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
             format!(
-                "kek_file {path} has mode {mode:04o}: group or others may read it; run `chmod 600 {path}` \
+                "kek_file {path} has mode {mode:04o}: group or others have access; run `chmod 600 {path}` \
                  (and consider whether the key leaked)",
                 path = path.display()
             ),

@@ -357,3 +357,39 @@ fn config_sources_and_validation() {
         KekSource::KekCommand(vec!["kms".into(), "get".into()])
     );
 }
+
+#[test]
+fn keys_created_while_a_rotation_runs_all_end_under_the_new_kek() {
+    for round in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        make_users(dir.path(), 20);
+        let running = Arc::new(Keyring::from_config(&config(), dir.path()).unwrap());
+        let barrier = Arc::new(Barrier::new(2));
+        let creator = {
+            let (running, barrier) = (Arc::clone(&running), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                (0..30)
+                    .map(|i| {
+                        let user = format!("new{i}");
+                        let key = running.data_key(&user).unwrap();
+                        (user, key)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        };
+        barrier.wait();
+        rotate(&config(), dir.path(), None).unwrap();
+        let created = creator.join().unwrap();
+        // Only the new KEK, no pending one and no refresh: every file must be under it.
+        let new = read_kek(&dir.path().join("kek"));
+        let strict = Keyring::open(&dir.path().join(KEYS_DIR), new).unwrap();
+        for (user, key) in &created {
+            assert_eq!(
+                strict.existing_data_key(user).unwrap(),
+                Some(*key),
+                "round {round}: {user}"
+            );
+        }
+    }
+}
