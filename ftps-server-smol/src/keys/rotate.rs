@@ -61,14 +61,21 @@ pub(crate) fn rotate_until(
 ) -> io::Result<RotateOutcome> {
     let source = config.source(state_dir);
     let timeout = config.kek_command_timeout();
-    let current = source.load(timeout)?;
+    let current = source.load(timeout).map_err(|e| match (&source, e.kind()) {
+        (KekSource::KekFile(_), io::ErrorKind::NotFound) => io::Error::new(
+            e.kind(),
+            format!("{e}: no KEK to rotate yet (the server makes it on its first start with encryption on)"),
+        ),
+        _ => e,
+    })?;
     let marker = state_dir.join(PENDING_MARKER);
     let pending = pending_source(&source, state_dir)?;
     let target = match (pending, new_source) {
         (Some(pending), Some(new)) if pending != new => {
             return Err(invalid(format!(
-                "a rotation to {pending} is pending (an earlier run stopped): run `ftps-server keys rotate` \
-                 without --new-kek-command / --new-kek-file to finish it first"
+                "a rotation to {pending} is pending (an earlier run stopped, or the configuration does not name \
+                 that source yet): finish it first by running `ftps-server keys rotate` without \
+                 --new-kek-command / --new-kek-file and naming it in [encryption]"
             )))
         }
         (Some(pending), _) => pending,
