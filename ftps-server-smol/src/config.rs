@@ -666,6 +666,8 @@ pub struct Config {
     pub event_commands: Vec<crate::events::EventCommandConfig>,
     /// The upload check.
     pub hooks: crate::upload_check::HooksConfig,
+    /// Encryption at rest: the KEK source (see [`crate::keys`]).
+    pub encryption: crate::keys::EncryptionConfig,
 }
 
 impl Default for Config {
@@ -687,6 +689,7 @@ impl Default for Config {
             webhooks: Vec::new(),
             event_commands: Vec::new(),
             hooks: crate::upload_check::HooksConfig::default(),
+            encryption: crate::keys::EncryptionConfig::default(),
         }
     }
 }
@@ -734,6 +737,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         self.versions.keep_duration()?;
+        self.encryption.validate()?;
         if self.listeners.is_empty() {
             return invalid("at least one [[listener]] is required".into());
         }

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod certs;
 pub mod config;
 pub mod events;
+pub mod keys;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;

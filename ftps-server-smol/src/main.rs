@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use ftps_server_smol::auth::{add_user, generate_password, set_password, Permission};
 use ftps_server_smol::config::{Config, ListenMode, ListenerConfig, PortRange};
+use ftps_server_smol::keys::{rotate, KekSource, PENDING_MARKER};
 use ftps_server_smol::startup::prepare;
 use tracing_subscriber::EnvFilter;
 
@@ -54,6 +55,11 @@ struct Cli {
     #[arg(long)]
     versions: bool,
 
+    /// Encrypt users' files at rest, each user's with a data key of its own wrapped by the KEK (the config
+    /// file: encryption.enabled; default KEK file STATE_DIR/kek, generated on first start).
+    #[arg(long)]
+    encrypt: bool,
+
     /// Directory for the generated certificate and users file [default: ./.ftps-server].
     #[arg(long, value_name = "DIR", global = true)]
     state_dir: Option<PathBuf>,
@@ -71,6 +77,26 @@ enum Command {
     /// Manage the users file.
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage the keys of encryption at rest (the config file: encryption).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Re-wrap every user's data key under a new KEK; file data is not touched. Safe to run while the
+    /// server runs, and to run again after an interruption (it finishes the pending rotation).
+    ///
+    /// With the default kek_file, a new KEK is generated and replaces the file. With kek_command, name
+    /// the new KEK's source and update the configuration afterwards as printed.
+    Rotate {
+        /// The new KEK comes from this file (64 hex characters, mode 0600).
+        #[arg(long, value_name = "FILE", conflicts_with = "new_kek_command")]
+        new_kek_file: Option<PathBuf>,
+        /// The new KEK comes from this program and its arguments (no shell); must come last.
+        #[arg(long, value_name = "PROG", num_args = 1.., allow_hyphen_values = true)]
+        new_kek_command: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,6 +174,7 @@ fn run(cli: Cli) -> Result<(), String> {
     init_logging(cli.verbose, config.log.protocol);
     match cli.command {
         Some(Command::User(command)) => return user_command(&config, command),
+        Some(Command::Keys(command)) => return keys_command(&config, command),
         None => {}
     }
     apply_overrides(&mut config, &cli);
@@ -194,6 +221,9 @@ fn apply_overrides(config: &mut Config, cli: &Cli) {
     if cli.versions {
         config.versions.enabled = true;
     }
+    if cli.encrypt {
+        config.encryption.enabled = true;
+    }
     for listener in &mut config.listeners {
         if let Some(range) = cli.passive_ports {
             listener.passive_ports = range;
@@ -236,6 +266,45 @@ fn user_command(config: &Config, command: UserCommand) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn keys_command(config: &Config, command: KeysCommand) -> Result<(), String> {
+    match command {
+        KeysCommand::Rotate {
+            new_kek_file,
+            new_kek_command,
+        } => {
+            config.encryption.validate().map_err(|e| e.to_string())?;
+            let new_source = match (new_kek_file, new_kek_command) {
+                (Some(file), _) => Some(KekSource::KekFile(file)),
+                (None, argv) if !argv.is_empty() => Some(KekSource::KekCommand(argv)),
+                (None, _) => None,
+            };
+            let outcome = rotate(&config.encryption, &config.state_dir, new_source)
+                .map_err(|e| format!("keys rotate: {e}"))?;
+            let fingerprint: String = outcome
+                .fingerprint
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            println!(
+                "re-wrapped {} data key(s) ({} already under the new KEK); KEK fingerprint now {fingerprint}",
+                outcome.rewrapped, outcome.already
+            );
+            match outcome.config_change {
+                None => println!(
+                    "the new KEK is in {}: back it up now (the old one opens nothing any more)",
+                    outcome.source
+                ),
+                Some(line) => println!(
+                    "now set in the [encryption] section of the configuration, replacing kek_file / kek_command:\n  \
+                     {line}\nuntil then the server reads both KEKs ({} marks the rotation); back up the new KEK",
+                    config.state_dir.join(PENDING_MARKER).display()
+                ),
+            }
+            Ok(())
+        }
+    }
 }
 
 fn ensure_parent(path: &Path) -> Result<(), String> {
@@ -343,6 +412,35 @@ mod tests {
         assert!(matches!(
             cli.command,
             Some(Command::User(UserCommand::Passwd { .. }))
+        ));
+    }
+
+    #[test]
+    fn keys_rotate_takes_a_command_with_its_own_flags() {
+        let cli = Cli::parse_from([
+            "ftps-server",
+            "keys",
+            "rotate",
+            "--new-kek-command",
+            "kms",
+            "get",
+            "--key-id",
+            "k2",
+        ]);
+        assert!(matches!(
+            cli.command,
+            Some(Command::Keys(KeysCommand::Rotate { ref new_kek_command, new_kek_file: None }))
+                if new_kek_command == &["kms", "get", "--key-id", "k2"]
+        ));
+        let cli = Cli::parse_from(["ftps-server", "--encrypt"]);
+        assert!(cli.encrypt);
+        let cli = Cli::parse_from(["ftps-server", "keys", "rotate", "--new-kek-file", "k"]);
+        assert!(matches!(
+            cli.command,
+            Some(Command::Keys(KeysCommand::Rotate {
+                new_kek_file: Some(_),
+                ..
+            }))
         ));
     }
 }

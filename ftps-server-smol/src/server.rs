@@ -35,6 +35,7 @@ use crate::auth::{Authenticator, LoginThrottle};
 use crate::certs::CertReloader;
 use crate::config::{Config, DataResumption, ListenMode};
 use crate::events::{Events, SinkConfig, SinkTarget};
+use crate::keys::Keyring;
 use crate::listener::PassivePorts;
 use crate::proxy::{Admission, ProxyPolicy};
 pub use crate::shared::{Limits, ListenerOptions};
@@ -64,6 +65,7 @@ pub struct ServerBuilder {
     upload_check: Option<Arc<UploadCheck>>,
     time_views: bool,
     home_versions: Option<(VersionsOptions, Duration, usize)>,
+    keyring: Option<Arc<Keyring>>,
 }
 
 impl Server {
@@ -83,6 +85,7 @@ impl Server {
             upload_check: None,
             time_views: false,
             home_versions: None,
+            keyring: None,
         }
     }
 
@@ -301,6 +304,12 @@ impl ServerBuilder {
         self
     }
 
+    /// Encrypt users' files at rest with their data keys from `keyring` (`[encryption]`). Default: none.
+    pub fn encryption(mut self, keyring: Option<Arc<Keyring>>) -> Self {
+        self.keyring = keyring;
+        self
+    }
+
     /// The server.
     ///
     /// # Panics
@@ -342,6 +351,7 @@ impl ServerBuilder {
                 proxy: self.proxy,
                 events: self.events,
                 upload_check: self.upload_check,
+                keyring: self.keyring,
                 shutting_down: AtomicBool::new(false),
                 shutdown: Event::new(),
             }),
@@ -454,7 +464,16 @@ pub fn run(parts: ServerParts) -> Result<(), String> {
     } else {
         None
     };
-    let mut builder = Server::builder();
+    let keyring = if config.encryption.enabled {
+        // At start: a missing KEK file is generated, an unsafe one or a failing KMS hook stops the start here.
+        let keyring = Keyring::from_config(&config.encryption, &config.state_dir)
+            .map_err(|e| format!("encryption: {e}"))?;
+        tracing::info!(keys = %keyring.dir().display(), kek = ?keyring, "files encrypted at rest");
+        Some(Arc::new(keyring))
+    } else {
+        None
+    };
+    let mut builder = Server::builder().encryption(keyring);
     if let Some(check) = config.hooks.upload_check(&config.state_dir) {
         builder = builder.upload_check(check);
     }

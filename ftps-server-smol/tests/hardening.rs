@@ -29,6 +29,9 @@ use ftps_server_smol::storage::{
 use ftps_testkit::{peer, TempDir, TestCert};
 use rustls::pki_types::ServerName;
 
+#[path = "hardening/keys.rs"]
+mod keys;
+
 const USER: &str = "alice";
 /// A second user, for the tests of another user's TLS session.
 const OTHER_USER: &str = "bob";
