@@ -10,8 +10,9 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use ftps_server_smol::auth::{add_user, generate_password, set_password, Permission};
 use ftps_server_smol::config::{Config, ListenMode, ListenerConfig, PortRange};
-use ftps_server_smol::keys::{rotate, KekSource, PENDING_MARKER};
+use ftps_server_smol::keys::{rotate, KekSource, Keyring, PENDING_MARKER};
 use ftps_server_smol::startup::prepare;
+use ftps_server_smol::storage::{decrypt_file, DataKey};
 use tracing_subscriber::EnvFilter;
 
 /// FTPS server (FTP over TLS, RFC 4217) built on the ftps-rs engine.
@@ -96,6 +97,19 @@ enum KeysCommand {
         /// The new KEK comes from this program and its arguments (no shell); must come last.
         #[arg(long, value_name = "PROG", num_args = 1.., allow_hyphen_values = true)]
         new_kek_command: Vec<String>,
+    },
+    /// Decrypt a stored file offline (a disaster, a migration) with the KEK and the keys folder, without the
+    /// server: FILE as it lies in the storage (a live file or a kept version), the plaintext to OUT or stdout.
+    /// Fails, writing nothing of a damaged segment, when the file was changed or belongs to another user.
+    Decrypt {
+        /// Whose data key encrypted the file (the user who uploaded it).
+        #[arg(long, value_name = "NAME")]
+        user: String,
+        /// The stored, encrypted file.
+        file: PathBuf,
+        /// Where the plaintext goes [default: standard output].
+        #[arg(long, short = 'o', value_name = "OUT")]
+        output: Option<PathBuf>,
     },
 }
 
@@ -302,6 +316,49 @@ fn keys_command(config: &Config, command: KeysCommand) -> Result<(), String> {
                     config.state_dir.join(PENDING_MARKER).display()
                 ),
             }
+            Ok(())
+        }
+        KeysCommand::Decrypt { user, file, output } => {
+            config.encryption.validate().map_err(|e| e.to_string())?;
+            let keyring = Keyring::from_config(&config.encryption, &config.state_dir)
+                .map_err(|e| format!("keys: {e}"))?;
+            let key = keyring
+                .existing_data_key(&user)
+                .map_err(|e| format!("keys: {e}"))?
+                .ok_or_else(|| {
+                    format!(
+                        "keys: {user:?} has no data key in {}",
+                        keyring.dir().display()
+                    )
+                })?;
+            let input =
+                std::fs::File::open(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let key = DataKey::from_bytes(key);
+            let decrypted = match &output {
+                // Into a temporary file first: a damaged file must not leave a plausible partial OUT behind.
+                Some(out) => {
+                    let partial = out.with_extension("partial");
+                    let writer = std::fs::File::create(&partial)
+                        .map_err(|e| format!("{}: {e}", partial.display()))?;
+                    let result = decrypt_file(&key, std::io::BufReader::new(input), writer);
+                    match result {
+                        Ok(n) => std::fs::rename(&partial, out)
+                            .map(|()| n)
+                            .map_err(|e| format!("{}: {e}", out.display())),
+                        Err(e) => {
+                            let _ = std::fs::remove_file(&partial);
+                            Err(format!("{}: {e}", file.display()))
+                        }
+                    }
+                }
+                None => decrypt_file(
+                    &key,
+                    std::io::BufReader::new(input),
+                    std::io::stdout().lock(),
+                )
+                .map_err(|e| format!("{}: {e}", file.display())),
+            }?;
+            eprintln!("decrypted {decrypted} bytes");
             Ok(())
         }
     }

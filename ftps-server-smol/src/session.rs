@@ -33,7 +33,7 @@ use crate::metrics::StorageOp;
 use crate::proxy::Admission;
 use crate::requests::{self, Answer, OpenFile};
 use crate::shared::{ListenerContext, Shared, Silent};
-use crate::storage::{LocalStorage, ReadOnly, Storage, Subtree, TimeViews};
+use crate::storage::{DataKey, Encrypted, LocalStorage, ReadOnly, Storage, Subtree, TimeViews};
 use crate::timing::{within, LazyTimer};
 use crate::transfer::{self, Body};
 use crate::upload_check::CheckedUpload;
@@ -52,13 +52,19 @@ enum Completion {
     /// A plain answer for the engine.
     Outcome(ReqId, Outcome),
     /// A login decision; the loop installs the user's storage before telling the engine.
-    Login(ReqId, Option<AuthenticatedUser>),
+    Login(ReqId, Option<LoggedIn>),
     /// A file opened for a transfer; the loop keeps it until `RunTransfer` or `ReleaseFile`.
     Opened(ReqId, OpenFile, Outcome),
     /// A data connection is up (accepted or connected); the engine decides whether its peer may be used.
     Connected(ReqId, TcpStream, SocketAddr),
     /// The transfer's data connection is ready for the preliminary reply.
     DataReady(DataReady),
+}
+
+/// An accepted user, with their data key when files are encrypted at rest.
+struct LoggedIn {
+    user: AuthenticatedUser,
+    data_key: Option<DataKey>,
 }
 
 /// What one session holds for its requests.
@@ -488,7 +494,27 @@ impl Driver {
                         _ => None,
                     };
                     shared.finish_login(peer_ip, user.is_some());
-                    Completion::Login(id, user)
+                    let Some(user) = user else {
+                        return Completion::Login(id, None);
+                    };
+                    let Some(keyring) = shared.keyring.clone() else {
+                        let data_key = None;
+                        return Completion::Login(id, Some(LoggedIn { user, data_key }));
+                    };
+                    // A first login creates and writes the key, and a rotation may run the KMS command: not on
+                    // the executor.
+                    let name = user.name.clone();
+                    match blocking::unblock(move || keyring.data_key(&name)).await {
+                        Ok(key) => {
+                            let data_key = Some(DataKey::from_bytes(key));
+                            Completion::Login(id, Some(LoggedIn { user, data_key }))
+                        }
+                        Err(e) => {
+                            // Never a new key in its place: that would hide the user's files behind garbage.
+                            tracing::error!(user = %user.name, error = %e, "data key unusable; login refused");
+                            Completion::Login(id, None)
+                        }
+                    }
                 });
             }
             // One name per server: every HOST is this host (RFC 7151 allows a server without virtual hosts).
@@ -711,26 +737,28 @@ impl Driver {
                 session.complete(now, id, outcome);
             }
             Completion::Login(id, None) => session.complete(now, id, Outcome::Denied),
-            Completion::Login(id, Some(user)) => match self.user_storage(&user) {
-                Ok(storage) => {
-                    self.res.storage = Some(storage);
-                    self.res.user = Some(user.name.clone());
-                    let grant = LoginGrant {
-                        home: VirtualPath::root(),
-                        policy: UserPolicy {
-                            require_tls_data: user.require_tls == Some(true),
-                            allow_site_to_site: user.site_to_site == Some(true),
-                            deny_site_to_site: user.site_to_site == Some(false),
-                            ..UserPolicy::default()
-                        },
-                    };
-                    session.complete(now, id, Outcome::LoggedIn(grant));
+            Completion::Login(id, Some(LoggedIn { user, data_key })) => {
+                match self.user_storage(&user, data_key) {
+                    Ok(storage) => {
+                        self.res.storage = Some(storage);
+                        self.res.user = Some(user.name.clone());
+                        let grant = LoginGrant {
+                            home: VirtualPath::root(),
+                            policy: UserPolicy {
+                                require_tls_data: user.require_tls == Some(true),
+                                allow_site_to_site: user.site_to_site == Some(true),
+                                deny_site_to_site: user.site_to_site == Some(false),
+                                ..UserPolicy::default()
+                            },
+                        };
+                        session.complete(now, id, Outcome::LoggedIn(grant));
+                    }
+                    Err(e) => {
+                        tracing::error!(user = %user.name, error = %e, "user home unusable");
+                        session.complete(now, id, Outcome::Denied);
+                    }
                 }
-                Err(e) => {
-                    tracing::error!(user = %user.name, error = %e, "user home unusable");
-                    session.complete(now, id, Outcome::Denied);
-                }
-            },
+            }
             Completion::Opened(id, file, outcome) => {
                 let file = match file {
                     OpenFile::Write(upload) if self.shared.events.is_active() => OpenFile::Write(
@@ -750,8 +778,13 @@ impl Driver {
         }
     }
 
-    /// The storage a user sees: their home as `/`, read-only when that is all they may do.
-    fn user_storage(&self, user: &AuthenticatedUser) -> io::Result<Arc<dyn Storage>> {
+    /// The storage a user sees: their home as `/`, encrypted with their data key when files are encrypted at
+    /// rest, read-only when that is all they may do.
+    fn user_storage(
+        &self,
+        user: &AuthenticatedUser,
+        data_key: Option<DataKey>,
+    ) -> io::Result<Arc<dyn Storage>> {
         let home: Arc<dyn Storage> = match &user.home {
             UserHome::Virtual(prefix) => {
                 Arc::new(Subtree::new(Arc::clone(&self.shared.storage), prefix))
@@ -762,6 +795,12 @@ impl Driver {
                     LocalStorage::open(dir)?.with_sync_on_commit(self.shared.sync_on_commit),
                 ),
             },
+        };
+        // Above the versions layer, so kept versions are the encrypted files; below the views, so `/@at/` reads
+        // decrypt.
+        let home: Arc<dyn Storage> = match data_key {
+            Some(key) => Arc::new(Encrypted::new(home, key)),
+            None => home,
         };
         let storage: Arc<dyn Storage> = match user.permission {
             Permission::ReadOnly => Arc::new(ReadOnly(home)),

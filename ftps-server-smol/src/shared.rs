@@ -97,8 +97,6 @@ pub(crate) struct Shared {
     pub(crate) events: Arc<crate::events::Events>,
     pub(crate) upload_check: Option<Arc<crate::upload_check::UploadCheck>>,
     /// Users' data keys for encryption at rest (`[encryption]`); `None`: files are stored as sent.
-    // Read by `session.rs` once it wraps each user's storage in the encrypted layer: remove the allow then.
-    #[allow(dead_code)]
     pub(crate) keyring: Option<Arc<crate::keys::Keyring>>,
 }
 

@@ -90,16 +90,16 @@ fn encrypt_makes_a_private_kek_and_keys_rotate_rewraps_what_the_restarted_server
     login(port);
     stop(child);
 
-    // The user's first use makes the key file. Until session.rs asks the keyring at login, the library stands
-    // in for that login (then: assert that the file exists after `login(port)` above).
+    // The first login made the user's key file.
     let config = EncryptionConfig {
         enabled: true,
         ..EncryptionConfig::default()
     };
     let data_key = Keyring::from_config(&config, &state)
         .unwrap()
-        .data_key(USER)
-        .unwrap();
+        .existing_data_key(USER)
+        .unwrap()
+        .expect("the login made alice's data key");
     let key_file = state.join(KEYS_DIR).join(format!("{}.key", "616c696365")); // hex("alice")
     let wrapped = std::fs::read(&key_file).unwrap();
 

@@ -40,13 +40,13 @@ fn first_port(lines: &Receiver<String>, prefix: &str) -> u16 {
 }
 
 /// Writes the server's config in `dir` (its `state_dir` is `dir/state`) and adds the test user.
-fn configure(dir: &Path, config: &str) {
+pub(crate) fn configure(dir: &Path, config: &str) {
     std::fs::write(dir.join("server.toml"), config).unwrap();
     crate::add_test_user(&dir.join("state/users.toml"));
 }
 
 /// curl as the test user with `password`, over explicit TLS, not checking the generated certificate.
-fn curl_as(curl_bin: &Path, password: &str) -> Command {
+pub(crate) fn curl_as(curl_bin: &Path, password: &str) -> Command {
     let mut command = Command::new(curl_bin);
     command
         .args(["-sS", "--ssl-reqd", "--insecure", "--max-time", "30"])
@@ -55,7 +55,7 @@ fn curl_as(curl_bin: &Path, password: &str) -> Command {
 }
 
 /// Starts the server on a port it picks (a port chosen beforehand may be taken by another test meanwhile).
-fn start_server(dir: &Path) -> (KillOnDrop, u16) {
+pub(crate) fn start_server(dir: &Path) -> (KillOnDrop, u16) {
     let (child, lines) = ftps_testkit::spawn_with_stdout_lines(
         Command::new(env!("CARGO_BIN_EXE_ftps-server"))
             .arg("--config")

@@ -8,6 +8,7 @@
 
 mod balancer;
 mod clients;
+mod encryption;
 mod events;
 mod s3;
 
