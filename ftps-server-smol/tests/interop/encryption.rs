@@ -207,6 +207,28 @@ fn encrypted_files_serve_curl_and_lftp_and_never_reach_the_disk_in_plaintext() {
     appended.extend_from_slice(&tail);
     assert!(received == appended, "APPE result differs");
 
+    // REST + STOR resumes an upload (Python's ftplib: SIZE, then REST from there), also re-encrypted anew.
+    if let Some(python) = peer("python3") {
+        let whole = plaintext(250_000, 8);
+        setup.upload(port, "resumed.txt", &whole[..100_000]);
+        let local = setup.dir.path().join("resumed.tmp");
+        std::fs::write(&local, &whole).unwrap();
+        run(Command::new(python)
+            .arg(ftps_testkit::client_script("ftplib_client.py"))
+            .args([
+                "--insecure",
+                "127.0.0.1",
+                &port.to_string(),
+                USER,
+                PASSWORD,
+                "-",
+            ])
+            .arg(format!("resume-put:{}:resumed.txt", local.display())));
+        let (output, received) = setup.download(port, "resumed.txt", 0);
+        assert!(output.status.success());
+        assert!(received == whole, "REST + STOR result differs");
+    }
+
     // lftp, the other way round: put with lftp, get with curl, and get with lftp.
     if let Some(lftp) = peer("lftp") {
         let local = TempDir::new("encryption-lftp");
