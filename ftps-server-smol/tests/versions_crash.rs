@@ -8,13 +8,13 @@
 
 use std::io::{self, Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ftps_client_blocking::{Client, ClientConfig};
-use ftps_testkit::TempDir;
+use ftps_testkit::{KillOnDrop, TempDir};
 
 const USER: &str = "storm";
 const PASSWORD: &str = "pw-versions-crash";
@@ -22,36 +22,21 @@ const WAIT: Duration = Duration::from_secs(20);
 const THREADS: usize = 3;
 const FILES: usize = 8;
 
-fn start_binary(dir: &Path, port: u16) -> Child {
+/// `ftps-server --versions` serving `dir/root` with its state in `dir/state`, on a port it picks.
+fn start_binary(dir: &Path) -> (KillOnDrop, u16) {
     let passive = 30000 + (std::process::id() % 2000) as u16 * 10;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ftps-server"))
-        .arg("--root")
-        .arg(dir.join("root"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--passive-ports", &format!("{passive}-{}", passive + 9)])
-        .arg("--versions")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = io::BufRead::lines(io::BufReader::new(stdout));
-        while let Some(Ok(line)) = lines.next() {
-            if line.contains("listening on") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    if rx.recv_timeout(WAIT).is_err() {
-        let _ = child.kill();
-        panic!("ftps-server did not start listening");
-    }
-    child
+    ftps_testkit::start_ftps_server(
+        Command::new(env!("CARGO_BIN_EXE_ftps-server"))
+            .arg("--root")
+            .arg(dir.join("root"))
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(["--passive-ports", &format!("{passive}-{}", passive + 9)])
+            .arg("--versions")
+            .stderr(Stdio::null()),
+        WAIT,
+    )
 }
 
 fn client(port: u16) -> io::Result<Client> {
@@ -133,7 +118,6 @@ fn storm(port: u16, thread: usize, stop: &AtomicBool, rounds: &AtomicUsize) {
 fn history_reads_consistently_after_kill_9_mid_upload_storm() {
     let dir = TempDir::new("versions-kill");
     std::fs::create_dir_all(dir.path().join("root")).unwrap();
-    let port = ftps_testkit::free_port();
     let status = Command::new(env!("CARGO_BIN_EXE_ftps-server"))
         .arg("--state-dir")
         .arg(dir.path().join("state"))
@@ -143,7 +127,7 @@ fn history_reads_consistently_after_kill_9_mid_upload_storm() {
         .status()
         .unwrap();
     assert!(status.success());
-    let mut server = start_binary(dir.path(), port);
+    let (mut server, port) = start_binary(dir.path());
     client(port).unwrap().mkdir("storm").unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -161,8 +145,8 @@ fn history_reads_consistently_after_kill_9_mid_upload_storm() {
         std::thread::sleep(Duration::from_millis(5));
     }
     std::thread::sleep(Duration::from_millis(37));
-    server.kill().unwrap(); // SIGKILL
-    server.wait().unwrap();
+    server.0.kill().unwrap(); // SIGKILL
+    server.0.wait().unwrap();
     stop.store(true, Ordering::SeqCst);
     for t in threads {
         t.join().unwrap();
@@ -172,7 +156,7 @@ fn history_reads_consistently_after_kill_9_mid_upload_storm() {
         "the storm never got going"
     );
 
-    let mut server = start_binary(dir.path(), port);
+    let (server, port) = start_binary(dir.path());
     let mut c = client(port).unwrap();
     let mut versions_seen = 0;
     for thread in 0..THREADS {
@@ -224,6 +208,5 @@ fn history_reads_consistently_after_kill_9_mid_upload_storm() {
             "{name}"
         );
     }
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 }

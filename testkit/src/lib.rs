@@ -310,6 +310,30 @@ pub fn spawn_with_stdout_lines(
     (KillOnDrop(child), rx)
 }
 
+/// Starts the `ftps-server` binary `command` (whose arguments make it listen, e.g. `--listen 127.0.0.1:0`, so the
+/// server picks a free port: a port chosen beforehand may be taken meanwhile) and waits up to `wait` until it prints
+/// where it listens. Returns the process (killed when dropped) and the port of its first listener.
+pub fn start_ftps_server(command: &mut Command, wait: Duration) -> (KillOnDrop, u16) {
+    let (mut child, lines) = spawn_with_stdout_lines(command);
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = lines.recv_timeout(left) else {
+            let _ = child.0.kill();
+            panic!("{command:?} did not start listening within {wait:?}");
+        };
+        // "ftps-server: listening on 127.0.0.1:PORT (explicit FTPS), passive ports A-B"
+        let port = line
+            .split_once("listening on ")
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .and_then(|addr| addr.rsplit_once(':'))
+            .and_then(|(_, port)| port.parse::<u16>().ok());
+        if let Some(port) = port {
+            return (child, port);
+        }
+    }
+}
+
 /// Creates a local login user with a password (root only; idempotent).
 fn ensure_local_user(name: &str, password: &str) {
     let exists = Command::new("id")

@@ -3,54 +3,28 @@
 //!
 //! A module of `hardening.rs` rather than a test binary of its own: linking one more binary is the slow part.
 
-use std::io::{self, BufRead};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use ftps_server_smol::keys::{EncryptionConfig, Keyring, KEYS_DIR};
-use ftps_testkit::TempDir;
+use ftps_testkit::{KillOnDrop, TempDir};
 
 use super::{run_ok, PASSWORD, USER, WAIT};
 
 /// Runs `ftps-server --encrypt` on a port it picks; returns the child and the port once it listens.
-fn start_encrypted(dir: &Path) -> (Child, u16) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ftps-server"))
-        .arg("--encrypt")
-        .arg("--root")
-        .arg(dir.join("root"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .args(["--listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            // "ftps-server: listening on 127.0.0.1:PORT (explicit FTPS), ..."
-            let port = line
-                .split_once("listening on ")
-                .and_then(|(_, rest)| rest.split_whitespace().next())
-                .and_then(|addr| addr.rsplit_once(':'))
-                .and_then(|(_, port)| port.parse::<u16>().ok());
-            if let Some(port) = port {
-                let _ = tx.send(port);
-            }
-        }
-    });
-    match rx.recv_timeout(WAIT) {
-        Ok(port) => (child, port),
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            let log = std::fs::read_to_string(dir.join("stderr")).unwrap_or_default();
-            panic!("ftps-server --encrypt did not start listening:\n{log}");
-        }
-    }
+fn start_encrypted(dir: &Path) -> (KillOnDrop, u16) {
+    ftps_testkit::start_ftps_server(
+        Command::new(env!("CARGO_BIN_EXE_ftps-server"))
+            .arg("--encrypt")
+            .arg("--root")
+            .arg(dir.join("root"))
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .args(["--listen", "127.0.0.1:0"])
+            .stderr(std::fs::File::create(dir.join("stderr")).unwrap()),
+        WAIT,
+    )
 }
 
 fn login(port: u16) {
@@ -61,9 +35,9 @@ fn login(port: u16) {
     client.login(USER, PASSWORD).unwrap();
 }
 
-fn stop(mut child: Child) {
-    child.kill().unwrap();
-    child.wait().unwrap();
+/// Kills the server and waits for it.
+fn stop(child: KillOnDrop) {
+    drop(child);
 }
 
 fn mode(path: &Path) -> u32 {

@@ -56,15 +56,14 @@ pub(crate) fn curl_as(curl_bin: &Path, password: &str) -> Command {
 
 /// Starts the server on a port it picks (a port chosen beforehand may be taken by another test meanwhile).
 pub(crate) fn start_server(dir: &Path) -> (KillOnDrop, u16) {
-    let (child, lines) = ftps_testkit::spawn_with_stdout_lines(
+    ftps_testkit::start_ftps_server(
         Command::new(env!("CARGO_BIN_EXE_ftps-server"))
             .arg("--config")
             .arg(dir.join("server.toml"))
             .args(["--listen", "127.0.0.1:0"])
             .stderr(Stdio::null()),
-    );
-    let port = first_port(&lines, "ftps-server: listening on 127.0.0.1:");
-    (child, port)
+        Duration::from_secs(20),
+    )
 }
 
 /// The accepted events, parsed; waits until at least `count` are there.
