@@ -417,11 +417,10 @@ pub fn run(parts: ServerParts) -> Result<(), String> {
     let events = Events::start(&config.state_dir, sinks).map_err(|e| format!("events: {e}"))?;
     let versions = &config.versions;
     let storage: Arc<dyn Storage> = if let Some(bucket) = parts.object_storage {
+        // The bucket keeps the versions (checked enabled at start) and its lifecycle policy prunes them: no
+        // `Versioned` layer and no pruner here.
         if versions.enabled {
-            return Err(
-                "versions: the S3 backend keeps no versions yet; turn off [versions] or use the local backend"
-                    .into(),
-            );
+            tracing::info!("versions served from the bucket's versioning; time views at /@at/<TIME>/ and /@versions/");
         }
         Arc::new(bucket)
     } else if versions.enabled {

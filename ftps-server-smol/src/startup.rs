@@ -134,6 +134,10 @@ pub fn prepare(config: Config) -> Result<ServerParts, StartupError> {
             let s3 = S3Storage::new(&options)?;
             // A wrong endpoint, bucket or key fails the start, not every login.
             futures_lite::future::block_on(s3.check())?;
+            // The time views read the bucket's own versions: without versioning there would be none to show.
+            if config.versions.enabled {
+                futures_lite::future::block_on(s3.check_versioning())?;
+            }
             tracing::info!(endpoint = %options.endpoint, bucket = %options.bucket, prefix = %options.prefix, "serving an S3 bucket");
             Some(s3)
         }

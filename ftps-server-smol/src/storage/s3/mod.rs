@@ -16,12 +16,14 @@
 //!   [`S3Options::multipart_copy_threshold`]) then `DeleteObject`; directories cannot be renamed (refused: it
 //!   would be a copy of every key, not atomic);
 //! - `MFMT` and `SITE CHMOD` are unsupported (objects have no settable time or mode).
+//! - the history methods behind `/@at/<TIME>/` and `/@versions/` come from the bucket's versioning (`versions.rs`).
 //!
 //! Throttling (`503 SlowDown`, `429`) and server errors (5xx) and lost connections are retried inside with
 //! exponential backoff, [`MAX_ATTEMPTS`] attempts in all; what remains becomes a [`StorageError`]. `https://`
 //! endpoints use rustls with the system's trust roots and an optional extra CA file.
 
 mod http;
+mod versions;
 
 use std::io;
 use std::pin::Pin;
@@ -37,7 +39,7 @@ use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use self::http::{Client, Method, Request, Response};
 use super::{
     components, BoxFuture, DirEntry, FileKind, Metadata, ReadHandle, Storage, StorageError,
-    StorageErrorKind, Upload, WriteMode, RESERVED_NAME,
+    StorageErrorKind, Upload, VersionInfo, WriteMode, RESERVED_NAME,
 };
 
 /// Parts of one upload sent at the same time; with the part being filled, memory per upload is at most
@@ -848,10 +850,20 @@ impl Inner {
     }
 
     async fn head(&self, key: &str) -> Result<Option<Head>, StorageError> {
-        let url = self
-            .bucket
-            .head_object(Some(&self.credentials), key)
-            .sign(URL_EXPIRY);
+        self.head_version(key, None).await
+    }
+
+    /// `HeadObject` of `key`, of one version of it when `version` is given.
+    async fn head_version(
+        &self,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<Option<Head>, StorageError> {
+        let mut action = self.bucket.head_object(Some(&self.credentials), key);
+        if let Some(version) = version {
+            action.query_mut().insert("versionId", version);
+        }
+        let url = action.sign(URL_EXPIRY);
         let response = self.call(Method::Head, &url, &[], b"").await?;
         match response.status {
             200 => {
@@ -878,10 +890,22 @@ impl Inner {
         offset: u64,
         len: Option<u64>,
     ) -> Result<Option<ReadHandle>, StorageError> {
-        let url = self
-            .bucket
-            .get_object(Some(&self.credentials), key)
-            .sign(URL_EXPIRY);
+        self.get_version(key, None, offset, len).await
+    }
+
+    /// [`get`](Self::get) of one version of `key` when `version` is given.
+    async fn get_version(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<Option<ReadHandle>, StorageError> {
+        let mut action = self.bucket.get_object(Some(&self.credentials), key);
+        if let Some(version) = version {
+            action.query_mut().insert("versionId", version);
+        }
+        let url = action.sign(URL_EXPIRY);
         let range = match len {
             Some(len) => format!("bytes={offset}-{}", (offset + len).saturating_sub(1)),
             None => format!("bytes={offset}-"),
@@ -923,7 +947,7 @@ impl Inner {
             // The offset is at or past the end: an empty body (REST at the end of a file).
             416 => {
                 response.body.discard().await;
-                let Some(head) = self.head(key).await? else {
+                let Some(head) = self.head_version(key, version).await? else {
                     return Ok(None);
                 };
                 Ok(Some(ReadHandle {
@@ -1455,6 +1479,47 @@ impl Storage for S3Storage {
         Box::pin(self.do_rename(from, to))
     }
 
+    fn metadata_at<'a>(
+        &'a self,
+        path: &'a str,
+        at: SystemTime,
+    ) -> BoxFuture<'a, Result<Metadata, StorageError>> {
+        Box::pin(self.do_metadata_at(path, at))
+    }
+
+    fn list_at<'a>(
+        &'a self,
+        path: &'a str,
+        at: SystemTime,
+    ) -> BoxFuture<'a, Result<Vec<DirEntry>, StorageError>> {
+        Box::pin(self.do_list_at(path, at))
+    }
+
+    fn open_read_at<'a>(
+        &'a self,
+        path: &'a str,
+        at: SystemTime,
+        offset: u64,
+    ) -> BoxFuture<'a, Result<ReadHandle, StorageError>> {
+        Box::pin(self.do_open_read_at(path, at, offset))
+    }
+
+    fn versions<'a>(
+        &'a self,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<VersionInfo>, StorageError>> {
+        Box::pin(self.do_versions(path))
+    }
+
+    fn open_version<'a>(
+        &'a self,
+        path: &'a str,
+        id: u64,
+        offset: u64,
+    ) -> BoxFuture<'a, Result<ReadHandle, StorageError>> {
+        Box::pin(self.do_open_version(path, id, offset))
+    }
+
     fn set_modified<'a>(
         &'a self,
         _path: &'a str,
@@ -1474,3 +1539,5 @@ impl Storage for S3Storage {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_versions;

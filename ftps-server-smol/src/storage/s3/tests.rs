@@ -12,9 +12,9 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use super::*;
 use crate::storage::Subtree;
 
-const MIB: usize = 1024 * 1024;
+pub(super) const MIB: usize = 1024 * 1024;
 
-fn options(endpoint: String, bucket: &str, prefix: &str) -> S3Options {
+pub(super) fn options(endpoint: String, bucket: &str, prefix: &str) -> S3Options {
     S3Options {
         endpoint,
         bucket: bucket.to_owned(),
@@ -28,14 +28,14 @@ fn options(endpoint: String, bucket: &str, prefix: &str) -> S3Options {
     }
 }
 
-async fn storage(moto: &Moto, bucket: &str, prefix: &str) -> S3Storage {
+pub(super) async fn storage(moto: &Moto, bucket: &str, prefix: &str) -> S3Storage {
     let s3 = S3Storage::new(&options(moto.endpoint(), bucket, prefix)).unwrap();
     s3.create_bucket().await.unwrap();
     s3.check().await.unwrap();
     s3
 }
 
-async fn write(s: &dyn Storage, path: &str, mode: WriteMode, data: &[u8]) -> u64 {
+pub(super) async fn write(s: &dyn Storage, path: &str, mode: WriteMode, data: &[u8]) -> u64 {
     let mut upload = s.open_write(path, mode).await.unwrap();
     // Odd-sized writes, as a data connection delivers them.
     for chunk in data.chunks(100_003) {
@@ -45,21 +45,21 @@ async fn write(s: &dyn Storage, path: &str, mode: WriteMode, data: &[u8]) -> u64
     upload.commit().await.unwrap()
 }
 
-async fn read(s: &dyn Storage, path: &str, offset: u64) -> (Vec<u8>, u64) {
+pub(super) async fn read(s: &dyn Storage, path: &str, offset: u64) -> (Vec<u8>, u64) {
     let mut handle = s.open_read(path, offset).await.unwrap();
     let mut data = Vec::new();
     handle.reader.read_to_end(&mut data).await.unwrap();
     (data, handle.size)
 }
 
-fn kind<T>(result: Result<T, StorageError>) -> StorageErrorKind {
+pub(super) fn kind<T>(result: Result<T, StorageError>) -> StorageErrorKind {
     match result {
         Ok(_) => panic!("expected an error"),
         Err(e) => e.kind(),
     }
 }
 
-fn names(entries: &[DirEntry]) -> Vec<(String, FileKind)> {
+pub(super) fn names(entries: &[DirEntry]) -> Vec<(String, FileKind)> {
     let mut names: Vec<_> = entries
         .iter()
         .map(|e| (e.name.clone(), e.metadata.kind))
