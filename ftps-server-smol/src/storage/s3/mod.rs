@@ -13,8 +13,8 @@
 //! - `RETR` is a `GetObject`, with `Range` for a `REST` offset; `SIZE`/`MDTM` come from `HeadObject`;
 //! - `LIST`/`NLST`/`MLSD` come from `ListObjectsV2` with delimiter `/`, every page;
 //! - `RNFR`/`RNTO` of a file is `CopyObject` (a multipart `UploadPartCopy` above
-//!   [`S3Options::multipart_copy_threshold`]) then `DeleteObject`; directories cannot be renamed (refused: it
-//!   would be a copy of every key, not atomic);
+//!   [`S3Options::multipart_copy_threshold`]) then `DeleteObject`; of a directory, a copy of every key under it,
+//!   then the deletes (`rename.rs`: bounded by [`S3Options::max_rename_keys`], not atomic);
 //! - `MFMT` and `SITE CHMOD` are unsupported (objects have no settable time or mode).
 //! - the history methods behind `/@at/<TIME>/` and `/@versions/` come from the bucket's versioning (`versions.rs`).
 //!
@@ -23,6 +23,7 @@
 //! endpoints use rustls with the system's trust roots and an optional extra CA file.
 
 mod http;
+mod rename;
 mod versions;
 
 use std::io;
@@ -98,6 +99,9 @@ pub struct S3Options {
     /// Objects larger than this are renamed with a multipart copy (`UploadPartCopy`) rather than one
     /// `CopyObject`; at most [`MAX_COPY_SIZE`]. Also the size of each copied part.
     pub multipart_copy_threshold: u64,
+    /// A directory rename copies every key under it: refused above this many keys (a rename is not atomic, and
+    /// a client waits for its reply meanwhile).
+    pub max_rename_keys: usize,
 }
 
 impl Default for S3Options {
@@ -116,6 +120,7 @@ impl Default for S3Options {
             timeout: Duration::from_secs(60),
             retry_base_delay: Duration::from_millis(100),
             multipart_copy_threshold: 1024 * 1024 * 1024,
+            max_rename_keys: 10_000,
         }
     }
 }
@@ -146,6 +151,7 @@ struct Inner {
     part_size: usize,
     retry_base_delay: Duration,
     multipart_copy_threshold: u64,
+    max_rename_keys: usize,
     /// Directories a listing showed to exist lately, by key prefix: an upload into one skips the parent's
     /// listing for [`RECENT_DIR_TTL`] (a thousand uploads into one folder cost a thousand listings before).
     recent_dirs: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
@@ -275,6 +281,7 @@ impl S3Storage {
                 multipart_copy_threshold: options
                     .multipart_copy_threshold
                     .clamp(MIN_PART_SIZE as u64, MAX_COPY_SIZE),
+                max_rename_keys: options.max_rename_keys,
                 recent_dirs: std::sync::Mutex::default(),
             }),
         })
@@ -625,45 +632,6 @@ impl S3Storage {
         }
         self.inner.delete(&key).await?;
         self.keep_dir(parts.split_last().map_or(&[][..], |(_, p)| p))
-            .await
-    }
-
-    async fn do_rename(&self, from: &str, to: &str) -> Result<(), StorageError> {
-        self.forget_recent_dirs();
-        let (from_key, from_parts) = self.key(from)?;
-        let (to_key, to_parts) = self.key(to)?;
-        if from_parts.is_empty() || to_parts.is_empty() {
-            return Err(err(
-                StorageErrorKind::PermissionDenied,
-                "the root cannot be renamed",
-            ));
-        }
-        let Some(head) = self.inner.head(&from_key).await? else {
-            return Err(if self.dir_exists(&from_parts).await? {
-                unsupported("renaming a directory")
-            } else {
-                err(StorageErrorKind::NotFound, "no such file")
-            });
-        };
-        if from_key == to_key {
-            return Ok(());
-        }
-        self.check_parent(&to_parts).await?;
-        if self.inner.head(&to_key).await?.is_none() && self.dir_exists(&to_parts).await? {
-            return Err(err(
-                StorageErrorKind::IsADirectory,
-                "the target is a directory",
-            ));
-        }
-        if head.size > self.inner.multipart_copy_threshold {
-            self.inner
-                .copy_multipart(&from_key, &to_key, head.size)
-                .await?;
-        } else {
-            self.inner.copy(&from_key, &to_key).await?;
-        }
-        self.inner.delete(&from_key).await?;
-        self.keep_dir(from_parts.split_last().map_or(&[][..], |(_, p)| p))
             .await
     }
 }

@@ -160,7 +160,7 @@ fn files_directories_rename_delete_and_errors() {
             StorageErrorKind::NotFound
         );
 
-        // RNFR/RNTO of a file: copy then delete; directories are refused.
+        // RNFR/RNTO of a file: copy then delete (directories: `directory_rename_copies_every_key`).
         s.rename("/d/a.bin", "/d/sub/b.bin").await.unwrap();
         assert_eq!(
             kind(s.metadata("/d/a.bin").await),
@@ -168,8 +168,8 @@ fn files_directories_rename_delete_and_errors() {
         );
         assert_eq!(read(s, "/d/sub/b.bin", 0).await.0, data);
         assert_eq!(
-            kind(s.rename("/d", "/e").await),
-            StorageErrorKind::Unsupported
+            kind(s.rename("/d", "/d/sub/e").await),
+            StorageErrorKind::InvalidName
         );
         assert_eq!(
             kind(s.rename("/gone", "/e").await),
@@ -271,6 +271,86 @@ fn listing_paginates_past_1000_keys() {
         files.dedup();
         assert_eq!(files.len(), 1100);
         assert_eq!(kind(s3.rmdir("/many").await), StorageErrorKind::NotEmpty);
+    });
+}
+
+#[test]
+fn directory_rename_copies_every_key() {
+    let Some(moto) = Moto::start() else { return };
+    block_on(async {
+        let mut opts = options(moto.endpoint(), "dirs", "ftp");
+        opts.max_rename_keys = 20;
+        let s3 = S3Storage::new(&opts).unwrap();
+        s3.create_bucket().await.unwrap();
+        let s: &dyn Storage = &s3;
+        s.mkdir("/a").await.unwrap();
+        s.mkdir("/a/empty").await.unwrap();
+        s.mkdir("/a/sub").await.unwrap();
+        for i in 0..12 {
+            write(
+                s,
+                &format!("/a/sub/f{i}"),
+                WriteMode::Create,
+                format!("{i}").as_bytes(),
+            )
+            .await;
+        }
+        write(s, "/a/x", WriteMode::Create, b"x").await;
+        s.mkdir("/full").await.unwrap();
+        write(s, "/full/y", WriteMode::Create, b"y").await;
+        s.mkdir("/emptytarget").await.unwrap();
+
+        // Refused: into itself, onto a non-empty directory, onto a file.
+        assert_eq!(
+            kind(s.rename("/a", "/a/sub/in").await),
+            StorageErrorKind::InvalidName
+        );
+        assert_eq!(
+            kind(s.rename("/a", "/full").await),
+            StorageErrorKind::NotEmpty
+        );
+        assert_eq!(
+            kind(s.rename("/a", "/full/y").await),
+            StorageErrorKind::NotADirectory
+        );
+        assert_eq!(
+            kind(s.rename("/a", "/none/b").await),
+            StorageErrorKind::NotFound
+        );
+
+        s.rename("/a", "/b").await.unwrap();
+        assert_eq!(kind(s.metadata("/a").await), StorageErrorKind::NotFound);
+        assert_eq!(
+            names(&s.list("/b").await.unwrap()),
+            [
+                ("empty".to_owned(), FileKind::Directory),
+                ("sub".to_owned(), FileKind::Directory),
+                ("x".to_owned(), FileKind::File)
+            ]
+        );
+        assert_eq!(s.list("/b/sub").await.unwrap().len(), 12);
+        assert_eq!(read(s, "/b/sub/f7", 0).await.0, b"7");
+        assert!(s.list("/b/empty").await.unwrap().is_empty());
+        // Onto an empty directory: replaced, as POSIX rename does.
+        s.rename("/b/sub", "/emptytarget").await.unwrap();
+        assert_eq!(s.list("/emptytarget").await.unwrap().len(), 12);
+        assert_eq!(
+            names(&s.list("/").await.unwrap()),
+            [
+                ("b".to_owned(), FileKind::Directory),
+                ("emptytarget".to_owned(), FileKind::Directory),
+                ("full".to_owned(), FileKind::Directory)
+            ]
+        );
+
+        // Above the bound (20 keys here): refused before anything is copied.
+        for i in 12..25 {
+            write(s, &format!("/emptytarget/f{i}"), WriteMode::Create, b"z").await;
+        }
+        let e = s.rename("/emptytarget", "/c").await.unwrap_err();
+        assert!(e.to_string().contains("more than 20 objects"), "{e}");
+        assert_eq!(kind(s.metadata("/c").await), StorageErrorKind::NotFound);
+        assert_eq!(s.list("/emptytarget").await.unwrap().len(), 25);
     });
 }
 
