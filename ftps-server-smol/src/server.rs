@@ -423,7 +423,7 @@ pub fn run(parts: ServerParts) -> Result<(), String> {
             tracing::info!("versions served from the bucket's versioning; time views at /@at/<TIME>/ and /@versions/");
         }
         Arc::new(bucket)
-    } else if versions.enabled {
+    } else if let (Some(local), true) = (parts.storage.clone(), versions.enabled) {
         let log = LocalStorage::history_log_path(&config.root)
             .map_err(|e| format!("versions: {}: {e}", config.root.display()))?;
         let options = VersionsOptions {
@@ -432,7 +432,7 @@ pub fn run(parts: ServerParts) -> Result<(), String> {
             sync: config.storage.fsync,
             clock: None,
         };
-        let versioned = Versioned::open(Arc::new(parts.storage), &log, options)
+        let versioned = Versioned::open(Arc::new(local), &log, options)
             .map_err(|e| format!("versions: {}: {e}", log.display()))?;
         versioned.spawn_pruner(
             Duration::from_secs(versions.prune_interval.max(1)),
@@ -441,7 +441,8 @@ pub fn run(parts: ServerParts) -> Result<(), String> {
         tracing::info!(log = %log.display(), "versions kept; time views at /@at/<TIME>/ and /@versions/");
         Arc::new(versioned)
     } else {
-        Arc::new(parts.storage)
+        // Local unless the bucket above served: startup opens one or the other.
+        Arc::new(parts.storage.ok_or("no storage configured")?)
     };
     let home_versions = if versions.enabled {
         Some(VersionsOptions {

@@ -298,6 +298,8 @@ fn server_binary_serves_time_views_from_bucket_versioning() {
         "the server does not listen: {}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
+    // The local root is not used with S3, and not created.
+    assert!(!dir.path().join("unused-root").exists());
     let url = |path: &str| format!("ftp://127.0.0.1:{port}/{path}");
     let curl = || {
         let mut command = Command::new(&curl_bin);
