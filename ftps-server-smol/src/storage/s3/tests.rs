@@ -497,6 +497,38 @@ fn malformed_responses_are_errors_not_panics() {
 }
 
 #[test]
+fn a_download_cut_short_or_stalled_is_an_error() {
+    // The server closes after 5 of 10 bytes: the reader says so, never a short file.
+    let (endpoint, server) = scripted(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello"]);
+    let s3 = scripted_storage(endpoint);
+    let mut handle = block_on(s3.open_read("/f", 0)).unwrap();
+    let mut data = Vec::new();
+    let e = block_on(handle.reader.read_to_end(&mut data)).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+    assert_eq!(data, b"hello");
+    drop(server.join());
+
+    // The server sends 5 bytes and then nothing, holding the connection: the read times out.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stall = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = stream.read(&mut buf);
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello");
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    let mut o = options(format!("http://{addr}"), "b", "");
+    o.timeout = Duration::from_millis(500);
+    let s3 = S3Storage::new(&o).unwrap();
+    let mut handle = block_on(s3.open_read("/f", 0)).unwrap();
+    let mut data = Vec::new();
+    let e = block_on(handle.reader.read_to_end(&mut data)).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+    drop(stall.join());
+}
+
+#[test]
 fn chunked_bodies_are_decoded() {
     let (endpoint, server) = scripted(vec![
         b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 2-6/10\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: 1\r\n\r\n",
