@@ -14,8 +14,8 @@ use std::task::Poll;
 
 use futures_lite::future;
 
-use super::{err, other, S3Storage, MAX_KEY_LEN};
-use crate::storage::{StorageError, StorageErrorKind};
+use super::http::Method;
+use super::*;
 
 /// Copies (or deletes) sent at the same time by a directory rename.
 const RENAME_CONCURRENCY: usize = 8;
@@ -194,5 +194,110 @@ impl S3Storage {
         self.forget_recent_dirs();
         self.keep_dir(from_parts.split_last().map_or(&[][..], |(_, p)| p))
             .await
+    }
+}
+
+impl Inner {
+    async fn copy(&self, from: &str, to: &str) -> Result<(), StorageError> {
+        let source = self.copy_source(from);
+        let mut action = self.bucket.put_object(Some(&self.credentials), to);
+        // Signed with the request, as SigV4 wants every x-amz-* header signed.
+        action
+            .headers_mut()
+            .insert("x-amz-copy-source", source.clone());
+        let url = action.sign(URL_EXPIRY);
+        let response = self
+            .call(Method::Put, &url, &[("x-amz-copy-source", &source)], b"")
+            .await?;
+        if response.status != 200 {
+            return Err(status_error(response.status, response, "CopyObject").await);
+        }
+        // CopyObject can fail after its 200: the error is then in the body.
+        let body = response.body.bytes(MAX_XML_BODY).await?;
+        let text = String::from_utf8_lossy(&body);
+        if text.contains("<Error>") {
+            let code = xml_field(&text, "Code").unwrap_or("");
+            return Err(other(format!("S3 CopyObject: {code}")));
+        }
+        Ok(())
+    }
+
+    /// `x-amz-copy-source` for `key` of this bucket.
+    fn copy_source(&self, key: &str) -> String {
+        format!(
+            "/{}/{}",
+            self.bucket.name(),
+            utf8_percent_encode(key, COPY_SOURCE)
+        )
+    }
+
+    /// Copies a large object in parts of `multipart_copy_threshold` bytes (`UploadPartCopy`), all server-side;
+    /// the target appears at the end, and a failure aborts the upload.
+    async fn copy_multipart(
+        self: &Arc<Self>,
+        from: &str,
+        to: &str,
+        size: u64,
+    ) -> Result<(), StorageError> {
+        let id = Arc::clone(self).create_multipart(to.to_owned()).await?;
+        let result = self.copy_parts(from, to, size, &id).await;
+        if result.is_err() {
+            self.abort_multipart(to, &id).await;
+        }
+        result
+    }
+
+    async fn copy_parts(
+        &self,
+        from: &str,
+        to: &str,
+        size: u64,
+        id: &str,
+    ) -> Result<(), StorageError> {
+        let source = self.copy_source(from);
+        let mut parts = Vec::new();
+        let mut offset = 0;
+        let mut number: u16 = 1;
+        while offset < size {
+            let end = offset
+                .saturating_add(self.multipart_copy_threshold)
+                .min(size)
+                - 1;
+            let range = format!("bytes={offset}-{end}");
+            let mut action = self
+                .bucket
+                .upload_part(Some(&self.credentials), to, number, id);
+            action
+                .headers_mut()
+                .insert("x-amz-copy-source", source.clone());
+            action
+                .headers_mut()
+                .insert("x-amz-copy-source-range", range.clone());
+            let url = action.sign(URL_EXPIRY);
+            let headers = [
+                ("x-amz-copy-source", source.as_str()),
+                ("x-amz-copy-source-range", range.as_str()),
+            ];
+            let response = self.call(Method::Put, &url, &headers, b"").await?;
+            if response.status != 200 {
+                return Err(status_error(response.status, response, "UploadPartCopy").await);
+            }
+            let body = response.body.bytes(MAX_XML_BODY).await?;
+            let text = String::from_utf8_lossy(&body);
+            if text.contains("<Error>") {
+                let code = xml_field(&text, "Code").unwrap_or("");
+                return Err(other(format!("S3 UploadPartCopy: {code}")));
+            }
+            let etag = xml_field(&text, "ETag")
+                .ok_or_else(|| other("S3 UploadPartCopy without an ETag"))?
+                .replace("&quot;", "\"");
+            parts.push((number, etag));
+            offset = end + 1;
+            number = number
+                .checked_add(1)
+                .filter(|n| *n <= MAX_PARTS)
+                .ok_or_else(|| other("multipart copy needs more than 10,000 parts"))?;
+        }
+        self.complete_multipart(to, id, &parts).await
     }
 }
