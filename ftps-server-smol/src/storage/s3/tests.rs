@@ -9,6 +9,7 @@ use ftps_testkit::{pattern, Moto};
 use futures_lite::future::block_on;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
+use super::requests::parse_http_date;
 use super::*;
 use crate::storage::Subtree;
 
