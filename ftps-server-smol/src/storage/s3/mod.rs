@@ -15,8 +15,11 @@
 //! - `RNFR`/`RNTO` of a file is `CopyObject` (a multipart `UploadPartCopy` above
 //!   [`S3Options::multipart_copy_threshold`]) then `DeleteObject`; of a directory, a copy of every key under it,
 //!   then the deletes (`rename.rs`: bounded by [`S3Options::max_rename_keys`], not atomic);
-//! - `MFMT` and `SITE CHMOD` are unsupported (objects have no settable time or mode).
+//! - `MFMT` and `SITE CHMOD` are unsupported (objects have no settable time or mode);
 //! - the history methods behind `/@at/<TIME>/` and `/@versions/` come from the bucket's versioning (`versions.rs`).
+//!
+//! Files: this one maps FTP operations onto keys; `requests.rs` sends the requests (with retries) and reads their
+//! answers; `upload.rs` is the multipart writer; `rename.rs` the copies and renames; `versions.rs` the history.
 //!
 //! Throttling (`503 SlowDown`, `429`) and server errors (5xx) and lost connections are retried inside with
 //! exponential backoff, [`MAX_ATTEMPTS`] attempts in all; what remains becomes a [`StorageError`]. `https://`
