@@ -17,15 +17,18 @@ use futures_lite::future;
 use super::http::Method;
 use super::*;
 
-/// Copies (or deletes) sent at the same time by a directory rename.
-const RENAME_CONCURRENCY: usize = 8;
+/// Requests sent at the same time by a batch: a directory rename's copies and deletes, a past listing's
+/// subdirectory checks.
+pub(super) const BATCH_CONCURRENCY: usize = 8;
 
-type Step<'a> = Pin<Box<dyn Future<Output = Result<(), StorageError>> + Send + 'a>>;
+/// One request of a batch run by [`join_all`].
+pub(super) type Step<'a, T = Result<(), StorageError>> =
+    Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Runs `steps` all at once and returns each one's result, in order.
-async fn join_all(steps: Vec<Step<'_>>) -> Vec<Result<(), StorageError>> {
-    let mut steps: Vec<Option<Step<'_>>> = steps.into_iter().map(Some).collect();
-    let mut results: Vec<Option<Result<(), StorageError>>> = steps.iter().map(|_| None).collect();
+pub(super) async fn join_all<T>(steps: Vec<Step<'_, T>>) -> Vec<T> {
+    let mut steps: Vec<Option<Step<'_, T>>> = steps.into_iter().map(Some).collect();
+    let mut results: Vec<Option<T>> = steps.iter().map(|_| None).collect();
     future::poll_fn(|cx| {
         let mut pending = false;
         for (slot, result) in steps.iter_mut().zip(results.iter_mut()) {
@@ -46,10 +49,8 @@ async fn join_all(steps: Vec<Step<'_>>) -> Vec<Result<(), StorageError>> {
         }
     })
     .await;
-    results
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(other("rename step lost"))))
-        .collect()
+    // Every step finished (the poll above returns Ready only then), so no result is missing.
+    results.into_iter().flatten().collect()
 }
 
 impl S3Storage {
@@ -164,7 +165,7 @@ impl S3Storage {
 
         // Every copy first: until the last one is made, the source is untouched.
         let mut copied = 0;
-        for chunk in keys.chunks(RENAME_CONCURRENCY) {
+        for chunk in keys.chunks(BATCH_CONCURRENCY) {
             let steps = chunk
                 .iter()
                 .zip(&targets[copied..])
@@ -182,7 +183,7 @@ impl S3Storage {
                 return Err(e);
             }
         }
-        for chunk in keys.chunks(RENAME_CONCURRENCY) {
+        for chunk in keys.chunks(BATCH_CONCURRENCY) {
             let steps = chunk
                 .iter()
                 .map(|(key, _)| -> Step<'_> { Box::pin(self.inner.delete(key)) })

@@ -23,6 +23,7 @@ use rusty_s3::S3Action;
 use xmlparser::{ElementEnd, Token, Tokenizer};
 
 use super::http::Method;
+use super::rename::{join_all, Step, BATCH_CONCURRENCY};
 use super::{
     acceptable_name, dir_metadata, err, file_metadata, other, parse_iso8601, status_error,
     xml_field, Inner, S3Storage, MAX_XML_BODY, URL_EXPIRY,
@@ -416,19 +417,27 @@ impl S3Storage {
         }
         subdirs.dedup();
         // A prefix lists while any version is under it; it was a directory at `at` only if something lived there.
-        for subdir in subdirs {
-            let Some(name) = subdir
-                .strip_prefix(&prefix)
-                .and_then(|rest| rest.strip_suffix('/'))
-            else {
-                continue;
-            };
-            if acceptable_name(name) && self.live_under_at(&subdir, at).await? {
-                live_any = true;
-                entries.push(DirEntry {
-                    name: name.to_owned(),
-                    metadata: dir_metadata(None),
-                });
+        // One question per subdirectory, a few at a time.
+        let subdirs: Vec<(String, String)> = subdirs
+            .into_iter()
+            .filter_map(|subdir| {
+                let name = subdir.strip_prefix(&prefix)?.strip_suffix('/')?;
+                acceptable_name(name).then(|| (name.to_owned(), subdir.clone()))
+            })
+            .collect();
+        for chunk in subdirs.chunks(BATCH_CONCURRENCY) {
+            let checks = chunk
+                .iter()
+                .map(|(_, subdir)| -> Step<'_, _> { Box::pin(self.live_under_at(subdir, at)) })
+                .collect();
+            for ((name, _), live) in chunk.iter().zip(join_all(checks).await) {
+                if live? {
+                    live_any = true;
+                    entries.push(DirEntry {
+                        name: name.clone(),
+                        metadata: dir_metadata(None),
+                    });
+                }
             }
         }
         if !live_any && !parts.is_empty() {
