@@ -427,14 +427,13 @@ pub fn run(parts: ServerParts) -> Result<(), String> {
     let events = Events::start(&config.state_dir, sinks).map_err(|e| format!("events: {e}"))?;
     let versions = &config.versions;
     let storage: Arc<dyn Storage> = if let Some(bucket) = parts.object_storage {
+        // The bucket keeps the versions (checked enabled at start) and its lifecycle policy prunes them: no
+        // `Versioned` layer and no pruner here.
         if versions.enabled {
-            return Err(
-                "versions: the S3 backend keeps no versions yet; turn off [versions] or use the local backend"
-                    .into(),
-            );
+            tracing::info!("versions served from the bucket's versioning; time views at /@at/<TIME>/ and /@versions/");
         }
         Arc::new(bucket)
-    } else if versions.enabled {
+    } else if let (Some(local), true) = (parts.storage.clone(), versions.enabled) {
         let log = LocalStorage::history_log_path(&config.root)
             .map_err(|e| format!("versions: {}: {e}", config.root.display()))?;
         let options = VersionsOptions {
@@ -443,7 +442,7 @@ pub fn run(parts: ServerParts) -> Result<(), String> {
             sync: config.storage.fsync,
             clock: None,
         };
-        let versioned = Versioned::open(Arc::new(parts.storage), &log, options)
+        let versioned = Versioned::open(Arc::new(local), &log, options)
             .map_err(|e| format!("versions: {}: {e}", log.display()))?;
         versioned.spawn_pruner(
             Duration::from_secs(versions.prune_interval.max(1)),
@@ -452,7 +451,8 @@ pub fn run(parts: ServerParts) -> Result<(), String> {
         tracing::info!(log = %log.display(), "versions kept; time views at /@at/<TIME>/ and /@versions/");
         Arc::new(versioned)
     } else {
-        Arc::new(parts.storage)
+        // Local unless the bucket above served: startup opens one or the other.
+        Arc::new(parts.storage.ok_or("no storage configured")?)
     };
     let home_versions = if versions.enabled {
         Some(VersionsOptions {

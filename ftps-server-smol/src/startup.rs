@@ -48,8 +48,9 @@ pub struct ServerParts {
     pub tls: Arc<CertReloader>,
     /// Login checks.
     pub authenticator: Arc<dyn Authenticator>,
-    /// The storage root (users' homes are subdirectories or separate roots).
-    pub storage: LocalStorage,
+    /// The storage root (users' homes are subdirectories or separate roots); `None` with the S3 backend, whose
+    /// `root` is not used (and not created).
+    pub storage: Option<LocalStorage>,
     /// With `[storage] backend = "s3"`: the bucket, served instead of `storage` (users' homes are sub-prefixes;
     /// a home that names a directory of its own stays local).
     pub object_storage: Option<S3Storage>,
@@ -88,7 +89,10 @@ fn create_dir(what: &'static str, path: &std::path::Path) -> Result<(), StartupE
 pub fn prepare(config: Config) -> Result<ServerParts, StartupError> {
     let started_at = SystemTime::now();
     config.validate()?;
-    create_dir("root", &config.root)?;
+    let local = config.storage.backend == StorageBackend::Local;
+    if local {
+        create_dir("root", &config.root)?;
+    }
     create_dir("state_dir", &config.state_dir)?;
     let tls = CertReloader::new(TlsSettings::from_config(&config.tls, &config.state_dir)?)?;
     let users_path = config.users_file_path();
@@ -102,17 +106,22 @@ pub fn prepare(config: Config) -> Result<ServerParts, StartupError> {
     });
     let users = UsersFile::load(&users_path, anonymous)?;
     tracing::info!(users = users.len(), file = %users_path.display(), "users loaded");
-    let storage = LocalStorage::open(&config.root)
-        .map_err(|source| StartupError::Directory {
-            what: "root",
-            path: config.root.clone(),
-            source,
-        })?
-        .with_sync_on_commit(config.storage.fsync);
-    let removed = futures_lite::future::block_on(storage.cleanup_temp_files(started_at))?;
-    if removed > 0 {
-        tracing::info!(removed, "removed upload temp files left by an earlier run");
-    }
+    let storage = if local {
+        let storage = LocalStorage::open(&config.root)
+            .map_err(|source| StartupError::Directory {
+                what: "root",
+                path: config.root.clone(),
+                source,
+            })?
+            .with_sync_on_commit(config.storage.fsync);
+        let removed = futures_lite::future::block_on(storage.cleanup_temp_files(started_at))?;
+        if removed > 0 {
+            tracing::info!(removed, "removed upload temp files left by an earlier run");
+        }
+        Some(storage)
+    } else {
+        None
+    };
     // Users whose home is a directory of its own keep their temp files there.
     for dir in users.directory_homes() {
         let cleaned = LocalStorage::open(&dir)
@@ -134,6 +143,10 @@ pub fn prepare(config: Config) -> Result<ServerParts, StartupError> {
             let s3 = S3Storage::new(&options)?;
             // A wrong endpoint, bucket or key fails the start, not every login.
             futures_lite::future::block_on(s3.check())?;
+            // The time views read the bucket's own versions: without versioning there would be none to show.
+            if config.versions.enabled {
+                futures_lite::future::block_on(s3.check_versioning())?;
+            }
             tracing::info!(endpoint = %options.endpoint, bucket = %options.bucket, prefix = %options.prefix, "serving an S3 bucket");
             Some(s3)
         }
@@ -188,9 +201,10 @@ mod tests {
             state_dir: dir.path().join("state"),
             ..Config::default()
         };
-        assert!(prepare(config.clone()).unwrap().storage.sync_on_commit());
+        let sync = |config: Config| prepare(config).unwrap().storage.unwrap().sync_on_commit();
+        assert!(sync(config.clone()));
         config.storage.fsync = false;
-        assert!(!prepare(config).unwrap().storage.sync_on_commit());
+        assert!(!sync(config));
     }
 
     #[test]

@@ -3,7 +3,12 @@
 //! ```text
 //! cargo xtask bench [--peers] [--size BYTES|64M|1G] [--files N] [--rounds N] [--dir DIR] [--smoke]
 //!                    [--many-only] [--clients NAME,NAME]
+//! cargo xtask bench s3 [SIZE_MIB] [FILES]
 //! ```
+//!
+//! `bench s3` is issue 18's object-storage comparison, `benches/s3_e2e.sh`: our server on the S3 backend against
+//! `rclone` straight to the same S3 server (moto on loopback), in one run, as ratios; the table is also saved to
+//! `target/bench/s3-e2e.txt`.
 //!
 //! Every file a row touches (the bulk file, the small files, the servers' homes, the ceiling's sink) lives in
 //! one data directory, by default on the tmpfs `/dev/shm` when it has room (see [`data_dir`]): the rows then
@@ -960,8 +965,37 @@ fn measure(
     }
 }
 
+/// `cargo xtask bench s3 [SIZE_MIB] [FILES]`: runs `benches/s3_e2e.sh`, prints its table and keeps a copy.
+fn run_s3(args: &[String]) -> Result {
+    if args.len() > 2 || args.iter().any(|a| a.parse::<u32>().is_err()) {
+        return Err("usage: cargo xtask bench s3 [SIZE_MIB] [FILES]".into());
+    }
+    let root = crate::root();
+    let output = Command::new("bash")
+        .arg(root.join("benches/s3_e2e.sh"))
+        .args(args)
+        .current_dir(&root)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("bash benches/s3_e2e.sh: {e}"))?;
+    let table = String::from_utf8_lossy(&output.stdout);
+    print!("{table}");
+    if !output.status.success() {
+        return Err(format!("benches/s3_e2e.sh failed ({})", output.status));
+    }
+    let bench_dir = root.join("target").join("bench");
+    fs::create_dir_all(&bench_dir).map_err(|e| format!("{}: {e}", bench_dir.display()))?;
+    let saved = bench_dir.join("s3-e2e.txt");
+    fs::write(&saved, table.as_bytes()).map_err(|e| format!("{}: {e}", saved.display()))?;
+    eprintln!("bench: table saved to {}", saved.display());
+    Ok(())
+}
+
 /// `cargo xtask bench`.
 pub(crate) fn run(args: &[String]) -> Result {
+    if let Some(("s3", rest)) = args.split_first().map(|(a, r)| (a.as_str(), r)) {
+        return run_s3(rest);
+    }
     let options = parse_args(args)?;
     let target = crate::root().join("target");
     let bench_dir = target.join("bench");

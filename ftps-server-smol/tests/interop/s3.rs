@@ -207,3 +207,139 @@ fn server_binary_on_s3_serves_curl_and_the_ftps_mirror() {
     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
     assert!(log.contains("serving an S3 bucket"), "{log}");
 }
+
+/// A config file for the binary on bucket `bucket` of `moto`, with `extra` appended; returns its path and port.
+fn s3_config(dir: &TempDir, moto: &Moto, bucket: &str, extra: &str) -> (std::path::PathBuf, u16) {
+    let users = dir.path().join("users.toml");
+    crate::add_test_user(&users);
+    let port = ftps_testkit::free_port();
+    let (first, last) = passive_range();
+    let config = dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "root = {root:?}\nstate_dir = {state:?}\nusers_file = {users:?}\n\n\
+             [[listener]]\naddress = \"127.0.0.1:{port}\"\npassive_ports = \"{first}-{last}\"\n\n\
+             [storage]\nbackend = \"s3\"\nendpoint = \"{endpoint}\"\nbucket = \"{bucket}\"\n\
+             path_style = true\n\n{extra}",
+            root = dir.path().join("unused-root"),
+            state = dir.path().join("state"),
+            endpoint = moto.endpoint(),
+        ),
+    )
+    .unwrap();
+    (config, port)
+}
+
+fn server_command(config: &Path, log: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ftps-server"));
+    command
+        .arg("--config")
+        .arg(config)
+        .env("AWS_ACCESS_KEY_ID", Moto::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", Moto::SECRET_KEY)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    command
+}
+
+/// Now in UTC, to the second, RFC 3339.
+fn utc_now() -> String {
+    let out = Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn server_binary_serves_time_views_from_bucket_versioning() {
+    let Some(curl_bin) = peer("curl") else {
+        return;
+    };
+    let Some(moto) = Moto::start() else {
+        return;
+    };
+    let options = |bucket: &str| S3Options {
+        endpoint: moto.endpoint(),
+        bucket: bucket.to_owned(),
+        path_style: true,
+        access_key_id: Moto::ACCESS_KEY.to_owned(),
+        secret_access_key: Moto::SECRET_KEY.to_owned(),
+        ..S3Options::default()
+    };
+    let versions = "[versions]\nenabled = true\n";
+
+    // A bucket without versioning: the server refuses to start, naming the fix.
+    let plain = S3Storage::new(&options("ftp-plain")).unwrap();
+    futures_lite::future::block_on(plain.create_bucket()).unwrap();
+    let dir = TempDir::new("s3-versions-plain");
+    let (config, _) = s3_config(&dir, &moto, "ftp-plain", versions);
+    let log = dir.path().join("server.log");
+    // run_within keeps the output itself; the log file stays empty then.
+    let output = run_within(&mut server_command(&config, &log), Duration::from_secs(60));
+    let text = String::from_utf8_lossy(&output.stderr).into_owned()
+        + &std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("put-bucket-versioning"), "{text}");
+
+    let bucket = S3Storage::new(&options("ftp-versions")).unwrap();
+    futures_lite::future::block_on(bucket.create_bucket()).unwrap();
+    futures_lite::future::block_on(bucket.enable_versioning()).unwrap();
+    let dir = TempDir::new("s3-versions");
+    let (config, port) = s3_config(&dir, &moto, "ftp-versions", versions);
+    let log = dir.path().join("server.log");
+    let _server = KillOnDrop(server_command(&config, &log).spawn().unwrap());
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(
+        ftps_testkit::wait_for_listener(addr, Duration::from_secs(20)),
+        "the server does not listen: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    // The local root is not used with S3, and not created.
+    assert!(!dir.path().join("unused-root").exists());
+    let url = |path: &str| format!("ftp://127.0.0.1:{port}/{path}");
+    let curl = || {
+        let mut command = Command::new(&curl_bin);
+        command
+            .args(["-sS", "--ssl-reqd", "--insecure", "--max-time", "120"])
+            .args(["-u", &format!("{USER}:{PASSWORD}")]);
+        command
+    };
+    let local = TempDir::new("s3-versions-local");
+    let file = local.path().join("file.txt");
+    std::fs::write(&file, b"first content\n").unwrap();
+    run(curl().arg("-T").arg(&file).arg(url("file.txt")));
+    // moto dates versions to the second: the instant between the two uploads is a second of its own.
+    let between = utc_now();
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(&file, b"second content\n").unwrap();
+    run(curl().arg("-T").arg(&file).arg(url("file.txt")));
+
+    let now = run(curl().arg(url("file.txt")));
+    assert_eq!(now.stdout, b"second content\n");
+    let then = run(curl().arg(url(&format!("@at/{between}/file.txt"))));
+    assert_eq!(then.stdout, b"first content\n");
+    let listing = run(curl()
+        .arg("--list-only")
+        .arg(url(&format!("@at/{between}/"))));
+    assert_eq!(String::from_utf8_lossy(&listing.stdout).trim(), "file.txt");
+    // `/@versions/file.txt/`: the old version by name, then the current one.
+    let names = run(curl().arg("--list-only").arg(url("@versions/file.txt/")));
+    let names = String::from_utf8_lossy(&names.stdout).into_owned();
+    let names: Vec<&str> = names.lines().collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    let old = names.iter().find(|n| !n.ends_with("-current")).unwrap();
+    let first = run(curl().arg(url(&format!("@versions/file.txt/{old}"))));
+    assert_eq!(first.stdout, b"first content\n");
+    // The views are read-only.
+    let refused = curl()
+        .arg("-T")
+        .arg(&file)
+        .arg(url(&format!("@at/{between}/new.txt")))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+}

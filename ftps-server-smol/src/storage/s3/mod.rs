@@ -13,31 +13,40 @@
 //! - `RETR` is a `GetObject`, with `Range` for a `REST` offset; `SIZE`/`MDTM` come from `HeadObject`;
 //! - `LIST`/`NLST`/`MLSD` come from `ListObjectsV2` with delimiter `/`, every page;
 //! - `RNFR`/`RNTO` of a file is `CopyObject` (a multipart `UploadPartCopy` above
-//!   [`S3Options::multipart_copy_threshold`]) then `DeleteObject`; directories cannot be renamed (refused: it
-//!   would be a copy of every key, not atomic);
-//! - `MFMT` and `SITE CHMOD` are unsupported (objects have no settable time or mode).
+//!   [`S3Options::multipart_copy_threshold`]) then `DeleteObject`; of a directory, a copy of every key under it,
+//!   then the deletes (`rename.rs`: bounded by [`S3Options::max_rename_keys`], not atomic);
+//! - `MFMT` and `SITE CHMOD` are unsupported (objects have no settable time or mode);
+//! - the history methods behind `/@at/<TIME>/` and `/@versions/` come from the bucket's versioning (`versions.rs`).
+//!
+//! Files: this one maps FTP operations onto keys; `requests.rs` sends the requests (with retries) and reads their
+//! answers; `upload.rs` is the multipart writer; `rename.rs` the copies and renames; `versions.rs` the history.
 //!
 //! Throttling (`503 SlowDown`, `429`) and server errors (5xx) and lost connections are retried inside with
 //! exponential backoff, [`MAX_ATTEMPTS`] attempts in all; what remains becomes a [`StorageError`]. `https://`
 //! endpoints use rustls with the system's trust roots and an optional extra CA file.
 
 mod http;
+mod rename;
+mod requests;
+mod upload;
+mod versions;
 
-use std::io;
-use std::pin::Pin;
+use self::requests::{
+    acceptable_name, dir_metadata, file_metadata, parse_iso8601, status_error, tls_config,
+    xml_field,
+};
+use self::upload::S3Upload;
+
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use futures_lite::{future, AsyncWrite};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use rusty_s3::actions::{CreateMultipartUpload, ListObjectsV2, ListObjectsV2Response};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
-use self::http::{Client, Method, Request, Response};
+use self::http::{Client, Method};
 use super::{
     components, BoxFuture, DirEntry, FileKind, Metadata, ReadHandle, Storage, StorageError,
-    StorageErrorKind, Upload, WriteMode, RESERVED_NAME,
+    StorageErrorKind, Upload, VersionInfo, WriteMode, RESERVED_NAME,
 };
 
 /// Parts of one upload sent at the same time; with the part being filled, memory per upload is at most
@@ -96,6 +105,9 @@ pub struct S3Options {
     /// Objects larger than this are renamed with a multipart copy (`UploadPartCopy`) rather than one
     /// `CopyObject`; at most [`MAX_COPY_SIZE`]. Also the size of each copied part.
     pub multipart_copy_threshold: u64,
+    /// A directory rename copies every key under it: refused above this many keys (a rename is not atomic, and
+    /// a client waits for its reply meanwhile).
+    pub max_rename_keys: usize,
 }
 
 impl Default for S3Options {
@@ -114,6 +126,7 @@ impl Default for S3Options {
             timeout: Duration::from_secs(60),
             retry_base_delay: Duration::from_millis(100),
             multipart_copy_threshold: 1024 * 1024 * 1024,
+            max_rename_keys: 10_000,
         }
     }
 }
@@ -144,6 +157,7 @@ struct Inner {
     part_size: usize,
     retry_base_delay: Duration,
     multipart_copy_threshold: u64,
+    max_rename_keys: usize,
     /// Directories a listing showed to exist lately, by key prefix: an upload into one skips the parent's
     /// listing for [`RECENT_DIR_TTL`] (a thousand uploads into one folder cost a thousand listings before).
     recent_dirs: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
@@ -273,6 +287,7 @@ impl S3Storage {
                 multipart_copy_threshold: options
                     .multipart_copy_threshold
                     .clamp(MIN_PART_SIZE as u64, MAX_COPY_SIZE),
+                max_rename_keys: options.max_rename_keys,
                 recent_dirs: std::sync::Mutex::default(),
             }),
         })
@@ -625,793 +640,6 @@ impl S3Storage {
         self.keep_dir(parts.split_last().map_or(&[][..], |(_, p)| p))
             .await
     }
-
-    async fn do_rename(&self, from: &str, to: &str) -> Result<(), StorageError> {
-        self.forget_recent_dirs();
-        let (from_key, from_parts) = self.key(from)?;
-        let (to_key, to_parts) = self.key(to)?;
-        if from_parts.is_empty() || to_parts.is_empty() {
-            return Err(err(
-                StorageErrorKind::PermissionDenied,
-                "the root cannot be renamed",
-            ));
-        }
-        let Some(head) = self.inner.head(&from_key).await? else {
-            return Err(if self.dir_exists(&from_parts).await? {
-                unsupported("renaming a directory")
-            } else {
-                err(StorageErrorKind::NotFound, "no such file")
-            });
-        };
-        if from_key == to_key {
-            return Ok(());
-        }
-        self.check_parent(&to_parts).await?;
-        if self.inner.head(&to_key).await?.is_none() && self.dir_exists(&to_parts).await? {
-            return Err(err(
-                StorageErrorKind::IsADirectory,
-                "the target is a directory",
-            ));
-        }
-        if head.size > self.inner.multipart_copy_threshold {
-            self.inner
-                .copy_multipart(&from_key, &to_key, head.size)
-                .await?;
-        } else {
-            self.inner.copy(&from_key, &to_key).await?;
-        }
-        self.inner.delete(&from_key).await?;
-        self.keep_dir(from_parts.split_last().map_or(&[][..], |(_, p)| p))
-            .await
-    }
-}
-
-/// The TLS client configuration for an `https` endpoint: the system's trust roots plus those of `ca_file`.
-fn tls_config(
-    ca_file: Option<&std::path::Path>,
-) -> Result<Arc<rustls::ClientConfig>, StorageError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let mut roots = rustls::RootCertStore::empty();
-    // Unreadable individual system certificates are skipped, as every TLS client does.
-    let native = rustls_native_certs::load_native_certs();
-    roots.add_parsable_certificates(native.certs);
-    if let Some(path) = ca_file {
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| other(format!("S3 ca_file {}: {e}", path.display())))?;
-        for cert in certs {
-            let cert = cert.map_err(|e| other(format!("S3 ca_file {}: {e}", path.display())))?;
-            roots
-                .add(cert)
-                .map_err(|e| other(format!("S3 ca_file {}: {e}", path.display())))?;
-        }
-    }
-    if roots.is_empty() {
-        return Err(other(
-            "https S3 endpoint, but no trust roots (system or ca_file)",
-        ));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| other(format!("TLS: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
-/// Whether a name from a listing can be shown as an entry: not empty (the directory's own marker), no `/` (keys
-/// like `a//b`), nothing [`components`] would refuse.
-fn acceptable_name(name: &str) -> bool {
-    !name.is_empty()
-        && name != "."
-        && name != ".."
-        && name != RESERVED_NAME
-        && !name.contains(['/', '\\', '\0'])
-        && name.len() <= super::MAX_NAME_LEN
-}
-
-fn file_metadata(size: u64, modified: Option<SystemTime>) -> Metadata {
-    Metadata {
-        kind: FileKind::File,
-        size,
-        modified,
-        mode: None,
-    }
-}
-
-fn dir_metadata(modified: Option<SystemTime>) -> Metadata {
-    Metadata {
-        kind: FileKind::Directory,
-        size: 0,
-        modified,
-        mode: None,
-    }
-}
-
-/// `2026-12-06T17:38:26.000Z` (ListObjectsV2's `LastModified`).
-fn parse_iso8601(text: &str) -> Option<SystemTime> {
-    text.parse::<jiff::Timestamp>().ok().map(SystemTime::from)
-}
-
-/// `Sun, 06 Dec 2026 17:38:26 GMT` (the `Last-Modified` header, RFC 9110 IMF-fixdate).
-fn parse_http_date(text: &str) -> Option<SystemTime> {
-    let time = jiff::fmt::strtime::parse("%a, %d %b %Y %H:%M:%S GMT", text.trim()).ok()?;
-    let civil = time.to_datetime().ok()?;
-    civil
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .ok()
-        .map(|zoned| SystemTime::from(zoned.timestamp()))
-}
-
-/// What `HeadObject` says of an object.
-struct Head {
-    size: u64,
-    modified: Option<SystemTime>,
-}
-
-/// Whether a status is worth another attempt: throttling and server-side failures.
-fn retryable(status: u16) -> bool {
-    matches!(status, 429 | 500 | 502 | 503 | 504)
-}
-
-/// The text between `<tag>` and `</tag>`, first occurrence (error documents and small results).
-fn xml_field<'t>(text: &'t str, tag: &str) -> Option<&'t str> {
-    let open = format!("<{tag}>");
-    let close = format!("</{tag}>");
-    let start = text.find(&open)? + open.len();
-    let end = text.get(start..)?.find(&close)? + start;
-    text.get(start..end)
-}
-
-/// A failed response as a storage error, with the S3 error code for the log.
-async fn status_error(status: u16, response: Response, what: &str) -> StorageError {
-    let body = response.body.bytes(64 * 1024).await.unwrap_or_default();
-    let text = String::from_utf8_lossy(&body);
-    let code = xml_field(&text, "Code").unwrap_or("");
-    let kind = match (status, code) {
-        (404, _) => StorageErrorKind::NotFound,
-        (403, _) => StorageErrorKind::PermissionDenied,
-        (400, "EntityTooLarge") => StorageErrorKind::QuotaExceeded,
-        (400, "KeyTooLongError") => StorageErrorKind::NameTooLong,
-        _ => StorageErrorKind::Other,
-    };
-    err(kind, format!("S3 {what}: HTTP {status} {code}"))
-}
-
-impl Inner {
-    /// Sends a request, retrying throttling, 5xx and connection failures with exponential backoff.
-    async fn call(
-        &self,
-        method: Method,
-        url: &url::Url,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> Result<Response, StorageError> {
-        let target = &url[url::Position::BeforePath..];
-        let request = Request {
-            method,
-            target,
-            headers,
-            body,
-        };
-        let mut delay = self.retry_base_delay;
-        let mut attempt = 1;
-        loop {
-            let last = attempt >= MAX_ATTEMPTS;
-            match self.http.send(&request).await {
-                Ok(response) if retryable(response.status) && !last => {
-                    tracing::debug!(status = response.status, attempt, "S3 request retried");
-                    response.body.discard().await;
-                }
-                Ok(response) => return Ok(response),
-                // A TLS failure (an untrusted certificate) or a malformed response will not fix itself.
-                Err(e) if last || e.kind() == io::ErrorKind::InvalidData => {
-                    return Err(other(format!(
-                        "S3 request failed after {attempt} attempts: {e}"
-                    )));
-                }
-                Err(e) => tracing::debug!(error = %e, attempt, "S3 request retried"),
-            }
-            // Jitter in [delay/2, delay): many sessions throttled at once do not retry in lockstep.
-            let jitter = super::random_u64() % (delay.as_millis().max(2) as u64 / 2);
-            async_io::Timer::after(delay / 2 + Duration::from_millis(jitter)).await;
-            delay = (delay * 2).min(self.retry_base_delay * 32);
-            attempt += 1;
-        }
-    }
-
-    async fn list_page(
-        &self,
-        prefix: &str,
-        delimited: bool,
-        token: Option<&str>,
-        max_keys: usize,
-    ) -> Result<ListObjectsV2Response, StorageError> {
-        let mut action = self.bucket.list_objects_v2(Some(&self.credentials));
-        action.with_prefix(prefix);
-        if delimited {
-            action.with_delimiter("/");
-        }
-        if let Some(token) = token {
-            action.with_continuation_token(token);
-        }
-        action.with_max_keys(max_keys);
-        let url = action.sign(URL_EXPIRY);
-        let response = self.call(Method::Get, &url, &[], b"").await?;
-        if response.status != 200 {
-            return Err(status_error(response.status, response, "ListObjectsV2").await);
-        }
-        let body = response.body.bytes(MAX_XML_BODY).await?;
-        let text = std::str::from_utf8(&body).map_err(|_| other("S3 listing is not UTF-8"))?;
-        ListObjectsV2::parse_response(text).map_err(|e| other(format!("S3 listing: {e}")))
-    }
-
-    async fn head(&self, key: &str) -> Result<Option<Head>, StorageError> {
-        let url = self
-            .bucket
-            .head_object(Some(&self.credentials), key)
-            .sign(URL_EXPIRY);
-        let response = self.call(Method::Head, &url, &[], b"").await?;
-        match response.status {
-            200 => {
-                let size = response
-                    .header("content-length")
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .ok_or_else(|| other("S3 HeadObject without Content-Length"))?;
-                let modified = response.header("last-modified").and_then(parse_http_date);
-                response.body.discard().await;
-                Ok(Some(Head { size, modified }))
-            }
-            404 => {
-                response.body.discard().await;
-                Ok(None)
-            }
-            status => Err(status_error(status, response, "HeadObject").await),
-        }
-    }
-
-    /// Opens `key` from `offset`, `len` bytes at most (to the end when `None`); `None` when there is no object.
-    async fn get(
-        &self,
-        key: &str,
-        offset: u64,
-        len: Option<u64>,
-    ) -> Result<Option<ReadHandle>, StorageError> {
-        let url = self
-            .bucket
-            .get_object(Some(&self.credentials), key)
-            .sign(URL_EXPIRY);
-        let range = match len {
-            Some(len) => format!("bytes={offset}-{}", (offset + len).saturating_sub(1)),
-            None => format!("bytes={offset}-"),
-        };
-        let headers: &[(&str, &str)] = if offset > 0 || len.is_some() {
-            &[("Range", range.as_str())]
-        } else {
-            &[]
-        };
-        let response = self.call(Method::Get, &url, headers, b"").await?;
-        match response.status {
-            200 | 206 => {
-                let length = response
-                    .header("content-length")
-                    .and_then(|v| v.trim().parse::<u64>().ok());
-                // `Content-Range: bytes 10-99/100`: the total after the slash.
-                let total = match response.status {
-                    206 => response
-                        .header("content-range")
-                        .and_then(|v| v.rsplit('/').next())
-                        .and_then(|v| v.trim().parse::<u64>().ok()),
-                    _ => length,
-                };
-                let size = total.ok_or_else(|| other("S3 GetObject without a size"))?;
-                if response.status == 200 && offset > 0 {
-                    // A server that ignored the Range: not what REST asked for.
-                    response.body.discard().await;
-                    return Err(other("S3 GetObject ignored the Range header"));
-                }
-                Ok(Some(ReadHandle {
-                    reader: Box::new(response.body.into_reader()),
-                    size,
-                }))
-            }
-            404 => {
-                response.body.discard().await;
-                Ok(None)
-            }
-            // The offset is at or past the end: an empty body (REST at the end of a file).
-            416 => {
-                response.body.discard().await;
-                let Some(head) = self.head(key).await? else {
-                    return Ok(None);
-                };
-                Ok(Some(ReadHandle {
-                    reader: Box::new(futures_lite::io::empty()),
-                    size: head.size,
-                }))
-            }
-            status => Err(status_error(status, response, "GetObject").await),
-        }
-    }
-
-    async fn put(&self, key: &str, data: &[u8]) -> Result<(), StorageError> {
-        let url = self
-            .bucket
-            .put_object(Some(&self.credentials), key)
-            .sign(URL_EXPIRY);
-        let response = self.call(Method::Put, &url, &[], data).await?;
-        match response.status {
-            200 => {
-                response.body.discard().await;
-                Ok(())
-            }
-            status => Err(status_error(status, response, "PutObject").await),
-        }
-    }
-
-    async fn delete(&self, key: &str) -> Result<(), StorageError> {
-        let url = self
-            .bucket
-            .delete_object(Some(&self.credentials), key)
-            .sign(URL_EXPIRY);
-        let response = self.call(Method::Delete, &url, &[], b"").await?;
-        match response.status {
-            200 | 204 => {
-                response.body.discard().await;
-                Ok(())
-            }
-            status => Err(status_error(status, response, "DeleteObject").await),
-        }
-    }
-
-    async fn copy(&self, from: &str, to: &str) -> Result<(), StorageError> {
-        let source = self.copy_source(from);
-        let mut action = self.bucket.put_object(Some(&self.credentials), to);
-        // Signed with the request, as SigV4 wants every x-amz-* header signed.
-        action
-            .headers_mut()
-            .insert("x-amz-copy-source", source.clone());
-        let url = action.sign(URL_EXPIRY);
-        let response = self
-            .call(Method::Put, &url, &[("x-amz-copy-source", &source)], b"")
-            .await?;
-        if response.status != 200 {
-            return Err(status_error(response.status, response, "CopyObject").await);
-        }
-        // CopyObject can fail after its 200: the error is then in the body.
-        let body = response.body.bytes(MAX_XML_BODY).await?;
-        let text = String::from_utf8_lossy(&body);
-        if text.contains("<Error>") {
-            let code = xml_field(&text, "Code").unwrap_or("");
-            return Err(other(format!("S3 CopyObject: {code}")));
-        }
-        Ok(())
-    }
-
-    /// `x-amz-copy-source` for `key` of this bucket.
-    fn copy_source(&self, key: &str) -> String {
-        format!(
-            "/{}/{}",
-            self.bucket.name(),
-            utf8_percent_encode(key, COPY_SOURCE)
-        )
-    }
-
-    /// Copies a large object in parts of `multipart_copy_threshold` bytes (`UploadPartCopy`), all server-side;
-    /// the target appears at the end, and a failure aborts the upload.
-    async fn copy_multipart(
-        self: &Arc<Self>,
-        from: &str,
-        to: &str,
-        size: u64,
-    ) -> Result<(), StorageError> {
-        let id = Arc::clone(self).create_multipart(to.to_owned()).await?;
-        let result = self.copy_parts(from, to, size, &id).await;
-        if result.is_err() {
-            self.abort_multipart(to, &id).await;
-        }
-        result
-    }
-
-    async fn copy_parts(
-        &self,
-        from: &str,
-        to: &str,
-        size: u64,
-        id: &str,
-    ) -> Result<(), StorageError> {
-        let source = self.copy_source(from);
-        let mut parts = Vec::new();
-        let mut offset = 0;
-        let mut number: u16 = 1;
-        while offset < size {
-            let end = offset
-                .saturating_add(self.multipart_copy_threshold)
-                .min(size)
-                - 1;
-            let range = format!("bytes={offset}-{end}");
-            let mut action = self
-                .bucket
-                .upload_part(Some(&self.credentials), to, number, id);
-            action
-                .headers_mut()
-                .insert("x-amz-copy-source", source.clone());
-            action
-                .headers_mut()
-                .insert("x-amz-copy-source-range", range.clone());
-            let url = action.sign(URL_EXPIRY);
-            let headers = [
-                ("x-amz-copy-source", source.as_str()),
-                ("x-amz-copy-source-range", range.as_str()),
-            ];
-            let response = self.call(Method::Put, &url, &headers, b"").await?;
-            if response.status != 200 {
-                return Err(status_error(response.status, response, "UploadPartCopy").await);
-            }
-            let body = response.body.bytes(MAX_XML_BODY).await?;
-            let text = String::from_utf8_lossy(&body);
-            if text.contains("<Error>") {
-                let code = xml_field(&text, "Code").unwrap_or("");
-                return Err(other(format!("S3 UploadPartCopy: {code}")));
-            }
-            let etag = xml_field(&text, "ETag")
-                .ok_or_else(|| other("S3 UploadPartCopy without an ETag"))?
-                .replace("&quot;", "\"");
-            parts.push((number, etag));
-            offset = end + 1;
-            number = number
-                .checked_add(1)
-                .filter(|n| *n <= MAX_PARTS)
-                .ok_or_else(|| other("multipart copy needs more than 10,000 parts"))?;
-        }
-        self.complete_multipart(to, id, &parts).await
-    }
-
-    async fn create_multipart(self: Arc<Self>, key: String) -> Result<String, StorageError> {
-        let url = self
-            .bucket
-            .create_multipart_upload(Some(&self.credentials), &key)
-            .sign(URL_EXPIRY);
-        let response = self.call(Method::Post, &url, &[], b"").await?;
-        if response.status != 200 {
-            return Err(status_error(response.status, response, "CreateMultipartUpload").await);
-        }
-        let body = response.body.bytes(MAX_XML_BODY).await?;
-        let text = std::str::from_utf8(&body).map_err(|_| other("S3 reply is not UTF-8"))?;
-        let parsed = CreateMultipartUpload::parse_response(text)
-            .map_err(|e| other(format!("S3 CreateMultipartUpload: {e}")))?;
-        Ok(parsed.upload_id().to_owned())
-    }
-
-    async fn upload_part(
-        self: Arc<Self>,
-        key: String,
-        upload_id: Arc<str>,
-        number: u16,
-        data: Vec<u8>,
-    ) -> Result<(u16, String), StorageError> {
-        let url = self
-            .bucket
-            .upload_part(Some(&self.credentials), &key, number, &upload_id)
-            .sign(URL_EXPIRY);
-        let response = self.call(Method::Put, &url, &[], &data).await?;
-        if response.status != 200 {
-            return Err(status_error(response.status, response, "UploadPart").await);
-        }
-        let etag = response
-            .header("etag")
-            .ok_or_else(|| other("S3 UploadPart without an ETag"))?
-            .to_owned();
-        response.body.discard().await;
-        Ok((number, etag))
-    }
-
-    async fn complete_multipart(
-        &self,
-        key: &str,
-        upload_id: &str,
-        parts: &[(u16, String)],
-    ) -> Result<(), StorageError> {
-        let action = self.bucket.complete_multipart_upload(
-            Some(&self.credentials),
-            key,
-            upload_id,
-            parts.iter().map(|(_, etag)| etag.as_str()),
-        );
-        let url = action.sign(URL_EXPIRY);
-        let body = action.body();
-        let response = self.call(Method::Post, &url, &[], body.as_bytes()).await?;
-        if response.status != 200 {
-            return Err(status_error(response.status, response, "CompleteMultipartUpload").await);
-        }
-        // Like CopyObject, the failure can come after a 200.
-        let body = response.body.bytes(MAX_XML_BODY).await?;
-        let text = String::from_utf8_lossy(&body);
-        if text.contains("<Error>") {
-            let code = xml_field(&text, "Code").unwrap_or("");
-            return Err(other(format!("S3 CompleteMultipartUpload: {code}")));
-        }
-        Ok(())
-    }
-
-    async fn abort_multipart(&self, key: &str, upload_id: &str) {
-        let url = self
-            .bucket
-            .abort_multipart_upload(Some(&self.credentials), key, upload_id)
-            .sign(URL_EXPIRY);
-        match self.call(Method::Delete, &url, &[], b"").await {
-            Ok(response) if response.status == 204 || response.status == 200 => {
-                response.body.discard().await;
-            }
-            Ok(response) => {
-                let e = status_error(response.status, response, "AbortMultipartUpload").await;
-                tracing::warn!(key, error = %e, "cannot abort a multipart upload; its parts stay until a lifecycle rule removes them");
-            }
-            Err(e) => {
-                tracing::warn!(key, error = %e, "cannot abort a multipart upload; its parts stay until a lifecycle rule removes them");
-            }
-        }
-    }
-}
-
-type PartFuture = BoxFuture<'static, Result<(u16, String), StorageError>>;
-
-/// An upload in progress: the part being filled, parts in flight, and the multipart upload once one was needed.
-struct S3Upload {
-    inner: Arc<Inner>,
-    key: String,
-    buffer: Vec<u8>,
-    /// `CreateMultipartUpload` in flight (started when the first part is full).
-    creating: Option<BoxFuture<'static, Result<String, StorageError>>>,
-    upload_id: Option<Arc<str>>,
-    next_part: u16,
-    in_flight: Vec<PartFuture>,
-    done_parts: Vec<(u16, String)>,
-    /// Bytes written through this upload (what commit reports).
-    written: u64,
-    failed: Option<StorageError>,
-    /// Committed or aborted: nothing left to clean up on drop.
-    finished: bool,
-}
-
-impl S3Upload {
-    fn new(inner: Arc<Inner>, key: String) -> Self {
-        Self {
-            inner,
-            key,
-            buffer: Vec::new(),
-            creating: None,
-            upload_id: None,
-            next_part: 1,
-            in_flight: Vec::new(),
-            done_parts: Vec::new(),
-            written: 0,
-            failed: None,
-            finished: false,
-        }
-    }
-
-    /// Polls every part in flight, keeping the finished ones' ETags; the first failure sticks.
-    fn poll_parts(&mut self, cx: &mut Context<'_>) {
-        let mut i = 0;
-        while i < self.in_flight.len() {
-            match self.in_flight[i].as_mut().poll(cx) {
-                Poll::Pending => i += 1,
-                Poll::Ready(result) => {
-                    drop(self.in_flight.swap_remove(i));
-                    match result {
-                        Ok(part) => self.done_parts.push(part),
-                        Err(e) => {
-                            if self.failed.is_none() {
-                                self.failed = Some(e);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Makes sure the multipart upload exists (creating it if needed).
-    fn poll_upload_id(&mut self, cx: &mut Context<'_>) -> Poll<Result<Arc<str>, StorageError>> {
-        if let Some(id) = &self.upload_id {
-            return Poll::Ready(Ok(Arc::clone(id)));
-        }
-        let creating = self.creating.get_or_insert_with(|| {
-            Box::pin(Arc::clone(&self.inner).create_multipart(self.key.clone()))
-        });
-        match creating.as_mut().poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(result) => {
-                self.creating = None;
-                let id: Arc<str> = Arc::from(result?);
-                self.upload_id = Some(Arc::clone(&id));
-                Poll::Ready(Ok(id))
-            }
-        }
-    }
-
-    /// Sends the buffered part once the upload exists and a slot is free.
-    fn poll_send_part(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StorageError>> {
-        let id = match self.poll_upload_id(cx) {
-            Poll::Ready(Ok(id)) => id,
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => return Poll::Pending,
-        };
-        self.poll_parts(cx);
-        if let Some(e) = &self.failed {
-            return Poll::Ready(Err(e.clone()));
-        }
-        if self.in_flight.len() >= MAX_PARTS_IN_FLIGHT {
-            return Poll::Pending;
-        }
-        if self.next_part > MAX_PARTS {
-            return Poll::Ready(Err(err(
-                StorageErrorKind::QuotaExceeded,
-                "file larger than 10,000 parts (raise part_size_mib)",
-            )));
-        }
-        let data = std::mem::take(&mut self.buffer);
-        let number = self.next_part;
-        self.next_part += 1;
-        let mut part: PartFuture =
-            Box::pin(Arc::clone(&self.inner).upload_part(self.key.clone(), id, number, data));
-        // Start it now, so its waker is registered.
-        match part.as_mut().poll(cx) {
-            Poll::Ready(Ok(done)) => self.done_parts.push(done),
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => self.in_flight.push(part),
-        }
-        Poll::Ready(Ok(()))
-    }
-
-    /// Waits for every part in flight.
-    async fn drain(&mut self) -> Result<(), StorageError> {
-        future::poll_fn(|cx| {
-            self.poll_parts(cx);
-            if self.in_flight.is_empty() {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
-        match self.failed.take() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-
-    async fn finish_commit(&mut self) -> Result<(), StorageError> {
-        if let Some(e) = self.failed.take() {
-            return Err(e);
-        }
-        if self.upload_id.is_none() && self.creating.is_none() {
-            // Smaller than one part: a single PUT.
-            let data = std::mem::take(&mut self.buffer);
-            return self.inner.put(&self.key, &data).await;
-        }
-        if !self.buffer.is_empty() || self.next_part == 1 {
-            future::poll_fn(|cx| self.poll_send_part(cx)).await?;
-        }
-        self.drain().await?;
-        let id = self
-            .upload_id
-            .clone()
-            .ok_or_else(|| other("multipart upload without an id"))?;
-        self.done_parts.sort_by_key(|(number, _)| *number);
-        self.inner
-            .complete_multipart(&self.key, &id, &self.done_parts)
-            .await
-    }
-
-    /// Cancels the parts in flight and the multipart upload, if any; the previous object stays.
-    async fn abort_now(&mut self) {
-        self.finished = true;
-        self.in_flight.clear();
-        if let Some(creating) = self.creating.take() {
-            if let Ok(id) = creating.await {
-                self.upload_id = Some(Arc::from(id));
-            }
-        }
-        if let Some(id) = self.upload_id.take() {
-            self.inner.abort_multipart(&self.key, &id).await;
-        }
-    }
-}
-
-impl AsyncWrite for S3Upload {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        loop {
-            this.poll_parts(cx);
-            if let Some(e) = &this.failed {
-                return Poll::Ready(Err(e.clone().into()));
-            }
-            let room = this.inner.part_size - this.buffer.len();
-            if room > 0 {
-                if this.buffer.capacity() == 0 {
-                    this.buffer.reserve_exact(this.inner.part_size);
-                }
-                let n = room.min(data.len());
-                this.buffer.extend_from_slice(&data[..n]);
-                this.written += n as u64;
-                return Poll::Ready(Ok(n));
-            }
-            match this.poll_send_part(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => this.failed = Some(e),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // Parts go out as they fill; a flush only keeps the ones in flight moving.
-        self.poll_parts(cx);
-        match &self.failed {
-            Some(e) => Poll::Ready(Err(e.clone().into())),
-            None => Poll::Ready(Ok(())),
-        }
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.poll_flush(cx)
-    }
-}
-
-impl Upload for S3Upload {
-    fn commit(mut self: Box<Self>) -> BoxFuture<'static, Result<u64, StorageError>> {
-        Box::pin(async move {
-            match self.finish_commit().await {
-                Ok(()) => {
-                    self.finished = true;
-                    Ok(self.written)
-                }
-                Err(e) => {
-                    self.abort_now().await;
-                    Err(e)
-                }
-            }
-        })
-    }
-
-    fn abort(mut self: Box<Self>) -> BoxFuture<'static, ()> {
-        Box::pin(async move { self.abort_now().await })
-    }
-}
-
-impl Drop for S3Upload {
-    fn drop(&mut self) {
-        if self.finished {
-            return;
-        }
-        // Dropped without commit or abort: abort in the background, best effort.
-        let inner = Arc::clone(&self.inner);
-        let key = std::mem::take(&mut self.key);
-        let id = self.upload_id.take();
-        let creating = self.creating.take();
-        if id.is_none() && creating.is_none() {
-            return;
-        }
-        smol::spawn(async move {
-            let id = match (id, creating) {
-                (Some(id), _) => id.to_string(),
-                (None, Some(creating)) => match creating.await {
-                    Ok(id) => id,
-                    Err(_) => return,
-                },
-                (None, None) => return,
-            };
-            inner.abort_multipart(&key, &id).await;
-        })
-        .detach();
-    }
 }
 
 impl Storage for S3Storage {
@@ -1455,6 +683,47 @@ impl Storage for S3Storage {
         Box::pin(self.do_rename(from, to))
     }
 
+    fn metadata_at<'a>(
+        &'a self,
+        path: &'a str,
+        at: SystemTime,
+    ) -> BoxFuture<'a, Result<Metadata, StorageError>> {
+        Box::pin(self.do_metadata_at(path, at))
+    }
+
+    fn list_at<'a>(
+        &'a self,
+        path: &'a str,
+        at: SystemTime,
+    ) -> BoxFuture<'a, Result<Vec<DirEntry>, StorageError>> {
+        Box::pin(self.do_list_at(path, at))
+    }
+
+    fn open_read_at<'a>(
+        &'a self,
+        path: &'a str,
+        at: SystemTime,
+        offset: u64,
+    ) -> BoxFuture<'a, Result<ReadHandle, StorageError>> {
+        Box::pin(self.do_open_read_at(path, at, offset))
+    }
+
+    fn versions<'a>(
+        &'a self,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<VersionInfo>, StorageError>> {
+        Box::pin(self.do_versions(path))
+    }
+
+    fn open_version<'a>(
+        &'a self,
+        path: &'a str,
+        id: u64,
+        offset: u64,
+    ) -> BoxFuture<'a, Result<ReadHandle, StorageError>> {
+        Box::pin(self.do_open_version(path, id, offset))
+    }
+
     fn set_modified<'a>(
         &'a self,
         _path: &'a str,
@@ -1474,3 +743,5 @@ impl Storage for S3Storage {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_versions;

@@ -9,12 +9,13 @@ use ftps_testkit::{pattern, Moto};
 use futures_lite::future::block_on;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
+use super::requests::parse_http_date;
 use super::*;
 use crate::storage::Subtree;
 
-const MIB: usize = 1024 * 1024;
+pub(super) const MIB: usize = 1024 * 1024;
 
-fn options(endpoint: String, bucket: &str, prefix: &str) -> S3Options {
+pub(super) fn options(endpoint: String, bucket: &str, prefix: &str) -> S3Options {
     S3Options {
         endpoint,
         bucket: bucket.to_owned(),
@@ -28,14 +29,14 @@ fn options(endpoint: String, bucket: &str, prefix: &str) -> S3Options {
     }
 }
 
-async fn storage(moto: &Moto, bucket: &str, prefix: &str) -> S3Storage {
+pub(super) async fn storage(moto: &Moto, bucket: &str, prefix: &str) -> S3Storage {
     let s3 = S3Storage::new(&options(moto.endpoint(), bucket, prefix)).unwrap();
     s3.create_bucket().await.unwrap();
     s3.check().await.unwrap();
     s3
 }
 
-async fn write(s: &dyn Storage, path: &str, mode: WriteMode, data: &[u8]) -> u64 {
+pub(super) async fn write(s: &dyn Storage, path: &str, mode: WriteMode, data: &[u8]) -> u64 {
     let mut upload = s.open_write(path, mode).await.unwrap();
     // Odd-sized writes, as a data connection delivers them.
     for chunk in data.chunks(100_003) {
@@ -45,21 +46,21 @@ async fn write(s: &dyn Storage, path: &str, mode: WriteMode, data: &[u8]) -> u64
     upload.commit().await.unwrap()
 }
 
-async fn read(s: &dyn Storage, path: &str, offset: u64) -> (Vec<u8>, u64) {
+pub(super) async fn read(s: &dyn Storage, path: &str, offset: u64) -> (Vec<u8>, u64) {
     let mut handle = s.open_read(path, offset).await.unwrap();
     let mut data = Vec::new();
     handle.reader.read_to_end(&mut data).await.unwrap();
     (data, handle.size)
 }
 
-fn kind<T>(result: Result<T, StorageError>) -> StorageErrorKind {
+pub(super) fn kind<T>(result: Result<T, StorageError>) -> StorageErrorKind {
     match result {
         Ok(_) => panic!("expected an error"),
         Err(e) => e.kind(),
     }
 }
 
-fn names(entries: &[DirEntry]) -> Vec<(String, FileKind)> {
+pub(super) fn names(entries: &[DirEntry]) -> Vec<(String, FileKind)> {
     let mut names: Vec<_> = entries
         .iter()
         .map(|e| (e.name.clone(), e.metadata.kind))
@@ -160,7 +161,7 @@ fn files_directories_rename_delete_and_errors() {
             StorageErrorKind::NotFound
         );
 
-        // RNFR/RNTO of a file: copy then delete; directories are refused.
+        // RNFR/RNTO of a file: copy then delete (directories: `directory_rename_copies_every_key`).
         s.rename("/d/a.bin", "/d/sub/b.bin").await.unwrap();
         assert_eq!(
             kind(s.metadata("/d/a.bin").await),
@@ -168,8 +169,8 @@ fn files_directories_rename_delete_and_errors() {
         );
         assert_eq!(read(s, "/d/sub/b.bin", 0).await.0, data);
         assert_eq!(
-            kind(s.rename("/d", "/e").await),
-            StorageErrorKind::Unsupported
+            kind(s.rename("/d", "/d/sub/e").await),
+            StorageErrorKind::InvalidName
         );
         assert_eq!(
             kind(s.rename("/gone", "/e").await),
@@ -271,6 +272,86 @@ fn listing_paginates_past_1000_keys() {
         files.dedup();
         assert_eq!(files.len(), 1100);
         assert_eq!(kind(s3.rmdir("/many").await), StorageErrorKind::NotEmpty);
+    });
+}
+
+#[test]
+fn directory_rename_copies_every_key() {
+    let Some(moto) = Moto::start() else { return };
+    block_on(async {
+        let mut opts = options(moto.endpoint(), "dirs", "ftp");
+        opts.max_rename_keys = 20;
+        let s3 = S3Storage::new(&opts).unwrap();
+        s3.create_bucket().await.unwrap();
+        let s: &dyn Storage = &s3;
+        s.mkdir("/a").await.unwrap();
+        s.mkdir("/a/empty").await.unwrap();
+        s.mkdir("/a/sub").await.unwrap();
+        for i in 0..12 {
+            write(
+                s,
+                &format!("/a/sub/f{i}"),
+                WriteMode::Create,
+                format!("{i}").as_bytes(),
+            )
+            .await;
+        }
+        write(s, "/a/x", WriteMode::Create, b"x").await;
+        s.mkdir("/full").await.unwrap();
+        write(s, "/full/y", WriteMode::Create, b"y").await;
+        s.mkdir("/emptytarget").await.unwrap();
+
+        // Refused: into itself, onto a non-empty directory, onto a file.
+        assert_eq!(
+            kind(s.rename("/a", "/a/sub/in").await),
+            StorageErrorKind::InvalidName
+        );
+        assert_eq!(
+            kind(s.rename("/a", "/full").await),
+            StorageErrorKind::NotEmpty
+        );
+        assert_eq!(
+            kind(s.rename("/a", "/full/y").await),
+            StorageErrorKind::NotADirectory
+        );
+        assert_eq!(
+            kind(s.rename("/a", "/none/b").await),
+            StorageErrorKind::NotFound
+        );
+
+        s.rename("/a", "/b").await.unwrap();
+        assert_eq!(kind(s.metadata("/a").await), StorageErrorKind::NotFound);
+        assert_eq!(
+            names(&s.list("/b").await.unwrap()),
+            [
+                ("empty".to_owned(), FileKind::Directory),
+                ("sub".to_owned(), FileKind::Directory),
+                ("x".to_owned(), FileKind::File)
+            ]
+        );
+        assert_eq!(s.list("/b/sub").await.unwrap().len(), 12);
+        assert_eq!(read(s, "/b/sub/f7", 0).await.0, b"7");
+        assert!(s.list("/b/empty").await.unwrap().is_empty());
+        // Onto an empty directory: replaced, as POSIX rename does.
+        s.rename("/b/sub", "/emptytarget").await.unwrap();
+        assert_eq!(s.list("/emptytarget").await.unwrap().len(), 12);
+        assert_eq!(
+            names(&s.list("/").await.unwrap()),
+            [
+                ("b".to_owned(), FileKind::Directory),
+                ("emptytarget".to_owned(), FileKind::Directory),
+                ("full".to_owned(), FileKind::Directory)
+            ]
+        );
+
+        // Above the bound (20 keys here): refused before anything is copied.
+        for i in 12..25 {
+            write(s, &format!("/emptytarget/f{i}"), WriteMode::Create, b"z").await;
+        }
+        let e = s.rename("/emptytarget", "/c").await.unwrap_err();
+        assert!(e.to_string().contains("more than 20 objects"), "{e}");
+        assert_eq!(kind(s.metadata("/c").await), StorageErrorKind::NotFound);
+        assert_eq!(s.list("/emptytarget").await.unwrap().len(), 25);
     });
 }
 
@@ -414,6 +495,38 @@ fn malformed_responses_are_errors_not_panics() {
         // Some failures end after one connection: the server thread may still wait in accept(), so no join.
         drop((s3, server));
     }
+}
+
+#[test]
+fn a_download_cut_short_or_stalled_is_an_error() {
+    // The server closes after 5 of 10 bytes: the reader says so, never a short file.
+    let (endpoint, server) = scripted(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello"]);
+    let s3 = scripted_storage(endpoint);
+    let mut handle = block_on(s3.open_read("/f", 0)).unwrap();
+    let mut data = Vec::new();
+    let e = block_on(handle.reader.read_to_end(&mut data)).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+    assert_eq!(data, b"hello");
+    drop(server.join());
+
+    // The server sends 5 bytes and then nothing, holding the connection: the read times out.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stall = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = stream.read(&mut buf);
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello");
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    let mut o = options(format!("http://{addr}"), "b", "");
+    o.timeout = Duration::from_millis(500);
+    let s3 = S3Storage::new(&o).unwrap();
+    let mut handle = block_on(s3.open_read("/f", 0)).unwrap();
+    let mut data = Vec::new();
+    let e = block_on(handle.reader.read_to_end(&mut data)).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+    drop(stall.join());
 }
 
 #[test]
