@@ -31,6 +31,16 @@ mod requests;
 mod upload;
 mod versions;
 
+/// Parses one `ListObjectVersions` response page as the history methods do; the number of entries, or `None`
+/// when the document is refused. For the fuzz target `s3_versions` (S3's bytes are a peer's bytes); not API.
+#[doc(hidden)]
+#[must_use]
+pub fn fuzz_versions_page(xml: &str) -> Option<usize> {
+    versions::parse_versions(xml)
+        .ok()
+        .map(|page| page.versions.len() + page.prefixes.len())
+}
+
 use self::requests::{
     acceptable_name, dir_metadata, file_metadata, parse_iso8601, status_error, tls_config,
     xml_field,
