@@ -168,9 +168,12 @@ impl Client {
 /// Sends one request and reads its response; returns the status and whether the connection can carry the
 /// next request (a length-delimited body that was read whole, no `Connection: close`).
 fn exchange(conn: &mut Connection, head: &str, body: &[u8]) -> io::Result<(u16, bool)> {
+    // One write for head and body: one segment, one system call.
+    let mut request = Vec::with_capacity(head.len() + body.len());
+    request.extend_from_slice(head.as_bytes());
+    request.extend_from_slice(body);
     let stream = conn.get_mut();
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
+    stream.write_all(&request)?;
     stream.flush()?;
     let mut line = String::new();
     let mut head_len = 0u64;

@@ -17,8 +17,9 @@ const COMPACT_AT: u64 = 1 << 20;
 /// The longest line read back (events are a few hundred bytes; a longer line is a damaged file).
 const MAX_LINE: u64 = 1 << 20;
 
-/// While events keep coming, the delivered offset is written at most this often (a write and a rename per
-/// event were a fifth of the delivery thread's system calls); a crash then repeats at most this much.
+/// The delivered offset is written at most this often, and this long after the last delivery when the queue goes
+/// quiet (a write and a rename per event were a fifth of the delivery thread's system calls); a crash then
+/// repeats at most this much.
 const OFFSET_EVERY: Duration = Duration::from_millis(200);
 
 pub(crate) struct Queue {
@@ -26,6 +27,9 @@ pub(crate) struct Queue {
     offset_path: PathBuf,
     state: Mutex<State>,
     more: Condvar,
+    /// The delivery thread's reader and the offset it is at: kept open between lines (an open, a seek and a
+    /// close per event were most of the delivery thread's system calls). Only the delivery thread reads.
+    reader: Mutex<Option<(BufReader<File>, u64)>>,
 }
 
 struct State {
@@ -38,6 +42,8 @@ struct State {
     pending: u64,
     /// When the offset file was last written.
     offset_written: Instant,
+    /// `delivered` moved since the offset file was written.
+    offset_dirty: bool,
 }
 
 impl Queue {
@@ -89,8 +95,10 @@ impl Queue {
                 offset_written: Instant::now()
                     .checked_sub(OFFSET_EVERY)
                     .unwrap_or_else(Instant::now),
+                offset_dirty: false,
             }),
             more: Condvar::new(),
+            reader: Mutex::new(None),
         })
     }
 
@@ -110,21 +118,41 @@ impl Queue {
     /// The oldest undelivered line and the offset just after it, waiting up to `wait` for one.
     pub(crate) fn next(&self, wait: Duration) -> io::Result<Option<(String, u64)>> {
         let mut state = self.lock();
+        if state.delivered >= state.len && state.offset_dirty {
+            // Caught up with an offset not yet written: give the next event a moment, and record the offset
+            // when none comes, so a quiet queue's file is at most OFFSET_EVERY behind.
+            state = self.wait_for_more(state, wait.min(OFFSET_EVERY));
+            if state.delivered >= state.len {
+                self.write_offset(&mut state)?;
+            }
+        }
         if state.delivered >= state.len {
-            state = match self.more.wait_timeout(state, wait) {
-                Ok((state, _)) => state,
-                Err(poisoned) => poisoned.into_inner().0,
-            };
+            state = self.wait_for_more(state, wait);
             if state.delivered >= state.len {
                 return Ok(None);
             }
         }
-        let start = state.delivered;
+        let (start, len) = (state.delivered, state.len);
         drop(state);
-        let mut reader = File::open(&self.path)?;
-        reader.seek(SeekFrom::Start(start))?;
+        let mut reader = self
+            .reader
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut current = match reader.take() {
+            Some((current, at)) if at == start => current,
+            // First use, or the file was emptied: open it at the line.
+            _ => {
+                let mut file = File::open(&self.path)?;
+                file.seek(SeekFrom::Start(start))?;
+                BufReader::new(file)
+            }
+        };
         let mut line = String::new();
-        let n = BufReader::new(reader.take(MAX_LINE)).read_line(&mut line)?;
+        // Never past what was appended whole: the file only grows, so what the buffer holds beyond is a
+        // prefix of what will be there.
+        let n = (&mut current)
+            .take((len - start).min(MAX_LINE))
+            .read_line(&mut line)?;
         if !line.ends_with('\n') {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -132,7 +160,39 @@ impl Queue {
             ));
         }
         line.pop();
-        Ok(Some((line, start + n as u64)))
+        let end = start + n as u64;
+        *reader = Some((current, end));
+        Ok(Some((line, end)))
+    }
+
+    fn wait_for_more<'a>(
+        &self,
+        state: std::sync::MutexGuard<'a, State>,
+        wait: Duration,
+    ) -> std::sync::MutexGuard<'a, State> {
+        match self.more.wait_timeout(state, wait) {
+            Ok((state, _)) => state,
+            Err(poisoned) => poisoned.into_inner().0,
+        }
+    }
+
+    /// Writes the delivered offset now if it moved since it was last written: before the delivery thread waits
+    /// out a failure, so a crash during an outage repeats nothing already delivered.
+    pub(crate) fn record_offset(&self) -> io::Result<()> {
+        let mut state = self.lock();
+        if state.offset_dirty {
+            self.write_offset(&mut state)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the offset file with the delivered offset.
+    fn write_offset(&self, state: &mut State) -> io::Result<()> {
+        state.offset_written = Instant::now();
+        state.offset_dirty = false;
+        let tmp = self.offset_path.with_extension("offset.tmp");
+        fs::write(&tmp, state.delivered.to_string())?;
+        fs::rename(&tmp, &self.offset_path)
     }
 
     /// Records that everything before `end` was delivered.
@@ -150,13 +210,12 @@ impl Queue {
             state.appender.set_len(0)?;
             state.len = 0;
             state.delivered = 0;
-        } else if !caught_up && state.offset_written.elapsed() < OFFSET_EVERY {
+        } else if state.offset_written.elapsed() < OFFSET_EVERY {
+            // `next` writes it once the queue has been quiet for a moment.
+            state.offset_dirty = true;
             return Ok(());
         }
-        state.offset_written = Instant::now();
-        let tmp = self.offset_path.with_extension("offset.tmp");
-        fs::write(&tmp, state.delivered.to_string())?;
-        fs::rename(&tmp, &self.offset_path)
+        self.write_offset(&mut state)
     }
 
     /// Lines not yet delivered.
@@ -202,6 +261,33 @@ mod tests {
         assert_eq!(q.next(Duration::ZERO).unwrap(), None);
         q.push("three").unwrap();
         assert_eq!(q.next(Duration::ZERO).unwrap().unwrap().0, "three");
+    }
+
+    #[test]
+    fn a_quiet_queue_records_its_offset_soon_after_the_last_delivery() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), "q").unwrap();
+        for line in ["a", "b", "c"] {
+            q.push(line).unwrap();
+        }
+        // Delivered in a burst: the first acknowledgement is written, the others wait.
+        for _ in 0..3 {
+            let (_, end) = q.next(Duration::ZERO).unwrap().unwrap();
+            q.acknowledge(end).unwrap();
+        }
+        assert_eq!(
+            fs::read_to_string(dir.path().join("q.offset")).unwrap(),
+            "2"
+        );
+        // The delivery thread's next wait finds nothing new and records where it is.
+        assert_eq!(q.next(Duration::from_millis(300)).unwrap(), None);
+        assert_eq!(
+            fs::read_to_string(dir.path().join("q.offset")).unwrap(),
+            "6"
+        );
+        drop(q);
+        let q = Queue::open(dir.path(), "q").unwrap();
+        assert_eq!(q.pending(), 0);
     }
 
     #[test]

@@ -147,6 +147,11 @@ fn deliver_forever(name: &str, queue: &Queue, mut deliver: Deliver) {
         let mut backoff = FIRST_BACKOFF;
         let mut failures = 0u32;
         while let Err(e) = deliver(&line) {
+            if failures == 0 {
+                if let Err(e) = queue.record_offset() {
+                    tracing::warn!(sink = %name, error = %e, "delivered events not recorded; they may be sent again");
+                }
+            }
             failures += 1;
             // Every failure of a short outage, then one line per minute or so of a long one.
             if failures <= 3 || backoff == MAX_BACKOFF {
