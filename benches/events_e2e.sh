@@ -14,7 +14,13 @@ for i in $(seq -w 1000); do head -c 4096 /dev/urandom > $B/files/f$i.bin; done
 # RECEIVER_NICE=19 runs the receiver at the lowest priority, standing in for a receiver on another machine (it
 # then takes only CPU time the server and client leave idle); RECEIVER=down stops it after start-up, so only
 # the session-side cost remains (the queue grows; the delivery thread waits out its backoff).
-nice -n ${RECEIVER_NICE:-0} python3 $HERE/testkit/clients/webhook_receiver.py secret 0 $B/received > $B/receiver.out &
+# RECEIVER=rust uses benches/src/bin/webhook_sink.rs (cargo build --release -p ftps-benches --bin webhook-sink)
+# instead of the tests' Python receiver: the per-event CPU of a production receiver rather than of http.server.
+if [ "${RECEIVER:-up}" = rust ]; then
+  nice -n ${RECEIVER_NICE:-0} $R/webhook-sink secret $B/received > $B/receiver.out &
+else
+  nice -n ${RECEIVER_NICE:-0} python3 $HERE/testkit/clients/webhook_receiver.py secret 0 $B/received > $B/receiver.out &
+fi
 receiver=$!
 trap 'kill $receiver 2>/dev/null' EXIT
 for i in $(seq 100); do grep -q "listening on" $B/receiver.out 2>/dev/null && break; sleep 0.05; done
@@ -50,5 +56,5 @@ median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR
 off=$(echo ${times[off]} | median); on=$(echo ${times[on]} | median)
 echo "medians: off ${off}s, on ${on}s; throughput ratio on/off $(echo "scale=3; $off / $on" | bc)"
 echo "server CPU medians: off $(echo ${cpus[off]} | median)s, on $(echo ${cpus[on]} | median)s"
-[ "${RECEIVER:-up}" = up ] && echo "receiver CPU: $(awk -v hz=$(getconf CLK_TCK) '{printf "%.2f", ($14 + $15) / hz}' /proc/$receiver/stat)s"
+[ "${RECEIVER:-up}" != down ] && echo "receiver CPU: $(awk -v hz=$(getconf CLK_TCK) '{printf "%.2f", ($14 + $15) / hz}' /proc/$receiver/stat)s"
 [ -e $B/received ] && echo "events received: $(wc -l < $B/received)"
