@@ -426,35 +426,8 @@ pub fn run(parts: ServerParts) -> Result<(), String> {
         .collect();
     let events = Events::start(&config.state_dir, sinks).map_err(|e| format!("events: {e}"))?;
     let versions = &config.versions;
-    let storage: Arc<dyn Storage> = if let Some(bucket) = parts.object_storage {
-        // The bucket keeps the versions (checked enabled at start) and its lifecycle policy prunes them: no
-        // `Versioned` layer and no pruner here.
-        if versions.enabled {
-            tracing::info!("versions served from the bucket's versioning; time views at /@at/<TIME>/ and /@versions/");
-        }
-        Arc::new(bucket)
-    } else if let (Some(local), true) = (parts.storage.clone(), versions.enabled) {
-        let log = LocalStorage::history_log_path(&config.root)
-            .map_err(|e| format!("versions: {}: {e}", config.root.display()))?;
-        let options = VersionsOptions {
-            keep: versions.keep_duration().map_err(|e| e.to_string())?,
-            max_per_file: (versions.max_per_file > 0).then_some(versions.max_per_file),
-            sync: config.storage.fsync,
-            clock: None,
-        };
-        let versioned = Versioned::open(Arc::new(local), &log, options)
-            .map_err(|e| format!("versions: {}: {e}", log.display()))?;
-        versioned.spawn_pruner(
-            Duration::from_secs(versions.prune_interval.max(1)),
-            versions.prune_batch.max(1),
-        );
-        tracing::info!(log = %log.display(), "versions kept; time views at /@at/<TIME>/ and /@versions/");
-        Arc::new(versioned)
-    } else {
-        // Local unless the bucket above served: startup opens one or the other.
-        Arc::new(parts.storage.ok_or("no storage configured")?)
-    };
-    let home_versions = if versions.enabled {
+    // One set of options for the shared tree's versions and for those of users with a home of their own.
+    let versions_options = if versions.enabled {
         Some(VersionsOptions {
             keep: versions.keep_duration().map_err(|e| e.to_string())?,
             max_per_file: (versions.max_per_file > 0).then_some(versions.max_per_file),
@@ -463,6 +436,30 @@ pub fn run(parts: ServerParts) -> Result<(), String> {
         })
     } else {
         None
+    };
+    let prune_every = Duration::from_secs(versions.prune_interval.max(1));
+    let prune_batch = versions.prune_batch.max(1);
+    // Startup opened the bucket or the local root, never both.
+    let storage: Arc<dyn Storage> = match (parts.object_storage, parts.storage, &versions_options) {
+        (Some(bucket), _, _) => {
+            // The bucket keeps the versions (checked enabled at start) and its lifecycle policy prunes them: no
+            // `Versioned` layer and no pruner here.
+            if versions.enabled {
+                tracing::info!("versions served from the bucket's versioning; time views at /@at/<TIME>/ and /@versions/");
+            }
+            Arc::new(bucket)
+        }
+        (None, Some(local), Some(options)) => {
+            let log = LocalStorage::history_log_path(&config.root)
+                .map_err(|e| format!("versions: {}: {e}", config.root.display()))?;
+            let versioned = Versioned::open(Arc::new(local), &log, options.clone())
+                .map_err(|e| format!("versions: {}: {e}", log.display()))?;
+            versioned.spawn_pruner(prune_every, prune_batch);
+            tracing::info!(log = %log.display(), "versions kept; time views at /@at/<TIME>/ and /@versions/");
+            Arc::new(versioned)
+        }
+        (None, Some(local), None) => Arc::new(local),
+        (None, None, _) => return Err("no storage configured".into()),
     };
     let keyring = if config.encryption.enabled {
         // At start: a missing KEK file is generated, an unsafe one or a failing KMS hook stops the start here.
@@ -479,11 +476,7 @@ pub fn run(parts: ServerParts) -> Result<(), String> {
     }
     let server = builder
         .time_views(versions.enabled)
-        .home_versions(
-            home_versions,
-            Duration::from_secs(versions.prune_interval.max(1)),
-            versions.prune_batch.max(1),
-        )
+        .home_versions(versions_options, prune_every, prune_batch)
         .storage(storage)
         .authenticator(parts.authenticator)
         .tls_reloading(Arc::clone(&parts.tls))
