@@ -497,24 +497,23 @@ impl Driver {
                     let Some(user) = user else {
                         return Completion::Login(id, None);
                     };
-                    let Some(keyring) = shared.keyring.clone() else {
-                        let data_key = None;
-                        return Completion::Login(id, Some(LoggedIn { user, data_key }));
+                    let data_key = match shared.keyring.clone() {
+                        None => None,
+                        // A first login creates and writes the key, and a rotation may run the KMS command: not
+                        // on the executor.
+                        Some(keyring) => {
+                            let name = user.name.clone();
+                            match blocking::unblock(move || keyring.data_key(&name)).await {
+                                Ok(key) => Some(DataKey::from_bytes(key)),
+                                Err(e) => {
+                                    // Never a new key in its place: that would hide the user's files behind garbage.
+                                    tracing::error!(user = %user.name, error = %e, "data key unusable; login refused");
+                                    return Completion::Login(id, None);
+                                }
+                            }
+                        }
                     };
-                    // A first login creates and writes the key, and a rotation may run the KMS command: not on
-                    // the executor.
-                    let name = user.name.clone();
-                    match blocking::unblock(move || keyring.data_key(&name)).await {
-                        Ok(key) => {
-                            let data_key = Some(DataKey::from_bytes(key));
-                            Completion::Login(id, Some(LoggedIn { user, data_key }))
-                        }
-                        Err(e) => {
-                            // Never a new key in its place: that would hide the user's files behind garbage.
-                            tracing::error!(user = %user.name, error = %e, "data key unusable; login refused");
-                            Completion::Login(id, None)
-                        }
-                    }
+                    Completion::Login(id, Some(LoggedIn { user, data_key }))
                 });
             }
             // One name per server: every HOST is this host (RFC 7151 allows a server without virtual hosts).
