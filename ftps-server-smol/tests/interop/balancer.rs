@@ -9,7 +9,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ftps_server_smol::storage::{S3Options, S3Storage};
 use ftps_testkit::{peer, KillOnDrop, Moto, TempDir};
 
 use crate::{random_bytes, run, PASSWORD, USER};
@@ -96,16 +95,7 @@ fn two_instances_behind_haproxy_see_the_client_address() {
     let Some(moto) = Moto::start() else {
         return;
     };
-    let bucket = S3Storage::new(&S3Options {
-        endpoint: moto.endpoint(),
-        bucket: "shared".to_owned(),
-        path_style: true,
-        access_key_id: Moto::ACCESS_KEY.to_owned(),
-        secret_access_key: Moto::SECRET_KEY.to_owned(),
-        ..S3Options::default()
-    })
-    .unwrap();
-    futures_lite::future::block_on(bucket.create_bucket()).unwrap();
+    let (_, bucket) = crate::moto_bucket(&moto, "shared");
     let users = dir.path().join("users.toml");
     crate::add_test_user(&users);
     let ports = [ftps_testkit::free_port(), ftps_testkit::free_port()];

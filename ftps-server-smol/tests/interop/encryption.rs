@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use ftps_server_smol::storage::{S3Options, S3Storage, Storage};
+use ftps_server_smol::storage::Storage;
 use ftps_testkit::{peer, TempDir};
 use futures_lite::future::block_on;
 
@@ -432,16 +432,7 @@ fn encryption_composes_with_the_s3_backend() {
     let Some(moto) = ftps_testkit::Moto::start() else {
         return;
     };
-    let options = S3Options {
-        endpoint: moto.endpoint(),
-        bucket: "enc".to_owned(),
-        path_style: true,
-        access_key_id: ftps_testkit::Moto::ACCESS_KEY.to_owned(),
-        secret_access_key: ftps_testkit::Moto::SECRET_KEY.to_owned(),
-        ..S3Options::default()
-    };
-    let bucket = S3Storage::new(&options).unwrap();
-    block_on(bucket.create_bucket()).unwrap();
+    let (_, bucket) = crate::moto_bucket(&moto, "enc");
     let storage = format!(
         "\n[storage]\nbackend = \"s3\"\nendpoint = \"{}\"\nbucket = \"enc\"\npath_style = true\n\
          access_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",

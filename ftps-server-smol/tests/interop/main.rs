@@ -24,8 +24,8 @@ use ftps_server_smol::auth::{
     AuthOutcome, AuthenticatedUser, Authenticator, LoginAttempt, Permission, UserHome,
 };
 use ftps_server_smol::server::{ListenerOptions, Server};
-use ftps_server_smol::storage::{BoxFuture, LocalStorage};
-use ftps_testkit::{peer, TempDir, TestCert, Vsftpd, VSFTPD_PASSWORD, VSFTPD_USER};
+use ftps_server_smol::storage::{BoxFuture, LocalStorage, S3Options, S3Storage};
+use ftps_testkit::{peer, Moto, TempDir, TestCert, Vsftpd, VSFTPD_PASSWORD, VSFTPD_USER};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "correct horse battery staple";
@@ -175,6 +175,21 @@ fn add_test_user(users: &Path) {
         .output()
         .unwrap();
     assert!(added.status.success(), "{added:?}");
+}
+
+/// A new bucket `name` on `moto` (path-style addressing, moto's credentials): its options and the backend on it.
+fn moto_bucket(moto: &Moto, name: &str) -> (S3Options, S3Storage) {
+    let options = S3Options {
+        endpoint: moto.endpoint(),
+        bucket: name.to_owned(),
+        path_style: true,
+        access_key_id: Moto::ACCESS_KEY.to_owned(),
+        secret_access_key: Moto::SECRET_KEY.to_owned(),
+        ..S3Options::default()
+    };
+    let bucket = S3Storage::new(&options).unwrap();
+    futures_lite::future::block_on(bucket.create_bucket()).unwrap();
+    (options, bucket)
 }
 
 fn run(command: &mut Command) -> Output {

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ftps_server_smol::storage::{S3Options, S3Storage};
+use ftps_server_smol::storage::S3Storage;
 use ftps_testkit::{peer, run_within, KillOnDrop, Moto, TempDir};
 
 use crate::{random_bytes, run, PASSWORD, USER};
@@ -45,16 +45,7 @@ fn server_binary_on_s3_serves_curl_and_the_ftps_mirror() {
     let Some(moto) = Moto::start() else {
         return;
     };
-    let options = S3Options {
-        endpoint: moto.endpoint(),
-        bucket: "ftp-e2e".to_owned(),
-        path_style: true,
-        access_key_id: Moto::ACCESS_KEY.to_owned(),
-        secret_access_key: Moto::SECRET_KEY.to_owned(),
-        ..S3Options::default()
-    };
-    let bucket = S3Storage::new(&options).unwrap();
-    futures_lite::future::block_on(bucket.create_bucket()).unwrap();
+    let (options, _) = crate::moto_bucket(&moto, "ftp-e2e");
 
     let dir = TempDir::new("s3-e2e");
     let users = dir.path().join("users.toml");
@@ -262,19 +253,10 @@ fn server_binary_serves_time_views_from_bucket_versioning() {
     let Some(moto) = Moto::start() else {
         return;
     };
-    let options = |bucket: &str| S3Options {
-        endpoint: moto.endpoint(),
-        bucket: bucket.to_owned(),
-        path_style: true,
-        access_key_id: Moto::ACCESS_KEY.to_owned(),
-        secret_access_key: Moto::SECRET_KEY.to_owned(),
-        ..S3Options::default()
-    };
     let versions = "[versions]\nenabled = true\n";
 
     // A bucket without versioning: the server refuses to start, naming the fix.
-    let plain = S3Storage::new(&options("ftp-plain")).unwrap();
-    futures_lite::future::block_on(plain.create_bucket()).unwrap();
+    crate::moto_bucket(&moto, "ftp-plain");
     let dir = TempDir::new("s3-versions-plain");
     let (config, _) = s3_config(&dir, &moto, "ftp-plain", versions);
     let log = dir.path().join("server.log");
@@ -285,8 +267,7 @@ fn server_binary_serves_time_views_from_bucket_versioning() {
     assert!(!output.status.success(), "{text}");
     assert!(text.contains("put-bucket-versioning"), "{text}");
 
-    let bucket = S3Storage::new(&options("ftp-versions")).unwrap();
-    futures_lite::future::block_on(bucket.create_bucket()).unwrap();
+    let (_, bucket) = crate::moto_bucket(&moto, "ftp-versions");
     futures_lite::future::block_on(bucket.enable_versioning()).unwrap();
     let dir = TempDir::new("s3-versions");
     let (config, port) = s3_config(&dir, &moto, "ftp-versions", versions);
