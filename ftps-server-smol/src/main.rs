@@ -337,7 +337,9 @@ fn keys_command(config: &Config, command: KeysCommand) -> Result<(), String> {
             let decrypted = match &output {
                 // Into a temporary file first: a damaged file must not leave a plausible partial OUT behind.
                 Some(out) => {
-                    let partial = out.with_extension("partial");
+                    let mut partial = out.as_os_str().to_owned();
+                    partial.push(".partial");
+                    let partial = PathBuf::from(partial);
                     let writer = std::fs::File::create(&partial)
                         .map_err(|e| format!("{}: {e}", partial.display()))?;
                     let result = decrypt_file(&key, std::io::BufReader::new(input), writer);
