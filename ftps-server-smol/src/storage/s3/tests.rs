@@ -355,6 +355,110 @@ fn directory_rename_copies_every_key() {
     });
 }
 
+/// A proxy in front of moto that refuses (403 AccessDenied, not passed on) every server-side copy whose request
+/// head contains `poison`, and passes everything else on, one request per connection (it asks moto to close).
+fn copy_refusing_proxy(upstream: String, poison: &'static str) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let upstream = upstream.trim_start_matches("http://").to_owned();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            let upstream = upstream.clone();
+            std::thread::spawn(move || {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 16 * 1024];
+                let head_end = loop {
+                    if let Some(at) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break at;
+                    }
+                    match client.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&request[..head_end]).to_ascii_lowercase();
+                if head.contains("x-amz-copy-source") && head.contains(poison) {
+                    let body = "<Error><Code>AccessDenied</Code><Message>refused by the test</Message></Error>";
+                    let _ = write!(
+                        client,
+                        "HTTP/1.1 403 Forbidden\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    return;
+                }
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while request.len() < head_end + 4 + length {
+                    match client.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let Ok(mut server) = std::net::TcpStream::connect(&upstream) else {
+                    return;
+                };
+                let _ = server.write_all(&request[..head_end]);
+                let _ = server.write_all(b"\r\nConnection: close");
+                let _ = server.write_all(&request[head_end..]);
+                let _ = std::io::copy(&mut server, &mut client);
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A directory rename whose copying fails part way (after a first batch of copies succeeded) removes every copy
+/// it made: one folder remains, as it was, and nothing under it is lost.
+#[test]
+fn a_failed_directory_rename_removes_its_copies() {
+    let Some(moto) = Moto::start() else { return };
+    block_on(async {
+        let s3 = storage(&moto, "halfway", "ftp").await;
+        let s: &dyn Storage = &s3;
+        s.mkdir("/a").await.unwrap();
+        s.mkdir("/a/sub").await.unwrap();
+        for i in 0u8..12 {
+            write(s, &format!("/a/sub/f{i:02}"), WriteMode::Create, &[i; 100]).await;
+        }
+        // Listed last (after "/a/", "/a/sub/" and the twelve files): in the second batch of copies.
+        write(s, "/a/sub/poison", WriteMode::Create, b"p").await;
+
+        let proxied = S3Storage::new(&options(
+            copy_refusing_proxy(moto.endpoint(), "poison"),
+            "halfway",
+            "ftp",
+        ))
+        .unwrap();
+        let e = proxied.rename("/a", "/b").await.unwrap_err();
+        assert!(e.to_string().contains("AccessDenied"), "{e}");
+
+        assert_eq!(kind(s.metadata("/b").await), StorageErrorKind::NotFound);
+        let stray = s3
+            .inner
+            .list_page("ftp/b", false, None, 1000)
+            .await
+            .unwrap();
+        assert!(
+            stray.objects.is_empty(),
+            "copies left behind: {:?}",
+            stray.objects
+        );
+        assert_eq!(
+            names(&s.list("/").await.unwrap()),
+            [("a".to_owned(), FileKind::Directory)]
+        );
+        assert_eq!(s.list("/a/sub").await.unwrap().len(), 13);
+        for i in 0u8..12 {
+            assert_eq!(read(s, &format!("/a/sub/f{i:02}"), 0).await.0, [i; 100]);
+        }
+        assert_eq!(read(s, "/a/sub/poison", 0).await.0, b"p");
+    });
+}
+
 #[test]
 fn multipart_upload_commits_and_abort_keeps_the_old_object() {
     let Some(moto) = Moto::start() else { return };
