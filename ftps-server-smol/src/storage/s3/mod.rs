@@ -26,19 +26,26 @@
 //! endpoints use rustls with the system's trust roots and an optional extra CA file.
 
 mod http;
+mod listing;
 mod rename;
 mod requests;
 mod upload;
 mod versions;
 
-/// Parses one `ListObjectVersions` response page as the history methods do; the number of entries, or `None`
-/// when the document is refused. For the fuzz target `s3_versions` (S3's bytes are a peer's bytes); not API.
+/// Parses `xml` as a `ListObjectsV2` page and as a `ListObjectVersions` page, as the backend does; the number of
+/// entries of each, or `None` where the document is refused. For the fuzz target `s3_listings` (S3's bytes are a
+/// peer's bytes); not API.
 #[doc(hidden)]
 #[must_use]
-pub fn fuzz_versions_page(xml: &str) -> Option<usize> {
-    versions::parse_versions(xml)
-        .ok()
-        .map(|page| page.versions.len() + page.prefixes.len())
+pub fn fuzz_listing_pages(xml: &str) -> [Option<usize>; 2] {
+    [
+        listing::parse_objects(xml)
+            .ok()
+            .map(|page| page.objects.len() + page.prefixes.len()),
+        listing::parse_versions(xml)
+            .ok()
+            .map(|page| page.versions.len() + page.prefixes.len()),
+    ]
 }
 
 use self::requests::{
@@ -367,7 +374,7 @@ impl S3Storage {
             .inner
             .list_page(&self.dir_prefix(parts), false, None, 1)
             .await?;
-        Ok(!page.contents.is_empty() || !page.common_prefixes.is_empty())
+        Ok(!page.objects.is_empty() || !page.prefixes.is_empty())
     }
 
     /// The parent of `parts` must be an existing directory (one seen lately counts: see [`RECENT_DIR_TTL`]).
@@ -421,19 +428,19 @@ impl S3Storage {
                 .list_page(key, true, token.as_deref(), 1000)
                 .await?;
             let mut passed = false;
-            for content in &page.contents {
+            for content in &page.objects {
                 if content.key == key {
                     object = Some(content.size);
                 }
                 passed |= content.key.as_str() > dir.as_str();
             }
-            for common in &page.common_prefixes {
-                if common.prefix == dir {
+            for common in &page.prefixes {
+                if *common == dir {
                     return Ok((object, true));
                 }
-                passed |= common.prefix.as_str() > dir.as_str();
+                passed |= common.as_str() > dir.as_str();
             }
-            match page.next_continuation_token {
+            match page.next_token {
                 Some(next) if !passed => token = Some(next),
                 _ => return Ok((object, false)),
             }
@@ -473,8 +480,8 @@ impl S3Storage {
                 .inner
                 .list_page(&prefix, true, token.as_deref(), 1000)
                 .await?;
-            seen_any |= !page.contents.is_empty() || !page.common_prefixes.is_empty();
-            for object in &page.contents {
+            seen_any |= !page.objects.is_empty() || !page.prefixes.is_empty();
+            for object in &page.objects {
                 let Some(name) = object.key.strip_prefix(&prefix) else {
                     continue;
                 };
@@ -484,12 +491,11 @@ impl S3Storage {
                 }
                 entries.push(DirEntry {
                     name: name.to_owned(),
-                    metadata: file_metadata(object.size, parse_iso8601(&object.last_modified)),
+                    metadata: file_metadata(object.size, object.modified),
                 });
             }
-            for common in &page.common_prefixes {
+            for common in &page.prefixes {
                 let Some(name) = common
-                    .prefix
                     .strip_prefix(&prefix)
                     .and_then(|rest| rest.strip_suffix('/'))
                 else {
@@ -503,8 +509,8 @@ impl S3Storage {
                     metadata: dir_metadata(None),
                 });
             }
-            match page.next_continuation_token {
-                Some(next) if !next.is_empty() => token = Some(next),
+            match page.next_token {
+                Some(next) => token = Some(next),
                 _ => break,
             }
         }
@@ -616,14 +622,14 @@ impl S3Storage {
         }
         let prefix = self.dir_prefix(&parts);
         let page = self.inner.list_page(&prefix, false, None, 2).await?;
-        if page.contents.is_empty() {
+        if page.objects.is_empty() {
             return Err(if self.inner.head(&key).await?.is_some() {
                 err(StorageErrorKind::NotADirectory, "not a directory")
             } else {
                 err(StorageErrorKind::NotFound, "no such directory")
             });
         }
-        if page.contents.iter().any(|object| object.key != prefix) {
+        if page.objects.iter().any(|object| object.key != prefix) {
             return Err(err(StorageErrorKind::NotEmpty, "directory not empty"));
         }
         self.inner.delete(&prefix).await?;

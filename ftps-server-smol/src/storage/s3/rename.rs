@@ -119,8 +119,7 @@ impl S3Storage {
         }
         // POSIX: an empty directory (its marker alone) may be replaced, a non-empty one not.
         let target = self.inner.list_page(&to_prefix, false, None, 2).await?;
-        if target.contents.iter().any(|o| o.key != to_prefix) || !target.common_prefixes.is_empty()
-        {
+        if target.objects.iter().any(|o| o.key != to_prefix) || !target.prefixes.is_empty() {
             return Err(err(
                 StorageErrorKind::NotEmpty,
                 "the target directory is not empty",
@@ -135,15 +134,15 @@ impl S3Storage {
                 .inner
                 .list_page(&from_prefix, false, token.as_deref(), 1000)
                 .await?;
-            keys.extend(page.contents.into_iter().map(|o| (o.key, o.size)));
+            keys.extend(page.objects.into_iter().map(|o| (o.key, o.size)));
             if keys.len() > limit {
                 return Err(other(format!(
                     "renaming a directory of more than {limit} objects is refused on object storage \
                      (each is copied); move its subdirectories one at a time"
                 )));
             }
-            match page.next_continuation_token {
-                Some(next) if !next.is_empty() => token = Some(next),
+            match page.next_token {
+                Some(next) => token = Some(next),
                 _ => break,
             }
         }

@@ -5,10 +5,10 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use rusty_s3::actions::{ListObjectsV2, ListObjectsV2Response};
 use rusty_s3::S3Action;
 
 use super::http::{Method, Request, Response};
+use super::listing::{parse_objects, ObjectsPage};
 use super::*;
 
 /// The TLS client configuration for an `https` endpoint: the system's trust roots plus those of `ca_file`.
@@ -172,7 +172,8 @@ impl Inner {
         delimited: bool,
         token: Option<&str>,
         max_keys: usize,
-    ) -> Result<ListObjectsV2Response, StorageError> {
+    ) -> Result<ObjectsPage, StorageError> {
+        // rusty-s3 asks for URL-encoded keys (`encoding-type=url`); `listing` decodes them as S3 encodes them.
         let mut action = self.bucket.list_objects_v2(Some(&self.credentials));
         action.with_prefix(prefix);
         if delimited {
@@ -189,7 +190,7 @@ impl Inner {
         }
         let body = response.body.bytes(MAX_XML_BODY).await?;
         let text = std::str::from_utf8(&body).map_err(|_| other("S3 listing is not UTF-8"))?;
-        ListObjectsV2::parse_response(text).map_err(|e| other(format!("S3 listing: {e}")))
+        parse_objects(text)
     }
 
     pub(super) async fn head(&self, key: &str) -> Result<Option<Head>, StorageError> {

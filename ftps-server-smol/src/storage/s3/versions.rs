@@ -20,42 +20,18 @@
 use std::time::SystemTime;
 
 use rusty_s3::S3Action;
-use xmlparser::{ElementEnd, Token, Tokenizer};
 
 use super::http::Method;
+use super::listing::{parse_versions, Marker, ObjectVersion, VersionsPage};
 use super::rename::{join_all, Step, BATCH_CONCURRENCY};
 use super::{
-    acceptable_name, dir_metadata, err, file_metadata, other, parse_iso8601, status_error,
-    xml_field, Inner, S3Storage, MAX_XML_BODY, URL_EXPIRY,
+    acceptable_name, dir_metadata, err, file_metadata, other, status_error, xml_field, Inner,
+    S3Storage, MAX_XML_BODY, URL_EXPIRY,
 };
 use crate::storage::{DirEntry, Metadata, ReadHandle, StorageError, StorageErrorKind, VersionInfo};
 
 /// The S3 XML namespace, for request bodies.
 const S3_XMLNS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
-
-/// One entry of a `ListObjectVersions` page: a version of an object or a delete marker.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct ObjectVersion {
-    pub(super) key: String,
-    pub(super) version_id: String,
-    /// A delete marker, not content.
-    pub(super) deleted: bool,
-    /// S3's `IsLatest`: the key's newest entry.
-    pub(super) latest: bool,
-    pub(super) modified: SystemTime,
-    pub(super) size: u64,
-}
-
-/// Where the next page of a version listing starts: `NextKeyMarker` and `NextVersionIdMarker`.
-type Marker = (String, Option<String>);
-
-/// One page of `ListObjectVersions`, in the document's order (keys ascending, each key's versions newest first).
-#[derive(Debug, Default)]
-pub(super) struct VersionsPage {
-    pub(super) versions: Vec<ObjectVersion>,
-    pub(super) prefixes: Vec<String>,
-    pub(super) next: Option<Marker>,
-}
 
 /// The trait's id of S3 version `version_id`: a nonzero 63-bit FNV-1a hash (0 is the current content).
 pub(super) fn version_number(version_id: &str) -> u64 {
@@ -89,129 +65,6 @@ fn oldest_first(mut entries: Vec<ObjectVersion>) -> Vec<ObjectVersion> {
 /// A listing's entries by key, each key's in the listing's order.
 type ByKey = std::collections::BTreeMap<String, Vec<ObjectVersion>>;
 
-/// Decodes the five predefined entities and character references of XML text.
-fn unescape(raw: &str) -> Result<String, StorageError> {
-    let bad = || other("S3 version listing: bad XML entity");
-    let mut out = String::with_capacity(raw.len());
-    let mut rest = raw;
-    while let Some(amp) = rest.find('&') {
-        out.push_str(&rest[..amp]);
-        let tail = &rest[amp + 1..];
-        let end = tail.find(';').ok_or_else(bad)?;
-        let decoded = match &tail[..end] {
-            "lt" => '<',
-            "gt" => '>',
-            "amp" => '&',
-            "quot" => '"',
-            "apos" => '\'',
-            reference => {
-                let code = if let Some(hex) = reference.strip_prefix("#x") {
-                    u32::from_str_radix(hex, 16).ok()
-                } else {
-                    reference.strip_prefix('#').and_then(|d| d.parse().ok())
-                };
-                code.and_then(char::from_u32).ok_or_else(bad)?
-            }
-        };
-        out.push(decoded);
-        rest = &tail[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-/// Parses a `ListVersionsResult` document, keeping the order of `Version` and `DeleteMarker` entries (a typed
-/// parser into two lists would lose which came first within one timestamp).
-pub(super) fn parse_versions(xml: &str) -> Result<VersionsPage, StorageError> {
-    #[derive(Default)]
-    struct Entry {
-        key: Option<String>,
-        version_id: Option<String>,
-        modified: Option<SystemTime>,
-        size: u64,
-        latest: bool,
-    }
-    let malformed = |what: &str| other(format!("S3 version listing: {what}"));
-    let mut page = VersionsPage::default();
-    let mut stack: Vec<&str> = Vec::new();
-    let mut text = String::new();
-    let mut entry = Entry::default();
-    let (mut truncated, mut next_key, mut next_version) = (false, None, None);
-    for token in Tokenizer::from(xml) {
-        let token = token.map_err(|e| malformed(&e.to_string()))?;
-        let closed = match token {
-            Token::ElementStart { local, .. } => {
-                stack.push(local.as_str());
-                text.clear();
-                if stack.len() == 2 {
-                    entry = Entry::default();
-                }
-                false
-            }
-            Token::ElementEnd {
-                end: ElementEnd::Close(..) | ElementEnd::Empty,
-                ..
-            } => true,
-            Token::Text { text: t } => {
-                text.push_str(&unescape(t.as_str())?);
-                false
-            }
-            Token::Cdata { text: t, .. } => {
-                text.push_str(t.as_str());
-                false
-            }
-            _ => false,
-        };
-        if !closed {
-            continue;
-        }
-        let value = std::mem::take(&mut text);
-        match stack.as_slice() {
-            [_, "Version" | "DeleteMarker", field] => match *field {
-                "Key" => entry.key = Some(value),
-                "VersionId" => entry.version_id = Some(value),
-                "LastModified" => entry.modified = parse_iso8601(value.trim()),
-                "IsLatest" => entry.latest = value.trim() == "true",
-                "Size" => {
-                    entry.size = value.trim().parse().map_err(|_| malformed("bad Size"))?;
-                }
-                _ => {}
-            },
-            [_, kind @ ("Version" | "DeleteMarker")] => {
-                let e = std::mem::take(&mut entry);
-                page.versions.push(ObjectVersion {
-                    key: e.key.ok_or_else(|| malformed("entry without Key"))?,
-                    version_id: e
-                        .version_id
-                        .ok_or_else(|| malformed("entry without VersionId"))?,
-                    deleted: *kind == "DeleteMarker",
-                    latest: e.latest,
-                    modified: e
-                        .modified
-                        .ok_or_else(|| malformed("entry without a LastModified date"))?,
-                    size: e.size,
-                });
-            }
-            [_, "CommonPrefixes", "Prefix"] => page.prefixes.push(value),
-            [_, "IsTruncated"] => truncated = value.trim() == "true",
-            [_, "NextKeyMarker"] => next_key = Some(value),
-            [_, "NextVersionIdMarker"] => next_version = Some(value).filter(|v| !v.is_empty()),
-            _ => {}
-        }
-        stack.pop();
-    }
-    if !stack.is_empty() {
-        return Err(malformed("the document ends early"));
-    }
-    if truncated {
-        let key = next_key
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| malformed("truncated without NextKeyMarker"))?;
-        page.next = Some((key, next_version));
-    }
-    Ok(page)
-}
-
 impl Inner {
     /// One page of `ListObjectVersions` under `prefix`, grouped by `/` when `delimited`.
     pub(super) async fn list_versions_page(
@@ -230,6 +83,8 @@ impl Inner {
         if delimited {
             query.insert("delimiter", "/");
         }
+        // Keys come back URL-encoded (see `listing`).
+        query.insert("encoding-type", "url");
         if let Some((key, version)) = marker {
             query.insert("key-marker", key.as_str());
             if let Some(version) = version {
@@ -534,47 +389,6 @@ impl S3Storage {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_versions_and_markers_in_document_order() {
-        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
-<ListVersionsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
-  <Name>b</Name><Prefix>a/</Prefix><KeyMarker/><IsTruncated>true</IsTruncated>
-  <NextKeyMarker>a/x &amp; y</NextKeyMarker><NextVersionIdMarker>v9</NextVersionIdMarker>
-  <DeleteMarker><Key>a/x &amp; y</Key><VersionId>v3</VersionId><IsLatest>true</IsLatest>
-    <LastModified>2026-12-06T20:00:02.000Z</LastModified></DeleteMarker>
-  <Version><Key>a/x &amp; y</Key><VersionId>v2</VersionId><IsLatest>false</IsLatest>
-    <LastModified>2026-12-06T20:00:01.500Z</LastModified><ETag>"e"</ETag><Size>12</Size>
-    <Owner><ID>o</ID></Owner></Version>
-  <CommonPrefixes><Prefix>a/&#x64;ir/</Prefix></CommonPrefixes>
-</ListVersionsResult>"#;
-        let page = parse_versions(xml).unwrap();
-        assert_eq!(page.versions.len(), 2);
-        assert!(page.versions[0].deleted);
-        assert_eq!(page.versions[0].key, "a/x & y");
-        assert_eq!(page.versions[1].version_id, "v2");
-        assert_eq!(page.versions[1].size, 12);
-        assert!(page.versions[1].modified < page.versions[0].modified);
-        assert_eq!(page.prefixes, ["a/dir/"]);
-        assert_eq!(
-            page.next,
-            Some(("a/x & y".to_owned(), Some("v9".to_owned())))
-        );
-    }
-
-    #[test]
-    fn malformed_listings_are_errors() {
-        for xml in [
-            "<ListVersionsResult><Version><Key>k</Key></Version></ListVersionsResult>",
-            "<ListVersionsResult><Version><Key>k</Key><VersionId>v</VersionId>\
-             <LastModified>2026-12-06T20:00:02Z</LastModified><Size>x</Size></Version></ListVersionsResult>",
-            "<ListVersionsResult><IsTruncated>true</IsTruncated></ListVersionsResult>",
-            "<ListVersionsResult><Version><Key>&bogus;</Key>",
-            "<ListVersionsResult><Version",
-        ] {
-            assert!(parse_versions(xml).is_err(), "{xml}: {:?}", parse_versions(xml));
-        }
-    }
 
     #[test]
     fn version_numbers_are_nonzero_and_distinct() {
