@@ -163,11 +163,12 @@ fn server_binary_on_s3_serves_curl_and_the_ftps_mirror() {
         .unwrap();
     assert!(!mfmt.status.success());
 
-    // Our client mirrors a tree of 36 files in 4 directories up, and back down into an empty directory.
+    // Our client mirrors a tree of 36 files in 4 directories up, and back down into an empty directory. The names
+    // hold characters that the listings' URL encoding changes (space, plus, percent, ampersand).
     let ftps = ftps_testkit::build_bin(env!("CARGO"), "ftps-client-blocking", "ftps");
     let src = local.path().join("src");
     for i in 0..36 {
-        let path = src.join(format!("d{}/f{i:02}.bin", i % 4));
+        let path = src.join(format!("d{} x+y/f{i:02} 100% & more+.bin", i % 4));
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, random_bytes(1000 + i * 997, i as u64 + 10)).unwrap();
     }
