@@ -87,6 +87,16 @@ impl fmt::Debug for Kek {
     }
 }
 
+/// Overwrites the key bytes when the value is dropped, as [`DataKey`](crate::storage::DataKey) does (best effort:
+/// copies the compiler made of a moved value are not reached).
+impl Drop for Kek {
+    fn drop(&mut self) {
+        self.0 = [0; 32];
+        // Keeps the store above from being removed as dead: the zeroed bytes are "used".
+        std::hint::black_box(&mut self.0);
+    }
+}
+
 /// Where a KEK comes from: the `kek_file` or `kek_command` of `[encryption]`, or the new KEK of a rotation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
