@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ftps_server_smol::storage::S3Storage;
+use ftps_server_smol::storage::{S3Storage, Storage, WriteMode};
 use ftps_testkit::{peer, run_within, KillOnDrop, Moto, TempDir};
 
 use crate::{random_bytes, run, PASSWORD, USER};
@@ -324,4 +324,138 @@ fn server_binary_serves_time_views_from_bucket_versioning() {
         .output()
         .unwrap();
     assert!(!refused.status.success());
+}
+
+/// The whole of an object, or `None` when there is none under `path`.
+fn object(bucket: &S3Storage, path: &str) -> Option<Vec<u8>> {
+    use futures_lite::AsyncReadExt;
+    futures_lite::future::block_on(async {
+        let mut handle = Storage::open_read(bucket, path, 0).await.ok()?;
+        let mut data = Vec::new();
+        handle.reader.read_to_end(&mut data).await.unwrap();
+        Some(data)
+    })
+}
+
+/// `kill -9` of the server in the middle of a `STOR` over an existing object, then in the middle of a directory
+/// rename. After the first the old object is whole (an upload's object appears only when it completes); after the
+/// second every file of the directory is under one of its two names with its content (every copy is made before
+/// the first delete). Nothing is lost either way.
+#[test]
+fn a_server_killed_mid_upload_or_mid_rename_loses_nothing() {
+    let Some(curl_bin) = peer("curl") else {
+        return;
+    };
+    let Some(moto) = Moto::start() else {
+        return;
+    };
+    let (_, bucket) = crate::moto_bucket(&moto, "ftp-killed");
+    let dir = TempDir::new("s3-killed");
+    let (config, port) = s3_config(&dir, &moto, "ftp-killed", "part_size_mib = 5\n");
+    let start = |name: &str| {
+        let log = dir.path().join(name);
+        let server = KillOnDrop(server_command(&config, &log).spawn().unwrap());
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        assert!(
+            ftps_testkit::wait_for_listener(addr, Duration::from_secs(20)),
+            "the server does not listen: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        server
+    };
+    let url = |path: &str| format!("ftp://127.0.0.1:{port}/{path}");
+    let curl = || {
+        let mut command = Command::new(&curl_bin);
+        command
+            .args(["-sS", "--ssl-reqd", "--insecure", "--max-time", "120"])
+            .args(["-u", &format!("{USER}:{PASSWORD}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        command
+    };
+    let local = TempDir::new("s3-killed-local");
+
+    // An upload of 40 MiB at 4 MiB/s over a 1 MB object: killed after ~12 MiB, two 5 MiB parts sent to S3.
+    let server = start("server1.log");
+    let old = random_bytes(1_000_000, 31);
+    std::fs::write(local.path().join("keep.bin"), &old).unwrap();
+    run(curl()
+        .arg("-T")
+        .arg(local.path().join("keep.bin"))
+        .arg(url("")));
+    let new = random_bytes(40 << 20, 32);
+    std::fs::write(local.path().join("new.bin"), &new).unwrap();
+    let mut upload = KillOnDrop(
+        curl()
+            .args(["--limit-rate", "4M", "-T"])
+            .arg(local.path().join("new.bin"))
+            .arg(url("keep.bin"))
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    drop(server);
+    let status = upload.0.wait().unwrap();
+    assert!(!status.success(), "the upload cannot have completed");
+    assert!(
+        object(&bucket, "/keep.bin") == Some(old.clone()),
+        "the object changed after a killed upload"
+    );
+    let server = start("server2.log");
+    let down = local.path().join("down.bin");
+    run(curl().arg("-o").arg(&down).arg(url("keep.bin")));
+    assert!(
+        std::fs::read(&down).unwrap() == old,
+        "the download after the restart differs"
+    );
+
+    // A rename of a directory of 400 files, killed as soon as its first copy exists.
+    futures_lite::future::block_on(async {
+        use futures_lite::AsyncWriteExt;
+        Storage::mkdir(&bucket, "/d").await.unwrap();
+        for i in 0..400 {
+            let mut upload =
+                Storage::open_write(&bucket, &format!("/d/f{i:03}"), WriteMode::Create)
+                    .await
+                    .unwrap();
+            upload
+                .write_all(format!("content {i}").as_bytes())
+                .await
+                .unwrap();
+            upload.commit().await.unwrap();
+        }
+    });
+    let mut rename = KillOnDrop(
+        curl()
+            .args(["-Q", "-RNFR d", "-Q", "-RNTO e"])
+            .arg(url(""))
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while object(&bucket, "/e/f000").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rename never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(server);
+    let _ = rename.0.wait();
+    let (mut both, mut moved) = (0, 0);
+    for i in 0..400 {
+        let want = format!("content {i}").into_bytes();
+        let before = object(&bucket, &format!("/d/f{i:03}"));
+        let after = object(&bucket, &format!("/e/f{i:03}"));
+        assert!(
+            before.as_ref() == Some(&want) || after.as_ref() == Some(&want),
+            "f{i:03} is under neither name: {before:?} {after:?}"
+        );
+        for copy in [&before, &after].into_iter().flatten() {
+            assert_eq!(copy, &want, "f{i:03} has the wrong content");
+        }
+        both += usize::from(before.is_some() && after.is_some());
+        moved += usize::from(before.is_none());
+    }
+    eprintln!("killed mid-rename: {both} files under both names, {moved} moved");
 }
