@@ -337,10 +337,10 @@ fn object(bucket: &S3Storage, path: &str) -> Option<Vec<u8>> {
     })
 }
 
-/// `kill -9` of the server in the middle of a `STOR` over an existing object, then in the middle of a directory
-/// rename. After the first the old object is whole (an upload's object appears only when it completes); after the
-/// second every file of the directory is under one of its two names with its content (every copy is made before
-/// the first delete). Nothing is lost either way.
+/// `kill -9` of the server in the middle of a `STOR` over an existing object, then twice in the middle of a
+/// directory rename (while copying, while deleting). After the first the old object is whole (an upload's object
+/// appears only when it completes); after each of the others every file of the directory is under one of its two
+/// names with its content (every copy is made before the first delete). Nothing is lost either way.
 #[test]
 fn a_server_killed_mid_upload_or_mid_rename_loses_nothing() {
     let Some(curl_bin) = peer("curl") else {
@@ -409,53 +409,64 @@ fn a_server_killed_mid_upload_or_mid_rename_loses_nothing() {
         "the download after the restart differs"
     );
 
-    // A rename of a directory of 400 files, killed as soon as its first copy exists.
-    futures_lite::future::block_on(async {
-        use futures_lite::AsyncWriteExt;
-        Storage::mkdir(&bucket, "/d").await.unwrap();
-        for i in 0..400 {
-            let mut upload =
-                Storage::open_write(&bucket, &format!("/d/f{i:03}"), WriteMode::Create)
+    // A rename of a directory of 400 files, killed as soon as its first copy exists, then another as soon as its
+    // first original is deleted (every copy made, the deletes under way).
+    let mut server = Some(server);
+    for (from, to, killed_when) in [("d1", "e1", "copying"), ("d2", "e2", "deleting")] {
+        let server_now = server
+            .take()
+            .unwrap_or_else(|| start(&format!("server-{from}.log")));
+        futures_lite::future::block_on(async {
+            use futures_lite::AsyncWriteExt;
+            Storage::mkdir(&bucket, &format!("/{from}")).await.unwrap();
+            for i in 0..400 {
+                let path = format!("/{from}/f{i:03}");
+                let mut upload = Storage::open_write(&bucket, &path, WriteMode::Create)
                     .await
                     .unwrap();
-            upload
-                .write_all(format!("content {i}").as_bytes())
-                .await
-                .unwrap();
-            upload.commit().await.unwrap();
-        }
-    });
-    let mut rename = KillOnDrop(
-        curl()
-            .args(["-Q", "-RNFR d", "-Q", "-RNTO e"])
-            .arg(url(""))
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while object(&bucket, "/e/f000").is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the rename never started"
+                upload
+                    .write_all(format!("content {i}").as_bytes())
+                    .await
+                    .unwrap();
+                upload.commit().await.unwrap();
+            }
+        });
+        let mut rename = KillOnDrop(
+            curl()
+                .args(["-Q", &format!("-RNFR {from}"), "-Q", &format!("-RNTO {to}")])
+                .arg(url(""))
+                .spawn()
+                .unwrap(),
         );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    drop(server);
-    let _ = rename.0.wait();
-    let (mut both, mut moved) = (0, 0);
-    for i in 0..400 {
-        let want = format!("content {i}").into_bytes();
-        let before = object(&bucket, &format!("/d/f{i:03}"));
-        let after = object(&bucket, &format!("/e/f{i:03}"));
-        assert!(
-            before.as_ref() == Some(&want) || after.as_ref() == Some(&want),
-            "f{i:03} is under neither name: {before:?} {after:?}"
-        );
-        for copy in [&before, &after].into_iter().flatten() {
-            assert_eq!(copy, &want, "f{i:03} has the wrong content");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let (first_copy, first_original) = (format!("/{to}/f000"), format!("/{from}/f000"));
+        while match killed_when {
+            "copying" => object(&bucket, &first_copy).is_none(),
+            _ => object(&bucket, &first_original).is_some(),
+        } {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the rename of {from} never got to {killed_when}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
         }
-        both += usize::from(before.is_some() && after.is_some());
-        moved += usize::from(before.is_none());
+        drop(server_now);
+        let _ = rename.0.wait();
+        let (mut both, mut moved) = (0, 0);
+        for i in 0..400 {
+            let want = format!("content {i}").into_bytes();
+            let before = object(&bucket, &format!("/{from}/f{i:03}"));
+            let after = object(&bucket, &format!("/{to}/f{i:03}"));
+            assert!(
+                before.as_ref() == Some(&want) || after.as_ref() == Some(&want),
+                "{from}/f{i:03} is under neither name after a kill while {killed_when}: {before:?} {after:?}"
+            );
+            for copy in [&before, &after].into_iter().flatten() {
+                assert_eq!(copy, &want, "{from}/f{i:03} has the wrong content");
+            }
+            both += usize::from(before.is_some() && after.is_some());
+            moved += usize::from(before.is_none());
+        }
+        eprintln!("killed while {killed_when}: {both} files under both names, {moved} moved");
     }
-    eprintln!("killed mid-rename: {both} files under both names, {moved} moved");
 }
