@@ -48,54 +48,12 @@ fn server_binary_on_s3_serves_curl_and_the_ftps_mirror() {
     let (options, _) = crate::moto_bucket(&moto, "ftp-e2e");
 
     let dir = TempDir::new("s3-e2e");
-    let users = dir.path().join("users.toml");
-    crate::add_test_user(&users);
-    let port = ftps_testkit::free_port();
-    let (first, last) = passive_range();
-    let config = dir.path().join("server.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "root = {root:?}\nstate_dir = {state:?}\nusers_file = {users:?}\n\n\
-             [[listener]]\naddress = \"127.0.0.1:{port}\"\npassive_ports = \"{first}-{last}\"\n\n\
-             [storage]\nbackend = \"s3\"\nendpoint = \"{endpoint}\"\nbucket = \"ftp-e2e\"\n\
-             prefix = \"srv\"\npath_style = true\npart_size_mib = 5\n",
-            root = dir.path().join("unused-root"),
-            state = dir.path().join("state"),
-            endpoint = moto.endpoint(),
-        ),
-    )
-    .unwrap();
+    let extra = "prefix = \"srv\"\npart_size_mib = 5\n";
+    let (config, port) = s3_config(&dir, &moto, "ftp-e2e", extra);
     let log_path = dir.path().join("server.log");
-    // Credentials from the environment, as an operator would pass them.
-    let server = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_ftps-server"))
-            .arg("--config")
-            .arg(&config)
-            .env("AWS_ACCESS_KEY_ID", Moto::ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", Moto::SECRET_KEY)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    assert!(
-        ftps_testkit::wait_for_listener(addr, Duration::from_secs(20)),
-        "the server does not listen: {}",
-        std::fs::read_to_string(&log_path).unwrap_or_default()
-    );
-
-    let url = |path: &str| format!("ftp://127.0.0.1:{port}/{path}");
-    let curl = || {
-        let mut command = Command::new(&curl_bin);
-        command
-            .args(["-sS", "--ssl-reqd", "--insecure", "--max-time", "120"])
-            .args(["-u", &format!("{USER}:{PASSWORD}")]);
-        command
-    };
+    let server = start_server(&config, &log_path, port);
+    let url = |path: &str| ftp_url(port, path);
+    let curl = || curl_command(&curl_bin);
     let local = TempDir::new("s3-e2e-local");
     let small = random_bytes(300_000, 1);
     // 12 MiB + a bit: three 5 MiB parts, the last one short.
@@ -223,6 +181,7 @@ fn s3_config(dir: &TempDir, moto: &Moto, bucket: &str, extra: &str) -> (std::pat
     (config, port)
 }
 
+/// The binary on `config`, with the S3 credentials in the environment as an operator would pass them.
 fn server_command(config: &Path, log: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ftps-server"));
     command
@@ -234,6 +193,31 @@ fn server_command(config: &Path, log: &Path) -> Command {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap());
+    command
+}
+
+/// Starts the binary with `config` (logging to `log`) and waits until it listens on `port`.
+fn start_server(config: &Path, log: &Path, port: u16) -> KillOnDrop {
+    let server = KillOnDrop(server_command(config, log).spawn().unwrap());
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(
+        ftps_testkit::wait_for_listener(addr, Duration::from_secs(20)),
+        "the server does not listen: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    server
+}
+
+fn ftp_url(port: u16, path: &str) -> String {
+    format!("ftp://127.0.0.1:{port}/{path}")
+}
+
+/// curl with explicit FTPS required and the test user; certificates not checked (the server's are generated).
+fn curl_command(curl_bin: &Path) -> Command {
+    let mut command = Command::new(curl_bin);
+    command
+        .args(["-sS", "--ssl-reqd", "--insecure", "--max-time", "120"])
+        .args(["-u", &format!("{USER}:{PASSWORD}")]);
     command
 }
 
@@ -272,24 +256,11 @@ fn server_binary_serves_time_views_from_bucket_versioning() {
     futures_lite::future::block_on(bucket.enable_versioning()).unwrap();
     let dir = TempDir::new("s3-versions");
     let (config, port) = s3_config(&dir, &moto, "ftp-versions", versions);
-    let log = dir.path().join("server.log");
-    let _server = KillOnDrop(server_command(&config, &log).spawn().unwrap());
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    assert!(
-        ftps_testkit::wait_for_listener(addr, Duration::from_secs(20)),
-        "the server does not listen: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+    let _server = start_server(&config, &dir.path().join("server.log"), port);
     // The local root is not used with S3, and not created.
     assert!(!dir.path().join("unused-root").exists());
-    let url = |path: &str| format!("ftp://127.0.0.1:{port}/{path}");
-    let curl = || {
-        let mut command = Command::new(&curl_bin);
-        command
-            .args(["-sS", "--ssl-reqd", "--insecure", "--max-time", "120"])
-            .args(["-u", &format!("{USER}:{PASSWORD}")]);
-        command
-    };
+    let url = |path: &str| ftp_url(port, path);
+    let curl = || curl_command(&curl_bin);
     let local = TempDir::new("s3-versions-local");
     let file = local.path().join("file.txt");
     std::fs::write(&file, b"first content\n").unwrap();
@@ -352,25 +323,12 @@ fn a_server_killed_mid_upload_or_mid_rename_loses_nothing() {
     let (_, bucket) = crate::moto_bucket(&moto, "ftp-killed");
     let dir = TempDir::new("s3-killed");
     let (config, port) = s3_config(&dir, &moto, "ftp-killed", "part_size_mib = 5\n");
-    let start = |name: &str| {
-        let log = dir.path().join(name);
-        let server = KillOnDrop(server_command(&config, &log).spawn().unwrap());
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        assert!(
-            ftps_testkit::wait_for_listener(addr, Duration::from_secs(20)),
-            "the server does not listen: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        server
-    };
-    let url = |path: &str| format!("ftp://127.0.0.1:{port}/{path}");
+    let start = |name: &str| start_server(&config, &dir.path().join(name), port);
+    let url = |path: &str| ftp_url(port, path);
+    // Quiet: two of these are killed halfway, by design.
     let curl = || {
-        let mut command = Command::new(&curl_bin);
-        command
-            .args(["-sS", "--ssl-reqd", "--insecure", "--max-time", "120"])
-            .args(["-u", &format!("{USER}:{PASSWORD}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        let mut command = curl_command(&curl_bin);
+        command.stdout(Stdio::null()).stderr(Stdio::null());
         command
     };
     let local = TempDir::new("s3-killed-local");
