@@ -91,9 +91,7 @@ impl fmt::Debug for Kek {
 /// copies the compiler made of a moved value are not reached).
 impl Drop for Kek {
     fn drop(&mut self) {
-        self.0 = [0; 32];
-        // Keeps the store above from being removed as dead: the zeroed bytes are "used".
-        std::hint::black_box(&mut self.0);
+        crate::storage::encrypted::wipe(&mut self.0);
     }
 }
 

@@ -110,10 +110,15 @@ impl fmt::Debug for DataKey {
 
 impl Drop for DataKey {
     fn drop(&mut self) {
-        self.0 = [0; 32];
-        // Keeps the stores above from being removed as dead: the zeroed bytes are "used".
-        std::hint::black_box(&mut self.0);
+        wipe(&mut self.0);
     }
+}
+
+/// Overwrites key bytes with zeros, for the `Drop` of every key type (data keys here, KEKs in `keys`).
+pub(crate) fn wipe(key: &mut [u8; 32]) {
+    *key = [0; 32];
+    // Keeps the store above from being removed as dead: the zeroed bytes are "used".
+    std::hint::black_box(key);
 }
 
 /// Encrypts plaintext `input` into `output` in the format above, with a new salt; returns the plaintext
