@@ -7,9 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use ftps_server_smol::storage::Storage;
 use ftps_testkit::{peer, TempDir};
-use futures_lite::future::block_on;
 
 use crate::events::{configure, curl_as, start_server};
 use crate::{run, PASSWORD, USER};
@@ -447,13 +445,7 @@ fn encryption_composes_with_the_s3_backend() {
     let data = plaintext(200_000, 4);
     setup.upload(port, "s3.txt", &data);
     // The object holds ciphertext only; the FTP view has the plaintext, from any offset.
-    let mut object = Vec::new();
-    let mut handle = block_on(bucket.open_read("/s3.txt", 0)).unwrap();
-    block_on(futures_lite::AsyncReadExt::read_to_end(
-        &mut handle.reader,
-        &mut object,
-    ))
-    .unwrap();
+    let object = crate::s3_object(&bucket, "/s3.txt").expect("the object is stored");
     assert!(object.len() > data.len());
     assert!(!object.windows(MARKER.len()).any(|w| w == MARKER));
     for offset in [0, 1, SEGMENT, 150_000] {

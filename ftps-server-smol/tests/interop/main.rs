@@ -192,6 +192,18 @@ fn moto_bucket(moto: &Moto, name: &str) -> (S3Options, S3Storage) {
     (options, bucket)
 }
 
+/// The whole of the object under `path` in `bucket`, or `None` when there is none.
+fn s3_object(bucket: &S3Storage, path: &str) -> Option<Vec<u8>> {
+    use ftps_server_smol::storage::Storage;
+    use futures_lite::AsyncReadExt;
+    futures_lite::future::block_on(async {
+        let mut handle = Storage::open_read(bucket, path, 0).await.ok()?;
+        let mut data = Vec::new();
+        handle.reader.read_to_end(&mut data).await.unwrap();
+        Some(data)
+    })
+}
+
 fn run(command: &mut Command) -> Output {
     let output = command.output().expect("run client");
     assert!(

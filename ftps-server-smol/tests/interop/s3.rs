@@ -9,7 +9,7 @@ use std::time::Duration;
 use ftps_server_smol::storage::{S3Storage, Storage, WriteMode};
 use ftps_testkit::{peer, run_within, KillOnDrop, Moto, TempDir};
 
-use crate::{random_bytes, run, PASSWORD, USER};
+use crate::{random_bytes, run, s3_object as object, PASSWORD, USER};
 
 /// A passive range of its own for this test binary (below Linux's ephemeral ports, apart from the balancer's).
 fn passive_range() -> (u16, u16) {
@@ -295,17 +295,6 @@ fn server_binary_serves_time_views_from_bucket_versioning() {
         .output()
         .unwrap();
     assert!(!refused.status.success());
-}
-
-/// The whole of an object, or `None` when there is none under `path`.
-fn object(bucket: &S3Storage, path: &str) -> Option<Vec<u8>> {
-    use futures_lite::AsyncReadExt;
-    futures_lite::future::block_on(async {
-        let mut handle = Storage::open_read(bucket, path, 0).await.ok()?;
-        let mut data = Vec::new();
-        handle.reader.read_to_end(&mut data).await.unwrap();
-        Some(data)
-    })
 }
 
 /// `kill -9` of the server in the middle of a `STOR` over an existing object, then twice in the middle of a
